@@ -1,0 +1,23 @@
+"""Extract: run detect -> track -> features on every clip and fill the stage cache.
+
+Usage: python extract.py [overrides]   (see configs/extract.yaml; README.md lists examples)
+"""
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="extract")
+def main(cfg: DictConfig):
+    from tao_lab.tasks import extract, run_task
+
+    result = run_task(cfg, extract)
+    return result.get(cfg.get("optimized_metric", "")) if isinstance(result, dict) else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Detectors: ``Detector.detect(clip) -> ObjectTable`` (track_id = -1).
+
+- :class:`BackgroundSubtractionDetector` (weight-free default, fixed cameras), built on :class:`BackgroundModel`;
+- :class:`YoloDetector` (ultralytics, local weights file; ultralytics is imported only when it runs).
+"""
+from tao_lab.detect.background import BackgroundModel
+from tao_lab.detect.base import Detector
+from tao_lab.detect.subtraction import BackgroundSubtractionDetector
+from tao_lab.detect.yolo import YoloDetector
+
+__all__ = ["BackgroundModel", "Detector", "BackgroundSubtractionDetector", "YoloDetector"]

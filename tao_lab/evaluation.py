@@ -1,0 +1,136 @@
+"""Evaluation: streams the test clips through the pipeline into the frame, pixel and object metrics.
+
+Keys follow ``<split>/<level>_<metric>[_<protocol>]``. Standard-protocol keys carry no suffix; TAO-protocol keys
+end in ``_tao`` (REFERENCE.md §2: GT-nonempty frames only, per-frame average, and ``pixel_aupro_tao`` is TAO's
+PR-AUC, not a region-overlap AUPRO). When the ``gt_gating`` oracle is on, every key is suffixed ``_gtgated``
+so an oracle number can never be mistaken for a label-free one.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from omegaconf import DictConfig
+
+from tao_lab.cache import StageCache
+from tao_lab.pipeline import Pipeline, progress
+from tao_lab.types import Clip, ObjectTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    per_video: list[dict] = field(default_factory=list)
+    curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    overlays: list[tuple[np.ndarray, str]] = field(default_factory=list)  # (BGR frame with masks drawn, caption)
+
+
+def gt_tracks_for(clip: Clip, cache_dir: Optional[str], min_area: int) -> Optional[ObjectTable]:
+    """The clip's GT object tracks: shipped with the dataset, else derived from its pixel masks (cached)."""
+    if clip.gt is None:
+        return None
+    if clip.gt.tracks is not None:
+        return clip.gt.tracks
+    if clip.gt.mask is None:
+        return None
+    from tao_lab.metrics import tracks_from_masks
+
+    cache = StageCache(cache_dir, "gt_tracks", {"min_area": min_area, "method": "tracks_from_masks/v1"})
+    return cache.get_or_compute(clip.clip_id, clip.source,
+                                lambda: tracks_from_masks(clip.gt.masks(), min_area=min_area))
+
+
+def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: str = "test",
+                   num_overlays: int = 0) -> EvalResult:
+    """Runs the whole pipeline on ``clips`` and computes every configured metric.
+
+    num_overlays: also render this many overlay frames (the most anomalous frame of each clip, highest first).
+    """
+    from tao_lab import metrics as M
+
+    mcfg = cfg.metrics
+    fpr_limit = float(mcfg.get("fpr_limit", 0.3))
+    standard = M.PixelMetrics() if mcfg.get("pixel_standard", True) else None
+    tao = M.TaoPixelMetrics() if mcfg.get("pixel_tao", True) else None
+    frame_scores, frame_labels, per_video = [], [], []
+    detections, gt_tracks = {}, {}
+    total_frames = 0
+    has_pixel_gt = all(c.gt is not None and c.gt.mask is not None for c in clips)
+    overlays: list = []
+
+    for clip in progress(clips, f"evaluate {split}", pipe.show_progress):
+        scores = pipe.scores(clip)
+        seg = pipe.segmentation(clip)
+        total_frames += clip.num_frames
+        labels = clip.gt.frame_labels if clip.gt is not None else None
+        if labels is not None:
+            if len(labels) != clip.num_frames:
+                raise ValueError(f"clip {clip.clip_id}: {len(labels)} frame labels for {clip.num_frames} frames")
+            frame_scores.append(np.asarray(scores.frame_scores, np.float64))
+            frame_labels.append(np.asarray(labels, bool))
+        if has_pixel_gt and (standard is not None or tao is not None):
+            start = time.perf_counter()
+            for i, gt_mask in enumerate(clip.gt.masks()):
+                score_map = seg.score_maps[i].astype(np.float32)
+                if standard is not None:
+                    standard.update(score_map, gt_mask)
+                if tao is not None:
+                    tao.update(score_map, gt_mask)
+            pipe.timings["metrics_pixel"] += time.perf_counter() - start
+        detections[clip.clip_id] = seg.objects
+        if mcfg.get("object", True):
+            tracks = gt_tracks_for(clip, pipe.cache_dir, int(mcfg.get("gt_min_area", 20)))
+            if tracks is not None:
+                gt_tracks[clip.clip_id] = tracks
+        per_video.append(_video_row(clip, scores.frame_scores, labels, seg))
+        if num_overlays > 0:
+            from tao_lab.report.overlay import best_frame_overlay
+
+            overlays.append(best_frame_overlay(clip, scores, seg, pipe.threshold))
+            overlays = sorted(overlays, key=lambda o: -o[0])[:num_overlays]
+
+    out: dict[str, float] = {}
+    curves: dict[str, dict[str, np.ndarray]] = {}
+    if frame_labels:
+        for k, v in M.frame_metrics(frame_scores, frame_labels).items():
+            out[f"frame_{k}"] = v
+        from tao_lab.report.plots import frame_curves
+
+        curves.update(frame_curves(frame_scores, frame_labels))
+    if standard is not None and has_pixel_gt:
+        threshold = float(pipe.threshold.tau) if pipe.threshold is not None else None
+        for k, v in standard.compute(fpr_limit=fpr_limit, threshold=threshold).items():
+            if np.ndim(v) == 0:
+                out[f"pixel_{k}"] = v
+    if tao is not None and has_pixel_gt:
+        for k, v in tao.compute().items():
+            if np.ndim(v) == 0:
+                out[f"pixel_{k}"] = v
+    if mcfg.get("object", True) and gt_tracks:
+        obj = M.rbdc_tbdc(gt_tracks, detections, num_frames=total_frames,
+                          group_ties=bool(mcfg.get("group_ties", False)))
+        out["object_rbdc"], out["object_tbdc"] = obj["rbdc"], obj["tbdc"]
+        curves["object"] = {k: obj[k] for k in ("fpr", "rbdr", "tbdr") if k in obj}
+
+    suffix = "_gtgated" if mcfg.get("gt_gating", False) else ""
+    metrics = {f"{split}/{k}{suffix}": float(v) for k, v in out.items()}
+    return EvalResult(metrics=metrics, per_video=per_video, curves=curves,
+                      overlays=[(img, caption) for _, img, caption in overlays])
+
+
+def _video_row(clip: Clip, frame_scores: np.ndarray, labels: Optional[np.ndarray], seg) -> dict:
+    row = {"video": clip.clip_id, "frames": clip.num_frames, "objects_segmented": int(len(seg.objects)),
+           "max_frame_score": float(np.max(frame_scores)) if len(frame_scores) else float("nan")}
+    if labels is not None:
+        labels = np.asarray(labels, bool)
+        row["anomalous_frames"] = int(labels.sum())
+        if 0 < labels.sum() < len(labels):
+            from tao_lab.metrics import frame_metrics
+
+            row["frame_auc"] = float(frame_metrics([frame_scores], [labels])["auc_micro"])
+    return row

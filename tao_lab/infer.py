@@ -1,0 +1,334 @@
+"""Inference on any video or frame folder, with no ground truth (``python infer.py input=PATH``).
+
+The scorer comes from ``ckpt_path`` (train.py's checkpoint) or, without one, is fitted on the first ``fit_seconds``
+of the input itself, which is assumed normal (the log, ``NOTE.txt`` and the report say so).
+
+Everything is written into ``<run dir>/outputs/``, built in ``outputs.partial/`` and renamed only when complete,
+so a failed or interrupted run never leaves outputs that look complete (``summary.json`` is the last file
+written):
+
+- ``annotated.mp4``: every frame with the masks (colour per object), boxes, ``id score`` labels (red = above the
+  threshold) and a timeline bar of the frame scores with the current position;
+- ``masks/<frame:06d>.png``: per-frame instance masks, 16-bit PNG, 0 = background, k = object id k (the ids of
+  ``objects.csv``), one file per frame (0-based index in the name);
+- ``tracks.csv``: every tracked object with its anomaly score, ``track_id,frame_id,x_min,y_min,x_max,y_max,score``
+  (0-based frames, pixels, x2/y2 exclusive); ``tracks_mot.txt``: the same tracks in MOTChallenge format
+  (``frame,id,x,y,w,h,score,-1,-1,-1``, 1-based frames);
+- ``objects.csv``: the segmented (anomalous) objects, same columns as tracks.csv (the detections for RBDC/TBDC);
+- ``frame_scores.csv``: ``frame_id,time_s,score,anomalous``; ``prompts.csv``: the segmenter prompts;
+- ``report.html``: a self-contained report (score timeline, gallery of the most anomalous objects, summary and
+  the configuration used); ``NOTE.txt``: how the scorer was obtained; ``summary.json``: counts and timings.
+
+Memory stays bounded on long videos: frames are streamed, and the pipeline runs on chunks of ``chunk_seconds``
+(masks of one chunk in memory at a time); track and object ids are made unique across chunks by an offset.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from tao_lab.types import Clip, ObjectTable, Prompts, SubClip
+
+log = logging.getLogger(__name__)
+
+OBJECT_HEADER = "track_id,frame_id,x_min,y_min,x_max,y_max,score"
+
+
+class InferenceInputError(RuntimeError):
+    """The input video / frame folder / stream cannot be read (the message names it and says what to check)."""
+
+
+# ----- writers ----------------------------------------------------------------------------------------------
+def write_objects_csv(path: Path, table: ObjectTable) -> None:
+    """``track_id,frame_id,x_min,y_min,x_max,y_max,score`` rows (0-based frames, original pixels)."""
+    rows = np.column_stack([table.track_id, table.frame, table.xyxy, table.score]) if len(table) else []
+    np.savetxt(path, np.asarray(rows, dtype=np.float64).reshape(-1, 7), delimiter=",", header=OBJECT_HEADER,
+               comments="", fmt=["%d", "%d", "%.2f", "%.2f", "%.2f", "%.2f", "%.6f"])
+
+
+def write_mot(path: Path, table: ObjectTable) -> None:
+    """MOTChallenge rows ``frame,id,bb_left,bb_top,bb_width,bb_height,conf,-1,-1,-1`` (1-based frames)."""
+    with open(path, "w") as f:
+        for fr, tid, (x1, y1, x2, y2), s in zip(table.frame, table.track_id, table.xyxy, table.score):
+            f.write(f"{fr + 1},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{s:.6f},-1,-1,-1\n")
+
+
+def read_objects_csv(path: Path) -> ObjectTable:
+    """Reads a file written by :func:`write_objects_csv`."""
+    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    if data.size == 0:
+        return ObjectTable.empty()
+    return ObjectTable.build(data[:, 1], data[:, 2:6], data[:, 6], data[:, 0])
+
+
+def write_mask_png(path: Path, instance_map: np.ndarray) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(path), np.clip(instance_map, 0, 65535).astype(np.uint16)):
+        raise OSError(f"could not write mask {path}")
+
+
+def read_mask_png(path: Path) -> np.ndarray:
+    """(H, W) int32 instance map from a 16-bit mask PNG (0 = background)."""
+    import cv2
+
+    m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if m is None:
+        raise OSError(f"could not read mask {path}")
+    return m.astype(np.int32)
+
+
+# ----- input ------------------------------------------------------------------------------------------------
+def open_input(cfg: DictConfig) -> Clip:
+    """The one input clip, or InferenceInputError with a message naming the input."""
+    from tao_lab.pipeline import load_dataset
+
+    source = cfg.get("input")
+    try:
+        dataset = load_dataset(cfg)
+    except InferenceInputError:
+        raise
+    except Exception as exc:  # DataError, cv2 errors, OS errors: all mean "cannot read this input"
+        raise InferenceInputError(f"cannot read input {source!r}: {exc}") from exc
+    if len(dataset.test) != 1:
+        raise InferenceInputError(f"infer expects one input video or frame folder, {source!r} gave "
+                                  f"{len(dataset.test)} clips; run infer once per video")
+    clip = dataset.test[0]
+    if clip.num_frames < 2:
+        raise InferenceInputError(f"input {source!r} has {clip.num_frames} decodable frame(s); need at least 2")
+    return clip
+
+
+def fit_or_load(pipe, cfg: DictConfig, clip: Clip) -> str:
+    """Loads the scorer from ckpt_path or fits it on the first fit_seconds of ``clip``; returns the note to show."""
+    if cfg.get("ckpt_path"):
+        pipe.fit_scorer([], ckpt_path=cfg.ckpt_path)
+        return f"scorer loaded from checkpoint {cfg.ckpt_path}"
+    n_fit = max(2, int(round(float(cfg.fit_seconds) * clip.fps)))
+    if n_fit >= clip.num_frames:
+        raise ValueError(f"fit_seconds={cfg.fit_seconds} covers the whole input ({clip.num_frames} frames at "
+                         f"{clip.fps:g} fps): give a shorter fit_seconds or a trained ckpt_path")
+    fit_clip = SubClip(clip, 0, n_fit, clip_id=f"{clip.clip_id}-fit")
+    note = (f"no checkpoint given: the scorer was fitted on the first {float(cfg.fit_seconds):g} s ({n_fit} frames) "
+            f"of the input itself, assumed to be normal; anomalies in that part cannot be found")
+    log.warning(note)
+    pipe.fit_scorer([fit_clip])
+    return note
+
+
+def chunk_bounds(num_frames: int, fps: float, chunk_seconds: Optional[float]) -> list[tuple[int, int]]:
+    """[start, stop) frame ranges of the processing chunks (the last one absorbs a short tail)."""
+    if not chunk_seconds or chunk_seconds <= 0:
+        return [(0, num_frames)]
+    size = max(8, int(round(float(chunk_seconds) * fps)))
+    starts = list(range(0, num_frames, size))
+    if len(starts) > 1 and num_frames - starts[-1] < size // 4:
+        starts.pop()
+    return [(s, starts[k + 1] if k + 1 < len(starts) else num_frames) for k, s in enumerate(starts)]
+
+
+def _offset(table: ObjectTable, frame_offset: int, id_offset: int) -> ObjectTable:
+    ids = np.where(table.track_id >= 0, table.track_id + id_offset, table.track_id)
+    return ObjectTable(table.frame + frame_offset, table.xyxy, table.score, ids, table.cls)
+
+
+# ----- the run ----------------------------------------------------------------------------------------------
+def run_inference(cfg: DictConfig) -> dict:
+    if cfg.get("online", False):
+        from tao_lab.online import run_online
+
+        return run_online(cfg)
+
+    from tao_lab.pipeline import Pipeline, progress
+
+    start_time = time.perf_counter()
+    clip = open_input(cfg)
+    pipe = Pipeline(cfg)
+    fit_note = fit_or_load(pipe, cfg, clip)
+    tau = float(pipe.threshold.tau)
+
+    out_dir = Path(cfg.paths.output_dir) / "outputs"
+    tmp_dir = out_dir.with_name("outputs.partial")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    (tmp_dir / "masks").mkdir(parents=True)
+    try:
+        result = _process(cfg, pipe, clip, tmp_dir, tau, fit_note, start_time, progress)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    result["outputs"] = str(out_dir)
+    print(f"\ntao_lab infer on {clip.source or clip.clip_id}")
+    print(f"  NOTE: {fit_note}")
+    for k in ("frames", "seconds", "objects_scored", "tracks", "objects_segmented", "anomalous_frames",
+              "threshold_tau", "time_s"):
+        print(f"  {k:<20} {result[k]}")
+    print(f"outputs: {out_dir}" + (f"\nreport:  {out_dir / 'report.html'}" if cfg.get("report", True) else ""))
+    return result
+
+
+def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, fit_note: str, start_time: float,
+             progress) -> dict:
+    chunks = chunk_bounds(clip.num_frames, clip.fps, cfg.get("chunk_seconds"))
+    show = bool(cfg.get("progress", True))
+    frame_scores = np.zeros(clip.num_frames, np.float32)
+    tracks, segmented, prompts = [], [], []
+    id_offset, obj_offset = 0, 0
+    write_masks = bool(cfg.get("write_masks", True))
+    # pass 1: the pipeline chunk by chunk; masks go to disk right away, so one chunk's maps are in memory
+    for k, (a, b) in enumerate(progress(chunks, "pipeline chunks", show and len(chunks) > 1)):
+        part = clip if (a, b) == (0, clip.num_frames) else SubClip(clip, a, b, clip_id=f"{clip.clip_id}@{a}-{b}")
+        scores = pipe.scores(part)
+        seg = pipe.segmentation(part)
+        pr = pipe.prompts(part)
+        frame_scores[a:b] = np.asarray(scores.frame_scores, np.float32)[: b - a]
+        tracks.append(_offset(scores.objects, a, id_offset))
+        segmented.append(_offset(seg.objects, a, obj_offset))
+        prompts.append(Prompts(pr.frame + a, np.where(pr.obj_id >= 0, pr.obj_id + obj_offset, pr.obj_id), pr.xyxy,
+                               pr.point, pr.score))
+        if write_masks:
+            inst = seg.instance_maps
+            for i in range(b - a):
+                m = np.zeros((clip.height, clip.width), np.int32) if inst is None else inst[i]
+                m = np.where(m > 0, m + obj_offset, 0)
+                write_mask_png(tmp_dir / "masks" / f"{a + i:06d}.png", m)
+        id_offset += int(scores.objects.track_id.max(initial=0))
+        top = int(seg.objects.track_id.max(initial=0))
+        if seg.instance_maps is not None:
+            top = max(top, int(seg.instance_maps.max(initial=0)))
+        obj_offset += top
+        del scores, seg
+    tracks_t, seg_t = ObjectTable.concat(tracks), ObjectTable.concat(segmented)
+    prompts_t = Prompts(*(np.concatenate([getattr(p, f) for p in prompts]) for f in
+                          ("frame", "obj_id", "xyxy", "point", "score"))) if prompts else Prompts.empty()
+    flagged = frame_scores >= tau
+
+    write_objects_csv(tmp_dir / "tracks.csv", tracks_t)
+    write_mot(tmp_dir / "tracks_mot.txt", tracks_t)
+    write_objects_csv(tmp_dir / "objects.csv", seg_t)
+    times = np.arange(clip.num_frames) / max(clip.fps, 1e-6)
+    np.savetxt(tmp_dir / "frame_scores.csv", np.column_stack([np.arange(clip.num_frames), times, frame_scores,
+                                                              flagged]),
+               delimiter=",", header="frame_id,time_s,score,anomalous", comments="",
+               fmt=["%d", "%.3f", "%.6f", "%d"])
+    np.savetxt(tmp_dir / "prompts.csv",
+               np.column_stack([prompts_t.frame, prompts_t.obj_id, prompts_t.xyxy, prompts_t.point, prompts_t.score])
+               if len(prompts_t) else np.zeros((0, 9)),
+               delimiter=",", header="frame_id,obj_id,x_min,y_min,x_max,y_max,point_x,point_y,score",
+               comments="", fmt="%.6g")
+    (tmp_dir / "NOTE.txt").write_text(fit_note + "\n")
+
+    # pass 2: stream the frames once more for the annotated video and the gallery crops
+    gallery_rows = _gallery_rows(tracks_t, int(cfg.get("gallery_size", 12)))
+    gallery = _render(cfg, clip, tmp_dir, frame_scores, tracks_t, seg_t, tau, gallery_rows, progress, show)
+
+    summary = {"input": str(cfg.get("input")), "frames": int(clip.num_frames), "fps": float(clip.fps),
+               "seconds": round(clip.num_frames / max(clip.fps, 1e-6), 2),
+               "size": f"{clip.width}x{clip.height}", "objects_scored": int(len(tracks_t)),
+               "tracks": int(len(np.unique(tracks_t.track_id))), "objects_segmented": int(len(seg_t)),
+               "anomalous_frames": int(flagged.sum()), "threshold_tau": round(tau, 4),
+               "max_frame_score": round(float(frame_scores.max(initial=0.0)), 4), "chunks": len(chunks),
+               "scorer": fit_note, "time_s": round(time.perf_counter() - start_time, 2)}
+    if cfg.get("report", True):
+        write_infer_report(tmp_dir / "report.html", cfg, clip, summary, frame_scores, tau, flagged, gallery,
+                           fit_note)
+    summary["time_s"] = round(time.perf_counter() - start_time, 2)
+    summary["files"] = sorted(str(p.relative_to(tmp_dir)) for p in tmp_dir.iterdir())
+    tmp = tmp_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, tmp_dir / "summary.json")
+    return summary
+
+
+def _gallery_rows(tracks: ObjectTable, k: int) -> list[int]:
+    """Row indices of the k most anomalous tracks (each track's highest-scored row), highest first."""
+    if not len(tracks) or k <= 0:
+        return []
+    order = np.argsort(-tracks.score, kind="stable")
+    seen, rows = set(), []
+    for r in order:
+        t = int(tracks.track_id[r])
+        if t in seen:
+            continue
+        seen.add(t)
+        rows.append(int(r))
+        if len(rows) == k:
+            break
+    return rows
+
+
+def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: ObjectTable, tau: float,
+            gallery_rows: list[int], progress, show: bool) -> list[tuple[np.ndarray, str]]:
+    from tao_lab.report.overlay import TimelineBar, VideoWriter, compose_frame, crop_with_context, draw_objects
+
+    write_video = bool(cfg.get("write_video", True))
+    if not write_video and not gallery_rows:
+        return []
+    by_frame: dict[int, list[int]] = {}
+    for r in gallery_rows:
+        by_frame.setdefault(int(tracks.frame[r]), []).append(r)
+    crops: dict[int, np.ndarray] = {}
+    writer = VideoWriter(out / "annotated.mp4", clip.fps) if write_video else None
+    timeline = TimelineBar(frame_scores, clip.width, tau) if write_video else None
+    t_order = np.argsort(tracks.frame, kind="stable")
+    t_starts = np.searchsorted(tracks.frame[t_order], np.arange(clip.num_frames + 1))
+    mask_dir = out / "masks"
+    try:
+        frames = clip.frames() if write_video else ((i, clip.frame(i)) for i in sorted(by_frame))
+        it = enumerate(frames) if write_video else frames
+        for i, frame in progress(it, "render video" if write_video else "gallery", show,
+                                 total=clip.num_frames if write_video else len(by_frame)):
+            mask_file = mask_dir / f"{i:06d}.png"
+            inst = read_mask_png(mask_file) if mask_file.is_file() else None
+            if i in by_frame:
+                for r in by_frame[i]:
+                    crops[r] = crop_with_context(frame, tracks.xyxy[r], instance_map=inst)
+            if writer is not None:
+                rows = t_order[t_starts[i]:t_starts[i + 1]]
+                img = draw_objects(frame, inst, tracks.xyxy[rows], tracks.track_id[rows], tracks.score[rows], tau=tau)
+                text = f"frame {i}  t={i / max(clip.fps, 1e-6):.1f}s  score {frame_scores[i]:.2f}" + \
+                       ("  ANOMALY" if frame_scores[i] >= tau else "")
+                writer.write(compose_frame(img, timeline, i, text))
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    gallery = []
+    for r in gallery_rows:
+        if r in crops:
+            s = float(tracks.score[r])
+            cap = (f"track {int(tracks.track_id[r])}  score {s:.3f}{' (flagged)' if s >= tau else ''}\n"
+                   f"frame {int(tracks.frame[r])}  t={int(tracks.frame[r]) / max(clip.fps, 1e-6):.1f}s")
+            gallery.append((crops[r], cap))
+    return gallery
+
+
+def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores: np.ndarray, tau: float,
+                       flagged: np.ndarray, gallery, fit_note: str) -> Path:
+    from tao_lab.report.html import write_report
+    from tao_lab.report.plots import timeline_png
+    from tao_lab.run_info import resolved_config
+
+    plot = timeline_png(frame_scores, tau=tau, fps=clip.fps, flagged=flagged,
+                        title=f"frame anomaly score of {clip.clip_id} (red: above the threshold)")
+    config_text = OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg)))
+    shown = {k: v for k, v in summary.items() if k not in ("scorer", "files")}
+    return write_report(path, title=f"tao_lab inference: {clip.clip_id}",
+                        subtitle=f"input {cfg.get('input')} | {clip.num_frames} frames at {clip.fps:g} fps | "
+                                 f"{clip.width}x{clip.height}",
+                        notes=[fit_note, "Outputs next to this file: annotated.mp4, masks/, tracks.csv, "
+                                         "objects.csv, frame_scores.csv, prompts.csv."],
+                        summary=shown, plots=[("Score timeline", plot)], gallery=gallery,
+                        gallery_title="Most anomalous objects (highest-scored frame of each top track)",
+                        config_text=config_text)

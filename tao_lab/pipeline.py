@@ -1,0 +1,226 @@
+"""Stage orchestration: builds each stage from the config, runs it per clip and caches its output.
+
+    frames -detect-> detections -track-> tracks -features-> features -score-> ObjectScores
+           -threshold-> anomalous objects -prompt filter-> Prompts -segment-> Segmentation
+
+Each stage's cache key covers its own config and the keys of everything upstream (see :mod:`tao_lab.cache`), so a
+run that changes only the threshold re-uses detections, tracks, features and scores from an earlier run.
+The threshold enters the downstream keys as its fitted value, so two threshold configs that fit the same tau
+share prompts and masks too.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from tao_lab.cache import StageCache, stable_hash
+from tao_lab.types import Clip, Dataset, ObjectScores, ObjectTable, Prompts, Segmentation
+
+log = logging.getLogger(__name__)
+
+STAGES = ("detect", "track", "features", "score", "prompts", "segment")
+
+
+def _plain(node: Any) -> Any:
+    """A config node as plain, resolved containers (for cache keys)."""
+    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def instantiate(node: Any, **kwargs) -> Any:
+    from hydra.utils import instantiate as hydra_instantiate
+
+    return hydra_instantiate(node, **kwargs)
+
+
+def progress(items: Iterable, desc: str, enabled: bool = True, total: Optional[int] = None):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, total=total, leave=False, dynamic_ncols=True)
+
+
+class Pipeline:
+    """Runs the configured stages on clips with caching. Components are built on first use.
+
+    cfg: the composed Hydra config (groups detector, tracker, features, scorer, threshold, prompt_filter,
+    segmenter, metrics, paths).
+    """
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.cache_dir = cfg.paths.get("cache_dir")
+        self.show_progress = bool(cfg.get("progress", True))
+        self.timings: dict[str, float] = defaultdict(float)
+        self.frames_processed: dict[str, int] = defaultdict(int)
+        self.scorer = None
+        self.threshold = None
+        self._scorer_key: Optional[str] = None
+
+    # ----- components ---------------------------------------------------------------------------------------
+    @cached_property
+    def detector(self):
+        return instantiate(self.cfg.detector)
+
+    @cached_property
+    def tracker(self):
+        return instantiate(self.cfg.tracker)
+
+    @cached_property
+    def extractors(self):
+        return instantiate(self.cfg.features.extractors)
+
+    @cached_property
+    def prompt_filter(self):
+        return instantiate(self.cfg.prompt_filter)
+
+    @cached_property
+    def segmenter(self):
+        return instantiate(self.cfg.segmenter)
+
+    # ----- cache specs --------------------------------------------------------------------------------------
+    @cached_property
+    def caches(self) -> dict[str, StageCache]:
+        c = self.cfg
+        detect = {"detector": _plain(c.detector)}
+        track = {"up": detect, "tracker": _plain(c.tracker)}
+        features = {"up": track, "features": _plain(c.features)}
+        return {
+            "detect": StageCache(self.cache_dir, "detect", detect),
+            "track": StageCache(self.cache_dir, "track", track),
+            "features": StageCache(self.cache_dir, "features", features),
+        }
+
+    def _downstream_caches(self) -> None:
+        if "score" in self.caches:
+            return
+        if self._scorer_key is None:
+            raise RuntimeError("fit or load the scorer before scoring clips")
+        score = {"up": self.caches["features"].spec, "scorer": self._scorer_key}
+        prompts = {"up": score, "tau": float(self.threshold.tau), "prompt_filter": _plain(self.cfg.prompt_filter),
+                   "gt_gating": bool(self.cfg.metrics.get("gt_gating", False))}
+        segment = {"up": prompts, "segmenter": _plain(self.cfg.segmenter)}
+        self.caches["score"] = StageCache(self.cache_dir, "score", score)
+        self.caches["prompts"] = StageCache(self.cache_dir, "prompts", prompts)
+        self.caches["segment"] = StageCache(self.cache_dir, "segment", segment)
+
+    def _run(self, stage: str, clip: Clip, compute) -> Any:
+        cache = self.caches[stage]
+
+        def timed():
+            start = time.perf_counter()
+            out = compute()
+            self.timings[stage] += time.perf_counter() - start
+            self.frames_processed[stage] += clip.num_frames
+            return out
+
+        return cache.get_or_compute(clip.clip_id, clip.source, timed)
+
+    # ----- per-clip stages ----------------------------------------------------------------------------------
+    def detections(self, clip: Clip) -> ObjectTable:
+        return self._run("detect", clip, lambda: self.detector.detect(clip))
+
+    def tracks(self, clip: Clip) -> ObjectTable:
+        detections = self.detections(clip)
+        return self._run("track", clip, lambda: self.tracker.track(detections, clip))
+
+    def features(self, clip: Clip) -> dict[str, np.ndarray]:
+        from tao_lab.features import extract_features
+
+        tracks = self.tracks(clip)
+        return self._run("features", clip, lambda: extract_features(clip, tracks, self.extractors, progress=False))
+
+    def scores(self, clip: Clip) -> ObjectScores:
+        self._downstream_caches()
+        tracks, feats = self.tracks(clip), self.features(clip)
+        return self._run("score", clip, lambda: self.scorer.score_clip(tracks, feats, clip.num_frames))
+
+    def anomalous(self, clip: Clip, scores: ObjectScores) -> ObjectTable:
+        """The objects whose anomaly score passes the threshold (optionally gated by GT frame labels)."""
+        flagged = self.threshold(scores.objects.score)
+        if self.cfg.metrics.get("gt_gating", False):
+            # ORACLE (TAO protocol reproduction only): keep boxes only on frames the GT calls anomalous.
+            if clip.gt is None or clip.gt.frame_labels is None:
+                raise ValueError(f"gt_gating needs frame labels, clip {clip.clip_id} has none")
+            flagged &= np.asarray(clip.gt.frame_labels, bool)[scores.objects.frame]
+        return scores.objects.take(flagged)
+
+    def prompts(self, clip: Clip) -> Prompts:
+        scores = self.scores(clip)
+        return self._run("prompts", clip, lambda: self.prompt_filter(self.anomalous(clip, scores), clip.num_frames))
+
+    def segmentation(self, clip: Clip) -> Segmentation:
+        scores, prompts = self.scores(clip), self.prompts(clip)
+        return self._run("segment", clip, lambda: self.segmenter.segment(clip, prompts, scores))
+
+    # ----- scorer and threshold -----------------------------------------------------------------------------
+    def extract(self, clips: list[Clip], desc: str) -> None:
+        """Runs detect -> track -> features on every clip (fills the cache)."""
+        for clip in progress(clips, f"extract {desc}", self.show_progress):
+            self.features(clip)
+
+    def fit_scorer(self, train_clips: list[Clip], ckpt_path: Optional[str] = None) -> Path | None:
+        """Loads the scorer from ``ckpt_path`` or fits it on the training clips (cached by config and clips).
+
+        Returns the checkpoint path used. Then fits the threshold on the scorer's training object scores.
+        """
+        from hydra.utils import get_class
+
+        scorer_cls = get_class(self.cfg.scorer._target_)
+        if ckpt_path:
+            path = Path(ckpt_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"checkpoint not found: {path}; train one with `python train.py` "
+                                        f"(its run dir holds scorer.ckpt) or drop ckpt_path to fit here")
+            self.scorer = scorer_cls.load_from_checkpoint(str(path))
+            self._scorer_key = "ckpt:" + stable_hash([str(path.resolve()), path.stat().st_mtime, path.stat().st_size])
+        else:
+            spec = {"up": self.caches["features"].spec, "scorer": _plain(self.cfg.scorer),
+                    "train_clips": sorted(c.source for c in train_clips), "seed": self.cfg.get("seed")}
+            self._scorer_key = stable_hash(spec)
+            path = Path(self.cache_dir) / "scorer" / self._scorer_key / "scorer.ckpt" if self.cache_dir else None
+            if path is not None and path.is_file():
+                log.info("scorer: loading cached fit %s", path)
+                self.scorer = scorer_cls.load_from_checkpoint(str(path))
+            else:
+                self.extract(train_clips, "train")
+                items = [(self.tracks(c), self.features(c), c.num_frames) for c in train_clips]
+                self.scorer = instantiate(self.cfg.scorer)
+                start = time.perf_counter()
+                trainer = None
+                if getattr(self.scorer, "needs_trainer", False):
+                    trainer = instantiate(self.cfg.trainer)
+                self.scorer.fit_clips(items, trainer=trainer) if trainer is not None else self.scorer.fit_clips(items)
+                self.timings["fit_scorer"] += time.perf_counter() - start
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self.scorer.save_checkpoint(str(path))
+        self.scorer.eval()
+        self.fit_threshold()
+        return path
+
+    def fit_threshold(self) -> None:
+        """Fits the threshold on the scorer's training (normal) object scores, never on test scores."""
+        train_scores = np.asarray(self.scorer.train_object_scores(), dtype=np.float64)
+        self.threshold = instantiate(self.cfg.threshold).fit(train_scores)
+        log.info("threshold %s: tau = %.4f (fitted on %d training object scores)",
+                 type(self.threshold).__name__, self.threshold.tau, len(train_scores))
+
+    def cache_summary(self) -> list[str]:
+        return [c.summary() for c in self.caches.values()]
+
+
+def load_dataset(cfg: DictConfig) -> Dataset:
+    dataset = instantiate(cfg.dataset)
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset config built a {type(dataset).__name__}, expected tao_lab.types.Dataset")
+    return dataset

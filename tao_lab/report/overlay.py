@@ -1,0 +1,211 @@
+"""Overlay frames and the annotated video: masks, boxes, ids and scores drawn on the frame, plus a timeline bar.
+
+All images are uint8 BGR (OpenCV order). Boxes are xyxy in original pixels.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+TIMELINE_HEIGHT = 36
+
+
+def color_for(obj_id: int) -> tuple[int, int, int]:
+    """A stable, saturated BGR colour for an object id (golden-ratio hue walk)."""
+    hue = int((int(obj_id) * 0.618033988749895 % 1.0) * 179)
+    hsv = np.uint8([[[hue, 220, 255]]])
+    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
+def draw_objects(frame: np.ndarray, instance_map: Optional[np.ndarray] = None, boxes: Optional[np.ndarray] = None,
+                 ids: Optional[np.ndarray] = None, scores: Optional[np.ndarray] = None,
+                 tau: Optional[float] = None, alpha: float = 0.45, flagged_only_boxes: bool = False) -> np.ndarray:
+    """The frame with instance masks blended in (colour per id), boxes, and "id score" labels.
+
+    instance_map: (H, W) int, 0 = background, k = object id k. boxes (K, 4) xyxy; ids (K,); scores (K,).
+    Boxes whose score passes ``tau`` are drawn thick and red-labelled; others thin (or skipped with
+    ``flagged_only_boxes``).
+    """
+    out = frame.copy()
+    if instance_map is not None and np.any(instance_map):
+        inst = np.asarray(instance_map)
+        color = np.zeros_like(out)
+        for k in np.unique(inst[inst > 0]):
+            color[inst == k] = color_for(int(k))
+        m = inst > 0
+        out[m] = (out[m].astype(np.float32) * (1 - alpha) + color[m].astype(np.float32) * alpha).astype(np.uint8)
+        # mask outlines make small objects visible
+        edges = cv2.morphologyEx((m * 255).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+        out[edges] = color[edges]
+    if boxes is not None and len(boxes):
+        h, w = out.shape[:2]
+        font_scale = max(0.35, min(0.6, h / 600))
+        for r, box in enumerate(np.asarray(boxes, np.float32).reshape(-1, 4)):
+            obj_id = int(ids[r]) if ids is not None else r + 1
+            score = float(scores[r]) if scores is not None else None
+            flagged = tau is not None and score is not None and score >= tau
+            if flagged_only_boxes and not flagged:
+                continue
+            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            x1, y1 = max(0, min(w - 1, x1)), max(0, min(h - 1, y1))
+            x2, y2 = max(0, min(w - 1, x2 - 1)), max(0, min(h - 1, y2 - 1))
+            col = (0, 0, 255) if flagged else color_for(obj_id)
+            cv2.rectangle(out, (x1, y1), (x2, y2), col, 2 if flagged else 1, cv2.LINE_AA)
+            label = f"{obj_id}" + (f" {score:.2f}" if score is not None else "")
+            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+            ty = y1 - 3 if y1 - th - 4 >= 0 else min(h - 2, y2 + th + 3)
+            cv2.rectangle(out, (x1, ty - th - 2), (min(w - 1, x1 + tw + 2), ty + base - 1), col, -1)
+            cv2.putText(out, label, (x1 + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+    return out
+
+
+class TimelineBar:
+    """A bar under the frame showing the whole video's frame scores, the threshold and the current position.
+
+    The bar image is drawn once (width = frame width); ``render(i)`` only adds the cursor, so it costs a copy.
+    """
+
+    def __init__(self, frame_scores: np.ndarray, width: int, tau: Optional[float] = None,
+                 height: int = TIMELINE_HEIGHT):
+        s = np.asarray(frame_scores, np.float64)
+        self.n = len(s)
+        self.width, self.height = int(width), int(height)
+        finite = s[np.isfinite(s)]
+        lo = float(min(finite.min(), tau if tau is not None else finite.min())) if len(finite) else 0.0
+        hi = float(max(finite.max(), tau if tau is not None else finite.max())) if len(finite) else 1.0
+        span = hi - lo if hi > lo else 1.0
+        bar = np.full((self.height, self.width, 3), 30, np.uint8)
+        if self.n:
+            # column c shows the max score of the frames that fall into it
+            cols = np.minimum((np.arange(self.n) * self.width) // max(self.n, 1), self.width - 1)
+            col_max = np.full(self.width, np.nan)
+            col_flag = np.zeros(self.width, bool)
+            for c in np.unique(cols):
+                vals = s[cols == c]
+                col_max[c] = np.nanmax(vals) if np.any(np.isfinite(vals)) else np.nan
+                col_flag[c] = tau is not None and np.nanmax(vals) >= tau
+            # fill gaps (video shorter than the bar is wide)
+            idx = np.arange(self.width)
+            good = np.isfinite(col_max)
+            if good.any():
+                col_max = np.interp(idx, idx[good], col_max[good])
+                col_flag = np.interp(idx, idx[good], col_flag[good].astype(float)) >= 0.5
+            plot_h = self.height - 6
+            for c in range(self.width):
+                v = (col_max[c] - lo) / span
+                top = self.height - 3 - int(round(v * plot_h))
+                bar[top:self.height - 3, c] = (60, 60, 235) if col_flag[c] else (200, 160, 60)
+            if tau is not None:
+                ty = self.height - 3 - int(round((float(tau) - lo) / span * plot_h))
+                bar[max(0, ty), ::4] = (255, 255, 255)
+        self.bar = bar
+
+    def render(self, i: int) -> np.ndarray:
+        out = self.bar.copy()
+        if self.n:
+            x = min(self.width - 1, int(i * self.width / max(self.n, 1)))
+            cv2.line(out, (x, 0), (x, self.height - 1), (255, 255, 255), 1)
+        return out
+
+
+def compose_frame(annotated: np.ndarray, timeline: Optional[TimelineBar], i: int, text: str = "") -> np.ndarray:
+    """The annotated frame with the timeline bar below it and a status text in the top-left corner."""
+    out = annotated
+    if text:
+        out = out.copy()
+        cv2.putText(out, text, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(out, text, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    if timeline is not None:
+        out = np.vstack([out, timeline.render(i)])
+    return out
+
+
+class VideoWriter:
+    """cv2.VideoWriter that writes to ``<path>.partial.<ext>`` and renames on ``close()`` (never half-written).
+
+    The codec is MPEG-4 part 2 (``mp4v``) for ``.mp4`` (always available in OpenCV's bundled FFmpeg) and MJPG for
+    ``.avi``. Frames must all have the size of the first one. ``abort()`` deletes the partial file.
+    """
+
+    def __init__(self, path: os.PathLike, fps: float):
+        self.path = Path(path)
+        self.fps = float(fps) if fps and fps > 0 else 25.0
+        self.tmp = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
+        self._writer = None
+        self.size: Optional[tuple[int, int]] = None
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            h, w = frame.shape[:2]
+            self.size = (w, h)
+            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+            self.tmp.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise RuntimeError(f"cannot open a video writer for {self.tmp} (codec not available in this OpenCV)")
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size)
+        self._writer.write(np.ascontiguousarray(frame))
+        self.frames += 1
+
+    def close(self) -> Optional[Path]:
+        if self._writer is None:
+            return None
+        self._writer.release()
+        self._writer = None
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        self.tmp.unlink(missing_ok=True)
+
+
+def crop_with_context(frame: np.ndarray, box: np.ndarray, pad: float = 0.25, size: int = 128,
+                      instance_map: Optional[np.ndarray] = None, obj_id: Optional[int] = None) -> np.ndarray:
+    """A square-ish thumbnail (``size`` px on the long side) around a box, with the object's mask outlined."""
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = [float(v) for v in box]
+    bw, bh = max(x2 - x1, 2.0), max(y2 - y1, 2.0)
+    cx1, cy1 = int(max(0, x1 - pad * bw)), int(max(0, y1 - pad * bh))
+    cx2, cy2 = int(min(w, x2 + pad * bw)), int(min(h, y2 + pad * bh))
+    crop = frame[cy1:max(cy2, cy1 + 1), cx1:max(cx2, cx1 + 1)].copy()
+    if instance_map is not None and obj_id is not None:
+        m = (instance_map[cy1:max(cy2, cy1 + 1), cx1:max(cx2, cx1 + 1)] == obj_id).astype(np.uint8)
+        if m.any():
+            contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(crop, contours, -1, (0, 0, 255), 1)
+    cv2.rectangle(crop, (int(x1) - cx1, int(y1) - cy1), (int(x2) - cx1 - 1, int(y2) - cy1 - 1), (0, 255, 255), 1)
+    ch, cw = crop.shape[:2]
+    scale = size / max(ch, cw)
+    return cv2.resize(crop, (max(1, int(cw * scale)), max(1, int(ch * scale))),
+                      interpolation=cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA)
+
+
+def frame_rows(objects, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes, ids, scores) of the rows of an ObjectTable on frame i."""
+    sel = objects.frame == i
+    return objects.xyxy[sel], objects.track_id[sel], objects.score[sel]
+
+
+def best_frame_overlay(clip, scores, seg, threshold=None) -> tuple[float, np.ndarray, str]:
+    """(frame score, overlay image, caption) of the clip's most anomalous frame, with its segmented objects drawn
+    (masks from ``seg.instance_maps``; boxes, ids and scores from ``seg.objects``, else the scored objects)."""
+    fs = np.asarray(scores.frame_scores, np.float64)
+    i = int(np.nanargmax(fs)) if len(fs) and np.any(np.isfinite(fs)) else 0
+    tau = float(threshold.tau) if threshold is not None and getattr(threshold, "tau", None) is not None else None
+    inst = seg.instance_maps[i] if getattr(seg, "instance_maps", None) is not None else None
+    table = seg.objects if len(seg.objects) and np.any(seg.objects.frame == i) else scores.objects
+    boxes, ids, obj_scores = frame_rows(table, i)
+    img = draw_objects(clip.frame(i), inst, boxes, ids, obj_scores, tau=tau)
+    caption = f"{clip.clip_id} frame {i} (0-based): frame score {fs[i] if len(fs) else float('nan'):.3f}"
+    return float(fs[i]) if len(fs) else 0.0, img, caption

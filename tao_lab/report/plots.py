@@ -1,0 +1,200 @@
+"""Plots as PNG bytes (matplotlib with the Agg backend, imported lazily): evaluation curves, score timelines and
+sweep comparisons. Every function returns ``bytes`` (or writes a file) so callers can embed, log or save them.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+# Recognised curve families: (x array name, y array names, title, x label, y label).
+_KNOWN = [
+    (("fpr", "rbdr", "tbdr"), "fpr", ("rbdr", "tbdr"), "RBDC / TBDC (detection rate vs false positives per frame)",
+     "false positives per frame", "detection rate"),
+    (("fpr", "tpr"), "fpr", ("tpr",), "ROC", "false positive rate", "true positive rate"),
+    (("recall", "precision"), "recall", ("precision",), "precision-recall", "recall", "precision"),
+    (("fpr", "pro"), "fpr", ("pro",), "PRO (per-region overlap vs FPR)", "false positive rate", "PRO"),
+]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def subsample(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points`` evenly spaced points of a curve (first and last kept)."""
+    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+    if len(x) <= max_points or max_points < 2:
+        return x, y
+    idx = np.unique(np.linspace(0, len(x) - 1, max_points).round().astype(int))
+    return x[idx], y[idx]
+
+
+def curve_specs(curves: dict[str, dict[str, Any]]) -> list[dict]:
+    """Plot specs of the evaluation curves ``{family: {array name: 1-D array}}``.
+
+    A family is recognised by its array names: (fpr, rbdr, tbdr) = RBDC/TBDC, (fpr, tpr) = ROC, (recall,
+    precision) = PR, (fpr, pro) = PRO; a family may also hold sub-families as nested dicts (e.g.
+    ``{"pixel": {"roc": {...}, "pr": {...}}}``). Unrecognised families are skipped.
+    Returns ``[{"key", "title", "xname", "yname", "series": {label: (x, y)}}]``.
+    """
+    specs = []
+
+    def visit(name: str, family: Any) -> None:
+        if not isinstance(family, dict):
+            return
+        arrays = {k: np.asarray(v) for k, v in family.items() if not isinstance(v, dict)}
+        arrays = {k: v for k, v in arrays.items() if v.ndim == 1 and v.dtype.kind in "fiub"}
+        for names, xname, ynames, title, xlabel, ylabel in _KNOWN:
+            if all(n in arrays for n in names) and all(len(arrays[n]) == len(arrays[xname]) for n in names):
+                series = {f"{name} {y}".strip(): (arrays[xname], arrays[y]) for y in ynames}
+                specs.append({"key": name.replace(" ", "_").replace("/", "_"), "title": f"{name}: {title}",
+                              "xname": xlabel, "yname": ylabel, "series": series})
+                break
+        for k, v in family.items():
+            if isinstance(v, dict):
+                visit(f"{name}_{k}" if name else k, v)
+
+    for name, family in curves.items():
+        visit(name, family)
+    return specs
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def curves_figure_png(specs: list[dict], dpi: int = 90) -> Optional[bytes]:
+    """One figure with a panel per curve spec (None when there is nothing to draw)."""
+    if not specs:
+        return None
+    plt = _pyplot()
+    n = len(specs)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), dpi=dpi, squeeze=False)
+    for ax, spec in zip(axes.ravel(), specs):
+        for label, (x, y) in spec["series"].items():
+            x, y = subsample(x, y, 2000)
+            ax.plot(x, y, label=label, lw=1.5)
+        ax.set_title(spec["title"], fontsize=9)
+        ax.set_xlabel(spec["xname"], fontsize=8)
+        ax.set_ylabel(spec["yname"], fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def timeline_png(frame_scores: np.ndarray, tau: Optional[float] = None, fps: float = 25.0,
+                 flagged: Optional[np.ndarray] = None, title: str = "frame anomaly score",
+                 width: float = 10.0, height: float = 2.6, dpi: int = 100) -> bytes:
+    """Frame score over time (seconds on x), the threshold as a dashed line, flagged spans shaded."""
+    plt = _pyplot()
+    s = np.asarray(frame_scores, np.float64)
+    t = np.arange(len(s)) / max(float(fps), 1e-6)
+    fig, ax = plt.subplots(figsize=(width, height), dpi=dpi)
+    ax.plot(t, s, color="#1f5fa8", lw=1.2, label="frame score")
+    if tau is not None and np.isfinite(tau):
+        ax.axhline(float(tau), color="#c0392b", ls="--", lw=1.0, label=f"threshold tau={tau:.3g}")
+    if flagged is not None and len(flagged) == len(s) and np.any(flagged):
+        ymax = float(np.nanmax(s)) if len(s) else 1.0
+        ax.fill_between(t, 0, ymax, where=np.asarray(flagged, bool), color="#e74c3c", alpha=0.15, step="mid",
+                        label="flagged frames")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("score")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlim(0, max(t[-1] if len(t) else 1.0, 1e-3))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def metric_vs_param_png(x_values: Sequence[Any], series: dict[str, Sequence[float]], xname: str,
+                        title: str = "", dpi: int = 100) -> bytes:
+    """Metrics against a swept parameter: lines when every x is numeric (sorted), grouped bars otherwise."""
+    plt = _pyplot()
+    xs = list(x_values)
+    numeric = all(_is_number(v) for v in xs)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=dpi)
+    if numeric:
+        order = np.argsort([float(v) for v in xs], kind="stable")
+        xf = np.asarray([float(xs[i]) for i in order])
+        for label, ys in series.items():
+            y = np.asarray([_num(ys[i]) for i in order], np.float64)
+            ax.plot(xf, y, marker="o", lw=1.5, label=label)
+    else:
+        n = max(len(series), 1)
+        pos = np.arange(len(xs))
+        width = 0.8 / n
+        for j, (label, ys) in enumerate(series.items()):
+            ax.bar(pos + (j - (n - 1) / 2) * width, [_num(v) for v in ys], width, label=label)
+        ax.set_xticks(pos)
+        ax.set_xticklabels([str(v) for v in xs], rotation=20, ha="right")
+    ax.set_xlabel(xname)
+    ax.set_ylabel("metric")
+    ax.set_title(title or f"metrics vs {xname}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _is_number(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def roc_pr_points(scores: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """ROC and precision-recall curve points of pooled scores (ties grouped into one operating point).
+
+    Returns ``{"roc": {"fpr", "tpr"}, "pr": {"recall", "precision"}}``; empty dict when one class is missing.
+    """
+    s = np.asarray(scores, np.float64).ravel()
+    y = np.asarray(labels, bool).ravel()
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return {}
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each tied-score group
+    tp = np.cumsum(y)[last].astype(np.float64)
+    fp = (last + 1 - tp).astype(np.float64)
+    fpr, tpr = np.r_[0.0, fp / neg], np.r_[0.0, tp / pos]
+    precision = tp / np.maximum(tp + fp, 1.0)
+    recall = tp / pos
+    return {"roc": {"fpr": fpr, "tpr": tpr},
+            "pr": {"recall": np.r_[0.0, recall], "precision": np.r_[precision[0], precision]}}
+
+
+def frame_curves(frame_scores: Sequence[np.ndarray], frame_labels: Sequence[np.ndarray]) -> dict[str, dict]:
+    """Frame-level ROC and PR curves, all test frames pooled (micro): ``{"frame_roc": ..., "frame_pr": ...}``."""
+    if not frame_scores:
+        return {}
+    pts = roc_pr_points(np.concatenate([np.asarray(s, np.float64) for s in frame_scores]),
+                        np.concatenate([np.asarray(l, bool) for l in frame_labels]))
+    return {f"frame_{k}": v for k, v in pts.items()}

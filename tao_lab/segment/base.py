@@ -1,0 +1,174 @@
+"""The segmenter interface, the builder that turns per-object masks into a ``Segmentation``, and masks_to_boxes.
+
+Interface (docs/CONTRACTS.md): ``Segmenter.segment(clip, prompts: Prompts, scores: ObjectScores) -> Segmentation``.
+
+What every segmenter here returns (the ``Segmentation`` record, tao_lab.types):
+- ``instance_maps`` (T, H, W) int32: 0 = background, k = prompt object id k; where objects overlap, the object with
+  the higher anomaly score on that frame wins;
+- ``score_maps`` (T, H, W) float16: per pixel, the max over the objects covering it of that object's pixel score
+  (each segmenter documents its pixel score; always > 0 on mask pixels, exactly 0 elsewhere);
+- ``objects``: one row per (frame, object) whose own mask is non-empty: the box around that mask (computed before
+  overlap resolution, x2/y2 exclusive), ``track_id`` = prompt object id, ``score`` = the object's anomaly score on
+  that frame. These rows are the detections for RBDC/TBDC.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Mapping, Optional, Union
+
+import numpy as np
+
+from tao_lab.types import Clip, ObjectScores, ObjectTable, Prompts, Segmentation
+
+# pixel scores of mask pixels are raised to at least this, so a mask pixel always ranks above the background (0)
+# even for an object whose anomaly score is <= 0 (representable in float16)
+MIN_PIXEL_SCORE = 1e-3
+
+
+class Segmenter(ABC):
+    """Prompts + frames -> per-object masks, per-pixel anomaly scores and per-object boxes of one clip."""
+
+    @abstractmethod
+    def segment(self, clip: Clip, prompts: Prompts, scores: Optional[ObjectScores] = None) -> Segmentation:
+        """clip: the frames; prompts: output of the prompt filter (object ids >= 1); scores: every scored object of
+        the clip (with tracker ids), used to carry objects between prompt frames. Returns the clip's
+        Segmentation (see the module docstring)."""
+
+
+def mask_box(mask: np.ndarray) -> Optional[np.ndarray]:
+    """(4,) float32 xyxy box around the True pixels of a (H, W) mask (x2/y2 exclusive), or None if empty."""
+    cols = np.flatnonzero(mask.any(axis=0))
+    if not len(cols):
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)
+
+
+ScoreSpec = Union[None, float, Mapping[int, float], Callable[[int, int], float]]
+
+
+def _score_of(scores: ScoreSpec, frame: int, obj_id: int) -> float:
+    if scores is None:
+        return 1.0
+    if callable(scores):
+        return float(scores(frame, obj_id))
+    if isinstance(scores, Mapping):
+        return float(scores.get(obj_id, 1.0))
+    return float(scores)
+
+
+def masks_to_boxes(masks, scores: ScoreSpec = None, obj_ids=None) -> ObjectTable:
+    """One box per (frame, object) from the extent of the object's mask pixels.
+
+    masks: one of
+        - an instance label map (T, H, W) of integers: 0 = background, k = object id k;
+        - per-object masks as a mapping {obj_id: (T, H, W) bool};
+        - per-object masks as a (T, K, H, W) bool array (ids ``obj_ids`` or 1..K);
+        - one object's masks as a (T, H, W) bool array (id ``obj_ids`` or 1).
+    scores: the row score: None (1.0), a constant, {obj_id: score}, or a callable (frame, obj_id) -> score.
+    Returns an ObjectTable sorted by (frame, obj_id): frame 0-based, xyxy px (x2/y2 exclusive), track_id = object id,
+    cls = 0. An object with no pixel on a frame has no row there.
+    """
+    per_object: dict[int, np.ndarray] = {}
+    label_map = None
+    if isinstance(masks, Mapping):
+        per_object = {int(k): np.asarray(v, dtype=bool) for k, v in masks.items()}
+    else:
+        arr = np.asarray(masks)
+        if arr.dtype == bool and arr.ndim == 4:
+            ids = list(range(1, arr.shape[1] + 1)) if obj_ids is None else [int(i) for i in obj_ids]
+            per_object = {oid: arr[:, k] for k, oid in enumerate(ids)}
+        elif arr.dtype == bool and arr.ndim == 3:
+            per_object = {1 if obj_ids is None else int(np.ravel(obj_ids)[0]): arr}
+        elif arr.ndim == 3 and np.issubdtype(arr.dtype, np.integer):
+            label_map = arr
+        else:
+            raise ValueError(f"masks_to_boxes: expected a (T,H,W) int label map or bool masks, got "
+                             f"{arr.dtype} {arr.shape}")
+    frames, boxes, ids_out = [], [], []
+    if label_map is not None:
+        from scipy import ndimage
+
+        for t, labels in enumerate(label_map):
+            present = np.unique(labels)
+            present = present[present > 0]
+            if not len(present):
+                continue
+            if present.max() <= 65535:
+                slices = ndimage.find_objects(labels, max_label=int(present.max()))
+                for k in present:
+                    sy, sx = slices[k - 1]
+                    frames.append(t)
+                    ids_out.append(int(k))
+                    boxes.append([sx.start, sy.start, sx.stop, sy.stop])
+            else:
+                for k in present:
+                    frames.append(t)
+                    ids_out.append(int(k))
+                    boxes.append(mask_box(labels == k))
+    else:
+        for oid, m in per_object.items():
+            if m.ndim != 3:
+                raise ValueError(f"masks of object {oid} must be (T,H,W), got {m.shape}")
+            for t in np.flatnonzero(m.any(axis=(1, 2))):
+                frames.append(int(t))
+                ids_out.append(oid)
+                boxes.append(mask_box(m[t]))
+    if not frames:
+        return ObjectTable.empty()
+    frames_a, ids_a = np.array(frames), np.array(ids_out)
+    order = np.lexsort((ids_a, frames_a))
+    sc = [_score_of(scores, int(frames_a[i]), int(ids_a[i])) for i in order]
+    return ObjectTable.build(frames_a[order], np.array(boxes, dtype=np.float32)[order], sc, ids_a[order])
+
+
+class SegmentationBuilder:
+    """Accumulates one clip's per-frame object masks into the Segmentation record.
+
+    Holds (T, H, W) float16 score maps and (T, H, W) int32 instance maps (the contract's output); a frame may be
+    written again (the later write replaces it), which lets chunked segmenters redo their overlap frames.
+    """
+
+    def __init__(self, num_frames: int, height: int, width: int):
+        self.shape = (int(num_frames), int(height), int(width))
+        self.score_maps = np.zeros(self.shape, dtype=np.float16)
+        self.instance_maps = np.zeros(self.shape, dtype=np.int32)
+        self._rows: dict[int, list[tuple[int, np.ndarray, float]]] = {}
+
+    def set_frame(self, t: int, obj_ids, masks: np.ndarray, obj_scores, pixel_scores: Optional[np.ndarray] = None
+                  ) -> None:
+        """Writes frame t. obj_ids (K,) ints >= 1; masks (K, H, W) bool; obj_scores (K,) anomaly score of each object
+        on this frame; pixel_scores (K, H, W) float per-pixel score of each object (None = its obj_score on every
+        mask pixel). Replaces anything written to frame t before."""
+        obj_ids = np.asarray(obj_ids, dtype=np.int64).reshape(-1)
+        obj_scores = np.asarray(obj_scores, dtype=np.float64).reshape(-1)
+        masks = np.asarray(masks, dtype=bool).reshape(len(obj_ids), *self.shape[1:])
+        if len(obj_ids) and obj_ids.min() < 1:
+            raise ValueError(f"object ids must be >= 1 (0 is the background label), got {obj_ids.min()}")
+        score_map = np.zeros(self.shape[1:], dtype=np.float32)
+        inst = np.zeros(self.shape[1:], dtype=np.int32)
+        rows = []
+        for k in np.argsort(obj_scores, kind="stable"):  # ascending: the higher-scored object is painted last
+            m = masks[k]
+            box = mask_box(m)
+            if box is None:
+                continue
+            inst[m] = obj_ids[k]
+            pix = obj_scores[k] if pixel_scores is None else pixel_scores[k][m]
+            score_map[m] = np.maximum(score_map[m], np.maximum(pix, MIN_PIXEL_SCORE))
+            rows.append((int(obj_ids[k]), box, float(obj_scores[k])))
+        self.score_maps[t] = score_map.astype(np.float16)
+        self.instance_maps[t] = inst
+        self._rows[int(t)] = sorted(rows, key=lambda r: r[0])
+
+    def build(self) -> Segmentation:
+        frames, boxes, scores, ids = [], [], [], []
+        for t in sorted(self._rows):
+            for oid, box, score in self._rows[t]:
+                frames.append(t)
+                boxes.append(box)
+                scores.append(score)
+                ids.append(oid)
+        objects = ObjectTable.build(frames, np.array(boxes, np.float32).reshape(-1, 4), scores, ids) if frames \
+            else ObjectTable.empty()
+        return Segmentation(score_maps=self.score_maps, objects=objects, instance_maps=self.instance_maps)

@@ -1,0 +1,46 @@
+"""Shared fixtures: compose the real Hydra configs, shrunk, with outputs and caches under tmp_path."""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "configs"
+PED2_DIR = ROOT.parent / "shared" / "datasets" / "ucsd_ped2"
+
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+os.environ["WANDB_MODE"] = os.environ.get("TAO_TEST_WANDB_MODE", "disabled")
+
+from tao_lab.offline import set_offline_env  # noqa: E402
+
+set_offline_env()
+
+# A tiny synthetic dataset: enough objects to fit density models, small enough for seconds-long runs.
+TINY_SYNTHETIC = ["dataset.num_train_clips=2", "dataset.num_test_clips=2", "dataset.num_frames=60"]
+
+
+def compose(config_name: str = "eval", overrides=(), tmp_path: Path | None = None):
+    """The real config, with run outputs and the stage cache moved under tmp_path."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    extra = []
+    if tmp_path is not None:
+        extra = [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
+                 f"paths.log_dir={tmp_path / 'logs'}"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=[*extra, "progress=false", *overrides])
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    def _compose(config_name="eval", overrides=()):
+        return compose(config_name, overrides, tmp_path)
+    return _compose
+
+
+def ped2_available() -> bool:
+    return (PED2_DIR / "UCSDped2" / "Test").is_dir()

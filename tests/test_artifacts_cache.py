@@ -1,0 +1,110 @@
+"""Every artifact format round-trips exactly; the stage cache re-uses what it stored and rejects corrupt files."""
+import numpy as np
+import pytest
+
+from tao_lab import artifacts
+from tao_lab.cache import StageCache, stable_hash
+from tao_lab.types import ObjectScores, ObjectTable, Prompts, Segmentation
+
+
+def _table(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return ObjectTable(rng.integers(0, 50, n), rng.uniform(0, 100, (n, 4)), rng.uniform(0, 1, n),
+                       rng.integers(-1, 4, n), rng.integers(0, 3, n))
+
+
+def _assert_table_equal(a: ObjectTable, b: ObjectTable):
+    for name, value in a.columns().items():
+        np.testing.assert_array_equal(value, getattr(b, name))
+        assert value.dtype == getattr(b, name).dtype
+
+
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_object_table_round_trip(tmp_path, n):
+    table = _table(n)
+    back = artifacts.load(artifacts.save(tmp_path / "t.npz", table))
+    _assert_table_equal(table, back)
+
+
+def test_scores_prompts_segmentation_features_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    scores = ObjectScores(_table(6), rng.uniform(size=30).astype(np.float32),
+                          {"velocity": rng.uniform(size=6).astype(np.float32)})
+    back = artifacts.load(artifacts.save(tmp_path / "s.npz", scores))
+    _assert_table_equal(scores.objects, back.objects)
+    np.testing.assert_array_equal(scores.frame_scores, back.frame_scores)
+    np.testing.assert_array_equal(scores.parts["velocity"], back.parts["velocity"])
+
+    prompts = Prompts([0, 3], [1, 2], [[0, 0, 5, 5], [1, 1, 9, 9]], [[2.5, 2.5], [5, 5]], [0.9, 1.2])
+    back = artifacts.load(artifacts.save(tmp_path / "p.npz", prompts))
+    for name in ("frame", "obj_id", "xyxy", "point", "score"):
+        np.testing.assert_array_equal(getattr(prompts, name), getattr(back, name))
+
+    maps = rng.uniform(size=(3, 8, 10)).astype(np.float16)
+    inst = rng.integers(0, 3, (3, 8, 10)).astype(np.int32)
+    seg = Segmentation(maps, _table(4), inst)
+    back = artifacts.load(artifacts.save(tmp_path / "g.npz", seg))
+    np.testing.assert_array_equal(back.score_maps, maps)
+    np.testing.assert_array_equal(back.instance_maps, inst)
+    assert artifacts.load(artifacts.save(tmp_path / "g2.npz", Segmentation(maps, _table(0)))).instance_maps is None
+
+    feats = {"velocity": rng.normal(size=(6, 9)).astype(np.float32), "box": rng.normal(size=(6, 4))}
+    back = artifacts.load(artifacts.save(tmp_path / "f.npz", feats))
+    assert set(back) == {"velocity", "box"}
+    np.testing.assert_array_equal(back["box"], feats["box"].astype(np.float32))
+
+
+def test_object_table_rejects_ragged_columns():
+    with pytest.raises(ValueError, match="rows"):
+        ObjectTable([0, 1], np.zeros((3, 4)), [1, 1], [0, 0], [0, 0])
+
+
+def test_missing_artifact_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        artifacts.load(tmp_path / "nope.npz")
+
+
+def test_cache_computes_once_and_keys_follow_config(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return _table(3)
+
+    cache = StageCache(tmp_path, "detect", {"detector": {"k": 1}})
+    first = cache.get_or_compute("clip", "src", compute)
+    again = StageCache(tmp_path, "detect", {"detector": {"k": 1}}).get_or_compute("clip", "src", compute)
+    assert len(calls) == 1
+    _assert_table_equal(first, again)
+    # a different config or a different clip source is a different entry
+    StageCache(tmp_path, "detect", {"detector": {"k": 2}}).get_or_compute("clip", "src", compute)
+    StageCache(tmp_path, "detect", {"detector": {"k": 1}}).get_or_compute("clip", "other", compute)
+    assert len(calls) == 3
+    assert (cache.dir / "key.json").is_file()
+    assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
+
+
+def test_corrupt_cache_file_is_recomputed(tmp_path):
+    cache = StageCache(tmp_path, "detect", {"x": 1})
+    cache.get_or_compute("clip", "src", lambda: _table(2))
+    cache.path("clip", "src").write_bytes(b"not an npz")
+    value = cache.get_or_compute("clip", "src", lambda: _table(4))
+    assert len(value) == 4
+
+
+def test_disabled_cache_always_computes():
+    cache = StageCache(None, "detect", {"x": 1})
+    calls = []
+    for _ in range(2):
+        cache.get_or_compute("clip", "src", lambda: calls.append(1) or _table(1))
+    assert len(calls) == 2
+
+
+def test_interrupted_write_leaves_no_artifact(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", boom)
+    with pytest.raises(KeyboardInterrupt):
+        artifacts.save(tmp_path / "x.npz", _table(2))
+    assert list(tmp_path.iterdir()) == []

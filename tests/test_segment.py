@@ -1,0 +1,200 @@
+"""Weight-free segmenters, the box plan, the Segmentation builder and masks_to_boxes."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tao_lab.segment import (FilledBoxSegmenter, ForegroundSegmenter, SegmentationBuilder, mask_box,
+                             masks_to_boxes, plan_boxes)
+from tao_lab.types import Clip, ObjectScores, ObjectTable, Prompts
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "segmenter"
+
+
+class ArrayClip(Clip):
+    def __init__(self, frames: np.ndarray, clip_id: str = "arr"):
+        super().__init__(clip_id, len(frames), frames.shape[1], frames.shape[2])
+        self._frames = frames
+
+    def _read(self, i):
+        return self._frames[i]
+
+
+def moving_disc_clip(T=30, H=96, W=128, r=10, speed=3.0, seed=0):
+    """Textured background + noise, one bright textured disc moving right (whole pixels per frame, so its texture
+    moves with it); returns (clip, truth masks (T,H,W), boxes (T,4))."""
+    rng = np.random.default_rng(seed)
+    bg = (rng.integers(60, 120, (H // 8, W // 8, 1)) * np.ones((1, 1, 3))).astype(np.uint8)
+    bg = np.kron(bg, np.ones((8, 8, 1), np.uint8))[:H, :W]
+    yy, xx = np.mgrid[:H, :W]
+    texture = np.kron(rng.integers(150, 255, (H // 3 + 1, W // 3 + 1)), np.ones((3, 3), int))
+    frames, truth, boxes = [], [], []
+    for t in range(T):
+        dx = int(round(speed * t))
+        cx, cy = 20 + dx, 48
+        m = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+        f = bg.astype(np.int16) + rng.normal(0, 3, (H, W, 3)).astype(np.int16)
+        f[m] = texture[:H, :W][np.roll(m, -dx, axis=1)][:, None]
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+        truth.append(m)
+        boxes.append(mask_box(m))
+    return ArrayClip(np.stack(frames)), np.stack(truth), np.stack(boxes)
+
+
+def iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def tracked_scores(boxes, track_id=0, jitter=2.0, seed=1, score=2.0):
+    rng = np.random.default_rng(seed)
+    T = len(boxes)
+    noisy = boxes + rng.uniform(-jitter, jitter, boxes.shape)
+    objects = ObjectTable.build(np.arange(T), noisy, np.full(T, score), np.full(T, track_id))
+    return ObjectScores(objects, np.full(T, score, np.float32))
+
+
+def load_segmenter(name, **overrides):
+    cfg = OmegaConf.merge({"paths": {"weights_dir": "/nonexistent"}},
+                          {"segmenter": OmegaConf.load(CONFIGS / f"{name}.yaml")},
+                          {"segmenter": overrides})
+    return instantiate(cfg.segmenter)
+
+
+# ---------------------------------------------------------------------------------------------- masks_to_boxes
+def test_masks_to_boxes_round_trip():
+    rng = np.random.default_rng(0)
+    T, H, W = 5, 40, 50
+    labels = np.zeros((T, H, W), np.int32)
+    expected = []
+    for t in range(T):
+        for oid in rng.choice([1, 2, 7], size=int(rng.integers(0, 3)), replace=False):
+            x1, y1 = int(rng.integers(0, 40)), int(rng.integers(0, 30))
+            x2, y2 = x1 + int(rng.integers(1, 10)), y1 + int(rng.integers(1, 10))
+            labels[t][labels[t] == oid] = 0
+            labels[t, y1:y2, x1:x2] = oid
+            expected = [e for e in expected if not (e[0] == t and e[1] == oid)] + [(t, int(oid))]
+    table = masks_to_boxes(labels, scores={1: 0.5, 2: 1.5, 7: 3.0})
+    # every (frame, id) present in the map has exactly one row whose box is the extent of its pixels
+    for t, oid, box, s in zip(table.frame, table.track_id, table.xyxy, table.score):
+        np.testing.assert_array_equal(box, mask_box(labels[t] == oid))
+        assert s == {1: 0.5, 2: 1.5, 7: 3.0}[oid]
+    present = {(t, int(k)) for t in range(T) for k in np.unique(labels[t]) if k}
+    assert set(zip(table.frame.tolist(), table.track_id.tolist())) == present
+    # boxes -> filled masks -> boxes is the identity (integer boxes); same through the per-object forms
+    per_obj = {oid: labels == oid for oid in (1, 2, 7)}
+    t2 = masks_to_boxes(per_obj, scores={1: 0.5, 2: 1.5, 7: 3.0})
+    for col in ("frame", "xyxy", "score", "track_id"):
+        np.testing.assert_array_equal(getattr(t2, col), getattr(table, col))
+    stacked = np.stack([labels == 1, labels == 2, labels == 7], axis=1)
+    t3 = masks_to_boxes(stacked, obj_ids=[1, 2, 7])
+    np.testing.assert_array_equal(t3.xyxy, table.xyxy)
+    assert len(masks_to_boxes(np.zeros((3, 4, 4), np.int32))) == 0
+    with pytest.raises(ValueError):
+        masks_to_boxes(np.zeros((3, 4), np.float32))
+
+
+def test_builder_overlap_and_scores():
+    b = SegmentationBuilder(2, 10, 10)
+    m = np.zeros((2, 10, 10), bool)
+    m[0, 0:6, 0:6] = True
+    m[1, 4:10, 4:10] = True
+    b.set_frame(1, [3, 5], m, [1.0, 2.0], pixel_scores=np.stack([np.full((10, 10), 1.0), np.full((10, 10), 0.5)]))
+    seg = b.build()
+    assert seg.instance_maps[1, 5, 5] == 5 and seg.instance_maps[1, 0, 0] == 3  # higher score wins the overlap
+    assert seg.score_maps[1, 5, 5] == 1.0  # max of the pixel scores
+    assert seg.score_maps[0].max() == 0 and seg.score_maps.dtype == np.float16
+    np.testing.assert_array_equal(seg.objects.xyxy, [[0, 0, 6, 6], [4, 4, 10, 10]])  # own masks
+    np.testing.assert_array_equal(seg.objects.track_id, [3, 5])
+    with pytest.raises(ValueError):
+        b.set_frame(0, [0], m[:1], [1.0])
+
+
+# ---------------------------------------------------------------------------------------------- box plan
+def test_plan_carries_along_track_and_stops():
+    boxes = np.array([[10 + t, 10, 30 + t, 40] for t in range(20)], float)
+    objects = ObjectTable.build(np.r_[np.arange(10), np.arange(14, 20)], np.r_[boxes[:10], boxes[14:]],
+                                np.full(16, 0.7), np.full(16, 4))
+    scores = ObjectScores(objects, np.zeros(20, np.float32))
+    prompts = Prompts([2], [1], [boxes[2] + 1], [[21, 26]], [3.0])
+    plan = plan_boxes(prompts, scores, 20, max_carry=25, max_gap=3)
+    covered = [t for t in range(20) if plan[t]]
+    assert covered == list(range(2, 10))  # the track is missing for 4 frames (10..13) > max_gap -> stop
+    assert plan[2][0].prompted and not plan[3][0].prompted
+    np.testing.assert_allclose(plan[5][0].box, boxes[5])
+    assert plan[5][0].score == 3.0
+    assert [t for t in range(20) if plan_boxes(prompts, scores, 20, max_gap=4)[t]][-1] == 19
+    assert [t for t in range(20) if plan_boxes(prompts, scores, 20, max_carry=3)[t]] == [2, 3, 4, 5]
+    back = plan_boxes(prompts, scores, 20, carry_backward=5, carry_score="track")
+    assert [t for t in range(20) if back[t]][0] == 0 and back[0][0].score == pytest.approx(0.7)
+    # a point-only prompt takes the box of the track that contains the point
+    pp = Prompts([2], [1], [[np.nan] * 4], [[21, 26]], [3.0])
+    np.testing.assert_allclose(plan_boxes(pp, scores, 20)[2][0].box, boxes[2])
+    # no scores: prompt frames only
+    assert [t for t in range(20) if plan_boxes(prompts, None, 20)[t]] == [2]
+
+
+# ---------------------------------------------------------------------------------------------- segmenters
+@pytest.mark.parametrize("foreground", ["background_model", "frame_diff"])
+def test_classical_moving_disc_iou_and_carry(foreground):
+    clip, truth, boxes = moving_disc_clip()
+    scores = tracked_scores(boxes)
+    prompts = Prompts([0, 10, 20], [1, 1, 1], boxes[[0, 10, 20]], [[0, 0]] * 3, [2.0, 2.0, 2.0])
+    seg = ForegroundSegmenter(foreground=foreground).segment(clip, prompts, scores)
+    assert seg.score_maps.shape == truth.shape and seg.instance_maps.shape == truth.shape
+    ious = [iou(seg.instance_maps[t] == 1, truth[t]) for t in range(len(truth))]
+    assert min(ious) > 0.7, ious
+    assert sorted(set(seg.objects.frame.tolist())) == list(range(30))  # carried between and after prompts
+    assert set(seg.objects.track_id.tolist()) == {1}
+    # graded pixel scores: positive on the mask only, at most the object's score
+    on = seg.instance_maps > 0
+    assert (seg.score_maps[on] > 0).all() and (seg.score_maps[~on] == 0).all()
+    assert float(seg.score_maps.max()) <= 2.0 + 1e-3 and len(np.unique(seg.score_maps[on])) > 10
+    # objects' boxes come from the masks
+    for t, box in zip(seg.objects.frame, seg.objects.xyxy):
+        np.testing.assert_array_equal(box, mask_box(seg.instance_maps[t] == 1))
+    # without carrying, only the prompt frames get masks
+    seg0 = ForegroundSegmenter(foreground=foreground, max_carry=0).segment(clip, prompts, scores)
+    assert sorted(set(seg0.objects.frame.tolist())) == [0, 10, 20]
+
+
+def test_classical_beats_boxes_on_disc_and_fallback():
+    clip, truth, boxes = moving_disc_clip(T=20)
+    scores = tracked_scores(boxes)
+    prompts = Prompts([0, 10], [1, 1], boxes[[0, 10]], [[0, 0]] * 2, [2.0, 2.0])
+    cls = ForegroundSegmenter().segment(clip, prompts, scores)
+    box = FilledBoxSegmenter().segment(clip, prompts, scores)
+    iou_c = np.mean([iou(cls.instance_maps[t] > 0, truth[t]) for t in range(20)])
+    iou_b = np.mean([iou(box.instance_maps[t] > 0, truth[t]) for t in range(20)])
+    assert iou_c > iou_b
+    assert (box.score_maps[box.instance_maps > 0] == 2.0).all()
+    # an empty region (no foreground in the box) falls back to the filled box, or to nothing
+    far = Prompts([5], [2], [[100, 70, 120, 90]], [[110, 80]], [1.0])
+    fb = ForegroundSegmenter().segment(clip, far, None)
+    assert (fb.instance_maps[5] == 2).sum() == 400
+    assert (ForegroundSegmenter(fallback="none").segment(clip, far, None).instance_maps == 0).all()
+    # GrabCut refinement keeps a good mask
+    gc = ForegroundSegmenter(grabcut=True, max_carry=0).segment(clip, prompts, scores)
+    assert iou(gc.instance_maps[10] > 0, truth[10]) > 0.7
+
+
+def test_segmenters_with_no_prompts():
+    clip, truth, boxes = moving_disc_clip(T=5)
+    for seg in (ForegroundSegmenter(), FilledBoxSegmenter()):
+        out = seg.segment(clip, Prompts.empty(), None)
+        assert out.score_maps.shape == (5, 96, 128) and len(out.objects) == 0 and not out.instance_maps.any()
+
+
+def test_segmenter_configs_instantiate():
+    assert isinstance(load_segmenter("classical"), ForegroundSegmenter)
+    assert isinstance(load_segmenter("boxes"), FilledBoxSegmenter)
+    with pytest.raises(Exception, match="sam2.1_hiera_base_plus.pt"):  # hydra wraps the FileNotFoundError
+        load_segmenter("sam2")
+    seg = load_segmenter("sam2", random_init=True, mode="image", backbone="tiny")
+    assert seg.mode == "image" and seg.backbone == "tiny"
+    for name in ("classical", "boxes", "sam2"):  # every knob is documented by a comment
+        lines = (CONFIGS / f"{name}.yaml").read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line and not line.startswith(("#", " ", "_target_", "defaults")):
+                assert lines[i - 1].startswith("#"), f"{name}.yaml: undocumented key {line!r}"

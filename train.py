@@ -1,0 +1,23 @@
+"""Train: fit the scorer on the training clips and write scorer.ckpt into the run dir.
+
+Usage: python train.py [overrides]   (see configs/train.yaml; README.md lists examples)
+"""
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig):
+    from tao_lab.tasks import train, run_task
+
+    result = run_task(cfg, train)
+    return result.get(cfg.get("optimized_metric", "")) if isinstance(result, dict) else None
+
+
+if __name__ == "__main__":
+    main()
