@@ -86,7 +86,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         if failed.is_file():
             info = json.loads(failed.read_text())
             rec["status"] = "failed"
-            rec["error"] = f"{info.get('type', 'Error')}: {info.get('message', '')}"[:200]
+            rec["error"] = f"{info.get('type', 'Error')}: {info.get('message', '')}"[:120]
         elif metrics.is_file():
             rec["status"] = "ok"
             rec["metrics"] = {k: v for k, v in json.loads(metrics.read_text()).items()
@@ -123,7 +123,7 @@ def choose_metrics(records: Sequence[dict], wanted: Optional[str]) -> list[str]:
             matches = [k for k in present if k == w or k.startswith(w + "_") or k.startswith(w + "@")]
             out.extend(matches or [w])
         return list(dict.fromkeys(out))
-    main = [k for k in present if any(k == m or k.startswith(m + "_gtgated") for m in MAIN_METRICS)]
+    main = [k for m in MAIN_METRICS for k in present if k == m or k == m + "_gtgated"]
     return main or [k for k in present if not k.startswith("time/")][:8]
 
 

@@ -46,10 +46,11 @@ def gt_tracks_for(clip: Clip, cache_dir: Optional[str], min_area: int) -> Option
 
 
 def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: str = "test",
-                   num_overlays: int = 0) -> EvalResult:
+                   num_overlays: int = 0, pixel_curves: bool = False) -> EvalResult:
     """Runs the whole pipeline on ``clips`` and computes every configured metric.
 
     num_overlays: also render this many overlay frames (the most anomalous frame of each clip, highest first).
+    pixel_curves: also return the pixel ROC/PR/PRO curves (an extra pass over the pixel scores; for loggers).
     """
     from tao_lab import metrics as M
 
@@ -107,6 +108,10 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
         for k, v in standard.compute(fpr_limit=fpr_limit, threshold=threshold).items():
             if np.ndim(v) == 0:
                 out[f"pixel_{k}"] = v
+        if pixel_curves:
+            from tao_lab.report.plots import pixel_curves as compute_pixel_curves
+
+            curves.update(compute_pixel_curves(standard))
     if tao is not None and has_pixel_gt:
         for k, v in tao.compute().items():
             if np.ndim(v) == 0:

@@ -15,6 +15,9 @@ written):
   (0-based frames, pixels, x2/y2 exclusive); ``tracks_mot.txt``: the same tracks in MOTChallenge format
   (``frame,id,x,y,w,h,score,-1,-1,-1``, 1-based frames);
 - ``objects.csv``: the segmented (anomalous) objects, same columns as tracks.csv (the detections for RBDC/TBDC);
+- ``tracks.txt`` / ``detections.txt``: the tracked and the segmented objects in the RBDC/TBDC text formats of
+  :mod:`tao_lab.metrics` (``track_id,frame_id,x_min,y_min,x_max,y_max`` and ``frame_id,x_min,y_min,x_max,y_max,
+  score``; 0-based frames, inclusive max corner), ready for ``python -m tao_lab.metrics object``;
 - ``frame_scores.csv``: ``frame_id,time_s,score,anomalous``; ``prompts.csv``: the segmenter prompts;
 - ``report.html``: a self-contained report (score timeline, gallery of the most anomalous objects, summary and
   the configuration used); ``NOTE.txt``: how the scorer was obtained; ``summary.json``: counts and timings.
@@ -124,11 +127,19 @@ def fit_or_load(pipe, cfg: DictConfig, clip: Clip) -> str:
     return note
 
 
-def chunk_bounds(num_frames: int, fps: float, chunk_seconds: Optional[float]) -> list[tuple[int, int]]:
-    """[start, stop) frame ranges of the processing chunks (the last one absorbs a short tail)."""
-    if not chunk_seconds or chunk_seconds <= 0:
+def chunk_bounds(num_frames: int, fps: float, chunk_seconds: Optional[float], height: int = 0, width: int = 0,
+                 max_chunk_mb: Optional[float] = None) -> list[tuple[int, int]]:
+    """[start, stop) frame ranges of the processing chunks (the last one absorbs a short tail).
+
+    A chunk lasts ``chunk_seconds`` (None/0 = the whole video) and is shortened so that its mask maps
+    ((T, H, W) float16 scores + int32 ids = 6 bytes per pixel) stay under ``max_chunk_mb``.
+    """
+    size = num_frames if not chunk_seconds or chunk_seconds <= 0 else int(round(float(chunk_seconds) * fps))
+    if max_chunk_mb and height and width:
+        size = min(size, int(float(max_chunk_mb) * 2 ** 20 // (6 * height * width)))
+    size = max(8, size)
+    if size >= num_frames:
         return [(0, num_frames)]
-    size = max(8, int(round(float(chunk_seconds) * fps)))
     starts = list(range(0, num_frames, size))
     if len(starts) > 1 and num_frames - starts[-1] < size // 4:
         starts.pop()
@@ -141,11 +152,19 @@ def _offset(table: ObjectTable, frame_offset: int, id_offset: int) -> ObjectTabl
 
 
 # ----- the run ----------------------------------------------------------------------------------------------
-def run_inference(cfg: DictConfig) -> dict:
+def run_inference(cfg: DictConfig, logger=None) -> dict:
+    """``python infer.py``: offline on a file/folder, or ``online=true`` on a live source (tao_lab.online).
+
+    logger: optional experiment logger (tao_lab.loggers); gets the numeric summary and the most anomalous frame.
+    """
     if cfg.get("online", False):
         from tao_lab.online import run_online
 
-        return run_online(cfg)
+        summary = run_online(cfg)
+        if logger is not None:
+            lat = {f"online/latency_{k}": v for k, v in summary.get("latency", {}).items()}
+            logger.log_metrics({**lat, "online/anomalous_frames": summary["anomalous_frames"]})
+        return summary
 
     from tao_lab.pipeline import Pipeline, progress
 
@@ -167,6 +186,12 @@ def run_inference(cfg: DictConfig) -> dict:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     result["outputs"] = str(out_dir)
+    key_frame = result.pop("_key_frame", None)
+    if logger is not None:
+        logger.log_metrics({f"infer/{k}": v for k, v in result.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        if key_frame is not None and hasattr(logger, "log_images"):
+            logger.log_images("infer/most_anomalous_frame", [key_frame])
     print(f"\ntao_lab infer on {clip.source or clip.clip_id}")
     print(f"  NOTE: {fit_note}")
     for k in ("frames", "seconds", "objects_scored", "tracks", "objects_segmented", "anomalous_frames",
@@ -178,14 +203,15 @@ def run_inference(cfg: DictConfig) -> dict:
 
 def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, fit_note: str, start_time: float,
              progress) -> dict:
-    chunks = chunk_bounds(clip.num_frames, clip.fps, cfg.get("chunk_seconds"))
+    chunks = chunk_bounds(clip.num_frames, clip.fps, cfg.get("chunk_seconds"), clip.height, clip.width,
+                          cfg.get("max_chunk_mb"))
     show = bool(cfg.get("progress", True))
     frame_scores = np.zeros(clip.num_frames, np.float32)
     tracks, segmented, prompts = [], [], []
     id_offset, obj_offset = 0, 0
     write_masks = bool(cfg.get("write_masks", True))
     # pass 1: the pipeline chunk by chunk; masks go to disk right away, so one chunk's maps are in memory
-    for k, (a, b) in enumerate(progress(chunks, "pipeline chunks", show and len(chunks) > 1)):
+    for k, (a, b) in enumerate(progress(chunks, f"pipeline ({len(chunks)} chunk{'s' * (len(chunks) > 1)})", show)):
         part = clip if (a, b) == (0, clip.num_frames) else SubClip(clip, a, b, clip_id=f"{clip.clip_id}@{a}-{b}")
         scores = pipe.scores(part)
         seg = pipe.segmentation(part)
@@ -215,6 +241,11 @@ def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, fit_note: str, st
     write_objects_csv(tmp_dir / "tracks.csv", tracks_t)
     write_mot(tmp_dir / "tracks_mot.txt", tracks_t)
     write_objects_csv(tmp_dir / "objects.csv", seg_t)
+    from tao_lab.metrics import write_detections_txt, write_tracks_txt
+
+    # the RBDC/TBDC txt formats of tao_lab.metrics (python -m tao_lab.metrics object ...)
+    write_tracks_txt(tmp_dir / "tracks.txt", tracks_t)
+    write_detections_txt(tmp_dir / "detections.txt", seg_t)
     times = np.arange(clip.num_frames) / max(clip.fps, 1e-6)
     np.savetxt(tmp_dir / "frame_scores.csv", np.column_stack([np.arange(clip.num_frames), times, frame_scores,
                                                               flagged]),
@@ -229,7 +260,8 @@ def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, fit_note: str, st
 
     # pass 2: stream the frames once more for the annotated video and the gallery crops
     gallery_rows = _gallery_rows(tracks_t, int(cfg.get("gallery_size", 12)))
-    gallery = _render(cfg, clip, tmp_dir, frame_scores, tracks_t, seg_t, tau, gallery_rows, progress, show)
+    gallery, key_frame = _render(cfg, clip, tmp_dir, frame_scores, tracks_t, seg_t, tau, gallery_rows, progress,
+                                 show)
 
     summary = {"input": str(cfg.get("input")), "frames": int(clip.num_frames), "fps": float(clip.fps),
                "seconds": round(clip.num_frames / max(clip.fps, 1e-6), 2),
@@ -240,12 +272,13 @@ def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, fit_note: str, st
                "scorer": fit_note, "time_s": round(time.perf_counter() - start_time, 2)}
     if cfg.get("report", True):
         write_infer_report(tmp_dir / "report.html", cfg, clip, summary, frame_scores, tau, flagged, gallery,
-                           fit_note)
+                           fit_note, key_frame)
     summary["time_s"] = round(time.perf_counter() - start_time, 2)
-    summary["files"] = sorted(str(p.relative_to(tmp_dir)) for p in tmp_dir.iterdir())
+    summary["files"] = sorted([str(p.relative_to(tmp_dir)) for p in tmp_dir.iterdir()] + ["summary.json"])
     tmp = tmp_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, tmp_dir / "summary.json")
+    summary["_key_frame"] = key_frame
     return summary
 
 
@@ -267,12 +300,16 @@ def _gallery_rows(tracks: ObjectTable, k: int) -> list[int]:
 
 
 def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: ObjectTable, tau: float,
-            gallery_rows: list[int], progress, show: bool) -> list[tuple[np.ndarray, str]]:
+            gallery_rows: list[int], progress, show: bool):
+    """Writes annotated.mp4 (if enabled) and returns (gallery [(crop, caption)], the most anomalous annotated
+    frame as (image, caption) or None)."""
     from tao_lab.report.overlay import TimelineBar, VideoWriter, compose_frame, crop_with_context, draw_objects
 
     write_video = bool(cfg.get("write_video", True))
     if not write_video and not gallery_rows:
-        return []
+        return [], None
+    top = int(np.argmax(frame_scores)) if len(frame_scores) else -1
+    key_frame = None
     by_frame: dict[int, list[int]] = {}
     for r in gallery_rows:
         by_frame.setdefault(int(tracks.frame[r]), []).append(r)
@@ -297,7 +334,11 @@ def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: 
                 img = draw_objects(frame, inst, tracks.xyxy[rows], tracks.track_id[rows], tracks.score[rows], tau=tau)
                 text = f"frame {i}  t={i / max(clip.fps, 1e-6):.1f}s  score {frame_scores[i]:.2f}" + \
                        ("  ANOMALY" if frame_scores[i] >= tau else "")
-                writer.write(compose_frame(img, timeline, i, text))
+                composed = compose_frame(img, timeline, i, text)
+                writer.write(composed)
+                if i == top:
+                    key_frame = (composed, f"frame {i} (t={i / max(clip.fps, 1e-6):.1f} s), frame score "
+                                           f"{frame_scores[i]:.3f}, threshold {tau:.3g}")
         if writer is not None:
             writer.close()
     except BaseException:
@@ -311,12 +352,12 @@ def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: 
             cap = (f"track {int(tracks.track_id[r])}  score {s:.3f}{' (flagged)' if s >= tau else ''}\n"
                    f"frame {int(tracks.frame[r])}  t={int(tracks.frame[r]) / max(clip.fps, 1e-6):.1f}s")
             gallery.append((crops[r], cap))
-    return gallery
+    return gallery, key_frame
 
 
 def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores: np.ndarray, tau: float,
-                       flagged: np.ndarray, gallery, fit_note: str) -> Path:
-    from tao_lab.report.html import write_report
+                       flagged: np.ndarray, gallery, fit_note: str, key_frame=None) -> Path:
+    from tao_lab.report.html import image_data_uri, write_report
     from tao_lab.report.plots import timeline_png
     from tao_lab.run_info import resolved_config
 
@@ -324,11 +365,17 @@ def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores:
                         title=f"frame anomaly score of {clip.clip_id} (red: above the threshold)")
     config_text = OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg)))
     shown = {k: v for k, v in summary.items() if k not in ("scorer", "files")}
+    sections = []
+    if key_frame is not None:
+        img = (f"<img class='plot' style='width:min(100%,720px)' src='{image_data_uri(key_frame[0])}' alt='frame'>"
+               f"<div class='sub'>{key_frame[1]}</div>")
+        sections.append(("Most anomalous frame (as in annotated.mp4)", img))
     return write_report(path, title=f"tao_lab inference: {clip.clip_id}",
                         subtitle=f"input {cfg.get('input')} | {clip.num_frames} frames at {clip.fps:g} fps | "
                                  f"{clip.width}x{clip.height}",
                         notes=[fit_note, "Outputs next to this file: annotated.mp4, masks/, tracks.csv, "
                                          "objects.csv, frame_scores.csv, prompts.csv."],
                         summary=shown, plots=[("Score timeline", plot)], gallery=gallery,
+                        sections=sections,
                         gallery_title="Most anomalous objects (highest-scored frame of each top track)",
                         config_text=config_text)

@@ -39,6 +39,8 @@ class NullLogger:
 
     #: how many overlay frames the evaluation should render for ``log_images`` (0 = none)
     num_overlays: int = 0
+    #: whether the evaluation should compute the (costlier) pixel ROC/PR/PRO curves for ``log_curves``
+    wants_curves: bool = False
 
     def start(self, config: dict, info: dict) -> None:
         pass
@@ -119,6 +121,7 @@ class WandbLogger(NullLogger):
         self.save_dir = str(save_dir)
         self.num_overlays = int(num_overlays)
         self.max_curve_points = int(max_curve_points)
+        self.wants_curves = True
         self.run = None
         self._step = 0
 

@@ -76,8 +76,14 @@ class Pipeline:
         return instantiate(self.cfg.tracker)
 
     @cached_property
-    def extractors(self):
-        return instantiate(self.cfg.features.extractors)
+    def feature_set(self):
+        """A :class:`tao_lab.features.FeatureSet`: the extractors plus the shared optical-flow settings."""
+        return instantiate(self.cfg.features)
+
+    @property
+    def extractors(self) -> dict:
+        """{name: FeatureExtractor} of the feature set (for frame-by-frame use, e.g. the online pipeline)."""
+        return self.feature_set.extractors
 
     @cached_property
     def prompt_filter(self):
@@ -134,10 +140,8 @@ class Pipeline:
         return self._run("track", clip, lambda: self.tracker.track(detections, clip))
 
     def features(self, clip: Clip) -> dict[str, np.ndarray]:
-        from tao_lab.features import extract_features
-
         tracks = self.tracks(clip)
-        return self._run("features", clip, lambda: extract_features(clip, tracks, self.extractors, progress=False))
+        return self._run("features", clip, lambda: self.feature_set.extract(clip, tracks, progress=False))
 
     def scores(self, clip: Clip) -> ObjectScores:
         self._downstream_caches()
@@ -186,6 +190,9 @@ class Pipeline:
         else:
             spec = {"up": self.caches["features"].spec, "scorer": _plain(self.cfg.scorer),
                     "train_clips": sorted(c.source for c in train_clips), "seed": self.cfg.get("seed")}
+            unlabeled = training_mode(self.cfg) == "unsupervised"
+            if unlabeled:  # only then, so the keys of supervised fits stay what they were
+                spec["training"] = _plain(self.cfg.training)
             self._scorer_key = stable_hash(spec)
             path = Path(self.cache_dir) / "scorer" / self._scorer_key / "scorer.ckpt" if self.cache_dir else None
             if path is not None and path.is_file():
@@ -196,10 +203,18 @@ class Pipeline:
                 items = [(self.tracks(c), self.features(c), c.num_frames) for c in train_clips]
                 self.scorer = instantiate(self.cfg.scorer)
                 start = time.perf_counter()
-                trainer = None
+                kwargs = {}
                 if getattr(self.scorer, "needs_trainer", False):
-                    trainer = instantiate(self.cfg.trainer)
-                self.scorer.fit_clips(items, trainer=trainer) if trainer is not None else self.scorer.fit_clips(items)
+                    # a factory for scorers that fit more than once (self-paced rounds), else one Trainer
+                    kwargs["trainer"] = instantiate(self.cfg.trainer,
+                                                    _partial_=bool(getattr(self.scorer, "trainer_factory", False)))
+                if unlabeled:
+                    if getattr(self.scorer, "supports_unlabeled", False):
+                        kwargs["unlabeled"] = True
+                    else:
+                        log.warning("training.mode=unsupervised: %s has no self-paced refinement; it is fitted on "
+                                    "the unlabeled clips as if they were normal", type(self.scorer).__name__)
+                self.scorer.fit_clips(items, **kwargs)
                 self.timings["fit_scorer"] += time.perf_counter() - start
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,6 +232,27 @@ class Pipeline:
 
     def cache_summary(self) -> list[str]:
         return [c.summary() for c in self.caches.values()]
+
+
+def training_mode(cfg: DictConfig) -> str:
+    """``cfg.training.mode``: "supervised" (default: fit on the normal training split) or "unsupervised"."""
+    mode = str(OmegaConf.select(cfg, "training.mode", default="supervised"))
+    if mode not in ("supervised", "unsupervised"):
+        raise ValueError(f"training.mode must be 'supervised' or 'unsupervised', got {mode!r}")
+    return mode
+
+
+def training_clips(cfg: DictConfig, dataset: Dataset) -> list[Clip]:
+    """The clips the scorer is fitted on: the training split, or in ``training.mode=unsupervised`` unlabeled video:
+    the test clips (``training.unsupervised_source=test``) or train + test (``merged``). Labels are never read."""
+    if training_mode(cfg) == "supervised":
+        return list(dataset.train)
+    source = str(OmegaConf.select(cfg, "training.unsupervised_source", default="test"))
+    if source == "test":
+        return list(dataset.test)
+    if source == "merged":
+        return list(dataset.train) + list(dataset.test)
+    raise ValueError(f"training.unsupervised_source must be 'test' or 'merged', got {source!r}")
 
 
 def load_dataset(cfg: DictConfig) -> Dataset:

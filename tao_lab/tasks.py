@@ -122,21 +122,22 @@ def extract(cfg: DictConfig, logger=None) -> dict:
 # ----- train ------------------------------------------------------------------------------------------------
 def train(cfg: DictConfig, logger=None) -> dict:
     """Fits (or trains) the scorer on the training clips and writes ``scorer.ckpt`` into the run dir."""
-    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.pipeline import Pipeline, load_dataset, training_clips
     from tao_lab.run_info import write_metrics
 
     dataset = load_dataset(cfg)
-    if not dataset.train:
+    clips = training_clips(cfg, dataset)
+    if not clips:
         raise ValueError(f"dataset {dataset.name!r} has no training clips")
     pipe = Pipeline(cfg)
-    cached = pipe.fit_scorer(dataset.train)
+    cached = pipe.fit_scorer(clips)
     ckpt = output_dir(cfg) / "scorer.ckpt"
     if cached is not None and cached.is_file():
         shutil.copyfile(cached, ckpt)
     else:
         pipe.scorer.save_checkpoint(str(ckpt))
     _log_cache(pipe)
-    result = {"train/threshold_tau": float(pipe.threshold.tau), "train/clips": len(dataset.train),
+    result = {"train/threshold_tau": float(pipe.threshold.tau), "train/clips": len(clips),
               **{f"train/{k}": float(v) for k, v in getattr(pipe.scorer, "fit_metrics", {}).items()},
               **_stage_speed(pipe)}
     write_metrics(output_dir(cfg), result)
@@ -150,7 +151,7 @@ def train(cfg: DictConfig, logger=None) -> dict:
 def evaluate(cfg: DictConfig, logger=None) -> dict:
     """Fits (or loads) the scorer, runs the pipeline on the test clips, returns the metrics dict."""
     from tao_lab.evaluation import evaluate_clips
-    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.pipeline import Pipeline, load_dataset, training_clips
     from tao_lab.run_info import format_metrics_table, write_metrics
 
     start = time.perf_counter()
@@ -158,9 +159,10 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     if not dataset.test:
         raise ValueError(f"dataset {dataset.name!r} has no test clips")
     pipe = Pipeline(cfg)
-    pipe.fit_scorer(dataset.train, ckpt_path=cfg.get("ckpt_path"))
+    pipe.fit_scorer(training_clips(cfg, dataset), ckpt_path=cfg.get("ckpt_path"))
     result = evaluate_clips(pipe, dataset.test, cfg, split="test",
-                            num_overlays=int(getattr(logger, "num_overlays", 0) or 0))
+                            num_overlays=int(getattr(logger, "num_overlays", 0) or 0),
+                            pixel_curves=bool(getattr(logger, "wants_curves", False)))
     metrics = dict(result.metrics)
     metrics["train/threshold_tau"] = float(pipe.threshold.tau)
     metrics.update(_stage_speed(pipe))
@@ -188,4 +190,4 @@ def infer(cfg: DictConfig, logger=None) -> dict:
     """The whole pipeline on one video or frame folder without GT; writes tracks, scores and masks."""
     from tao_lab.infer import run_inference
 
-    return run_inference(cfg)
+    return run_inference(cfg, logger)

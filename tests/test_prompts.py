@@ -239,3 +239,17 @@ def test_two_crossing_objects_keep_distinct_ids(use_tracks, seed):
              if any(np.allclose(box, r[1:5], atol=1e-3) for r in b)}
     assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a != ids_b
     assert len(p) == 100
+
+
+def test_every_prompt_filter_knob_is_in_the_configs_and_documented():
+    import inspect
+
+    knobs = set(inspect.signature(RobustPromptFilter).parameters)
+    for name in ("robust", "tao_faithful"):
+        cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")
+        assert set(cfg.keys()) - {"_target_"} == knobs, name
+    for path in CONFIGS.glob("*.yaml"):
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line and not line.startswith(("#", " ", "_target_")):
+                assert lines[i - 1].startswith("#"), f"{path.name}: undocumented key {line!r}"

@@ -13,22 +13,28 @@ from tao_lab.detect.base import Detector
 from tao_lab.types import Clip, ObjectTable
 
 
+def check_yolo_weights(weights: str) -> None:
+    """Raises FileNotFoundError naming the file and how to get it when a ``.pt`` weights path does not exist
+    (a model ``.yaml`` is always accepted: ultralytics builds it with random weights, for tests)."""
+    weights = str(weights)
+    if not weights.endswith((".yaml", ".yml")) and not os.path.isfile(weights):
+        raise FileNotFoundError(
+            f"YOLO weights not found: {os.path.abspath(weights)}; download the model (e.g. yolov8s.pt or "
+            f"yolov8n-pose.pt from https://github.com/ultralytics/assets/releases) on a machine with internet, "
+            f"copy it there and point the config at it (paths.weights_dir or the component's weights key)")
+
+
 def load_yolo(weights: str, task: Optional[str] = None) -> Any:
     """Builds ``ultralytics.YOLO`` from a local ``.pt`` file or a model ``.yaml`` (random weights, for tests).
 
-    Raises FileNotFoundError naming the file and how to get it when a ``.pt`` path does not exist; nothing is ever
-    downloaded (a bare name such as ``yolov8n.pt`` that is not a file is an error, not a download).
+    Nothing is ever downloaded: a bare name such as ``yolov8n.pt`` that is not a file is an error (see
+    :func:`check_yolo_weights`). The offline environment is set before ultralytics is imported.
     """
     from tao_lab.offline import disable_ultralytics_sync, set_offline_env
 
-    set_offline_env()
     weights = str(weights)
-    is_yaml = weights.endswith((".yaml", ".yml"))
-    if not is_yaml and not os.path.isfile(weights):
-        raise FileNotFoundError(
-            f"YOLO weights not found: {os.path.abspath(weights)}; download a detection model (e.g. yolov8s.pt from "
-            f"https://github.com/ultralytics/assets/releases) on a machine with internet, copy it there and set "
-            f"detector.weights to its path (for a quick random-weight smoke test use a model yaml: yolov8n.yaml)")
+    check_yolo_weights(weights)
+    set_offline_env()
     disable_ultralytics_sync()
     from ultralytics import YOLO
 
@@ -54,6 +60,7 @@ class YoloDetector(Detector):
 
     def __init__(self, weights: str, classes: Optional[Sequence[int]] = None, conf: float = 0.1, iou: float = 0.7,
                  imgsz: int = 640, device: str = "cpu", max_det: int = 300, batch: int = 8):
+        check_yolo_weights(weights)
         self.weights = str(weights)
         self.classes = None if classes is None else [int(c) for c in classes]
         self.conf = float(conf)

@@ -14,8 +14,9 @@ class CropAppearanceFeature(FeatureExtractor):
         size: crops are resized to size x size px (INTER_AREA).
         kind: "grey" -> the thumbnail's pixels, standardised per crop (zero mean, unit L2 norm: insensitive to
             brightness and contrast), D = size^2;
-              "hog" -> OpenCV HOG on the thumbnail (cells of size/4 px, 2x2-cell blocks, 9 orientations),
-            L2-normalised, D = 9 * 4 * (3 * 3) for any size divisible by 8.
+              "hog" -> a histogram of oriented gradients of the thumbnail (4 x 4 cells of size/4 px, 9 unsigned
+            orientation bins weighted by gradient magnitude, each 2x2-cell block L2-normalised, 3 x 3 blocks),
+            then L2-normalised, D = 324 for any size divisible by 4.
         pad: fraction of the box size added on every side before cropping (context around the object).
     """
 
@@ -24,21 +25,15 @@ class CropAppearanceFeature(FeatureExtractor):
     def __init__(self, size: int = 16, kind: str = "grey", pad: float = 0.0):
         if kind not in ("grey", "hog"):
             raise ValueError(f"unknown appearance kind {kind!r}: expected 'grey' or 'hog'")
-        if kind == "hog" and size % 8:
-            raise ValueError(f"hog needs a size divisible by 8, got {size}")
+        if kind == "hog" and size % 4:
+            raise ValueError(f"hog needs a size divisible by 4, got {size}")
         self.size = int(size)
         self.kind = kind
         self.pad = float(pad)
-        self._hog = None
-        if kind == "hog":
-            cell = self.size // 4
-            self._hog = cv2.HOGDescriptor((self.size, self.size), (2 * cell, 2 * cell), (cell, cell), (cell, cell), 9)
 
     @property
     def dim(self) -> int:
-        if self.kind == "grey":
-            return self.size * self.size
-        return int(self._hog.getDescriptorSize())
+        return self.size * self.size if self.kind == "grey" else 3 * 3 * 4 * 9
 
     def compute(self, ctx: FrameContext, boxes: np.ndarray) -> np.ndarray:
         grey = ctx.grey
@@ -54,6 +49,26 @@ class CropAppearanceFeature(FeatureExtractor):
                 v = thumb.astype(np.float32).ravel()
                 v -= v.mean()
             else:
-                v = self._hog.compute(thumb).ravel().astype(np.float32)
+                v = _hog(thumb)
             out[r] = v / max(float(np.linalg.norm(v)), 1e-6)
         return out
+
+
+def _hog(thumb: np.ndarray, bins: int = 9) -> np.ndarray:
+    """HOG of a square uint8 thumbnail: 4x4 cells, unsigned orientations, 3x3 overlapping 2x2-cell blocks."""
+    g = thumb.astype(np.float32)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=1)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=1)
+    mag = cv2.magnitude(gx, gy)
+    ang = np.arctan2(gy, gx) % np.pi
+    idx = np.minimum((ang * (bins / np.pi)).astype(np.int64), bins - 1)
+    cell = thumb.shape[0] // 4
+    cy, cx = np.divmod(np.arange(thumb.size), thumb.shape[1])
+    cell_id = (cy // cell).clip(max=3) * 4 + (cx // cell).clip(max=3)
+    hist = np.bincount(cell_id * bins + idx.ravel(), weights=mag.ravel(), minlength=16 * bins).reshape(4, 4, bins)
+    blocks = []
+    for by in range(3):
+        for bx in range(3):
+            b = hist[by:by + 2, bx:bx + 2].ravel()
+            blocks.append(b / (np.linalg.norm(b) + 1e-6))
+    return np.concatenate(blocks).astype(np.float32)

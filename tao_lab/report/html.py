@@ -87,14 +87,14 @@ def write_report(path: os.PathLike, title: str, subtitle: str = "", notes: Seque
     for caption, png in plots:
         parts.append(f"<h2>{html.escape(caption)}</h2><img class='plot' src='{png_data_uri(png)}' "
                      f"alt='{html.escape(caption)}'>")
+    for sec_title, body in sections:
+        parts.append(f"<h2>{html.escape(sec_title)}</h2>{body}")
     if gallery:
         parts.append(f"<h2>{html.escape(gallery_title)}</h2><div class='gallery'>")
         for img, caption in gallery:
             parts.append(f"<div class='card'><img src='{image_data_uri(img)}' alt='object'>"
                          f"{html.escape(caption).replace(chr(10), '<br>')}</div>")
         parts.append("</div>")
-    for sec_title, body in sections:
-        parts.append(f"<h2>{html.escape(sec_title)}</h2>{body}")
     for tab_title, rows in tables:
         parts.append(f"<h2>{html.escape(tab_title)}</h2>{table_html(rows)}")
     if config_text:

@@ -178,17 +178,22 @@ def crop_with_context(frame: np.ndarray, box: np.ndarray, pad: float = 0.25, siz
     bw, bh = max(x2 - x1, 2.0), max(y2 - y1, 2.0)
     cx1, cy1 = int(max(0, x1 - pad * bw)), int(max(0, y1 - pad * bh))
     cx2, cy2 = int(min(w, x2 + pad * bw)), int(min(h, y2 + pad * bh))
-    crop = frame[cy1:max(cy2, cy1 + 1), cx1:max(cx2, cx1 + 1)].copy()
+    crop = frame[cy1:max(cy2, cy1 + 1), cx1:max(cx2, cx1 + 1)]
+    ch, cw = crop.shape[:2]
+    scale = size / max(ch, cw)
+    out = cv2.resize(crop, (max(1, int(round(cw * scale))), max(1, int(round(ch * scale)))),
+                     interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
+    # outlines are drawn after scaling so they stay one pixel wide whatever the zoom
     if instance_map is not None and obj_id is not None:
         m = (instance_map[cy1:max(cy2, cy1 + 1), cx1:max(cx2, cx1 + 1)] == obj_id).astype(np.uint8)
         if m.any():
+            m = cv2.resize(m, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_NEAREST)
             contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(crop, contours, -1, (0, 0, 255), 1)
-    cv2.rectangle(crop, (int(x1) - cx1, int(y1) - cy1), (int(x2) - cx1 - 1, int(y2) - cy1 - 1), (0, 255, 255), 1)
-    ch, cw = crop.shape[:2]
-    scale = size / max(ch, cw)
-    return cv2.resize(crop, (max(1, int(cw * scale)), max(1, int(ch * scale))),
-                      interpolation=cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA)
+            cv2.drawContours(out, contours, -1, (0, 0, 255), 1)
+    p1 = (int((x1 - cx1) * scale), int((y1 - cy1) * scale))
+    p2 = (int((x2 - cx1) * scale) - 1, int((y2 - cy1) * scale) - 1)
+    cv2.rectangle(out, p1, p2, (0, 255, 255), 1)
+    return out
 
 
 def frame_rows(objects, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -207,5 +212,6 @@ def best_frame_overlay(clip, scores, seg, threshold=None) -> tuple[float, np.nda
     table = seg.objects if len(seg.objects) and np.any(seg.objects.frame == i) else scores.objects
     boxes, ids, obj_scores = frame_rows(table, i)
     img = draw_objects(clip.frame(i), inst, boxes, ids, obj_scores, tau=tau)
-    caption = f"{clip.clip_id} frame {i} (0-based): frame score {fs[i] if len(fs) else float('nan'):.3f}"
-    return float(fs[i]) if len(fs) else 0.0, img, caption
+    score = float(fs[i]) if len(fs) else 0.0
+    caption = f"{clip.clip_id} frame {i} (0-based): frame score {score:.3f}"
+    return score, img, caption

@@ -198,3 +198,36 @@ def frame_curves(frame_scores: Sequence[np.ndarray], frame_labels: Sequence[np.n
     pts = roc_pr_points(np.concatenate([np.asarray(s, np.float64) for s in frame_scores]),
                         np.concatenate([np.asarray(l, bool) for l in frame_labels]))
     return {f"frame_{k}": v for k, v in pts.items()}
+
+
+def pixel_curves(pixel_metrics, max_points: int = 2000) -> dict[str, dict[str, np.ndarray]]:
+    """Pixel ROC, PR and PRO curves of a :class:`tao_lab.metrics.PixelMetrics` accumulator (standard protocol).
+
+    Uses its exact rank counts (one extra pass over the stored scores, so only called when a logger wants
+    curves). Returns ``{"pixel_roc": {fpr, tpr}, "pixel_pr": {recall, precision}, "pixel_pro": {fpr, pro}}``
+    with at most ``max_points`` points each; families that cannot be computed are left out.
+    """
+    out: dict[str, dict[str, np.ndarray]] = {}
+    try:
+        rc = pixel_metrics.rank_counts()
+    except Exception:  # noqa: BLE001 - curves are a bonus, never a reason to fail an evaluation
+        return out
+    if rc.n_pos == 0 or rc.n_neg == 0 or len(rc.u) == 0:
+        return out
+    tp, fp = rc.pos_ge[::-1].astype(np.float64), rc.neg_ge[::-1].astype(np.float64)  # descending thresholds
+    fpr, tpr = subsample(np.r_[0.0, fp / rc.n_neg, 1.0], np.r_[0.0, tp / rc.n_pos, 1.0], max_points)
+    out["pixel_roc"] = {"fpr": fpr, "tpr": tpr}
+    recall, precision = subsample(tp / rc.n_pos, tp / np.maximum(tp + fp, 1.0), max_points)
+    out["pixel_pr"] = {"recall": recall, "precision": precision}
+    try:
+        from tao_lab.metrics._core import pro_curve
+
+        n_regions = int(getattr(pixel_metrics, "num_regions", 0))
+        if n_regions and rc.pos_weight is not None:
+            f, p = pro_curve(rc, n_regions)
+            keep = f <= 0.3 + 1e-12  # the integrated part (FPR limit of the AUPRO)
+            f, p = subsample(f[keep], p[keep], max_points)
+            out["pixel_pro"] = {"fpr": f, "pro": p}
+    except Exception:  # noqa: BLE001
+        pass
+    return out

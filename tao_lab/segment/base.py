@@ -5,8 +5,9 @@ Interface (docs/CONTRACTS.md): ``Segmenter.segment(clip, prompts: Prompts, score
 What every segmenter here returns (the ``Segmentation`` record, tao_lab.types):
 - ``instance_maps`` (T, H, W) int32: 0 = background, k = prompt object id k; where objects overlap, the object with
   the higher anomaly score on that frame wins;
-- ``score_maps`` (T, H, W) float16: per pixel, the max over the objects covering it of that object's pixel score
-  (each segmenter documents its pixel score; always > 0 on mask pixels, exactly 0 elsewhere);
+- ``score_maps`` (T, H, W) float16: per pixel, the max over the objects of that object's pixel score (each
+  segmenter documents its pixel score); always > 0 on mask pixels; a segmenter may also give a lower positive
+  score to pixels next to a mask (a soft mask: e.g. the rest of the object's box); 0 everywhere else;
 - ``objects``: one row per (frame, object) whose own mask is non-empty: the box around that mask (computed before
   overlap resolution, x2/y2 exclusive), ``track_id`` = prompt object id, ``score`` = the object's anomaly score on
   that frame. These rows are the detections for RBDC/TBDC.
@@ -139,7 +140,8 @@ class SegmentationBuilder:
                   ) -> None:
         """Writes frame t. obj_ids (K,) ints >= 1; masks (K, H, W) bool; obj_scores (K,) anomaly score of each object
         on this frame; pixel_scores (K, H, W) float per-pixel score of each object (None = its obj_score on every
-        mask pixel). Replaces anything written to frame t before."""
+        mask pixel; mask pixels are raised to at least MIN_PIXEL_SCORE, positive values outside the mask are kept
+        as a soft margin, values <= 0 outside the mask are ignored). Replaces anything written to frame t."""
         obj_ids = np.asarray(obj_ids, dtype=np.int64).reshape(-1)
         obj_scores = np.asarray(obj_scores, dtype=np.float64).reshape(-1)
         masks = np.asarray(masks, dtype=bool).reshape(len(obj_ids), *self.shape[1:])
@@ -150,12 +152,16 @@ class SegmentationBuilder:
         rows = []
         for k in np.argsort(obj_scores, kind="stable"):  # ascending: the higher-scored object is painted last
             m = masks[k]
+            if pixel_scores is not None:
+                # soft support: pixels outside the mask may carry a (lower) positive score too
+                soft = np.where(m, np.maximum(pixel_scores[k], MIN_PIXEL_SCORE), np.maximum(pixel_scores[k], 0.0))
+                np.maximum(score_map, soft, out=score_map)
             box = mask_box(m)
             if box is None:
                 continue
             inst[m] = obj_ids[k]
-            pix = obj_scores[k] if pixel_scores is None else pixel_scores[k][m]
-            score_map[m] = np.maximum(score_map[m], np.maximum(pix, MIN_PIXEL_SCORE))
+            if pixel_scores is None:
+                score_map[m] = np.maximum(score_map[m], max(obj_scores[k], MIN_PIXEL_SCORE))
             rows.append((int(obj_ids[k]), box, float(obj_scores[k])))
         self.score_maps[t] = score_map.astype(np.float16)
         self.instance_maps[t] = inst

@@ -31,7 +31,7 @@ class CarryingSegmenter(Segmenter):
         carry_score: anomaly score on carried frames: "prompt", "track" (the scored object's own) or "max".
     """
 
-    def __init__(self, max_carry: int = 25, max_gap: int = 3, carry_backward: int = 0, min_track_iou: float = 0.3,
+    def __init__(self, max_carry: int = 25, max_gap: int = 3, carry_backward: int = 5, min_track_iou: float = 0.3,
                  carry_score: str = "prompt"):
         self.max_carry = int(max_carry)
         self.max_gap = int(max_gap)

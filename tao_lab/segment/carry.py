@@ -5,8 +5,9 @@ carried along the tracker's track: the prompt is tied to the scored object of it
 (IoU >= ``min_track_iou``; for a point-only prompt, the highest-scored box containing the point), and on the
 following frames the box of that track is used, for at most ``max_carry`` frames after the prompt, until the next
 prompt of the same object, or until the track has been missing for more than ``max_gap`` consecutive frames.
-Optionally the same is done backwards for ``carry_backward`` frames before the object's first prompt (objects are
-often flagged a few frames after they enter).
+Optionally the same is done backwards for ``carry_backward`` frames before the object's first prompt: the prompt
+filter prompts a new object only once it is confirmed, often a few frames after its first anomalous box, and
+TAO's single SAM2 pass also masks an object on the frames before its prompt (sam2 conditions on all prompts).
 """
 from __future__ import annotations
 

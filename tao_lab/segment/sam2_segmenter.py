@@ -16,7 +16,9 @@ is exactly sam2's own single-pass behaviour.
 
 Weights: ``<weights_dir>/<name>.pt`` with the official names ``sam2.1_hiera_{tiny,small,base_plus,large}.pt`` or
 ``sam2_hiera_{tiny,small,base_plus,large}.pt``, loaded with ``torch.load(weights_only=True)``. Nothing is downloaded.
-``random_init=True`` builds random weights (tests and timing only: the masks are meaningless).
+``random_init=True`` builds random weights (tests and timing only: the masks are meaningless). The checkpoint is
+opened on first use (construction needs no weights); a missing file raises FileNotFoundError naming the file, the
+official release URL and ``checkpoints/download_ckpts.sh``.
 
 Hydra: ``import sam2`` initialises Hydra's global state (../shared/docs/STACK.md). sam2 is imported only when a
 model is built; its packaged YAML is read with OmegaConf.load and instantiated here; if importing sam2 initialised
@@ -103,6 +105,15 @@ def _import_sam2():
         GlobalHydra.instance().clear()
 
 
+def _float32_inputs(module, args, kwargs):
+    import torch
+
+    def cast(x):
+        return x.float() if isinstance(x, torch.Tensor) and x.dtype == torch.bfloat16 else x
+
+    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+
 class Sam2Segmenter(Segmenter):
     """SAM 2 segmenter (see the module docstring).
 
@@ -123,6 +134,8 @@ class Sam2Segmenter(Segmenter):
         vanish_frames: see end_on_vanish.
         mask_threshold: logit threshold of the masks (sam2: 0).
         pixel_score: "object_x_probability", "object" or "logit" (see the module docstring).
+        soft_logit_min: None = pixel scores on mask pixels only; a logit value below mask_threshold = also score
+            the pixels with logit > soft_logit_min (a soft margin, as the classical segmenter's box margin).
         jpeg_quality: quality of the temporary chunk frames.
         tmp_dir: parent folder of the temporary chunk folders (None = the system's temp folder).
         num_threads: torch CPU threads (None = leave as is).
@@ -134,7 +147,8 @@ class Sam2Segmenter(Segmenter):
                  weights_dir: str = "weights", checkpoint: Optional[str] = None, random_init: bool = False,
                  image_size: int = 1024, device: str = "cpu", chunk_size: int = 64, reverse: bool = False,
                  end_on_vanish: bool = False, vanish_frames: int = 5, mask_threshold: float = 0.0,
-                 pixel_score: str = "object_x_probability", jpeg_quality: int = 95, tmp_dir: Optional[str] = None,
+                 pixel_score: str = "object_x_probability", soft_logit_min: Optional[float] = None,
+                 jpeg_quality: int = 95, tmp_dir: Optional[str] = None,
                  num_threads: Optional[int] = None, progress: bool = False, seed: int = 0):
         for name, value, choices in (("mode", mode, MODES), ("version", version, VERSIONS),
                                      ("backbone", backbone, tuple(BACKBONES)), ("pixel_score", pixel_score,
@@ -147,12 +161,8 @@ class Sam2Segmenter(Segmenter):
             raise ValueError(f"chunk_size must be >= 2, got {chunk_size}")
         self.mode, self.version, self.backbone = mode, version, backbone
         self.random_init = bool(random_init)
-        self.checkpoint = None
-        if not self.random_init:
-            path = Path(checkpoint) if checkpoint else Path(weights_dir) / checkpoint_name(version, backbone)
-            if not path.is_file():
-                raise FileNotFoundError(missing_checkpoint_message(path, version, backbone))
-            self.checkpoint = path
+        # opened on first use (construction stays cheap and works without weights, like every stage here)
+        self.checkpoint = Path(checkpoint) if checkpoint else Path(weights_dir) / checkpoint_name(version, backbone)
         self.image_size = int(image_size)
         self.device = str(device)
         self.chunk_size = int(chunk_size)
@@ -161,6 +171,9 @@ class Sam2Segmenter(Segmenter):
         self.vanish_frames = max(int(vanish_frames), 1)
         self.mask_threshold = float(mask_threshold)
         self.pixel_score = pixel_score
+        self.soft_logit_min = None if soft_logit_min is None else float(soft_logit_min)
+        if self.soft_logit_min is not None and self.soft_logit_min >= self.mask_threshold:
+            raise ValueError("soft_logit_min must be below mask_threshold")
         self.jpeg_quality = int(jpeg_quality)
         self.tmp_dir = tmp_dir
         self.num_threads = num_threads
@@ -170,13 +183,17 @@ class Sam2Segmenter(Segmenter):
 
     # ------------------------------------------------------------------ model
     def build_model(self):
-        """Builds (once) and returns the sam2 model: SAM2VideoPredictor (video) or SAM2Base (image)."""
+        """Builds (once) and returns the sam2 model: SAM2VideoPredictor (video) or SAM2Base (image).
+
+        Raises FileNotFoundError naming the checkpoint file and where to get it when it is missing."""
         if self._model is not None:
             return self._model
         import torch
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
+        if not self.random_init and not self.checkpoint.is_file():
+            raise FileNotFoundError(missing_checkpoint_message(self.checkpoint, self.version, self.backbone))
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"segmenter.device={self.device} but CUDA is not available; use device=cpu")
         if self.num_threads:
@@ -207,6 +224,10 @@ class Sam2Segmenter(Segmenter):
                 raise RuntimeError(f"{self.checkpoint} does not fit sam2 {self.version} {self.backbone}: "
                                    f"missing keys {list(missing)[:5]}, unexpected keys {list(unexpected)[:5]}; "
                                    f"check segmenter.version / segmenter.backbone")
+        if self.mode == "video":
+            # sam2 stores frame memories in bfloat16 and relies on CUDA autocast to mix them with float32 weights;
+            # without autocast (CPU) the memory attention gets bfloat16 inputs: cast them back to float32
+            model.memory_attention.register_forward_pre_hook(_float32_inputs, with_kwargs=True)
         self._model = model.to(self.device).eval()
         return self._model
 
@@ -329,7 +350,7 @@ class Sam2Segmenter(Segmenter):
                    carried: dict[int, np.ndarray]) -> dict[int, dict[int, np.ndarray]]:
         """Runs sam2 on one chunk; returns local frame -> obj id -> (H, W) float32 logits."""
         state = predictor.init_state(video_path=folder, offload_video_to_cpu=True,
-                                     offload_state_to_cpu=self.device == "cpu")
+                                     offload_state_to_cpu=self.device != "cpu")
         for oid, mask in carried.items():
             predictor.add_new_mask(state, 0, int(oid), mask)
         first_cond: dict[int, int] = {}
@@ -360,7 +381,8 @@ class Sam2Segmenter(Segmenter):
     # ------------------------------------------------------------------ Segmentation
     def frame_output(self, obj_ids: np.ndarray, logits: np.ndarray, obj_scores: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Logits (K, H, W) -> (masks (K, H, W) bool = logit > mask_threshold, pixel scores (K, H, W) float32)."""
+        """Logits (K, H, W) -> (masks (K, H, W) bool = logit > mask_threshold, pixel scores (K, H, W) float32, 0 outside
+        the mask, or outside logit > soft_logit_min when that is set)."""
         masks = logits > self.mask_threshold
         if self.pixel_score == "logit":
             pix = np.maximum(logits, 0.0)
@@ -369,7 +391,8 @@ class Sam2Segmenter(Segmenter):
         else:
             prob = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
             pix = obj_scores[:, None, None] * prob
-        return masks, pix.astype(np.float32)
+        support = masks if self.soft_logit_min is None else logits > self.soft_logit_min
+        return masks, np.where(support, pix, 0.0).astype(np.float32)
 
     def segment(self, clip: Clip, prompts: Prompts, scores: Optional[ObjectScores] = None) -> Segmentation:
         builder = SegmentationBuilder(clip.num_frames, clip.height, clip.width)

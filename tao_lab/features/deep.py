@@ -1,0 +1,160 @@
+"""Deep appearance features of object boxes from a LOCAL model file (torch imported only when used).
+
+Two back-ends:
+- ``backend="torchvision"``: any torchvision classification network; each box crop is resized to
+  ``input_size`` x ``input_size``, normalised with the ImageNet statistics and embedded by the network with its
+  classification head removed (``fc`` / ``classifier`` / ``head(s)`` replaced by identity). ``weights`` is either a
+  whole pickled model (``torch.save(model)``) or a state dict for ``torchvision.models.<arch>()``.
+- ``backend="yolo"``: an ultralytics detection model (``.pt``); the whole frame goes through its first ``layer``+1
+  modules once and every box is pooled from that feature map with torchvision's RoIAlign (``roi_size`` x
+  ``roi_size``, then averaged), so the cost does not grow with the number of boxes.
+A missing weights file raises FileNotFoundError naming it and how to get it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from tao_lab.features.base import FeatureExtractor, FrameContext, clip_boxes
+
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _require_file(path: str, what: str, how: str) -> str:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {os.path.abspath(path)}; {how}")
+    return path
+
+
+class DeepFeature(FeatureExtractor):
+    """Embeddings (D depends on the model; L2-normalised when ``normalize``) of each box.
+
+    Args:
+        weights: local model file (see the module docstring).
+        backend: "torchvision" | "yolo".
+        arch: torchvision constructor name (e.g. "resnet18") when ``weights`` is a state dict.
+        input_size: crop size (torchvision back-end).
+        imgsz: longer side (px, rounded to a multiple of 32) the frame is resized to (yolo back-end).
+        layer: index of the last YOLO module run (e.g. 9 = SPPF of YOLOv8, stride 32; 4 / 6 = stride 8 / 16).
+        roi_size: RoIAlign output size (yolo back-end).
+        normalize: L2-normalise the embeddings (recommended for k-NN).
+        device: torch device string.
+    """
+
+    name = "deep"
+
+    def __init__(self, weights: str, backend: str = "torchvision", arch: Optional[str] = None,
+                 input_size: int = 224, imgsz: int = 320, layer: int = 9, roi_size: int = 7, normalize: bool = True,
+                 device: str = "cpu"):
+        if backend not in ("torchvision", "yolo"):
+            raise ValueError(f"unknown deep-feature backend {backend!r}: expected 'torchvision' or 'yolo'")
+        self.weights = str(weights)
+        self.backend = backend
+        self.arch = arch
+        self.input_size = int(input_size)
+        self.imgsz = int(imgsz)
+        self.layer = int(layer)
+        self.roi_size = int(roi_size)
+        self.normalize = bool(normalize)
+        self.device = str(device)
+        self._net = None
+        self._dim: Optional[int] = None
+        if backend == "yolo":
+            from tao_lab.detect.yolo import check_yolo_weights
+
+            check_yolo_weights(self.weights)
+        else:
+            _require_file(self.weights, "deep-feature model file",
+                          "save a torchvision model there (torch.save(model, path), or its state_dict with "
+                          "features.deep.arch set) on a machine with internet, or remove the 'deep' feature")
+
+    # ------------------------------------------------------------------ model
+    def _load(self):
+        if self._net is not None:
+            return self._net
+        import torch
+
+        if self.backend == "yolo":
+            from tao_lab.detect.yolo import load_yolo
+
+            net = load_yolo(self.weights).model
+        else:
+            obj = torch.load(self.weights, map_location="cpu", weights_only=False)
+            if isinstance(obj, torch.nn.Module):
+                net = obj
+            else:
+                if not self.arch:
+                    raise ValueError(f"{self.weights} holds a state dict: set arch (e.g. 'resnet18') to build the "
+                                     f"torchvision model it belongs to")
+                import torchvision
+
+                net = getattr(torchvision.models, self.arch)(weights=None)
+                net.load_state_dict(obj.get("state_dict", obj) if isinstance(obj, dict) else obj)
+            for head in ("fc", "classifier", "head", "heads"):
+                if hasattr(net, head):
+                    setattr(net, head, torch.nn.Identity())
+        self._net = net.to(self.device).eval()
+        return self._net
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            dummy = np.zeros((64, 64, 3), np.uint8)
+            self._dim = int(self._embed(dummy, np.array([[8, 8, 40, 56]], np.float32)).shape[1])
+        return self._dim
+
+    # ------------------------------------------------------------------ embedding
+    def _embed(self, frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        import torch
+
+        net = self._load()
+        h, w = frame.shape[:2]
+        ib = clip_boxes(boxes, h, w)
+        with torch.inference_mode():
+            if self.backend == "torchvision":
+                crops = []
+                for x1, y1, x2, y2 in ib:
+                    c = cv2.resize(frame[y1:y2, x1:x2], (self.input_size, self.input_size),
+                                   interpolation=cv2.INTER_LINEAR)
+                    crops.append((c[..., ::-1].astype(np.float32) / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD)
+                x = torch.from_numpy(np.stack(crops).transpose(0, 3, 1, 2).copy()).to(self.device)
+                feat = net(x)
+                feat = feat.flatten(1) if feat.ndim > 2 else feat
+            else:
+                from torchvision.ops import roi_align
+
+                scale = self.imgsz / max(h, w)
+                nh, nw = max(32, int(round(h * scale / 32)) * 32), max(32, int(round(w * scale / 32)) * 32)
+                img = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)[..., ::-1]
+                x = torch.from_numpy(img.transpose(2, 0, 1).copy()).float().div(255).unsqueeze(0).to(self.device)
+                fmap = self._run_layers(net, x)
+                rois = torch.zeros((len(ib), 5), dtype=torch.float32)
+                rois[:, 1:] = torch.from_numpy(ib.astype(np.float32))
+                rois[:, [1, 3]] *= nw / w
+                rois[:, [2, 4]] *= nh / h
+                pooled = roi_align(fmap, rois.to(self.device), self.roi_size, spatial_scale=fmap.shape[-1] / nw,
+                                   sampling_ratio=2, aligned=True)
+                feat = pooled.mean(dim=(2, 3))
+            if self.normalize:
+                feat = torch.nn.functional.normalize(feat, dim=1)
+        return feat.cpu().numpy().astype(np.float32)
+
+    def _run_layers(self, net, x):
+        """Output of the first ``layer``+1 modules of an ultralytics model (follows each module's ``f`` inputs)."""
+        outputs = []
+        for i, m in enumerate(net.model):
+            if i > self.layer:
+                break
+            src = getattr(m, "f", -1)
+            if src != -1:
+                x = outputs[src] if isinstance(src, int) else [x if j == -1 else outputs[j] for j in src]
+            x = m(x)
+            outputs.append(x)
+        return x
+
+    def compute(self, ctx: FrameContext, boxes: np.ndarray) -> np.ndarray:
+        return self._embed(ctx.frame, boxes)

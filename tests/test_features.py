@@ -1,0 +1,148 @@
+"""Feature extractors on synthetic clips with known motion, and the shared single decoding pass."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tao_lab.features import (BoxGeometryFeature, CropAppearanceFeature, DeepFeature, FeatureSet, FlowEstimator,
+                              PoseFeature, VelocityFeature, extract_features)
+from tao_lab.types import Clip, ObjectTable
+from test_detect import MovingSquareClip
+
+
+class CountingClip(MovingSquareClip):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.reads = 0
+
+    def _read(self, i):
+        self.reads += 1
+        return super()._read(i)
+
+
+def square_objects(clip, frames):
+    return ObjectTable.build(np.array(frames), np.stack([clip.box(i) for i in frames]))
+
+
+@pytest.mark.parametrize("vx,vy", [(5, 0), (0, -4), (-3, 3)])
+def test_velocity_reads_known_speed_and_direction(vx, vy):
+    clip = MovingSquareClip(num_frames=12, height=128, width=160, squares=((60, 60, vx, vy, 20, 220),), noise=2)
+    objects = square_objects(clip, list(range(12)))
+    feats = extract_features(clip, objects, [VelocityFeature(bins=8)], progress=False)["velocity"]
+    true = np.hypot(vx, vy)
+    assert feats.shape == (12, 11) and feats.dtype == np.float32
+    speed, cell_max = np.median(feats[:, 0]), np.median(feats[:, 2])
+    assert abs(speed - true) < 0.25 * true, (speed, true)
+    assert abs(cell_max - true) < 0.25 * true
+    np.testing.assert_allclose(feats[:, 3:].sum(1), feats[:, 0], rtol=1e-4, atol=1e-5)  # bins sum to the speed
+    expected_bin = int((np.arctan2(vy, vx) % (2 * np.pi)) / (2 * np.pi / 8) + 0.5) % 8  # nearest sector
+    dominant = np.bincount(feats[1:, 3:].argmax(1), minlength=8).argmax()
+    assert dominant in (expected_bin, (expected_bin - 1) % 8)
+
+
+def test_velocity_static_object_is_zero():
+    clip = MovingSquareClip(num_frames=6, squares=((40, 40, 0, 0, 16, 220),), noise=1)
+    feats = extract_features(clip, square_objects(clip, [1, 3, 5]), [VelocityFeature()], progress=False)["velocity"]
+    assert feats[:, :3].max() < 0.5
+
+
+def test_geometry_columns():
+    clip = MovingSquareClip(num_frames=3, height=100, width=200)
+    objs = ObjectTable.build(np.array([0, 2]), np.array([[10, 20, 30, 60], [0, 0, 200, 100]], np.float32))
+    g = extract_features(clip, objs, [BoxGeometryFeature()], progress=False)["geometry"]
+    np.testing.assert_allclose(g[0], [0.1, 0.4, 20, 40, np.log(0.5), np.sqrt(800)], rtol=1e-5)
+    np.testing.assert_allclose(g[1, :4], [0.5, 0.5, 200, 100])
+
+
+def test_appearance_descriptors():
+    clip = MovingSquareClip(num_frames=4)
+    objs = square_objects(clip, [0, 1, 2, 3])
+    grey = extract_features(clip, objs, [CropAppearanceFeature(size=8)], progress=False)["appearance"]
+    assert grey.shape == (4, 64)
+    np.testing.assert_allclose(np.linalg.norm(grey, axis=1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(grey.mean(1), 0.0, atol=1e-5)
+    hog = extract_features(clip, objs, [CropAppearanceFeature(size=16, kind="hog")], progress=False)["appearance"]
+    assert hog.shape == (4, CropAppearanceFeature(size=16, kind="hog").dim)
+    # a crop whose left half is the bright square: grey thumbnail bright on the left, HOG dominated by the
+    # horizontal-gradient (vertical edge) orientation bin
+    x1, y1, x2, y2 = clip.box(1)
+    half = ObjectTable.build(np.array([1]), np.array([[x1 + 8, y1, x2 + 8, y2]], np.float32))
+    g = extract_features(clip, half, [CropAppearanceFeature(size=8)], progress=False)["appearance"].reshape(8, 8)
+    assert g[:, :3].mean() > 0 > g[:, 5:].mean()
+    h = extract_features(clip, half, [CropAppearanceFeature(size=16, kind="hog")], progress=False)["appearance"]
+    per_bin = h.reshape(-1, 9).sum(0)
+    assert per_bin.argmax() in (0, 8)  # gradient direction ~0 or ~pi: a vertical edge
+
+
+def test_extract_features_decodes_each_frame_once_and_aligns_rows():
+    clip = CountingClip(num_frames=10)
+    # rows deliberately out of frame order, with a frame that has two objects and frames with none
+    frames = [7, 2, 2, 9, 0]
+    objs = ObjectTable.build(np.array(frames), np.stack([clip.box(i) for i in frames]))
+    fs = FeatureSet({"velocity": VelocityFeature(bins=4), "geometry": BoxGeometryFeature(),
+                     "appearance": CropAppearanceFeature(size=8)})
+    feats = fs.extract(clip, objs)
+    assert clip.reads == 10
+    assert {k: v.shape for k, v in feats.items()} == {"velocity": (5, 7), "geometry": (5, 6), "appearance": (5, 64)}
+    np.testing.assert_allclose(feats["geometry"][:, 0], (objs.xyxy[:, 0] + objs.xyxy[:, 2]) / 2 / clip.width)
+    assert (feats["velocity"][[0, 1, 3, 4], 0] > 3).all()  # every object moves 5 px/frame, frame 0 included
+    empty = fs.extract(clip, ObjectTable.empty())
+    assert empty["velocity"].shape == (0, 7)
+
+
+def test_flow_estimator_settings():
+    with pytest.raises(ValueError, match="DIS preset"):
+        FlowEstimator(preset="slow")
+    a = np.zeros((32, 48), np.uint8)
+    assert FlowEstimator(scale=0.5)(a, a).shape == (32, 48, 2)
+    with pytest.raises(ValueError, match="duplicate"):
+        extract_features(MovingSquareClip(num_frames=2), ObjectTable.empty(), [VelocityFeature(), VelocityFeature()])
+
+
+def test_missing_model_files_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"resnet18\.pth"):
+        DeepFeature(weights=str(tmp_path / "resnet18.pth"))
+    with pytest.raises(FileNotFoundError, match=r"yolov8n-pose\.pt.*download"):
+        PoseFeature(weights=str(tmp_path / "yolov8n-pose.pt"))
+    with pytest.raises(FileNotFoundError, match=r"yolov8s\.pt"):
+        DeepFeature(weights=str(tmp_path / "yolov8s.pt"), backend="yolo")
+
+
+def test_deep_feature_torchvision_random_weights(tmp_path):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    ext = DeepFeature(weights=str(path), arch="resnet18", input_size=32)
+    clip = MovingSquareClip(num_frames=3)
+    objs = square_objects(clip, [0, 1, 2])
+    f = extract_features(clip, objs, [ext], progress=False)["deep"]
+    assert f.shape == (3, 512)
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, rtol=1e-4)
+    with pytest.raises(ValueError, match="arch"):
+        DeepFeature(weights=str(path))._load()
+
+
+def test_deep_feature_yolo_roialign_random_weights(tmp_path):
+    from tao_lab.offline import set_offline_env
+
+    set_offline_env(tmp_path / "ultralytics")
+    ext = DeepFeature(weights="yolov8n.yaml", backend="yolo", imgsz=96, layer=9)
+    clip = MovingSquareClip(num_frames=2)
+    objs = square_objects(clip, [0, 1, 1])
+    f = extract_features(clip, objs, [ext], progress=False)["deep"]
+    assert f.shape == (3, ext.dim) and ext.dim == 256  # SPPF of yolov8n has 256 channels
+    assert np.isfinite(f).all()
+
+
+def test_pose_feature_random_weights_gives_nan_rows(tmp_path):
+    from tao_lab.offline import set_offline_env
+
+    set_offline_env(tmp_path / "ultralytics")
+    ext = PoseFeature(weights="yolov8n-pose.yaml", imgsz=64, conf=0.99)
+    clip = MovingSquareClip(num_frames=2)
+    f = extract_features(clip, square_objects(clip, [0, 1]), [ext], progress=False)["pose"]
+    assert f.shape == (2, 34)
+    assert np.isnan(f).all()  # random weights find no confident person: rows are NaN, as documented

@@ -1,0 +1,204 @@
+"""infer.py on a video file / frame folder without GT: complete, consistent outputs; clear errors; no half outputs."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import TINY_SYNTHETIC
+
+FPS = 25
+
+
+def write_video(path, num_frames=120, normal_fraction=0.55, seed=0, height=160, width=240):
+    """An mp4 of one synthetic test clip whose first ``normal_fraction`` holds no anomaly (then 2 anomalies)."""
+    import cv2
+
+    from tao_lab.data import SyntheticGenerator
+
+    gen = SyntheticGenerator(seed=seed, num_train_clips=0, num_test_clips=1, num_frames=num_frames, height=height,
+                             width=width, anomalies_per_clip=(2, 2),
+                             anomaly_start=(normal_fraction, normal_fraction + 0.1))
+    clip = gen.dataset().test[0]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (width, height))
+    for frame in clip.frames():
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def count_frames(path):
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    n, shape = 0, None
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            return n, shape
+        n, shape = n + 1, f.shape
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4")
+
+
+@pytest.fixture(scope="module")
+def infer_run(video, tmp_path_factory):
+    from conftest import compose
+    from tao_lab.tasks import infer, run_task
+
+    tmp = tmp_path_factory.mktemp("infer")
+    # two chunks: exercises the id offsets and the chunked, bounded-memory path
+    cfg = compose("infer", [f"input={video}", "fit_seconds=2", "chunk_seconds=2.4", "gallery_size=5"], tmp)
+    result = run_task(cfg, infer)
+    return tmp / "run" / "outputs", result
+
+
+def test_outputs_are_complete(infer_run):
+    out, result = infer_run
+    assert result["frames"] == 120 and result["chunks"] == 2
+    names = {p.name for p in out.iterdir()}
+    assert {"annotated.mp4", "masks", "tracks.csv", "tracks_mot.txt", "tracks.txt", "detections.txt", "objects.csv",
+            "frame_scores.csv", "prompts.csv", "report.html", "NOTE.txt", "summary.json"} <= names
+    assert not (out.parent / "outputs.partial").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 120 and "fitted on the first 2 s" in summary["scorer"]
+    assert "fitted on the first 2 s" in (out / "NOTE.txt").read_text()
+
+
+def test_annotated_video_has_every_frame_and_a_timeline_bar(infer_run):
+    from tao_lab.report.overlay import TIMELINE_HEIGHT
+
+    out, _ = infer_run
+    n, shape = count_frames(out / "annotated.mp4")
+    assert n == 120 and shape[0] == 160 + TIMELINE_HEIGHT and shape[1] == 240
+
+
+def test_masks_tracks_and_scores_are_consistent(infer_run):
+    from tao_lab.infer import read_mask_png, read_objects_csv
+
+    out, result = infer_run
+    masks = sorted((out / "masks").glob("*.png"))
+    assert len(masks) == 120 and masks[0].name == "000000.png"
+    tracks = read_objects_csv(out / "tracks.csv")
+    assert len(tracks) == result["objects_scored"] > 0
+    assert (out / "tracks.csv").read_text().startswith("track_id,frame_id,x_min,y_min,x_max,y_max,score\n")
+    mot = np.loadtxt(out / "tracks_mot.txt", delimiter=",", ndmin=2)
+    assert len(mot) == len(tracks) and mot[:, 0].min() >= 1  # 1-based frames
+    objects = read_objects_csv(out / "objects.csv")
+    assert len(objects) == result["objects_segmented"] > 0
+    from tao_lab.metrics import read_detections_txt, read_tracks_txt
+
+    assert len(read_tracks_txt(out / "tracks.txt")) == len(tracks)
+    dets = read_detections_txt(out / "detections.txt")
+    np.testing.assert_array_equal(dets.frame, objects.frame)
+    # masks hold only the ids of that frame's segmented objects (an object fully covered by a higher-scored one
+    # keeps its row but loses its pixels), and every frame with objects has mask pixels
+    for f in np.unique(objects.frame):
+        inst = read_mask_png(out / "masks" / f"{int(f):06d}.png")
+        ids = set(objects.track_id[objects.frame == f].tolist())
+        in_mask = set(np.unique(inst).tolist()) - {0}
+        assert in_mask and in_mask <= ids
+    scores = np.loadtxt(out / "frame_scores.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert scores.shape == (120, 4)
+    # the planted anomalies start at frame 66; the first part (fitted on) is normal
+    assert scores[66:, 2].max() > scores[:60, 2].max()
+
+
+def test_report_is_self_contained_and_states_the_fit(infer_run):
+    out, _ = infer_run
+    html = (out / "report.html").read_text()
+    assert "fitted on the first 2 s" in html
+    assert "Score timeline" in html and "data:image/png;base64," in html
+    assert html.count("data:image/jpeg;base64,") >= 1  # gallery crops
+    assert "Configuration used" in html and "fit_seconds: 2" in html
+    assert "http://" not in html and "https://" not in html
+
+
+def test_frame_folder_input(tmp_path, video):
+    import cv2
+
+    from conftest import compose
+    from tao_lab.tasks import infer, run_task
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cap = cv2.VideoCapture(str(video))
+    for i in range(70):
+        ok, f = cap.read()
+        cv2.imwrite(str(folder / f"img{i}.png"), f)
+    cfg = compose("infer", [f"input={folder}", "fit_seconds=2", "write_video=false", "report=false"], tmp_path)
+    result = run_task(cfg, infer)
+    out = tmp_path / "run" / "outputs"
+    assert result["frames"] == 70 and len(list((out / "masks").glob("*.png"))) == 70
+    assert not (out / "annotated.mp4").exists() and not (out / "report.html").exists()
+
+
+def test_corrupt_input_gives_a_clear_error_and_no_outputs(tmp_path):
+    from conftest import compose
+    from tao_lab.infer import InferenceInputError
+    from tao_lab.tasks import infer, run_task
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 255, 5000, dtype=np.uint8).tobytes())
+    cfg = compose("infer", [f"input={bad}"], tmp_path)
+    with pytest.raises(InferenceInputError, match="broken.mp4"):
+        run_task(cfg, infer)
+    cfg = compose("infer", [f"input={tmp_path / 'missing.avi'}"], tmp_path)
+    with pytest.raises(InferenceInputError, match="missing.avi"):
+        run_task(cfg, infer)
+    assert not (tmp_path / "run" / "outputs").exists()
+    assert (tmp_path / "run" / "FAILED.json").is_file()
+
+
+def test_failure_while_writing_leaves_no_outputs(tmp_path, video, monkeypatch):
+    import tao_lab.infer as infer_mod
+    from conftest import compose
+    from tao_lab.tasks import infer, run_task
+
+    def broken_render(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(infer_mod, "_render", broken_render)
+    cfg = compose("infer", [f"input={video}", "fit_seconds=2", "paths.cache_dir=null"], tmp_path)
+    with pytest.raises(OSError, match="disk full"):
+        run_task(cfg, infer)
+    run = tmp_path / "run"
+    assert not (run / "outputs").exists() and not (run / "outputs.partial").exists()
+    assert not list(run.rglob("*.partial.mp4"))
+
+
+def test_fit_seconds_covering_the_input_is_refused(tmp_path, video):
+    from conftest import compose
+    from tao_lab.tasks import infer, run_task
+
+    cfg = compose("infer", [f"input={video}", "fit_seconds=60"], tmp_path)
+    with pytest.raises(ValueError, match="covers the whole input"):
+        run_task(cfg, infer)
+
+
+def test_trained_checkpoint_is_used(tmp_path, video):
+    from conftest import compose
+    from tao_lab.tasks import infer, run_task, train
+
+    train_cfg = compose("train", TINY_SYNTHETIC, tmp_path / "train")
+    run_task(train_cfg, train)
+    ckpt = tmp_path / "train" / "run" / "scorer.ckpt"
+    assert ckpt.is_file()
+    cfg = compose("infer", [f"input={video}", f"ckpt_path={ckpt}", "write_video=false"], tmp_path)
+    result = run_task(cfg, infer)
+    assert "loaded from checkpoint" in result["scorer"]
+    assert "loaded from checkpoint" in (tmp_path / "run" / "outputs" / "report.html").read_text()
+
+
+def test_chunks_respect_duration_and_memory_budget():
+    from tao_lab.infer import chunk_bounds
+
+    assert chunk_bounds(100, 25, None) == [(0, 100)]
+    assert chunk_bounds(100, 25, 2.0) == [(0, 50), (50, 100)]
+    assert chunk_bounds(110, 25, 2.0) == [(0, 50), (50, 110)]  # a short tail joins the last chunk
+    # 1080p: 1 GiB of mask maps holds 86 frames, whatever chunk_seconds says
+    chunks = chunk_bounds(1000, 25, 60.0, 1080, 1920, max_chunk_mb=1024)
+    assert max(b - a for a, b in chunks) <= 1024 * 2 ** 20 // (6 * 1080 * 1920) + 86 // 4
+    assert chunks[0] == (0, 86) and chunks[-1][1] == 1000

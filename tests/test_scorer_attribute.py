@@ -1,0 +1,137 @@
+"""Attribute scorer: ranking of planted anomalies, calibration, frame scores, checkpoint round-trip."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from tao_lab.scorers import AttributeScorer, frame_scores_from_objects, smooth_along_tracks
+from tao_lab.types import ObjectTable
+
+ATTRS = {
+    "velocity": {"columns": [0], "model": "gmm", "components": 2, "tail": "upper", "calibration": "in_sample",
+                 "track_window": 3},
+    "appearance": {"model": "knn", "k": 1, "calibration": "loo", "weight": 0.5},
+}
+
+
+def make_clip(rng, num_frames=40, per_frame=3, fast=()):
+    """Objects of one clip: `per_frame` walkers per frame (speed ~1 px/frame, 2-D appearance blob), each a track;
+    frames in `fast` get one extra object moving 6 px/frame with an unusual appearance."""
+    frame, xyxy, tid, vel, app = [], [], [], [], []
+    for i in range(num_frames):
+        for k in range(per_frame):
+            frame.append(i)
+            xyxy.append([10 + 30 * k + i, 10, 30 + 30 * k + i, 50])
+            tid.append(k + 1)
+            vel.append([abs(rng.normal(1.0, 0.2)), 0.0])
+            app.append(rng.normal(0, 1, 4))
+        if i in fast:
+            frame.append(i)
+            xyxy.append([0, 60, 20, 100])
+            tid.append(99)
+            vel.append([rng.normal(6.0, 0.3), 0.0])
+            app.append(rng.normal(5, 1, 4))
+    objects = ObjectTable.build(np.array(frame), np.array(xyxy, np.float32), track_id=np.array(tid))
+    feats = {"velocity": np.array(vel, np.float32), "appearance": np.array(app, np.float32)}
+    return objects, feats, num_frames
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    train = [make_clip(rng) for _ in range(4)]
+    return AttributeScorer(ATTRS, frame_sigma=1.0).fit_clips(train), rng
+
+
+def test_planted_fast_objects_rank_above_normal(fitted):
+    scorer, rng = fitted
+    fast = set(range(15, 25))
+    objects, feats, n = make_clip(rng, fast=fast)
+    out = scorer.score_clip(objects, feats, n)
+    is_fast = objects.track_id == 99
+    assert out.objects.score[is_fast].min() > out.objects.score[~is_fast].max()
+    assert set(out.parts) == {"velocity", "appearance"}
+    assert out.parts["velocity"][is_fast].min() > 2.0  # far above the calibrated training range [0, 1]
+    labels = np.isin(np.arange(n), list(fast))
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(labels, out.frame_scores) > 0.95
+    assert out.frame_scores.shape == (n,) and out.frame_scores.dtype == np.float32
+
+
+def test_training_scores_are_calibrated(fitted):
+    scorer, _ = fitted
+    s = scorer.train_object_scores()
+    assert len(s) == 4 * 40 * 3
+    # each attribute maps its training scores onto [0, ~1]: min exactly 0, 99.9th percentile 1 (weighted sum)
+    assert s.min() >= -1e-6
+    assert 0.5 < np.percentile(s, 99.9) <= 1.5 + 1e-6
+
+
+def test_checkpoint_round_trip_gives_identical_scores(fitted, tmp_path):
+    import torch
+
+    scorer, rng = fitted
+    path = tmp_path / "ckpt" / "attribute.ckpt"
+    scorer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=False)
+    assert {"state_dict", "hyper_parameters", "pytorch-lightning_version"} <= set(ckpt)
+    restored = AttributeScorer.load_from_checkpoint(path)
+    objects, feats, n = make_clip(rng, fast={3, 4})
+    a, b = scorer.score_clip(objects, feats, n), restored.score_clip(objects, feats, n)
+    np.testing.assert_array_equal(a.objects.score, b.objects.score)
+    np.testing.assert_array_equal(a.frame_scores, b.frame_scores)
+    np.testing.assert_array_equal(scorer.train_object_scores(), restored.train_object_scores())
+    assert restored.appearance__bank.shape == scorer.appearance__bank.shape
+
+
+def test_unfitted_and_bad_input_errors():
+    scorer = AttributeScorer(ATTRS)
+    objects, feats, n = make_clip(np.random.default_rng(1))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        scorer.score_clip(objects, feats, n)
+    with pytest.raises(ValueError, match="unknown keys"):
+        AttributeScorer({"velocity": {"modle": "gmm"}})
+    with pytest.raises(KeyError, match="needs feature"):
+        AttributeScorer({"pose": {"model": "knn"}}).fit_clips([(objects, feats, n)])
+
+
+def test_default_scorer_and_empty_frames():
+    rng = np.random.default_rng(2)
+    train = []
+    for _ in range(3):
+        o, f, n = make_clip(rng)
+        train.append((o, {"velocity": np.repeat(f["velocity"][:, :1], 3, axis=1)}, n))
+    scorer = AttributeScorer(frame_sigma=0).fit_clips(train)  # the default: velocity column 2, upper tail
+    objects, f, n = make_clip(rng, num_frames=10)
+    keep = objects.frame < 8  # frames 8, 9 have no object
+    feats = {"velocity": np.repeat(f["velocity"][keep][:, :1], 3, axis=1)}
+    out = scorer.score_clip(objects.take(keep), feats, n)
+    assert out.frame_scores[8] == 0.0 and out.frame_scores[9] == 0.0  # the calibrated training minimum
+
+
+def test_nan_features_score_zero_for_that_attribute(caplog):
+    rng = np.random.default_rng(3)
+    train = [make_clip(rng) for _ in range(3)]
+    scorer = AttributeScorer({"appearance": {"model": "knn", "calibration": "loo"}}).fit_clips(train)
+    objects, feats, n = make_clip(rng, num_frames=5)
+    feats["appearance"][0] = np.nan
+    out = scorer.score_clip(objects, feats, n)
+    assert out.parts["appearance"][0] == 0.0 and np.isfinite(out.objects.score).all()
+
+
+def test_frame_and_track_helpers():
+    f = frame_scores_from_objects(np.array([0, 0, 2]), np.array([0.5, 2.0, 1.0]), 4, empty_value=-1.0)
+    np.testing.assert_array_equal(f, [2.0, -1.0, 1.0, -1.0])
+    objs = ObjectTable.build(np.array([0, 1, 2, 3, 0]), np.zeros((5, 4)), track_id=np.array([1, 1, 1, 1, 2]))
+    sm = smooth_along_tracks(objs, np.array([0.0, 10.0, 0.0, 0.0, 5.0]), 3)
+    np.testing.assert_array_equal(sm, [0.0, 0.0, 0.0, 0.0, 5.0])  # the spike is removed; track 2 untouched
+
+
+def test_single_clip_loo_falls_back_loudly(caplog):
+    rng = np.random.default_rng(4)
+    with caplog.at_level(logging.WARNING):
+        AttributeScorer({"appearance": {"model": "knn", "calibration": "loo"}}).fit_clips([make_clip(rng)])
+    assert "falling back to in-sample" in caplog.text

@@ -1,0 +1,68 @@
+"""Trackers: one id per steadily moving object, ids restart per clip, rows are kept."""
+from __future__ import annotations
+
+import numpy as np
+
+from tao_lab.track import ByteTracker, NoTracker, relabel_tracks
+from tao_lab.types import Clip, ObjectTable
+
+
+class BlankClip(Clip):
+    def __init__(self, n=30):
+        super().__init__("blank", n, 120, 200)
+
+    def _read(self, i):
+        return np.zeros((120, 200, 3), np.uint8)
+
+
+def two_walkers(n=30):
+    """Two boxes moving steadily (3 px/frame right, 2 px/frame left), one detection each per frame."""
+    frame, xyxy = [], []
+    for i in range(n):
+        frame += [i, i]
+        xyxy += [[10 + 3 * i, 20, 30 + 3 * i, 60], [180 - 2 * i, 60, 200 - 2 * i, 100]]
+    return ObjectTable.build(np.array(frame), np.array(xyxy, np.float32), np.full(2 * n, 0.9))
+
+
+def test_bytetrack_keeps_one_id_per_steady_object():
+    dets = two_walkers()
+    out = ByteTracker().track(dets, BlankClip())
+    assert len(out) == len(dets)
+    np.testing.assert_array_equal(out.frame, dets.frame)
+    np.testing.assert_array_equal(out.xyxy, dets.xyxy)  # detection boxes are kept, not Kalman boxes
+    ids_a, ids_b = set(out.track_id[0::2]), set(out.track_id[1::2])
+    assert ids_a == {1} and ids_b == {2}
+
+
+def test_bytetrack_ids_restart_per_clip():
+    tracker = ByteTracker()
+    first = tracker.track(two_walkers(), BlankClip())
+    second = tracker.track(two_walkers(), BlankClip())
+    assert sorted(set(first.track_id)) == [1, 2]
+    np.testing.assert_array_equal(first.track_id, second.track_id)
+
+
+def test_bytetrack_keeps_unmatched_low_score_detections():
+    dets = two_walkers(10)
+    dets.score[:] = 0.05  # below every ByteTrack threshold
+    out = ByteTracker().track(dets, BlankClip(10))
+    assert len(out) == len(dets) and len(set(out.track_id)) == len(dets) and out.track_id.min() == 1
+    dropped = ByteTracker(keep_unmatched=False).track(dets, BlankClip(10))
+    assert len(dropped) == 0
+
+
+def test_bytetrack_empty_and_gaps():
+    assert len(ByteTracker().track(ObjectTable.empty(), BlankClip(5))) == 0
+    dets = two_walkers(10).take(np.r_[0:8, 12:20])  # frames 4 and 5 have no detections
+    out = ByteTracker().track(dets, BlankClip(10))
+    assert set(out.track_id[0::2]) == {1}
+
+
+def test_no_tracker_gives_each_row_its_own_id():
+    dets = two_walkers(5)
+    out = NoTracker().track(dets, BlankClip(5))
+    np.testing.assert_array_equal(out.track_id, np.arange(1, 11))
+
+
+def test_relabel_tracks_first_appearance_order():
+    np.testing.assert_array_equal(relabel_tracks(np.array([7, 3, 7, 9, 3])), [1, 2, 1, 3, 2])
