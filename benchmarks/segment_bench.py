@@ -56,7 +56,7 @@ def quality(args, extra: list[str]):
     from tao_lab.evaluation import evaluate_clips
     from tao_lab.pipeline import Pipeline, load_dataset
 
-    base = ["dataset=ucsd_ped2", f"paths.data_dir={args.data_dir}", "metrics.gt_gating=false", *extra]
+    base = ["dataset=ucsd_ped2", f"paths.data_dir={args.data_dir}", *extra]  # gt_gating is off by default
     if args.max_clips:
         base.append(f"dataset.max_clips={args.max_clips}")
     rows, timing, dataset = [], {}, None

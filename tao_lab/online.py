@@ -323,7 +323,7 @@ class OnlinePipeline:
             e.begin(info)
         # the same optical flow as the offline feature pass (FeatureSet's shared estimator settings)
         fs = getattr(self.pipe, "feature_set", None)
-        self._flow = FlowEstimator(getattr(fs, "flow_preset", "fast"), getattr(fs, "flow_scale", 1.0))
+        self._flow = FlowEstimator(**dict(getattr(fs, "flow_kwargs", None) or {}))
         seg = self.pipe.segmenter
         self._seg_kind = ("foreground" if getattr(seg, "foreground", None) == "background_model"
                           and hasattr(seg, "object_mask") and hasattr(seg, "plan") else

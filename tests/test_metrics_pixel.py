@@ -133,6 +133,8 @@ def test_streaming_internals_slabs_chunks_compaction(monkeypatch, small):
         assert abs(r["auroc"] - roc_auc_score(m_all, s_all)) < 1e-9
         assert abs(r["ap"] - average_precision_score(m_all, s_all)) < 1e-9
         assert r["f1@thr"] == pytest.approx(brute_f1(s_all, m_all, 0.5), abs=1e-12)
+        again = acc.compute(threshold=0.5)           # stored runs were regrouped in place: same answer
+        assert all(again[k] == r[k] for k in ("auroc", "ap", "aupro@0.3", "f1_max", "f1@thr"))
     if small:
         assert len(pm1._neg.runs) < 10          # the repeated-value runs were merged
 
@@ -146,6 +148,19 @@ def test_dense_path_keeps_memory_fixed():
         pm.update((s * 255).astype(np.uint8), np.zeros((30, 40), bool))
     pm.compute()
     assert pm._neg.runs == [] and pm._neg.dense is not None
+
+
+def test_never_modifies_the_callers_arrays():
+    rng = np.random.default_rng(8)
+    frames = [rng.random((10, 12)).astype(np.float32) for _ in range(4)]
+    copies = [f.copy() for f in frames]
+    pm = PixelMetrics()
+    for i, f in enumerate(frames):
+        m = np.zeros((10, 12), bool)
+        m[i, :3] = i % 2 == 0                      # frames without any anomalous pixel too
+        pm.update(f, m)
+    pm.compute(threshold=0.5)
+    assert all(np.array_equal(f, c) for f, c in zip(frames, copies))
 
 
 def test_merge_and_pickle():

@@ -95,3 +95,13 @@ def test_process_before_warmup_is_refused(tmp_path):
     online = OnlinePipeline.from_config(compose("infer", ["input=unused"], tmp_path))
     with pytest.raises(RuntimeError, match="warmup"):
         online.process(np.zeros((16, 16, 3), np.uint8))
+
+
+def test_online_uses_the_offline_flow_and_extractors(online_results):
+    online, _ = online_results
+    fs = online.pipe.feature_set
+    assert [e.name for e in online._extractors] == list(fs.extractors)
+    kw = fs.flow_kwargs
+    assert online._flow.preset == kw.get("preset", "fast") and online._flow.scale == kw.get("scale", 1.0)
+    if kw.get("finest_scale") is not None:
+        assert online._flow._dis.getFinestScale() == kw["finest_scale"]

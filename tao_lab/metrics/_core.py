@@ -70,30 +70,32 @@ class RankCounts:
         return self.n_neg - self.neg_lt - self.neg_eq
 
 
-def rank_counts_from_arrays(pos_scores, neg_scores, pos_weight=None, neg_sorted: bool = False) -> RankCounts:
-    """RankCounts of two in-memory score arrays (any real dtype; compared exactly in float64).
+def rank_counts_from_arrays(pos_scores, neg_scores, pos_weight=None) -> RankCounts:
+    """RankCounts of two in-memory score arrays (any real dtype; compared exactly in float64; finite values).
 
     pos_weight: optional per-positive weights, summed per distinct positive score.
-    neg_sorted: ``neg_scores`` is already sorted ascending (skips the sort).
+    The negatives are not sorted: each is ranked among the distinct positive scores with :class:`SortedLookup`
+    and the ranks are histogrammed (O(n_neg + n_pos log n_pos)).
     """
     pos = np.asarray(pos_scores).reshape(-1).astype(np.float64, copy=False)
     neg = np.asarray(neg_scores).reshape(-1)
-    if not neg_sorted:
-        neg = np.sort(neg)
-    if pos_weight is None:
-        u, counts = np.unique(pos, return_counts=True)
-        w = None
-    else:
-        order = np.argsort(pos, kind="stable")
-        sp = pos[order]
-        starts = _run_starts(sp)
-        u = sp[starts]
-        counts = np.diff(np.append(starts, len(sp)))
+    order = np.argsort(pos, kind="stable")
+    sp = pos[order]
+    starts = _run_starts(sp)
+    u = sp[starts]
+    counts = np.diff(np.append(starts, len(sp)))
+    w = None
+    if pos_weight is not None:
         w = np.add.reduceat(np.asarray(pos_weight, np.float64).reshape(-1)[order], starts) if len(sp) else \
             np.zeros(0)
-    lt = np.searchsorted(neg, u, side="left")
-    le = np.searchsorted(neg, u, side="right")
-    return RankCounts(u, counts, lt, le - lt, len(pos), len(neg), w)
+    m = len(u)
+    if m == 0 or len(neg) == 0:
+        return RankCounts(u, counts, np.zeros(m, np.int64), np.zeros(m, np.int64), len(pos), len(neg), w)
+    r, eq = SortedLookup(u).rank_eq(neg)
+    e = np.bincount(r[eq], minlength=m)
+    h = np.bincount(r, minlength=m + 1)[:m]
+    h -= e
+    return RankCounts(u, counts, np.cumsum(h) + (np.cumsum(e) - e), e, len(pos), len(neg), w)
 
 
 def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
@@ -240,7 +242,7 @@ class SortedLookup:
 
     STEPS = 2
 
-    def __init__(self, u: np.ndarray):
+    def __init__(self, u: np.ndarray, buckets_per_value: int = 4):
         self.u = np.asarray(u, np.float64)
         m = len(self.u)
         if m == 0:
@@ -251,7 +253,7 @@ class SortedLookup:
         self.dtype = np.float32 if np.array_equal(u32, self.u) and np.isfinite(u32).all() else np.float64
         # u[m] = +inf stops every walk; float32 storage when exact (half the memory traffic, float32 compares)
         self.upad = np.append(self.u.astype(self.dtype), self.dtype(np.inf))
-        self.nb = 1 << int(min(24, max(4, np.ceil(np.log2(4 * m)))))
+        self.nb = 1 << int(min(24, max(4, np.ceil(np.log2(buckets_per_value * m)))))
         self.lo = self.dtype(self.u[0])
         with np.errstate(over="ignore", divide="ignore"):
             span = float(self.dtype(self.u[-1]) - self.lo)
@@ -260,6 +262,7 @@ class SortedLookup:
         occ = np.bincount(self.bucket(self.u), minlength=self.nb)
         self.base = np.zeros(self.nb, np.int64)
         np.cumsum(occ[:-1], out=self.base[1:])
+        self.max_occupancy = int(occ.max())
 
     def bucket(self, x: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -276,11 +279,13 @@ class SortedLookup:
         """(rank, equal): ``rank`` as :meth:`rank`; ``equal[i]`` is True when x[i] is one of the u."""
         r = self.base[self.bucket(x)]
         up = self.upad
-        for _ in range(self.STEPS):
+        steps = min(self.STEPS, self.max_occupancy)
+        for _ in range(steps):
             r += up[r] < x                            # walking on while u[r] < x never overshoots
         at = up[r]
-        left = np.flatnonzero(at < x)
-        if len(left):
-            r[left] = np.searchsorted(self.u, x[left], side="left")
-            at[left] = up[r[left]]
+        if self.max_occupancy > steps:                # some bucket holds more u than the walk covered
+            left = np.flatnonzero(at < x)
+            if len(left):
+                r[left] = np.searchsorted(self.u, x[left], side="left")
+                at[left] = up[r[left]]
         return r, at == x
