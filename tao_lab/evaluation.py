@@ -77,7 +77,7 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
         if has_pixel_gt and (standard is not None or tao is not None):
             start = time.perf_counter()
             for i, gt_mask in enumerate(clip.gt.masks()):
-                score_map = seg.score_maps[i].astype(np.float32)
+                score_map = seg.score_maps[i]  # float16: exact, fixed-size histogram in PixelMetrics
                 if standard is not None:
                     standard.update(score_map, gt_mask)
                 if tao is not None:

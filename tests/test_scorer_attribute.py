@@ -112,10 +112,17 @@ def test_default_scorer_and_empty_frames():
     assert out.frame_scores[8] == 0.0 and out.frame_scores[9] == 0.0  # the calibrated training minimum
 
 
-def test_nan_features_score_zero_for_that_attribute(caplog):
+@pytest.mark.parametrize("calibration", ["loo", "in_sample"])
+def test_nan_features_score_zero_for_that_attribute(calibration):
     rng = np.random.default_rng(3)
     train = [make_clip(rng) for _ in range(3)]
-    scorer = AttributeScorer({"appearance": {"model": "knn", "calibration": "loo"}}).fit_clips(train)
+    for o, f, n in train:  # e.g. pose: no person found in some boxes
+        f["appearance"][::7] = np.nan
+    scorer = AttributeScorer({"appearance": {"model": "knn", "calibration": calibration}}).fit_clips(train)
+    s = scorer.train_object_scores()
+    assert np.isfinite(s).all() and s.min() == pytest.approx(0.0, abs=1e-6)
+    assert 0.5 < np.percentile(s, 99.9) <= 1.0 + 1e-6
+    assert len(scorer.appearance__bank) == sum(int(np.isfinite(f["appearance"]).all(1).sum()) for _, f, _ in train)
     objects, feats, n = make_clip(rng, num_frames=5)
     feats["appearance"][0] = np.nan
     out = scorer.score_clip(objects, feats, n)

@@ -11,8 +11,8 @@ Raw scores may be smoothed along each track (running median over ``track_window`
 on the training objects: ``(s - min) / (upper - min)`` with ``upper`` the ``upper_percentile`` of the training
 scores. ``calibration="loo"`` computes the training scores leave-one-video-out (each training clip scored by
 a model fitted without it: required for k-NN, whose in-sample 1-NN distance is 0); ``"in_sample"`` scores the
-training objects with the model fitted on all of them (AIVAD's choice for velocity). So training objects score
-about [0, 1] per attribute. The object score is the weighted sum of the calibrated attribute scores.
+training objects with the model fitted on all of them (AIVAD's choice for velocity; for k-NN each training vector
+then skips its own copy in the bank). So training objects score about [0, 1] per attribute. The object score is the weighted sum of the calibrated attribute scores.
 
 Frame score (per clip): max over the frame's objects of the object score (``frame_reduce="max"``), or AIVAD's sum
 over attributes of the weighted per-attribute max (``"sum_of_max"``); a frame with no object gets 0, the
@@ -108,9 +108,6 @@ class AttributeScorer(ObjectScorer):
                 raise ValueError(f"attribute {name!r}: calibration must be 'loo' or 'in_sample'")
             if s["tail"] not in ("density", "upper"):
                 raise ValueError(f"attribute {name!r}: tail must be 'density' or 'upper'")
-            if s["model"] == "knn" and s["calibration"] == "in_sample" and int(s["k"]) == 1:
-                log.warning("attribute %r: in-sample calibration of a 1-NN score is degenerate (every training "
-                            "object is its own neighbour); use calibration: loo", name)
             self.specs[name] = s
         self.frame_sigma = float(frame_sigma)
         self.frame_reduce = frame_reduce
@@ -140,24 +137,28 @@ class AttributeScorer(ObjectScorer):
             x = x[:, list(s["columns"])]
         return x
 
-    def _fit_model(self, name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+    def _fit_model(self, name: str, x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Fits one attribute's density model on the finite rows of x; returns (model, indices of the rows used
+        (the memory bank's rows for k-NN))."""
         s = self.specs[name]
-        x = x[np.isfinite(x).all(axis=1)]
-        if len(x) == 0:
+        kept = np.flatnonzero(np.isfinite(x).all(axis=1))
+        if len(kept) == 0:
             raise ValueError(f"attribute {name!r}: no finite training vectors to fit on")
         if s["model"] == "knn":
-            if s["max_bank"] and len(x) > int(s["max_bank"]):
+            if s["max_bank"] and len(kept) > int(s["max_bank"]):
                 rng = np.random.default_rng(self.seed)
-                x = x[np.sort(rng.choice(len(x), int(s["max_bank"]), replace=False))]
-            return {"bank": x.astype(np.float32)}
+                kept = np.sort(rng.choice(kept, int(s["max_bank"]), replace=False))
+            return {"bank": x[kept].astype(np.float32)}, kept
         from sklearn.mixture import GaussianMixture
 
-        c = max(1, min(int(s["components"]), len(np.unique(x, axis=0))))
-        gm = GaussianMixture(c, covariance_type=s["covariance"], random_state=self.seed, reg_covar=1e-4).fit(x)
+        xk = x[kept]
+        if s["tail"] == "upper" and xk.shape[1] != 1:
+            raise ValueError(f"attribute {name!r}: tail='upper' needs a 1-D attribute, got {xk.shape[1]} columns")
+        c = max(1, min(int(s["components"]), len(np.unique(xk, axis=0))))
+        gm = GaussianMixture(c, covariance_type=s["covariance"], random_state=self.seed, reg_covar=1e-4).fit(xk)
         cov = gm.covariances_ if s["covariance"] == "full" else np.stack([np.diag(v) for v in gm.covariances_])
-        if s["tail"] == "upper" and x.shape[1] != 1:
-            raise ValueError(f"attribute {name!r}: tail='upper' needs a 1-D attribute, got {x.shape[1]} columns")
-        return {"w": gm.weights_.astype(np.float64), "mu": gm.means_.astype(np.float64), "cov": cov.astype(np.float64)}
+        return {"w": gm.weights_.astype(np.float64), "mu": gm.means_.astype(np.float64),
+                "cov": cov.astype(np.float64)}, kept
 
     def _raw(self, name: str, model: dict[str, np.ndarray], x: np.ndarray,
              exclude: Optional[tuple[np.ndarray, np.ndarray]] = None) -> np.ndarray:
@@ -204,27 +205,26 @@ class AttributeScorer(ObjectScorer):
         total = np.zeros(len(objects))
         for name, s in self.specs.items():
             x = np.concatenate([self._matrix(name, it[1], len(it[0])) for it in items])
-            model = self._fit_model(name, x)
+            model, kept = self._fit_model(name, x)
             self._store(name, model)
-            if s["calibration"] == "in_sample" or n_videos < 2:
-                if s["calibration"] == "loo":
-                    log.warning("attribute %r: leave-one-video-out calibration needs >= 2 training clips; "
-                                "falling back to in-sample calibration", name)
-                if s["model"] == "knn":  # in-sample k-NN: skip each vector's own copy (exclude the same row)
-                    raw = self._raw(name, {"bank": x.astype(np.float32)}, x,
-                                    exclude=(np.arange(len(x)), np.arange(len(x)))) if not s["max_bank"] \
-                        else self._raw(name, model, x)
-                else:
-                    raw = self._raw(name, model, x)
-            elif s["model"] == "knn" and not s["max_bank"]:
-                raw = self._raw(name, model, x, exclude=(video, video))
+            loo = s["calibration"] == "loo"
+            if loo and n_videos < 2:
+                log.warning("attribute %r: leave-one-video-out calibration needs >= 2 training clips; "
+                            "falling back to in-sample calibration", name)
+                loo = False
+            if s["model"] == "knn":
+                # one distance pass over the bank, skipping bank rows of the query's own video (loo) or the query's
+                # own row (in-sample: a vector is not its own neighbour)
+                groups = video if loo else np.arange(len(x))
+                raw = self._raw(name, model, x, exclude=(groups, groups[kept]))
+            elif not loo:
+                raw = self._raw(name, model, x)
             else:
                 raw = np.full(len(x), np.nan)
                 for v in range(n_videos):
                     held = video == v
-                    if not held.any() or held.all():
-                        continue
-                    raw[held] = self._raw(name, self._fit_model(name, x[~held]), x[held])
+                    if held.any() and not held.all():
+                        raw[held] = self._raw(name, self._fit_model(name, x[~held])[0], x[held])
             raw = self._smooth(keyed, raw, s)
             finite = raw[np.isfinite(raw)]
             if len(finite) == 0:

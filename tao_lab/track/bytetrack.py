@@ -57,9 +57,10 @@ class ByteTracker(Tracker):
         self.keep_unmatched = bool(keep_unmatched)
 
     def _new_tracker(self):
-        from tao_lab.offline import set_offline_env
+        from tao_lab.offline import disable_ultralytics_sync, set_offline_env
 
         set_offline_env()
+        disable_ultralytics_sync()
         from ultralytics.trackers.byte_tracker import BYTETracker
 
         return BYTETracker(self.args)
