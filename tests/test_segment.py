@@ -199,7 +199,7 @@ def test_segmenter_configs_instantiate():
         load_segmenter("sam2").build_model()
     seg = load_segmenter("sam2", random_init=True, mode="image", backbone="tiny")
     assert seg.mode == "image" and seg.backbone == "tiny"
-    for name in ("classical", "boxes", "sam2"):  # every knob is documented by a comment
+    for name in ("classical", "boxes", "sam2", "sam2_tao"):  # every knob is documented by a comment
         lines = (CONFIGS / f"{name}.yaml").read_text().splitlines()
         for i, line in enumerate(lines):
             if line and not line.startswith(("#", " ", "_target_", "defaults")):
