@@ -410,18 +410,13 @@ class OnlinePipeline:
                 items = seg.plan(prompts, scores, w)[w - 1]
                 if items:
                     builder = SegmentationBuilder(1, self.height, self.width)
-                    masks = np.zeros((len(items), self.height, self.width), bool)
-                    pix = np.zeros(masks.shape, np.float32)
                     if self._seg_kind == "foreground":
-                        # the per-frame body of ForegroundSegmenter.segment, on the stream's background model
+                        # the segmenter's own per-frame step, on the stream's background model
                         diff, fg = self._foreground(frame, fg_cache)
-                        for k, it in enumerate(items):
-                            masks[k], strength = seg.object_mask(frame, it.box, diff, fg)
-                            factor = 1.0 if seg.pixel_score == "object" else \
-                                seg.strength_floor + (1.0 - seg.strength_floor) * strength
-                            outside = seg.soft_margin(it.box, masks[k]) if hasattr(seg, "soft_margin") else 0.0
-                            pix[k] = it.score * np.where(masks[k], factor, outside)
+                        masks, pix = seg.frame_masks(frame, items, diff, fg)
                     else:
+                        masks = np.zeros((len(items), self.height, self.width), bool)
+                        pix = np.zeros(masks.shape, np.float32)
                         from tao_lab.segment.boxes import box_slices
 
                         for k, it in enumerate(items):

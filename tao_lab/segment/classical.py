@@ -255,12 +255,23 @@ class ForegroundSegmenter(CarryingSegmenter):
             frame = clip.frame(t)
             diff, fg = model(t, frame)
             items = plan[t]
-            masks = np.zeros((len(items), H, W), dtype=bool)
-            pix = np.zeros((len(items), H, W), dtype=np.float32)
-            for k, it in enumerate(items):
-                masks[k], strength = self.object_mask(frame, it.box, diff, fg)
-                factor = np.ones((H, W), np.float32) if self.pixel_score == "object" else \
-                    self.strength_floor + (1.0 - self.strength_floor) * strength
-                pix[k] = it.score * np.where(masks[k], factor, self.soft_margin(it.box, masks[k]))
+            masks, pix = self.frame_masks(frame, items, diff, fg)
             builder.set_frame(t, [it.obj_id for it in items], masks, [it.score for it in items], pix)
         return builder.build()
+
+    def frame_masks(self, frame: np.ndarray, items: list, diff: np.ndarray, fg: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks (K,H,W) bool and pixel scores (K,H,W) float32 of one frame's planned objects.
+
+        The pixel score is the object's anomaly score times the foreground strength factor on its mask, plus the
+        soft margin around it (see the class docstring). Shared with the online pipeline, frame by frame.
+        """
+        H, W = frame.shape[:2]
+        masks = np.zeros((len(items), H, W), dtype=bool)
+        pix = np.zeros((len(items), H, W), dtype=np.float32)
+        for k, it in enumerate(items):
+            masks[k], strength = self.object_mask(frame, it.box, diff, fg)
+            factor = np.ones((H, W), np.float32) if self.pixel_score == "object" else \
+                self.strength_floor + (1.0 - self.strength_floor) * strength
+            pix[k] = it.score * np.where(masks[k], factor, self.soft_margin(it.box, masks[k]))
+        return masks, pix
