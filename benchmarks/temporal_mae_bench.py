@@ -44,7 +44,7 @@ def run_one(scorer: str, mode: str, args) -> dict:
 
     overrides = [f"scorer={scorer}", f"training.mode={mode}", "progress=false", "logger=none",
                  f"paths.output_dir={args.out_dir}/{scorer}_{mode}", f"paths.cache_dir={args.cache_dir}",
-                 "trainer.logger=false", "trainer.enable_checkpointing=true"]
+                 "++trainer.logger=false", "++trainer.enable_checkpointing=true"]
     if args.dataset != "synthetic":
         overrides += [f"dataset={args.dataset}", f"paths.data_dir={args.data_dir}"]
     overrides += [o for o in args.override if not o.startswith("scorer.") or scorer == "temporal_mae"]

@@ -168,3 +168,28 @@ def test_yolo_detector_random_weights(tmp_path):
     assert (out.score >= 0.5).all() and (out.score <= 1).all()
     assert np.bincount(out.frame).max() <= 5
     assert out.xyxy.dtype == np.float32 and (out.xyxy[:, 2] >= out.xyxy[:, 0]).all()
+
+
+def compose_group(group: str, option: str):
+    """The real Hydra config of one group option (composed through configs/pipeline.yaml)."""
+    import os
+
+    from hydra import compose, initialize_config_dir
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    with initialize_config_dir(config_dir=root, version_base=None):
+        return compose(config_name="pipeline", overrides=[f"{group}={option}"])[group]
+
+
+def test_detector_configs_instantiate(tmp_path):
+    from hydra.utils import instantiate
+
+    det = instantiate(compose_group("detector", "background"))
+    assert isinstance(det, BackgroundSubtractionDetector) and det.background_kwargs["num_samples"] == 60
+    cfg = compose_group("detector", "yolo")
+    assert cfg._target_ == "tao_lab.detect.YoloDetector"
+    cfg.weights = str(tmp_path / "missing.pt")
+    with pytest.raises(Exception, match=r"missing\.pt"):
+        instantiate(cfg)
+    cfg.weights = "yolov8n.yaml"
+    assert isinstance(instantiate(cfg), YoloDetector)

@@ -6,7 +6,7 @@ import pytest
 
 from tao_lab.features import (BoxGeometryFeature, CropAppearanceFeature, DeepFeature, FeatureSet, FlowEstimator,
                               PoseFeature, VelocityFeature, extract_features)
-from tao_lab.types import Clip, ObjectTable
+from tao_lab.types import ObjectTable
 from test_detect import MovingSquareClip
 
 
@@ -146,3 +146,19 @@ def test_pose_feature_random_weights_gives_nan_rows(tmp_path):
     f = extract_features(clip, square_objects(clip, [0, 1]), [ext], progress=False)["pose"]
     assert f.shape == (2, 34)
     assert np.isnan(f).all()  # random weights find no confident person: rows are NaN, as documented
+
+
+def test_feature_configs_instantiate(tmp_path):
+    from hydra.utils import instantiate
+
+    from test_detect import compose_group
+
+    fs = instantiate(compose_group("features", "default"))
+    assert isinstance(fs, FeatureSet)
+    assert fs.dims == {"velocity": 11, "geometry": 6, "appearance": 256}
+    assert fs.flow_kwargs["preset"] == "fast" and fs.flow_kwargs["finest_scale"] == 1
+    for option, name in (("deep", "resnet18.pth"), ("pose", "yolov8n-pose.pt")):
+        cfg = compose_group("features", option)
+        assert "velocity" in cfg.extractors and option in cfg.extractors
+        with pytest.raises(Exception, match=name.replace(".", r"\.")):
+            instantiate(cfg)  # weights are not shipped: a clear error naming the file

@@ -103,12 +103,13 @@ def test_default_scorer_and_empty_frames():
     train = []
     for _ in range(3):
         o, f, n = make_clip(rng)
-        train.append((o, {"velocity": np.repeat(f["velocity"][:, :1], 3, axis=1)}, n))
-    scorer = AttributeScorer(frame_sigma=0).fit_clips(train)  # the default: velocity column 2, upper tail
+        train.append((o, {"velocity": np.repeat(f["velocity"][:, :1], 3, axis=1), "appearance": f["appearance"]}, n))
+    scorer = AttributeScorer(frame_sigma=0).fit_clips(train)  # the default: velocity column 2 + appearance 1-NN
     objects, f, n = make_clip(rng, num_frames=10)
     keep = objects.frame < 8  # frames 8, 9 have no object
-    feats = {"velocity": np.repeat(f["velocity"][keep][:, :1], 3, axis=1)}
+    feats = {"velocity": np.repeat(f["velocity"][keep][:, :1], 3, axis=1), "appearance": f["appearance"][keep]}
     out = scorer.score_clip(objects.take(keep), feats, n)
+    assert set(out.parts) == {"velocity", "appearance"}
     assert out.frame_scores[8] == 0.0 and out.frame_scores[9] == 0.0  # the calibrated training minimum
 
 
@@ -142,3 +143,19 @@ def test_single_clip_loo_falls_back_loudly(caplog):
     with caplog.at_level(logging.WARNING):
         AttributeScorer({"appearance": {"model": "knn", "calibration": "loo"}}).fit_clips([make_clip(rng)])
     assert "falling back to in-sample" in caplog.text
+
+
+def test_scorer_config_instantiates_with_extra_attribute():
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import os
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    with initialize_config_dir(config_dir=root, version_base=None):
+        cfg = compose(config_name="pipeline", overrides=[
+            "scorer=attribute", "+scorer.attributes.appearance={model:knn,k:1,calibration:loo}"])
+    scorer = instantiate(cfg.scorer)
+    assert isinstance(scorer, AttributeScorer)
+    assert scorer.specs["velocity"]["columns"] == [2] and scorer.specs["appearance"]["model"] == "knn"
+    assert isinstance(scorer.hparams["attributes"]["appearance"], dict)  # plain containers: checkpoint-safe

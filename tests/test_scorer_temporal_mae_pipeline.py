@@ -10,7 +10,7 @@ from conftest import PED2_DIR, ped2_available
 # the debug-size synthetic dataset and a tiny network (seconds on one core)
 TINY = ["dataset.num_train_clips=3", "dataset.num_test_clips=2", "dataset.num_frames=50", "scorer.window=8",
         "scorer.stride=2", "scorer.d_model=16", "scorer.depth=1", "scorer.heads=2", "trainer.max_epochs=3",
-        "scorer.self_paced.drop=[0.2]", "scorer.self_paced.round_epochs=2", "trainer.logger=false"]
+        "scorer.self_paced.drop=[0.2]", "scorer.self_paced.round_epochs=2", "++trainer.logger=false"]
 
 
 def test_training_clips_follow_training_mode(compose_cfg):

@@ -83,3 +83,21 @@ def test_running_threshold_statistics_and_online_update():
     d = RunningThreshold(k=3, decay=0.01, update_on_flagged=True).fit(rng.normal(0, 1, 1000))
     d.update(rng.normal(5, 1, 2000))
     assert abs(d.mean - 5.0) < 0.3 and d.tau == pytest.approx(d.mean + 3 * d.std)
+
+
+def test_threshold_configs_instantiate():
+    import os
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    expected = {"fixed": FixedThreshold, "percentile": PercentileThreshold, "running": RunningThreshold,
+                "evt": EvtThreshold}
+    scores = np.random.default_rng(6).exponential(0.1, size=5000)  # calibrated-like: mostly in [0, 1]
+    for option, cls in expected.items():
+        with initialize_config_dir(config_dir=root, version_base=None):
+            cfg = compose(config_name="pipeline", overrides=[f"threshold={option}"])
+        t = instantiate(cfg.threshold).fit(scores)
+        assert isinstance(t, cls) and np.isfinite(t.tau)
+        assert t(scores).mean() < 0.05  # fitted on normal scores: flags only their tail

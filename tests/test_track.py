@@ -66,3 +66,13 @@ def test_no_tracker_gives_each_row_its_own_id():
 
 def test_relabel_tracks_first_appearance_order():
     np.testing.assert_array_equal(relabel_tracks(np.array([7, 3, 7, 9, 3])), [1, 2, 1, 3, 2])
+
+
+def test_tracker_configs_instantiate():
+    from hydra.utils import instantiate
+
+    from test_detect import compose_group
+
+    bt = instantiate(compose_group("tracker", "bytetrack"))
+    assert isinstance(bt, ByteTracker) and bt.keep_unmatched and bt.args.track_buffer == 30
+    assert isinstance(instantiate(compose_group("tracker", "none")), NoTracker)

@@ -86,9 +86,10 @@ class BackgroundModel:
 
     def fit_frames(self, frames: Iterable[np.ndarray]) -> "BackgroundModel":
         """Fits the background from an iterable of uint8 frames (BGR or grey). Returns self."""
-        stack = np.stack([to_grey(f, self.blur) for f in frames])
-        if stack.shape[0] == 0:
+        greys = [to_grey(f, self.blur) for f in frames]
+        if not greys:
             raise ValueError("no frames to fit the background on")
+        stack = np.stack(greys)
         h, w = stack.shape[1:]
         self._grid = (slice(2, h, 4), slice(2, w, 4))  # sparse grid for the global gain (cheap, robust)
         bg = np.median(stack, axis=0).astype(np.float32)

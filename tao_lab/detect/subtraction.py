@@ -1,7 +1,6 @@
 """Weight-free detector for fixed cameras: foreground blobs of a per-clip background model."""
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 import cv2
@@ -10,8 +9,6 @@ import numpy as np
 from tao_lab.detect.background import BackgroundModel
 from tao_lab.detect.base import Detector
 from tao_lab.types import Clip, ObjectTable
-
-log = logging.getLogger(__name__)
 
 
 class BackgroundSubtractionDetector(Detector):

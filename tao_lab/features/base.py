@@ -6,16 +6,12 @@ the grey image and the optical flow lazily, only if some extractor asks for them
 """
 from __future__ import annotations
 
-import logging
-import time
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from tao_lab.types import Clip, ObjectTable
-
-log = logging.getLogger(__name__)
 
 
 def clip_boxes(xyxy: np.ndarray, height: int, width: int, min_size: int = 1) -> np.ndarray:
@@ -68,7 +64,8 @@ class FlowEstimator:
         h, w = frm.shape
         if self.scale != 1.0:
             size = (max(8, int(round(w * self.scale))), max(8, int(round(h * self.scale))))
-            a, b = cv2.resize(frm, size, interpolation=cv2.INTER_AREA), cv2.resize(to, size, interpolation=cv2.INTER_AREA)
+            a = cv2.resize(frm, size, interpolation=cv2.INTER_AREA)
+            b = cv2.resize(to, size, interpolation=cv2.INTER_AREA)
             flow = self._dis.calc(a, b, None)
             return cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) / self.scale
         return self._dis.calc(frm, to, None)
@@ -136,8 +133,9 @@ class FeatureExtractor:
         pass
 
 
-def extract_features(clip: Clip, objects: ObjectTable, extractors: Sequence[FeatureExtractor] | Mapping[str, FeatureExtractor],
-                     progress: bool = True, flow: Optional[FlowEstimator] = None) -> dict[str, np.ndarray]:
+def extract_features(clip: Clip, objects: ObjectTable,
+                     extractors: Sequence[FeatureExtractor] | Mapping[str, FeatureExtractor], progress: bool = True,
+                     flow: Optional[FlowEstimator] = None) -> dict[str, np.ndarray]:
     """Features of every object of ``clip``: ``{extractor.name: (N, D) float32}``, rows aligned with ``objects``.
 
     The frames are decoded once, in order, and shared by all extractors; only the previous grey frame is kept (and,
@@ -154,6 +152,9 @@ def extract_features(clip: Clip, objects: ObjectTable, extractors: Sequence[Feat
     out = {e.name: np.zeros((n, e.dim), np.float32) for e in exts}
     if n == 0 or not exts:
         return out
+    if objects.frame.min() < 0 or objects.frame.max() >= clip.num_frames:
+        raise ValueError(f"clip {clip.clip_id}: object frame indices must be in [0, {clip.num_frames}), got "
+                         f"[{objects.frame.min()}, {objects.frame.max()}]")
     order = np.argsort(objects.frame, kind="stable")
     frames_sorted = objects.frame[order]
     starts = np.searchsorted(frames_sorted, np.arange(clip.num_frames + 1))

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from tao_lab.scorers.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
 
-__all__ = ["ObjectScorer", "AttributeScorer", "frame_scores_from_objects", "smooth_along_tracks",
-           "smooth_frame_scores"]
+__all__ = ["ObjectScorer", "AttributeScorer", "TemporalMaeScorer", "frame_scores_from_objects",
+           "smooth_along_tracks", "smooth_frame_scores"]
 
-_LAZY = {"ObjectScorer": "tao_lab.scorers.base", "AttributeScorer": "tao_lab.scorers.attribute"}
+_LAZY = {"ObjectScorer": "tao_lab.scorers.base", "AttributeScorer": "tao_lab.scorers.attribute",
+         "TemporalMaeScorer": "tao_lab.scorers.temporal_mae"}
 
 
 def __getattr__(name: str):

@@ -12,7 +12,8 @@ on the training objects: ``(s - min) / (upper - min)`` with ``upper`` the ``uppe
 scores. ``calibration="loo"`` computes the training scores leave-one-video-out (each training clip scored by
 a model fitted without it: required for k-NN, whose in-sample 1-NN distance is 0); ``"in_sample"`` scores the
 training objects with the model fitted on all of them (AIVAD's choice for velocity; for k-NN each training vector
-then skips its own copy in the bank). So training objects score about [0, 1] per attribute. The object score is the weighted sum of the calibrated attribute scores.
+then skips its own copy in the bank). So training objects score about [0, 1] per attribute. The object score is
+the weighted sum of the calibrated attribute scores.
 
 Frame score (per clip): max over the frame's objects of the object score (``frame_reduce="max"``), or AIVAD's sum
 over attributes of the weighted per-attribute max (``"sum_of_max"``); a frame with no object gets 0, the
@@ -39,13 +40,13 @@ log = logging.getLogger(__name__)
 
 #: The default attributes (configs/scorer/attribute.yaml documents how they were chosen): velocity = the fastest
 #: 8x8 px window of each object's flow (VelocityFeature column 2), a 2-component mixture scored by its upper tail,
-#: in-sample calibration (AIVAD's choice for velocity), running median over 3 detections of the track;
-#: appearance = exact 1-NN squared L2 distance of the 16x16 grey thumbnail, leave-one-video-out calibration.
+#: in-sample calibration (AIVAD's choice for velocity), running median over 3 detections of the track; and
+#: appearance = exact 1-NN squared L2 over 16x16 grey thumbnails with leave-one-video-out calibration.
 DEFAULT_ATTRIBUTES: dict[str, dict[str, Any]] = {
     "velocity": {"feature": "velocity", "columns": [2], "model": "gmm", "components": 2, "tail": "upper",
                  "calibration": "in_sample", "weight": 1.0, "track_window": 3},
-    "appearance": {"feature": "appearance", "model": "knn", "k": 1, "metric": "sqeuclidean",
-                   "calibration": "loo", "weight": 1.0, "track_window": 1},
+    "appearance": {"feature": "appearance", "model": "knn", "k": 1, "calibration": "loo", "weight": 1.0,
+                   "track_window": 1},
 }
 
 _ATTR_DEFAULTS: dict[str, Any] = {

@@ -9,8 +9,6 @@ window. Windows are stored as an (W, length) int64 array of row indices padded w
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from tao_lab.types import ObjectTable
@@ -97,7 +95,3 @@ def interleaved_masks(length: int, ratio: float) -> np.ndarray:
     t = np.arange(length)
     return np.stack([(t % p) != k for k in range(p)])
 
-
-def group_key(objects: ObjectTable, clip_index: int) -> Optional[np.ndarray]:
-    """Track ids made unique across clips (clip_index in the high bits); -1 stays -1."""
-    return np.where(objects.track_id >= 0, objects.track_id + (int(clip_index) << 32), -1)

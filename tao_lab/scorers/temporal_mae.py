@@ -5,7 +5,8 @@ What it learns
 Every tracked object carries per-frame features from the features stage (velocity, box geometry, appearance,
 deep features when configured). The rows of one track, in frame order, form a sequence; sequences are cut into
 windows of ``window`` (T) rows every ``stride`` rows (see :mod:`tao_lab.scorers.mae_windows`). Per row, the
-feature groups are standardised with mean/std fitted on the training rows (buffers ``feat_mean``/``feat_std``),
+feature columns are standardised with means and stds fitted on the training rows (buffers ``feat_mean``/``feat_std``;
+one std per column, or one per group for groups in one unit such as velocity, see ``inputs.<group>.scale``),
 clipped to +-``input_clip``, split into tokens and pooled into one embedding by a learned pooling (``gap``,
 ``attention`` with learned queries, or ``hybrid``; trained and saved with the model, so train and test embeddings
 come from the same weights). A transformer encoder with sinusoidal positional encoding sees the window with
@@ -97,12 +98,12 @@ log = logging.getLogger(__name__)
 
 #: Default input feature groups. ``optional: true`` groups are used when the features stage provides them.
 DEFAULT_INPUTS: dict[str, dict[str, Any]] = {
-    "velocity": {"columns": None, "tokens": 1, "weight": 1.0, "optional": False},
+    "velocity": {"columns": None, "tokens": 1, "weight": 1.0, "optional": False, "scale": "group"},
     "geometry": {"columns": None, "tokens": 1, "weight": 1.0, "optional": True},
     "appearance": {"columns": None, "tokens": 4, "weight": 1.0, "optional": True},
     "deep": {"columns": None, "tokens": 4, "weight": 1.0, "optional": True},
 }
-_INPUT_DEFAULTS = {"feature": None, "columns": None, "tokens": 1, "weight": 1.0, "optional": True}
+_INPUT_DEFAULTS = {"feature": None, "columns": None, "tokens": 1, "weight": 1.0, "optional": True, "scale": "column"}
 DEFAULT_LOSS_WEIGHTS = {"reconstruction": 1.0, "contrastive": 0.3, "forecast": 0.0}
 DEFAULT_SCORE_WEIGHTS = {"reconstruction": 0.8, "consistency": 0.2, "forecast": 0.0}
 DEFAULT_SELF_PACED = {"drop": [0.1, 0.2, 0.3], "round_epochs": 3, "final_epochs": None, "reinit": True}
@@ -115,7 +116,9 @@ class TemporalMaeScorer(ObjectScorer):
     Args:
         inputs: {group: spec} feature groups; spec keys: feature (key in the features dict, default the group
             name), columns (None = all), tokens (chunks the group is split into for the pooling), weight (in the
-            reconstruction error), optional (skip when the features stage does not provide it).
+            reconstruction error), optional (skip when the features stage does not provide it), scale (``column``:
+            standardise every column by its own training std; ``group``: one std for the whole group, for
+            columns in one unit such as the px/frame columns of velocity).
             None = :data:`DEFAULT_INPUTS`.
         window / stride: window length T (rows of one track) and the training window stride;
             score_stride: stride when scoring (None = ``stride``).
@@ -144,14 +147,15 @@ class TemporalMaeScorer(ObjectScorer):
     trainer_factory = True    # ... as a factory: self-paced refinement fits once per round
     supports_unlabeled = True  # fit_clips(..., unlabeled=True) in training.mode=unsupervised
 
-    def __init__(self, inputs: Optional[Mapping[str, Mapping[str, Any]]] = None, window: int = 16, stride: int = 4,
-                 score_stride: Optional[int] = None, d_model: int = 64, depth: int = 2, heads: int = 4,
+    def __init__(self, inputs: Optional[Mapping[str, Mapping[str, Any]]] = None, window: int = 16, stride: int = 8,
+                 score_stride: Optional[int] = 4, d_model: int = 64, depth: int = 2, heads: int = 4,
                  ff_mult: int = 2, dropout: float = 0.1, pooling: str = "hybrid", pool_queries: int = 2,
                  proj_dim: int = 32, mask_ratio: float = 0.75, loss_weights: Optional[Mapping[str, float]] = None,
                  temperature: float = 0.07, forecast_steps: int = 2, input_clip: float = 10.0, lr: float = 1e-3,
                  weight_decay: float = 0.05, batch_size: int = 64, val_fraction: float = 0.2, patience: int = 3,
                  max_epochs: int = 20, score_weights: Optional[Mapping[str, float]] = None, track_window: int = 5,
                  frame_sigma: float = 3.0, upper_percentile: float = 99.9, consistency_space: str = "features",
+                 context_norm: bool = True,
                  self_paced: Optional[Mapping[str, Any]] = None, seed: int = 0,
                  input_dims: Optional[Mapping[str, int]] = None):
         super().__init__()
@@ -165,6 +169,8 @@ class TemporalMaeScorer(ObjectScorer):
                 raise ValueError(f"input {name!r}: unknown keys {sorted(unknown)}; known: {sorted(_INPUT_DEFAULTS)}")
             s = {**_INPUT_DEFAULTS, **(spec or {})}
             s["feature"] = s["feature"] or name
+            if s["scale"] not in ("column", "group"):
+                raise ValueError(f"input {name!r}: scale must be 'column' or 'group', got {s['scale']!r}")
             self.specs[name] = s
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **_to_plain(dict(loss_weights or {}))}
         self.score_weights = {**DEFAULT_SCORE_WEIGHTS, **_to_plain(dict(score_weights or {}))}
@@ -185,6 +191,7 @@ class TemporalMaeScorer(ObjectScorer):
         if consistency_space not in ("features", "embedding", "projection"):
             raise ValueError(f"consistency_space must be features, embedding or projection, got {consistency_space!r}")
         self.consistency_space = consistency_space
+        self.context_norm = bool(context_norm)
         if pooling not in ("gap", "attention", "hybrid"):
             raise ValueError(f"pooling must be gap, attention or hybrid, got {pooling!r}")
         self.window, self.stride = int(window), int(stride)
@@ -207,6 +214,7 @@ class TemporalMaeScorer(ObjectScorer):
             "patience": self.patience, "max_epochs": self.max_epochs, "score_weights": dict(self.score_weights),
             "track_window": self.track_window, "frame_sigma": self.frame_sigma,
             "upper_percentile": self.upper_percentile, "consistency_space": consistency_space,
+            "context_norm": self.context_norm,
             "self_paced": dict(self.self_paced), "seed": self.seed,
             "input_dims": None if input_dims is None else {str(k): int(v) for k, v in _to_plain(input_dims).items()},
         })
@@ -218,6 +226,8 @@ class TemporalMaeScorer(ObjectScorer):
         self.register_buffer("calib", torch.tensor([[0.0, 1.0]] * len(COMPONENTS), dtype=torch.float64))
         self.register_buffer("impute", torch.zeros(len(COMPONENTS), dtype=torch.float64))
         self.register_buffer("train_scores", torch.zeros(0))
+        # expected reconstruction error by rows of context (1..window), relative to a full window
+        self.register_buffer("rec_ref", torch.zeros(0, dtype=torch.float64))
         self.fit_metrics: dict[str, float] = {}
         self._round = 0
         self._has_val = True
@@ -243,15 +253,14 @@ class TemporalMaeScorer(ObjectScorer):
             self.feat_std = torch.ones(total)
         self.group_weight = torch.tensor([float(self.specs[n]["weight"]) for n in names], dtype=torch.float32)
 
-    def _group_matrix(self, name: str, features: Mapping[str, np.ndarray], n: int) -> Optional[np.ndarray]:
+    def _group_matrix(self, name: str, features: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:
+        """(N, D_group) float32 columns of one input group, None when the features dict lacks it."""
         s = self.specs[name]
         if s["feature"] not in features:
             return None
-        x = np.asarray(features[s["feature"]], np.float32).reshape(n, -1) if n else \
-            np.zeros((0, np.asarray(features[s["feature"]]).reshape(0, -1).shape[1]), np.float32)
-        if s["columns"] is not None:
-            x = x[:, list(s["columns"])]
-        return x
+        x = np.asarray(features[s["feature"]], np.float32)
+        x = x[:, None] if x.ndim == 1 else x
+        return x[:, list(s["columns"])] if s["columns"] is not None else x
 
     def _discover_dims(self, items: list[FitItem]) -> dict[str, int]:
         dims: dict[str, int] = {}
@@ -264,7 +273,7 @@ class TemporalMaeScorer(ObjectScorer):
                                f"{sorted(items[0][1])}: add it to the features config or mark it optional")
             if not all(present):
                 raise KeyError(f"feature {s['feature']!r} is missing from some training clips")
-            dims[name] = int(self._group_matrix(name, items[0][1], len(items[0][0])).shape[1])
+            dims[name] = int(self._group_matrix(name, items[0][1]).shape[1])
         if not dims:
             raise ValueError(f"none of the input groups {sorted(self.specs)} is among the features given")
         return dims
@@ -273,7 +282,7 @@ class TemporalMaeScorer(ObjectScorer):
         """(n, D) raw feature matrix of the fitted groups, in the fitted order."""
         parts = []
         for name, d in self.input_dims.items():
-            x = self._group_matrix(name, features, n)
+            x = self._group_matrix(name, features)
             if x is None:
                 raise KeyError(f"the scorer was trained with feature {self.specs[name]['feature']!r} "
                                f"(input {name!r}); features given: {sorted(features)}")
@@ -372,7 +381,7 @@ class TemporalMaeScorer(ObjectScorer):
         x, valid, group = batch
         losses = self._losses(x, valid, group)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True,
-                      batch_size=len(x), prog_bar=False)
+                      batch_size=len(x), sync_dist=True)
         return losses["loss"]
 
     def on_train_epoch_end(self) -> None:
@@ -443,8 +452,7 @@ class TemporalMaeScorer(ObjectScorer):
         dims = self._discover_dims(items)
         self.hparams["input_dims"] = dims
         train_items, val_items = self._split(items)
-        x_train = np.concatenate([self._matrix_for(dims, it) for it in train_items])
-        self._fit_normaliser(dims, x_train)
+        self._fit_normaliser(np.concatenate([self._matrix(it[1], len(it[0])) for it in train_items]))
         self._build(dims)
         train = self._windows(train_items, self.stride)
         val = self._windows(val_items, self.stride) if val_items else None
@@ -499,25 +507,31 @@ class TemporalMaeScorer(ObjectScorer):
                 tmp.cleanup()
         self.cpu()
         self.eval()
-        self._calibrate(val_items if val is not None else train_items)
+        self._calibrate(val_items if val is not None else train_items, trim=schedule[-1] if schedule else 0.0)
         self.fitted.fill_(True)
         metrics["fit_seconds"] = time.perf_counter() - start
         self.fit_metrics = metrics
         log.info("temporal_mae fitted: %s", {k: round(v, 4) for k, v in metrics.items()})
         return self
 
-    def _matrix_for(self, dims: Mapping[str, int], item: FitItem) -> np.ndarray:
-        return self._matrix(item[1], len(item[0]))
-
-    def _fit_normaliser(self, dims: Mapping[str, int], x: np.ndarray) -> None:
+    def _fit_normaliser(self, x: np.ndarray) -> None:
+        """Per-column mean and per-column (``scale: column``) or per-group (``scale: group``) standard deviation
+        of the training rows (non-finite values ignored) into the buffers."""
         x = x.astype(np.float64)
         ok = np.isfinite(x)
         cnt = np.maximum(ok.sum(0), 1)
         mean = np.where(ok, x, 0).sum(0) / cnt
         var = np.where(ok, (x - mean) ** 2, 0).sum(0) / cnt
+        start = 0
+        for name, d in self.input_dims.items():
+            if self.specs[name]["scale"] == "group":
+                # one scale for columns in the same unit (e.g. px/frame): a rarely used orientation bin with a
+                # tiny spread would otherwise turn every object moving that way into a 100-sigma outlier
+                var[start:start + d] = var[start:start + d].mean()
+            start += d
         std = np.sqrt(var)
-        # constant columns (e.g. an unused orientation bin) would divide by ~0: give them unit scale
-        std = np.where(std > 1e-6 * max(1.0, float(np.nanmax(std)) if std.size else 1.0), std, 1.0)
+        # constant columns would divide by ~0: give them unit scale
+        std = np.where(std > 1e-6 * max(1.0, float(std.max()) if std.size else 1.0), std, 1.0)
         self.feat_mean = torch.as_tensor(mean, dtype=torch.float32)
         self.feat_std = torch.as_tensor(std, dtype=torch.float32)
 
@@ -657,39 +671,78 @@ class TemporalMaeScorer(ObjectScorer):
             z = torch.nn.functional.normalize(emb, dim=-1)
         return 1.0 - (z[a] * z[b]).sum(-1)
 
+    def _context(self, objects: ObjectTable) -> np.ndarray:
+        """(N,) int64 rows of context each object's windows have: min(track length, window); 1 if untracked."""
+        out = np.ones(len(objects), np.int64)
+        for sq in track_sequences(objects):
+            out[sq] = min(len(sq), self.window)
+        return out
+
+    def _fit_context_reference(self, ctx: np.ndarray, val: np.ndarray) -> None:
+        """rec_ref[c-1]: median raw reconstruction error ``val`` of calibration rows with ``ctx`` = c rows of
+        context, made non-increasing in c (less context never makes the expected error smaller); buckets with fewer
+        than 20 rows take the value of the next longer bucket."""
+        ok = np.isfinite(val)
+        ref = np.full(self.window, np.nan)
+        for c in range(self.window, 0, -1):
+            sel = ok & (ctx == c)
+            if sel.sum() >= 20:
+                ref[c - 1] = np.median(val[sel])
+            elif c < self.window:
+                ref[c - 1] = ref[c]
+        if not np.isfinite(ref).all() or not (ref > 0).all():
+            ref = np.ones(self.window)  # too few calibration rows: no context normalisation
+        ref = np.maximum.accumulate(ref[::-1])[::-1]
+        self.rec_ref = torch.as_tensor(ref / ref[-1], dtype=torch.float64)
+
     def _smoothed(self, objects: ObjectTable, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
+        ref = self.rec_ref.cpu().numpy()
         for i, c in enumerate(COMPONENTS):
             if c not in self._active:
                 continue
             v = np.where(np.isfinite(raw[c]), raw[c], float(self.impute[i]))
+            if c == "reconstruction" and len(ref) == self.window:
+                v = v / ref[self._context(objects) - 1]
             out[c] = smooth_along_tracks(objects, v, self.track_window).astype(np.float64)
         return out
 
-    def _calibrate(self, items: list[FitItem]) -> None:
-        raws = [(it[0], self.raw_components(it[0], it[1])) for it in items]
+    def _calibrate(self, items: list[FitItem], trim: float = 0.0) -> None:
+        """Imputation medians, context reference, [min, upper] per component and the calibrated training scores,
+        from the calibration clips' objects. ``trim`` > 0 (unlabeled clips) leaves out that fraction of the rows
+        with the largest raw reconstruction error, so anomalies in the calibration clips do not set the scale."""
+        objects = [it[0] for it in items]
+        raws = [self.raw_components(it[0], it[1]) for it in items]
+        if not raws or sum(len(o) for o in objects) == 0:
+            raise ValueError("no calibration objects: the held-out clips hold no objects")
+        rec = np.concatenate([r["reconstruction"] for r in raws])
+        keep = np.ones(len(rec), bool)
+        if trim > 0:
+            keep = keep_lowest(rec, trim)
+        keeps = np.split(keep, np.cumsum([len(o) for o in objects])[:-1])
+        if self.context_norm:
+            ctx = np.concatenate([self._context(o) for o in objects])
+            self._fit_context_reference(ctx[keep], rec[keep])
         impute = torch.zeros(len(COMPONENTS), dtype=torch.float64)
         for i, c in enumerate(COMPONENTS):
-            vals = np.concatenate([r[c] for _, r in raws]) if raws else np.zeros(0)
+            vals = np.concatenate([r[c][k] for r, k in zip(raws, keeps)])
             vals = vals[np.isfinite(vals)]
             impute[i] = float(np.median(vals)) if len(vals) else 0.0
         self.impute = impute
-        smoothed = [self._smoothed(o, r) for o, r in raws]
+        smoothed = [{c: v[k] for c, v in self._smoothed(o, r).items()} for o, r, k in zip(objects, raws, keeps)]
         calib = self.calib.clone()
         for i, c in enumerate(COMPONENTS):
             if c not in self._active:
                 continue
-            vals = np.concatenate([s[c] for s in smoothed])
-            if len(vals) == 0:
-                raise ValueError("no calibration objects: the held-out clips hold no objects")
+            vals = np.concatenate([sm[c] for sm in smoothed])
             lo, hi = float(vals.min()), float(np.percentile(vals, self.upper_percentile))
             if not hi > lo:
                 log.warning("temporal_mae: calibration scores of %r are constant; scale falls back to 1", c)
                 hi = lo + 1.0
             calib[i] = torch.tensor([lo, hi], dtype=torch.float64)
         self.calib = calib
-        self.train_scores = torch.as_tensor(
-            np.concatenate([self._combine(s)[0] for s in smoothed]) if smoothed else np.zeros(0), dtype=torch.float32)
+        self.train_scores = torch.as_tensor(np.concatenate([self._combine(sm)[0] for sm in smoothed]),
+                                            dtype=torch.float32)
 
     def _combine(self, smoothed: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         parts, total = {}, None
