@@ -74,23 +74,27 @@ def write_metrics(out_dir: Path, metrics: dict[str, float], per_video: list[dict
 
 
 LEVELS = (("frame", "Frame level"), ("pixel", "Pixel level"), ("object", "Object level"))
+# Keys that count things or give an operating point rather than measure quality.
+_BOOKKEEPING = ("_num_", "_frames_", "_macro_videos", "_threshold", "/frames")
+
+
+def _is_bookkeeping(key: str) -> bool:
+    return any(part in key for part in _BOOKKEEPING) or key.startswith(("time/", "train/"))
 
 
 def format_metrics_table(metrics: dict[str, float]) -> str:
-    """A plain-text table of the metrics, grouped by level (frame, pixel, object, then the rest)."""
+    """A plain-text table: the metrics grouped by level (frame, pixel, object), then counts and timings."""
     lines = []
-    used = set()
     width = max((len(k) for k in metrics), default=10) + 2
+    quality = [k for k in metrics if not _is_bookkeeping(k)]
     for level, title in LEVELS:
-        keys = [k for k in metrics if k.split("/", 1)[-1].startswith(level + "_")]
-        if not keys:
-            continue
-        lines.append(f"{title}")
-        for k in keys:
-            lines.append(f"  {k:<{width}} {metrics[k]:8.4f}")
-            used.add(k)
-    rest = [k for k in metrics if k not in used]
+        keys = [k for k in quality if k.split("/", 1)[-1].startswith(level + "_")]
+        if keys:
+            lines.append(title)
+            lines.extend(f"  {k:<{width}} {metrics[k]:8.4f}" for k in keys)
+    rest = [k for k in metrics if k not in quality or not any(
+        k.split("/", 1)[-1].startswith(level + "_") for level, _ in LEVELS)]
     if rest:
-        lines.append("Other")
-        lines.extend(f"  {k:<{width}} {metrics[k]:10.4f}" for k in rest)
+        lines.append("Counts, operating points, timings (s)")
+        lines.extend(f"  {k:<{width}} {metrics[k]:.10g}" for k in rest)
     return "\n".join(lines)

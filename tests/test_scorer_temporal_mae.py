@@ -274,3 +274,33 @@ def test_unlabeled_fit_refines_in_rounds(synth, tmp_path):
     one = factory()
     with pytest.raises(ValueError, match="factory"):
         TemporalMaeScorer(**{**TINY, "self_paced": {"drop": [0.1]}}).fit_clips(test, trainer=one, unlabeled=True)
+
+
+# ------------------------------------------------------------------------------------------------ normalisation
+def test_std_floor_keeps_rare_columns_from_exploding():
+    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.normal(1, 0.2, 5000), rng.normal(0, 0.2, 5000), rng.normal(0, 0.002, 5000)], 1)
+    x[0] = np.nan                                           # non-finite values are ignored
+    for floor, expect in ((0.0, 0.002), (0.5, 0.5 * np.sqrt((0.04 + 0.04 + 0.002 ** 2) / 3))):
+        s = TemporalMaeScorer(inputs={"velocity": {"optional": False, "std_floor": floor}}, input_dims={"velocity": 3},
+                              d_model=8, heads=2, depth=1)
+        s._fit_normaliser(x)
+        assert s.feat_std[2].item() == pytest.approx(expect, rel=0.05)
+        assert s.feat_std[0].item() == pytest.approx(0.2, rel=0.05)
+        assert s.feat_mean[0].item() == pytest.approx(1.0, abs=0.01)
+    with pytest.raises(ValueError, match="std_floor"):
+        TemporalMaeScorer(inputs={"velocity": {"std_floor": 2.0}})
+
+
+def test_context_reference_is_relative_to_a_full_window_and_monotone():
+    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+
+    s = TemporalMaeScorer(window=4)
+    ctx = np.repeat([1, 2, 3, 4], 100)
+    err = np.repeat([4.0, 1.5, 2.0, 1.0], 100)             # the 2-row bucket is noisy-low
+    s._fit_context_reference(ctx, err)
+    assert s.rec_ref.tolist() == [4.0, 2.0, 2.0, 1.0]
+    s._fit_context_reference(np.repeat([1, 4], [5, 100]), np.repeat([9.0, 1.0], [5, 100]))
+    assert s.rec_ref.tolist() == [1.0, 1.0, 1.0, 1.0]      # too few rows with short context: fall back

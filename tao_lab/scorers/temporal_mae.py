@@ -6,7 +6,7 @@ Every tracked object carries per-frame features from the features stage (velocit
 deep features when configured). The rows of one track, in frame order, form a sequence; sequences are cut into
 windows of ``window`` (T) rows every ``stride`` rows (see :mod:`tao_lab.scorers.mae_windows`). Per row, the
 feature columns are standardised with means and stds fitted on the training rows (buffers ``feat_mean``/``feat_std``;
-one std per column, or one per group for groups in one unit such as velocity, see ``inputs.<group>.scale``),
+one std per column, floored at a fraction of the group's typical std, see ``inputs.<group>.std_floor``),
 clipped to +-``input_clip``, split into tokens and pooled into one embedding by a learned pooling (``gap``,
 ``attention`` with learned queries, or ``hybrid``; trained and saved with the model, so train and test embeddings
 come from the same weights). A transformer encoder with sinusoidal positional encoding sees the window with
@@ -98,12 +98,12 @@ log = logging.getLogger(__name__)
 
 #: Default input feature groups. ``optional: true`` groups are used when the features stage provides them.
 DEFAULT_INPUTS: dict[str, dict[str, Any]] = {
-    "velocity": {"columns": None, "tokens": 1, "weight": 1.0, "optional": False, "scale": "group"},
+    "velocity": {"columns": None, "tokens": 1, "weight": 1.0, "optional": False, "std_floor": 0.25},
     "geometry": {"columns": None, "tokens": 1, "weight": 1.0, "optional": True},
     "appearance": {"columns": None, "tokens": 4, "weight": 1.0, "optional": True},
     "deep": {"columns": None, "tokens": 4, "weight": 1.0, "optional": True},
 }
-_INPUT_DEFAULTS = {"feature": None, "columns": None, "tokens": 1, "weight": 1.0, "optional": True, "scale": "column"}
+_INPUT_DEFAULTS = {"feature": None, "columns": None, "tokens": 1, "weight": 1.0, "optional": True, "std_floor": 0.0}
 DEFAULT_LOSS_WEIGHTS = {"reconstruction": 1.0, "contrastive": 0.3, "forecast": 0.0}
 DEFAULT_SCORE_WEIGHTS = {"reconstruction": 0.8, "consistency": 0.2, "forecast": 0.0}
 DEFAULT_SELF_PACED = {"drop": [0.1, 0.2, 0.3], "round_epochs": 3, "final_epochs": None, "reinit": True}
@@ -116,9 +116,9 @@ class TemporalMaeScorer(ObjectScorer):
     Args:
         inputs: {group: spec} feature groups; spec keys: feature (key in the features dict, default the group
             name), columns (None = all), tokens (chunks the group is split into for the pooling), weight (in the
-            reconstruction error), optional (skip when the features stage does not provide it), scale (``column``:
-            standardise every column by its own training std; ``group``: one std for the whole group, for
-            columns in one unit such as the px/frame columns of velocity).
+            reconstruction error), optional (skip when the features stage does not provide it), std_floor (each
+            column is standardised by its training std, but at least std_floor x the root-mean-square std of the
+            group: for groups in one unit, such as velocity's px/frame columns; 0 = plain per-column std).
             None = :data:`DEFAULT_INPUTS`.
         window / stride: window length T (rows of one track) and the training window stride;
             score_stride: stride when scoring (None = ``stride``).
@@ -169,8 +169,8 @@ class TemporalMaeScorer(ObjectScorer):
                 raise ValueError(f"input {name!r}: unknown keys {sorted(unknown)}; known: {sorted(_INPUT_DEFAULTS)}")
             s = {**_INPUT_DEFAULTS, **(spec or {})}
             s["feature"] = s["feature"] or name
-            if s["scale"] not in ("column", "group"):
-                raise ValueError(f"input {name!r}: scale must be 'column' or 'group', got {s['scale']!r}")
+            if not 0.0 <= float(s["std_floor"]) <= 1.0:
+                raise ValueError(f"input {name!r}: std_floor must be in [0, 1], got {s['std_floor']!r}")
             self.specs[name] = s
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **_to_plain(dict(loss_weights or {}))}
         self.score_weights = {**DEFAULT_SCORE_WEIGHTS, **_to_plain(dict(score_weights or {}))}
@@ -515,8 +515,8 @@ class TemporalMaeScorer(ObjectScorer):
         return self
 
     def _fit_normaliser(self, x: np.ndarray) -> None:
-        """Per-column mean and per-column (``scale: column``) or per-group (``scale: group``) standard deviation
-        of the training rows (non-finite values ignored) into the buffers."""
+        """Per-column mean and standard deviation of the training rows (non-finite values ignored), each std at
+        least ``std_floor`` x the root-mean-square std of its group, into the buffers."""
         x = x.astype(np.float64)
         ok = np.isfinite(x)
         cnt = np.maximum(ok.sum(0), 1)
@@ -524,10 +524,11 @@ class TemporalMaeScorer(ObjectScorer):
         var = np.where(ok, (x - mean) ** 2, 0).sum(0) / cnt
         start = 0
         for name, d in self.input_dims.items():
-            if self.specs[name]["scale"] == "group":
-                # one scale for columns in the same unit (e.g. px/frame): a rarely used orientation bin with a
-                # tiny spread would otherwise turn every object moving that way into a 100-sigma outlier
-                var[start:start + d] = var[start:start + d].mean()
+            floor = float(self.specs[name]["std_floor"])
+            if floor > 0:
+                # columns in one unit (e.g. px/frame): a rarely used orientation bin with a tiny spread would
+                # otherwise turn every object moving that way into a 100-sigma outlier
+                var[start:start + d] = np.maximum(var[start:start + d], floor ** 2 * var[start:start + d].mean())
             start += d
         std = np.sqrt(var)
         # constant columns would divide by ~0: give them unit scale
