@@ -270,6 +270,9 @@ def test_unlabeled_fit_refines_in_rounds(synth, tmp_path):
     assert m["round0_train_windows"] == total
     assert m["round1_train_windows"] == total - int(0.1 * total)
     assert m["round2_train_windows"] == total - int(0.25 * total)
+    # the calibration clips are unlabeled too: the rows with the largest errors do not set the scale
+    n_val = sum(len(v[0]) for v in scorer._split(test)[1])
+    assert len(scorer.train_object_scores()) == n_val - int(0.25 * n_val)
     # a single Trainer cannot fit several rounds: the error says what to pass instead
     one = factory()
     with pytest.raises(ValueError, match="factory"):
