@@ -307,3 +307,23 @@ def test_context_reference_is_relative_to_a_full_window_and_monotone():
     assert s.rec_ref.tolist() == [4.0, 2.0, 2.0, 1.0]
     s._fit_context_reference(np.repeat([1, 4], [5, 100]), np.repeat([9.0, 1.0], [5, 100]))
     assert s.rec_ref.tolist() == [1.0, 1.0, 1.0, 1.0]      # too few rows with short context: fall back
+
+
+def test_forecast_head_trains_and_scores(synth, tmp_path):
+    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+
+    train, test, _ = synth
+    scorer = TemporalMaeScorer(**{**TINY, "max_epochs": 2, "loss_weights": {"forecast": 0.5},
+                                  "score_weights": {"reconstruction": 0.6, "consistency": 0.2, "forecast": 0.2}})
+    scorer.fit_clips(train)
+    assert scorer.net.forecast_head is not None
+    objects, feats, n = test[0]
+    out = scorer.score_clip(objects, feats, n)
+    assert set(out.parts) == {"reconstruction", "consistency", "forecast"}
+    assert np.isfinite(out.objects.score).all()
+    path = tmp_path / "f.ckpt"
+    scorer.save_checkpoint(path)
+    again = TemporalMaeScorer.load_from_checkpoint(str(path)).score_clip(objects, feats, n)
+    np.testing.assert_array_equal(out.objects.score, again.objects.score)
+    with pytest.raises(ValueError, match="forecast"):
+        TemporalMaeScorer(score_weights={"forecast": 0.3})
