@@ -66,7 +66,7 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
 
     for clip in progress(clips, f"evaluate {split}", pipe.show_progress):
         scores = pipe.scores(clip)
-        seg = pipe.segmentation(clip)
+        seg = pipe.segmentation(clip, scores)
         total_frames += clip.num_frames
         labels = clip.gt.frame_labels if clip.gt is not None else None
         if labels is not None:

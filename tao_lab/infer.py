@@ -214,8 +214,8 @@ def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, fit_note: str, st
     for k, (a, b) in enumerate(progress(chunks, f"pipeline ({len(chunks)} chunk{'s' * (len(chunks) > 1)})", show)):
         part = clip if (a, b) == (0, clip.num_frames) else SubClip(clip, a, b, clip_id=f"{clip.clip_id}@{a}-{b}")
         scores = pipe.scores(part)
-        seg = pipe.segmentation(part)
-        pr = pipe.prompts(part)
+        seg = pipe.segmentation(part, scores)
+        pr = pipe.prompts(part, scores)
         frame_scores[a:b] = np.asarray(scores.frame_scores, np.float32)[: b - a]
         tracks.append(_offset(scores.objects, a, id_offset))
         segmented.append(_offset(seg.objects, a, obj_offset))

@@ -119,34 +119,37 @@ class Pipeline:
         self.caches["prompts"] = StageCache(self.cache_dir, "prompts", prompts)
         self.caches["segment"] = StageCache(self.cache_dir, "segment", segment)
 
-    def _run(self, stage: str, clip: Clip, compute) -> Any:
-        cache = self.caches[stage]
+    def _run(self, stage: str, clip: Clip, compute, *inputs) -> Any:
+        """The stage's cached artifact for ``clip``, else ``compute(*upstream)``.
 
-        def timed():
+        ``inputs`` are callables returning the upstream artifacts; they run only on a cache miss, so a cached
+        stage never loads (or recomputes) what lies above it, and the stage's time excludes its inputs' time.
+        """
+        def produce():
+            upstream = [get() for get in inputs]
             start = time.perf_counter()
-            out = compute()
+            out = compute(*upstream)
             self.timings[stage] += time.perf_counter() - start
             self.frames_processed[stage] += clip.num_frames
             return out
 
-        return cache.get_or_compute(clip.clip_id, clip.source, timed)
+        return self.caches[stage].get_or_compute(clip.clip_id, clip.source, produce)
 
     # ----- per-clip stages ----------------------------------------------------------------------------------
     def detections(self, clip: Clip) -> ObjectTable:
         return self._run("detect", clip, lambda: self.detector.detect(clip))
 
     def tracks(self, clip: Clip) -> ObjectTable:
-        detections = self.detections(clip)
-        return self._run("track", clip, lambda: self.tracker.track(detections, clip))
+        return self._run("track", clip, lambda dets: self.tracker.track(dets, clip), lambda: self.detections(clip))
 
     def features(self, clip: Clip) -> dict[str, np.ndarray]:
-        tracks = self.tracks(clip)
-        return self._run("features", clip, lambda: self.feature_set.extract(clip, tracks, progress=False))
+        return self._run("features", clip, lambda tracks: self.feature_set.extract(clip, tracks, progress=False),
+                         lambda: self.tracks(clip))
 
     def scores(self, clip: Clip) -> ObjectScores:
         self._downstream_caches()
-        tracks, feats = self.tracks(clip), self.features(clip)
-        return self._run("score", clip, lambda: self.scorer.score_clip(tracks, feats, clip.num_frames))
+        return self._run("score", clip, lambda tracks, feats: self.scorer.score_clip(tracks, feats, clip.num_frames),
+                         lambda: self.tracks(clip), lambda: self.features(clip))
 
     def anomalous(self, clip: Clip, scores: ObjectScores) -> ObjectTable:
         """The objects whose anomaly score passes the threshold (optionally gated by GT frame labels)."""
@@ -158,13 +161,23 @@ class Pipeline:
             flagged &= np.asarray(clip.gt.frame_labels, bool)[scores.objects.frame]
         return scores.objects.take(flagged)
 
-    def prompts(self, clip: Clip) -> Prompts:
-        scores = self.scores(clip)
-        return self._run("prompts", clip, lambda: self.prompt_filter(self.anomalous(clip, scores), clip.num_frames))
+    def prompts(self, clip: Clip, scores: Optional[ObjectScores] = None) -> Prompts:
+        """The clip's prompts; ``scores`` may be passed when the caller already holds them."""
+        return self._run("prompts", clip,
+                         lambda sc: self.prompt_filter(self.anomalous(clip, sc), clip.num_frames),
+                         lambda: scores if scores is not None else self.scores(clip))
 
-    def segmentation(self, clip: Clip) -> Segmentation:
-        scores, prompts = self.scores(clip), self.prompts(clip)
-        return self._run("segment", clip, lambda: self.segmenter.segment(clip, prompts, scores))
+    def segmentation(self, clip: Clip, scores: Optional[ObjectScores] = None) -> Segmentation:
+        """The clip's masks and pixel scores; ``scores`` may be passed when the caller already holds them."""
+        held = [scores]
+
+        def upstream_scores():  # loaded at most once, shared by the segmenter and the prompts
+            if held[0] is None:
+                held[0] = self.scores(clip)
+            return held[0]
+
+        return self._run("segment", clip, lambda sc, pr: self.segmenter.segment(clip, pr, sc),
+                         upstream_scores, lambda: self.prompts(clip, upstream_scores()))
 
     # ----- scorer and threshold -----------------------------------------------------------------------------
     def extract(self, clips: list[Clip], desc: str) -> None:
@@ -199,8 +212,8 @@ class Pipeline:
                 log.info("scorer: loading cached fit %s", path)
                 self.scorer = scorer_cls.load_from_checkpoint(str(path))
             else:
-                self.extract(train_clips, "train")
-                items = [(self.tracks(c), self.features(c), c.num_frames) for c in train_clips]
+                items = [(self.tracks(c), self.features(c), c.num_frames)
+                         for c in progress(train_clips, "extract train", self.show_progress)]
                 self.scorer = instantiate(self.cfg.scorer)
                 start = time.perf_counter()
                 kwargs = {}
