@@ -104,12 +104,13 @@ def test_default_scorer_and_empty_frames():
     for _ in range(3):
         o, f, n = make_clip(rng)
         train.append((o, {"velocity": np.repeat(f["velocity"][:, :1], 3, axis=1), "appearance": f["appearance"]}, n))
-    scorer = AttributeScorer(frame_sigma=0).fit_clips(train)  # the default: velocity column 2 + appearance 1-NN
+    # the default: velocity columns 2 and 0 (two attributes) + appearance 1-NN
+    scorer = AttributeScorer(frame_sigma=0).fit_clips(train)
     objects, f, n = make_clip(rng, num_frames=10)
     keep = objects.frame < 8  # frames 8, 9 have no object
     feats = {"velocity": np.repeat(f["velocity"][keep][:, :1], 3, axis=1), "appearance": f["appearance"][keep]}
     out = scorer.score_clip(objects.take(keep), feats, n)
-    assert set(out.parts) == {"velocity", "appearance"}
+    assert set(out.parts) == {"velocity", "velocity_mean", "appearance"}
     assert out.frame_scores[8] == 0.0 and out.frame_scores[9] == 0.0  # the calibrated training minimum
 
 
@@ -136,6 +137,19 @@ def test_frame_and_track_helpers():
     objs = ObjectTable.build(np.array([0, 1, 2, 3, 0]), np.zeros((5, 4)), track_id=np.array([1, 1, 1, 1, 2]))
     sm = smooth_along_tracks(objs, np.array([0.0, 10.0, 0.0, 0.0, 5.0]), 3)
     np.testing.assert_array_equal(sm, [0.0, 0.0, 0.0, 0.0, 5.0])  # the spike is removed; track 2 untouched
+    # a spike on a track's first or last detection is removed too (the window shifts inwards at the ends), and a
+    # window wider than the track shrinks to it: independent check against a direct median over each window
+    vals = np.array([9.0, 1.0, 2.0, 1.5, 8.0, 7.0, 3.0])
+    objs = ObjectTable.build(np.array([0, 1, 2, 3, 4, 0, 1]), np.zeros((7, 4)),
+                             track_id=np.array([1, 1, 1, 1, 1, 2, 2]))
+    t1 = vals[:5]
+    sm = smooth_along_tracks(objs, vals, 3)
+    windows3 = [t1[0:3], t1[0:3], t1[1:4], t1[2:5], t1[2:5]]
+    np.testing.assert_array_equal(sm[:5], [np.median(w) for w in windows3])
+    assert sm[0] == 2.0 and sm[4] == 2.0  # both end spikes gone
+    np.testing.assert_array_equal(sm[5:], [7.0, 3.0])  # a two-detection track has no median: unchanged
+    sm9 = smooth_along_tracks(objs, vals, 9)  # wider than track 1 (5 rows): one window of 5
+    np.testing.assert_array_equal(sm9[:5], np.full(5, np.median(t1)))
 
 
 def test_single_clip_loo_falls_back_loudly(caplog):

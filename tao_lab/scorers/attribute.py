@@ -40,11 +40,14 @@ log = logging.getLogger(__name__)
 
 #: The default attributes (configs/scorer/attribute.yaml documents how they were chosen): velocity = the fastest
 #: 8x8 px window of each object's flow (VelocityFeature column 2), a 2-component mixture scored by its upper tail,
-#: in-sample calibration (AIVAD's choice for velocity), running median over 3 detections of the track; and
+#: in-sample calibration (AIVAD's choice for velocity), running median over 3 detections of the track;
+#: velocity_mean = the same model over the mean speed of the object's moving pixels (column 0); and
 #: appearance = exact 1-NN squared L2 over 16x16 grey thumbnails with leave-one-video-out calibration.
 DEFAULT_ATTRIBUTES: dict[str, dict[str, Any]] = {
     "velocity": {"feature": "velocity", "columns": [2], "model": "gmm", "components": 2, "tail": "upper",
                  "calibration": "in_sample", "weight": 1.0, "track_window": 3},
+    "velocity_mean": {"feature": "velocity", "columns": [0], "model": "gmm", "components": 2, "tail": "upper",
+                      "calibration": "in_sample", "weight": 1.0, "track_window": 3},
     "appearance": {"feature": "appearance", "model": "knn", "k": 1, "calibration": "loo", "weight": 1.0,
                    "track_window": 1},
 }

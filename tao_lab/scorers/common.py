@@ -1,8 +1,10 @@
 """Scorer helpers shared by every scorer (numpy/scipy only): frame aggregation and smoothing."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-from scipy.ndimage import gaussian_filter1d, median_filter
+from scipy.ndimage import gaussian_filter1d
 
 from tao_lab.types import ObjectTable
 
@@ -31,7 +33,11 @@ def smooth_frame_scores(frame_scores: np.ndarray, sigma: float) -> np.ndarray:
 def smooth_along_tracks(objects: ObjectTable, values: np.ndarray, window: int) -> np.ndarray:
     """Centred running median of per-object ``values`` (N,) along each track, over ``window`` of its detections.
 
-    Objects with track_id < 0 and tracks shorter than 2 rows are left unchanged; window <= 1 returns a copy.
+    Objects with track_id < 0 and tracks shorter than 3 rows are left unchanged; window <= 1 returns a copy.
+    Near the ends of a track the window is shifted inwards (the first detection gets the median of the first
+    ``window`` detections), so an isolated spike is removed at the ends of a track as in its middle: a spike on
+    the first detection is typical (the flow of an object's first frame is estimated against a frame where it was
+    occluded or absent), and padding by repeating the end value would keep it.
     """
     values = np.asarray(values, np.float32)
     out = values.copy()
@@ -42,7 +48,13 @@ def smooth_along_tracks(objects: ObjectTable, values: np.ndarray, window: int) -
     t_sorted = tid[order]
     bounds = np.flatnonzero(np.diff(t_sorted)) + 1
     for seg in np.split(order, bounds):
-        if len(seg) < 2 or tid[seg[0]] < 0:
+        size = min(int(window) | 1, len(seg) if len(seg) % 2 else len(seg) - 1)  # odd, at most the track
+        if size <= 1 or tid[seg[0]] < 0:
             continue
-        out[seg] = median_filter(values[seg], size=min(int(window), len(seg)) | 1, mode="nearest")
+        windows = np.lib.stride_tricks.sliding_window_view(values[seg], size)  # (len - size + 1, size)
+        with warnings.catch_warnings():  # an all-NaN window (no finite value) stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            medians = np.nanmedian(windows, axis=1)
+        half = size // 2
+        out[seg] = np.concatenate([np.repeat(medians[:1], half), medians, np.repeat(medians[-1:], half)])
     return out

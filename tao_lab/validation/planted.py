@@ -1,0 +1,201 @@
+"""Planted anomalies: a normal clip with one synthetic anomalous object pasted into a stretch of its frames.
+
+Used by the training-only validation (:mod:`tao_lab.validation.protocol`): scorer settings are compared on
+held-out TRAINING clips with known planted anomalies, so no test label ever chooses a setting.
+
+Two kinds of planted object, both placed where the training clips' own objects stand and scaled to the local size
+of those objects (perspective):
+- ``walker``: a foreground cut-out of a real object from ANOTHER training clip (so its appearance is normal),
+  translated rigidly at an abnormal speed (a cyclist or skater stand-in: normal look, abnormal motion);
+- ``box``: an opaque, textured, wider-than-tall object (a cart stand-in: abnormal look, walking-pace motion).
+Planted objects enter through the frame border where the reference objects touch it (where people come in) and
+move in a straight line at constant speed towards a place where a reference object stood.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import cv2
+import numpy as np
+
+from tao_lab.types import Clip, ObjectTable
+
+
+@dataclass(frozen=True)
+class PlantSpec:
+    """One planted-anomaly set.
+
+    name: label of the set in reports; kind: "walker" | "box"; speed: (lo, hi) px/frame, drawn uniformly;
+    duration: (lo, hi) frames the object is pasted for, drawn uniformly (at most half the clip; shortened where it
+        leaves the frame).
+    """
+
+    name: str
+    kind: str
+    speed: tuple[float, float]
+    duration: tuple[int, int] = (40, 80)
+
+    def __post_init__(self):
+        if self.kind not in ("walker", "box"):
+            raise ValueError(f"plant {self.name!r}: kind must be 'walker' or 'box', got {self.kind!r}")
+        if not 0 < self.speed[0] <= self.speed[1]:
+            raise ValueError(f"plant {self.name!r}: speed must be (lo, hi) with 0 < lo <= hi, got {self.speed}")
+        if not 1 <= self.duration[0] <= self.duration[1]:
+            raise ValueError(f"plant {self.name!r}: duration must be (lo, hi) with 1 <= lo <= hi")
+
+
+class PlantedClip(Clip):
+    """``base`` with ``sprite`` (h,w,3 uint8, alpha h,w float in [0,1]) pasted with its top-left corner at
+    ``top_left[i]`` (x, y floats; NaN = not in frame i). ``labels`` (T,) bool marks the frames holding it."""
+
+    def __init__(self, base: Clip, sprite: np.ndarray, alpha: np.ndarray, top_left: np.ndarray, tag: str):
+        super().__init__(f"{base.clip_id}+{tag}", base.num_frames, base.height, base.width, base.fps, gt=None,
+                         source=f"{base.source}+plant:{tag}")
+        self.base, self.sprite, self.alpha = base, sprite.astype(np.float32), alpha.astype(np.float32)
+        self.top_left = np.asarray(top_left, np.float64)
+        self.labels = np.isfinite(self.top_left[:, 0])
+
+    def _paste(self, frame: np.ndarray, i: int) -> np.ndarray:
+        if not self.labels[i]:
+            return frame
+        x, y = self.top_left[i]
+        h, w = self.alpha.shape
+        # sub-pixel position: warp the sprite and its alpha onto the frame grid (bilinear)
+        m = np.float32([[1, 0, x], [0, 1, y]])
+        size = (self.width, self.height)
+        spr = cv2.warpAffine(self.sprite, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        a = cv2.warpAffine(self.alpha, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
+        out = frame.astype(np.float32) * (1 - a) + spr * a
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    def _read(self, i: int) -> np.ndarray:
+        return self._paste(self.base.frame(i), i)
+
+    def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
+        for i, frame in enumerate(self.base.frames(start, stop), start):
+            yield self._paste(frame, i)
+
+
+def _median_background(clip: Clip, samples: int = 40) -> np.ndarray:
+    idx = np.unique(np.linspace(0, clip.num_frames - 1, min(samples, clip.num_frames)).astype(int))
+    return np.median(np.stack([clip.frame(int(i)) for i in idx]), axis=0).astype(np.float32)
+
+
+def cut_walker(donor: Clip, objects: ObjectTable, rng: np.random.Generator,
+               min_height: float = 0.08, max_height: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
+    """A foreground cut-out (sprite uint8 (h,w,3), alpha float (h,w)) of one single upright object of ``donor``:
+    a detection taller than wide (1.3-4x), ``min_height``-``max_height`` of the frame high, mostly foreground."""
+    if len(objects) == 0:
+        raise ValueError(f"donor clip {donor.clip_id} has no objects to cut a sprite from")
+    wh = objects.xyxy[:, 2:] - objects.xyxy[:, :2]
+    aspect = wh[:, 1] / np.maximum(wh[:, 0], 1)
+    ok = (aspect >= 1.3) & (aspect <= 4.0) & (wh[:, 1] >= min_height * donor.height) \
+        & (wh[:, 1] <= max_height * donor.height)
+    candidates = np.flatnonzero(ok) if ok.any() else np.arange(len(objects))
+    bg = _median_background(donor)
+    for j in rng.permutation(candidates)[:50]:
+        x1, y1, x2, y2 = np.round(objects.xyxy[j]).astype(int)
+        x1, y1 = max(x1, 0), max(y1, 0)
+        x2, y2 = min(x2, donor.width), min(y2, donor.height)
+        if x2 - x1 < 4 or y2 - y1 < 8:
+            continue
+        frame = donor.frame(int(objects.frame[j]))
+        crop = frame[y1:y2, x1:x2]
+        diff = np.abs(crop.astype(np.float32) - bg[y1:y2, x1:x2]).max(axis=2)
+        mask = cv2.morphologyEx((diff > 20).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+        if mask.mean() < 0.3:
+            continue
+        alpha = cv2.GaussianBlur(mask.astype(np.float32), (3, 3), 0)
+        return crop.copy(), alpha
+    raise ValueError(f"no usable object to cut a sprite from in donor clip {donor.clip_id}")
+
+
+def make_box(height: int, rng: np.random.Generator, grey: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A cart-like opaque object: 1.2-1.6x wider than high, a base colour with darker/lighter blocks and edges
+    (grey levels only when ``grey``: a colour object in a grey video would be too easy)."""
+    h = max(6, int(height))
+    w = max(8, int(round(h * rng.uniform(1.2, 1.6))))
+    base = np.full(3, rng.uniform(30, 225)) if grey else rng.uniform(30, 225, 3)
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = base
+    for _ in range(int(rng.integers(3, 7))):  # panels and wheels
+        bw, bh = int(rng.integers(2, max(3, w // 2))), int(rng.integers(2, max(3, h // 2)))
+        bx, by = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+        shift = np.full(3, rng.normal(0, 60)) if grey else rng.normal(0, 60, 3)
+        img[by:by + bh, bx:bx + bw] = np.clip(base + shift, 0, 255)
+    noise = rng.normal(0, 8, (h, w, 1 if grey else 3))
+    img += noise
+    cv2.rectangle(img, (0, 0), (w - 1, h - 1), tuple(float(v) for v in np.clip(base * 0.4, 0, 255)), 1)
+    return np.clip(img, 0, 255).astype(np.uint8), np.ones((h, w), np.float32)
+
+
+def _local_height(bottoms: np.ndarray, heights: np.ndarray, y: float) -> float:
+    """Median height of the training objects whose bottom edge is nearest to row y (perspective scale)."""
+    near = np.argsort(np.abs(bottoms - y))[:25]
+    return float(np.median(heights[near]))
+
+
+def plant(base: Clip, spec: PlantSpec, reference: ObjectTable, donor: Optional[tuple[Clip, ObjectTable]],
+          rng: np.random.Generator) -> PlantedClip:
+    """``base`` with one planted object of ``spec``.
+
+    reference: training objects (any clips) whose positions say where objects enter, where they stand and how tall
+        they are there;
+    donor: (clip, objects) to cut a walker from (required for kind="walker").
+    """
+    if len(reference) == 0:
+        raise ValueError("plant needs reference objects (positions and sizes of normal objects)")
+    bottoms = reference.xyxy[:, 3]
+    centres = (reference.xyxy[:, 0] + reference.xyxy[:, 2]) / 2
+    heights = reference.xyxy[:, 3] - reference.xyxy[:, 1]
+    T, H, W = base.num_frames, base.height, base.width
+    first = base.frame(0).astype(np.int16)
+    grey = bool(np.abs(first - first[..., :1]).max() <= 3)  # a grey video stored as 3 channels
+    if spec.kind == "walker":
+        if donor is None:
+            raise ValueError("a walker plant needs a donor clip")
+        sprite, alpha = cut_walker(donor[0], donor[1], rng)
+    feet = np.stack([centres, bottoms], axis=1).astype(np.float64)
+    x1, y1, x2, y2 = reference.xyxy.T
+    # where objects come in: reference boxes touching the frame border (fallback: anywhere)
+    at_border = np.flatnonzero((x1 <= 2) | (y1 <= 2) | (x2 >= W - 2) | (y2 >= H - 2))
+    entries = at_border if len(at_border) else np.arange(len(reference))
+    for _ in range(200):
+        foot = feet[int(rng.choice(entries))]
+        heading = feet[int(rng.integers(len(reference)))] - foot  # towards where a normal object stands
+        if np.linalg.norm(heading) < 10:
+            continue
+        target_h = _local_height(bottoms, heights, foot[1])
+        if spec.kind == "walker":
+            s = target_h / sprite.shape[0]
+            spr = cv2.resize(sprite, (max(3, round(sprite.shape[1] * s)), max(4, round(sprite.shape[0] * s))))
+            alp = cv2.resize(alpha, (spr.shape[1], spr.shape[0]))
+        else:
+            spr, alp = make_box(0.8 * target_h, rng, grey=grey)
+        h, w = alp.shape
+        speed = rng.uniform(*spec.speed)
+        step = speed * heading / np.linalg.norm(heading)
+        duration = int(rng.integers(spec.duration[0], spec.duration[1] + 1))
+        duration = max(1, min(duration, T // 2))  # at least half the clip stays normal (negatives per clip)
+        start = int(rng.integers(0, T - duration + 1))
+        # The object enters through the frame border where normal objects enter (it never pops up mid-frame: the
+        # flow of a pop-up frame is meaningless) and heads in a straight line towards where a normal object stood;
+        # it is pasted, and labelled, in every frame where any part of it is inside the frame.
+        reach = int(np.ceil((W + H + w + h) / max(speed, 1e-3))) + 1
+        k = np.arange(-reach, duration)[:, None]
+        tl = foot[None, :] + k * step[None, :] - np.array([w / 2, h])[None, :]
+        visible = (tl[:, 0] < W) & (tl[:, 0] + w > 0) & (tl[:, 1] < H) & (tl[:, 1] + h > 0)
+        if not visible.any() or visible[0]:
+            continue
+        first = int(np.argmax(visible))
+        tl, visible = tl[first:first + duration], visible[first:first + duration]
+        inside = visible & (np.cumsum(~visible) == 0)  # the stretch from entry until it leaves again
+        if inside.sum() < max(10, spec.duration[0] // 2):
+            continue
+        top_left = np.full((T, 2), np.nan)
+        top_left[start:start + duration][inside] = tl[inside]
+        digest = hashlib.sha1(spr.tobytes() + alp.tobytes() + np.nan_to_num(top_left, nan=-1).tobytes()).hexdigest()
+        return PlantedClip(base, spr, alp, top_left, f"{spec.name}:{digest[:10]}")
+    raise ValueError(f"could not place a {spec.name!r} object in {base.clip_id} ({W}x{H}, {T} frames)")

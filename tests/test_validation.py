@@ -1,0 +1,129 @@
+"""Training-only validation: planted objects land where and when the labels say, at the requested speed; the
+leave-one-clip-out protocol ranks a planted fast object and reports one AUC per variant and planted set."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tao_lab.online import BufferClip
+from tao_lab.types import ObjectTable
+from tao_lab.validation import PlantSpec, cut_walker, make_box, plant
+
+H, W, T = 120, 160, 60
+
+
+def grey_clip(value=128, clip_id="bg"):
+    rng = np.random.default_rng(0)
+    base = np.clip(value + rng.normal(0, 2, (H, W, 1)), 0, 255).astype(np.uint8).repeat(3, axis=2)
+    return BufferClip([base.copy() for _ in range(T)], clip_id=clip_id)
+
+
+def reference_objects(n=40, height=30):
+    """Normal objects standing in the middle band of the frame, all `height` px tall."""
+    rng = np.random.default_rng(1)
+    cx = rng.uniform(40, 120, n)
+    bottom = rng.uniform(60, 100, n)
+    xyxy = np.stack([cx - 6, bottom - height, cx + 6, bottom], axis=1)
+    return ObjectTable.build(np.arange(n) % T, xyxy)
+
+
+def donor_clip():
+    """A clip with one dark 12x30 person-like block walking 2 px/frame over the grey background, and its objects."""
+    frames = []
+    for i in range(T):
+        f = grey_clip().frame(0).copy()
+        f[40:70, 10 + 2 * i:22 + 2 * i] = 30
+        frames.append(f)
+    objects = ObjectTable.build(np.arange(T), np.array([[10 + 2 * i, 40, 22 + 2 * i, 70] for i in range(T)],
+                                                       np.float32))
+    return BufferClip(frames, clip_id="donor"), objects
+
+
+def centroid(diff):
+    ys, xs = np.nonzero(diff)
+    return np.array([xs.mean(), ys.mean()])
+
+
+@pytest.mark.parametrize("kind", ["box", "walker"])
+def test_planted_object_is_where_the_labels_say_and_moves_at_the_requested_speed(kind):
+    base = grey_clip()
+    spec = PlantSpec("p", kind, (3.0, 3.0), duration=(20, 20))
+    clip = plant(base, spec, reference_objects(), donor_clip(), np.random.default_rng(3))
+    assert clip.labels.dtype == bool and 10 <= clip.labels.sum() <= 20
+    frames = list(clip.frames())
+    assert all(np.array_equal(f, clip.frame(i)) for i, f in enumerate(frames))  # streaming == random access
+    changed = np.array([np.abs(f.astype(int) - base.frame(i)).max() > 20 for i, f in enumerate(frames)])
+    assert not changed[~clip.labels].any()  # nothing pasted outside the labelled frames
+    assert changed[clip.labels].mean() > 0.9  # (an entering sliver may be fainter than the test's 20 levels)
+    idx = np.flatnonzero(clip.labels)
+    assert np.all(np.diff(idx) == 1)  # one stretch
+    # it enters through the border: its first labelled frame touches the frame edge
+    h, w = clip.alpha.shape
+    x, y = clip.top_left[idx[0]]
+    assert x < 0 or y < 0 or x + w > W or y + h > H
+    inner = [i for i in idx if 0 <= clip.top_left[i, 0] and clip.top_left[i, 0] + w <= W
+             and 0 <= clip.top_left[i, 1] and clip.top_left[i, 1] + h <= H]  # fully inside the frame
+    assert len(inner) >= 5
+    c = [centroid(np.abs(frames[i].astype(int) - base.frame(i)).max(axis=2) > 20) for i in (inner[0], inner[-1])]
+    speed = np.linalg.norm(c[1] - c[0]) / (inner[-1] - inner[0])
+    assert speed == pytest.approx(3.0, rel=0.15)
+    # size follows the reference objects standing there (30 px tall; a box is 0.8 of that)
+    rows = np.flatnonzero((np.abs(frames[inner[0]].astype(int) - base.frame(0)).max(axis=2) > 20).any(axis=1))
+    assert (rows[-1] - rows[0] + 1) == pytest.approx(24 if kind == "box" else 30, abs=3)
+    # the clip's cache identity depends on what was planted
+    other = plant(base, spec, reference_objects(), donor_clip(), np.random.default_rng(4))
+    assert other.source != clip.source and clip.source.startswith(base.source)
+
+
+def test_box_is_grey_in_a_grey_video_and_walker_cut_is_the_foreground():
+    box, alpha = make_box(20, np.random.default_rng(0), grey=True)
+    assert box.shape[0] == 20 and 24 <= box.shape[1] <= 32 and np.all(alpha == 1)
+    assert np.array_equal(box[..., 0], box[..., 1]) and np.array_equal(box[..., 1], box[..., 2])
+    clip, objects = donor_clip()
+    sprite, a = cut_walker(clip, objects, np.random.default_rng(0))
+    assert sprite.shape[:2] == (30, 12) and a.mean() > 0.8 and sprite.mean() < 60
+
+
+def test_plant_refuses_bad_input():
+    with pytest.raises(ValueError, match="kind"):
+        PlantSpec("x", "car", (1, 2))
+    with pytest.raises(ValueError, match="speed"):
+        PlantSpec("x", "box", (3, 1))
+    with pytest.raises(ValueError, match="reference"):
+        plant(grey_clip(), PlantSpec("x", "box", (1, 2)), ObjectTable.empty(), None, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="donor"):
+        plant(grey_clip(), PlantSpec("x", "walker", (1, 2)), reference_objects(), None, np.random.default_rng(0))
+
+
+def test_leave_one_clip_out_validation_on_synthetic(compose_cfg):
+    from sklearn.metrics import roc_auc_score
+
+    from tao_lab.pipeline import Pipeline, instantiate, load_dataset
+    from tao_lab.validation import planted_clips, validate
+
+    overrides = ["dataset.num_train_clips=3", "dataset.num_frames=120"]
+    cfg = compose_cfg("eval", overrides)
+    train = load_dataset(cfg).train
+    plants = (PlantSpec("fast", "walker", (6.0, 8.0)), PlantSpec("cart", "box", (0.5, 1.0)))
+    velocity_only = overrides + ["~scorer.attributes.appearance"]
+    variants = {"velocity_only": lambda: compose_cfg("eval", velocity_only),
+                "default": lambda: compose_cfg("eval", overrides)}
+    result = validate(cfg, variants, train, plants=plants, seed=0, show_progress=False)
+    assert list(result.auc) == ["velocity_only", "default"] and result.plants == ["fast", "cart"]
+    # a fast planted object is found by the velocity attribute alone
+    assert result.auc["velocity_only"]["fast"] > 0.9
+    # independent recomputation of one cell: fit on the other clips, score the planted clip, pooled sklearn AUC
+    vcfg = compose_cfg("eval", velocity_only)
+    pipe = Pipeline(vcfg)
+    carts = planted_clips(train, pipe, plants, seed=0, show_progress=False)["cart"]
+    scores, labels = [], []
+    for v, clip in enumerate(carts):
+        scorer = instantiate(vcfg.scorer).fit_clips(
+            [(pipe.tracks(c), pipe.features(c), c.num_frames) for u, c in enumerate(train) if u != v])
+        scores.append(scorer.score_clip(pipe.tracks(clip), pipe.features(clip), clip.num_frames).frame_scores)
+        labels.append(clip.labels)
+        assert 0 < clip.labels.sum() <= clip.num_frames // 2  # every held-out clip keeps normal frames
+    expected = roc_auc_score(np.concatenate(labels), np.concatenate(scores))
+    assert result.auc["velocity_only"]["cart"] == pytest.approx(expected, abs=1e-9)
+    table = result.table()
+    assert "velocity_only" in table and f"{result.mean('default'):.4f}" in table
