@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -67,7 +68,8 @@ class StageCache:
         spec_file = self.dir / "key.json"
         if not spec_file.is_file():
             self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = spec_file.with_suffix(".tmp")
+            # a name per process and thread: parallel extraction threads may write the spec at the same time
+            tmp = spec_file.with_name(f"key.json.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_text(json.dumps(self.spec, indent=2, sort_keys=True, default=str))
             os.replace(tmp, spec_file)
 

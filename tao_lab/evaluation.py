@@ -64,6 +64,7 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
     has_pixel_gt = all(c.gt is not None and c.gt.mask is not None for c in clips)
     overlays: list = []
 
+    pipe.prefetch(clips, split)
     for clip in progress(clips, f"evaluate {split}", pipe.show_progress):
         scores = pipe.scores(clip)
         seg = pipe.segmentation(clip, scores)

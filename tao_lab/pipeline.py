@@ -181,9 +181,63 @@ class Pipeline:
 
     # ----- scorer and threshold -----------------------------------------------------------------------------
     def extract(self, clips: list[Clip], desc: str) -> None:
-        """Runs detect -> track -> features on every clip (fills the cache)."""
-        for clip in progress(clips, f"extract {desc}", self.show_progress):
-            self.features(clip)
+        """Runs detect -> track -> features on every clip (fills the cache).
+
+        With ``workers`` > 1 (config key ``workers``; null = one per CPU core) and a cache directory, the clips are
+        spread over that many threads, each with its own detector, tracker and feature set (OpenCV and numpy
+        release the GIL, so the stages run truly in parallel); results are identical to a sequential run.
+        """
+        if self.cache_dir is not None:  # clips whose features are cached already need nothing (not even a load)
+            clips = [c for c in clips if not self.caches["features"].path(c.clip_id, c.source).is_file()]
+        workers = self.workers(len(clips))
+        if workers <= 1 or self.cache_dir is None:  # without a cache, parallel results would be thrown away
+            for clip in progress(clips, f"extract {desc}", self.show_progress):
+                self.features(clip)
+            return
+        import threading
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        local, clones, lock = threading.local(), [], threading.Lock()
+
+        def job(clip: Clip) -> None:
+            pipe = getattr(local, "pipe", None)
+            if pipe is None:
+                pipe = local.pipe = Pipeline(self.cfg)
+                with lock:
+                    clones.append(pipe)
+            pipe.features(clip)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="extract") as pool:
+            futures = [pool.submit(job, c) for c in clips]
+            for future in progress(as_completed(futures), f"extract {desc} ({workers} threads)", self.show_progress,
+                                   total=len(futures)):
+                future.result()
+        for pipe in clones:  # fold the workers' bookkeeping into this pipeline's
+            for stage, seconds in pipe.timings.items():
+                self.timings[stage] += seconds
+            for stage, frames in pipe.frames_processed.items():
+                self.frames_processed[stage] += frames
+            for stage in ("detect", "track", "features"):
+                self.caches[stage].hits += pipe.caches[stage].hits
+                self.caches[stage].misses += pipe.caches[stage].misses
+
+    def prefetch(self, clips: list[Clip], desc: str) -> None:
+        """Extracts, in parallel, the features of the clips whose scores are not cached yet, so the per-clip loop
+        that follows reads them from the cache (no-op with one worker or without a cache)."""
+        if self.cache_dir is None or self.workers(len(clips)) <= 1:
+            return
+        self._downstream_caches()
+        self.extract([c for c in clips if not self.caches["score"].path(c.clip_id, c.source).is_file()], desc)
+
+    def workers(self, num_clips: int) -> int:
+        """Threads for :meth:`extract`: config ``workers`` (null = CPU cores), at most one per clip."""
+        import os
+
+        wanted = self.cfg.get("workers")
+        wanted = os.cpu_count() or 1 if wanted is None else int(wanted)
+        if wanted < 1:
+            raise ValueError(f"workers must be >= 1 (or null = one per CPU core), got {wanted}")
+        return max(1, min(wanted, num_clips))
 
     def fit_scorer(self, train_clips: list[Clip], ckpt_path: Optional[str] = None) -> Path | None:
         """Loads the scorer from ``ckpt_path`` or fits it on the training clips (cached by config and clips).
@@ -212,6 +266,8 @@ class Pipeline:
                 log.info("scorer: loading cached fit %s", path)
                 self.scorer = scorer_cls.load_from_checkpoint(str(path))
             else:
+                if self.workers(len(train_clips)) > 1:
+                    self.extract(train_clips, "train")  # in parallel, into the cache; read back below
                 items = [(self.tracks(c), self.features(c), c.num_frames)
                          for c in progress(train_clips, "extract train", self.show_progress)]
                 self.scorer = instantiate(self.cfg.scorer)
