@@ -78,7 +78,8 @@ def quality(args, extra: list[str]):
             if fname == "robust":  # time segment() itself, uncached, on the same inputs
                 seg, frames, spent = pipe.segmenter, 0, 0.0
                 for clip in dataset.test:
-                    scores, prompts = pipe.scores(clip), pipe.prompts(clip, scores)
+                    scores = pipe.scores(clip)
+                    prompts = pipe.prompts(clip, scores)
                     t1 = time.perf_counter()
                     seg.segment(clip, prompts, scores)
                     spent += time.perf_counter() - t1

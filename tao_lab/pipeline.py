@@ -269,7 +269,7 @@ class Pipeline:
                 if self.workers(len(train_clips)) > 1:
                     self.extract(train_clips, "train")  # in parallel, into the cache; read back below
                 items = [(self.tracks(c), self.features(c), c.num_frames)
-                         for c in progress(train_clips, "extract train", self.show_progress)]
+                         for c in progress(train_clips, "train features", self.show_progress)]
                 self.scorer = instantiate(self.cfg.scorer)
                 start = time.perf_counter()
                 kwargs = {}
