@@ -58,15 +58,10 @@ CONFIG_DIR = ROOT / "configs"
 
 
 def compose(overrides: list[str], tmp: Path):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from tao_lab.config import compose_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="infer", overrides=[
-            "input=unused", f"paths.output_dir={tmp / 'run'}", "paths.cache_dir=null", "progress=false", *overrides])
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose_config(["input=unused", f"paths.output_dir={tmp / 'run'}", "paths.cache_dir=null",
+                           "progress=false", *overrides], config_name="infer", config_dir=CONFIG_DIR)
 
 
 def bench(video: Path, buffer_frames: int, fit_seconds: float, max_frames, overrides: list[str], tmp: Path) -> dict:

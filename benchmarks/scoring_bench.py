@@ -29,11 +29,11 @@ sys.path.insert(0, ROOT)
 
 
 def build_stages(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    with initialize_config_dir(config_dir=os.path.join(ROOT, "configs"), version_base=None):
-        cfg = compose(config_name="pipeline", overrides=overrides)
+    from tao_lab.config import compose_config
+
+    cfg = compose_config(overrides, config_name="pipeline")
     return {g: instantiate(cfg[g]) for g in ("detector", "tracker", "features", "scorer", "threshold")}, cfg
 
 
@@ -56,30 +56,22 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def run_parallel(overrides: list[str], clips, scorer, workers: int):
     """Wall-clock seconds and per-clip ObjectScores of detect -> track -> features -> score over ``clips``, with
     the clips spread over ``workers`` threads, each with its own stage instances."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
-    import queue
 
-    todo: "queue.Queue[int]" = queue.Queue()
-    for i in range(len(clips)):
-        todo.put(i)
-    per_worker = [build_stages(overrides)[0] for _ in range(workers)]
-    out: list = [None] * len(clips)
+    local = threading.local()
+    built = [build_stages(overrides)[0] for _ in range(workers)]  # built up front: not timed
 
-    def work(stages):
-        while True:
-            try:
-                i = todo.get_nowait()
-            except queue.Empty:
-                return
-            clip = clips[i]
-            objects = stages["tracker"].track(stages["detector"].detect(clip), clip)
-            feats = stages["features"].extract(clip, objects, progress=False)
-            out[i] = scorer.score_clip(objects, feats, clip.num_frames)
+    def score(clip):
+        if not hasattr(local, "stages"):
+            local.stages = built.pop()
+        det, trk, feats = (local.stages[k] for k in ("detector", "tracker", "features"))
+        objects = trk.track(det.detect(clip), clip)
+        return scorer.score_clip(objects, feats.extract(clip, objects, progress=False), clip.num_frames)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        for f in [pool.submit(work, st) for st in per_worker]:
-            f.result()
+        out = list(pool.map(score, clips))
     return time.perf_counter() - start, out
 
 

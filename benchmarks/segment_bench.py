@@ -38,14 +38,9 @@ COLUMNS = [("pixel_auroc", "AUROC"), ("pixel_ap", "AP"), ("pixel_aupro@0.3", "AU
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from tao_lab.config import compose_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = hydra_compose(config_name="eval", overrides=["progress=false", *overrides])
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose_config(["progress=false", *overrides])
 
 
 def fmt(v) -> str:

@@ -25,14 +25,9 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from tao_lab.config import compose_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = hydra_compose(config_name="eval", overrides=overrides)
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose_config(overrides)
 
 
 def run_one(scorer: str, mode: str, args) -> dict:

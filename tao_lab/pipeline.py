@@ -11,6 +11,7 @@ share prompts and masks too.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import defaultdict
 from functools import cached_property
@@ -231,10 +232,8 @@ class Pipeline:
 
     def workers(self, num_clips: int) -> int:
         """Threads for :meth:`extract`: config ``workers`` (null = CPU cores), at most one per clip."""
-        import os
-
         wanted = self.cfg.get("workers")
-        wanted = os.cpu_count() or 1 if wanted is None else int(wanted)
+        wanted = (os.cpu_count() or 1) if wanted is None else int(wanted)
         if wanted < 1:
             raise ValueError(f"workers must be >= 1 (or null = one per CPU core), got {wanted}")
         return max(1, min(wanted, num_clips))

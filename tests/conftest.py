@@ -21,18 +21,13 @@ TINY_SYNTHETIC = ["dataset.num_train_clips=2", "dataset.num_test_clips=2", "data
 
 def compose(config_name: str = "eval", overrides=(), tmp_path: Path | None = None):
     """The real config, with run outputs and the stage cache moved under tmp_path."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from tao_lab.config import compose_config
 
-    GlobalHydra.instance().clear()
     extra = []
     if tmp_path is not None:
         extra = [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
                  f"paths.log_dir={tmp_path / 'logs'}"]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name=config_name, overrides=[*extra, "progress=false", *overrides])
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose_config([*extra, "progress=false", *overrides], config_name=config_name)
 
 
 @pytest.fixture

@@ -106,8 +106,7 @@ def test_leave_one_clip_out_validation_on_synthetic(compose_cfg):
     train = load_dataset(cfg).train
     plants = (PlantSpec("fast", "walker", (6.0, 8.0)), PlantSpec("cart", "box", (0.5, 1.0)))
     velocity_only = overrides + ["~scorer.attributes.appearance"]
-    variants = {"velocity_only": lambda: compose_cfg("eval", velocity_only),
-                "default": lambda: compose_cfg("eval", overrides)}
+    variants = {"velocity_only": compose_cfg("eval", velocity_only), "default": compose_cfg("eval", overrides)}
     result = validate(cfg, variants, train, plants=plants, seed=0, show_progress=False)
     assert list(result.auc) == ["velocity_only", "default"] and result.plants == ["fast", "cart"]
     # a fast planted object is found by the velocity attribute alone
@@ -127,3 +126,11 @@ def test_leave_one_clip_out_validation_on_synthetic(compose_cfg):
     assert result.auc["velocity_only"]["cart"] == pytest.approx(expected, abs=1e-9)
     table = result.table()
     assert "velocity_only" in table and f"{result.mean('default'):.4f}" in table
+
+
+def test_validation_refuses_trainer_scorers(compose_cfg):
+    from tao_lab.validation import validate
+
+    cfg = compose_cfg("eval", ["dataset.num_train_clips=2", "scorer=temporal_mae"])
+    with pytest.raises(ValueError, match="Lightning Trainer"):
+        validate(cfg, {"mae": cfg}, [], show_progress=False)

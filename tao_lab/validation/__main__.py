@@ -20,17 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="eval", overrides=overrides)
-    GlobalHydra.instance().clear()
-    return cfg
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tao_lab.validation", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from omegaconf import OmegaConf
 
+    from tao_lab.config import compose_config
     from tao_lab.offline import set_offline_env
     from tao_lab.pipeline import load_dataset
     from tao_lab.validation.protocol import validate
@@ -57,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(loaded, dict) or not all(isinstance(v, list) for v in loaded.values()):
             parser.error(f"{args.variants}: expected a mapping {{name: [override, ...]}}")
         variants = {str(k): [str(o) for o in v] for k, v in loaded.items()}
-    cfg = _compose(base)
+    cfg = compose_config(base)
     dataset = load_dataset(cfg)
     start = time.perf_counter()
-    result = validate(cfg, {name: (lambda o=o: _compose(base + o)) for name, o in variants.items()},
+    result = validate(cfg, {name: compose_config(base + o) for name, o in variants.items()},
                       dataset.train, seed=args.seed, show_progress=bool(cfg.get("progress", True)))
     print(f"\nleave-one-clip-out frame AUC on planted anomalies, {len(dataset.train)} training clips of "
           f"{dataset.name} (seed {args.seed}; test clips not read), {time.perf_counter() - start:.0f} s")

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from tao_lab.metrics import frame_metrics
-from tao_lab.pipeline import Pipeline, _plain, instantiate, progress
+from tao_lab.pipeline import Pipeline, instantiate, progress
 from tao_lab.types import Clip, ObjectTable
 from tao_lab.validation.planted import PlantedClip, PlantSpec, plant
 
@@ -79,24 +80,29 @@ def planted_clips(train: Sequence[Clip], pipeline: Pipeline, plants: Sequence[Pl
     return out
 
 
-def validate(base_cfg: DictConfig, variants: Mapping[str, Callable[[], DictConfig]], train: Sequence[Clip],
+def validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig], train: Sequence[Clip],
              plants: Sequence[PlantSpec] = DEFAULT_PLANTS, seed: int = 0,
              show_progress: bool = True) -> ValidationResult:
     """Leave-one-clip-out frame AUC of each variant on each planted set (see the module docstring).
 
-    variants: {name: a function returning the variant's composed config}.
+    variants: {name: the variant's composed config}. Scorers must fit without a Lightning Trainer (attribute).
     """
-    configs = {name: make() for name, make in variants.items()}
-    base = Pipeline(base_cfg)
-    planted = planted_clips(train, base, plants, seed, show_progress)
+    for name, cfg in variants.items():
+        if getattr(get_class(cfg.scorer._target_), "needs_trainer", False):
+            raise ValueError(f"variant {name!r}: {cfg.scorer._target_} is trained with a Lightning Trainer; "
+                             "this validation refits the scorer once per held-out clip and supports scorers "
+                             "fitted without one (scorer=attribute)")
+    planted = planted_clips(train, Pipeline(base_cfg), plants, seed, show_progress)
     result = ValidationResult([p.name for p in plants])
-    pipelines: dict[str, Pipeline] = {}
-    for name, cfg in configs.items():
-        # one extraction per distinct front end (detector, tracker, features)
-        key = repr(_plain(cfg.detector)) + repr(_plain(cfg.tracker)) + repr(_plain(cfg.features))
-        pipe = pipelines.setdefault(key, Pipeline(cfg))
-        items = [(pipe.tracks(c), pipe.features(c), c.num_frames)
-                 for c in progress(train, f"{name}: train features", show_progress)]
+    front_ends: dict[str, tuple[Pipeline, list]] = {}  # one extraction per distinct detector/tracker/features
+    for name, cfg in variants.items():
+        key = Pipeline(cfg).caches["features"].key
+        if key not in front_ends:
+            pipe = Pipeline(cfg)
+            if pipe.cache_dir is not None:  # fill the cache first, in parallel (without a cache: per use below)
+                pipe.extract([*train, *(c for clips in planted.values() for c in clips)], name)
+            front_ends[key] = pipe, [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in train]
+        pipe, items = front_ends[key]
         scores: dict[str, list[np.ndarray]] = {p: [] for p in result.plants}
         for v in progress(range(len(train)), f"{name}: folds", show_progress):
             scorer = instantiate(cfg.scorer)

@@ -1,0 +1,25 @@
+"""The project's Hydra config composed outside ``@hydra.main``: for scripts, benchmarks and tests."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+#: configs/ at the project root (next to eval.py).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "eval", config_dir: Optional[Path] = None):
+    """``configs/<config_name>.yaml`` (or ``config_dir``'s) with ``overrides`` applied (a DictConfig; no run dir
+    is created).
+
+    Hydra's global state is cleared before and after, so calls may follow each other and a ``@hydra.main`` run.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir or CONFIG_DIR), version_base="1.3"):
+            return compose(config_name=config_name, overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
