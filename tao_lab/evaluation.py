@@ -28,6 +28,7 @@ class EvalResult:
     per_video: list[dict] = field(default_factory=list)
     curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     overlays: list[tuple[np.ndarray, str]] = field(default_factory=list)  # (BGR frame with masks drawn, caption)
+    per_kind: list[dict] = field(default_factory=list)  # frame figures per GT anomaly kind (metrics.by_kind)
 
 
 def gt_tracks_for(clip: Clip, cache_dir: Optional[str], min_area: int) -> Optional[ObjectTable]:
@@ -60,6 +61,7 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
     tao = M.TaoPixelMetrics() if mcfg.get("pixel_tao", True) else None
     frame_scores, frame_labels, per_video = [], [], []
     detections, gt_tracks = {}, {}
+    labelled_tracks: list = []  # GT tracks of the clips with frame labels, aligned with frame_scores
     total_frames = 0
     has_pixel_gt = all(c.gt is not None and c.gt.mask is not None for c in clips)
     overlays: list = []
@@ -75,6 +77,7 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
                 raise ValueError(f"clip {clip.clip_id}: {len(labels)} frame labels for {clip.num_frames} frames")
             frame_scores.append(np.asarray(scores.frame_scores, np.float64))
             frame_labels.append(np.asarray(labels, bool))
+            labelled_tracks.append(clip.gt.tracks)
         if has_pixel_gt and (standard is not None or tao is not None):
             start = time.perf_counter()
             for i, gt_mask in enumerate(clip.gt.masks()):
@@ -123,10 +126,17 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
         out["object_rbdc"], out["object_tbdc"] = obj["rbdc"], obj["tbdc"]
         curves["object"] = {k: obj[k] for k in ("fpr", "rbdr", "tbdr") if k in obj}
 
+    per_kind = []
+    if frame_labels:
+        from tao_lab.metrics.by_kind import per_kind_frame_table
+
+        per_kind = per_kind_frame_table(frame_scores, frame_labels, labelled_tracks,
+                                        getattr(clips[0], "kind_names", None))
+
     suffix = "_gtgated" if mcfg.get("gt_gating", False) else ""
     metrics = {f"{split}/{k}{suffix}": float(v) for k, v in out.items()}
     return EvalResult(metrics=metrics, per_video=per_video, curves=curves,
-                      overlays=[(img, caption) for _, img, caption in overlays])
+                      overlays=[(img, caption) for _, img, caption in overlays], per_kind=per_kind)
 
 
 def _video_row(clip: Clip, frame_scores: np.ndarray, labels: Optional[np.ndarray], seg) -> dict:

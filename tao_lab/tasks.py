@@ -181,8 +181,26 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     gated = " [ORACLE: gt_gating on]" if cfg.metrics.get("gt_gating", False) else ""
     print(f"\ntao_lab eval on {dataset.name} ({len(dataset.test)} test clips, {test_frames} frames){gated}")
     print(format_metrics_table(metrics))
+    if result.per_kind:
+        _write_per_kind(output_dir(cfg), result.per_kind)
     print(f"run dir: {output_dir(cfg)}")
     return metrics
+
+
+def _write_per_kind(run_dir, rows: list[dict]) -> None:
+    """per_anomaly_type.csv in the run dir and a printed table: which kinds of anomaly the run catches."""
+    import csv
+    import os
+
+    cols = list(rows[0])
+    with open(os.path.join(run_dir, "per_anomaly_type.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    print("Per anomaly type (frames where that kind is present vs all normal frames)")
+    print("  " + "  ".join(f"{c:>14}" for c in cols))
+    for r in rows:
+        print("  " + "  ".join(f"{r[c]:>14.4f}" if isinstance(r[c], float) else f"{r[c]:>14}" for c in cols))
 
 
 # ----- infer ------------------------------------------------------------------------------------------------

@@ -107,6 +107,9 @@ class SynthObject:
 class SyntheticClip(Clip):
     """A synthetic clip: renders frame i from the clip's object trajectories, background and sensor model."""
 
+    #: GT track class -> anomaly kind (for the per-anomaly-type table of an eval run).
+    kind_names = {v: k for k, v in KIND_IDS.items()}
+
     def __init__(self, clip_id: str, num_frames: int, height: int, width: int, fps: float, source: str,
                  scene: "_Scene", objects: list[SynthObject], gain: np.ndarray, offset: np.ndarray,
                  noise_bank: np.ndarray, noise_yx: np.ndarray):

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from scipy.special import log_ndtr, logsumexp
 
+from tao_lab.scorers import scene
 from tao_lab.scorers.base import FitItem, ObjectScorer
 from tao_lab.scorers.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
 from tao_lab.types import ObjectScores, ObjectTable
@@ -66,7 +67,21 @@ _ATTR_DEFAULTS: dict[str, Any] = {
     "upper_percentile": 99.9,   # calibration upper point (percentile of training scores; 100 = max)
     "weight": 1.0,              # weight in the object score
     "track_window": 1,          # running median of the raw score along the track (detections; 1 = off)
+    # scene context (tao_lab.scorers.scene); positions are box footprints from the `place` feature
+    "by_place": None,           # None | "ratio" | "standardize": normalise the attribute per place before the model
+    "grid": [4, 4],             # place cells (rows, cols) of by_place, occupancy and direction
+    "place_prior": 50.0,        # by_place: a cell's statistics are shrunk to the global ones by n / (n + prior)
+    "place_quantile": 90.0,     # by_place="ratio": the reference value is this percentile of the cell's values
+    "occupancy_sigma": 1.0,     # occupancy: Gaussian blur of the footprint histogram (cells)
+    "min_speed": 0.5,           # direction: px/frame below which an object has no direction (scores 0)
+    "direction_prior": 20.0,    # direction: pseudo-objects with the scene's directions added to every cell
+    "group": None,              # fusion group (default: the attribute's name): max within a group, sum across
 }
+
+#: Model kinds and the fitted arrays each keeps (buffer ``<attribute>__<key>``).
+_MODEL_KEYS = {"gmm": ("gmm_w", "gmm_mu", "gmm_cov"), "knn": ("bank",), "occupancy": ("occ_logp",),
+               "direction": ("dir_logp",)}
+_PLACE_KEYS = ("place_loc", "place_scale")
 
 
 def _to_plain(obj):
@@ -92,10 +107,15 @@ class AttributeScorer(ObjectScorer):
         frame_sigma: Gaussian smoothing of the frame scores along time (frames; 0 = none).
         frame_reduce: "max" (max over objects of the object score) | "sum_of_max" (AIVAD).
         seed: seeds the mixtures and the memory-bank subsampling.
+        fusion: how attribute groups combine into the object score: "sum" (AIVAD: every attribute adds evidence) or
+            "max" (the most anomalous group decides; with many attributes a sum also adds up their noise). Within a
+            group (spec key ``group``) attributes always combine by max.
+        dwell_radius: the ``scene.dwell`` quantity counts the frames a track stays within this many expected body
+            heights of its current footprint.
     """
 
     def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
-                 frame_reduce: str = "max", seed: int = 0):
+                 frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum"):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else _to_plain(attributes)
         if not attributes:
@@ -109,8 +129,16 @@ class AttributeScorer(ObjectScorer):
                 raise ValueError(f"attribute {name!r}: unknown keys {sorted(unknown)}; known: {sorted(_ATTR_DEFAULTS)}")
             s = {**_ATTR_DEFAULTS, **spec}
             s["feature"] = s["feature"] or name
-            if s["model"] not in ("gmm", "knn"):
-                raise ValueError(f"attribute {name!r}: model must be 'gmm' or 'knn', got {s['model']!r}")
+            if s["model"] not in _MODEL_KEYS:
+                raise ValueError(f"attribute {name!r}: model must be one of {sorted(_MODEL_KEYS)}, got {s['model']!r}")
+            if s["model"] == "occupancy" and spec.get("feature") is None:
+                s["feature"], s["columns"] = scene.PLACE_FEATURE, [0, 1]
+            if s["by_place"] not in (None, "ratio", "standardize"):
+                raise ValueError(f"attribute {name!r}: by_place must be null, 'ratio' or 'standardize'")
+            if len(s["grid"]) != 2 or min(int(g) for g in s["grid"]) < 1:
+                raise ValueError(f"attribute {name!r}: grid must be [rows, cols] >= 1, got {s['grid']}")
+            s["grid"] = [int(g) for g in s["grid"]]
+            s["group"] = s["group"] or name
             if s["calibration"] not in ("loo", "in_sample"):
                 raise ValueError(f"attribute {name!r}: calibration must be 'loo' or 'in_sample'")
             if s["tail"] not in ("density", "upper"):
@@ -119,55 +147,96 @@ class AttributeScorer(ObjectScorer):
         self.frame_sigma = float(frame_sigma)
         self.frame_reduce = frame_reduce
         self.seed = int(seed)
+        self.dwell_radius = float(dwell_radius)
+        if fusion not in ("sum", "max"):
+            raise ValueError(f"fusion must be 'sum' or 'max', got {fusion!r}")
+        self.fusion = fusion
         self.save_hyperparameters({"attributes": {k: dict(v) for k, v in attributes.items()},
-                                   "frame_sigma": self.frame_sigma, "frame_reduce": frame_reduce, "seed": self.seed})
+                                   "frame_sigma": self.frame_sigma, "frame_reduce": frame_reduce, "seed": self.seed,
+                                   "dwell_radius": self.dwell_radius, "fusion": fusion})
         for name, s in self.specs.items():
-            if s["model"] == "knn":
-                self.register_buffer(f"{name}__bank", torch.zeros(0, 0))
-            else:
-                self.register_buffer(f"{name}__gmm_w", torch.zeros(0, dtype=torch.float64))
-                self.register_buffer(f"{name}__gmm_mu", torch.zeros(0, 0, dtype=torch.float64))
-                self.register_buffer(f"{name}__gmm_cov", torch.zeros(0, 0, 0, dtype=torch.float64))
+            for key in self._model_keys(name):
+                dtype = torch.float32 if key == "bank" else torch.float64
+                self.register_buffer(f"{name}__{key}", torch.zeros(0, dtype=dtype))
             self.register_buffer(f"{name}__calib", torch.tensor([0.0, 1.0], dtype=torch.float64))
+        # the scene's perspective (expected box height over the footprint), only when an attribute reads scene.*
+        self.uses_scene = any(str(s["feature"]).startswith("scene.") for s in self.specs.values())
+        if self.uses_scene:
+            self.register_buffer("scene__height", torch.zeros(4, dtype=torch.float64))
         self.register_buffer("train_scores", torch.zeros(0))
 
     # ------------------------------------------------------------------ helpers
+    def _model_keys(self, name: str) -> tuple[str, ...]:
+        s = self.specs[name]
+        return _MODEL_KEYS[s["model"]] + (_PLACE_KEYS if s["by_place"] else ())
+
+    def _uses_place(self, name: str) -> bool:
+        s = self.specs[name]
+        return bool(s["by_place"]) or s["model"] in ("occupancy", "direction")
+
+    def _features(self, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """The extracted features plus, when an attribute reads them, the derived ``scene.*`` quantities."""
+        if not self.uses_scene:
+            return features
+        derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius)
+        return {**features, **derived}
+
     def _matrix(self, name: str, features: Mapping[str, np.ndarray], n: int) -> np.ndarray:
         s = self.specs[name]
         if s["feature"] not in features:
-            raise KeyError(f"attribute {name!r} needs feature {s['feature']!r}; features given: {sorted(features)}")
+            hint = (" (tao_lab.features.PlaceFeature under features.extractors.place)"
+                    if s["feature"] == scene.PLACE_FEATURE else "")
+            raise KeyError(f"attribute {name!r} needs feature {s['feature']!r}{hint}; features given: "
+                           f"{sorted(features)}")
         x = np.asarray(features[s["feature"]], np.float32)
-        x = x.reshape(len(x), -1)
+        x = x.reshape(n, -1) if n else x.reshape(0, x.shape[-1] if x.ndim > 1 else 0)
         if len(x) != n:
             raise ValueError(f"feature {s['feature']!r} has {len(x)} rows but there are {n} objects")
         if s["columns"] is not None:
             x = x[:, list(s["columns"])]
         return x
 
-    def _fit_model(self, name: str, x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Fits one attribute's density model on the finite rows of x; returns (model, indices of the rows used
-        (the memory bank's rows for k-NN))."""
+    def _footprints(self, name: str, features: Mapping[str, np.ndarray], n: int) -> Optional[np.ndarray]:
+        return scene.place_columns(features, n)[:, :2] if self._uses_place(name) else None
+
+    def _fit_model(self, name: str, x: np.ndarray,
+                   xy: Optional[np.ndarray] = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Fits one attribute's model on the finite rows of x (footprints xy for place-aware models); returns
+        (model arrays keyed like the buffers, indices of the rows used (the memory bank's rows for k-NN))."""
         s = self.specs[name]
         kept = np.flatnonzero(np.isfinite(x).all(axis=1))
         if len(kept) == 0:
             raise ValueError(f"attribute {name!r}: no finite training vectors to fit on")
+        if s["model"] == "occupancy":
+            return {"occ_logp": scene.fit_occupancy(x[kept], s["grid"], s["occupancy_sigma"])}, kept
+        if s["model"] == "direction":
+            return {"dir_logp": scene.fit_direction(xy[kept], x[kept], s["grid"], s["direction_prior"],
+                                                    s["min_speed"])}, kept
+        model: dict[str, np.ndarray] = {}
+        xk = x[kept]
+        if s["by_place"]:
+            model.update(scene.fit_place_norm(xy[kept], xk, s["grid"], s["by_place"], s["place_prior"],
+                                              s["place_quantile"]))
+            xk = scene.apply_place_norm(xy[kept], xk, model, s["grid"]).astype(np.float32)
         if s["model"] == "knn":
             if s["max_bank"] and len(kept) > int(s["max_bank"]):
                 rng = np.random.default_rng(self.seed)
-                kept = np.sort(rng.choice(kept, int(s["max_bank"]), replace=False))
-            return {"bank": x[kept].astype(np.float32)}, kept
+                sub = np.sort(rng.choice(len(kept), int(s["max_bank"]), replace=False))
+                kept, xk = kept[sub], xk[sub]
+            model["bank"] = xk.astype(np.float32)
+            return model, kept
         from sklearn.mixture import GaussianMixture
 
-        xk = x[kept]
         if s["tail"] == "upper" and xk.shape[1] != 1:
             raise ValueError(f"attribute {name!r}: tail='upper' needs a 1-D attribute, got {xk.shape[1]} columns")
         c = max(1, min(int(s["components"]), len(np.unique(xk, axis=0))))
         gm = GaussianMixture(c, covariance_type=s["covariance"], random_state=self.seed, reg_covar=1e-4).fit(xk)
         cov = gm.covariances_ if s["covariance"] == "full" else np.stack([np.diag(v) for v in gm.covariances_])
-        return {"w": gm.weights_.astype(np.float64), "mu": gm.means_.astype(np.float64),
-                "cov": cov.astype(np.float64)}, kept
+        model.update({"gmm_w": gm.weights_.astype(np.float64), "gmm_mu": gm.means_.astype(np.float64),
+                      "gmm_cov": cov.astype(np.float64)})
+        return model, kept
 
-    def _raw(self, name: str, model: dict[str, np.ndarray], x: np.ndarray,
+    def _raw(self, name: str, model: dict[str, np.ndarray], x: np.ndarray, xy: Optional[np.ndarray] = None,
              exclude: Optional[tuple[np.ndarray, np.ndarray]] = None) -> np.ndarray:
         """Raw scores (N,) float64; NaN for rows with non-finite features."""
         s = self.specs[name]
@@ -176,22 +245,41 @@ class AttributeScorer(ObjectScorer):
         if not ok.any():
             return out
         xv = x[ok].astype(np.float64)
+        if s["model"] == "occupancy":
+            out[ok] = scene.occupancy_score(xv, model["occ_logp"])
+            return out
+        if s["model"] == "direction":
+            out[ok] = scene.direction_score(xy[ok], xv, model["dir_logp"], s["grid"], s["min_speed"])
+            return out
+        if s["by_place"]:
+            xv = scene.apply_place_norm(xy[ok], xv, model, s["grid"])
         if s["model"] == "gmm":
-            out[ok] = _gmm_score(xv, model["w"], model["mu"], model["cov"], s["tail"])
+            out[ok] = _gmm_score(xv, model["gmm_w"], model["gmm_mu"], model["gmm_cov"], s["tail"])
         else:
             ex = None if exclude is None else (exclude[0][ok], exclude[1])
             out[ok] = _knn_score(xv.astype(np.float32), model["bank"], int(s["k"]), s["metric"], ex)
         return out
 
     def _model_from_buffers(self, name: str) -> dict[str, np.ndarray]:
-        if self.specs[name]["model"] == "knn":
-            return {"bank": getattr(self, f"{name}__bank").cpu().numpy()}
-        return {k: getattr(self, f"{name}__gmm_{k}").cpu().numpy() for k in ("w", "mu", "cov")}
+        return {k: getattr(self, f"{name}__{k}").cpu().numpy() for k in self._model_keys(name)}
 
     def _store(self, name: str, model: dict[str, np.ndarray]):
         for k, v in model.items():
-            key = f"{name}__bank" if k == "bank" else f"{name}__gmm_{k}"
+            key = f"{name}__{k}"
             setattr(self, key, torch.as_tensor(v, dtype=getattr(self, key).dtype))
+
+    def _fuse(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Object score: weighted calibrated parts, max within a fusion group (correlated attributes such as two
+        speed statistics count once), then summed (``fusion="sum"``) or maxed (``"max"``) across groups."""
+        groups: dict[str, np.ndarray] = {}
+        for name, s in self.specs.items():
+            v = float(s["weight"]) * np.asarray(parts[name], np.float64)
+            g = s["group"]
+            groups[g] = v if g not in groups else np.maximum(groups[g], v)
+        if not groups:
+            return np.zeros(0)
+        stacked = np.stack(list(groups.values()))
+        return stacked.sum(0) if self.fusion == "sum" else stacked.max(0)
 
     # ------------------------------------------------------------------ fitting
     def fit_clips(self, items: list[FitItem]) -> "AttributeScorer":
@@ -209,29 +297,38 @@ class AttributeScorer(ObjectScorer):
         track_key = np.where(objects.track_id >= 0, objects.track_id + video * (1 << 32), -1)
         keyed = ObjectTable(objects.frame, objects.xyxy, objects.score, track_key, objects.cls)
         n_videos = len(items)
-        total = np.zeros(len(objects))
+        if self.uses_scene:
+            place = np.concatenate([scene.place_columns(it[1], len(it[0])) for it in items])
+            self.scene__height = torch.as_tensor(scene.fit_expected_height(place[:, :2], place[:, 3]),
+                                                 dtype=torch.float64)
+        feats = [self._features(it[0], it[1]) for it in items]
+        parts = {}
         for name, s in self.specs.items():
-            x = np.concatenate([self._matrix(name, it[1], len(it[0])) for it in items])
-            model, kept = self._fit_model(name, x)
+            x = np.concatenate([self._matrix(name, f, len(it[0])) for f, it in zip(feats, items)])
+            xy = (np.concatenate([self._footprints(name, f, len(it[0])) for f, it in zip(feats, items)])
+                  if self._uses_place(name) else None)
+            model, kept = self._fit_model(name, x, xy)
             self._store(name, model)
             loo = s["calibration"] == "loo"
             if loo and n_videos < 2:
                 log.warning("attribute %r: leave-one-video-out calibration needs >= 2 training clips; "
                             "falling back to in-sample calibration", name)
                 loo = False
-            if s["model"] == "knn":
+            if s["model"] == "knn" and not s["by_place"]:
                 # one distance pass over the bank, skipping bank rows of the query's own video (loo) or the query's
                 # own row (in-sample: a vector is not its own neighbour)
                 groups = video if loo else np.arange(len(x))
-                raw = self._raw(name, model, x, exclude=(groups, groups[kept]))
+                raw = self._raw(name, model, x, xy, exclude=(groups, groups[kept]))
             elif not loo:
-                raw = self._raw(name, model, x)
+                raw = self._raw(name, model, x, xy)
             else:
                 raw = np.full(len(x), np.nan)
                 for v in range(n_videos):
                     held = video == v
                     if held.any() and not held.all():
-                        raw[held] = self._raw(name, self._fit_model(name, x[~held])[0], x[held])
+                        rest = ~held
+                        sub = self._fit_model(name, x[rest], None if xy is None else xy[rest])[0]
+                        raw[held] = self._raw(name, sub, x[held], None if xy is None else xy[held])
             raw = self._smooth(keyed, raw, s)
             finite = raw[np.isfinite(raw)]
             if len(finite) == 0:
@@ -243,8 +340,8 @@ class AttributeScorer(ObjectScorer):
                             name, lo)
                 hi = lo + 1.0
             setattr(self, f"{name}__calib", torch.tensor([lo, hi], dtype=torch.float64))
-            total += float(s["weight"]) * self._calibrate(name, raw)
-        self.train_scores = torch.as_tensor(total, dtype=torch.float32)
+            parts[name] = self._calibrate(name, raw)
+        self.train_scores = torch.as_tensor(self._fuse(parts), dtype=torch.float32)
         self.fitted.fill_(True)
         return self
 
@@ -264,24 +361,29 @@ class AttributeScorer(ObjectScorer):
     def object_parts(self, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Calibrated per-attribute scores {name: (N,) float32} (about [0, 1] on training objects)."""
         self._require_fitted()
+        n = len(objects)
+        if n == 0:
+            return {name: np.zeros(0, np.float32) for name in self.specs}
+        feats = self._features(objects, features)
         parts = {}
         for name, s in self.specs.items():
-            raw = self._raw(name, self._model_from_buffers(name), self._matrix(name, features, len(objects)))
+            raw = self._raw(name, self._model_from_buffers(name), self._matrix(name, feats, n),
+                            self._footprints(name, feats, n))
             parts[name] = self._calibrate(name, self._smooth(objects, raw, s)).astype(np.float32)
         return parts
 
     def score_clip(self, objects: ObjectTable, features: Mapping[str, np.ndarray], num_frames: int) -> ObjectScores:
-        """Scores one clip: calibrated object scores, per-attribute parts and smoothed (T,) frame scores."""
+        """Scores one clip: calibrated object scores, per-attribute parts and smoothed (T,) frame scores.
+
+        A clip without objects scores 0 everywhere (the calibrated training minimum)."""
         parts = self.object_parts(objects, features)
-        score = np.zeros(len(objects), np.float32)
-        for name, s in self.specs.items():
-            score += np.float32(s["weight"]) * parts[name]
+        score = self._fuse(parts).astype(np.float32) if len(objects) else np.zeros(0, np.float32)
         if self.frame_reduce == "max":
             frame = frame_scores_from_objects(objects.frame, score, num_frames)
         else:
-            frame = np.zeros(int(num_frames), np.float32)
-            for name, s in self.specs.items():
-                frame += np.float32(s["weight"]) * frame_scores_from_objects(objects.frame, parts[name], num_frames)
+            per_frame = {name: frame_scores_from_objects(objects.frame, parts[name], num_frames)
+                         for name in self.specs}
+            frame = self._fuse(per_frame).astype(np.float32)
         return ObjectScores(objects.with_score(score), smooth_frame_scores(frame, self.frame_sigma), parts)
 
     def train_object_scores(self) -> np.ndarray:

@@ -1,0 +1,195 @@
+"""Scene-context attributes (tao_lab.scorers.scene + AttributeScorer): known answers on hand-made scenes.
+
+The scene: a fixed 360x240 camera with perspective (box height grows from 0.05 H at the horizon row to 0.3 H at
+the bottom), people walking RIGHT along a band of the ground (foot y in [0.5, 0.9]) at 0.04 body heights per
+frame, so far walkers are small and slow in pixels and near ones large and fast. Fitted on normal clips only.
+"""
+import numpy as np
+import pytest
+
+from tao_lab.scorers import scene
+from tao_lab.types import ObjectTable
+
+W, H, BINS = 360, 240, 8
+
+
+def rel_height(foot_y):
+    return 0.05 + 0.25 * (np.asarray(foot_y, float) - 0.5) / 0.4
+
+
+def make_track(track_id, foot_x0, foot_y, frames, speed_rel=0.04, direction=0.0, start=0, jitter=0.0, rng=None):
+    """One object's rows: (objects, features). direction in radians (0 = right, pi = left, pi/2 = down)."""
+    rng = rng or np.random.default_rng(track_id)
+    h = rel_height(foot_y) * H  # px
+    w = 0.4 * h
+    speed = speed_rel * h  # px/frame
+    f = np.arange(start, start + frames)
+    fx = foot_x0 * W + np.cos(direction) * speed * (f - start) + rng.normal(0, jitter, len(f))
+    fy = foot_y * H + np.sin(direction) * speed * (f - start) + rng.normal(0, jitter, len(f))
+    xyxy = np.stack([fx - w / 2, fy - h, fx + w / 2, fy], 1)
+    place = np.stack([fx / W, fy / H, np.full(len(f), w / W), np.full(len(f), h / H), np.full(len(f), W),
+                      np.full(len(f), H)], 1)
+    vel = np.zeros((len(f), 3 + BINS), np.float32)
+    sp = speed * (1 + rng.normal(0, 0.05, len(f))) if speed > 0 else np.zeros(len(f))
+    vel[:, 0] = sp
+    vel[:, 1] = sp
+    vel[:, 2] = sp * 1.2
+    b = int(round((direction % (2 * np.pi)) / (2 * np.pi / BINS))) % BINS
+    vel[:, 3 + b] = sp
+    obj = ObjectTable.build(f, xyxy, track_id=np.full(len(f), track_id))
+    return obj, {"velocity": vel, "place": place.astype(np.float32)}
+
+
+def concat(parts):
+    objs = ObjectTable.concat([p[0] for p in parts])
+    feats = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+    return objs, feats
+
+
+def normal_clip(seed, num_frames=120):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for t in range(14):
+        foot_y = rng.uniform(0.5, 0.9)
+        start = int(rng.integers(0, num_frames - 60))
+        parts.append(make_track(seed * 100 + t, rng.uniform(0.05, 0.3), foot_y, 60, start=start, jitter=0.3,
+                                rng=rng))
+    objs, feats = concat(parts)
+    return objs, feats, num_frames
+
+
+SCENE_ATTRIBUTES = {
+    "speed_place": {"feature": "velocity", "columns": [0], "model": "gmm", "tail": "upper", "by_place": "ratio",
+                    "calibration": "in_sample", "group": "motion", "grid": [4, 4]},
+    "speed_rel": {"feature": "scene.speed_rel", "columns": [0], "model": "gmm", "tail": "upper",
+                  "calibration": "in_sample", "group": "motion"},
+    "place": {"model": "occupancy", "calibration": "loo", "grid": [12, 12]},
+    "direction": {"feature": "velocity", "columns": list(range(3, 3 + BINS)), "model": "direction",
+                  "calibration": "loo", "grid": [4, 4]},
+    "dwell": {"feature": "scene.dwell", "model": "gmm", "tail": "upper", "by_place": "ratio", "calibration": "loo",
+              "grid": [4, 4]},
+    "size": {"feature": "scene.size", "columns": [2], "model": "gmm", "tail": "upper", "by_place": "standardize",
+             "calibration": "in_sample", "grid": [4, 4]},
+}
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    from tao_lab.scorers import AttributeScorer
+
+    return AttributeScorer(attributes=SCENE_ATTRIBUTES, frame_sigma=0).fit_clips([normal_clip(s) for s in range(4)])
+
+
+def parts_of(scorer, track, name):
+    objs, feats = track
+    return scorer.object_parts(objs, feats)[name]
+
+
+def test_expected_height_is_robust_to_merged_groups_and_fragments():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 1, (2000, 2))
+    true = 0.02 + 0.01 * xy[:, 0] + 0.3 * xy[:, 1]
+    h = true * (1 + rng.normal(0, 0.03, len(xy)))
+    bad = rng.random(len(xy)) < 0.3  # 30% merged groups (2-3x too large) or fragments (a third)
+    h[bad] *= rng.choice([0.33, 2.0, 3.0], bad.sum())
+    model = scene.fit_expected_height(xy, h)
+    assert np.allclose(model[:3], [0.02, 0.01, 0.3], atol=0.012)
+    ols = np.linalg.lstsq(np.column_stack([np.ones(len(h)), xy]), h, rcond=None)[0]
+    assert abs(ols[2] - 0.3) > abs(model[2] - 0.3)  # the L1 fit beats least squares here
+
+
+def test_dwell_counts_frames_within_the_radius():
+    f = np.arange(10)
+    x = np.array([0, 10, 20, 30, 31, 32, 31, 30, 31, 60], float)  # walks, stays 5 frames, jumps away
+    objs = ObjectTable.build(f, np.zeros((10, 4)), track_id=np.zeros(10))
+    d = scene.dwell_frames(objs, np.stack([x, np.zeros(10)], 1), np.full(10, 5.0))
+    # frame i: frames since the last detection farther than 5 px (or the track start)
+    assert d.tolist() == [0, 0, 0, 0, 1, 2, 3, 4, 5, 0]
+    untracked = ObjectTable.build(f, np.zeros((10, 4)))
+    assert scene.dwell_frames(untracked, np.zeros((10, 2)), np.ones(10)).tolist() == [0] * 10
+
+
+def test_place_norm_shrinks_sparse_cells_to_the_global_reference():
+    xy = np.array([[0.1, 0.1]] * 1000 + [[0.9, 0.9]] * 2)
+    x = np.concatenate([np.full(1000, 1.0), np.full(2, 100.0)])[:, None]
+    m = scene.fit_place_norm(xy, x, (2, 2), "ratio", prior=50)
+    # the crowded cell keeps its own reference, the 2-object cell is pulled almost all the way to the global one
+    assert m["place_scale"][0, 0] == pytest.approx(1.0, rel=1e-3)
+    assert m["place_scale"][3, 0] < 5.0
+
+
+def test_wrong_way_walker_outscores_right_way_walkers(fitted):
+    right = make_track(9001, 0.2, 0.7, 40, direction=0.0)
+    wrong = make_track(9002, 0.8, 0.7, 40, direction=np.pi)
+    assert parts_of(fitted, wrong, "direction").mean() > parts_of(fitted, right, "direction").mean() + 0.5
+
+
+def test_object_off_the_paths_outscores_one_on_the_path(fitted):
+    on_path = make_track(9003, 0.3, 0.7, 40)
+    off_path = make_track(9004, 0.3, 0.2, 40)  # the top of the image, where nobody walks
+    assert parts_of(fitted, off_path, "place").mean() > parts_of(fitted, on_path, "place").mean() + 0.5
+
+
+def test_loiterer_outscores_walkers(fitted):
+    walker = make_track(9005, 0.2, 0.7, 100)
+    loiterer = make_track(9006, 0.5, 0.7, 100, speed_rel=0.002, jitter=0.5)
+    assert parts_of(fitted, loiterer, "dwell")[-20:].mean() > parts_of(fitted, walker, "dwell")[-20:].mean() + 1.0
+
+
+def test_far_fast_object_outscores_near_walker_with_the_same_pixel_speed(fitted):
+    near = make_track(9007, 0.2, 0.88, 30)  # a normal walker near the camera
+    near_px_speed = near[1]["velocity"][:, 0].mean()
+    far_h = rel_height(0.52) * H
+    far = make_track(9008, 0.2, 0.52, 30, speed_rel=near_px_speed / far_h)  # same px/frame, far away
+    assert far[1]["velocity"][:, 0].mean() == pytest.approx(near_px_speed, rel=0.1)
+    for name in ("speed_place", "speed_rel"):
+        assert parts_of(fitted, far, name).mean() > parts_of(fitted, near, name).mean() + 1.0, name
+
+
+def test_large_object_outscores_walkers_at_the_same_place(fitted):
+    walker = make_track(9009, 0.2, 0.7, 30)
+    objs, feats = make_track(9010, 0.2, 0.7, 30)
+    feats = dict(feats)
+    place = feats["place"].copy()
+    place[:, 2] *= 3.0  # a cart: three times as wide, 1.3 times as high
+    place[:, 3] *= 1.3
+    feats["place"] = place
+    assert parts_of(fitted, (objs, feats), "size").mean() > parts_of(fitted, walker, "size").mean() + 1.0
+
+
+def test_group_fusion_counts_correlated_attributes_once(fitted):
+    objs, feats = make_track(9011, 0.2, 0.52, 30, speed_rel=0.2)
+    res = fitted.score_clip(objs, feats, 40)
+    p = res.parts
+    expected = (np.maximum(p["speed_place"], p["speed_rel"]) + p["place"] + p["direction"] + p["dwell"] + p["size"])
+    assert np.allclose(res.objects.score, expected, atol=1e-5)
+
+
+def test_every_scene_model_round_trips_through_the_checkpoint(fitted, tmp_path):
+    from tao_lab.scorers import AttributeScorer
+
+    path = tmp_path / "scorer.ckpt"
+    fitted.save_checkpoint(path)
+    loaded = AttributeScorer.load_from_checkpoint(path)
+    objs, feats, n = normal_clip(77)
+    a, b = fitted.score_clip(objs, feats, n), loaded.score_clip(objs, feats, n)
+    for name in SCENE_ATTRIBUTES:
+        assert np.array_equal(a.parts[name], b.parts[name]), name
+    assert np.array_equal(a.frame_scores, b.frame_scores)
+    assert np.array_equal(fitted.scene__height.numpy(), loaded.scene__height.numpy())
+
+
+def test_empty_clip_scores_zero(fitted):
+    objs = ObjectTable.empty()
+    feats = {"velocity": np.zeros((0, 3 + BINS), np.float32), "place": np.zeros((0, 6), np.float32)}
+    res = fitted.score_clip(objs, feats, 5)
+    assert len(res.objects) == 0 and np.array_equal(res.frame_scores, np.zeros(5, np.float32))
+
+
+def test_scene_attribute_without_the_place_feature_is_refused():
+    from tao_lab.scorers import AttributeScorer
+
+    objs, feats, n = normal_clip(0)
+    del feats["place"]
+    with pytest.raises(KeyError, match="PlaceFeature"):
+        AttributeScorer(attributes={"place": {"model": "occupancy"}}).fit_clips([(objs, feats, n)] * 2)
