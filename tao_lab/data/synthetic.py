@@ -21,6 +21,12 @@ Scene and conventions
 
   With probability ``overlap_prob`` a rider/vehicle uses the lane of a pedestrian who is in view when it enters,
   so it passes over/behind that pedestrian (occlusion by depth order: lower feet = nearer = drawn on top).
+- Perspective (option ``perspective``, default 1 = off, today's scene): with ``perspective=r`` > 1 the size AND the
+  pixel speed of every object scale linearly with its feet row, ``r`` times larger on the nearest lane than on the
+  farthest (1x in the middle of the walkway), like a camera looking along a ground plane. Objects keep the size of
+  the row where they are drawn: exact for everything moving along x (all training objects, riders, vehicles,
+  loiterers); a wrong-way walker (crossing along y) keeps the size and speed of row 0.7 H (an approximation). The
+  background is not re-projected. With the default the clips (and their cache ``source``) are unchanged.
 - Sensor: per-pixel Gaussian noise (``noise_sigma`` grey levels) and slow illumination drift (gain
   ``1 +- illumination_drift``, periods of 200-500 frames).
 
@@ -234,6 +240,8 @@ class SyntheticGenerator:
         vehicle_length: range of the vehicle length as a fraction of ``width``.
         overlap_prob: probability that a rider/vehicle takes the lane of a visible pedestrian.
         noise_sigma: sensor noise std in grey levels; illumination_drift: relative amplitude of the gain drift.
+        perspective: near/far ratio of object size and pixel speed across the walkway (1 = none, the default;
+            see the module docstring).
     """
 
     def __init__(self, seed: int = 0, num_train_clips: int = 4, num_test_clips: int = 4, num_frames: int = 120,
@@ -244,7 +252,8 @@ class SyntheticGenerator:
                  anomalies_per_clip: Sequence[int] = (1, 2), anomaly_start: Sequence[float] = (0.05, 0.55),
                  rider_speed: Sequence[float] = (4.0, 8.0), vehicle_speed: Sequence[float] = (1.5, 3.5),
                  loiter_speed: Sequence[float] = (0.05, 0.3), vehicle_length: Sequence[float] = (0.28, 0.4),
-                 overlap_prob: float = 0.5, noise_sigma: float = 3.0, illumination_drift: float = 0.06):
+                 overlap_prob: float = 0.5, noise_sigma: float = 3.0, illumination_drift: float = 0.06,
+                 perspective: float = 1.0):
         kinds = [str(k) for k in anomaly_kinds]
         for k in kinds:
             if k not in ANOMALY_KINDS:
@@ -266,6 +275,10 @@ class SyntheticGenerator:
             rider_speed=_pair(rider_speed), vehicle_speed=_pair(vehicle_speed), loiter_speed=_pair(loiter_speed),
             vehicle_length=_pair(vehicle_length), overlap_prob=float(overlap_prob),
             noise_sigma=float(noise_sigma), illumination_drift=float(illumination_drift))
+        if not perspective >= 1.0:
+            raise ValueError(f"perspective must be >= 1 (near/far size ratio; 1 = none), got {perspective}")
+        if perspective != 1.0:  # only then: the default keeps today's spec, hence today's cache keys
+            self.params["perspective"] = float(perspective)
         p = self.params
         self._scene_rng_seed = [p["seed"], 7919]
         self._scene: Optional[_Scene] = None
@@ -337,11 +350,27 @@ def _pair(v, cast=float):
     return [cast(v[0]), cast(v[1])]
 
 
+def _depth_scale(p, feet_y: float) -> float:
+    """Size and pixel-speed factor of an object with its feet at row ``feet_y`` (1 without perspective): linear in
+    the row, ``perspective`` times larger at the nearest lane than at the farthest, 1 in the middle."""
+    r = p.get("perspective", 1.0)
+    if r == 1.0:
+        return 1.0
+    H = p["height"]
+    y0, y1 = (LAWN_FRACTION + 0.12) * H, 0.97 * H
+    far, near = 2 / (1 + r), 2 * r / (1 + r)
+    return float(max(0.15, far + (near - far) * (feet_y - y0) / (y1 - y0)))
+
+
 def _ped_height(rng, p, feet_y: float) -> int:
-    """Pedestrian height: drawn from the range, scaled 0.85-1.15 by depth (feet lower in the frame = nearer)."""
+    """Pedestrian height: drawn from the range, scaled 0.85-1.15 by depth (feet lower in the frame = nearer), or by
+    ``_depth_scale`` with perspective."""
     H = p["height"]
     depth = 0.85 + 0.3 * np.clip((feet_y - LAWN_FRACTION * H) / ((1 - LAWN_FRACTION) * H), 0, 1)
-    return max(12, int(round(rng.uniform(*p["pedestrian_height"]) * H * depth)))
+    smallest = 12
+    if p.get("perspective", 1.0) != 1.0:
+        depth, smallest = _depth_scale(p, feet_y), 6
+    return max(smallest, int(round(rng.uniform(*p["pedestrian_height"]) * H * depth)))
 
 
 def _lane_feet_y(rng, p) -> float:
@@ -424,6 +453,7 @@ def _simulate_pedestrians(rng, p) -> list[SynthObject]:
             heading = (0.0 if direction > 0 else math.pi) + math.radians(rng.uniform(-1, 1) * NORMAL_MAX_ANGLE_DEG)
             speed = rng.uniform(*p["walk_speed"])
             feet = _lane_feet_y(rng, p)
+            speed *= _depth_scale(p, feet)
             x = rng.uniform(0.05 * W, 0.95 * W) if first else None  # the first ones are already in view
             o = _walker(rng, p, t, T, feet, speed, heading, x)
             objs.append(o)
@@ -451,14 +481,14 @@ def _simulate_anomalies(rng, p, peds: list[SynthObject]) -> list[SynthObject]:
             else:
                 feet = _lane_feet_y(rng, p)
             rng_speed = p["rider_speed"] if kind == "rider" else p["vehicle_speed"]
-            speed = rng.uniform(*rng_speed)
+            speed = rng.uniform(*rng_speed) * _depth_scale(p, feet)
             heading = (0.0 if direction > 0 else math.pi) + math.radians(rng.uniform(-1, 1) * 3.0)
             vx, vy = speed * math.cos(heading), speed * math.sin(heading)
             if kind == "rider":
                 ph = _ped_height(rng, p, feet)
                 hs, ws = int(round(1.05 * ph)), int(round(0.95 * ph))
             else:
-                ws = int(round(rng.uniform(*p["vehicle_length"]) * W))
+                ws = int(round(rng.uniform(*p["vehicle_length"]) * W * _depth_scale(p, feet)))
                 hs = int(round(ws * rng.uniform(0.45, 0.6)))
                 feet = max(feet, LAWN_FRACTION * H + hs)
             x0, y0 = _entry(vx, ws, W), min(feet, H) - hs / 2
@@ -471,19 +501,20 @@ def _simulate_anomalies(rng, p, peds: list[SynthObject]) -> list[SynthObject]:
         elif kind == "wrong_way":
             down = rng.uniform() < 0.5
             heading = (math.pi / 2 if down else -math.pi / 2) + math.radians(rng.uniform(-1, 1) * CROSS_MAX_ANGLE_DEG)
-            speed = rng.uniform(*p["walk_speed"])
+            speed = rng.uniform(*p["walk_speed"]) * _depth_scale(p, H * 0.7)
             x = rng.uniform(0.15 * W, 0.85 * W)
             out.append(_walker(rng, p, t0, T, H * 0.7, speed, heading, x, kind="wrong_way", enter="y"))
         else:  # loiter: walk in, linger around a point, walk on
             speed = rng.uniform(*p["walk_speed"])
             feet = _lane_feet_y(rng, p)
+            speed *= _depth_scale(p, feet)
             o = _walker(rng, p, t0, T, feet, speed, 0.0 if direction > 0 else math.pi, None, kind="loiter")
             hs, ws = o.size
             xe = float(o.cx[0])
             xs = rng.uniform(0.25 * W, 0.75 * W)
             walk_in = max(1, int(abs(xs - xe) / speed))
             linger = max(10, int(rng.uniform(0.3, 0.6) * T))
-            lspeed = rng.uniform(*p["loiter_speed"])
+            lspeed = rng.uniform(*p["loiter_speed"]) * _depth_scale(p, feet)
             radius = rng.uniform(1.0, 3.0)
             omega = lspeed / radius  # rad/frame: the point moves on a circle at lspeed px/frame
             phi = rng.uniform(0, 2 * np.pi)

@@ -1,12 +1,19 @@
-"""``python -m tao_lab.validation [--variants FILE] [--seed N] [hydra overrides ...]``
+"""``python -m tao_lab.validation [--variants FILE] [--seed N] [--scenes ...] [hydra overrides ...]``
 
-Compares scorer variants by leave-one-clip-out frame AUC on the TRAINING clips of the configured dataset with
-planted anomalies (:mod:`tao_lab.validation.protocol`); test clips are never read. The variants file is YAML,
-``{name: [hydra override, ...]}``, each applied on top of the base overrides; without it, the configured scorer
-is validated alone. Example (the file that chose the default attribute scorer):
+Compares scorer variants by leave-one-clip-out frame AUC on TRAINING clips with planted anomalies; test clips are
+never read. The variants file is YAML, ``{name: [hydra override, ...]}``, each applied on top of the base
+overrides; without it, the configured scorer is validated alone.
 
-    python -m tao_lab.validation --variants benchmarks/validation/attribute_scorer.yaml \\
-        dataset=ucsd_ped2 paths.data_dir=../shared/datasets/ucsd_ped2
+Two protocols:
+- without ``--scenes``: the training clips of the configured dataset with the speed/cart plants
+  (:mod:`tao_lab.validation.protocol`; the file that chose the previous default attribute scorer):
+      python -m tao_lab.validation --variants benchmarks/validation/attribute_scorer.yaml \\
+          dataset=ucsd_ped2 paths.data_dir=../shared/datasets/ucsd_ped2
+- with ``--scenes`` (``default``, ``all`` or a comma list): cross-scene, one table scene x planted behaviour set
+  (fast, cart, wrong_way, off_path, loiter) per variant and the mean over scenes and sets
+  (:mod:`tao_lab.validation.cross_scene`); scenes: ped2, ped2_low, ped2_lower, ped2_high, ped2_oblique,
+  synthetic, synthetic_persp:
+      python -m tao_lab.validation --scenes default --variants benchmarks/validation/cross_scene.yaml
 """
 from __future__ import annotations
 
@@ -25,6 +32,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", help="YAML file {name: [overrides]} (default: the configured scorer only)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the planted objects (default 0)")
+    parser.add_argument("--scenes", help="cross-scene protocol: 'default', 'all' or a comma list of scenes")
+    parser.add_argument("--sets", default="all", help="cross-scene: 'all' or a comma list of planted sets")
+    parser.add_argument("--clips", type=int, default=4,
+                        help="cross-scene: training clips per scene (Ped2: spread over the 16; default 4)")
+    parser.add_argument("--frames", type=int, default=120, help="cross-scene: first N frames per clip (default 120)")
+    parser.add_argument("--ped2-dir", default="../shared/datasets/ucsd_ped2",
+                        help="cross-scene: the Ped2 folder, relative to the project root or absolute "
+                             "(default ../shared/datasets/ucsd_ped2)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the base config")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
@@ -47,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(loaded, dict) or not all(isinstance(v, list) for v in loaded.values()):
             parser.error(f"{args.variants}: expected a mapping {{name: [override, ...]}}")
         variants = {str(k): [str(o) for o in v] for k, v in loaded.items()}
+    if args.scenes:
+        return _cross_scene(args, parser, base, variants)
     cfg = compose_config(base)
     dataset = load_dataset(cfg)
     start = time.perf_counter()
@@ -55,6 +72,44 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nleave-one-clip-out frame AUC on planted anomalies, {len(dataset.train)} training clips of "
           f"{dataset.name} (seed {args.seed}; test clips not read), {time.perf_counter() - start:.0f} s")
     print(result.table())
+    return 0
+
+
+def _names(value: str, default: tuple, every: tuple, flag: str, parser) -> list[str]:
+    if value == "default":
+        return list(default)
+    if value == "all":
+        return list(every)
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    bad = [n for n in names if n not in every]
+    if bad or not names:
+        parser.error(f"{flag}: unknown {bad or value!r}; expected 'default', 'all' or a comma list of {list(every)}")
+    return names
+
+
+def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) -> int:
+    from tao_lab.config import compose_config
+    from tao_lab.validation.behaviours import BEHAVIOURS
+    from tao_lab.validation.cross_scene import cross_scene_validate
+    from tao_lab.validation.scenes import DEFAULT_SCENES, SCENES
+
+    scenes = _names(args.scenes, DEFAULT_SCENES, SCENES, "--scenes", parser)
+    sets = _names(args.sets, BEHAVIOURS, BEHAVIOURS, "--sets", parser)
+    if args.clips < 2 or args.frames < 30:
+        parser.error("--clips must be >= 2 (leave-one-clip-out) and --frames >= 30")
+    ped2_dir = Path(args.ped2_dir)
+    ped2_dir = ped2_dir if ped2_dir.is_absolute() else ROOT / ped2_dir
+    cfg = compose_config(base)
+    start = time.perf_counter()
+    result = cross_scene_validate(cfg, {name: compose_config(base + o) for name, o in variants.items()},
+                                  scenes, sets, str(ped2_dir), args.clips, args.frames, seed=args.seed,
+                                  show_progress=bool(cfg.get("progress", True)))
+    print(f"\ncross-scene leave-one-clip-out frame AUC (pooled) on planted behaviours, {args.clips} training clips "
+          f"x {args.frames} frames per scene (seed {args.seed}; test clips not read), "
+          f"{time.perf_counter() - start:.0f} s")
+    print("labelled frames per scene and set: " + "; ".join(
+        f"{s}: " + ",".join(str(result.positives[s][k]) for k in result.sets) for s in result.scenes))
+    print(result.tables())
     return 0
 
 

@@ -48,22 +48,28 @@ class PlantSpec:
 
 class PlantedClip(Clip):
     """``base`` with ``sprite`` (h,w,3 uint8, alpha h,w float in [0,1]) pasted with its top-left corner at
-    ``top_left[i]`` (x, y floats; NaN = not in frame i). ``labels`` (T,) bool marks the frames holding it."""
+    ``top_left[i]`` (x, y floats; NaN = not in frame i), scaled by ``scale[i]`` (default 1: the sprite's own size;
+    a per-frame scale lets an object grow and shrink as it moves in depth). ``labels`` (T,) bool marks the
+    anomalous frames: by default every frame holding the object; behaviour plants (a loiterer that walks in
+    normally, then stands) pass their own, a subset of the frames holding it."""
 
-    def __init__(self, base: Clip, sprite: np.ndarray, alpha: np.ndarray, top_left: np.ndarray, tag: str):
+    def __init__(self, base: Clip, sprite: np.ndarray, alpha: np.ndarray, top_left: np.ndarray, tag: str,
+                 scale: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None):
         super().__init__(f"{base.clip_id}+{tag}", base.num_frames, base.height, base.width, base.fps, gt=None,
                          source=f"{base.source}+plant:{tag}")
         self.base, self.sprite, self.alpha = base, sprite.astype(np.float32), alpha.astype(np.float32)
         self.top_left = np.asarray(top_left, np.float64)
-        self.labels = np.isfinite(self.top_left[:, 0])
+        self.present = np.isfinite(self.top_left[:, 0])
+        self.scale = np.ones(base.num_frames) if scale is None else np.asarray(scale, np.float64)
+        self.labels = self.present.copy() if labels is None else np.asarray(labels, bool) & self.present
 
     def _paste(self, frame: np.ndarray, i: int) -> np.ndarray:
-        if not self.labels[i]:
+        if not self.present[i]:
             return frame
         x, y = self.top_left[i]
-        h, w = self.alpha.shape
-        # sub-pixel position: warp the sprite and its alpha onto the frame grid (bilinear)
-        m = np.float32([[1, 0, x], [0, 1, y]])
+        s = float(self.scale[i])
+        # sub-pixel position and scale: warp the sprite and its alpha onto the frame grid (bilinear)
+        m = np.float32([[s, 0, x], [0, s, y]])
         size = (self.width, self.height)
         spr = cv2.warpAffine(self.sprite, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         a = cv2.warpAffine(self.alpha, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]

@@ -1,0 +1,366 @@
+"""Behaviour plants: anomalies defined against what the training clips of ONE scene do at each place.
+
+The five planted sets of the cross-scene validation (:mod:`tao_lab.validation.cross_scene`). Every set is placed
+with the scene's own statistics (:class:`SceneStats`, from the tracks of the OTHER training clips of that scene):
+where objects' feet are, how tall and how fast objects are at each image row, and which way they go at each place.
+Speeds are multiples of the local normal speed, sizes follow the local normal height (per frame: an object moving
+in depth grows and shrinks), so the same set means the same thing on cameras with different perspective.
+
+======== ==========================================================================================================
+set      planted object (labels = the frames where it is anomalous)
+======== ==========================================================================================================
+fast     a walker cut-out on a normal path (through a normal object's foot, along that object's direction) at
+         3.5-6x the local normal speed; every frame it is visible
+cart     an opaque cart-like box (0.8x the local height tall, 1.2-1.6x wider than high) on a normal path at
+         0.7-1.3x the local normal speed; every frame it is visible
+wrong_way a walker that comes in on a normal path at normal speed (not labelled), then at a normal place turns to
+         the direction least seen around that place (the opposite way on a one-way path, across a two-way path)
+         and walks on at normal speed; the frames after the turn
+off_path a walker at normal speed for its row on a straight line through places where no training object's foot
+         ever was (cells of a coarse grid, dilated by one cell); the frames where its feet are in such a place
+loiter   a walker that comes in on a normal path at normal speed (not labelled), stands nearly still (<= 0.2
+         px/frame of jitter) at a place where people pass for 30-45 % of the clip, then walks on (not labelled);
+         the standing frames
+======== ==========================================================================================================
+
+Depth: clip v of a scene gets depth band ``v % 3`` (far / middle / near: tertiles of the rows of moving training
+objects' feet), shifted per set, so each set is planted at several depths across the held-out clips. Every object
+enters through the frame border (never pops up), or is already in view at frame 0, or is still in view at the
+last frame; at most half of a clip's frames are labelled, so every held-out clip keeps negatives.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from tao_lab.types import Clip, ObjectTable
+from tao_lab.validation.planted import PlantedClip, cut_walker, make_box
+
+BEHAVIOURS = ("fast", "cart", "wrong_way", "off_path", "loiter")
+NUM_DEPTHS = 3
+_DIRS = np.array([[np.cos(a), np.sin(a)] for a in np.arange(8) * np.pi / 4])  # 8 unit directions (x right, y down)
+
+
+@dataclass
+class SceneStats:
+    """What the normal objects of one scene do, from their tracks (feet = box bottom-centre, pixels).
+
+    feet (N,2), height (N,), velocity (N,2) px/frame of the feet over a few frames of the same track (NaN where
+    the track is too short), moving (N,) bool; size_fit / speed_fit: (slope, intercept) of height and of moving
+    speed against the feet row (robust: straight line through per-row-band medians); occupied (G_r, G_c) bool:
+    grid cells where a foot ever was, dilated by one cell; band_edges: rows splitting moving feet in tertiles.
+    """
+
+    width: int
+    height: int
+    feet: np.ndarray
+    heights: np.ndarray
+    velocity: np.ndarray
+    moving: np.ndarray
+    size_fit: tuple[float, float]
+    speed_fit: tuple[float, float]
+    occupied: np.ndarray
+    band_edges: np.ndarray
+    row_range: tuple[float, float] = (0.0, float("inf"))  # fits are held constant outside the rows of feet seen
+
+    GRID = (12, 16)
+
+    @classmethod
+    def fit(cls, objects, width: int, height: int, lag: int = 4) -> "SceneStats":
+        """objects: the tracks of the training clips, one ObjectTable per clip (or one table of one clip)."""
+        tables = [objects] if isinstance(objects, ObjectTable) else list(objects)
+        objects = ObjectTable.concat(tables)
+        if len(objects) < 10:
+            raise ValueError(f"scene statistics need >= 10 training objects, got {len(objects)}")
+        x1, y1, x2, y2 = objects.xyxy.astype(np.float64).T
+        feet = np.stack([(x1 + x2) / 2, y2], axis=1)
+        heights = y2 - y1
+        vel = np.concatenate([_velocity(t, lag) for t in tables])
+        speed = np.linalg.norm(vel, axis=1)
+        moving = np.isfinite(speed) & (speed > 0.2)
+        size_fit = _row_fit(feet[:, 1], heights, height)
+        speed_fit = _row_fit(feet[moving, 1], speed[moving], height) if moving.sum() >= 5 else (0.0, 1.0)
+        gr, gc = cls.GRID
+        cells = np.zeros((gr, gc), np.int64)
+        r = np.clip((feet[:, 1] / height * gr).astype(int), 0, gr - 1)
+        c = np.clip((feet[:, 0] / width * gc).astype(int), 0, gc - 1)
+        np.add.at(cells, (r, c), 1)
+        seen = cells >= 2  # one stray detection does not make a path
+        occupied = seen.copy()
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                occupied[max(dr, 0):gr + min(dr, 0), max(dc, 0):gc + min(dc, 0)] |= \
+                    seen[max(-dr, 0):gr + min(-dr, 0), max(-dc, 0):gc + min(-dc, 0)]
+        band_rows = feet[moving, 1] if moving.sum() >= NUM_DEPTHS else feet[:, 1]
+        band_edges = np.quantile(band_rows, np.linspace(0, 1, NUM_DEPTHS + 1))
+        row_range = tuple(float(q) for q in np.quantile(feet[:, 1], [0.02, 0.98]))
+        return cls(width, height, feet, heights, vel, moving, size_fit, speed_fit, occupied, band_edges, row_range)
+
+    def local_height(self, y) -> np.ndarray:
+        """Normal object height (px) at feet row(s) y."""
+        a, b = self.size_fit
+        return np.maximum(a * np.clip(np.asarray(y, np.float64), *self.row_range) + b, 4.0)
+
+    def local_speed(self, y) -> np.ndarray:
+        """Normal moving speed (px/frame) at feet row(s) y."""
+        a, b = self.speed_fit
+        return np.maximum(a * np.clip(np.asarray(y, np.float64), *self.row_range) + b, 0.3)
+
+    def is_occupied(self, points: np.ndarray) -> np.ndarray:
+        """(N,) bool: the feet points (N,2) lie where training feet were (points outside the frame: True)."""
+        gr, gc = self.GRID
+        p = np.asarray(points, np.float64).reshape(-1, 2)
+        inside = (p[:, 0] >= 0) & (p[:, 0] < self.width) & (p[:, 1] >= 0) & (p[:, 1] < self.height)
+        r = np.clip((p[:, 1] / self.height * gr).astype(int), 0, gr - 1)
+        c = np.clip((p[:, 0] / self.width * gc).astype(int), 0, gc - 1)
+        return ~inside | self.occupied[r, c]
+
+    def direction_counts(self, point: np.ndarray, k: int = 40) -> np.ndarray:
+        """(8,) how many of the k moving objects nearest to ``point`` go in each of 8 directions (smoothed over
+        neighbouring directions)."""
+        idx = np.flatnonzero(self.moving)
+        near = idx[np.argsort(np.linalg.norm(self.feet[idx] - point, axis=1))[:k]]
+        ang = np.arctan2(self.velocity[near, 1], self.velocity[near, 0])
+        bins = np.round(ang / (np.pi / 4)).astype(int) % 8
+        counts = np.bincount(bins, minlength=8).astype(np.float64)
+        return 2 * counts + np.roll(counts, 1) + np.roll(counts, -1)
+
+    def band(self, y):
+        """Depth band (0 far .. NUM_DEPTHS-1 near) of feet row(s) y."""
+        return np.clip(np.searchsorted(self.band_edges[1:-1], y, side="right"), 0, NUM_DEPTHS - 1)
+
+
+def _velocity(objects: ObjectTable, lag: int) -> np.ndarray:
+    """(N,2) px/frame of each object's feet over ``lag`` frames of its own track (NaN: untracked or too short)."""
+    x1, _, x2, y2 = objects.xyxy.astype(np.float64).T
+    feet = np.stack([(x1 + x2) / 2, y2], axis=1)
+    vel = np.full((len(objects), 2), np.nan)
+    order = np.lexsort((objects.frame, objects.track_id))
+    tid, fr = objects.track_id[order], objects.frame[order]
+    edges = np.concatenate([[0], np.flatnonzero(tid[1:] != tid[:-1]) + 1, [len(tid)]])
+    for start, stop in zip(edges[:-1], edges[1:]):
+        if tid[start] < 0 or stop - start <= lag:
+            continue
+        rows = order[start:stop]
+        f, p = fr[start:stop], feet[rows]
+        k = np.arange(len(rows) - lag)
+        dt = (f[k + lag] - f[k]).astype(np.float64)
+        ok = (dt > 0) & (dt <= 2 * lag)
+        vel[rows[k[ok]]] = (p[k[ok] + lag] - p[k[ok]]) / dt[ok, None]
+    return vel
+
+
+def _row_fit(rows: np.ndarray, values: np.ndarray, height: int, bands: int = 8) -> tuple[float, float]:
+    """Straight line value(row) through the medians of ``bands`` row bands (robust to merged/fragmented blobs)."""
+    edges = np.linspace(0, height, bands + 1)
+    xs, ys, ws = [], [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (rows >= lo) & (rows < hi)
+        if m.sum() >= 3:
+            xs.append(np.median(rows[m]))
+            ys.append(np.median(values[m]))
+            ws.append(np.sqrt(m.sum()))
+    if len(xs) >= 2:
+        a, b = np.polyfit(xs, ys, 1, w=ws)
+        return float(a), float(b)
+    return 0.0, float(np.median(values)) if len(values) else 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# trajectories: per-step feet positions and labels, then cut to the clip
+# ---------------------------------------------------------------------------------------------------------------
+
+def _box(stats: SceneStats, feet: np.ndarray, aspect: float, rel_height: float) -> np.ndarray:
+    """(N,4) boxes of an object of ``rel_height`` x the local height and width/height ``aspect`` at ``feet``."""
+    h = rel_height * stats.local_height(feet[:, 1])
+    w = aspect * h
+    return np.stack([feet[:, 0] - w / 2, feet[:, 1] - h, feet[:, 0] + w / 2, feet[:, 1]], axis=1)
+
+
+def _visible(stats: SceneStats, boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 0] < stats.width) & (boxes[:, 2] > 0) & (boxes[:, 1] < stats.height) & (boxes[:, 3] > 0)
+
+
+def _walk(stats, start, direction, speed_factor, n_max, aspect, rel_height, forward=True):
+    """Feet positions from ``start`` along ``direction`` at ``speed_factor`` x the local normal speed (updated each
+    step: the object slows down in the distance like a real one), until the object is out of view (forward) or,
+    walking backwards, until it has just come in (the returned list then runs towards ``start``)."""
+    d = np.asarray(direction, np.float64) / np.linalg.norm(direction)
+    sign = 1.0 if forward else -1.0
+    p, out = np.asarray(start, np.float64), []
+    for _ in range(n_max):
+        p = p + sign * d * speed_factor * float(stats.local_speed(p[1]))
+        out.append(p)
+        if not _visible(stats, _box(stats, p[None], aspect, rel_height))[0]:
+            break
+    out = np.array(out).reshape(-1, 2)
+    return out if forward else out[::-1]
+
+
+def _cut(rng, stats: SceneStats, feet: np.ndarray, labels: np.ndarray, aspect: float, rel_height: float, T: int,
+         min_labelled: int = 8):
+    """Places a trajectory (steps of feet, labels) in a clip of T frames: (feet (T,2) NaN where absent, labels).
+
+    The clip window over the trajectory is drawn among those with ``min_labelled``..T/2 labelled visible frames,
+    preferring windows that show the object coming in (so it never pops up mid-frame)."""
+    vis = _visible(stats, _box(stats, feet, aspect, rel_height))
+    lab = labels & vis
+    n = len(feet)
+    csum = np.concatenate([[0], np.cumsum(lab)])
+    offsets = np.arange(-(T - 1), n)  # trajectory step of clip frame 0
+    lo, hi = np.clip(offsets, 0, n), np.clip(offsets + T, 0, n)
+    count = csum[hi] - csum[lo]
+    want = min(min_labelled, int(lab.sum()))
+    valid = (count >= max(want, 1)) & (count <= T // 2)
+    first_vis = int(np.argmax(vis)) if vis.any() else 0
+    last_vis = n - int(np.argmax(vis[::-1])) if vis.any() else n
+    # prefer windows showing the whole visible trajectory (it comes in and leaves), then windows showing it come
+    # in (still in view at the last frame) or leave (already in view at frame 0) with all, else most, of its
+    # labelled frames, then any
+    whole = valid & (offsets <= first_vis) & (offsets + T >= last_vis)
+    ends = valid & ((offsets <= first_vis) | (offsets + T >= last_vis))
+    all_labelled = ends & (count == lab.sum())  # e.g. a loiterer's whole stay, walking in or out cut
+    if whole.any():
+        pool = np.flatnonzero(whole)
+    elif all_labelled.any():
+        pool = np.flatnonzero(all_labelled)
+    elif ends.any():
+        pool = np.flatnonzero(ends & (count >= 0.8 * count[ends].max()))
+    else:
+        pool = np.flatnonzero(valid)
+    if not len(pool):
+        return None
+    o = int(offsets[int(rng.choice(pool))])
+    out_feet = np.full((T, 2), np.nan)
+    out_lab = np.zeros(T, bool)
+    t = np.arange(T)
+    k = t + o
+    ok = (k >= 0) & (k < n)
+    out_feet[ok] = feet[k[ok]]
+    out_lab[ok] = lab[k[ok]]
+    present = np.zeros(T, bool)
+    present[ok] = vis[k[ok]]
+    out_feet[~present] = np.nan
+    return out_feet, out_lab
+
+
+def _anchor(stats: SceneStats, rng, depth: int) -> np.ndarray:
+    """Index of a moving training object in depth band ``depth`` with its feet inside the frame."""
+    band = stats.band(stats.feet[:, 1])
+    inside = (stats.feet[:, 0] > 0.05 * stats.width) & (stats.feet[:, 0] < 0.95 * stats.width) \
+        & (stats.feet[:, 1] > 0.05 * stats.height) & (stats.feet[:, 1] < 0.98 * stats.height)
+    pool = np.flatnonzero(stats.moving & inside & (band == depth))
+    if not len(pool):
+        pool = np.flatnonzero(stats.moving & inside)
+    if not len(pool):
+        raise ValueError("no moving training object inside the frame to anchor a planted object to")
+    return pool[int(rng.integers(len(pool)))]
+
+
+def _trajectory(kind: str, stats: SceneStats, rng, depth: int, T: int, aspect: float, rel_height: float):
+    """(feet steps (N,2), labels (N,)) of one planted object of set ``kind`` (before cutting to the clip)."""
+    n_max = 4 * T + 4 * (stats.width + stats.height)
+    if kind == "off_path":
+        return _off_path(stats, rng, depth, n_max, aspect, rel_height)
+    j = _anchor(stats, rng, depth)
+    foot, heading = stats.feet[j], stats.velocity[j]
+    if kind in ("fast", "cart"):
+        factor = rng.uniform(3.5, 6.0) if kind == "fast" else rng.uniform(0.7, 1.3)
+        before = _walk(stats, foot, heading, factor, n_max, aspect, rel_height, forward=False)
+        after = _walk(stats, foot, heading, factor, n_max, aspect, rel_height)
+        feet = np.concatenate([before, foot[None], after])
+        return feet, np.ones(len(feet), bool)
+    factor = rng.uniform(0.8, 1.2)
+    before = _walk(stats, foot, heading, factor, n_max, aspect, rel_height, forward=False)
+    if kind == "wrong_way":
+        counts = stats.direction_counts(foot)
+        least = np.flatnonzero(counts == counts.min())
+        d = _DIRS[int(rng.choice(least))]
+        after = _walk(stats, foot, d, factor, n_max, aspect, rel_height)
+        feet = np.concatenate([before, foot[None], after])
+        return feet, np.arange(len(feet)) > len(before)
+    if kind == "loiter":
+        stand = int(rng.uniform(0.3, 0.45) * T)
+        # jitter: a smoothed random walk of <= ~1.5 px around the spot, <= 0.2 px/frame
+        steps = rng.normal(0, 0.06, (stand, 2))
+        steps *= np.minimum(1.0, 0.2 / np.maximum(np.linalg.norm(steps, axis=1, keepdims=True), 1e-9))
+        jitter = np.clip(np.cumsum(steps, axis=0), -1.5, 1.5)
+        standing = foot[None] + jitter
+        after = _walk(stats, standing[-1], heading, factor, n_max, aspect, rel_height)
+        feet = np.concatenate([before, standing, after])
+        labels = np.zeros(len(feet), bool)
+        labels[len(before):len(before) + stand] = True
+        return feet, labels
+    raise ValueError(f"unknown planted set {kind!r}: expected one of {BEHAVIOURS}")
+
+
+def _off_path(stats: SceneStats, rng, depth: int, n_max: int, aspect: float, rel_height: float):
+    gr, gc = stats.GRID
+    rows = (np.arange(gr) + 0.5) * stats.height / gr
+    cols = (np.arange(gc) + 0.5) * stats.width / gc
+    empty = [(r, c) for r in range(gr) for c in range(gc) if not stats.occupied[r, c]
+             and rows[r] > stats.local_height(rows[r]) * rel_height * 0.5]  # room for the object above its feet
+    if not empty:
+        raise ValueError("every place of this scene is visited by training objects: no off-path place to plant")
+    in_band = [rc for rc in empty if stats.band(rows[rc[0]]) == depth]
+    pool = in_band or empty
+    r, c = pool[int(rng.integers(len(pool)))]
+    centre = np.array([cols[c], rows[r]]) + rng.uniform(-0.3, 0.3, 2) * [stats.width / gc, stats.height / gr]
+    best, best_frac = [], -1.0
+    for d in rng.permutation(8):
+        before = _walk(stats, centre, _DIRS[d], 1.0, n_max, aspect, rel_height, forward=False)
+        after = _walk(stats, centre, _DIRS[d], 1.0, n_max, aspect, rel_height)
+        feet = np.concatenate([before, centre[None], after])
+        frac = float(np.mean(~stats.is_occupied(feet)))
+        if frac > best_frac:
+            best, best_frac = [feet], frac
+    feet = best[0]
+    factor = rng.uniform(0.8, 1.2)  # normal speed: resample the path at factor x local speed (it was 1x)
+    t = np.arange(0, len(feet) - 1, factor)
+    i = np.floor(t).astype(int)
+    feet = feet[i] + (t - i)[:, None] * (feet[np.minimum(i + 1, len(feet) - 1)] - feet[i])
+    return feet, ~stats.is_occupied(feet)
+
+
+def plant_behaviour(base: Clip, kind: str, stats: SceneStats, donor: Optional[tuple[Clip, ObjectTable]],
+                    rng: np.random.Generator, depth: int, tries: int = 30) -> PlantedClip:
+    """``base`` with one planted object of set ``kind`` (see the module docstring) at depth band ``depth``.
+
+    stats: statistics of the scene's OTHER training clips; donor: (clip, its objects) to cut a walker from (every
+    set but ``cart``)."""
+    if kind not in BEHAVIOURS:
+        raise ValueError(f"unknown planted set {kind!r}: expected one of {BEHAVIOURS}")
+    T = base.num_frames
+    if kind == "cart":
+        first = base.frame(0).astype(np.int16)
+        grey = bool(np.abs(first - first[..., :1]).max() <= 3)
+        sprite, alpha = make_box(max(8, float(np.median(stats.heights))), rng, grey=grey)
+        rel_height = 0.8
+    else:
+        if donor is None:
+            raise ValueError(f"a {kind!r} plant needs a donor clip to cut a walker from")
+        sprite, alpha = cut_walker(donor[0], donor[1], rng)
+        rel_height = 1.0
+    aspect = sprite.shape[1] / sprite.shape[0]
+    for _ in range(tries):
+        try:
+            feet, labels = _trajectory(kind, stats, rng, depth, T, aspect, rel_height)
+        except ValueError:
+            if kind == "off_path":
+                raise
+            continue
+        placed = _cut(rng, stats, feet, labels, aspect, rel_height, T)
+        if placed is None:
+            continue
+        foot, lab = placed
+        scale = rel_height * stats.local_height(np.nan_to_num(foot[:, 1], nan=stats.height / 2)) / sprite.shape[0]
+        top_left = np.stack([foot[:, 0] - scale * sprite.shape[1] / 2, foot[:, 1] - scale * sprite.shape[0]], 1)
+        digest = hashlib.sha1(sprite.tobytes() + alpha.tobytes() + np.nan_to_num(top_left, nan=-1).tobytes()
+                              + scale.tobytes()).hexdigest()
+        return PlantedClip(base, sprite, alpha, top_left, f"{kind}:d{depth}:{digest[:10]}", scale=scale,
+                           labels=lab)
+    raise ValueError(f"could not place a {kind!r} object at depth {depth} in {base.clip_id} "
+                     f"({base.width}x{base.height}, {T} frames)")

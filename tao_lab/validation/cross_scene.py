@@ -1,0 +1,225 @@
+"""Cross-scene validation: one table of leave-one-clip-out frame AUC, scene x planted behaviour set.
+
+For every scene (:mod:`tao_lab.validation.scenes`) and every planted set (:mod:`tao_lab.validation.behaviours`):
+for each training clip v of the scene, the scorer (one per variant) is fitted on the scene's OTHER training clips,
+clip v with one planted object of the set is scored, and the frames the set labels are the positives; the frame
+AUC is pooled over the held-out clips (micro). Test clips are never read. Defaults are chosen on the mean over
+all (scene, set) cells, by a rule written in the variants file before the run.
+
+Planting uses the statistics of the other training clips of the same scene (placement, depth, direction, speed);
+the simulated cameras reuse the Ped2 plants, pasted before the warp (:func:`tao_lab.validation.scenes.WarpedClip`).
+Clip v is planted at depth band ``(v + set index) % 3``, so every set covers several depths.
+"""
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+from hydra.utils import get_class
+from omegaconf import DictConfig
+
+from tao_lab.metrics import frame_metrics
+from tao_lab.pipeline import Pipeline, instantiate, progress
+from tao_lab.types import Clip
+from tao_lab.validation.behaviours import BEHAVIOURS, NUM_DEPTHS, SceneStats, plant_behaviour
+from tao_lab.validation.scenes import (DEFAULT_SCENES, SCENES, SYNTHETIC_SCENES, WARPS, ped2_train_clips,
+                                       synthetic_scene, warp_scene)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SceneClips:
+    """One scene's training clips and, per planted set, one planted copy per training clip (None: not placed)."""
+
+    name: str
+    train: list[Clip]
+    planted: dict[str, list[Optional[Clip]]] = field(default_factory=dict)
+
+
+@dataclass
+class CrossSceneResult:
+    """auc[variant][scene][set]: pooled frame AUC (NaN: no planted clip could be made); means skip NaN."""
+
+    scenes: list[str]
+    sets: list[str]
+    auc: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    positives: dict[str, dict[str, int]] = field(default_factory=dict)  # scene -> set -> labelled frames
+
+    def mean(self, variant: str) -> float:
+        v = [self.auc[variant][s][p] for s in self.scenes for p in self.sets]
+        return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+    def table(self, variant: str) -> str:
+        corner = "scene \\ set"
+        width = max(len(corner), len("mean"), *(len(s) for s in self.scenes))
+        cols = [*self.sets, "mean"]
+        head = f"{corner:<{width}} | " + " | ".join(f"{c:>9}" for c in cols)
+        rows = [f"[{variant}]", head, "-" * len(head)]
+        a = np.array([[self.auc[variant][s][p] for p in self.sets] for s in self.scenes], np.float64)
+        with np.errstate(all="ignore"), _quiet():
+            for s, r in zip(self.scenes, a):
+                rows.append(f"{s:<{width}} | " + " | ".join(f"{x:9.4f}" for x in [*r, np.nanmean(r)]))
+            rows.append("-" * len(head))
+            rows.append(f"{'mean':<{width}} | " + " | ".join(f"{x:9.4f}" for x in [*np.nanmean(a, 0),
+                                                                                   self.mean(variant)]))
+        return "\n".join(rows)
+
+    def summary(self) -> str:
+        """variant x (mean per scene, mean over scenes and sets)."""
+        width = max(len("variant"), *(len(v) for v in self.auc))
+        cols = [*self.scenes, "MEAN"]
+        cw = max(9, *(len(c) for c in cols))
+        head = f"{'variant':<{width}} | " + " | ".join(f"{c:>{cw}}" for c in cols)
+        rows = [head, "-" * len(head)]
+        with np.errstate(all="ignore"), _quiet():
+            for v in self.auc:
+                per_scene = [np.nanmean([self.auc[v][s][p] for p in self.sets]) for s in self.scenes]
+                rows.append(f"{v:<{width}} | " + " | ".join(f"{x:{cw}.4f}" for x in [*per_scene, self.mean(v)]))
+        return "\n".join(rows)
+
+    def tables(self) -> str:
+        return "\n\n".join([*(self.table(v) for v in self.auc), "mean over sets per scene, and over everything:",
+                            self.summary()])
+
+
+class _quiet:
+    """Silences numpy's 'mean of empty slice' warning (an all-NaN row prints as nan)."""
+
+    def __enter__(self):
+        import warnings
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32("|".join(map(str, parts)).encode())
+
+
+def _check_names(kind: str, names: Sequence[str], allowed: Sequence[str]) -> list[str]:
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise ValueError(f"unknown {kind} {bad}: expected some of {list(allowed)}")
+    if not names:
+        raise ValueError(f"no {kind} selected")
+    return list(dict.fromkeys(names))
+
+
+def plant_scene(name: str, train: Sequence[Clip], pipeline: Pipeline, sets: Sequence[str], seed: int = 0,
+                show_progress: bool = True) -> SceneClips:
+    """Planted copies of each training clip of a scene, one per set (leave-one-clip-out statistics; walkers cut
+    from the next training clip)."""
+    if len(train) < 2:
+        raise ValueError(f"scene {name}: leave-one-clip-out validation needs >= 2 training clips, got {len(train)}")
+    tracks = [pipeline.tracks(c) for c in progress(train, f"tracks ({name})", show_progress)]
+    out = SceneClips(name, list(train))
+    stats = [SceneStats.fit([t for u, t in enumerate(tracks) if u != v], c.width, c.height)
+             for v, c in enumerate(train)]
+    for k, kind in enumerate(sets):
+        clips: list[Optional[Clip]] = []
+        for v, clip in enumerate(train):
+            d = (v + 1) % len(train)
+            rng = np.random.default_rng(_seed(seed, name, kind, v))
+            try:
+                clips.append(plant_behaviour(clip, kind, stats[v], (train[d], tracks[d]), rng,
+                                             depth=(v + k) % NUM_DEPTHS))
+            except ValueError as err:
+                log.warning("scene %s, set %s, clip %s: not planted (%s)", name, kind, clip.clip_id, err)
+                clips.append(None)
+        out.planted[kind] = clips
+    return out
+
+
+def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str], ped2_dir: Optional[str],
+                 num_clips: Optional[int], num_frames: Optional[int], seed: int = 0,
+                 show_progress: bool = True) -> list[SceneClips]:
+    """Every selected scene with its planted sets (Ped2 plants are made once and warped for the cameras)."""
+    scenes = _check_names("scene", scenes, SCENES)
+    sets = _check_names("planted set", sets, BEHAVIOURS)
+    pipe = Pipeline(base_cfg)
+    out: list[SceneClips] = []
+    ped2: Optional[SceneClips] = None
+    if any(s == "ped2" or s in WARPS for s in scenes):
+        if not ped2_dir:
+            raise ValueError("the Ped2 scenes need the Ped2 folder: --ped2-dir ../shared/datasets/ucsd_ped2")
+        ped2 = plant_scene("ped2", ped2_train_clips(ped2_dir, num_clips, num_frames), pipe, sets, seed,
+                           show_progress)
+    for name in scenes:
+        if name == "ped2":
+            out.append(ped2)
+        elif name in WARPS:
+            out.append(SceneClips(name, warp_scene(name, ped2.train),
+                                  {k: [None if c is None else warp_scene(name, [c])[0] for c in clips]
+                                   for k, clips in ped2.planted.items()}))
+        elif name in SYNTHETIC_SCENES:
+            out.append(plant_scene(name, synthetic_scene(name, num_clips, num_frames), pipe, sets, seed,
+                                   show_progress))
+    return out
+
+
+def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig],
+                         scenes: Sequence[str] = DEFAULT_SCENES, sets: Sequence[str] = BEHAVIOURS,
+                         ped2_dir: Optional[str] = None, num_clips: Optional[int] = 4,
+                         num_frames: Optional[int] = 120, seed: int = 0,
+                         show_progress: bool = True) -> CrossSceneResult:
+    """Leave-one-clip-out frame AUC of each variant on each (scene, planted set); see the module docstring.
+
+    variants: {name: composed config}; scorers must fit without a Lightning Trainer. The stage cache is used as
+    usual (variants that change only the scorer share one extraction)."""
+    for name, cfg in variants.items():
+        if getattr(get_class(cfg.scorer._target_), "needs_trainer", False):
+            raise ValueError(f"variant {name!r}: {cfg.scorer._target_} is trained with a Lightning Trainer; "
+                             "this validation refits the scorer once per held-out clip and supports scorers "
+                             "fitted without one (scorer=attribute)")
+    built = build_scenes(base_cfg, scenes, sets, ped2_dir, num_clips, num_frames, seed, show_progress)
+    sets = list(dict.fromkeys(sets))
+    result = CrossSceneResult([s.name for s in built], sets)
+    for sc in built:
+        result.positives[sc.name] = {k: int(sum(c.labels.sum() for c in clips if c is not None))
+                                     for k, clips in sc.planted.items()}
+    front_ends: dict[str, Pipeline] = {}  # one extraction per distinct detector/tracker/features
+    for name, cfg in variants.items():
+        key = Pipeline(cfg).caches["features"].key
+        if key not in front_ends:
+            pipe = front_ends[key] = Pipeline(cfg)
+            if pipe.cache_dir is not None:  # fill the cache first, in parallel
+                every = [c for sc in built for c in
+                         [*sc.train, *(p for clips in sc.planted.values() for p in clips if p is not None)]]
+                pipe.extract(every, name)
+        pipe = front_ends[key]
+        result.auc[name] = {}
+        for sc in built:
+            items = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in sc.train]
+            scores: dict[str, list[np.ndarray]] = {k: [] for k in sets}
+            labels: dict[str, list[np.ndarray]] = {k: [] for k in sets}
+            for v in progress(range(len(sc.train)), f"{name} / {sc.name}: folds", show_progress):
+                scorer = instantiate(cfg.scorer)
+                scorer.fit_clips([it for u, it in enumerate(items) if u != v])
+                scorer.eval()
+                for k in sets:
+                    clip = sc.planted[k][v]
+                    if clip is None:
+                        continue
+                    out = scorer.score_clip(pipe.tracks(clip), pipe.features(clip), clip.num_frames)
+                    scores[k].append(np.asarray(out.frame_scores, np.float64))
+                    labels[k].append(np.asarray(clip.labels, bool))
+            result.auc[name][sc.name] = {
+                k: _auc(scores[k], labels[k]) for k in sets}
+            log.info("%s / %s: %s", name, sc.name, result.auc[name][sc.name])
+    return result
+
+
+def _auc(scores: list[np.ndarray], labels: list[np.ndarray]) -> float:
+    if not scores:
+        return float("nan")
+    lab = np.concatenate(labels)
+    if lab.all() or not lab.any():
+        return float("nan")
+    return float(frame_metrics(scores, labels)["auc_micro"])

@@ -1,0 +1,132 @@
+"""Scenes of the cross-scene validation: the Ped2 training clips, the same clips seen by other (simulated) cameras,
+and the embedded synthetic scenes, flat and with perspective. Training clips only: no test clip is ever read.
+
+Simulated cameras (:data:`WARPS`): each is a plane homography that maps a quadrilateral of the Ped2 frame onto the
+whole output frame (same size). Because the quadrilateral lies inside the frame, no border is invented; because a
+homography is a projective map, objects grow and shrink with depth the way they do for a real camera tilted or
+turned against the ground (pixel speeds change with depth in the same ratio as sizes). "Magnification" below is
+the output size of an object relative to where it is in Ped2 (Ped2's own perspective comes on top):
+
+============= ==================================================================================================
+ped2_low      a lower camera looking along the walkway: far (top) rows as in Ped2, near (bottom) rows 2x
+              (source quad: top edge the full width, bottom edge the middle half)
+ped2_lower    the same, stronger: near rows 3x (bottom edge the middle third)
+ped2_high     a higher camera looking more steeply down: flatter than Ped2, far rows 1.6x, near rows as in Ped2
+              (top edge the middle 62 %, bottom edge the full width)
+ped2_oblique  a camera turned sideways: the left side as in Ped2, the right side 2x nearer (right edge the middle
+              half of the height): speeds and sizes now change along x too
+============= ==================================================================================================
+
+Planted objects are pasted into the Ped2 clip BEFORE the warp (:func:`warp_planted`), so they are seen by the
+simulated camera exactly like the real walkers: a "fast" walker stays fast relative to its neighbours at every
+depth. Labels are kept where the planted object is still in the (cropped) view of the simulated camera.
+
+Synthetic scenes (:func:`synthetic_scene`): ``synthetic`` is today's embedded dataset's generator (training clips);
+``synthetic_persp`` renders the same kind of scene with ``perspective=3`` (near walkers 3x the height and pixel
+speed of far ones; :class:`tao_lab.data.synthetic.SyntheticGenerator`).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from tao_lab.types import Clip
+
+#: name -> (what it simulates, source quadrilateral TL, TR, BR, BL as fractions of (width, height)).
+WARPS: dict[str, tuple[str, tuple[tuple[float, float], ...]]] = {
+    "ped2_low": ("lower camera: near rows 2x", ((0.0, 0.0), (1.0, 0.0), (0.75, 1.0), (0.25, 1.0))),
+    "ped2_lower": ("much lower camera: near rows 3x", ((0.0, 0.0), (1.0, 0.0), (2 / 3, 1.0), (1 / 3, 1.0))),
+    "ped2_high": ("higher camera: far rows 1.6x (flatter)", ((0.19, 0.0), (0.81, 0.0), (1.0, 1.0), (0.0, 1.0))),
+    "ped2_oblique": ("camera turned sideways: right side 2x", ((0.0, 0.0), (1.0, 0.25), (1.0, 0.75), (0.0, 1.0))),
+}
+SYNTHETIC_SCENES = {"synthetic": 1.0, "synthetic_persp": 3.0}  # name -> perspective (near/far scale ratio)
+SCENES = ("ped2", *WARPS, *SYNTHETIC_SCENES)
+DEFAULT_SCENES = ("ped2", "ped2_low", "ped2_oblique", "synthetic", "synthetic_persp")
+
+
+def homography(name: str, width: int, height: int) -> np.ndarray:
+    """(3,3) float64 homography of simulated camera ``name`` for frames of ``width`` x ``height``: source (Ped2)
+    pixel -> output pixel."""
+    if name not in WARPS:
+        raise ValueError(f"unknown simulated camera {name!r}: expected one of {tuple(WARPS)}")
+    quad = np.float32(WARPS[name][1]) * np.float32([width, height])
+    rect = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    return cv2.getPerspectiveTransform(quad, rect).astype(np.float64)
+
+
+def warp_points(H: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(N,2) points mapped by homography H."""
+    p = np.asarray(points, np.float64).reshape(-1, 2)
+    q = np.concatenate([p, np.ones((len(p), 1))], axis=1) @ H.T
+    return q[:, :2] / q[:, 2:3]
+
+
+class WarpedClip(Clip):
+    """``base`` seen through homography ``H`` (same frame size). When ``base`` carries planted-object ``labels``,
+    they are kept where the planted object's box, mapped by H, still covers >= 25 % of its own area in view."""
+
+    def __init__(self, base: Clip, H: np.ndarray, tag: str):
+        digest = hashlib.sha1(np.asarray(H, np.float64).tobytes()).hexdigest()[:10]
+        super().__init__(f"{base.clip_id}@{tag}", base.num_frames, base.height, base.width, base.fps, gt=None,
+                         source=f"{base.source}+warp:{tag}:{digest}")
+        self.base, self.H = base, np.asarray(H, np.float64)
+        if hasattr(base, "labels"):
+            self.labels = np.asarray(base.labels, bool) & self._in_view()
+
+    def _in_view(self) -> np.ndarray:
+        b = self.base
+        if not hasattr(b, "top_left"):
+            return np.ones(self.num_frames, bool)
+        h, w = b.alpha.shape
+        out = np.zeros(self.num_frames, bool)
+        for i in np.flatnonzero(b.labels):
+            x, y = b.top_left[i]
+            s = b.scale[i]
+            corners = np.array([[x, y], [x + s * w, y], [x + s * w, y + s * h], [x, y + s * h]])
+            q = warp_points(self.H, corners).astype(np.float32)
+            full = cv2.contourArea(q)
+            clipped = cv2.intersectConvexConvex(
+                q, np.float32([[0, 0], [self.width, 0], [self.width, self.height], [0, self.height]]))[0]
+            out[i] = full > 0 and clipped >= 0.25 * full
+        return out
+
+    def _warp(self, frame: np.ndarray) -> np.ndarray:
+        return cv2.warpPerspective(frame, self.H, (self.width, self.height), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)
+
+    def _read(self, i: int) -> np.ndarray:
+        return self._warp(self.base.frame(i))
+
+    def frames(self, start: int = 0, stop: Optional[int] = None):
+        for frame in self.base.frames(start, stop):
+            yield self._warp(frame)
+
+
+def warp_scene(name: str, clips: list[Clip]) -> list[WarpedClip]:
+    """The clips (Ped2 training clips, planted or not) seen by simulated camera ``name``."""
+    return [WarpedClip(c, homography(name, c.width, c.height), name) for c in clips]
+
+
+def ped2_train_clips(data_dir: str, num_clips: Optional[int], num_frames: Optional[int]) -> list[Clip]:
+    """``num_clips`` Ped2 training clips spread evenly over the 16 (all when None), first ``num_frames`` frames."""
+    from tao_lab.data import load_ucsd
+
+    every = load_ucsd(data_dir, "ped2", splits=("train",))
+    ids = [c.clip_id for c in every.train]
+    if num_clips is not None and num_clips < len(ids):
+        ids = [ids[int(round(k))] for k in np.linspace(0, len(ids) - 1, num_clips)]
+    return load_ucsd(data_dir, "ped2", clip_ids=ids, max_frames=num_frames, splits=("train",)).train
+
+
+def synthetic_scene(name: str, num_clips: Optional[int], num_frames: Optional[int], seed: int = 0) -> list[Clip]:
+    """Training clips of synthetic scene ``name`` (default size 160x240; 4 clips of 120 frames when None)."""
+    from tao_lab.data.synthetic import SyntheticGenerator
+
+    if name not in SYNTHETIC_SCENES:
+        raise ValueError(f"unknown synthetic scene {name!r}: expected one of {tuple(SYNTHETIC_SCENES)}")
+    gen = SyntheticGenerator(seed=seed, num_train_clips=num_clips or 4, num_test_clips=0,
+                             num_frames=num_frames or 120, perspective=SYNTHETIC_SCENES[name])
+    return gen.dataset().train

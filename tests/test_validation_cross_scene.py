@@ -1,0 +1,270 @@
+"""Cross-scene validation pieces with known answers: the simulated cameras map points and speeds where the
+homography says; perspective synthetic objects shrink with distance; every planted behaviour set puts its object
+where, as large, as fast and in the direction its labels claim; the protocol prints one scene x set table."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tao_lab.online import BufferClip
+from tao_lab.types import ObjectTable
+from tao_lab.validation.behaviours import BEHAVIOURS, SceneStats, plant_behaviour
+from tao_lab.validation.scenes import WARPS, WarpedClip, homography, warp_points
+
+H, W, T = 120, 160, 120
+
+
+# ----- simulated cameras ---------------------------------------------------------------------------------------
+
+def test_homography_maps_the_source_quad_onto_the_frame():
+    Hm = homography("ped2_low", 360, 240)
+    src = np.array([[0, 0], [360, 0], [270, 240], [90, 240], [180, 240]])
+    np.testing.assert_allclose(warp_points(Hm, src), [[0, 0], [360, 0], [360, 240], [0, 240], [180, 240]],
+                               atol=1e-6)
+    # the bottom edge spans half the width in the source: a 10 px step there is 20 px in the output, a step on
+    # the top edge keeps its length
+    bottom = warp_points(Hm, [[180, 240], [190, 240]])
+    top = warp_points(Hm, [[180, 0], [190, 0]])
+    assert np.linalg.norm(bottom[1] - bottom[0]) == pytest.approx(20, rel=1e-6)
+    assert np.linalg.norm(top[1] - top[0]) == pytest.approx(10, rel=1e-6)
+    # oblique: the right edge spans half the height, so vertical steps there double, on the left they do not
+    Ho = homography("ped2_oblique", 360, 240)
+    right = warp_points(Ho, [[360, 110], [360, 120]])
+    left = warp_points(Ho, [[0, 110], [0, 120]])
+    assert np.linalg.norm(right[1] - right[0]) == pytest.approx(20, rel=1e-6)
+    assert np.linalg.norm(left[1] - left[0]) == pytest.approx(10, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown simulated camera"):
+        homography("nope", 10, 10)
+
+
+def _dot_clip(row: float, speed: float, n: int = 20, size: int = 3):
+    frames = []
+    for i in range(n):
+        f = np.full((240, 360, 3), 100, np.uint8)
+        x = 150 + speed * i
+        f[int(row) - size:int(row) + size, int(x) - size:int(x) + size] = 250
+        frames.append(f)
+    return BufferClip(frames, clip_id=f"dot{row}")
+
+
+def _centroid(frame):
+    ys, xs = np.nonzero(frame[..., 0] > 175)
+    return np.array([xs.mean(), ys.mean()])
+
+
+@pytest.mark.parametrize("name", sorted(WARPS))
+def test_warped_clip_moves_objects_as_the_homography_says(name):
+    for row in (40, 200):  # far and near rows
+        clip = _dot_clip(row, 2.0)
+        warped = WarpedClip(clip, homography(name, 360, 240), name)
+        assert warped.source != clip.source and warped.num_frames == clip.num_frames
+        c0, c1 = _centroid(warped.frame(2)), _centroid(warped.frame(17))
+        expected = warp_points(warped.H, [[150 + 2 * 2 - 0.5, row - 0.5], [150 + 2 * 17 - 0.5, row - 0.5]])
+        np.testing.assert_allclose([c0, c1], expected, atol=1.0)
+    # near (bottom) rows move faster than far ones on the lowered cameras, slower on the raised one
+    speeds = {}
+    for row in (40, 200):
+        w = WarpedClip(_dot_clip(row, 2.0), homography(name, 360, 240), name)
+        speeds[row] = np.linalg.norm(_centroid(w.frame(17)) - _centroid(w.frame(2))) / 15
+    if name in ("ped2_low", "ped2_lower"):
+        assert speeds[200] > 1.5 * speeds[40]
+    elif name == "ped2_high":
+        assert speeds[40] > 1.3 * speeds[200]
+
+
+# ----- perspective synthetic scenes ----------------------------------------------------------------------------
+
+def _ped_rows(clips):
+    rows = []
+    for c in clips:
+        for o in c.objects:
+            feet = float(o.cy[0] + o.size[0] / 2)
+            rows.append((feet, o.size[0], o.speed))
+    return np.array(rows)
+
+
+def test_perspective_synthetic_objects_shrink_and_slow_with_distance():
+    from tao_lab.data.synthetic import SyntheticGenerator, make_synthetic
+
+    flat = SyntheticGenerator(seed=0, num_train_clips=3, num_test_clips=0)
+    persp = SyntheticGenerator(seed=0, num_train_clips=3, num_test_clips=0, perspective=3.0)
+    assert "perspective" not in flat.spec() and "perspective" in persp.spec()
+    r = _ped_rows(persp.dataset().train)
+    far, near = r[r[:, 0] < np.quantile(r[:, 0], 0.25)], r[r[:, 0] > np.quantile(r[:, 0], 0.75)]
+    assert np.median(near[:, 1]) > 2.0 * np.median(far[:, 1])  # 3x between the extreme lanes
+    assert np.median(near[:, 2]) > 2.0 * np.median(far[:, 2])  # px/frame speeds scale too
+    # size / depth factor is the drawn fraction of the frame height (0.17-0.24 of 160 px) at every row
+    from tao_lab.data.synthetic import _depth_scale
+    p = dict(persp.params)
+    ratio = r[:, 1] / np.array([_depth_scale(p, y) for y in r[:, 0]]) / 160
+    assert np.all((ratio > 0.16) & (ratio < 0.25))
+    fr = _ped_rows(flat.dataset().train)
+    fn, ff = fr[fr[:, 0] > np.quantile(fr[:, 0], 0.75)], fr[fr[:, 0] < np.quantile(fr[:, 0], 0.25)]
+    assert np.median(fn[:, 1]) < 1.5 * np.median(ff[:, 1])  # today's scene: nearly flat (0.85-1.15)
+    # perspective=1 is today's dataset, frame for frame and cache key for cache key
+    a, b = make_synthetic(num_train_clips=1, num_test_clips=1), make_synthetic(num_train_clips=1, num_test_clips=1,
+                                                                               perspective=1.0)
+    for ca, cb in zip(a.train + a.test, b.train + b.test):
+        assert ca.source == cb.source and all(np.array_equal(x, y) for x, y in zip(ca.frames(), cb.frames()))
+    with pytest.raises(ValueError, match="perspective"):
+        SyntheticGenerator(perspective=0.5)
+
+
+# ----- planted behaviour sets ----------------------------------------------------------------------------------
+
+def grey_clip(value=128, clip_id="bg"):
+    rng = np.random.default_rng(0)
+    base = np.clip(value + rng.normal(0, 2, (H, W, 1)), 0, 255).astype(np.uint8).repeat(3, axis=2)
+    return BufferClip([base.copy() for _ in range(T)], clip_id=clip_id)
+
+
+def normal_tracks():
+    """Walkers on a band of rows 50-100 going +x or -x, height 0.4 x row, speed 0.02 x row px/frame (perspective:
+    near rows larger and faster); nothing ever above row 45 or below row 105."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for tid in range(40):
+        y = rng.uniform(50, 100)
+        v = 0.02 * y * (1 if tid % 2 else -1)
+        h = 0.4 * y
+        x0 = rng.uniform(20, 140)
+        for i in range(30):
+            x = x0 + v * i
+            rows.append((i, x - 0.15 * h, y - h, x + 0.15 * h, y, tid))
+    a = np.array(rows)
+    return ObjectTable.build(a[:, 0], a[:, 1:5], track_id=a[:, 5].astype(int))
+
+
+def donor_clip():
+    frames = []
+    for i in range(T):
+        f = grey_clip().frame(0).copy()
+        f[40:70, 10 + i:22 + i] = 30
+        frames.append(f)
+    objects = ObjectTable.build(np.arange(T), np.array([[10 + i, 40, 22 + i, 70] for i in range(T)], np.float32))
+    return BufferClip(frames, clip_id="donor"), objects
+
+
+def test_scene_statistics_recover_size_speed_place_and_direction():
+    st = SceneStats.fit([normal_tracks()], W, H)
+    assert st.local_height(80) == pytest.approx(32, rel=0.05) and st.local_height(60) == pytest.approx(24, rel=0.05)
+    assert st.local_speed(80) == pytest.approx(1.6, rel=0.05)
+    assert st.is_occupied(np.array([[80, 75]]))[0] and not st.is_occupied(np.array([[80, 20], [80, 115]])).any()
+    counts = st.direction_counts(np.array([80.0, 75.0]))
+    assert counts[0] > 0 and counts[4] > 0 and counts[2] == 0 and counts[6] == 0  # +-x seen, +-y never
+
+
+def _motion(clip, frames):
+    """Per-frame (feet position, step) of the planted object from its recorded placement."""
+    h, w = clip.alpha.shape
+    feet = clip.top_left[frames] + np.stack([clip.scale[frames] * w / 2, clip.scale[frames] * h], 1)
+    return feet, np.diff(feet, axis=0)
+
+
+@pytest.mark.parametrize("kind", BEHAVIOURS)
+@pytest.mark.parametrize("depth", [0, 2])
+def test_planted_set_object_is_where_and_how_the_labels_say(kind, depth):
+    st = SceneStats.fit([normal_tracks()], W, H)
+    base = grey_clip()
+    clip = plant_behaviour(base, kind, st, donor_clip(), np.random.default_rng(depth), depth=depth)
+    lab = np.flatnonzero(clip.labels)
+    assert 8 <= len(lab) <= T // 2 and clip.source.startswith(base.source) and kind in clip.source
+    present = np.flatnonzero(clip.present)
+    assert np.all(np.diff(present) == 1)  # one stretch: it never pops in or out mid-clip...
+    h, w = clip.alpha.shape
+    for i in (present[0], present[-1]):  # ...it is at the border, or the clip starts/ends with it in view
+        x, y = clip.top_left[i]
+        at_border = x < 1 or y < 1 or x + clip.scale[i] * w > W - 1 or y + clip.scale[i] * h > H - 1
+        assert at_border or i in (0, T - 1)
+    # the pixels change where the placement says (middle labelled frame)
+    i = int(lab[len(lab) // 2])
+    diff = np.abs(clip.frame(i).astype(int) - base.frame(i)).max(axis=2) > 20
+    ys, xs = np.nonzero(diff)
+    x, y = clip.top_left[i]
+    s = clip.scale[i]
+    assert xs.min() >= x - 2 and xs.max() <= x + s * w + 2 and ys.min() >= y - 2 and ys.max() <= y + s * h + 2
+    feet, step = _motion(clip, lab)
+    speed = np.linalg.norm(step, axis=1)
+    local = st.local_speed(feet[1:, 1])
+    # size: the local normal height where it stands (0.8 of it for a cart)
+    rel = 0.8 if kind == "cart" else 1.0
+    np.testing.assert_allclose(clip.scale[lab] * h, rel * st.local_height(feet[:, 1]), rtol=1e-6)
+    if kind == "fast":
+        assert np.all((speed / local > 3.3) & (speed / local < 6.2))
+        assert np.all(np.abs(step[:, 0]) > 3 * np.abs(step[:, 1]))  # along the normal direction (x)
+        assert st.band(feet[len(feet) // 2, 1]) == depth
+    elif kind == "cart":
+        assert w > 1.15 * h and np.all(clip.alpha == 1)
+        assert np.all((speed / local > 0.65) & (speed / local < 1.35))
+    elif kind == "wrong_way":
+        assert np.all((speed / local > 0.75) & (speed / local < 1.25))
+        assert np.all(np.abs(step[:, 1]) > 3 * np.abs(step[:, 0]))  # across the two-way path: +-y never seen
+        before = np.arange(present[0], lab[0])
+        if len(before) > 2:  # came in along the path (x)
+            _, s0 = _motion(clip, before)
+            assert np.all(np.abs(s0[:, 0]) > 3 * np.abs(s0[:, 1]))
+    elif kind == "off_path":
+        assert not st.is_occupied(feet).any()  # labelled = feet where no training object ever was
+        assert np.all((speed / local > 0.75) & (speed / local < 1.25))
+        others = np.setdiff1d(present, lab)
+        if len(others):
+            f_other, _ = _motion(clip, others)
+            assert st.is_occupied(f_other).all()
+    elif kind == "loiter":
+        assert np.all(speed < 0.25) and 0.29 * T <= len(lab) <= 0.46 * T
+        assert st.is_occupied(feet).all() and st.band(feet[0, 1]) == depth
+        walking = np.arange(present[0], lab[0])
+        if len(walking) > 2:  # it walked in at normal speed
+            f0, s0 = _motion(clip, walking)
+            ratio = np.linalg.norm(s0, axis=1) / st.local_speed(f0[1:, 1])
+            assert np.all((ratio > 0.75) & (ratio < 1.25))
+
+
+def test_planted_sets_refuse_bad_input():
+    st = SceneStats.fit([normal_tracks()], W, H)
+    with pytest.raises(ValueError, match="unknown planted set"):
+        plant_behaviour(grey_clip(), "teleport", st, donor_clip(), np.random.default_rng(0), 0)
+    with pytest.raises(ValueError, match="donor"):
+        plant_behaviour(grey_clip(), "fast", st, None, np.random.default_rng(0), 0)
+    with pytest.raises(ValueError, match=">= 10 training objects"):
+        SceneStats.fit([ObjectTable.empty()], W, H)
+
+
+def test_warped_planted_clip_keeps_labels_only_where_the_object_stays_in_view():
+    st = SceneStats.fit([normal_tracks()], W, H)
+    clip = plant_behaviour(grey_clip(), "fast", st, donor_clip(), np.random.default_rng(0), depth=1)
+    ident = WarpedClip(clip, np.eye(3), "identity")
+    assert np.array_equal(ident.labels, clip.labels)
+    assert np.array_equal(ident.frame(int(np.flatnonzero(clip.labels)[0])),
+                          clip.frame(int(np.flatnonzero(clip.labels)[0])))
+    # a camera that sees only the left quarter of the frame: labels only while the object is there
+    zoom = np.diag([4.0, 1.0, 1.0])
+    left = WarpedClip(clip, zoom, "zoom")
+    h, w = clip.alpha.shape
+    x = clip.top_left[:, 0]
+    in_left = clip.labels & (x + clip.scale * w / 2 < W / 4)
+    assert left.labels.sum() < clip.labels.sum() and np.all(left.labels[in_left])
+    assert not left.labels[clip.labels & (x > W / 4)].any()
+
+
+# ----- the protocol --------------------------------------------------------------------------------------------
+
+def test_cross_scene_protocol_prints_one_scene_by_set_table(compose_cfg):
+    from tao_lab.validation.cross_scene import cross_scene_validate
+
+    cfg = compose_cfg("eval", [])
+    variants = {"default": cfg, "velocity_only": compose_cfg("eval", ["~scorer.attributes.appearance"])}
+    result = cross_scene_validate(cfg, variants, scenes=["synthetic", "synthetic_persp"], sets=["fast", "loiter"],
+                                  num_clips=3, num_frames=90, show_progress=False)
+    assert result.scenes == ["synthetic", "synthetic_persp"] and result.sets == ["fast", "loiter"]
+    assert all(result.positives[s][k] > 0 for s in result.scenes for k in result.sets)
+    for v in variants:
+        cells = [result.auc[v][s][k] for s in result.scenes for k in result.sets]
+        assert np.all(np.isfinite(cells)) and result.mean(v) == pytest.approx(np.mean(cells))
+    # a walker 3.5-6x faster than its neighbours is found by speed on both cameras
+    assert result.auc["velocity_only"]["synthetic"]["fast"] > 0.9
+    assert result.auc["velocity_only"]["synthetic_persp"]["fast"] > 0.9
+    text = result.tables()
+    assert "[velocity_only]" in text and "synthetic_persp" in text and f"{result.mean('default'):.4f}" in text
+    with pytest.raises(ValueError, match="unknown scene"):
+        cross_scene_validate(cfg, variants, scenes=["mars"], show_progress=False)
