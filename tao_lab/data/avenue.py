@@ -59,6 +59,13 @@ def _split_sources(root: str, split: str) -> tuple[str, dict[int, str], bool]:
     frames = _numbered(frm_dir, True)
     if frames:
         return frm_dir, frames, False
+    if split == "train" and (_numbered(os.path.join(root, "testing_videos"), False)
+                             or _numbered(os.path.join(root, "testing", "frames"), True)):
+        # a copy with test videos only (e.g. ../shared/datasets/avenue_partial): say what still works
+        raise DataError(f"the Avenue training videos are missing: {root} has test videos but neither "
+                        f"{vid_dir}/NN.avi nor {frm_dir}/NN/. A supervised run fits the scorer on the training "
+                        f"videos; without them use training.mode=unsupervised (fits on the test videos, no labels "
+                        f"read) or give a trained ckpt_path, or add training_videos/. {_HOW}")
     raise DataError(f"Avenue {split} clips not found: neither {vid_dir}/NN.avi nor {frm_dir}/NN/ exist. {_HOW}")
 
 
