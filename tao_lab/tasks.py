@@ -107,8 +107,14 @@ def _record_failure(out: Path, exc: BaseException) -> None:
     import traceback
 
     try:
+        from tao_lab.user_errors import describe_user_error
+
         out.mkdir(parents=True, exist_ok=True)
-        info = {"type": type(exc).__name__, "message": str(exc),
+        user_message = describe_user_error(exc)
+        # Hydra wraps errors raised while building a component: record the error itself
+        cause = exc.__cause__ if type(exc).__name__ == "InstantiationException" and exc.__cause__ else exc
+        info = {"type": type(cause).__name__, "message": user_message or str(exc),
+                "user_error": user_message is not None,
                 "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
         (out / "FAILED.json").write_text(json.dumps(info, indent=2))
     except Exception:  # noqa: BLE001 - the original error matters more
