@@ -66,8 +66,8 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
     # pixel and object metrics only the clips with masks, so an unmasked clip counts neither as "all normal"
     # pixels nor as a clip whose detections are all false positives.
     masked_ids = {c.clip_id for c in clips if _has_masks(c)}
-    counts = {"num_clips": len(clips), "pixel_num_clips": len(masked_ids),
-              "pixel_num_frames": sum(c.num_frames for c in clips if c.clip_id in masked_ids)}
+    # (the pixel metrics add pixel_num_frames themselves: the frames of these clips)
+    counts = {"num_clips": len(clips), "pixel_num_clips": len(masked_ids)}
     if 0 < len(masked_ids) < len(clips):
         log.warning("pixel masks exist for %d of %d %s clips: pixel and object metrics use those %d clips only, "
                     "frame metrics all clips with frame labels", len(masked_ids), len(clips), split,

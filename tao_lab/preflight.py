@@ -26,7 +26,8 @@ def _number(cfg: DictConfig, key: str, kind: type, low: float | None = None, hig
         if allow_none or OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
             return
         raise ConfigError(f"config value {key} is null; give a number")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not numeric or (kind is int and not float(value).is_integer()):
         raise ConfigError(f"config value {key}={value!r} is not {'an integer' if kind is int else 'a number'}; "
                           f"set e.g. {key}={_example(key)}")
     v = float(value)
