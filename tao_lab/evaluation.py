@@ -106,7 +106,7 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
             tracks = gt_tracks_for(clip, pipe.cache_dir, int(mcfg.get("gt_min_area", 20)))
             if tracks is not None:
                 gt_tracks[clip.clip_id] = tracks
-        per_video.append(_video_row(clip, scores.frame_scores, labels, seg))
+        per_video.append({**_video_row(clip, scores.frame_scores, labels, seg), "pixel_gt": has_masks})
         if num_overlays > 0:
             from tao_lab.report.overlay import best_frame_overlay
 

@@ -100,7 +100,9 @@ def open_input(cfg: DictConfig) -> Clip:
     except InferenceInputError:
         raise
     except Exception as exc:  # DataError, cv2 errors, OS errors: all mean "cannot read this input"
-        raise InferenceInputError(f"cannot read input {source!r}: {exc}") from exc
+        from tao_lab.user_errors import unwrap
+
+        raise InferenceInputError(f"cannot read input {source!r}: {unwrap(exc)}") from exc
     if len(dataset.test) != 1:
         raise InferenceInputError(f"infer expects one input video or frame folder, {source!r} gave "
                                   f"{len(dataset.test)} clips; run infer once per video")

@@ -107,12 +107,11 @@ def _record_failure(out: Path, exc: BaseException) -> None:
     import traceback
 
     try:
-        from tao_lab.user_errors import describe_user_error
+        from tao_lab.user_errors import describe_user_error, unwrap
 
         out.mkdir(parents=True, exist_ok=True)
         user_message = describe_user_error(exc)
-        # Hydra wraps errors raised while building a component: record the error itself
-        cause = exc.__cause__ if type(exc).__name__ == "InstantiationException" and exc.__cause__ else exc
+        cause = unwrap(exc)  # Hydra wraps errors raised while building a component: record the error itself
         info = {"type": type(cause).__name__, "message": user_message or str(exc),
                 "user_error": user_message is not None,
                 "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
@@ -243,6 +242,10 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     gated = " [ORACLE: gt_gating on]" if cfg.metrics.get("gt_gating", False) else ""
     print(f"\ntao_lab eval on {dataset.name} ({len(dataset.test)} test clips, {test_frames} frames){gated}")
     print(format_metrics_table(metrics))
+    masked, clips = int(metrics.get("test/pixel_num_clips", 0)), len(dataset.test)
+    if 0 < masked < clips:
+        print(f"NOTE: pixel masks exist for {masked} of {clips} test clips: pixel and object metrics use those "
+              f"{masked}, frame metrics every clip (per_video.csv, column pixel_gt)")
     print(f"run dir: {output_dir(cfg)}")
     return metrics
 

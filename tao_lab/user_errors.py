@@ -48,6 +48,14 @@ def full_traceback_wanted() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR", "") == "1"
 
 
+def unwrap(exc: BaseException) -> BaseException:
+    """The error itself when Hydra wrapped it while building a component from the config (InstantiationException),
+    else ``exc``."""
+    if type(exc).__name__ == "InstantiationException" and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
 def _user_error_types() -> tuple[type, ...]:
     from tao_lab.data.errors import DataError
 

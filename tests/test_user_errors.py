@@ -135,3 +135,16 @@ def test_sigterm_leaves_a_marker_and_exits_143(tmp_path):
     assert "Traceback" not in err and "interrupted by SIGTERM" in err
     info = json.loads((tmp_path / "run" / "INTERRUPTED.json").read_text())
     assert info["signal"] == "SIGTERM"
+
+
+def test_unreadable_input_video_is_one_message(tmp_path, capsys):
+    from tao_lab.tasks import infer, run_cli
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all")
+    with pytest.raises(SystemExit) as e:
+        run_cli(compose("infer", [f"input={bad}"], tmp_path), infer)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"tao_lab infer: error: cannot read input '{bad}': cannot open video file {bad}" in err
+    assert "full_key" not in err and "Error in call to target" not in err
