@@ -10,6 +10,8 @@ Layout (``<root>`` = the ``UCSDped2`` folder, or its parent, or the extracted ``
 The .m file holds, per test clip in order, 1-based inclusive frame ranges (several per clip allowed, e.g.
 ``[5:90, 140:200]``). Frame labels always come from it; masks come lazily from ``TestNNN_gt`` when that folder
 exists (Ped1 has them for only some clips; the others get ``mask=None``). Internally frames are 0-based.
+The entries are positional, so a gap (``TestVideoFile{1}``, ``{3}``), a duplicate, or an entry without its TestNNN
+folder is refused naming the file and the entry instead of being read as "all normal".
 """
 from __future__ import annotations
 
