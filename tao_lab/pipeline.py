@@ -306,7 +306,9 @@ def training_mode(cfg: DictConfig) -> str:
     """``cfg.training.mode``: "supervised" (default: fit on the normal training split) or "unsupervised"."""
     mode = str(OmegaConf.select(cfg, "training.mode", default="supervised"))
     if mode not in ("supervised", "unsupervised"):
-        raise ValueError(f"training.mode must be 'supervised' or 'unsupervised', got {mode!r}")
+        from tao_lab.user_errors import ConfigError
+
+        raise ConfigError(f"training.mode must be 'supervised' or 'unsupervised', got {mode!r}")
     return mode
 
 
@@ -320,7 +322,9 @@ def training_clips(cfg: DictConfig, dataset: Dataset) -> list[Clip]:
         return list(dataset.test)
     if source == "merged":
         return list(dataset.train) + list(dataset.test)
-    raise ValueError(f"training.unsupervised_source must be 'test' or 'merged', got {source!r}")
+    from tao_lab.user_errors import ConfigError
+
+    raise ConfigError(f"training.unsupervised_source must be 'test' or 'merged', got {source!r}")
 
 
 def splits_needed(cfg: DictConfig, evaluate: bool = True) -> tuple[str, ...]:
@@ -332,6 +336,10 @@ def splits_needed(cfg: DictConfig, evaluate: bool = True) -> tuple[str, ...]:
             need.add("train")
         else:
             source = str(OmegaConf.select(cfg, "training.unsupervised_source", default="test"))
+            if source not in ("test", "merged"):
+                from tao_lab.user_errors import ConfigError
+
+                raise ConfigError(f"training.unsupervised_source must be 'test' or 'merged', got {source!r}")
             need.update(("train", "test") if source == "merged" else ("test",))
     return tuple(s for s in ("train", "test") if s in need)
 

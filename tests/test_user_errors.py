@@ -57,6 +57,8 @@ def test_bug_keeps_its_traceback(tmp_path):
     ("metrics.fpr_limit=abc", "ConfigError", ["metrics.fpr_limit='abc' is not a number", "metrics.fpr_limit=0.3"]),
     ("metrics.label_mask_mismatch=sometimes", "ConfigError", ["label_mask_mismatch", "sometimes"]),
     ("segmenter=sam2", "FileNotFoundError", ["sam2.1_hiera_base_plus.pt", "segmenter.checkpoint"]),
+    ("training.mode=semi", "ConfigError", ["training.mode must be 'supervised' or 'unsupervised', got 'semi'"]),
+    ("dataset.num_frames=many", "TypeError", ["bad value in the config group 'dataset'", "make_synthetic"]),
 ])
 def test_cheap_checks_fail_before_extraction(tmp_path, capsys, override, error, words):
     from tao_lab.tasks import evaluate, run_cli
