@@ -13,9 +13,9 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig):
-    from tao_lab.tasks import evaluate, run_task
+    from tao_lab.tasks import evaluate, run_cli
 
-    result = run_task(cfg, evaluate)
+    result = run_cli(cfg, evaluate)
     return result.get(cfg.get("optimized_metric", "")) if isinstance(result, dict) else None
 
 

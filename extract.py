@@ -13,9 +13,9 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="extract")
 def main(cfg: DictConfig):
-    from tao_lab.tasks import extract, run_task
+    from tao_lab.tasks import extract, run_cli
 
-    result = run_task(cfg, extract)
+    result = run_cli(cfg, extract)
     return result.get(cfg.get("optimized_metric", "")) if isinstance(result, dict) else None
 
 

@@ -13,9 +13,9 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="infer")
 def main(cfg: DictConfig):
-    from tao_lab.tasks import infer, run_task
+    from tao_lab.tasks import infer, run_cli
 
-    result = run_task(cfg, infer)
+    result = run_cli(cfg, infer)
     return result.get(cfg.get("optimized_metric", "")) if isinstance(result, dict) else None
 
 

@@ -13,9 +13,9 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig):
-    from tao_lab.tasks import train, run_task
+    from tao_lab.tasks import train, run_cli
 
-    result = run_task(cfg, train)
+    result = run_cli(cfg, train)
     return result.get(cfg.get("optimized_metric", "")) if isinstance(result, dict) else None
 
 

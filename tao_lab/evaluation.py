@@ -16,6 +16,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from tao_lab.cache import StageCache
+from tao_lab.data.label_check import check_labels_match_masks, check_mode
 from tao_lab.pipeline import Pipeline, progress
 from tao_lab.types import Clip, ObjectTable
 
@@ -62,15 +63,23 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
     frame_scores, frame_labels, per_video = [], [], []
     detections, gt_tracks = {}, {}
     labelled_tracks: list = []  # GT tracks of the clips with frame labels, aligned with frame_scores
-    total_frames = 0
-    has_pixel_gt = all(c.gt is not None and c.gt.mask is not None for c in clips)
+    on_mismatch = check_mode(mcfg.get("label_mask_mismatch", "error"))
+    # Partial pixel GT (UCSD Ped1 has masks for 10 of 36 test clips): frame metrics use every labelled clip,
+    # pixel and object metrics only the clips with masks, so an unmasked clip counts neither as "all normal"
+    # pixels nor as a clip whose detections are all false positives.
+    masked_ids = {c.clip_id for c in clips if _has_masks(c)}
+    # (the pixel metrics add pixel_num_frames themselves: the frames of these clips)
+    counts = {"num_clips": len(clips), "pixel_num_clips": len(masked_ids)}
+    if 0 < len(masked_ids) < len(clips):
+        log.warning("pixel masks exist for %d of %d %s clips: pixel and object metrics use those %d clips only, "
+                    "frame metrics all clips with frame labels", len(masked_ids), len(clips), split,
+                    len(masked_ids))
     overlays: list = []
 
     pipe.prefetch(clips, split)
     for clip in progress(clips, f"evaluate {split}", pipe.show_progress):
         scores = pipe.scores(clip)
         seg = pipe.segmentation(clip, scores)
-        total_frames += clip.num_frames
         labels = clip.gt.frame_labels if clip.gt is not None else None
         if labels is not None:
             if len(labels) != clip.num_frames:
@@ -78,21 +87,29 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
             frame_scores.append(np.asarray(scores.frame_scores, np.float64))
             frame_labels.append(np.asarray(labels, bool))
             labelled_tracks.append(clip.gt.tracks)
-        if has_pixel_gt and (standard is not None or tao is not None):
+        has_masks = clip.clip_id in masked_ids
+        if has_masks and (standard is not None or tao is not None):
             start = time.perf_counter()
+            nonempty = np.zeros(clip.num_frames, bool)
             for i, gt_mask in enumerate(clip.gt.masks()):
                 score_map = seg.score_maps[i]  # float16: exact, fixed-size histogram in PixelMetrics
+                nonempty[i] = np.any(gt_mask)
                 if standard is not None:
                     standard.update(score_map, gt_mask)
                 if tao is not None:
                     tao.update(score_map, gt_mask)
+            # the masks are read here anyway, so the cross-check with the frame labels costs nothing extra
+            check_labels_match_masks(labels, nonempty, f"{split} clip {clip.clip_id} ({clip.source or 'no source'})",
+                                     on_mismatch)
             pipe.timings["metrics_pixel"] += time.perf_counter() - start
-        detections[clip.clip_id] = seg.objects
-        if mcfg.get("object", True):
+        if mcfg.get("object", True) and (has_masks or (clip.gt is not None and clip.gt.tracks is not None)):
+            # detections only where GT objects are known: on a clip without masks or tracks every detection
+            # would count as a false positive
+            detections[clip.clip_id] = seg.objects
             tracks = gt_tracks_for(clip, pipe.cache_dir, int(mcfg.get("gt_min_area", 20)))
             if tracks is not None:
                 gt_tracks[clip.clip_id] = tracks
-        per_video.append(_video_row(clip, scores.frame_scores, labels, seg))
+        per_video.append({**_video_row(clip, scores.frame_scores, labels, seg), "pixel_gt": has_masks})
         if num_overlays > 0:
             from tao_lab.report.overlay import best_frame_overlay
 
@@ -107,6 +124,7 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
         from tao_lab.report.plots import frame_curves
 
         curves.update(frame_curves(frame_scores, frame_labels))
+    has_pixel_gt = bool(masked_ids)
     if standard is not None and has_pixel_gt:
         threshold = float(pipe.threshold.tau) if pipe.threshold is not None else None
         for k, v in standard.compute(fpr_limit=fpr_limit, threshold=threshold).items():
@@ -121,7 +139,9 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
             if np.ndim(v) == 0:
                 out[f"pixel_{k}"] = v
     if mcfg.get("object", True) and gt_tracks:
-        obj = M.rbdc_tbdc(gt_tracks, detections, num_frames=total_frames,
+        object_frames = sum(c.num_frames for c in clips if c.clip_id in detections)
+        counts["object_num_clips"], counts["object_num_frames"] = len(detections), object_frames
+        obj = M.rbdc_tbdc(gt_tracks, detections, num_frames=object_frames,
                           group_ties=bool(mcfg.get("group_ties", False)))
         out["object_rbdc"], out["object_tbdc"] = obj["rbdc"], obj["tbdc"]
         curves["object"] = {k: obj[k] for k in ("fpr", "rbdr", "tbdr") if k in obj}
@@ -133,10 +153,16 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
         per_kind = per_kind_frame_table(frame_scores, frame_labels, labelled_tracks,
                                         getattr(clips[0], "kind_names", None))
 
+    counts["frame_num_clips"] = len(frame_labels)
     suffix = "_gtgated" if mcfg.get("gt_gating", False) else ""
     metrics = {f"{split}/{k}{suffix}": float(v) for k, v in out.items()}
+    metrics.update({f"{split}/{k}": float(v) for k, v in counts.items()})
     return EvalResult(metrics=metrics, per_video=per_video, curves=curves,
                       overlays=[(img, caption) for _, img, caption in overlays], per_kind=per_kind)
+
+
+def _has_masks(clip: Clip) -> bool:
+    return clip.gt is not None and clip.gt.mask is not None and clip.gt.frame_labels is not None
 
 
 def _video_row(clip: Clip, frame_scores: np.ndarray, labels: Optional[np.ndarray], seg) -> dict:

@@ -100,7 +100,9 @@ def open_input(cfg: DictConfig) -> Clip:
     except InferenceInputError:
         raise
     except Exception as exc:  # DataError, cv2 errors, OS errors: all mean "cannot read this input"
-        raise InferenceInputError(f"cannot read input {source!r}: {exc}") from exc
+        from tao_lab.user_errors import unwrap
+
+        raise InferenceInputError(f"cannot read input {source!r}: {unwrap(exc)}") from exc
     if len(dataset.test) != 1:
         raise InferenceInputError(f"infer expects one input video or frame folder, {source!r} gave "
                                   f"{len(dataset.test)} clips; run infer once per video")
@@ -366,6 +368,13 @@ def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores:
     config_text = OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg)))
     shown = {k: v for k, v in summary.items() if k not in ("scorer", "files")}
     sections = []
+    if cfg.get("write_video", True):
+        # annotated.mp4 sits next to report.html (H.264, so browsers play it); a relative link keeps the folder
+        # movable and the report free of network access
+        sections.append(("Annotated video", f"<video class='plot' style='width:min(100%,{max(clip.width, 320)}px)' "
+                                            f"src='annotated.mp4' controls muted playsinline preload='metadata'>"
+                                            f"annotated.mp4 (H.264)</video><div class='sub'>masks, boxes with "
+                                            f"'id score' (red: above the threshold) and the score timeline</div>"))
     if key_frame is not None:
         img = (f"<img class='plot' style='width:min(100%,720px)' src='{image_data_uri(key_frame[0])}' alt='frame'>"
                f"<div class='sub'>{key_frame[1]}</div>")

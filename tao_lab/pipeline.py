@@ -306,7 +306,9 @@ def training_mode(cfg: DictConfig) -> str:
     """``cfg.training.mode``: "supervised" (default: fit on the normal training split) or "unsupervised"."""
     mode = str(OmegaConf.select(cfg, "training.mode", default="supervised"))
     if mode not in ("supervised", "unsupervised"):
-        raise ValueError(f"training.mode must be 'supervised' or 'unsupervised', got {mode!r}")
+        from tao_lab.user_errors import ConfigError
+
+        raise ConfigError(f"training.mode must be 'supervised' or 'unsupervised', got {mode!r}")
     return mode
 
 
@@ -320,11 +322,50 @@ def training_clips(cfg: DictConfig, dataset: Dataset) -> list[Clip]:
         return list(dataset.test)
     if source == "merged":
         return list(dataset.train) + list(dataset.test)
-    raise ValueError(f"training.unsupervised_source must be 'test' or 'merged', got {source!r}")
+    from tao_lab.user_errors import ConfigError
+
+    raise ConfigError(f"training.unsupervised_source must be 'test' or 'merged', got {source!r}")
 
 
-def load_dataset(cfg: DictConfig) -> Dataset:
-    dataset = instantiate(cfg.dataset)
+def splits_needed(cfg: DictConfig, evaluate: bool = True) -> tuple[str, ...]:
+    """The dataset splits a run reads: 'test' when it evaluates, plus what fitting the scorer needs (nothing when
+    an evaluation loads ``ckpt_path``; the training split in supervised mode; see :func:`training_clips`)."""
+    need = {"test"} if evaluate else set()
+    if not (evaluate and cfg.get("ckpt_path")):
+        if training_mode(cfg) == "supervised":
+            need.add("train")
+        else:
+            source = str(OmegaConf.select(cfg, "training.unsupervised_source", default="test"))
+            if source not in ("test", "merged"):
+                from tao_lab.user_errors import ConfigError
+
+                raise ConfigError(f"training.unsupervised_source must be 'test' or 'merged', got {source!r}")
+            need.update(("train", "test") if source == "merged" else ("test",))
+    return tuple(s for s in ("train", "test") if s in need)
+
+
+def load_dataset(cfg: DictConfig, splits: Optional[Iterable[str]] = None) -> Dataset:
+    """Builds ``cfg.dataset``. ``splits``: read only these (for readers with a ``splits`` argument), so a copy
+    without training videos (e.g. ../shared/datasets/avenue_partial) serves an unsupervised or checkpoint run; an
+    explicit ``dataset.splits`` in the config wins."""
+    kwargs = {}
+    if splits is not None and "splits" not in cfg.dataset and _accepts(cfg.dataset.get("_target_"), "splits"):
+        kwargs["splits"] = list(splits)
+    dataset = instantiate(cfg.dataset, **kwargs)
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset config built a {type(dataset).__name__}, expected tao_lab.types.Dataset")
     return dataset
+
+
+def _accepts(target: Optional[str], arg: str) -> bool:
+    """True when the callable named by a Hydra ``_target_`` has a parameter ``arg``."""
+    if not target:
+        return False
+    import inspect
+
+    from hydra.utils import get_method
+
+    try:
+        return arg in inspect.signature(get_method(target)).parameters
+    except (ValueError, TypeError, ImportError):
+        return False

@@ -17,7 +17,9 @@ from typing import Any, Callable
 import numpy as np
 from omegaconf import DictConfig
 
+from tao_lab import preflight
 from tao_lab.offline import set_offline_env
+from tao_lab.user_errors import interrupt_on_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,15 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig, Any], dict]) -> dict:
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     failed = True
     try:
-        if logger is not None:
-            logger.start(resolved_config(cfg), {"versions": package_versions(), "git": git_commit()})
-        result = task(cfg, logger)
+        with interrupt_on_sigterm():
+            if logger is not None:
+                logger.start(resolved_config(cfg), {"versions": package_versions(), "git": git_commit()})
+            result = task(cfg, logger)
         failed = False
         return result
+    except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM through interrupt_on_sigterm
+        _record_interruption(out, exc)
+        raise
     except Exception as exc:
         _record_failure(out, exc)
         if _in_multirun():
@@ -63,6 +69,30 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig, Any], dict]) -> dict:
     finally:
         if logger is not None:
             logger.finish(failed=failed)
+
+
+def run_cli(cfg: DictConfig, task: Callable[[DictConfig, Any], dict]) -> dict:
+    """:func:`run_task` for the entry points: a user error (bad data, input, config value, missing weights) prints
+    one message and exits with code 2, an interruption exits with 128 + the signal number, both without a
+    traceback (``HYDRA_FULL_ERROR=1`` re-raises them for the full one). Bugs propagate to Hydra's report."""
+    from tao_lab.user_errors import (EXIT_USER_ERROR, describe_user_error, exit_code_for_interrupt,
+                                     full_traceback_wanted, report_user_error)
+
+    name = str(cfg.get("task_name") or getattr(task, "__name__", "run"))
+    try:
+        return run_task(cfg, task)
+    except KeyboardInterrupt as exc:
+        if full_traceback_wanted():
+            raise
+        print(f"tao_lab {name}: {exc or 'interrupted'}; marked in {output_dir(cfg) / 'INTERRUPTED.json'}",
+              file=sys.stderr, flush=True)
+        sys.exit(exit_code_for_interrupt(exc))
+    except Exception as exc:
+        message = describe_user_error(exc)
+        if message is None or full_traceback_wanted():
+            raise
+        report_user_error(name, message, str(output_dir(cfg)))
+        sys.exit(EXIT_USER_ERROR)
 
 
 def _in_multirun() -> bool:
@@ -77,12 +107,37 @@ def _record_failure(out: Path, exc: BaseException) -> None:
     import traceback
 
     try:
+        from tao_lab.user_errors import describe_user_error, unwrap
+
         out.mkdir(parents=True, exist_ok=True)
-        info = {"type": type(exc).__name__, "message": str(exc),
+        user_message = describe_user_error(exc)
+        cause = unwrap(exc)  # Hydra wraps errors raised while building a component: record the error itself
+        info = {"type": type(cause).__name__, "message": user_message or str(exc),
+                "user_error": user_message is not None,
                 "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
         (out / "FAILED.json").write_text(json.dumps(info, indent=2))
     except Exception:  # noqa: BLE001 - the original error matters more
         log.warning("could not write FAILED.json into %s", out)
+
+
+def _record_interruption(out: Path, exc: BaseException) -> None:
+    """INTERRUPTED.json in the run dir: which signal, when (never raises). Outputs of the run are incomplete."""
+    import json
+    from datetime import datetime, timezone
+
+    from tao_lab.user_errors import signal_name
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        signum = getattr(exc, "signum", None)
+        info = {"interrupted": True, "signal": signal_name(signum) if signum is not None else "SIGINT",
+                "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "message": "the run was stopped before it finished; its outputs are incomplete"}
+        tmp = out / "INTERRUPTED.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(out / "INTERRUPTED.json")
+    except Exception:  # noqa: BLE001 - the interruption matters more
+        log.warning("could not write INTERRUPTED.json into %s", out)
 
 
 def _log_cache(pipe) -> None:
@@ -102,8 +157,9 @@ def extract(cfg: DictConfig, logger=None) -> dict:
     """detect -> track -> features for the configured splits; everything lands in the stage cache."""
     from tao_lab.pipeline import Pipeline, load_dataset
 
-    dataset = load_dataset(cfg)
     pipe = Pipeline(cfg)
+    preflight.check_components(pipe, with_threshold=False)
+    dataset = load_dataset(cfg, splits=cfg.get("splits", ["train", "test"]))
     counts = {}
     for split in cfg.get("splits", ["train", "test"]):
         clips = dataset.split(split)
@@ -122,14 +178,15 @@ def extract(cfg: DictConfig, logger=None) -> dict:
 # ----- train ------------------------------------------------------------------------------------------------
 def train(cfg: DictConfig, logger=None) -> dict:
     """Fits (or trains) the scorer on the training clips and writes ``scorer.ckpt`` into the run dir."""
-    from tao_lab.pipeline import Pipeline, load_dataset, training_clips
+    from tao_lab.pipeline import Pipeline, load_dataset, splits_needed, training_clips
     from tao_lab.run_info import write_metrics
 
-    dataset = load_dataset(cfg)
+    pipe = Pipeline(cfg)
+    preflight.check_components(pipe)
+    dataset = load_dataset(cfg, splits=splits_needed(cfg, evaluate=False))
     clips = training_clips(cfg, dataset)
     if not clips:
         raise ValueError(f"dataset {dataset.name!r} has no training clips")
-    pipe = Pipeline(cfg)
     cached = pipe.fit_scorer(clips)
     ckpt = output_dir(cfg) / "scorer.ckpt"
     if cached is not None and cached.is_file():
@@ -151,14 +208,18 @@ def train(cfg: DictConfig, logger=None) -> dict:
 def evaluate(cfg: DictConfig, logger=None) -> dict:
     """Fits (or loads) the scorer, runs the pipeline on the test clips, returns the metrics dict."""
     from tao_lab.evaluation import evaluate_clips
-    from tao_lab.pipeline import Pipeline, load_dataset, training_clips
+    from tao_lab.pipeline import Pipeline, load_dataset, splits_needed, training_clips
     from tao_lab.run_info import format_metrics_table, write_metrics
 
     start = time.perf_counter()
-    dataset = load_dataset(cfg)
+    # cheap checks first: a bad config value, a missing weights file or a mask of the wrong size fails in seconds
+    preflight.check_run_config(cfg, "evaluate")
+    pipe = Pipeline(cfg)
+    preflight.check_components(pipe)
+    dataset = load_dataset(cfg, splits=splits_needed(cfg))
     if not dataset.test:
         raise ValueError(f"dataset {dataset.name!r} has no test clips")
-    pipe = Pipeline(cfg)
+    preflight.check_mask_sizes(dataset.test)
     pipe.fit_scorer(training_clips(cfg, dataset), ckpt_path=cfg.get("ckpt_path"))
     result = evaluate_clips(pipe, dataset.test, cfg, split="test",
                             num_overlays=int(getattr(logger, "num_overlays", 0) or 0),
@@ -183,6 +244,10 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     print(format_metrics_table(metrics))
     if result.per_kind:
         _write_per_kind(output_dir(cfg), result.per_kind)
+    masked, clips = int(metrics.get("test/pixel_num_clips", 0)), len(dataset.test)
+    if 0 < masked < clips:
+        print(f"NOTE: pixel masks exist for {masked} of {clips} test clips: pixel and object metrics use those "
+              f"{masked}, frame metrics every clip (per_video.csv, column pixel_gt)")
     print(f"run dir: {output_dir(cfg)}")
     return metrics
 
@@ -208,4 +273,9 @@ def infer(cfg: DictConfig, logger=None) -> dict:
     """The whole pipeline on one video or frame folder without GT; writes tracks, scores and masks."""
     from tao_lab.infer import run_inference
 
+    if not cfg.get("online", False):
+        from tao_lab.pipeline import Pipeline
+
+        preflight.check_run_config(cfg, "infer")
+        preflight.check_components(Pipeline(cfg))
     return run_inference(cfg, logger)

@@ -155,7 +155,8 @@ def test_ped1_layout_multi_ranges_and_missing_gt_folders(tmp_path):
 def test_parse_ucsd_m_forms(tmp_path):
     p = tmp_path / "x.m"
     p.write_text("TestVideoFile = {};\nTestVideoFile{end+1}.gt_frame = [61:180];\n"
-                 "TestVideoFile{end+1}.gt_frame = [5:90, 140:200];\nTestVideoFile{4}.gt_frame = [7 9:1:10];\n"
+                 "TestVideoFile{end+1}.gt_frame = [5:90, 140:200];\nTestVideoFile{3}.gt_frame = [];\n"
+                 "TestVideoFile{4}.gt_frame = [7 9:1:10];\n"
                  "TestVideoFile{end+1}.gt_frame = [1:2:5]; % odd frames\n")
     assert parse_ucsd_m(str(p)) == [[(61, 180)], [(5, 90), (140, 200)], [], [(7, 7), (9, 10)],
                                     [(1, 1), (3, 3), (5, 5)]]

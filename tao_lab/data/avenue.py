@@ -59,6 +59,13 @@ def _split_sources(root: str, split: str) -> tuple[str, dict[int, str], bool]:
     frames = _numbered(frm_dir, True)
     if frames:
         return frm_dir, frames, False
+    if split == "train" and (_numbered(os.path.join(root, "testing_videos"), False)
+                             or _numbered(os.path.join(root, "testing", "frames"), True)):
+        # a copy with test videos only (e.g. ../shared/datasets/avenue_partial): say what still works
+        raise DataError(f"the Avenue training videos are missing: {root} has test videos but neither "
+                        f"{vid_dir}/NN.avi nor {frm_dir}/NN/. A supervised run fits the scorer on the training "
+                        f"videos; without them use training.mode=unsupervised (fits on the test videos, no labels "
+                        f"read) or give a trained ckpt_path, or add training_videos/. {_HOW}")
     raise DataError(f"Avenue {split} clips not found: neither {vid_dir}/NN.avi nor {frm_dir}/NN/ exist. {_HOW}")
 
 
@@ -76,11 +83,29 @@ def read_mat_masks(path: str, key: str = "volLabel") -> list[np.ndarray]:
         raise DataError(f"{path} has no variable {key!r} (found {sorted(k for k in data if not k.startswith('__'))})")
     cell = data[key]
     if cell.dtype == object:
-        return [np.asarray(m) for m in cell.reshape(-1)]
+        return _checked_masks([np.asarray(m) for m in cell.reshape(-1)], path, key)
     arr = np.asarray(cell)
     if arr.ndim == 3:  # stored as an (H, W, T) array instead of a cell
-        return [arr[:, :, t] for t in range(arr.shape[2])]
+        return _checked_masks([arr[:, :, t] for t in range(arr.shape[2])], path, key)
     raise DataError(f"{path}: {key} has unexpected shape {arr.shape} (expected a 1 x T cell of masks)")
+
+
+def _checked_masks(masks: list[np.ndarray], path: str, key: str) -> list[np.ndarray]:
+    """The masks if every entry is a numeric (H, W) array of one size; DataError naming the entry otherwise (frame
+    labels are derived from these masks, so a malformed entry must not turn into 'normal frame')."""
+    if not masks:
+        raise DataError(f"{path}: {key} holds no masks (expected one (H, W) mask per frame of the video)")
+    first = None
+    for k, m in enumerate(masks):
+        if m.ndim != 2 or m.dtype == object or not (np.issubdtype(m.dtype, np.number) or m.dtype == bool):
+            raise DataError(f"{path}: {key}{{{k + 1}}} (frame {k}, 0-based) is a {m.dtype} array of shape "
+                            f"{m.shape}, not an (H, W) mask; restore the official label file")
+        if first is None:
+            first = m.shape
+        elif m.shape != first:
+            raise DataError(f"{path}: {key}{{{k + 1}}} (frame {k}, 0-based) has shape {m.shape} but "
+                            f"{key}{{1}} has {first}; every mask of a video has the frame size")
+    return masks
 
 
 def _read_mat73(path: str, key: str) -> list[np.ndarray]:
@@ -127,6 +152,8 @@ def load_avenue(data_dir: str, max_clips: Optional[int] = None, max_frames: Opti
     if "test" in splits and label_dir is None:
         raise DataError(f"Avenue test ground truth not found: {root}/testing_label_mask/ (or "
                         f"{root}/ground_truth_demo/testing_label_mask/) is missing. {_HOW}")
+    if label_dir is not None:
+        _note_unused_label_files(label_dir, {k for k, _ in ids["test"].values()})
     for split, (folder, _, is_video) in sources.items():
         for cid in select_ids(list(ids[split]), clip_ids, max_clips):
             k, path = ids[split][cid]
@@ -144,6 +171,21 @@ def load_avenue(data_dir: str, max_clips: Optional[int] = None, max_frames: Opti
                 gt = (mat, masks)
             out[split].append(_make_clip(cid, path, is_video, gt, expected, max_frames, fps))
     return Dataset("avenue", out["train"], out["test"])
+
+
+def _note_unused_label_files(label_dir: str, test_numbers: set[int]) -> None:
+    """Logs the label files that belong to no test video. They are named by video number, so an unused one cannot
+    shift the others (unlike UCSD's positional .m entries); the official ground truth ships all 21 separately from
+    the videos, so a copy with fewer test videos (../shared/datasets/avenue_partial) is expected to have some."""
+    import logging
+    import re
+
+    unused = sorted(int(m.group(1)) for n in os.listdir(label_dir)
+                    if (m := re.fullmatch(r"0*(\d+)_label\.mat", n)) and int(m.group(1)) not in test_numbers)
+    if unused:
+        logging.getLogger(__name__).info("%s: label files for %d test videos that are not in this copy (%s); only "
+                                         "the %d present videos are evaluated", label_dir, len(unused),
+                                         ", ".join(map(str, unused)), len(test_numbers))
 
 
 def _make_clip(cid, path, is_video, gt, expected, max_frames, fps) -> Clip:

@@ -58,6 +58,43 @@ def _load_npy(path: str, mmap: bool) -> np.ndarray:
         raise DataError(f"cannot read .npy file {path}: {e}") from e
 
 
+def frame_labels_from_npy(arr: np.ndarray, path: str) -> np.ndarray:
+    """(T,) bool from a ``test_frame_mask`` array: one 0/1 value per frame, else DataError naming the file.
+
+    A (T, H, W) pixel mask, scores or other values are refused instead of being flattened or thresholded.
+    """
+    a = np.asarray(arr)
+    if a.ndim == 2 and 1 in a.shape:  # (1, T) / (T, 1), as MATLAB exports write them
+        a = a.reshape(-1)
+    if a.ndim != 1:
+        raise DataError(f"frame labels {path} have shape {a.shape}: expected one 0/1 value per frame, shape (T,)"
+                        + (" (this looks like a pixel mask: those go in test_pixel_mask/)" if a.ndim == 3 else ""))
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise DataError(f"frame labels {path} have dtype {a.dtype}: expected 0/1 integers")
+    bad = ~np.isin(a, (0, 1))
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        values = np.unique(a[bad])[:5]
+        raise DataError(f"frame labels {path} hold values other than 0 and 1 ({', '.join(map(str, values))}; first "
+                        f"at frame {k}, 0-based): expected 1 = anomalous, 0 = normal per frame")
+    return a != 0
+
+
+def _warn_orphan_labels(label_dir: str, test_ids: set[str], frames_dir: str) -> None:
+    """Frame-label files whose test clip is missing are named, not guessed: the labels are keyed by clip id, so
+    they cannot shift onto other clips, but a copy that lost test clips must not look complete."""
+    if not os.path.isdir(label_dir):
+        return
+    orphans = sorted(n[:-4] for n in os.listdir(label_dir) if n.endswith(".npy") and n[:-4] not in test_ids)
+    if orphans:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s has frame labels for %d test clips that are not in %s (%s%s): only the %d clips present are "
+            "evaluated; restore them for numbers comparable with published ShanghaiTech results", label_dir,
+            len(orphans), frames_dir, ", ".join(orphans[:5]), " ..." if len(orphans) > 5 else "", len(test_ids))
+
+
 def load_shanghaitech(data_dir: str, max_clips: Optional[int] = None, max_frames: Optional[int] = None,
                       clip_ids: Optional[Iterable[str]] = None, splits: Iterable[str] = ("train", "test"),
                       fps: float = SHANGHAITECH_FPS, pixel_masks: bool = True) -> Dataset:
@@ -72,6 +109,9 @@ def load_shanghaitech(data_dir: str, max_clips: Optional[int] = None, max_frames
     splits = set(splits)
     sources = {s: _entries(root, s) for s in ("train", "test") if s in splits}
     check_unknown_ids(clip_ids, [c for src in sources.values() for c in src[1]], root)
+    if "test" in sources:
+        _warn_orphan_labels(os.path.join(root, "testing", "test_frame_mask"), set(sources["test"][1]),
+                            sources["test"][0])
     out: dict[str, list[Clip]] = {"train": [], "test": []}
     for split, (folder, entries, is_video) in sources.items():
         for cid in select_ids(list(entries), clip_ids, max_clips):
@@ -79,7 +119,7 @@ def load_shanghaitech(data_dir: str, max_clips: Optional[int] = None, max_frames
             labels = pix = None
             if split == "test":
                 lpath = os.path.join(root, "testing", "test_frame_mask", f"{cid}.npy")
-                labels = np.asarray(_load_npy(lpath, False)).reshape(-1) != 0
+                labels = frame_labels_from_npy(_load_npy(lpath, False), lpath)
                 ppath = os.path.join(root, "testing", "test_pixel_mask", f"{cid}.npy")
                 if pixel_masks and os.path.isfile(ppath):
                     pix = (ppath, _load_npy(ppath, True))

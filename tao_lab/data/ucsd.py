@@ -10,6 +10,8 @@ Layout (``<root>`` = the ``UCSDped2`` folder, or its parent, or the extracted ``
 The .m file holds, per test clip in order, 1-based inclusive frame ranges (several per clip allowed, e.g.
 ``[5:90, 140:200]``). Frame labels always come from it; masks come lazily from ``TestNNN_gt`` when that folder
 exists (Ped1 has them for only some clips; the others get ``mask=None``). Internally frames are 0-based.
+The entries are positional, so a gap (``TestVideoFile{1}``, ``{3}``), a duplicate, or an entry without its TestNNN
+folder is refused naming the file and the entry instead of being read as "all normal".
 """
 from __future__ import annotations
 
@@ -69,6 +71,13 @@ def parse_ucsd_m(path: str) -> list[list[tuple[int, int]]]:
     nxt = 0
     for m in _ENTRY_RE.finditer(text):
         idx = nxt if m.group(1).replace(" ", "").startswith("end") else int(m.group(1)) - 1
+        if idx < 0:
+            raise DataError(f"UCSD label file {path}: entry TestVideoFile{{{idx + 1}}} has no test clip (MATLAB "
+                            f"indices start at 1); number the entries 1, 2, 3, ... or write {{end+1}}")
+        if idx in entries:
+            # a second entry for the same clip would silently replace the first one's labels
+            raise DataError(f"UCSD label file {path}: TestVideoFile{{{idx + 1}}} is given twice; keep one entry "
+                            f"per test clip, in clip order")
         nxt = max(nxt, idx + 1)
         ranges = []
         for tok in re.split(r"[,;\s]+", m.group(2).strip()):
@@ -92,7 +101,15 @@ def parse_ucsd_m(path: str) -> list[list[tuple[int, int]]]:
         entries[idx] = ranges
     if not entries:
         raise DataError(f"UCSD label file {path} has no 'TestVideoFile{{end+1}}.gt_frame = [a:b];' entries")
-    return [entries.get(i, []) for i in range(max(entries) + 1)]
+    missing = [i + 1 for i in range(max(entries) + 1) if i not in entries]
+    if missing:
+        # a gap is not "no anomaly": the entries are positional, so a missing one means the file is damaged or
+        # was cut by hand, and guessing 'all normal' for it silently wrecks the frame metrics
+        shown = ", ".join(f"TestVideoFile{{{k}}}" for k in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise DataError(f"UCSD label file {path} has no entry for {shown} (it has entries up to "
+                        f"TestVideoFile{{{max(entries) + 1}}}); write one entry per test clip in order (use "
+                        f"'gt_frame = [];' for a clip without anomalous frames)")
+    return [entries[i] for i in range(max(entries) + 1)]
 
 
 def ranges_to_labels(ranges: list[tuple[int, int]], num_frames: int, where: str = "") -> np.ndarray:
@@ -154,13 +171,34 @@ def load_ucsd(data_dir: str, subset: Union[str, int] = "ped2", max_clips: Option
         ids = select_ids(list(test_dirs), clip_ids, max_clips)
         m_path = _find_m_file(test_dir, name)
         entries = parse_ucsd_m(m_path)
-        if len(entries) < max(k for k, _ in test_dirs.values()):
-            raise DataError(f"UCSD label file {m_path} has {len(entries)} test clips but {test_dir} has "
-                            f"{len(test_dirs)} (up to Test{max(k for k, _ in test_dirs.values()):03d})")
+        _check_entries_match_folders(entries, test_dirs, m_path, test_dir)
         for cid in ids:
             k, folder = test_dirs[cid]
             test.append(_test_clip(cid, folder, entries[k - 1], m_path, fps, max_frames))
     return Dataset(f"ucsd_{name[4:].lower()}", train, test)
+
+
+def _check_entries_match_folders(entries: list, test_dirs: dict[str, tuple[int, str]], m_path: str,
+                                 test_dir: str) -> None:
+    """DataError unless the .m file has exactly one entry per TestNNN folder (entry k labels TestNNN with NNN=k).
+
+    The entries are positional, so an entry without its folder (or the reverse) means the labels and the clips
+    were cut or copied separately, and any pairing of them would be a guess.
+    """
+    numbers = sorted(k for k, _ in test_dirs.values())
+    last = numbers[-1]
+    if len(entries) < last:
+        raise DataError(f"UCSD label file {m_path} has {len(entries)} test clips but {test_dir} has "
+                        f"{len(test_dirs)} (up to Test{last:03d}): Test{len(entries) + 1:03d} has no "
+                        f"TestVideoFile{{{len(entries) + 1}}} entry; restore the original .m file")
+    orphans = [k for k in range(1, len(entries) + 1) if k not in set(numbers)]
+    if orphans:
+        shown = ", ".join(f"TestVideoFile{{{k}}} (Test{k:03d})" for k in orphans[:5]) + \
+            (" ..." if len(orphans) > 5 else "")
+        raise DataError(f"UCSD label file {m_path} has entries for test clips that do not exist in {test_dir}: "
+                        f"{shown}. Restore the missing TestNNN folders, or delete those entries and renumber the "
+                        f"folders to match (to evaluate a subset, keep the full dataset and set dataset.clip_ids "
+                        f"or dataset.max_clips)")
 
 
 def _find_m_file(test_dir: str, name: str) -> str:

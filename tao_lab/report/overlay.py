@@ -4,12 +4,15 @@ All images are uint8 BGR (OpenCV order). Boxes are xyxy in original pixels.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Optional
 
 import cv2
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 TIMELINE_HEIGHT = 36
 
@@ -127,47 +130,96 @@ def compose_frame(annotated: np.ndarray, timeline: Optional[TimelineBar], i: int
 
 
 class VideoWriter:
-    """cv2.VideoWriter that writes to ``<path>.partial.<ext>`` and renames on ``close()`` (never half-written).
+    """Writes frames to ``<path>.partial.<ext>`` and renames on ``close()`` (never half-written).
 
-    The codec is MPEG-4 part 2 (``mp4v``) for ``.mp4`` (always available in OpenCV's bundled FFmpeg) and MJPG for
-    ``.avi``. Frames must all have the size of the first one. ``abort()`` deletes the partial file.
+    ``.mp4`` is H.264 (libx264, yuv420p, ``+faststart``) through the ffmpeg binary of the ``imageio-ffmpeg`` wheel,
+    so the video plays in every browser (OpenCV's bundled FFmpeg only has MPEG-4 part 2, ``mp4v``, which browsers
+    refuse); odd frame sizes get one black row/column because yuv420p needs even ones. Without imageio-ffmpeg it
+    falls back to ``mp4v`` with a warning. ``.avi`` is MJPG. Frames must all have the size of the first one.
+    ``abort()`` deletes the partial file.
     """
 
-    def __init__(self, path: os.PathLike, fps: float):
+    def __init__(self, path: os.PathLike, fps: float, codec: Optional[str] = None):
         self.path = Path(path)
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.tmp = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
+        if codec is None:
+            codec = "mjpg" if self.path.suffix.lower() == ".avi" else ("h264" if _have_ffmpeg() else "mp4v")
+        if codec == "mp4v" and self.path.suffix.lower() == ".mp4":
+            log.warning("imageio-ffmpeg is not installed: %s is written as MPEG-4 part 2 (mp4v), which browsers do "
+                        "not play; pip install imageio-ffmpeg (see requirements.txt) for H.264", self.path)
+        self.codec = codec
         self._writer = None
+        self._ffmpeg = None
         self.size: Optional[tuple[int, int]] = None
         self.frames = 0
 
+    def _open(self, w: int, h: int) -> None:
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
+        if self.codec == "h264":
+            import imageio_ffmpeg
+
+            self._ffmpeg = imageio_ffmpeg.write_frames(
+                str(self.tmp), (w + w % 2, h + h % 2), pix_fmt_in="bgr24", pix_fmt_out="yuv420p", fps=self.fps,
+                codec="libx264", quality=None, macro_block_size=1, ffmpeg_log_level="error",
+                output_params=["-preset", "veryfast", "-crf", "23", "-movflags", "+faststart"])
+            self._ffmpeg.send(None)  # starts the ffmpeg process
+            return
+        fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.codec == "mjpg" else "mp4v"))
+        self._writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (w, h))
+        if not self._writer.isOpened():
+            raise RuntimeError(f"cannot open a video writer for {self.tmp} (codec not available in this OpenCV)")
+
     def write(self, frame: np.ndarray) -> None:
-        if self._writer is None:
+        if self.size is None:
             h, w = frame.shape[:2]
             self.size = (w, h)
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-            self.tmp.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (w, h))
-            if not self._writer.isOpened():
-                raise RuntimeError(f"cannot open a video writer for {self.tmp} (codec not available in this OpenCV)")
+            self._open(w, h)
         if (frame.shape[1], frame.shape[0]) != self.size:
             frame = cv2.resize(frame, self.size)
-        self._writer.write(np.ascontiguousarray(frame))
+        if self._ffmpeg is not None:
+            w, h = self.size
+            if w % 2 or h % 2:
+                frame = cv2.copyMakeBorder(frame, 0, h % 2, 0, w % 2, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            try:
+                self._ffmpeg.send(np.ascontiguousarray(frame, dtype=np.uint8))
+            except (OSError, RuntimeError) as e:
+                raise RuntimeError(f"ffmpeg failed while writing {self.tmp}: {e}") from e
+        else:
+            self._writer.write(np.ascontiguousarray(frame))
         self.frames += 1
 
+    def _release(self) -> None:
+        if self._ffmpeg is not None:
+            gen, self._ffmpeg = self._ffmpeg, None
+            gen.close()  # waits for ffmpeg to finish the file
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
     def close(self) -> Optional[Path]:
-        if self._writer is None:
+        if self.size is None:
             return None
-        self._writer.release()
-        self._writer = None
+        self._release()
+        self.size = None
         os.replace(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-        self.tmp.unlink(missing_ok=True)
+        try:
+            self._release()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _have_ffmpeg() -> bool:
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+        return True
+    except (ImportError, RuntimeError):
+        return False
 
 
 def crop_with_context(frame: np.ndarray, box: np.ndarray, pad: float = 0.25, size: int = 128,
