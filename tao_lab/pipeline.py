@@ -36,6 +36,13 @@ def _plain(node: Any) -> Any:
     return node
 
 
+class NoTrainingObjectsError(ValueError):
+    """The clips the scorer would be fitted on hold no detected object, so there is nothing to fit it on.
+
+    Callers that know where the clips came from (infer's fitting window, the online warm-up) re-raise it with the
+    input's name and what to change."""
+
+
 def instantiate(node: Any, **kwargs) -> Any:
     from hydra.utils import instantiate as hydra_instantiate
 
@@ -269,6 +276,12 @@ class Pipeline:
                     self.extract(train_clips, "train")  # in parallel, into the cache; read back below
                 items = [(self.tracks(c), self.features(c), c.num_frames)
                          for c in progress(train_clips, "train features", self.show_progress)]
+                if sum(len(it[0]) for it in items) == 0:
+                    names = ", ".join(c.clip_id for c in train_clips[:5]) + (", ..." if len(train_clips) > 5 else "")
+                    raise NoTrainingObjectsError(
+                        f"the {len(train_clips)} clip(s) the scorer is fitted on ({names}) hold no detected object: "
+                        f"nothing to fit it on. Fit on clips where people or vehicles move normally (check the "
+                        f"detector settings), or load a fitted scorer with ckpt_path=<train run dir>/scorer.ckpt")
                 self.scorer = instantiate(self.cfg.scorer)
                 start = time.perf_counter()
                 kwargs = {}

@@ -173,3 +173,20 @@ def test_scorer_config_instantiates_with_extra_attribute():
     assert isinstance(scorer, AttributeScorer)
     assert scorer.specs["velocity"]["columns"] == [2] and scorer.specs["appearance"]["model"] == "knn"
     assert isinstance(scorer.hparams["attributes"]["appearance"], dict)  # plain containers: checkpoint-safe
+
+
+@pytest.mark.parametrize("frame_reduce", ["max", "sum_of_max"])
+def test_clip_without_objects_scores_at_the_training_minimum(fitted, frame_reduce):
+    """An empty scene (zero detections, features of shape (0, D)) is normal input, not a crash."""
+    scorer, _ = fitted
+    scorer.frame_reduce = frame_reduce
+    try:
+        feats = {"velocity": np.zeros((0, 2), np.float32), "appearance": np.zeros((0, 4), np.float32)}
+        out = scorer.score_clip(ObjectTable.empty(), feats, 12)
+    finally:
+        scorer.frame_reduce = "max"
+    assert len(out.objects) == 0 and len(out.objects.score) == 0
+    assert set(out.parts) == {"velocity", "appearance"} and all(len(v) == 0 for v in out.parts.values())
+    # frames without objects get 0, the calibrated training minimum: no training object scores below it
+    np.testing.assert_array_equal(out.frame_scores, np.zeros(12, np.float32))
+    assert scorer.train_object_scores().min() >= -1e-6

@@ -137,7 +137,7 @@ class AttributeScorer(ObjectScorer):
         if s["feature"] not in features:
             raise KeyError(f"attribute {name!r} needs feature {s['feature']!r}; features given: {sorted(features)}")
         x = np.asarray(features[s["feature"]], np.float32)
-        x = x.reshape(len(x), -1)
+        x = x.reshape(len(x), int(np.prod(x.shape[1:])))  # not -1: a clip without objects has (0, D) rows
         if len(x) != n:
             raise ValueError(f"feature {s['feature']!r} has {len(x)} rows but there are {n} objects")
         if s["columns"] is not None:
