@@ -21,6 +21,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from tao_lab.artifacts import remove_orphan_temps
 from tao_lab.cache import StageCache, stable_hash
 from tao_lab.types import Clip, Dataset, ObjectScores, ObjectTable, Prompts, Segmentation
 
@@ -258,7 +259,7 @@ class Pipeline:
             if not path.is_file():
                 raise FileNotFoundError(f"checkpoint not found: {path}; train one with `python train.py` "
                                         f"(its run dir holds scorer.ckpt) or drop ckpt_path to fit here")
-            self.scorer = scorer_cls.load_from_checkpoint(str(path))
+            self.scorer = scorer_cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
             self._scorer_key = "ckpt:" + stable_hash([str(path.resolve()), path.stat().st_mtime, path.stat().st_size])
         else:
             spec = {"up": self.caches["features"].spec, "scorer": _plain(self.cfg.scorer),
@@ -268,9 +269,17 @@ class Pipeline:
                 spec["training"] = _plain(self.cfg.training)
             self._scorer_key = stable_hash(spec)
             path = Path(self.cache_dir) / "scorer" / self._scorer_key / "scorer.ckpt" if self.cache_dir else None
+            cached = None
+            if path is not None:
+                remove_orphan_temps(path.parent)  # temporary files of checkpoint writes that were killed
             if path is not None and path.is_file():
                 log.info("scorer: loading cached fit %s", path)
-                self.scorer = scorer_cls.load_from_checkpoint(str(path))
+                try:
+                    cached = scorer_cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+                except Exception as exc:  # noqa: BLE001 - a cache entry is never trusted over a refit
+                    log.warning("cached scorer %s unreadable (%s); refitting", path, exc)
+            if cached is not None:
+                self.scorer = cached
             else:
                 if self.workers(len(train_clips)) > 1:
                     self.extract(train_clips, "train")  # in parallel, into the cache; read back below

@@ -108,3 +108,83 @@ def test_interrupted_write_leaves_no_artifact(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         artifacts.save(tmp_path / "x.npz", _table(2))
     assert list(tmp_path.iterdir()) == []
+
+
+# ----- scorer checkpoints and temporary files: nothing half-written --------------------------------------------
+def _tiny_scorer():
+    from test_scorer_attribute import make_clip
+    from tao_lab.scorers import AttributeScorer
+
+    rng = np.random.default_rng(0)
+    return AttributeScorer({"velocity": {"model": "gmm", "tail": "upper", "columns": [0],
+                                         "calibration": "in_sample"}}).fit_clips([make_clip(rng, 10)])
+
+
+def test_checkpoint_write_killed_midway_leaves_the_old_file(tmp_path, monkeypatch):
+    import torch
+
+    scorer = _tiny_scorer()
+    path = tmp_path / "scorer.ckpt"
+    scorer.save_checkpoint(path)
+    before = path.read_bytes()
+
+    def killed(obj, f, *args, **kwargs):  # writes part of the file, then the process is interrupted
+        with open(f, "wb") as out:
+            out.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        scorer.save_checkpoint(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["scorer.ckpt"]
+    with pytest.raises(KeyboardInterrupt):
+        scorer.save_checkpoint(tmp_path / "new" / "scorer.ckpt")
+    assert list((tmp_path / "new").iterdir()) == []  # no 0-byte or truncated scorer.ckpt
+
+
+def test_orphan_temporary_files_are_removed_when_old(tmp_path):
+    import os
+    import time
+
+    cache = StageCache(tmp_path, "detect", {"x": 1})
+    cache.get_or_compute("clip", "src", lambda: _table(2))
+    old = cache.dir / "clip-0123456789.npz.k2j3h4.tmp"   # left by a write killed with SIGKILL
+    young = cache.dir / "other-0123456789.npz.a8b7c6.tmp"  # may be a write in progress elsewhere
+    for p in (old, young):
+        p.write_bytes(b"partial")
+    past = time.time() - artifacts.ORPHAN_AGE_S - 60
+    os.utime(old, (past, past))
+    again = StageCache(tmp_path, "detect", {"x": 1})
+    assert len(again.get_or_compute("clip", "src", lambda: _table(5))) == 2  # a hit
+    assert not old.exists() and young.exists()
+    assert artifacts.remove_orphan_temps(tmp_path / "missing") == 0
+
+
+def test_unreadable_cached_scorer_is_refitted(tmp_path, caplog):
+    import logging
+    import os
+    import time
+
+    from conftest import TINY_SYNTHETIC, compose
+    from tao_lab.pipeline import Pipeline, load_dataset
+
+    cfg = compose("eval", [*TINY_SYNTHETIC, "dataset.num_frames=30", "workers=1"], tmp_path)
+    train = load_dataset(cfg).train
+    first = Pipeline(cfg)
+    path = first.fit_scorer(train)
+    tau = first.threshold.tau
+    assert path.is_file()
+    orphan = path.with_name("scorer.ckpt.x1y2z3.tmp")
+    orphan.write_bytes(b"")
+    past = time.time() - artifacts.ORPHAN_AGE_S - 60
+    os.utime(orphan, (past, past))
+    for broken in (b"", path.read_bytes()[:100]):  # 0-byte and truncated: a write killed by an older version
+        path.write_bytes(broken)
+        with caplog.at_level(logging.WARNING, logger="tao_lab.pipeline"):
+            pipe = Pipeline(cfg)
+            assert pipe.fit_scorer(train) == path
+        assert "unreadable" in caplog.text and "refitting" in caplog.text
+        assert pipe.threshold.tau == pytest.approx(tau)
+        assert len(path.read_bytes()) > 1000 and Pipeline(cfg).fit_scorer(train) == path  # rewritten, loadable
+        caplog.clear()
+    assert not orphan.exists()

@@ -54,9 +54,10 @@ class ObjectScorer(lightning.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | os.PathLike) -> None:
-        """Writes a Lightning-compatible checkpoint (state_dict, hyper_parameters, pytorch-lightning_version)."""
-        path = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        """Writes a Lightning-compatible checkpoint (state_dict, hyper_parameters, pytorch-lightning_version),
+        atomically: a run killed while writing leaves the previous file (or none), never a truncated one."""
+        from tao_lab.artifacts import atomic_path
+
         ckpt: dict[str, Any] = {
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             self.CHECKPOINT_HYPER_PARAMS_KEY: dict(self.hparams),
@@ -65,7 +66,8 @@ class ObjectScorer(lightning.LightningModule):
             "global_step": 0,
         }
         self.on_save_checkpoint(ckpt)
-        torch.save(ckpt, path)
+        with atomic_path(path) as tmp:
+            torch.save(ckpt, tmp)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
