@@ -34,6 +34,10 @@ FitItem = tuple[ObjectTable, dict[str, np.ndarray], int]
 class ObjectScorer(lightning.LightningModule):
     """Base class of object scorers (see the module docstring for the contract)."""
 
+    #: Bump in a subclass when its code starts fitting or scoring differently for the same config: the number joins
+    #: the cache key of its fits (tao_lab.pipeline.Pipeline.scorer_spec), so old cached fits are not reused.
+    cache_version: int = 1
+
     def __init__(self):
         super().__init__()
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
