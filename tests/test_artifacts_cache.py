@@ -202,7 +202,8 @@ def _write_masked_clip(root, x0, labels=(0, 1, 1)):
     frames.mkdir(parents=True, exist_ok=True)
     masks.mkdir(parents=True, exist_ok=True)
     for i, lab in enumerate(labels):
-        cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((16, 24, 3), 90, np.uint8))
+        if not (frames / f"{i:03d}.png").is_file():  # the frames never change here: only the masks do
+            cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((16, 24, 3), 90, np.uint8))
         m = np.zeros((16, 24), np.uint8)
         if lab:
             m[4:8, x0:x0 + 4] = 255
