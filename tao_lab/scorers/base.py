@@ -99,8 +99,9 @@ class ObjectScorer(lightning.LightningModule):
             raise CheckpointError(f"{path} holds {what}, not a scorer checkpoint; expected {expected}")
         saved = ckpt.get(SCORER_CLASS_KEY)
         if saved is not None and saved != _class_path(cls):
-            raise CheckpointError(f"{path} is a checkpoint of {saved}, not of {_class_path(cls)}: choose the scorer "
-                                  f"config that wrote it (e.g. scorer={saved.rsplit('.', 1)[-1]}) or another file")
+            raise CheckpointError(f"{path} is a checkpoint of {saved}, not of {_class_path(cls)}: set scorer= to the "
+                                  f"config that wrote it (see its run's config_resolved.yaml) or give a checkpoint of "
+                                  f"{cls.__name__}")
         try:
             return super().load_from_checkpoint(io.BytesIO(data), map_location=map_location,
                                                 hparams_file=hparams_file, strict=strict, weights_only=True,
