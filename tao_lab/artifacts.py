@@ -12,21 +12,34 @@ readable with nothing but numpy (``np.load(path)``):
 | Segmentation  | score_maps (T,H,W) float16, objects.<column>, optional instance_maps (T,H,W) int32     |
 
 Writes are atomic (written to a temporary file in the same folder, then renamed), so an interrupted run never
-leaves a half-written artifact that looks complete.
+leaves a half-written artifact that looks complete. :func:`atomic_path` does the same for any file (the scorer
+checkpoints use it), and :func:`remove_orphan_temps` deletes the temporary files of writes that were killed
+before they could clean up.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import numpy as np
 
 from tao_lab.types import ObjectScores, ObjectTable, Prompts, Segmentation
 
+log = logging.getLogger(__name__)
+
 Features = dict  # name -> (N, D) float32 array, rows aligned with the tracked objects
+
+#: Every temporary file of an atomic write ends with this suffix (``<name>.<random>.tmp`` next to the target).
+TEMP_SUFFIX = ".tmp"
+#: A temporary file untouched for this long belongs to no write in progress (a write touches its file until the
+#: rename, and nothing is computed while it is open): it was left by a killed run and may be deleted.
+ORPHAN_AGE_S = 600.0
 Record = Union[ObjectTable, ObjectScores, Prompts, Segmentation, dict]
 
 
@@ -79,18 +92,51 @@ def from_arrays(arrays: Any) -> Record:
     raise ValueError(f"unknown artifact record type {kind!r}")
 
 
-def save(path: Union[str, os.PathLike], record: Record, compress: bool = True) -> Path:
-    """Writes ``record`` atomically to ``path`` (an ``.npz`` file)."""
+@contextmanager
+def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
+    """A fresh temporary file next to ``path`` to write into; renamed onto ``path`` when the block ends without
+    error and deleted otherwise (Ctrl+C included), so ``path`` is only ever absent, the old file or complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=TEMP_SUFFIX, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **to_arrays(record))
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_orphan_temps(folder: Union[str, os.PathLike], max_age_s: float = ORPHAN_AGE_S) -> int:
+    """Deletes the ``*.tmp`` files of ``folder`` older than ``max_age_s`` seconds: left by writes that were killed
+    (SIGKILL, power loss) before :func:`atomic_path` could remove them. Younger ones may belong to a write in
+    progress in another process or thread and are kept. Returns how many were deleted."""
+    removed = 0
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no folder yet: nothing to clean
+        return 0
+    for e in entries:
+        if not e.name.endswith(TEMP_SUFFIX):
+            continue
+        try:
+            if e.is_file(follow_symlinks=False) and now - e.stat().st_mtime > max_age_s:
+                os.unlink(e.path)
+                removed += 1
+        except OSError:  # another process removed or renamed it meanwhile
+            continue
+    if removed:
+        log.info("removed %d temporary file(s) of interrupted writes in %s", removed, folder)
+    return removed
+
+
+def save(path: Union[str, os.PathLike], record: Record, compress: bool = True) -> Path:
+    """Writes ``record`` atomically to ``path`` (an ``.npz`` file)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        (np.savez_compressed if compress else np.savez)(f, **to_arrays(record))
     return path
 
 

@@ -41,6 +41,7 @@ class StageCache:
         self.dir = Path(root) / stage / self.key if root is not None else None
         self.hits = 0
         self.misses = 0
+        self._swept = False
 
     def path(self, clip_id: str, source: str, suffix: str = ".npz") -> Optional[Path]:
         if self.dir is None:
@@ -50,6 +51,9 @@ class StageCache:
     def get_or_compute(self, clip_id: str, source: str, compute: Callable[[], Any]) -> Any:
         """Loads the clip's artifact when it is cached, otherwise computes and stores it."""
         path = self.path(clip_id, source)
+        if path is not None and not self._swept:  # once per cache object: temporary files of killed writes
+            self._swept = True
+            artifacts.remove_orphan_temps(self.dir)
         if path is not None and path.is_file():
             try:
                 value = artifacts.load(path)

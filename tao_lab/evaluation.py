@@ -7,6 +7,7 @@ so an oracle number can never be mistaken for a label-free one.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,8 +33,37 @@ class EvalResult:
     per_kind: list[dict] = field(default_factory=list)  # frame figures per GT anomaly kind (metrics.by_kind)
 
 
+#: Bump when tracks_from_masks changes what it returns: part of the GT-tracks cache key.
+GT_TRACKS_METHOD = "tracks_from_masks/v1"
+
+
+def gt_source(clip: Clip) -> str:
+    """Everything a clip's derived GT was made from, for cache keys: the frames (``clip.source``), the frame labels
+    (their count sets how many masks are read) and the pixel masks. Mask readers with a ``signature()`` (mask files'
+    paths, sizes and mtimes, or an in-memory hash) are asked for it; any other mask callable is hashed by content."""
+    gt = clip.gt
+    labels = "none"
+    if gt is not None and gt.frame_labels is not None:
+        lab = np.asarray(gt.frame_labels, bool)
+        labels = f"{len(lab)}:{hashlib.sha1(np.packbits(lab).tobytes()).hexdigest()[:12]}"
+    masks = "none"
+    if gt is not None and gt.mask is not None:
+        signature = getattr(gt.mask, "signature", None)
+        if callable(signature):
+            masks = signature()
+        else:  # unknown source: read every mask once
+            h = hashlib.sha1()
+            for m in gt.masks():
+                m = np.asarray(m, bool)
+                h.update(str(m.shape).encode())
+                h.update(np.packbits(m).tobytes())
+            masks = "content:" + h.hexdigest()[:16]
+    return f"{clip.source}|labels={labels}|masks={masks}"
+
+
 def gt_tracks_for(clip: Clip, cache_dir: Optional[str], min_area: int) -> Optional[ObjectTable]:
-    """The clip's GT object tracks: shipped with the dataset, else derived from its pixel masks (cached)."""
+    """The clip's GT object tracks: shipped with the dataset, else derived from its pixel masks (cached; the key
+    covers the frames, labels and masks, so edited masks are never answered with tracks of the old ones)."""
     if clip.gt is None:
         return None
     if clip.gt.tracks is not None:
@@ -42,9 +72,9 @@ def gt_tracks_for(clip: Clip, cache_dir: Optional[str], min_area: int) -> Option
         return None
     from tao_lab.metrics import tracks_from_masks
 
-    cache = StageCache(cache_dir, "gt_tracks", {"min_area": min_area, "method": "tracks_from_masks/v1"})
-    return cache.get_or_compute(clip.clip_id, clip.source,
-                                lambda: tracks_from_masks(clip.gt.masks(), min_area=min_area))
+    cache = StageCache(cache_dir, "gt_tracks", {"min_area": min_area, "method": GT_TRACKS_METHOD})
+    source = gt_source(clip) if cache.enabled else clip.source
+    return cache.get_or_compute(clip.clip_id, source, lambda: tracks_from_masks(clip.gt.masks(), min_area=min_area))
 
 
 def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: str = "test",

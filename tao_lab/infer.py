@@ -66,7 +66,11 @@ def write_mot(path: Path, table: ObjectTable) -> None:
 
 def read_objects_csv(path: Path) -> ObjectTable:
     """Reads a file written by :func:`write_objects_csv`."""
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    import warnings
+
+    with warnings.catch_warnings():  # a header-only file (no object) is a valid, empty table
+        warnings.simplefilter("ignore", UserWarning)
+        data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     if data.size == 0:
         return ObjectTable.empty()
     return ObjectTable.build(data[:, 1], data[:, 2:6], data[:, 6], data[:, 0])
@@ -125,8 +129,24 @@ def fit_or_load(pipe, cfg: DictConfig, clip: Clip) -> str:
     note = (f"no checkpoint given: the scorer was fitted on the first {float(cfg.fit_seconds):g} s ({n_fit} frames) "
             f"of the input itself, assumed to be normal; anomalies in that part cannot be found")
     log.warning(note)
-    pipe.fit_scorer([fit_clip])
+    from tao_lab.pipeline import NoTrainingObjectsError
+
+    try:
+        pipe.fit_scorer([fit_clip])
+    except NoTrainingObjectsError:
+        raise NoTrainingObjectsError(
+            f"input {cfg.get('input')!r}: its first {float(cfg.fit_seconds):g} s ({n_fit} frames), on which the scorer "
+            f"is fitted when no checkpoint is given, hold no detected object (an empty scene). Fit on a longer "
+            f"window that shows normal activity, e.g. fit_seconds={_longer_window(cfg.fit_seconds, clip)} (it must "
+            f"stay below the input's {clip.num_frames / max(clip.fps, 1e-6):g} s), or give a scorer trained with "
+            f"train.py: ckpt_path=<train run dir>/scorer.ckpt") from None
     return note
+
+
+def _longer_window(fit_seconds: float, clip: Clip) -> str:
+    """A fit_seconds suggestion: twice the current window, kept below the input's length."""
+    longest = (clip.num_frames - 1) / max(clip.fps, 1e-6)
+    return f"{min(2 * float(fit_seconds), 0.9 * longest):.3g}"
 
 
 def chunk_bounds(num_frames: int, fps: float, chunk_seconds: Optional[float], height: int = 0, width: int = 0,

@@ -270,7 +270,16 @@ class OnlinePipeline:
             clip = FrameFolderClip(str(tmp), clip_id=f"{Path(str(source)).name or 'stream'}-warmup", fps=self.fps)
             note = ""
             if not self.fitted:
-                self.pipe.fit_scorer([clip])
+                from tao_lab.pipeline import NoTrainingObjectsError
+
+                try:
+                    self.pipe.fit_scorer([clip])
+                except NoTrainingObjectsError:
+                    raise NoTrainingObjectsError(
+                        f"online source {source!r}: its first {n} frames ({n / self.fps:.3g} s), on which the scorer "
+                        f"is fitted when no checkpoint is given, hold no detected object (an empty scene). Warm up "
+                        f"on a longer stretch that shows normal activity (a larger fit_seconds), or give a scorer "
+                        f"trained with train.py: ckpt_path=<train run dir>/scorer.ckpt") from None
                 note = (f"no checkpoint given: the scorer was fitted on the first {n} frames "
                         f"({n / self.fps:.1f} s) of the stream, assumed to be normal")
                 log.warning(note)

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from tao_lab.artifacts import remove_orphan_temps
 from tao_lab.cache import StageCache, stable_hash
 from tao_lab.types import Clip, Dataset, ObjectScores, ObjectTable, Prompts, Segmentation
 
@@ -28,12 +29,34 @@ log = logging.getLogger(__name__)
 
 STAGES = ("detect", "track", "features", "score", "prompts", "segment")
 
+#: Bump a stage's number when its code starts giving other outputs for the same config and input: the number then
+#: joins that stage's cache key (and so every key downstream). At 1 it adds nothing, so existing caches stay valid.
+#: Scorers have their own ``cache_version`` class attribute (tao_lab.scorers.base.ObjectScorer).
+CODE_VERSIONS = {"detect": 1, "track": 1, "features": 1, "prompts": 1, "segment": 1}
+
+#: Trainer settings that change where and how a fit is reported, not what it learns (left out of the scorer key).
+_TRAINER_KEYS_WITHOUT_EFFECT = frozenset({"default_root_dir", "enable_progress_bar", "enable_model_summary",
+                                          "log_every_n_steps", "logger"})
+
 
 def _plain(node: Any) -> Any:
     """A config node as plain, resolved containers (for cache keys)."""
     if isinstance(node, DictConfig) or OmegaConf.is_config(node):
         return OmegaConf.to_container(node, resolve=True)
     return node
+
+
+class NoTrainingObjectsError(ValueError):
+    """The clips the scorer would be fitted on hold no detected object, so there is nothing to fit it on.
+
+    Callers that know where the clips came from (infer's fitting window, the online warm-up) re-raise it with the
+    input's name and what to change."""
+
+
+def _versioned(stage: str, spec: dict) -> dict:
+    """``spec`` plus the stage's code version when it is not 1 (see CODE_VERSIONS)."""
+    version = CODE_VERSIONS.get(stage, 1)
+    return spec if version == 1 else {**spec, "code": version}
 
 
 def instantiate(node: Any, **kwargs) -> Any:
@@ -98,9 +121,9 @@ class Pipeline:
     @cached_property
     def caches(self) -> dict[str, StageCache]:
         c = self.cfg
-        detect = {"detector": _plain(c.detector)}
-        track = {"up": detect, "tracker": _plain(c.tracker)}
-        features = {"up": track, "features": _plain(c.features)}
+        detect = _versioned("detect", {"detector": _plain(c.detector)})
+        track = _versioned("track", {"up": detect, "tracker": _plain(c.tracker)})
+        features = _versioned("features", {"up": track, "features": _plain(c.features)})
         return {
             "detect": StageCache(self.cache_dir, "detect", detect),
             "track": StageCache(self.cache_dir, "track", track),
@@ -113,9 +136,10 @@ class Pipeline:
         if self._scorer_key is None:
             raise RuntimeError("fit or load the scorer before scoring clips")
         score = {"up": self.caches["features"].spec, "scorer": self._scorer_key}
-        prompts = {"up": score, "tau": float(self.threshold.tau), "prompt_filter": _plain(self.cfg.prompt_filter),
-                   "gt_gating": bool(self.cfg.metrics.get("gt_gating", False))}
-        segment = {"up": prompts, "segmenter": _plain(self.cfg.segmenter)}
+        prompts = _versioned("prompts", {"up": score, "tau": float(self.threshold.tau),
+                                         "prompt_filter": _plain(self.cfg.prompt_filter),
+                                         "gt_gating": bool(self.cfg.metrics.get("gt_gating", False))})
+        segment = _versioned("segment", {"up": prompts, "segmenter": _plain(self.cfg.segmenter)})
         self.caches["score"] = StageCache(self.cache_dir, "score", score)
         self.caches["prompts"] = StageCache(self.cache_dir, "prompts", prompts)
         self.caches["segment"] = StageCache(self.cache_dir, "segment", segment)
@@ -134,7 +158,16 @@ class Pipeline:
             self.frames_processed[stage] += clip.num_frames
             return out
 
-        return self.caches[stage].get_or_compute(clip.clip_id, clip.source, produce)
+        return self.caches[stage].get_or_compute(clip.clip_id, self.source(stage, clip), produce)
+
+    def source(self, stage: str, clip: Clip) -> str:
+        """The per-clip part of a stage's cache key: the clip's frames, plus its frame labels for the stages the
+        ``gt_gating`` oracle feeds them into (prompts, segment), so edited labels never give stale gated prompts."""
+        if stage in ("prompts", "segment") and self.cfg.metrics.get("gt_gating", False):
+            labels = None if clip.gt is None else clip.gt.frame_labels
+            digest = "none" if labels is None else stable_hash(np.flatnonzero(np.asarray(labels, bool)).tolist())
+            return f"{clip.source}|labels={digest}"
+        return clip.source
 
     # ----- per-clip stages ----------------------------------------------------------------------------------
     def detections(self, clip: Clip) -> ObjectTable:
@@ -251,24 +284,34 @@ class Pipeline:
             if not path.is_file():
                 raise FileNotFoundError(f"checkpoint not found: {path}; train one with `python train.py` "
                                         f"(its run dir holds scorer.ckpt) or drop ckpt_path to fit here")
-            self.scorer = scorer_cls.load_from_checkpoint(str(path))
+            self.scorer = scorer_cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
             self._scorer_key = "ckpt:" + stable_hash([str(path.resolve()), path.stat().st_mtime, path.stat().st_size])
         else:
-            spec = {"up": self.caches["features"].spec, "scorer": _plain(self.cfg.scorer),
-                    "train_clips": sorted(c.source for c in train_clips), "seed": self.cfg.get("seed")}
             unlabeled = training_mode(self.cfg) == "unsupervised"
-            if unlabeled:  # only then, so the keys of supervised fits stay what they were
-                spec["training"] = _plain(self.cfg.training)
-            self._scorer_key = stable_hash(spec)
+            self._scorer_key = stable_hash(self.scorer_spec(train_clips))
             path = Path(self.cache_dir) / "scorer" / self._scorer_key / "scorer.ckpt" if self.cache_dir else None
+            cached = None
+            if path is not None:
+                remove_orphan_temps(path.parent)  # temporary files of checkpoint writes that were killed
             if path is not None and path.is_file():
                 log.info("scorer: loading cached fit %s", path)
-                self.scorer = scorer_cls.load_from_checkpoint(str(path))
+                try:
+                    cached = scorer_cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+                except Exception as exc:  # noqa: BLE001 - a cache entry is never trusted over a refit
+                    log.warning("cached scorer %s unreadable (%s); refitting", path, exc)
+            if cached is not None:
+                self.scorer = cached
             else:
                 if self.workers(len(train_clips)) > 1:
                     self.extract(train_clips, "train")  # in parallel, into the cache; read back below
                 items = [(self.tracks(c), self.features(c), c.num_frames)
                          for c in progress(train_clips, "train features", self.show_progress)]
+                if sum(len(it[0]) for it in items) == 0:
+                    names = ", ".join(c.clip_id for c in train_clips[:5]) + (", ..." if len(train_clips) > 5 else "")
+                    raise NoTrainingObjectsError(
+                        f"the {len(train_clips)} clip(s) the scorer is fitted on ({names}) hold no detected object: "
+                        f"nothing to fit it on. Fit on clips where people or vehicles move normally (check the "
+                        f"detector settings), or load a fitted scorer with ckpt_path=<train run dir>/scorer.ckpt")
                 self.scorer = instantiate(self.cfg.scorer)
                 start = time.perf_counter()
                 kwargs = {}
@@ -290,6 +333,25 @@ class Pipeline:
         self.scorer.eval()
         self.fit_threshold()
         return path
+
+    def scorer_spec(self, train_clips: list[Clip]) -> dict:
+        """What a fitted scorer is made from (its cache key): the features' spec, the scorer config, the training
+        clips, the seed; in unsupervised mode the training settings, and for scorers trained by a Lightning Trainer
+        the Trainer settings that change the fit (epochs, precision, devices, ...). Parts that are absent keep the
+        keys of earlier fits."""
+        from hydra.utils import get_class
+
+        scorer_cls = get_class(self.cfg.scorer._target_)
+        spec = {"up": self.caches["features"].spec, "scorer": _plain(self.cfg.scorer),
+                "train_clips": sorted(c.source for c in train_clips), "seed": self.cfg.get("seed")}
+        if training_mode(self.cfg) == "unsupervised":
+            spec["training"] = _plain(self.cfg.training)
+        if getattr(scorer_cls, "cache_version", 1) != 1:
+            spec["code"] = int(scorer_cls.cache_version)
+        if getattr(scorer_cls, "needs_trainer", False) and self.cfg.get("trainer"):
+            trainer = _plain(self.cfg.trainer)
+            spec["trainer"] = {k: v for k, v in trainer.items() if k not in _TRAINER_KEYS_WITHOUT_EFFECT}
+        return spec
 
     def fit_threshold(self) -> None:
         """Fits the threshold on the scorer's training (normal) object scores, never on test scores."""

@@ -190,7 +190,10 @@ def train(cfg: DictConfig, logger=None) -> dict:
     cached = pipe.fit_scorer(clips)
     ckpt = output_dir(cfg) / "scorer.ckpt"
     if cached is not None and cached.is_file():
-        shutil.copyfile(cached, ckpt)
+        from tao_lab.artifacts import atomic_path
+
+        with atomic_path(ckpt) as tmp:  # never a truncated scorer.ckpt in the run dir
+            shutil.copyfile(cached, tmp)
     else:
         pipe.scorer.save_checkpoint(str(ckpt))
     _log_cache(pipe)

@@ -108,3 +108,177 @@ def test_interrupted_write_leaves_no_artifact(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         artifacts.save(tmp_path / "x.npz", _table(2))
     assert list(tmp_path.iterdir()) == []
+
+
+# ----- scorer checkpoints and temporary files: nothing half-written --------------------------------------------
+def _tiny_scorer():
+    from test_scorer_attribute import make_clip
+    from tao_lab.scorers import AttributeScorer
+
+    rng = np.random.default_rng(0)
+    return AttributeScorer({"velocity": {"model": "gmm", "tail": "upper", "columns": [0],
+                                         "calibration": "in_sample"}}).fit_clips([make_clip(rng, 10)])
+
+
+def test_checkpoint_write_killed_midway_leaves_the_old_file(tmp_path, monkeypatch):
+    import torch
+
+    scorer = _tiny_scorer()
+    path = tmp_path / "scorer.ckpt"
+    scorer.save_checkpoint(path)
+    before = path.read_bytes()
+
+    def killed(obj, f, *args, **kwargs):  # writes part of the file, then the process is interrupted
+        with open(f, "wb") as out:
+            out.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        scorer.save_checkpoint(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["scorer.ckpt"]
+    with pytest.raises(KeyboardInterrupt):
+        scorer.save_checkpoint(tmp_path / "new" / "scorer.ckpt")
+    assert list((tmp_path / "new").iterdir()) == []  # no 0-byte or truncated scorer.ckpt
+
+
+def test_orphan_temporary_files_are_removed_when_old(tmp_path):
+    import os
+    import time
+
+    cache = StageCache(tmp_path, "detect", {"x": 1})
+    cache.get_or_compute("clip", "src", lambda: _table(2))
+    old = cache.dir / "clip-0123456789.npz.k2j3h4.tmp"   # left by a write killed with SIGKILL
+    young = cache.dir / "other-0123456789.npz.a8b7c6.tmp"  # may be a write in progress elsewhere
+    for p in (old, young):
+        p.write_bytes(b"partial")
+    past = time.time() - artifacts.ORPHAN_AGE_S - 60
+    os.utime(old, (past, past))
+    again = StageCache(tmp_path, "detect", {"x": 1})
+    assert len(again.get_or_compute("clip", "src", lambda: _table(5))) == 2  # a hit
+    assert not old.exists() and young.exists()
+    assert artifacts.remove_orphan_temps(tmp_path / "missing") == 0
+
+
+def test_unreadable_cached_scorer_is_refitted(tmp_path, caplog):
+    import logging
+    import os
+    import time
+
+    from conftest import TINY_SYNTHETIC, compose
+    from tao_lab.pipeline import Pipeline, load_dataset
+
+    cfg = compose("eval", [*TINY_SYNTHETIC, "dataset.num_frames=30", "workers=1"], tmp_path)
+    train = load_dataset(cfg).train
+    first = Pipeline(cfg)
+    path = first.fit_scorer(train)
+    tau = first.threshold.tau
+    assert path.is_file()
+    orphan = path.with_name("scorer.ckpt.x1y2z3.tmp")
+    orphan.write_bytes(b"")
+    past = time.time() - artifacts.ORPHAN_AGE_S - 60
+    os.utime(orphan, (past, past))
+    for broken in (b"", path.read_bytes()[:100]):  # 0-byte and truncated: a write killed by an older version
+        path.write_bytes(broken)
+        with caplog.at_level(logging.WARNING, logger="tao_lab.pipeline"):
+            pipe = Pipeline(cfg)
+            assert pipe.fit_scorer(train) == path
+        assert "unreadable" in caplog.text and "refitting" in caplog.text
+        assert pipe.threshold.tau == pytest.approx(tau)
+        assert len(path.read_bytes()) > 1000 and Pipeline(cfg).fit_scorer(train) == path  # rewritten, loadable
+        caplog.clear()
+    assert not orphan.exists()
+
+
+# ----- cache keys cover every input ----------------------------------------------------------------------------
+def _write_masked_clip(root, x0, labels=(0, 1, 1)):
+    """A 3-frame clip (PNG frames) with UCSD-style mask files: a 4x4 blob at column x0 in the labelled frames."""
+    import cv2
+
+    from tao_lab.data.clips import FolderMasks, FrameFolderClip
+    from tao_lab.types import ClipGT
+
+    frames, masks = root / "Test001", root / "Test001_gt"
+    frames.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for i, lab in enumerate(labels):
+        if not (frames / f"{i:03d}.png").is_file():  # the frames never change here: only the masks do
+            cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((16, 24, 3), 90, np.uint8))
+        m = np.zeros((16, 24), np.uint8)
+        if lab:
+            m[4:8, x0:x0 + 4] = 255
+        cv2.imwrite(str(masks / f"{i:03d}.png"), m)
+    clip = FrameFolderClip(str(frames), "Test001")
+    clip.gt = ClipGT(np.array(labels, bool), FolderMasks(sorted(str(p) for p in masks.iterdir()), 16, 24))
+    return clip
+
+
+def test_gt_tracks_follow_edited_masks(tmp_path):
+    import os
+    import time
+
+    from tao_lab.evaluation import gt_source, gt_tracks_for
+
+    cache = tmp_path / "cache"
+    before = gt_tracks_for(_write_masked_clip(tmp_path / "data", x0=2), cache, min_area=1)
+    np.testing.assert_array_equal(before.xyxy[:, 0], [2, 2])
+    # the masks are corrected (same frames, same file names): RBDC/TBDC must see the new masks, as pixel metrics do
+    clip = _write_masked_clip(tmp_path / "data", x0=12)
+    later = time.time() + 5  # a clearly newer mtime even on coarse-timestamp file systems
+    for p in (tmp_path / "data" / "Test001_gt").iterdir():
+        os.utime(p, (later, later))
+    after = gt_tracks_for(clip, cache, min_area=1)
+    np.testing.assert_array_equal(after.xyxy[:, 0], [12, 12])
+    assert gt_tracks_for(clip, cache, min_area=1).xyxy[0, 0] == 12  # and the new entry is a hit
+    # labels are part of the key too (their count sets how many masks are read)
+    relabelled = _write_masked_clip(tmp_path / "data", x0=12)
+    relabelled.gt.frame_labels = np.array([0, 0, 1], bool)
+    assert gt_source(relabelled) != gt_source(clip)
+
+
+def test_gt_source_covers_in_memory_array_and_callable_masks(tmp_path):
+    from tao_lab.data.clips import ArrayMasks, CroppedMasks
+    from tao_lab.evaluation import gt_source
+    from tao_lab.types import Clip, ClipGT
+
+    a = np.zeros((2, 8, 8), bool)
+    b = a.copy()
+    b[1, 2:4, 2:4] = True
+
+    def clip_with(mask):
+        c = Clip("c", 2, 8, 8, source="frames:x")
+        c.gt = ClipGT(np.array([0, 1], bool), mask)
+        return c
+
+    for make in (lambda m: CroppedMasks(m, 8, 8), lambda m: ArrayMasks(m, 8, 8), lambda m: (lambda i: m[i])):
+        assert gt_source(clip_with(make(a))) != gt_source(clip_with(make(b)))
+        assert gt_source(clip_with(make(a))) == gt_source(clip_with(make(a.copy())))
+    np.save(tmp_path / "m.npy", a)
+    on_disk = ArrayMasks(np.load(tmp_path / "m.npy", mmap_mode="r"), 8, 8, str(tmp_path / "m.npy"))
+    assert "m.npy" in on_disk.signature()
+
+
+def test_scorer_key_covers_trainer_settings_and_gated_prompts_cover_labels(tmp_path):
+    from conftest import compose
+    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.cache import stable_hash
+
+    def key(*overrides):
+        cfg = compose("eval", ["dataset.num_frames=10", *overrides], tmp_path)
+        return stable_hash(Pipeline(cfg).scorer_spec(load_dataset(cfg).train))
+
+    mae = key("scorer=temporal_mae", "trainer.max_epochs=3")
+    assert mae != key("scorer=temporal_mae", "trainer.max_epochs=4")  # a trained fit depends on its epochs ...
+    assert mae == key("scorer=temporal_mae", "trainer.max_epochs=3", "progress=false",
+                      f"trainer.default_root_dir={tmp_path / 'elsewhere'}")  # ... not on where it reports
+    assert key("trainer.max_epochs=3") == key("trainer.max_epochs=4")  # fit-once scorers ignore the Trainer
+    assert "trainer" not in Pipeline(compose("eval", [], tmp_path)).scorer_spec([])
+
+    cfg = compose("eval", ["dataset.num_frames=10", "+metrics.gt_gating=true"], tmp_path)
+    pipe, clip = Pipeline(cfg), load_dataset(cfg).test[0]
+    gated = pipe.source("prompts", clip)
+    assert pipe.source("score", clip) == clip.source and gated != clip.source
+    clip.gt.frame_labels = ~np.asarray(clip.gt.frame_labels, bool)  # corrected labels: other gated prompts
+    assert pipe.source("prompts", clip) != gated and pipe.source("segment", clip) != gated
+    plain = Pipeline(compose("eval", ["dataset.num_frames=10"], tmp_path))
+    assert plain.source("prompts", clip) == clip.source  # without the oracle, labels play no part

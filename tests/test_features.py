@@ -162,3 +162,25 @@ def test_feature_configs_instantiate(tmp_path):
         assert "velocity" in cfg.extractors and option in cfg.extractors
         with pytest.raises(Exception, match=name.replace(".", r"\.")):
             instantiate(cfg)  # weights are not shipped: a clear error naming the file
+
+
+def test_deep_feature_refuses_a_pickled_model_unless_allowed(tmp_path):
+    """A whole pickled model can only be restored by an unpickle that runs code from the file: refused by default,
+    with the file's name and the two ways out; a trusted file loads with allow_pickle=True."""
+    import torch
+    import torchvision
+
+    from tao_lab.checkpoints import CheckpointError, PickledObjectsError
+
+    torch.manual_seed(0)
+    path = tmp_path / "whole_model.pth"
+    torch.save(torchvision.models.resnet18(weights=None), path)
+    with pytest.raises(PickledObjectsError, match=r"whole_model\.pth.*state_dict.*allow_pickle=true"):
+        DeepFeature(weights=str(path), input_size=32)._load()
+    ext = DeepFeature(weights=str(path), input_size=32, allow_pickle=True)
+    clip = MovingSquareClip(num_frames=2)
+    assert extract_features(clip, square_objects(clip, [0, 1]), [ext], progress=False)["deep"].shape == (2, 512)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 255, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointError, match=r"junk\.pth is not a file written by torch.save.*state dict"):
+        DeepFeature(weights=str(junk), arch="resnet18", allow_pickle=True)._load()

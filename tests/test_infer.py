@@ -202,3 +202,83 @@ def test_chunks_respect_duration_and_memory_budget():
     chunks = chunk_bounds(1000, 25, 60.0, 1080, 1920, max_chunk_mb=1024)
     assert max(b - a for a, b in chunks) <= 1024 * 2 ** 20 // (6 * 1080 * 1920) + 86 // 4
     assert chunks[0] == (0, 86) and chunks[-1][1] == 1000
+
+
+# ----- empty scenes ------------------------------------------------------------------------------------------
+def write_frames(folder, num_static, num_moving=0, seed=0):
+    """A frame folder (lossless PNGs): ``num_static`` frames of the empty synthetic scene (nothing moves, so the
+    detector finds nothing), then ``num_moving`` frames of a synthetic clip with walkers."""
+    import cv2
+
+    from tao_lab.data import SyntheticGenerator
+
+    clip = SyntheticGenerator(seed=seed, num_train_clips=0, num_test_clips=1, num_frames=max(num_moving, 2),
+                              height=160, width=240, anomalies_per_clip=(0, 0)).dataset().test[0]
+    folder.mkdir(parents=True)
+    frames = [clip.scene.background] * num_static + list(clip.frames())[:num_moving]
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), f)
+    return folder
+
+
+def _cached_scorer(infer_run):
+    """The scorer infer_run fitted (cached in its cache dir): a checkpoint for the default pipeline."""
+    out, _ = infer_run
+    ckpts = list((out.parent.parent / "cache" / "scorer").glob("*/scorer.ckpt"))
+    assert len(ckpts) == 1
+    return ckpts[0]
+
+
+def test_empty_fitting_window_says_what_to_do(tmp_path):
+    from conftest import compose
+    from tao_lab.tasks import infer, run_task
+
+    folder = write_frames(tmp_path / "quiet_start", num_static=40, num_moving=30)
+    cfg = compose("infer", [f"input={folder}", "fit_seconds=1", "write_video=false"], tmp_path)
+    with pytest.raises(ValueError) as err:
+        run_task(cfg, infer)
+    msg = str(err.value)
+    assert "quiet_start" in msg and "no detected object" in msg
+    assert "fit_seconds=2" in msg and "ckpt_path=" in msg  # the two ways out: a longer window, a checkpoint
+    assert not (tmp_path / "run" / "outputs").exists()
+
+
+def test_video_without_objects_scores_at_the_training_minimum(tmp_path, infer_run):
+    from conftest import compose
+    from tao_lab.infer import read_objects_csv
+    from tao_lab.tasks import infer, run_task
+
+    folder = write_frames(tmp_path / "empty_scene", num_static=30)
+    cfg = compose("infer", [f"input={folder}", f"ckpt_path={_cached_scorer(infer_run)}", "write_video=false"],
+                  tmp_path)
+    result = run_task(cfg, infer)
+    out = tmp_path / "run" / "outputs"
+    assert result["objects_scored"] == 0 and result["objects_segmented"] == 0 and result["anomalous_frames"] == 0
+    assert len(read_objects_csv(out / "tracks.csv")) == 0
+    scores = np.loadtxt(out / "frame_scores.csv", delimiter=",", skiprows=1, ndmin=2)
+    # every frame at the calibrated training minimum (0), below the threshold
+    assert scores.shape == (30, 4) and (scores[:, 2] == 0).all() and (scores[:, 3] == 0).all()
+    assert result["threshold_tau"] > 0
+
+
+def test_online_empty_scene(tmp_path, infer_run):
+    """Online: an empty warm-up without a checkpoint says what to do; with one, empty frames score 0."""
+    import cv2
+
+    from conftest import compose
+    from tao_lab.online import OnlinePipeline
+    from tao_lab.pipeline import NoTrainingObjectsError
+
+    folder = write_frames(tmp_path / "frames", num_static=12)
+    frames = [cv2.imread(str(p)) for p in sorted(folder.glob("*.png"))]
+    online = OnlinePipeline.from_config(compose("infer", ["input=unused", "buffer_frames=4"], tmp_path / "a"))
+    with pytest.raises(NoTrainingObjectsError, match=r"camera7.*no detected object.*fit_seconds.*ckpt_path"):
+        online.warmup(frames[:6], source="camera7")
+    cfg = compose("infer", ["input=unused", "buffer_frames=4", f"ckpt_path={_cached_scorer(infer_run)}"],
+                  tmp_path / "b")
+    online = OnlinePipeline.from_config(cfg)
+    online.warmup(frames[:6], source="camera7")
+    results = [online.process(f) for f in frames[6:]]
+    assert [r.index for r in results] == list(range(6, 12))
+    for r in results:
+        assert len(r.objects) == 0 and r.frame_score == 0.0 and not r.anomalous and not r.instance_map.any()

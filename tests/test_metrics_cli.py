@@ -141,3 +141,35 @@ def test_module_entry_point(object_dirs):
     p = subprocess.run([sys.executable, "-m", "tao_lab.metrics", "object", "--tracks", str(t), "--detections",
                         str(d), "--num-frames", "0"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith("error:")
+
+
+def test_object_refuses_a_detections_folder_without_txt_files(capsys, object_dirs, tmp_path):
+    t, _ = object_dirs
+    csv_only = tmp_path / "csv_dets"
+    csv_only.mkdir()
+    (csv_only / "v1.csv").write_text("frame_id,x_min,y_min,x_max,y_max,score\n0,10,10,19,19,0.9\n")
+    code, out, err = run(capsys, "object", "--tracks", t, "--detections", csv_only, "--num-frames", 20)
+    assert code == 2 and out is None  # not RBDC = TBDC = 0 with exit 0
+    assert "no <video>.txt detections files" in err and "v1.csv" in err and "csv_dets" in err
+    empty = tmp_path / "empty_dets"
+    empty.mkdir()
+    code, _, err = run(capsys, "object", "--tracks", t, "--detections", empty, "--num-frames", 20)
+    assert code == 2 and "folder is empty" in err
+    p = subprocess.run([sys.executable, "-m", "tao_lab.metrics", "object", "--tracks", str(t), "--detections",
+                        str(csv_only), "--num-frames", "20"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == "" and "v1.csv" in p.stderr
+
+
+def test_pixel_names_a_file_that_is_not_npy(capsys, pixel_dirs):
+    s, m, _ = pixel_dirs
+    (s / "a.npy").write_text("0.1 0.2 0.3\n")  # text saved under a .npy name
+    code, _, err = run(capsys, "pixel", "--scores", s, "--masks", m)
+    assert code == 2 and "a.npy" in err and "not a readable .npy score array" in err
+    np.save(s / "a.npy", np.zeros((3, 12, 16), np.float32))
+    np.save(m / "a.npy", np.array([{"x": 1}] * 3, dtype=object))  # pickled objects
+    code, _, err = run(capsys, "pixel", "--scores", s, "--masks", m)
+    assert code == 2 and "a.npy" in err and "mask" in err
+    for f in s.glob("*.npy"):
+        f.rename(f.with_suffix(".npz"))
+    code, _, err = run(capsys, "pixel", "--scores", s, "--masks", m)
+    assert code == 2 and "no <video>.npy score files" in err and "a.npz" in err

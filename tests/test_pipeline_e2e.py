@@ -65,3 +65,26 @@ def test_second_run_with_other_threshold_reuses_upstream_stages(first_run, caplo
     assert second["test/frame_auc_micro"] == pytest.approx(first["test/frame_auc_micro"])
     # no detection/feature time was spent the second time
     assert "time/detect_s" not in second and "time/features_s" not in second
+
+
+def test_eval_with_an_empty_test_clip(tmp_path, monkeypatch):
+    """A test clip with zero detections (an empty scene) is scored at the training minimum, not a crash."""
+    import csv
+
+    from conftest import compose
+    from tao_lab.detect.subtraction import BackgroundSubtractionDetector
+    from tao_lab.tasks import evaluate, run_task
+    from tao_lab.types import ObjectTable
+
+    detect = BackgroundSubtractionDetector.detect
+
+    def nothing_in_test001(self, clip):
+        return ObjectTable.empty() if clip.clip_id == "Test001" else detect(self, clip)
+
+    monkeypatch.setattr(BackgroundSubtractionDetector, "detect", nothing_in_test001)
+    metrics = run_task(compose("eval", [*TINY_SYNTHETIC, "dataset.num_frames=40", "workers=1", "segmenter=boxes"],
+                               tmp_path), evaluate)
+    assert 0.0 <= metrics["test/frame_auc_micro"] <= 1.0 and 0.0 <= metrics["test/object_rbdc"] <= 1.0
+    rows = {r["video"]: r for r in csv.DictReader(open(tmp_path / "run" / "per_video.csv"))}
+    assert float(rows["Test001"]["max_frame_score"]) == 0.0 and int(rows["Test001"]["objects_segmented"]) == 0
+    assert float(rows["Test002"]["max_frame_score"]) > 0.0

@@ -76,7 +76,7 @@ def test_checkpoint_round_trip_gives_identical_scores(fitted, tmp_path):
     scorer, rng = fitted
     path = tmp_path / "ckpt" / "attribute.ckpt"
     scorer.save_checkpoint(path)
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=True)  # tensors and plain values only
     assert {"state_dict", "hyper_parameters", "pytorch-lightning_version"} <= set(ckpt)
     restored = AttributeScorer.load_from_checkpoint(path)
     objects, feats, n = make_clip(rng, fast={3, 4})
@@ -173,3 +173,81 @@ def test_scorer_config_instantiates_with_extra_attribute():
     assert isinstance(scorer, AttributeScorer)
     assert scorer.specs["velocity"]["columns"] == [2] and scorer.specs["appearance"]["model"] == "knn"
     assert isinstance(scorer.hparams["attributes"]["appearance"], dict)  # plain containers: checkpoint-safe
+
+
+@pytest.mark.parametrize("frame_reduce", ["max", "sum_of_max"])
+def test_clip_without_objects_scores_at_the_training_minimum(fitted, frame_reduce):
+    """An empty scene (zero detections, features of shape (0, D)) is normal input, not a crash."""
+    scorer, _ = fitted
+    scorer.frame_reduce = frame_reduce
+    try:
+        feats = {"velocity": np.zeros((0, 2), np.float32), "appearance": np.zeros((0, 4), np.float32)}
+        out = scorer.score_clip(ObjectTable.empty(), feats, 12)
+    finally:
+        scorer.frame_reduce = "max"
+    assert len(out.objects) == 0 and len(out.objects.score) == 0
+    assert set(out.parts) == {"velocity", "appearance"} and all(len(v) == 0 for v in out.parts.values())
+    # frames without objects get 0, the calibrated training minimum: no training object scores below it
+    np.testing.assert_array_equal(out.frame_scores, np.zeros(12, np.float32))
+    assert scorer.train_object_scores().min() >= -1e-6
+
+
+# ----- safe checkpoint loading ------------------------------------------------------------------------------------
+class _RunsCode:
+    """What a malicious checkpoint holds: unpickling it calls os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_bad_checkpoints_are_refused_naming_the_file(fitted, tmp_path, monkeypatch):
+    import torch
+
+    from tao_lab.checkpoints import CheckpointError
+    from tao_lab.scorers import TemporalMaeScorer
+
+    scorer, _ = fitted
+    good = tmp_path / "good.ckpt"
+    scorer.save_checkpoint(good)
+    # even with torch's documented override to unrestricted loading, a pickle that runs code is refused
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["hyper_parameters"]["payload"] = _RunsCode(marker)
+    torch.save(ckpt, evil)
+    with pytest.raises(CheckpointError, match=r"evil\.ckpt holds Python objects.*refused"):
+        AttributeScorer.load_from_checkpoint(evil)
+    assert not marker.exists()
+
+    rand = tmp_path / "random.ckpt"
+    rand.write_bytes(np.random.default_rng(0).integers(0, 255, 5000, dtype=np.uint8).tobytes())
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"weights": torch.zeros(3)}, plain)
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    cases = {rand: "not a file written by torch.save", plain: r"plain dict with keys \['weights'\]",
+             empty: "is empty", truncated: "is a truncated torch file"}
+    for path, problem in cases.items():
+        with pytest.raises(CheckpointError, match=rf"{path.name}.*{problem}.*expected a checkpoint of AttributeScorer"):
+            AttributeScorer.load_from_checkpoint(path)
+    # another model's file: a scorer of another class (tagged), and an untagged file with foreign hyper-parameters
+    with pytest.raises(CheckpointError, match=r"good\.ckpt is a checkpoint of tao_lab\.scorers\.attribute\."
+                                              r"AttributeScorer, not of tao_lab\.scorers\.temporal_mae"):
+        TemporalMaeScorer.load_from_checkpoint(good)
+    foreign = tmp_path / "foreign.ckpt"
+    del ckpt["tao_lab_scorer"], ckpt["hyper_parameters"]["payload"]
+    ckpt["hyper_parameters"] = {"encoder_layers": 12}
+    torch.save(ckpt, foreign)
+    with pytest.raises(CheckpointError, match=r"cannot restore AttributeScorer from .*foreign\.ckpt"):
+        AttributeScorer.load_from_checkpoint(foreign)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        AttributeScorer.load_from_checkpoint(good, weights_only=False)
+    assert AttributeScorer.load_from_checkpoint(good).is_fitted  # and the real file still loads

@@ -240,7 +240,7 @@ def test_checkpoint_round_trip_gives_identical_scores(synth, fitted, tmp_path):
     np.testing.assert_array_equal(fitted.train_object_scores(), loaded.train_object_scores())
     assert loaded.fit_metrics == fitted.fit_metrics
     # the learned pooling is part of the checkpoint
-    assert any(k.startswith("net.pool.") for k in torch.load(path, weights_only=False)["state_dict"])
+    assert any(k.startswith("net.pool.") for k in torch.load(path, weights_only=True)["state_dict"])
 
 
 # ------------------------------------------------------------------------------------------------ self-paced

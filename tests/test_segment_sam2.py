@@ -61,6 +61,16 @@ def test_missing_checkpoint_names_file_and_source(tmp_path):
         Sam2Segmenter(random_init=True, backbone="huge")
 
 
+def test_unreadable_checkpoint_names_file_and_what_was_expected(tmp_path):
+    from tao_lab.checkpoints import CheckpointError
+
+    bad = tmp_path / "sam2_hiera_tiny.pt"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 255, 3000, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointError, match=r"sam2_hiera_tiny\.pt is not a file written by torch\.save.*"
+                                              r"official sam2 checkpoint"):
+        Sam2Segmenter(version="sam2", backbone="tiny", weights_dir=str(tmp_path)).build_model()
+
+
 def test_video_mode_random_weights(tmp_path):
     from hydra.core.global_hydra import GlobalHydra
 

@@ -6,6 +6,7 @@ processes.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import Iterator, Optional, Sequence
@@ -269,6 +270,14 @@ class FolderMasks:
                             f"size {self.width}x{self.height}")
         return m > 0
 
+    def signature(self) -> str:
+        """Changes when any mask file is added, removed, renamed or rewritten (path, size, mtime of each file)."""
+        h = hashlib.sha1()
+        for p in self.files:
+            st = os.stat(p)
+            h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return f"files:{len(self.files)}:{h.hexdigest()[:16]}"
+
 
 class CroppedMasks:
     """Lazy-ish pixel GT held compactly: per frame, the crop of the mask's bounding box (or nothing when empty).
@@ -308,6 +317,17 @@ class CroppedMasks:
             m[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
         return m
 
+    def signature(self) -> str:
+        """A hash of the masks' content (held in memory, so hashing costs no read)."""
+        h = hashlib.sha1(f"{self.height}x{self.width}".encode())
+        for c in self.crops:
+            if c is None:
+                h.update(b"-")
+            else:
+                h.update(f"{c[0]},{c[1]},{c[2].shape}".encode())
+                h.update(np.packbits(c[2]).tobytes())
+        return f"content:{len(self.crops)}:{h.hexdigest()[:16]}"
+
 
 class ArrayMasks:
     """Lazy pixel GT backed by an array-like of shape (T, H, W) (e.g. a memory-mapped .npy); nonzero = anomalous."""
@@ -324,6 +344,15 @@ class ArrayMasks:
             raise DataError(f"mask {i} of {self.path or 'array'} has shape {m.shape}, expected "
                             f"({self.height}, {self.width})")
         return m != 0
+
+    def signature(self) -> str:
+        """The array file's path, size and mtime; the content's hash for an array that is not from a file."""
+        shape = tuple(np.shape(self.array))
+        if self.path and os.path.isfile(self.path):
+            st = os.stat(self.path)
+            return f"file:{os.path.abspath(self.path)}|{shape}|{st.st_size}|{st.st_mtime_ns}"
+        data = np.ascontiguousarray(np.asarray(self.array) != 0)
+        return f"content:{shape}:{hashlib.sha1(np.packbits(data).tobytes()).hexdigest()[:16]}"
 
 
 def _check_labels(clip: Clip, where: str) -> None:

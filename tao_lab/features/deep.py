@@ -4,7 +4,9 @@ Two back-ends:
 - ``backend="torchvision"``: any torchvision classification network; each box crop is resized to
   ``input_size`` x ``input_size``, normalised with the ImageNet statistics and embedded by the network with its
   classification head removed (``fc`` / ``classifier`` / ``head(s)`` replaced by identity). ``weights`` is either a
-  whole pickled model (``torch.save(model)``) or a state dict for ``torchvision.models.<arch>()``.
+  state dict for ``torchvision.models.<arch>()`` (loaded with ``weights_only=True``: tensors only) or a whole
+  pickled model (``torch.save(model)``). The latter can only be restored by an unrestricted unpickle, which runs
+  code stored in the file, so it is refused unless ``allow_pickle=True`` says the file is trusted.
 - ``backend="yolo"``: an ultralytics detection model (``.pt``); the whole frame goes through its first ``layer``+1
   modules once and every box is pooled from that feature map with torchvision's RoIAlign (``roi_size`` x
   ``roi_size``, then averaged), so the cost does not grow with the number of boxes.
@@ -43,13 +45,15 @@ class DeepFeature(FeatureExtractor):
         roi_size: RoIAlign output size (yolo back-end).
         normalize: L2-normalise the embeddings (recommended for k-NN).
         device: torch device string.
+        allow_pickle: also accept a whole pickled model (torchvision back-end). Unpickling it runs code from the
+            file: only for files you trust. A state dict (+ ``arch``) never needs it.
     """
 
     name = "deep"
 
     def __init__(self, weights: str, backend: str = "torchvision", arch: Optional[str] = None,
                  input_size: int = 224, imgsz: int = 320, layer: int = 9, roi_size: int = 7, normalize: bool = True,
-                 device: str = "cpu"):
+                 device: str = "cpu", allow_pickle: bool = False):
         if backend not in ("torchvision", "yolo"):
             raise ValueError(f"unknown deep-feature backend {backend!r}: expected 'torchvision' or 'yolo'")
         self.weights = str(weights)
@@ -61,6 +65,7 @@ class DeepFeature(FeatureExtractor):
         self.roi_size = int(roi_size)
         self.normalize = bool(normalize)
         self.device = str(device)
+        self.allow_pickle = bool(allow_pickle)
         self._net = None
         self._dim: Optional[int] = None
         if backend == "yolo":
@@ -83,7 +88,7 @@ class DeepFeature(FeatureExtractor):
 
             net = load_yolo(self.weights).model
         else:
-            obj = torch.load(self.weights, map_location="cpu", weights_only=False)
+            obj = self._load_torchvision_file()
             if isinstance(obj, torch.nn.Module):
                 net = obj
             else:
@@ -99,6 +104,24 @@ class DeepFeature(FeatureExtractor):
                     setattr(net, head, torch.nn.Identity())
         self._net = net.to(self.device).eval()
         return self._net
+
+    def _load_torchvision_file(self):
+        """The state dict in ``weights`` (weights_only=True), or, only with ``allow_pickle``, a whole pickled model."""
+        import torch
+
+        from tao_lab.checkpoints import PickledObjectsError, load_weights
+
+        expected = "a torchvision state dict (torch.save(model.state_dict(), path)) with features.deep.arch set"
+        try:
+            return load_weights(self.weights, expected)
+        except PickledObjectsError as exc:
+            if not self.allow_pickle:
+                raise PickledObjectsError(
+                    f"{exc} A whole pickled model (torch.save(model)) needs that: save its state dict instead "
+                    f"(torch.save(model.state_dict(), path)) and set arch, or, for a file you trust, set "
+                    f"features.extractors.deep.allow_pickle=true") from None
+        # explicitly allowed above: a whole nn.Module is restored by unpickling its classes (runs the file's code)
+        return torch.load(self.weights, map_location="cpu", weights_only=False)
 
     @property
     def dim(self) -> int:

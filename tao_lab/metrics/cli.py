@@ -57,11 +57,41 @@ def _jsonable(d: dict) -> dict:
     return out
 
 
+def _others(folder: Path, ext: str) -> str:
+    """' (it holds a.csv, b.json, ...)' naming what a folder holds instead of ``ext`` files, or ''."""
+    try:
+        names = sorted(p.name for p in Path(folder).iterdir() if p.suffix.lower() != ext)
+    except OSError:
+        return ""
+    if not names:
+        return " (the folder is empty)"
+    return f" (it holds {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}, not {ext} files)"
+
+
+def _txt_files(folder, what: str, fmt: str) -> None:
+    """Refuses a folder without any ``<video>.txt`` file: scoring it would silently give RBDC = TBDC = 0."""
+    d = Path(folder)
+    if d.is_dir() and not any(d.glob("*.txt")):
+        raise InputError(f"no <video>.txt {what} files in {d}{_others(d, '.txt')}; expected one {fmt} text file "
+                         f"per video (an empty file for a video without any)")
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    """A .npy array (memory-mapped), or InputError naming the file when it is not one."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"{path}: not a readable .npy {what} array ({e}); expected an array saved with "
+                         f"numpy.save (no pickled objects)") from None
+
+
 # ----------------------------------------------------------------------------------------------------------------
 def run_object(args) -> dict:
     from tao_lab.metrics.objects import rbdc_tbdc
     from tao_lab.metrics.tracks import read_txt_dir
 
+    _txt_files(args.tracks, "tracks", "track_id,frame_id,x_min,y_min,x_max,y_max")
+    _txt_files(args.detections, "detections", "frame_id,x_min,y_min,x_max,y_max,score")
     tracks = read_txt_dir(args.tracks, "tracks", args.frame_base)
     dets = read_txt_dir(args.detections, "detections", args.frame_base)
     unknown = sorted(set(dets) - set(tracks))
@@ -96,7 +126,7 @@ def _mask_frames(path: Path) -> tuple[int, Iterator[np.ndarray], tuple]:
 
         first = read(files[0])
         return len(files), (read(p) for p in files), first.shape
-    arr = np.load(path, mmap_mode="r")
+    arr = _load_npy(path, "mask")
     if arr.ndim != 3:
         raise InputError(f"{path}: masks must be (T, H, W), got shape {arr.shape}")
     if arr.dtype.kind not in "biu":
@@ -115,7 +145,7 @@ def run_pixel(args) -> dict:
     masks = {p.stem: p for p in mdir.glob("*.npy")}
     masks.update({p.name: p for p in mdir.iterdir() if p.is_dir()})
     if not scores:
-        raise InputError(f"no <video>.npy score files in {sdir}")
+        raise InputError(f"no <video>.npy score files in {sdir}{_others(sdir, '.npy')}")
     unknown = sorted(set(scores) - set(masks))
     if unknown:
         raise InputError(f"unknown video(s) {unknown[:5]}: score files without masks in {mdir}")
@@ -127,7 +157,7 @@ def run_pixel(args) -> dict:
     else:
         acc = PixelMetrics(binned=args.binned, num_bins=args.num_bins)
     for video in sorted(scores, key=_natural_key):
-        s = np.load(scores[video], mmap_mode="r")
+        s = _load_npy(scores[video], "score")
         if s.ndim != 3:
             raise InputError(f"{scores[video]}: scores must be (T, H, W), got shape {s.shape}")
         if s.dtype.kind not in "fiu":

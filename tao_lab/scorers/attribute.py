@@ -189,7 +189,7 @@ class AttributeScorer(ObjectScorer):
             raise KeyError(f"attribute {name!r} needs feature {s['feature']!r}{hint}; features given: "
                            f"{sorted(features)}")
         x = np.asarray(features[s["feature"]], np.float32)
-        x = x.reshape(n, -1) if n else x.reshape(0, x.shape[-1] if x.ndim > 1 else 0)
+        x = x.reshape(len(x), int(np.prod(x.shape[1:])))  # not -1: a clip without objects has (0, D) rows
         if len(x) != n:
             raise ValueError(f"feature {s['feature']!r} has {len(x)} rows but there are {n} objects")
         if s["columns"] is not None:

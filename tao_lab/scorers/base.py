@@ -6,13 +6,15 @@ MAE scorer (trained). The pipeline calls only:
 - ``fit_clips(items)`` with ``items = [(objects, features, num_frames), ...]`` of the training (normal) clips;
 - ``score_clip(objects, features, num_frames) -> ObjectScores``;
 - ``train_object_scores() -> (N,) float32``: calibrated scores of the training objects, to fit a threshold on;
-- ``save_checkpoint(path)`` / ``load_from_checkpoint(path)``.
+- ``save_checkpoint(path)`` / ``load_from_checkpoint(path)``: always with ``weights_only=True`` (tensors and plain
+  values only); a file that is not this scorer's checkpoint is refused with a :class:`CheckpointError` naming it.
 
 Fitted state lives in registered buffers so a checkpoint restores it. Buffers whose shape is only known after
 fitting are registered empty; ``_load_from_state_dict`` resizes them to the checkpoint's shapes before loading.
 """
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -20,13 +22,21 @@ import lightning
 import numpy as np
 import torch
 
+from tao_lab.checkpoints import CheckpointError, load_weights, read_bytes
 from tao_lab.types import ObjectScores, ObjectTable
+
+#: Checkpoint key naming the scorer class that wrote it (module.qualname), so another model's file is refused.
+SCORER_CLASS_KEY = "tao_lab_scorer"
 
 FitItem = tuple[ObjectTable, dict[str, np.ndarray], int]
 
 
 class ObjectScorer(lightning.LightningModule):
     """Base class of object scorers (see the module docstring for the contract)."""
+
+    #: Bump in a subclass when its code starts fitting or scoring differently for the same config: the number joins
+    #: the cache key of its fits (tao_lab.pipeline.Pipeline.scorer_spec), so old cached fits are not reused.
+    cache_version: int = 1
 
     def __init__(self):
         super().__init__()
@@ -54,18 +64,51 @@ class ObjectScorer(lightning.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | os.PathLike) -> None:
-        """Writes a Lightning-compatible checkpoint (state_dict, hyper_parameters, pytorch-lightning_version)."""
-        path = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        """Writes a Lightning-compatible checkpoint (state_dict, hyper_parameters, pytorch-lightning_version),
+        atomically: a run killed while writing leaves the previous file (or none), never a truncated one."""
+        from tao_lab.artifacts import atomic_path
+
         ckpt: dict[str, Any] = {
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             self.CHECKPOINT_HYPER_PARAMS_KEY: dict(self.hparams),
             "pytorch-lightning_version": lightning.__version__,
             "epoch": 0,
             "global_step": 0,
+            SCORER_CLASS_KEY: _class_path(type(self)),
         }
         self.on_save_checkpoint(ckpt)
-        torch.save(ckpt, path)
+        with atomic_path(path) as tmp:
+            torch.save(ckpt, tmp)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | os.PathLike, map_location: Any = "cpu",
+                             hparams_file: Any = None, strict: Any = None, weights_only: bool = True, **kwargs):
+        """Lightning's ``load_from_checkpoint`` with ``weights_only=True`` always, after checking that the file is a
+        checkpoint of this scorer class (CheckpointError naming the file and what was expected otherwise)."""
+        if weights_only is not True:
+            raise ValueError("scorer checkpoints hold only tensors and plain values: they are always loaded with "
+                             "weights_only=True (an unrestricted unpickle could run code from the file)")
+        path = os.fspath(checkpoint_path)
+        expected = (f"a checkpoint of {cls.__name__} written by train.py (scorer.ckpt in its run dir) or by "
+                    f"save_checkpoint: a dict with state_dict and hyper_parameters")
+        data = read_bytes(path, expected)
+        ckpt = load_weights(path, expected, data)
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt or cls.CHECKPOINT_HYPER_PARAMS_KEY not in ckpt:
+            what = (f"a plain dict with keys {sorted(map(str, ckpt))[:8]}" if isinstance(ckpt, dict)
+                    else f"a {type(ckpt).__name__}")
+            raise CheckpointError(f"{path} holds {what}, not a scorer checkpoint; expected {expected}")
+        saved = ckpt.get(SCORER_CLASS_KEY)
+        if saved is not None and saved != _class_path(cls):
+            raise CheckpointError(f"{path} is a checkpoint of {saved}, not of {_class_path(cls)}: set scorer= to the "
+                                  f"config that wrote it (see its run's config_resolved.yaml) or give a checkpoint of "
+                                  f"{cls.__name__}")
+        try:
+            return super().load_from_checkpoint(io.BytesIO(data), map_location=map_location,
+                                                hparams_file=hparams_file, strict=strict, weights_only=True,
+                                                **kwargs)
+        except Exception as exc:  # another model's file without a class tag: wrong hparams or weights
+            raise CheckpointError(f"cannot restore {cls.__name__} from {path} ({type(exc).__name__}: "
+                                  f"{str(exc)[:300]}); expected {expected}") from exc
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -83,3 +126,7 @@ class ObjectScorer(lightning.LightningModule):
 
     def training_step(self, batch, batch_idx):  # pragma: no cover - fit-once scorers never train
         raise NotImplementedError(f"{type(self).__name__} is fitted with fit_clips(), not with a Trainer")
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -575,7 +575,7 @@ class TemporalMaeScorer(ObjectScorer):
         path = getattr(cb, "best_model_path", "") if cb is not None else ""
         if not path:
             return None
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        ckpt = torch.load(path, map_location=self.device, weights_only=True)  # our own Trainer file: weights only
         self.load_state_dict(ckpt["state_dict"])
         score = getattr(cb, "best_model_score", None)
         return None if score is None else float(score)

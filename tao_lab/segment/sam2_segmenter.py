@@ -194,6 +194,12 @@ class Sam2Segmenter(Segmenter):
 
         if not self.random_init and not self.checkpoint.is_file():
             raise FileNotFoundError(missing_checkpoint_message(self.checkpoint, self.version, self.backbone))
+        state = None
+        if not self.random_init:  # read (weights_only=True) before the model is built: a bad file fails at once
+            from tao_lab.checkpoints import load_weights
+
+            state = load_weights(self.checkpoint, f"an official {self.version} checkpoint "
+                                                  f"({self.checkpoint.name}: {{'model': state_dict}})")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"segmenter.device={self.device} but CUDA is not available; use device=cpu")
         if self.num_threads:
@@ -217,7 +223,6 @@ class Sam2Segmenter(Segmenter):
             torch.manual_seed(self.seed)
         model = instantiate(cfg, _recursive_=True)
         if not self.random_init:
-            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
             state = state.get("model", state) if isinstance(state, dict) else state
             missing, unexpected = model.load_state_dict(state, strict=False)
             if missing or unexpected:
