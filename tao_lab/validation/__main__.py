@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ped2-dir", default="../shared/datasets/ucsd_ped2",
                         help="cross-scene: the Ped2 folder, relative to the project root or absolute "
                              "(default ../shared/datasets/ucsd_ped2)")
+    parser.add_argument("--json", help="cross-scene: also write the AUC table (variant -> scene -> set) to this file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the base config")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
@@ -110,6 +111,18 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
     print("labelled frames per scene and set: " + "; ".join(
         f"{s}: " + ",".join(str(result.positives[s][k]) for k in result.sets) for s in result.scenes))
     print(result.tables())
+    if args.json:
+        import json
+
+        from tao_lab.run_info import _atomic_write
+
+        record = {"scenes": result.scenes, "sets": result.sets, "clips": args.clips, "frames": args.frames,
+                  "seed": args.seed, "variants": variants, "base_overrides": base, "auc": result.auc,
+                  "mean": {v: result.mean(v) for v in result.auc}, "positives": result.positives}
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, json.dumps(record, indent=2, allow_nan=True))
+        print(f"written {path}")
     return 0
 
 

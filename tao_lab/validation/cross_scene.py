@@ -6,9 +6,9 @@ clip v with one planted object of the set is scored, and the frames the set labe
 AUC is pooled over the held-out clips (micro). Test clips are never read. Defaults are chosen on the mean over
 all (scene, set) cells, by a rule written in the variants file before the run.
 
-Planting uses the statistics of the other training clips of the same scene (placement, depth, direction, speed);
-the simulated cameras reuse the Ped2 plants, pasted before the warp (:func:`tao_lab.validation.scenes.WarpedClip`).
-Clip v is planted at depth band ``(v + set index) % 3``, so every set covers several depths.
+Planting uses the statistics of the other training clips of the same scene, as that scene's camera sees them
+(placement, depth, direction, size and speed per row), so every scene gets its full planted sets. Clip v is planted
+at depth band ``(v + set index) % 3``, so every set covers several depths.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from tao_lab.metrics import frame_metrics
 from tao_lab.pipeline import Pipeline, instantiate, progress
 from tao_lab.types import Clip
 from tao_lab.validation.behaviours import BEHAVIOURS, NUM_DEPTHS, SceneStats, plant_behaviour
-from tao_lab.validation.scenes import (DEFAULT_SCENES, SCENES, SYNTHETIC_SCENES, WARPS, ped2_train_clips,
+from tao_lab.validation.scenes import (DEFAULT_SCENES, SCENES, WARPS, ped2_train_clips,
                                        synthetic_scene, warp_scene)
 
 log = logging.getLogger(__name__)
@@ -145,22 +145,19 @@ def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str
     sets = _check_names("planted set", sets, BEHAVIOURS)
     pipe = Pipeline(base_cfg)
     out: list[SceneClips] = []
-    ped2: Optional[SceneClips] = None
+    ped2: Optional[list[Clip]] = None
     if any(s == "ped2" or s in WARPS for s in scenes):
         if not ped2_dir:
             raise ValueError("the Ped2 scenes need the Ped2 folder: --ped2-dir ../shared/datasets/ucsd_ped2")
-        ped2 = plant_scene("ped2", ped2_train_clips(ped2_dir, num_clips, num_frames), pipe, sets, seed,
-                           show_progress)
+        ped2 = ped2_train_clips(ped2_dir, num_clips, num_frames)
     for name in scenes:
         if name == "ped2":
-            out.append(ped2)
+            train = ped2
         elif name in WARPS:
-            out.append(SceneClips(name, warp_scene(name, ped2.train),
-                                  {k: [None if c is None else warp_scene(name, [c])[0] for c in clips]
-                                   for k, clips in ped2.planted.items()}))
-        elif name in SYNTHETIC_SCENES:
-            out.append(plant_scene(name, synthetic_scene(name, num_clips, num_frames), pipe, sets, seed,
-                                   show_progress))
+            train = warp_scene(name, ped2)
+        else:
+            train = synthetic_scene(name, num_clips, num_frames)
+        out.append(plant_scene(name, train, pipe, sets, seed, show_progress))
     return out
 
 

@@ -17,9 +17,9 @@ ped2_oblique  a camera turned sideways: the left side as in Ped2, the right side
               half of the height): speeds and sizes now change along x too
 ============= ==================================================================================================
 
-Planted objects are pasted into the Ped2 clip BEFORE the warp (:func:`warp_planted`), so they are seen by the
-simulated camera exactly like the real walkers: a "fast" walker stays fast relative to its neighbours at every
-depth. Labels are kept where the planted object is still in the (cropped) view of the simulated camera.
+Each simulated camera is a scene of its own: its planted objects are placed with the statistics of its own
+(warped) training clips. A planted clip can also be warped (:class:`WarpedClip`): its labels are then kept where
+the planted object is still in the simulated camera's (cropped) view.
 
 Synthetic scenes (:func:`synthetic_scene`): ``synthetic`` is today's embedded dataset's generator (training clips);
 ``synthetic_persp`` renders the same kind of scene with ``perspective=3`` (near walkers 3x the height and pixel
