@@ -230,7 +230,13 @@ class AttributeScorer(ObjectScorer):
         if s["tail"] == "upper" and xk.shape[1] != 1:
             raise ValueError(f"attribute {name!r}: tail='upper' needs a 1-D attribute, got {xk.shape[1]} columns")
         c = max(1, min(int(s["components"]), len(np.unique(xk, axis=0))))
-        gm = GaussianMixture(c, covariance_type=s["covariance"], random_state=self.seed, reg_covar=1e-4).fit(xk)
+        from threadpoolctl import threadpool_limits
+
+        # one thread: these fits are small, and k-means' OpenMP threads spin against each other on a busy machine
+        # (10x slower when other jobs share the cores); results are identical
+        with threadpool_limits(1):
+            gm = GaussianMixture(c, covariance_type=s["covariance"], random_state=self.seed,
+                                 reg_covar=1e-4).fit(xk)
         cov = gm.covariances_ if s["covariance"] == "full" else np.stack([np.diag(v) for v in gm.covariances_])
         model.update({"gmm_w": gm.weights_.astype(np.float64), "gmm_mu": gm.means_.astype(np.float64),
                       "gmm_cov": cov.astype(np.float64)})
