@@ -121,6 +121,8 @@ def _tiny_scorer():
 
 
 def test_checkpoint_write_killed_midway_leaves_the_old_file(tmp_path, monkeypatch):
+    import os
+
     import torch
 
     scorer = _tiny_scorer()
@@ -133,6 +135,9 @@ def test_checkpoint_write_killed_midway_leaves_the_old_file(tmp_path, monkeypatc
             out.write(b"PK\x03\x04 half a zip")
         raise KeyboardInterrupt
 
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any written file, not mkstemp's 0600
     monkeypatch.setattr(torch, "save", killed)
     with pytest.raises(KeyboardInterrupt):
         scorer.save_checkpoint(path)
