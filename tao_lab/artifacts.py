@@ -40,6 +40,11 @@ TEMP_SUFFIX = ".tmp"
 #: A temporary file untouched for this long belongs to no write in progress (a write touches its file until the
 #: rename, and nothing is computed while it is open): it was left by a killed run and may be deleted.
 ORPHAN_AGE_S = 600.0
+
+# mkstemp creates files readable by their owner only; written files get the usual mode (0666 minus the umask),
+# as a plain open() would give them. The umask can only be read by setting it: once, at import.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 Record = Union[ObjectTable, ObjectScores, Prompts, Segmentation, dict]
 
 
@@ -102,6 +107,7 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -349,8 +349,8 @@ class Pipeline:
         if getattr(scorer_cls, "cache_version", 1) != 1:
             spec["code"] = int(scorer_cls.cache_version)
         if getattr(scorer_cls, "needs_trainer", False) and self.cfg.get("trainer"):
-            trainer = _plain(self.cfg.trainer)
-            spec["trainer"] = {k: v for k, v in trainer.items() if k not in _TRAINER_KEYS_WITHOUT_EFFECT}
+            trainer = self.cfg.trainer  # key by key: the left-out ones (e.g. the run dir) are never resolved
+            spec["trainer"] = {str(k): _plain(trainer[k]) for k in trainer if k not in _TRAINER_KEYS_WITHOUT_EFFECT}
         return spec
 
     def fit_threshold(self) -> None:

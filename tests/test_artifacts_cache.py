@@ -121,6 +121,8 @@ def _tiny_scorer():
 
 
 def test_checkpoint_write_killed_midway_leaves_the_old_file(tmp_path, monkeypatch):
+    import os
+
     import torch
 
     scorer = _tiny_scorer()
@@ -133,6 +135,9 @@ def test_checkpoint_write_killed_midway_leaves_the_old_file(tmp_path, monkeypatc
             out.write(b"PK\x03\x04 half a zip")
         raise KeyboardInterrupt
 
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any written file, not mkstemp's 0600
     monkeypatch.setattr(torch, "save", killed)
     with pytest.raises(KeyboardInterrupt):
         scorer.save_checkpoint(path)
@@ -273,6 +278,9 @@ def test_scorer_key_covers_trainer_settings_and_gated_prompts_cover_labels(tmp_p
                       f"trainer.default_root_dir={tmp_path / 'elsewhere'}")  # ... not on where it reports
     assert key("trainer.max_epochs=3") == key("trainer.max_epochs=4")  # fit-once scorers ignore the Trainer
     assert "trainer" not in Pipeline(compose("eval", [], tmp_path)).scorer_spec([])
+    # outside a Hydra run (no run dir to resolve trainer.default_root_dir from) the key is still computed
+    no_run = compose("eval", ["scorer=temporal_mae"])
+    assert Pipeline(no_run).scorer_spec([])["trainer"]["max_epochs"] == no_run.trainer.max_epochs
 
     cfg = compose("eval", ["dataset.num_frames=10", "+metrics.gt_gating=true"], tmp_path)
     pipe, clip = Pipeline(cfg), load_dataset(cfg).test[0]
