@@ -145,9 +145,9 @@ class VideoWriter:
         self.tmp = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
         if codec is None:
             codec = "mjpg" if self.path.suffix.lower() == ".avi" else ("h264" if _have_ffmpeg() else "mp4v")
-        if codec == "mp4v" and self.path.suffix.lower() == ".mp4":
-            log.warning("imageio-ffmpeg is not installed: %s is written as MPEG-4 part 2 (mp4v), which browsers do "
-                        "not play; pip install imageio-ffmpeg (see requirements.txt) for H.264", self.path)
+            if codec == "mp4v":
+                log.warning("imageio-ffmpeg is not installed: %s is written as MPEG-4 part 2 (mp4v), which browsers do "
+                            "not play; pip install imageio-ffmpeg (see requirements.txt) for H.264", self.path)
         self.codec = codec
         self._writer = None
         self._ffmpeg = None
