@@ -135,8 +135,8 @@ class VideoWriter:
     ``.mp4`` is H.264 (libx264, yuv420p, ``+faststart``) through the ffmpeg binary of the ``imageio-ffmpeg`` wheel,
     so the video plays in every browser (OpenCV's bundled FFmpeg only has MPEG-4 part 2, ``mp4v``, which browsers
     refuse); odd frame sizes get one black row/column because yuv420p needs even ones. Without imageio-ffmpeg it
-    falls back to ``mp4v`` with a warning. ``.avi`` is MJPG. Frames must all have the size of the first one.
-    ``abort()`` deletes the partial file.
+    falls back to ``mp4v`` with a warning. ``.avi`` is MJPG. ``codec`` ('h264', 'mp4v', 'mjpg') forces one.
+    Frames must all have the size of the first one. ``abort()`` deletes the partial file.
     """
 
     def __init__(self, path: os.PathLike, fps: float, codec: Optional[str] = None):
