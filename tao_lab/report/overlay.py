@@ -135,8 +135,8 @@ class VideoWriter:
     ``.mp4`` is H.264 (libx264, yuv420p, ``+faststart``) through the ffmpeg binary of the ``imageio-ffmpeg`` wheel,
     so the video plays in every browser (OpenCV's bundled FFmpeg only has MPEG-4 part 2, ``mp4v``, which browsers
     refuse); odd frame sizes get one black row/column because yuv420p needs even ones. Without imageio-ffmpeg it
-    falls back to ``mp4v`` with a warning. ``.avi`` is MJPG. Frames must all have the size of the first one.
-    ``abort()`` deletes the partial file.
+    falls back to ``mp4v`` with a warning. ``.avi`` is MJPG. ``codec`` ('h264', 'mp4v', 'mjpg') forces one.
+    Frames must all have the size of the first one. ``abort()`` deletes the partial file.
     """
 
     def __init__(self, path: os.PathLike, fps: float, codec: Optional[str] = None):
@@ -145,9 +145,9 @@ class VideoWriter:
         self.tmp = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
         if codec is None:
             codec = "mjpg" if self.path.suffix.lower() == ".avi" else ("h264" if _have_ffmpeg() else "mp4v")
-        if codec == "mp4v" and self.path.suffix.lower() == ".mp4":
-            log.warning("imageio-ffmpeg is not installed: %s is written as MPEG-4 part 2 (mp4v), which browsers do "
-                        "not play; pip install imageio-ffmpeg (see requirements.txt) for H.264", self.path)
+            if codec == "mp4v":
+                log.warning("imageio-ffmpeg is not installed: %s is written as MPEG-4 part 2 (mp4v), which browsers do "
+                            "not play; pip install imageio-ffmpeg (see requirements.txt) for H.264", self.path)
         self.codec = codec
         self._writer = None
         self._ffmpeg = None
