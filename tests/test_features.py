@@ -155,13 +155,23 @@ def test_feature_configs_instantiate(tmp_path):
 
     fs = instantiate(compose_group("features", "default"))
     assert isinstance(fs, FeatureSet)
-    assert fs.dims == {"velocity": 11, "geometry": 6, "appearance": 256}
+    assert fs.dims == {"velocity": 11, "geometry": 6, "place": 6, "appearance": 256}
     assert fs.flow_kwargs["preset"] == "fast" and fs.flow_kwargs["finest_scale"] == 1
     for option, name in (("deep", "resnet18.pth"), ("pose", "yolov8n-pose.pt")):
         cfg = compose_group("features", option)
         assert "velocity" in cfg.extractors and option in cfg.extractors
         with pytest.raises(Exception, match=name.replace(".", r"\.")):
             instantiate(cfg)  # weights are not shipped: a clear error naming the file
+
+
+def test_place_feature_gives_the_footprint_relative_to_the_frame():
+    from tao_lab.features import PlaceFeature
+
+    ctx = type("Ctx", (), {"frame": np.zeros((240, 360, 3), np.uint8)})()
+    out = PlaceFeature().compute(ctx, np.array([[90, 40, 130, 120], [350, 200, 380, 250]], np.float32))
+    # bottom centre (110, 120) / (360, 240); size 40x80 / frame; the second box is clipped to the frame for its foot
+    assert np.allclose(out[0], [110 / 360, 0.5, 40 / 360, 80 / 240, 360, 240])
+    assert np.allclose(out[1, :2], [1.0, 1.0])
 
 
 def test_deep_feature_refuses_a_pickled_model_unless_allowed(tmp_path):
