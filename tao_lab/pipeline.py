@@ -22,6 +22,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from tao_lab.cache import StageCache, stable_hash
+from tao_lab.distributed import is_rank_zero, planned_world_size, wait_for_files
 from tao_lab.types import Clip, Dataset, ObjectScores, ObjectTable, Prompts, Segmentation
 
 log = logging.getLogger(__name__)
@@ -259,13 +260,21 @@ class Pipeline:
             unlabeled = training_mode(self.cfg) == "unsupervised"
             if unlabeled:  # only then, so the keys of supervised fits stay what they were
                 spec["training"] = _plain(self.cfg.training)
+            processes = self._data_parallel_processes(scorer_cls)
+            if processes > 1:  # a DDP fit is not the single-process fit: never take one for the other
+                spec["trainer_processes"] = processes
             self._scorer_key = stable_hash(spec)
             path = Path(self.cache_dir) / "scorer" / self._scorer_key / "scorer.ckpt" if self.cache_dir else None
             if path is not None and path.is_file():
                 log.info("scorer: loading cached fit %s", path)
                 self.scorer = scorer_cls.load_from_checkpoint(str(path))
             else:
-                if self.workers(len(train_clips)) > 1:
+                if processes > 1 and not is_rank_zero():
+                    # rank 0 extracted these before the processes started (or is extracting them now, when a
+                    # cluster starts every rank at once): read its cache, compute nothing
+                    wait_for_files([self.caches["features"].path(c.clip_id, c.source) for c in train_clips],
+                                   f"training features into {self.cache_dir}")
+                elif self.workers(len(train_clips)) > 1 or processes > 1:
                     self.extract(train_clips, "train")  # in parallel, into the cache; read back below
                 items = [(self.tracks(c), self.features(c), c.num_frames)
                          for c in progress(train_clips, "train features", self.show_progress)]
@@ -284,12 +293,32 @@ class Pipeline:
                                     "the unlabeled clips as if they were normal", type(self.scorer).__name__)
                 self.scorer.fit_clips(items, **kwargs)
                 self.timings["fit_scorer"] += time.perf_counter() - start
-                if path is not None:
+                if path is not None and is_rank_zero():
                     path.parent.mkdir(parents=True, exist_ok=True)
                     self.scorer.save_checkpoint(str(path))
         self.scorer.eval()
         self.fit_threshold()
         return path
+
+    def _data_parallel_processes(self, scorer_cls) -> int:
+        """Processes the scorer's fit runs in under ``cfg.trainer`` (1 unless a DDP-like strategy on > 1 device).
+
+        A scorer fitted in closed form has no gradient steps to share out: it is fitted here, in one process, and
+        says so. A trained scorer under DDP needs the stage cache: rank 0 fills it, the other ranks read it.
+        """
+        processes = planned_world_size(self.cfg.get("trainer"))
+        if processes <= 1:
+            return 1
+        if not getattr(scorer_cls, "needs_trainer", False):
+            log.warning("trainer: DDP does not apply to %s (fitted in closed form, no gradient steps to split over "
+                        "%d processes): fitting it in this single process", scorer_cls.__name__, processes)
+            return 1
+        if self.cache_dir is None:
+            raise ValueError(f"trainer strategy {self.cfg.trainer.get('strategy')!r} runs {processes} processes, "
+                             f"which share the stage outputs through the stage cache (rank 0 computes, the others "
+                             f"read), but paths.cache_dir is null: set paths.cache_dir (on a cluster, a folder on a "
+                             f"filesystem every node sees)")
+        return processes
 
     def fit_threshold(self) -> None:
         """Fits the threshold on the scorer's training (normal) object scores, never on test scores."""

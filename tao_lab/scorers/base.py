@@ -14,6 +14,7 @@ fitting are registered empty; ``_load_from_state_dict`` resizes them to the chec
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import lightning
@@ -65,7 +66,15 @@ class ObjectScorer(lightning.LightningModule):
             "global_step": 0,
         }
         self.on_save_checkpoint(ckpt)
-        torch.save(ckpt, path)
+        # atomic: parallel sweep jobs may write the same cached fit, and a reader must never see half a file
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            torch.save(ckpt, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
