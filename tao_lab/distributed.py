@@ -49,23 +49,24 @@ def is_rank_zero() -> bool:
 
 
 def planned_world_size(trainer_cfg: Any) -> int:
-    """Processes a ``cfg.trainer`` will run (devices x nodes for a DDP-like strategy, else 1).
+    """Processes a ``cfg.trainer`` will run: devices x nodes (Lightning's "auto" strategy is DDP on more than one
+    device), 1 for a single-device strategy.
 
     Read from the config, before any Trainer exists; a device count Lightning resolves at run time ("auto", -1)
-    counts as 2, i.e. "more than one" (enough for the checks that use this).
+    counts as 1 on CPU and as 2 ("more than one", enough for the checks that use this) elsewhere.
     """
     if trainer_cfg is None:
         return 1
     strategy = str(trainer_cfg.get("strategy", "auto") or "auto").lower()
-    if not any(name in strategy for name in ("ddp", "fsdp", "deepspeed")):
-        return 1
+    if strategy in ("single_device", "dp") or "single" in strategy:
+        return 1  # one process, whatever the device count
     devices = trainer_cfg.get("devices", 1)
     if isinstance(devices, (list, tuple)) or (hasattr(devices, "__len__") and not isinstance(devices, str)):
         count = len(devices)
     elif str(devices).strip().lstrip("-").isdigit() and int(devices) > 0:
         count = int(devices)
-    else:
-        count = 2
+    else:  # "auto" / -1: one CPU process (Lightning's CPU default), else all the node's GPUs, i.e. likely > 1
+        count = 1 if str(trainer_cfg.get("accelerator", "auto")).lower() == "cpu" else 2
     return count * max(1, int(trainer_cfg.get("num_nodes", 1) or 1))
 
 

@@ -97,7 +97,9 @@ def test_rank_and_world_size_come_from_the_launchers_environment(monkeypatch):
     assert global_rank() == 5
     ddp = OmegaConf.create({"strategy": "ddp", "devices": 2, "num_nodes": 3})
     assert planned_world_size(ddp) == 6
-    assert planned_world_size(OmegaConf.create({"strategy": "auto", "devices": 4})) == 1
+    assert planned_world_size(OmegaConf.create({"strategy": "auto", "devices": 4})) == 4  # Lightning picks DDP
+    assert planned_world_size(OmegaConf.create({"strategy": "auto", "devices": 1})) == 1
+    assert planned_world_size(OmegaConf.create({"strategy": "single_device", "devices": 1})) == 1
     assert planned_world_size(OmegaConf.create({"strategy": "ddp", "devices": [0, 1, 2]})) == 3
 
 
