@@ -37,10 +37,9 @@ def output_dir(cfg: DictConfig) -> Path:
 
 def run_task(cfg: DictConfig, task: Callable[[DictConfig, Any], dict]) -> dict:
     """Runs ``task(cfg, logger)`` with the run record written and the logger always closed."""
+    from tao_lab.distributed import is_rank_zero
     from tao_lab.pipeline import instantiate
     from tao_lab.run_info import git_commit, package_versions, resolved_config, write_run_info
-
-    from tao_lab.distributed import is_rank_zero
 
     set_offline_env()
     _seed(cfg.get("seed"))
