@@ -88,7 +88,9 @@ def main() -> None:
             f"dataset.num_frames={args.frames}", "progress=false", f"paths.log_dir={work / 'logs'}"]
 
     def script(name, *overrides, cache):
-        return [py, str(ROOT / name), *data, f"paths.cache_dir={work / cache}", *overrides]
+        flags = [o for o in overrides if o == "-m"]  # Hydra wants its flags before the overrides
+        return [py, str(ROOT / name), *flags, *data, f"paths.cache_dir={work / cache}",
+                *[o for o in overrides if o != "-m"]]
 
     taus = "threshold.tau=0.6,0.8,1.0,1.2"
     rows = []
