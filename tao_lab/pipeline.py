@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tao_lab.artifacts import remove_orphan_temps
 from tao_lab.cache import StageCache, stable_hash
+from tao_lab.distributed import is_rank_zero, planned_world_size, wait_for_files
 from tao_lab.types import Clip, Dataset, ObjectScores, ObjectTable, Prompts, Segmentation
 
 log = logging.getLogger(__name__)
@@ -288,7 +289,11 @@ class Pipeline:
             self._scorer_key = "ckpt:" + stable_hash([str(path.resolve()), path.stat().st_mtime, path.stat().st_size])
         else:
             unlabeled = training_mode(self.cfg) == "unsupervised"
-            self._scorer_key = stable_hash(self.scorer_spec(train_clips))
+            spec = self.scorer_spec(train_clips)
+            processes = self._data_parallel_processes(scorer_cls)
+            if processes > 1:  # a DDP fit is not the single-process fit: never take one for the other
+                spec["trainer_processes"] = processes
+            self._scorer_key = stable_hash(spec)
             path = Path(self.cache_dir) / "scorer" / self._scorer_key / "scorer.ckpt" if self.cache_dir else None
             cached = None
             if path is not None:
@@ -302,7 +307,12 @@ class Pipeline:
             if cached is not None:
                 self.scorer = cached
             else:
-                if self.workers(len(train_clips)) > 1:
+                if processes > 1 and not is_rank_zero():
+                    # rank 0 extracted these before the processes started (or is extracting them now, when a
+                    # cluster starts every rank at once): read its cache, compute nothing
+                    wait_for_files([self.caches["features"].path(c.clip_id, c.source) for c in train_clips],
+                                   f"training features into {self.cache_dir}")
+                elif self.workers(len(train_clips)) > 1 or processes > 1:
                     self.extract(train_clips, "train")  # in parallel, into the cache; read back below
                 items = [(self.tracks(c), self.features(c), c.num_frames)
                          for c in progress(train_clips, "train features", self.show_progress)]
@@ -327,7 +337,7 @@ class Pipeline:
                                     "the unlabeled clips as if they were normal", type(self.scorer).__name__)
                 self.scorer.fit_clips(items, **kwargs)
                 self.timings["fit_scorer"] += time.perf_counter() - start
-                if path is not None:
+                if path is not None and is_rank_zero():
                     path.parent.mkdir(parents=True, exist_ok=True)
                     self.scorer.save_checkpoint(str(path))
         self.scorer.eval()
@@ -352,6 +362,26 @@ class Pipeline:
             trainer = self.cfg.trainer  # key by key: the left-out ones (e.g. the run dir) are never resolved
             spec["trainer"] = {str(k): _plain(trainer[k]) for k in trainer if k not in _TRAINER_KEYS_WITHOUT_EFFECT}
         return spec
+
+    def _data_parallel_processes(self, scorer_cls) -> int:
+        """Processes the scorer's fit runs in under ``cfg.trainer`` (1 unless a DDP-like strategy on > 1 device).
+
+        A scorer fitted in closed form has no gradient steps to share out: it is fitted here, in one process, and
+        says so. A trained scorer under DDP needs the stage cache: rank 0 fills it, the other ranks read it.
+        """
+        processes = planned_world_size(self.cfg.get("trainer"))
+        if processes <= 1:
+            return 1
+        if not getattr(scorer_cls, "needs_trainer", False):
+            log.warning("trainer: DDP does not apply to %s (fitted in closed form, no gradient steps to split over "
+                        "%d processes): fitting it in this single process", scorer_cls.__name__, processes)
+            return 1
+        if self.cache_dir is None:
+            raise ValueError(f"trainer strategy {self.cfg.trainer.get('strategy')!r} runs {processes} processes, "
+                             f"which share the stage outputs through the stage cache (rank 0 computes, the others "
+                             f"read), but paths.cache_dir is null: set paths.cache_dir (on a cluster, a folder on a "
+                             f"filesystem every node sees)")
+        return processes
 
     def fit_threshold(self) -> None:
         """Fits the threshold on the scorer's training (normal) object scores, never on test scores."""

@@ -39,14 +39,17 @@ def output_dir(cfg: DictConfig) -> Path:
 
 def run_task(cfg: DictConfig, task: Callable[[DictConfig, Any], dict]) -> dict:
     """Runs ``task(cfg, logger)`` with the run record written and the logger always closed."""
+    from tao_lab.distributed import is_rank_zero
     from tao_lab.pipeline import instantiate
     from tao_lab.run_info import git_commit, package_versions, resolved_config, write_run_info
 
     set_offline_env()
     _seed(cfg.get("seed"))
     out = output_dir(cfg)
-    write_run_info(out, cfg)
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    rank_zero = is_rank_zero()  # in a DDP run only rank 0 writes the run record and logs to W&B
+    if rank_zero:
+        write_run_info(out, cfg)
+    logger = instantiate(cfg.logger) if cfg.get("logger") and rank_zero else None
     failed = True
     try:
         with interrupt_on_sigterm():
@@ -59,7 +62,8 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig, Any], dict]) -> dict:
         _record_interruption(out, exc)
         raise
     except Exception as exc:
-        _record_failure(out, exc)
+        if rank_zero:
+            _record_failure(out, exc)
         if _in_multirun():
             # one failing sweep job must not kill the sweep: it is recorded (FAILED.json, a failed W&B run,
             # listed by `python -m tao_lab.compare`) and returns no metric (Optuna marks the trial FAIL)
@@ -152,17 +156,38 @@ def _stage_speed(pipe, prefix: str = "time") -> dict[str, float]:
     return out
 
 
+def _fit_share_done(pipe) -> bool:
+    """True in a DDP process other than rank 0: its share of the fit is done, and rank 0 alone writes the
+    checkpoint and run files and evaluates (so nothing downstream is computed twice)."""
+    from tao_lab.distributed import global_rank
+
+    rank = global_rank()
+    if rank == 0:
+        return False
+    log.info("rank %d: my share of the fit is done; rank 0 writes the checkpoint and run files", rank)
+    _log_cache(pipe)
+    return True
+
+
 # ----- extract ----------------------------------------------------------------------------------------------
 def extract(cfg: DictConfig, logger=None) -> dict:
-    """detect -> track -> features for the configured splits; everything lands in the stage cache."""
-    from tao_lab.pipeline import Pipeline, load_dataset
+    """detect -> track -> features for the configured splits; everything lands in the stage cache.
 
+    With ``num_shards`` > 1 this job handles only its ``shard`` of every split's clips (:mod:`tao_lab.sharding`).
+    """
+    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.sharding import check_shard, shard_items
+
+    shard, num_shards = check_shard(cfg.get("shard", 0), cfg.get("num_shards", 1))
     pipe = Pipeline(cfg)
     preflight.check_components(pipe, with_threshold=False)
     dataset = load_dataset(cfg, splits=cfg.get("splits", ["train", "test"]))
-    counts = {}
+    counts = {"extract/shard": shard, "extract/num_shards": num_shards}
     for split in cfg.get("splits", ["train", "test"]):
-        clips = dataset.split(split)
+        clips = shard_items(dataset.split(split), shard, num_shards)
+        if num_shards > 1:
+            log.info("shard %d of %d: %d %s clips: %s", shard, num_shards, len(clips), split,
+                     " ".join(c.clip_id for c in clips))
         pipe.extract(clips, split)
         counts[f"{split}/clips"] = len(clips)
         counts[f"{split}/objects"] = int(sum(len(pipe.tracks(c)) for c in clips))
@@ -188,6 +213,8 @@ def train(cfg: DictConfig, logger=None) -> dict:
     if not clips:
         raise ValueError(f"dataset {dataset.name!r} has no training clips")
     cached = pipe.fit_scorer(clips)
+    if _fit_share_done(pipe):
+        return {}
     ckpt = output_dir(cfg) / "scorer.ckpt"
     if cached is not None and cached.is_file():
         from tao_lab.artifacts import atomic_path
@@ -224,6 +251,8 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
         raise ValueError(f"dataset {dataset.name!r} has no test clips")
     preflight.check_mask_sizes(dataset.test)
     pipe.fit_scorer(training_clips(cfg, dataset), ckpt_path=cfg.get("ckpt_path"))
+    if _fit_share_done(pipe):
+        return {}
     result = evaluate_clips(pipe, dataset.test, cfg, split="test",
                             num_overlays=int(getattr(logger, "num_overlays", 0) or 0),
                             pixel_curves=bool(getattr(logger, "wants_curves", False)))

@@ -244,6 +244,7 @@ class TemporalMaeScorer(ObjectScorer):
         self._round = 0
         self._has_val = True
         self._epoch_limit: Optional[int] = None
+        self._windows_this_process = 0
         if input_dims is not None:
             self._build(self.hparams["input_dims"])
 
@@ -396,6 +397,16 @@ class TemporalMaeScorer(ObjectScorer):
                       batch_size=len(x), sync_dist=True)
         return losses["loss"]
 
+    def on_train_start(self) -> None:
+        # under DDP Lightning gives each process a DistributedSampler over the windows: say what share this one has
+        tr = self.trainer
+        loader = tr.train_dataloader
+        total = len(loader.dataset)
+        sampler = getattr(loader, "sampler", None)
+        self._windows_this_process = len(sampler) if sampler is not None else total
+        log.info("temporal_mae round %d: process %d of %d trains on %d of %d windows per epoch", self._round,
+                 tr.global_rank, tr.world_size, self._windows_this_process, total)
+
     def on_train_epoch_end(self) -> None:
         if self._epoch_limit is not None and self.current_epoch + 1 >= self._epoch_limit:
             self.trainer.should_stop = True
@@ -513,6 +524,7 @@ class TemporalMaeScorer(ObjectScorer):
                     metrics[f"round{r}_best_val_loss"] = best
                     metrics["best_val_loss"] = best
                 metrics[f"round{r}_train_windows"] = float(keep_t.sum())
+                metrics[f"round{r}_windows_per_process"] = float(self._windows_this_process)
         finally:
             self._epoch_limit = None
             if tmp is not None:
