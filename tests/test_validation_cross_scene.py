@@ -152,6 +152,11 @@ def test_scene_statistics_recover_size_speed_place_and_direction():
     assert st.is_occupied(np.array([[80, 75]]))[0] and not st.is_occupied(np.array([[80, 20], [80, 115]])).any()
     counts = st.direction_counts(np.array([80.0, 75.0]))
     assert counts[0] > 0 and counts[4] > 0 and counts[2] == 0 and counts[6] == 0  # +-x seen, +-y never
+    assert set(st.least_seen_directions(np.array([80.0, 75.0]))) == {2, 6}  # two-way path: across
+    one_way = normal_tracks()
+    one_way = one_way.take(one_way.track_id % 2 == 1)  # only the walkers going +x
+    st1 = SceneStats.fit([one_way], W, H)
+    assert list(st1.least_seen_directions(np.array([80.0, 75.0]))) == [4]  # one-way path: the opposite way
 
 
 def _motion(clip, frames):
