@@ -6,28 +6,30 @@ where objects' feet are, how tall and how fast objects are at each image row, an
 Speeds are multiples of the local normal speed, sizes follow the local normal height (per frame: an object moving
 in depth grows and shrinks), so the same set means the same thing on cameras with different perspective.
 
-======== ==========================================================================================================
-set      planted object (labels = the frames where it is anomalous)
-======== ==========================================================================================================
-fast     a walker cut-out on a normal path (through a normal object's foot, along that object's direction) at
-         3.5-6x the local normal speed; every frame it is visible
-cart     an opaque cart-like box (0.8x the local height tall, 1.2-1.6x wider than high) on a normal path at
-         0.7-1.3x the local normal speed; every frame it is visible
+========= =========================================================================================================
+set       planted object (labels = the frames where it is anomalous)
+========= =========================================================================================================
+fast      a walker cut-out on a normal path (through a normal object's feet, along that object's direction) at
+          3.5-6x the local normal speed; every frame it is visible
+cart      an opaque cart-like box (0.8x the local height tall, 1.2-1.6x wider than high) on a normal path at
+          0.7-1.3x the local normal speed; every frame it is visible
 wrong_way a walker that comes in on a normal path at normal speed (not labelled), then at a normal place turns to
-         the direction least seen around that place (the opposite way on a one-way path, across a two-way path;
-         ``SceneStats.least_seen_directions``)
-         and walks on at normal speed; the frames after the turn
-off_path a walker at normal speed for its row on a straight line through places where no training object's foot
-         ever was (cells of a coarse grid, dilated by one cell); the frames where its feet are in such a place
-loiter   a walker that comes in on a normal path at normal speed (not labelled), stands nearly still (<= 0.2
-         px/frame of jitter) at a place where people pass for 30-45 % of the clip, then walks on (not labelled);
-         the standing frames
-======== ==========================================================================================================
+          the direction least seen around it (the opposite way on a one-way path, across a two-way path:
+          ``SceneStats.least_seen_directions``) and walks on at normal speed; the frames after the turn
+off_path  a walker at normal speed for its row on a straight line through places, next to the paths, where no
+          training object's feet ever were (cells of a 12x16 grid, dilated by one cell); the frames where its
+          feet are in such a place
+loiter    a walker that comes in on a normal path at normal speed (not labelled), stands nearly still (<= 0.2
+          px/frame of jitter) at a place where people pass for 30-45 % of the clip, then walks on (not labelled);
+          the standing frames
+========= =========================================================================================================
 
-Depth: clip v of a scene gets depth band ``v % 3`` (far / middle / near: tertiles of the rows of moving training
-objects' feet), shifted per set, so each set is planted at several depths across the held-out clips. Every object
-enters through the frame border (never pops up), or is already in view at frame 0, or is still in view at the
-last frame; at most half of a clip's frames are labelled, so every held-out clip keeps negatives.
+Depth: clip v of a scene gets depth band ``(v + set index) % 3`` (far / middle / near: tertiles of the rows of
+moving training objects' feet), so each set is planted at several depths across the held-out clips. Each object
+follows a trajectory from outside the frame to outside the frame, and the clip shows a window of it: the object
+comes in through the border or is in view at frame 0, and leaves through the border or is in view at the last
+frame (it never pops up or vanishes mid-frame). At most half of a clip's frames are labelled, so every held-out
+clip keeps negatives; among a few candidate paths, the one keeping the object longest mostly in view is used.
 """
 from __future__ import annotations
 
