@@ -152,6 +152,11 @@ def test_scene_statistics_recover_size_speed_place_and_direction():
     assert st.is_occupied(np.array([[80, 75]]))[0] and not st.is_occupied(np.array([[80, 20], [80, 115]])).any()
     counts = st.direction_counts(np.array([80.0, 75.0]))
     assert counts[0] > 0 and counts[4] > 0 and counts[2] == 0 and counts[6] == 0  # +-x seen, +-y never
+    assert set(st.least_seen_directions(np.array([80.0, 75.0]))) == {2, 6}  # two-way path: across
+    one_way = normal_tracks()
+    one_way = one_way.take(one_way.track_id % 2 == 1)  # only the walkers going +x
+    st1 = SceneStats.fit([one_way], W, H)
+    assert list(st1.least_seen_directions(np.array([80.0, 75.0]))) == [4]  # one-way path: the opposite way
 
 
 def _motion(clip, frames):
@@ -265,5 +270,27 @@ def test_cross_scene_protocol_prints_one_scene_by_set_table(compose_cfg):
     assert result.auc["default"]["synthetic"]["fast"] > 0.9
     text = result.tables()
     assert "[sharp]" in text and "synthetic_persp" in text and f"{result.mean('default'):.4f}" in text
+    # independent recomputation of one cell: fit on the other clips of the scene, score the planted clip, pooled
+    # (micro) and per-clip (macro) sklearn AUC
+    from sklearn.metrics import roc_auc_score
+
+    from tao_lab.pipeline import Pipeline, instantiate
+    from tao_lab.validation.cross_scene import build_scenes
+
+    scene = build_scenes(cfg, ["synthetic_persp"], ["fast", "loiter"], None, 3, 70, show_progress=False)[0]
+    pipe = Pipeline(cfg)
+    scores, labels = [], []
+    for v, clip in enumerate(scene.planted["loiter"]):
+        scorer = instantiate(cfg.scorer).fit_clips(
+            [(pipe.tracks(c), pipe.features(c), c.num_frames) for u, c in enumerate(scene.train) if u != v])
+        scores.append(scorer.score_clip(pipe.tracks(clip), pipe.features(clip), clip.num_frames).frame_scores)
+        labels.append(clip.labels)
+    assert result.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
+        roc_auc_score(np.concatenate(labels), np.concatenate(scores)), abs=1e-9)
+    macro = cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast", "loiter"],
+                                 num_clips=3, num_frames=70, show_progress=False, metric="macro")
+    assert macro.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
+        np.mean([roc_auc_score(y, x) for y, x in zip(labels, scores)]), abs=1e-9)
+    assert "frame AUC macro" in macro.tables()
     with pytest.raises(ValueError, match="unknown scene"):
         cross_scene_validate(cfg, variants, scenes=["mars"], show_progress=False)

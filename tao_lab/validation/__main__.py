@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ped2-dir", default="../shared/datasets/ucsd_ped2",
                         help="cross-scene: the Ped2 folder, relative to the project root or absolute "
                              "(default ../shared/datasets/ucsd_ped2)")
+    parser.add_argument("--metric", choices=("micro", "macro"), default="micro",
+                        help="cross-scene: frame AUC pooled over held-out clips (micro, default) or per clip (macro)")
     parser.add_argument("--json", help="cross-scene: also write the AUC table (variant -> scene -> set) to this file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the base config")
     args = parser.parse_args(argv)
@@ -104,9 +106,9 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
     start = time.perf_counter()
     result = cross_scene_validate(cfg, {name: compose_config(base + o) for name, o in variants.items()},
                                   scenes, sets, str(ped2_dir), args.clips, args.frames, seed=args.seed,
-                                  show_progress=bool(cfg.get("progress", True)))
-    print(f"\ncross-scene leave-one-clip-out frame AUC (pooled) on planted behaviours, {args.clips} training clips "
-          f"x {args.frames} frames per scene (seed {args.seed}; test clips not read), "
+                                  show_progress=bool(cfg.get("progress", True)), metric=args.metric)
+    print(f"\ncross-scene leave-one-clip-out frame AUC ({args.metric}) on planted behaviours, {args.clips} training "
+          f"clips x {args.frames} frames per scene (seed {args.seed}; test clips not read), "
           f"{time.perf_counter() - start:.0f} s")
     print("labelled frames per scene and set: " + "; ".join(
         f"{s}: " + ",".join(str(result.positives[s][k]) for k in result.sets) for s in result.scenes))
@@ -117,8 +119,8 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
         from tao_lab.run_info import _atomic_write
 
         record = {"scenes": result.scenes, "sets": result.sets, "clips": args.clips, "frames": args.frames,
-                  "seed": args.seed, "variants": variants, "base_overrides": base, "auc": result.auc,
-                  "mean": {v: result.mean(v) for v in result.auc}, "positives": result.positives}
+                  "seed": args.seed, "metric": args.metric, "variants": variants, "base_overrides": base,
+                  "auc": result.auc, "mean": {v: result.mean(v) for v in result.auc}, "positives": result.positives}
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, json.dumps(record, indent=2, allow_nan=True))

@@ -6,27 +6,30 @@ where objects' feet are, how tall and how fast objects are at each image row, an
 Speeds are multiples of the local normal speed, sizes follow the local normal height (per frame: an object moving
 in depth grows and shrinks), so the same set means the same thing on cameras with different perspective.
 
-======== ==========================================================================================================
-set      planted object (labels = the frames where it is anomalous)
-======== ==========================================================================================================
-fast     a walker cut-out on a normal path (through a normal object's foot, along that object's direction) at
-         3.5-6x the local normal speed; every frame it is visible
-cart     an opaque cart-like box (0.8x the local height tall, 1.2-1.6x wider than high) on a normal path at
-         0.7-1.3x the local normal speed; every frame it is visible
+========= =========================================================================================================
+set       planted object (labels = the frames where it is anomalous)
+========= =========================================================================================================
+fast      a walker cut-out on a normal path (through a normal object's feet, along that object's direction) at
+          3.5-6x the local normal speed; every frame it is visible
+cart      an opaque cart-like box (0.8x the local height tall, 1.2-1.6x wider than high) on a normal path at
+          0.7-1.3x the local normal speed; every frame it is visible
 wrong_way a walker that comes in on a normal path at normal speed (not labelled), then at a normal place turns to
-         the direction least seen around that place (the opposite way on a one-way path, across a two-way path)
-         and walks on at normal speed; the frames after the turn
-off_path a walker at normal speed for its row on a straight line through places where no training object's foot
-         ever was (cells of a coarse grid, dilated by one cell); the frames where its feet are in such a place
-loiter   a walker that comes in on a normal path at normal speed (not labelled), stands nearly still (<= 0.2
-         px/frame of jitter) at a place where people pass for 30-45 % of the clip, then walks on (not labelled);
-         the standing frames
-======== ==========================================================================================================
+          the direction least seen around it (the opposite way on a one-way path, across a two-way path:
+          ``SceneStats.least_seen_directions``) and walks on at normal speed; the frames after the turn
+off_path  a walker at normal speed for its row on a straight line through places, next to the paths, where no
+          training object's feet ever were (cells of a 12x16 grid, dilated by one cell); the frames where its
+          feet are in such a place
+loiter    a walker that comes in on a normal path at normal speed (not labelled), stands nearly still (<= 0.2
+          px/frame of jitter) at a place where people pass for 30-45 % of the clip, then walks on (not labelled);
+          the standing frames
+========= =========================================================================================================
 
-Depth: clip v of a scene gets depth band ``v % 3`` (far / middle / near: tertiles of the rows of moving training
-objects' feet), shifted per set, so each set is planted at several depths across the held-out clips. Every object
-enters through the frame border (never pops up), or is already in view at frame 0, or is still in view at the
-last frame; at most half of a clip's frames are labelled, so every held-out clip keeps negatives.
+Depth: clip v of a scene gets depth band ``(v + set index) % 3`` (far / middle / near: tertiles of the rows of
+moving training objects' feet), so each set is planted at several depths across the held-out clips. Each object
+follows a trajectory from outside the frame to outside the frame, and the clip shows a window of it: the object
+comes in through the border or is in view at frame 0, and leaves through the border or is in view at the last
+frame (it never pops up or vanishes mid-frame). At most half of a clip's frames are labelled, so every held-out
+clip keeps negatives; among a few candidate paths, the one keeping the object longest mostly in view is used.
 """
 from __future__ import annotations
 
@@ -119,14 +122,27 @@ class SceneStats:
         return ~inside | self.occupied[r, c]
 
     def direction_counts(self, point: np.ndarray, k: int = 40) -> np.ndarray:
-        """(8,) how many of the k moving objects nearest to ``point`` go in each of 8 directions (smoothed over
-        neighbouring directions)."""
+        """(8,) how many moving training objects near ``point`` go in each of 8 directions (x right, y down; bin
+        b = angle b*45 degrees). Near = within 1.5 local heights, at least the k nearest."""
         idx = np.flatnonzero(self.moving)
-        near = idx[np.argsort(np.linalg.norm(self.feet[idx] - point, axis=1))[:k]]
+        dist = np.linalg.norm(self.feet[idx] - point, axis=1)
+        radius = 1.5 * float(self.local_height(point[1]))
+        near = idx[dist <= radius] if (dist <= radius).sum() >= k else idx[np.argsort(dist)[:k]]
         ang = np.arctan2(self.velocity[near, 1], self.velocity[near, 0])
         bins = np.round(ang / (np.pi / 4)).astype(int) % 8
-        counts = np.bincount(bins, minlength=8).astype(np.float64)
-        return 2 * counts + np.roll(counts, 1) + np.roll(counts, -1)
+        return np.bincount(bins, minlength=8).astype(np.float64)
+
+    def least_seen_directions(self, point: np.ndarray) -> np.ndarray:
+        """Direction bins least seen near ``point``: fewest objects within +-45 degrees, ties broken by ever wider
+        neighbourhoods (a one-way path gives the opposite way, a two-way path the way across)."""
+        counts = self.direction_counts(point)
+        least = np.arange(8)
+        for r in range(1, 4):
+            wide = sum(np.roll(counts, d) for d in range(-r, r + 1))
+            least = least[wide[least] == wide[least].min()]
+            if len(least) <= 2:
+                break
+        return least
 
     def band(self, y):
         """Depth band (0 far .. NUM_DEPTHS-1 near) of feet row(s) y."""
@@ -201,37 +217,47 @@ def _walk(stats, start, direction, speed_factor, n_max, aspect, rel_height, forw
 
 
 def _cut(rng, stats: SceneStats, feet: np.ndarray, labels: np.ndarray, aspect: float, rel_height: float, T: int,
-         min_labelled: int = 8):
+         min_labelled: int = 8, on_path: bool = False):
     """Places a trajectory (steps of feet, labels) in a clip of T frames: (feet (T,2) NaN where absent, labels).
 
-    The clip window over the trajectory is drawn among those with ``min_labelled``..T/2 labelled visible frames,
-    preferring windows that show the object coming in (so it never pops up mid-frame)."""
-    vis = _visible(stats, _box(stats, feet, aspect, rel_height))
+    The trajectory runs from outside the frame to outside the frame, so any window of it is natural: the object
+    comes in through the border or is in view at frame 0, and leaves through the border or is in view at the last
+    frame; it never pops up or vanishes mid-frame. The window is drawn among those with ``min_labelled``..T/2
+    labelled visible frames, preferring the whole visible trajectory (fast objects), then all labelled frames (a
+    loiterer's whole stay), then the most labelled frames with the object mostly (60 %) inside the frame (a slow,
+    wide object spends long at the border coming in) and, with ``on_path``, its feet where training feet were (a
+    straight path through a normal place leaves the paths further on)."""
+    boxes = _box(stats, feet, aspect, rel_height)
+    vis = _visible(stats, boxes)
+    cw = np.clip(boxes[:, 2], 0, stats.width) - np.clip(boxes[:, 0], 0, stats.width)
+    ch = np.clip(boxes[:, 3], 0, stats.height) - np.clip(boxes[:, 1], 0, stats.height)
+    area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-9)
+    inside = cw * ch >= 0.6 * area  # mostly in view
     lab = labels & vis
     n = len(feet)
-    csum = np.concatenate([[0], np.cumsum(lab)])
     offsets = np.arange(-(T - 1), n)  # trajectory step of clip frame 0
     lo, hi = np.clip(offsets, 0, n), np.clip(offsets + T, 0, n)
-    count = csum[hi] - csum[lo]
+
+    def in_window(x):
+        c = np.concatenate([[0], np.cumsum(x)])
+        return c[hi] - c[lo]
+
+    good = inside & stats.is_occupied(feet) if on_path else inside
+    count, count_in = in_window(lab), in_window(lab & good)
     want = min(min_labelled, int(lab.sum()))
     valid = (count >= max(want, 1)) & (count <= T // 2)
     first_vis = int(np.argmax(vis)) if vis.any() else 0
     last_vis = n - int(np.argmax(vis[::-1])) if vis.any() else n
-    # prefer windows showing the whole visible trajectory (it comes in and leaves), then windows showing it come
-    # in (still in view at the last frame) or leave (already in view at frame 0) with all, else most, of its
-    # labelled frames, then any
     whole = valid & (offsets <= first_vis) & (offsets + T >= last_vis)
-    ends = valid & ((offsets <= first_vis) | (offsets + T >= last_vis))
-    all_labelled = ends & (count == lab.sum())  # e.g. a loiterer's whole stay, walking in or out cut
+    all_labelled = valid & (count == lab.sum())
     if whole.any():
         pool = np.flatnonzero(whole)
     elif all_labelled.any():
         pool = np.flatnonzero(all_labelled)
-    elif ends.any():
-        pool = np.flatnonzero(ends & (count >= 0.8 * count[ends].max()))
+    elif valid.any():
+        best = count_in if count_in[valid].max() > 0 else count
+        pool = np.flatnonzero(valid & (best >= 0.8 * best[valid].max()))
     else:
-        pool = np.flatnonzero(valid)
-    if not len(pool):
         return None
     o = int(offsets[int(rng.choice(pool))])
     out_feet = np.full((T, 2), np.nan)
@@ -244,7 +270,7 @@ def _cut(rng, stats: SceneStats, feet: np.ndarray, labels: np.ndarray, aspect: f
     present = np.zeros(T, bool)
     present[ok] = vis[k[ok]]
     out_feet[~present] = np.nan
-    return out_feet, out_lab
+    return out_feet, out_lab, int(count_in[o + T - 1])
 
 
 def _anchor(stats: SceneStats, rng, depth: int) -> np.ndarray:
@@ -276,9 +302,7 @@ def _trajectory(kind: str, stats: SceneStats, rng, depth: int, T: int, aspect: f
     factor = rng.uniform(0.8, 1.2)
     before = _walk(stats, foot, heading, factor, n_max, aspect, rel_height, forward=False)
     if kind == "wrong_way":
-        counts = stats.direction_counts(foot)
-        least = np.flatnonzero(counts == counts.min())
-        d = _DIRS[int(rng.choice(least))]
+        d = _DIRS[int(rng.choice(stats.least_seen_directions(foot)))]
         after = _walk(stats, foot, d, factor, n_max, aspect, rel_height)
         feet = np.concatenate([before, foot[None], after])
         return feet, np.arange(len(feet)) > len(before)
@@ -305,8 +329,12 @@ def _off_path(stats: SceneStats, rng, depth: int, n_max: int, aspect: float, rel
              and rows[r] > stats.local_height(rows[r]) * rel_height * 0.5]  # room for the object above its feet
     if not empty:
         raise ValueError("every place of this scene is visited by training objects: no off-path place to plant")
-    in_band = [rc for rc in empty if stats.band(rows[rc[0]]) == depth]
-    pool = in_band or empty
+    # prefer places next to the paths (the lawn beside the walkway), not the far corners of the frame: at most 3
+    # cells from where a foot was (the occupied map is dilated by one cell)
+    seen = np.argwhere(stats.occupied)
+    near = [rc for rc in empty if len(seen) and np.abs(seen - rc).max(axis=1).min() <= 2] or empty
+    in_band = [rc for rc in near if stats.band(rows[rc[0]]) == depth]
+    pool = in_band or near
     r, c = pool[int(rng.integers(len(pool)))]
     centre = np.array([cols[c], rows[r]]) + rng.uniform(-0.3, 0.3, 2) * [stats.width / gc, stats.height / gr]
     best, best_frac = [], -1.0
@@ -326,7 +354,7 @@ def _off_path(stats: SceneStats, rng, depth: int, n_max: int, aspect: float, rel
 
 
 def plant_behaviour(base: Clip, kind: str, stats: SceneStats, donor: Optional[tuple[Clip, ObjectTable]],
-                    rng: np.random.Generator, depth: int, tries: int = 30) -> PlantedClip:
+                    rng: np.random.Generator, depth: int, tries: int = 30, candidates: int = 6) -> PlantedClip:
     """``base`` with one planted object of set ``kind`` (see the module docstring) at depth band ``depth``.
 
     stats: statistics of the scene's OTHER training clips; donor: (clip, its objects) to cut a walker from (every
@@ -345,6 +373,9 @@ def plant_behaviour(base: Clip, kind: str, stats: SceneStats, donor: Optional[tu
         sprite, alpha = cut_walker(donor[0], donor[1], rng)
         rel_height = 1.0
     aspect = sprite.shape[1] / sprite.shape[0]
+    # a few candidate paths; the one showing the object longest mostly in view (and on the path, for fast and
+    # cart) wins: a straight path can run into a nearby border or off the paths
+    best = None
     for _ in range(tries):
         try:
             feet, labels = _trajectory(kind, stats, rng, depth, T, aspect, rel_height)
@@ -352,10 +383,13 @@ def plant_behaviour(base: Clip, kind: str, stats: SceneStats, donor: Optional[tu
             if kind == "off_path":
                 raise
             continue
-        placed = _cut(rng, stats, feet, labels, aspect, rel_height, T)
-        if placed is None:
-            continue
-        foot, lab = placed
+        placed = _cut(rng, stats, feet, labels, aspect, rel_height, T, on_path=kind in ("fast", "cart"))
+        if placed is not None and (best is None or placed[2] > best[2]):
+            best = placed
+        if best is not None and (_ >= candidates - 1 or best[2] >= T // 4):
+            break
+    if best is not None:
+        foot, lab, _ = best
         scale = rel_height * stats.local_height(np.nan_to_num(foot[:, 1], nan=stats.height / 2)) / sprite.shape[0]
         top_left = np.stack([foot[:, 0] - scale * sprite.shape[1] / 2, foot[:, 1] - scale * sprite.shape[0]], 1)
         digest = hashlib.sha1(sprite.tobytes() + alpha.tobytes() + np.nan_to_num(top_left, nan=-1).tobytes()

@@ -42,10 +42,13 @@ class SceneClips:
 
 @dataclass
 class CrossSceneResult:
-    """auc[variant][scene][set]: pooled frame AUC (NaN: no planted clip could be made); means skip NaN."""
+    """auc[variant][scene][set]: frame AUC (NaN: no planted clip could be made); means skip NaN. ``metric``:
+    "micro" (pooled over the held-out clips, the default) or "macro" (mean of per-clip AUCs: blind to how the
+    held-out clips' score levels differ, so less noisy for anomalies a variant cannot see at all)."""
 
     scenes: list[str]
     sets: list[str]
+    metric: str = "micro"
     auc: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     positives: dict[str, dict[str, int]] = field(default_factory=dict)  # scene -> set -> labelled frames
 
@@ -58,7 +61,7 @@ class CrossSceneResult:
         width = max(len(corner), len("mean"), *(len(s) for s in self.scenes))
         cols = [*self.sets, "mean"]
         head = f"{corner:<{width}} | " + " | ".join(f"{c:>9}" for c in cols)
-        rows = [f"[{variant}]", head, "-" * len(head)]
+        rows = [f"[{variant}] frame AUC {self.metric}", head, "-" * len(head)]
         a = np.array([[self.auc[variant][s][p] for p in self.sets] for s in self.scenes], np.float64)
         with np.errstate(all="ignore"), _quiet():
             for s, r in zip(self.scenes, a):
@@ -165,11 +168,13 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                          scenes: Sequence[str] = DEFAULT_SCENES, sets: Sequence[str] = BEHAVIOURS,
                          ped2_dir: Optional[str] = None, num_clips: Optional[int] = 4,
                          num_frames: Optional[int] = 120, seed: int = 0,
-                         show_progress: bool = True) -> CrossSceneResult:
+                         show_progress: bool = True, metric: str = "micro") -> CrossSceneResult:
     """Leave-one-clip-out frame AUC of each variant on each (scene, planted set); see the module docstring.
 
     variants: {name: composed config}; scorers must fit without a Lightning Trainer. The stage cache is used as
-    usual (variants that change only the scorer share one extraction)."""
+    usual (variants that change only the scorer share one extraction). metric: "micro" (pooled) or "macro"."""
+    if metric not in ("micro", "macro"):
+        raise ValueError(f"metric must be 'micro' or 'macro', got {metric!r}")
     for name, cfg in variants.items():
         if getattr(get_class(cfg.scorer._target_), "needs_trainer", False):
             raise ValueError(f"variant {name!r}: {cfg.scorer._target_} is trained with a Lightning Trainer; "
@@ -177,7 +182,7 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                              "fitted without one (scorer=attribute)")
     built = build_scenes(base_cfg, scenes, sets, ped2_dir, num_clips, num_frames, seed, show_progress)
     sets = list(dict.fromkeys(sets))
-    result = CrossSceneResult([s.name for s in built], sets)
+    result = CrossSceneResult([s.name for s in built], sets, metric)
     for sc in built:
         result.positives[sc.name] = {k: int(sum(c.labels.sum() for c in clips if c is not None))
                                      for k, clips in sc.planted.items()}
@@ -208,15 +213,15 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                     scores[k].append(np.asarray(out.frame_scores, np.float64))
                     labels[k].append(np.asarray(clip.labels, bool))
             result.auc[name][sc.name] = {
-                k: _auc(scores[k], labels[k]) for k in sets}
+                k: _auc(scores[k], labels[k], metric) for k in sets}
             log.info("%s / %s: %s", name, sc.name, result.auc[name][sc.name])
     return result
 
 
-def _auc(scores: list[np.ndarray], labels: list[np.ndarray]) -> float:
+def _auc(scores: list[np.ndarray], labels: list[np.ndarray], metric: str = "micro") -> float:
     if not scores:
         return float("nan")
     lab = np.concatenate(labels)
     if lab.all() or not lab.any():
         return float("nan")
-    return float(frame_metrics(scores, labels)["auc_micro"])
+    return float(frame_metrics(scores, labels)[f"auc_{metric}"])
