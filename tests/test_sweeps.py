@@ -8,7 +8,8 @@ import pytest
 
 from conftest import CONFIG_DIR, ROOT, TINY_SYNTHETIC, compose
 
-TINY = [*TINY_SYNTHETIC, "dataset.num_frames=40", "progress=false"]
+# val/ metrics off (a leave-one-clip-out pass per job); tests/test_validation_in_run.py covers them
+TINY = [*TINY_SYNTHETIC, "dataset.num_frames=40", "progress=false", "validation=none"]
 
 
 def run_eval(args, tmp_path, wandb_mode="disabled", timeout=420):
@@ -128,5 +129,5 @@ def test_launcher_and_search_configs_compose(tmp_path):
             assert cfg.hydra.launcher._target_.endswith(target), launcher
         cfg = hydra_compose("eval", overrides=["hparams_search=optuna"], return_hydra_config=True)
         assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
-        assert cfg.hydra.sweeper.max_failure_rate == 1.0 and cfg.optimized_metric == "test/object_rbdc"
+        assert cfg.hydra.sweeper.max_failure_rate == 1.0 and cfg.optimized_metric == "val/object_rbdc"
     GlobalHydra.instance().clear()
