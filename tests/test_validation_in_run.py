@@ -12,6 +12,7 @@ PLANTED = [*TINY_SYNTHETIC, "validation=planted"]
 
 def test_in_run_figure_is_the_validation_cli_figure(tmp_path, capsys):
     from tao_lab.pipeline import load_dataset
+    from tao_lab.tasks import run_task, train as train_task
     from tao_lab.validation import DEFAULT_PLANTS, validate
     from tao_lab.validation.__main__ import main as validation_cli
     from tao_lab.validation.in_run import validation_metrics
@@ -38,11 +39,14 @@ def test_in_run_figure_is_the_validation_cli_figure(tmp_path, capsys):
     direct = validate(cfg, {"run": cfg}, train, seed=0, show_progress=False)
     assert [m[f"val/frame_auc_{n}"] for n in names] == pytest.approx([direct.auc["run"][n] for n in names],
                                                                        abs=1e-12)
+    # a train run writes the same val/ metrics (from the cache filled above)
+    trained = run_task(compose("train", PLANTED, tmp_path), train_task)
+    assert {k: v for k, v in trained.items() if k.startswith("val/")} == \
+        {k: v for k, v in m.items() if k.startswith("val/")}
 
 
-def _with_test_gt(mode: str):
-    """A load_dataset that removes or scrambles the TEST clips' ground truth (training clips untouched)."""
-    from tao_lab.pipeline import load_dataset as real_load
+def _with_test_gt(real_load, mode: str):
+    """``real_load`` (load_dataset) with the TEST clips' ground truth removed or scrambled (training clips untouched)."""
     from tao_lab.types import ClipGT
 
     def load(cfg):
@@ -62,10 +66,10 @@ def test_val_metrics_do_not_change_when_test_labels_are_removed_or_scrambled(tmp
     from tao_lab.tasks import evaluate, run_task
 
     overrides = [*PLANTED, "dataset.num_test_clips=1", "validation.plants=[{name:fast,kind:walker,speed:[6,8]}]"]
-    runs = {}
+    runs, real_load = {}, tao_lab.pipeline.load_dataset
     for mode in ("original", "removed", "scrambled"):
         if mode != "original":
-            monkeypatch.setattr(tao_lab.pipeline, "load_dataset", _with_test_gt(mode))
+            monkeypatch.setattr(tao_lab.pipeline, "load_dataset", _with_test_gt(real_load, mode))
         # a fresh cache each time: nothing carries over from the run that had the labels
         runs[mode] = run_task(compose("eval", overrides, tmp_path / mode), evaluate)
     val = {mode: {k: v for k, v in m.items() if k.startswith("val/")} for mode, m in runs.items()}

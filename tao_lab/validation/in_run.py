@@ -81,6 +81,54 @@ def planted_box_table(clip, min_area: float = 0.0) -> ObjectTable:
     return ObjectTable.build(frames[keep], boxes[keep], track_id=np.zeros(int(keep.sum())))
 
 
+def cached_planted_clips(train: Sequence[Clip], pipe, specs: Sequence, seed: int,
+                         show_progress: bool = True) -> dict[str, list]:
+    """:func:`tao_lab.validation.protocol.planted_clips`, with the planted objects (sprite, alpha, positions) kept in
+    the stage cache: cutting a walker reads and medians its donor clip's frames, most of a warm run's validation
+    time otherwise. The key covers the training clips, their tracks, the sets, the seed and the source code of the
+    planting modules, so a changed harness plants afresh; the clips rebuilt from the cache are the same objects
+    pasted at the same positions (same clip ids and sources, so their stage outputs are found again)."""
+    import dataclasses
+    import inspect
+    import json
+    import os
+    from pathlib import Path
+
+    from tao_lab.cache import stable_hash
+    from tao_lab.validation import planted as planted_module, protocol as protocol_module
+    from tao_lab.validation.planted import PlantedClip
+    from tao_lab.validation.protocol import planted_clips
+
+    if pipe.cache_dir is None:
+        return planted_clips(train, pipe, specs, seed=seed, show_progress=show_progress)
+    spec = {"train": [c.source for c in train], "tracks": pipe.caches["track"].key, "seed": seed,
+            "plants": [dataclasses.asdict(s) for s in specs],
+            "code": stable_hash([inspect.getsource(planted_module), inspect.getsource(protocol_module)])}
+    folder = Path(pipe.cache_dir) / "planted" / stable_hash(spec)
+    path = folder / "planted.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                return {s.name: [PlantedClip(clip, z[f"{s.name}__{v}__sprite"], z[f"{s.name}__{v}__alpha"],
+                                             z[f"{s.name}__{v}__top_left"], str(z[f"{s.name}__{v}__tag"]))
+                                 for v, clip in enumerate(train)] for s in specs}
+        except Exception as exc:  # noqa: BLE001 - an unreadable cache file is replanted, never trusted
+            log.warning("cache file %s unreadable (%s); planting again", path, exc)
+    planted = planted_clips(train, pipe, specs, seed=seed, show_progress=show_progress)
+    arrays = {}
+    for name, clips in planted.items():
+        for v, clip in enumerate(clips):
+            arrays.update({f"{name}__{v}__sprite": clip.sprite, f"{name}__{v}__alpha": clip.alpha,
+                           f"{name}__{v}__top_left": clip.top_left,
+                           f"{name}__{v}__tag": np.array(clip.clip_id[len(train[v].clip_id) + 1:])})
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"planted.{os.getpid()}.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    (folder / "key.json").write_text(json.dumps(spec, indent=2, sort_keys=True, default=str))
+    return planted
+
+
 @contextlib.contextmanager
 def _quiet(name: str, level: int = logging.WARNING):
     """One fold after the other logs its threshold fit: keep those lines out of the run log."""
@@ -102,7 +150,6 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
 
     from tao_lab.metrics import frame_metrics, rbdc_tbdc
     from tao_lab.pipeline import Pipeline, progress
-    from tao_lab.validation.protocol import planted_clips
 
     vcfg = OmegaConf.select(cfg, "validation")
     kind = "none" if vcfg is None else str(vcfg.get("kind", "planted"))
@@ -135,7 +182,7 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     want_object = bool(vcfg.get("object", True))
     pipe = Pipeline(cfg)
     try:
-        planted = planted_clips(train, pipe, specs, seed=seed, show_progress=show)
+        planted = cached_planted_clips(train, pipe, specs, seed, show)
     except ValueError as exc:  # e.g. no object to cut a walker from, nowhere to enter: say so, keep the run
         note = f"val/ skipped: could not plant anomalies into the training clips of {dataset_name}: {exc}"
         log.warning(note)
@@ -157,7 +204,7 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
                 scores = fold.scores(clip)
                 frame_scores[spec.name].append(np.asarray(scores.frame_scores, np.float64))
                 if want_object and clip is object_clips[v]:
-                    detections[clip.clip_id] = fold.segmentation(clip, scores).objects
+                    detections[clip.clip_id] = fold.segment_objects(clip, scores)
                     gt_regions[clip.clip_id] = planted_box_table(clip, min_area)
 
     metrics: dict[str, float] = {}
