@@ -117,3 +117,21 @@ def test_planted_box_table_follows_the_planted_object():
     x, y = clip.top_left[gt.frame[i]]
     assert gt.xyxy[i] == pytest.approx([max(x, 0), max(y, 0), min(x + w, clip.width), min(y + h, clip.height)])
     assert len(planted_box_table(clip, min_area=1e9)) == 0
+
+
+def test_validation_group_defaults_to_planted_in_eval_and_train_and_parses_plants():
+    from omegaconf import OmegaConf
+
+    from tao_lab.config import compose_config
+    from tao_lab.validation import DEFAULT_PLANTS, PlantSpec
+    from tao_lab.validation.in_run import plant_specs
+
+    for entry in ("eval", "train"):
+        cfg = compose_config([], config_name=entry)
+        assert cfg.validation.kind == "planted" and plant_specs(cfg.validation) == DEFAULT_PLANTS
+    assert compose_config(["validation=none"]).validation.kind == "none"
+    assert compose_config([], config_name="eval").optimized_metric == "val/object_rbdc"
+    custom = OmegaConf.create({"plants": [{"name": "fast", "kind": "walker", "speed": [6, 8]}]})
+    assert plant_specs(custom) == (PlantSpec("fast", "walker", (6.0, 8.0)),)
+    with pytest.raises(ValueError, match="name, kind and speed"):
+        plant_specs(OmegaConf.create({"plants": [{"name": "x"}]}))
