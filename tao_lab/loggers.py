@@ -99,7 +99,8 @@ class WandbLogger(NullLogger):
         group: the run group; None = automatic: ``<task_name>-<sweep folder name>`` for every job of one Hydra
             multirun (so a sweep is one group), ``<task_name>`` for a single run.
         job_type: None = the task name (eval, train, infer).
-        tags: run tags; ``gt_gating-ORACLE`` is added automatically when the config has ``metrics.gt_gating``.
+        tags: run tags; ``gt_gating-ORACLE`` is added automatically when the config has ``metrics.gt_gating``, and
+            ``objective-uses-test-labels`` to every trial of an Optuna search whose objective is a ``test/`` metric.
         save_dir: where the ``wandb/`` folder goes (the run dir by default: ``<run dir>/wandb/offline-run-*``).
         name: the run name; None = automatic (the job number and overrides in a sweep).
         num_overlays: overlay frames (most anomalous frames of the test set, masks drawn) the evaluation renders.
@@ -143,6 +144,10 @@ class WandbLogger(NullLogger):
         tags = list(dict.fromkeys(self.tags))
         if (config.get("metrics") or {}).get("gt_gating"):
             tags.append("gt_gating-ORACLE")
+        from tao_lab.objective import WANDB_TAG, optimised_metric, uses_test_labels
+
+        if uses_test_labels(optimised_metric(config)):  # an Optuna trial tuned on test labels
+            tags.append(WANDB_TAG)
         settings = wandb.Settings(console="off", save_code=False, x_disable_stats=True, x_disable_machine_info=True,
                                   silent=True, init_timeout=60.0)
         try:

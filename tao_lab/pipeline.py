@@ -214,6 +214,24 @@ class Pipeline:
         return self._run("segment", clip, lambda sc, pr: self.segmenter.segment(clip, pr, sc),
                          upstream_scores, lambda: self.prompts(clip, upstream_scores()))
 
+    def segment_objects(self, clip: Clip, scores: Optional[ObjectScores] = None) -> ObjectTable:
+        """The objects of the clip's segmentation (the RBDC/TBDC detections). A cached segmentation is read array
+        by array, so its score maps are never decompressed (the validation's object figure needs only these)."""
+        from dataclasses import fields
+
+        self._downstream_caches()
+        cache = self.caches["segment"]
+        path = cache.path(clip.clip_id, clip.source)
+        if path is not None and path.is_file():
+            try:
+                with np.load(path) as arrays:
+                    table = ObjectTable(*(arrays[f"objects.{f.name}"] for f in fields(ObjectTable)))
+                cache.hits += 1
+                return table
+            except Exception as exc:  # noqa: BLE001 - unreadable: the full path below recomputes it
+                log.warning("cache file %s unreadable (%s); recomputing", path, exc)
+        return self.segmentation(clip, scores).objects
+
     # ----- scorer and threshold -----------------------------------------------------------------------------
     def extract(self, clips: list[Clip], desc: str) -> None:
         """Runs detect -> track -> features on every clip (fills the cache).

@@ -18,6 +18,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from tao_lab import preflight
+from tao_lab.objective import objective_marker, objective_note
 from tao_lab.offline import set_offline_env
 from tao_lab.user_errors import interrupt_on_sigterm
 
@@ -227,9 +228,13 @@ def train(cfg: DictConfig, logger=None) -> dict:
     result = {"train/threshold_tau": float(pipe.threshold.tau), "train/clips": len(clips),
               **{f"train/{k}": float(v) for k, v in getattr(pipe.scorer, "fit_metrics", {}).items()},
               **_stage_speed(pipe)}
-    write_metrics(output_dir(cfg), result)
+    validation = _validation(cfg, dataset)
+    result.update(validation.metrics)
+    result.update(objective_marker(cfg))
+    write_metrics(output_dir(cfg), {**result, **objective_note(cfg)})
     if logger is not None:
         logger.log_metrics(result)
+    print(validation.note)
     log.info("checkpoint written: %s", ckpt)
     return result
 
@@ -260,10 +265,14 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     metrics["train/threshold_tau"] = float(pipe.threshold.tau)
     metrics.update(_stage_speed(pipe))
     test_frames = sum(c.num_frames for c in dataset.test)
+    # val/ next to test/: training clips only (the validation is never handed a test clip)
+    validation = _validation(cfg, dataset)
+    metrics.update(validation.metrics)
+    metrics.update(objective_marker(cfg))
     metrics["time/total_s"] = round(time.perf_counter() - start, 3)
     metrics["test/frames"] = float(test_frames)
     _log_cache(pipe)
-    write_metrics(output_dir(cfg), metrics, result.per_video)
+    write_metrics(output_dir(cfg), {**metrics, **objective_note(cfg)}, result.per_video)
     if logger is not None:
         logger.log_metrics(metrics)
         logger.log_table("test/per_video", result.per_video)
@@ -280,6 +289,14 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     if 0 < masked < clips:
         print(f"NOTE: pixel masks exist for {masked} of {clips} test clips: pixel and object metrics use those "
               f"{masked}, frame metrics every clip (per_video.csv, column pixel_gt)")
+    print(validation.note)
+    if "time/validation_s" in metrics:  # the extra cost of val/, stated with every run
+        extra = metrics["time/validation_s"]
+        rest = metrics["time/total_s"] - extra
+        print(f"validation cost: {extra:.1f} s on top of {rest:.1f} s for the rest of the run "
+              f"(+{100 * extra / max(rest, 1e-9):.0f}%)")
+    for line in objective_note(cfg).values():
+        print(line)
     print(f"run dir: {output_dir(cfg)}")
     return metrics
 
@@ -298,6 +315,11 @@ def _write_per_kind(run_dir, rows: list[dict]) -> None:
     print("  " + "  ".join(f"{c:>14}" for c in cols))
     for r in rows:
         print("  " + "  ".join(f"{r[c]:>14.4f}" if isinstance(r[c], float) else f"{r[c]:>14}" for c in cols))
+def _validation(cfg: DictConfig, dataset):
+    """The run's val/ metrics (tao_lab.validation.in_run) on the dataset's TRAINING clips only."""
+    from tao_lab.validation.in_run import validation_metrics
+
+    return validation_metrics(cfg, dataset.train, dataset.name)
 
 
 # ----- infer ------------------------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ def compose(config_name: str = "eval", overrides=(), tmp_path: Path | None = Non
     from tao_lab.config import compose_config
 
     extra = []
+    if config_name in ("eval", "train") and not any(str(o).lstrip("+~").startswith("validation") for o in overrides):
+        # val/ metrics cost a leave-one-clip-out pass with planted clips; tests/test_validation_in_run.py turns it on
+        extra.append("validation=none")
     if tmp_path is not None:
         extra = [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
                  f"paths.log_dir={tmp_path / 'logs'}"]

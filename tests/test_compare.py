@@ -91,3 +91,49 @@ def test_cli_and_clear_error_on_missing_folder(sweep, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "tao_lab.compare", str(tmp_path / "nope")], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "multirun folder not found" in bad.stderr
+
+
+def test_optuna_sweep_gets_scatter_panels_rounded_numbers_and_optunas_own_figures(tmp_path):
+    """An Optuna-style sweep (every job its own 15-digit values): one scatter per metric with a panel per parameter,
+    4 significant digits in compare.md, full precision in compare.csv, the objective's test-label mark, and Optuna's
+    figures from the saved study."""
+    import optuna
+
+    from tao_lab.compare import compare
+    from tao_lab.optuna_study import FIGURES, STUDY_FILE, StudyFile, load_study
+
+    root = tmp_path / "optuna"
+    study = optuna.create_study(storage=StudyFile(root / STUDY_FILE), study_name="s", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for k in range(6):
+        trial = study.ask()
+        tau = trial.suggest_float("threshold.tau", 0.3, 2.5)
+        matches = trial.suggest_int("prompt_filter.min_matches", 1, 4)
+        value = 1 - abs(tau - 1.2) / 3
+        _job(root, k, [f"threshold.tau={tau!r}", f"prompt_filter.min_matches={matches}"],
+             {"test/object_rbdc": value, "val/object_rbdc": value - 0.1, "objective/uses_test_labels": 1.0,
+              "objective": "test/object_rbdc: objective uses test labels"})
+        study.tell(trial, value)
+    (root / "optimization_results.yaml").write_text("name: optuna\n")
+    assert len(load_study(root).trials) == 6  # the study was saved as it went and reloads
+
+    out = compare(root, quiet=True)
+    assert out["grid"] is False
+    assert out["objective"] == "objective: test/object_rbdc: objective uses test labels"
+    assert [p.name for p in out["plots"]] == ["compare_test_object_rbdc_scatter.png",
+                                              "compare_val_object_rbdc_scatter.png", *FIGURES]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in out["plots"])
+    md = (root / "compare.md").read_text()
+    assert md.startswith("**objective: test/object_rbdc: objective uses test labels**")
+    tau = study.trials[0].params["threshold.tau"]
+    assert f"| {tau:.4g} |" in md and repr(tau) not in md
+    assert repr(tau) in (root / "compare.csv").read_text()
+    assert "objective uses test labels" in (root / "compare.csv").read_text().splitlines()[1]
+
+
+def test_round_sig_keeps_four_significant_digits():
+    from tao_lab.compare import _cell, round_sig
+
+    assert [round_sig(v) for v in (0.936123, 21.3456, 1234.56, 123456.0, 0.000123456)] == \
+        ["0.9361", "21.35", "1235", "123500", "0.0001235"]
+    assert _cell("1.7013157121071996") == "1.701" and _cell("10") == "10" and _cell("video") == "video"

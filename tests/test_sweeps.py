@@ -8,7 +8,8 @@ import pytest
 
 from conftest import CONFIG_DIR, ROOT, TINY_SYNTHETIC, compose
 
-TINY = [*TINY_SYNTHETIC, "dataset.num_frames=40", "progress=false"]
+# val/ metrics off (a leave-one-clip-out pass per job); tests/test_validation_in_run.py covers them
+TINY = [*TINY_SYNTHETIC, "dataset.num_frames=40", "progress=false", "validation=none"]
 
 
 def run_eval(args, tmp_path, wandb_mode="disabled", timeout=420):
@@ -43,11 +44,18 @@ def test_multirun_records_a_failing_job_and_goes_on(tmp_path):
     assert out["params"] == ["ckpt_path"]
 
 
-def test_optuna_search_optimises_the_named_metric(tmp_path):
+def test_optuna_search_with_a_test_objective_is_marked_everywhere(tmp_path):
+    """A test/ objective still works, and every record says "objective uses test labels": each job's
+    metrics.json, its W&B run (tag), the compare table; the study is saved and Optuna's figures drawn from it."""
+    from tao_lab.compare import compare
+    from tao_lab.loggers import read_wandb_run, wandb_run_dirs
+    from tao_lab.objective import TEST_LABELS, WANDB_TAG
+    from tao_lab.optuna_study import FIGURES, load_study
+
     sweep = tmp_path / "optuna"
     done = run_eval(["hparams_search=optuna", *TINY, "hydra.sweeper.n_trials=3",
                      "hydra.sweeper.sampler.n_startup_trials=2", "optimized_metric=test/frame_auc_micro",
-                     f"hydra.sweep.dir={sweep}"], tmp_path)
+                     "logger=wandb", f"hydra.sweep.dir={sweep}"], tmp_path, wandb_mode="offline")
     assert done.returncode == 0, done.stderr[-3000:]
     result = (sweep / "optimization_results.yaml").read_text()
     assert "best_value" in result and "threshold.tau" in result
@@ -56,6 +64,35 @@ def test_optuna_search_optimises_the_named_metric(tmp_path):
     for j in jobs:
         overrides = (sweep / j / ".hydra" / "overrides.yaml").read_text()
         assert "threshold.tau=" in overrides and "prompt_filter.min_matches=" in overrides
+        metrics = json.loads((sweep / j / "metrics.json").read_text())
+        assert metrics["objective"] == f"test/frame_auc_micro: {TEST_LABELS}"
+        assert metrics["objective/uses_test_labels"] == 1.0
+    runs = [read_wandb_run(d) for d in wandb_run_dirs(sweep)]
+    assert len(runs) == 3 and all(WANDB_TAG in r["tags"] for r in runs)
+    assert all(r["summary"]["objective/uses_test_labels"] == 1.0 for r in runs)
+    study = load_study(sweep)  # the study reloads from its storage next to optimization_results.yaml
+    assert len(study.trials) == 3 and study.best_value == pytest.approx(
+        max(json.loads((sweep / j / "metrics.json").read_text())["test/frame_auc_micro"] for j in jobs))
+    out = compare(sweep, quiet=True)
+    assert out["objective"] == f"objective: test/frame_auc_micro: {TEST_LABELS}"
+    assert (sweep / "compare.md").read_text().startswith(f"**objective: test/frame_auc_micro: {TEST_LABELS}**")
+    assert all((sweep / name).is_file() for name in FIGURES)
+
+
+def test_objective_marks_only_test_metrics_of_optimising_sweeps(monkeypatch):
+    import tao_lab.objective as objective
+
+    cfg = {"optimized_metric": "test/object_rbdc"}
+    assert objective.objective_marker(cfg) == {} and objective.objective_note(cfg) == {}  # no sweeper: no mark
+    monkeypatch.setattr(objective, "sweeper_target", lambda: "hydra._internal.core_plugins.basic_sweeper.BasicSweeper")
+    assert objective.objective_marker(cfg) == {}  # a grid sweep tunes nothing
+    monkeypatch.setattr(objective, "sweeper_target",
+                        lambda: "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper")
+    assert objective.objective_marker(cfg) == {"objective/uses_test_labels": 1.0}
+    assert objective.objective_note(cfg) == {"objective": "test/object_rbdc: objective uses test labels"}
+    val = {"optimized_metric": "val/object_rbdc"}
+    assert objective.objective_marker(val) == {"objective/uses_test_labels": 0.0}
+    assert "test labels" not in objective.objective_note(val)["objective"]
 
 
 @pytest.mark.slow
@@ -128,5 +165,5 @@ def test_launcher_and_search_configs_compose(tmp_path):
             assert cfg.hydra.launcher._target_.endswith(target), launcher
         cfg = hydra_compose("eval", overrides=["hparams_search=optuna"], return_hydra_config=True)
         assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
-        assert cfg.hydra.sweeper.max_failure_rate == 1.0 and cfg.optimized_metric == "test/object_rbdc"
+        assert cfg.hydra.sweeper.max_failure_rate == 1.0 and cfg.optimized_metric == "val/object_rbdc"
     GlobalHydra.instance().clear()

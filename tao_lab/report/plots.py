@@ -152,6 +152,60 @@ def metric_vs_param_png(x_values: Sequence[Any], series: dict[str, Sequence[floa
     return _png(fig)
 
 
+def params_scatter_png(panels: Sequence[tuple[str, Sequence[Any]]], y: Sequence[float], colour: Sequence[Any],
+                       colour_name: str, yname: str, title: str = "", dpi: int = 100) -> bytes:
+    """One scatter panel per parameter (``panels``: [(name, one value per job)]), ``y`` (one metric value per job)
+    on a shared y axis, points coloured by ``colour`` (numbers: a colour bar; anything else: a legend), the colour
+    bar / legend outside the axes. Numeric axes keep matplotlib's round ticks; category labels are rounded to 4
+    significant digits. For sweeps that are not grids (Optuna, continuous parameters)."""
+    plt = _pyplot()
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.lines import Line2D
+
+    yv = np.asarray([_num(v) for v in y], np.float64)
+    n = max(len(panels), 1)
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n + 1.0, 3.4), dpi=dpi, sharey=True, squeeze=False)
+    numeric_colour = all(_is_number(c) for c in colour)
+    if numeric_colour:
+        cv = np.asarray([float(c) for c in colour])
+        norm = Normalize(float(cv.min()), float(cv.max()) if cv.max() > cv.min() else float(cv.min()) + 1.0)
+        cmap = plt.get_cmap("viridis")
+        point_colours = cmap(norm(cv))
+    else:
+        categories = list(dict.fromkeys(str(c) for c in colour))
+        palette = plt.get_cmap("tab10")
+        point_colours = [palette(categories.index(str(c)) % 10) for c in colour]
+    for ax, (name, values) in zip(axes[0], panels):
+        if all(_is_number(v) for v in values):
+            xv = np.asarray([float(v) for v in values])
+        else:  # categories side by side, their labels rounded
+            labels = list(dict.fromkeys(str(v) for v in values))
+            xv = np.asarray([labels.index(str(v)) for v in values], np.float64)
+            ax.set_xticks(range(len(labels)))
+            ax.set_xticklabels([_short(v) for v in labels], rotation=20, ha="right")
+        ax.scatter(xv, yv, c=point_colours, s=34, edgecolors="k", linewidths=0.4, zorder=3)
+        ax.set_xlabel(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+    axes[0][0].set_ylabel(yname, fontsize=9)
+    if numeric_colour:
+        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[0]), label=colour_name, pad=0.02,
+                     fraction=0.04)
+    else:
+        handles = [Line2D([], [], marker="o", ls="", markerfacecolor=plt.get_cmap("tab10")(i % 10),
+                          markeredgecolor="k", label=_short(c)) for i, c in enumerate(categories)]
+        axes[0][-1].legend(handles=handles, title=colour_name, fontsize=8, title_fontsize=8, loc="upper left",
+                           bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
+def _short(v: Any) -> str:
+    """A label: numbers to 4 significant digits, anything else as it is."""
+    return f"{float(v):.4g}" if _is_number(v) else str(v)
+
+
 def _is_number(v: Any) -> bool:
     if isinstance(v, bool):
         return False

@@ -1,0 +1,137 @@
+"""val/ metrics inside a run: the same figure as `python -m tao_lab.validation`, never a test label read, and the
+skips said out loud."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import TINY_SYNTHETIC, compose
+
+PLANTED = [*TINY_SYNTHETIC, "validation=planted"]
+
+
+def test_in_run_figure_is_the_validation_cli_figure(tmp_path, capsys):
+    from tao_lab.pipeline import load_dataset
+    from tao_lab.tasks import run_task, train as train_task
+    from tao_lab.validation import DEFAULT_PLANTS, validate
+    from tao_lab.validation.__main__ import main as validation_cli
+    from tao_lab.validation.in_run import validation_metrics
+
+    cfg = compose("eval", PLANTED, tmp_path)
+    train = load_dataset(cfg).train
+    got = validation_metrics(cfg, train, "synthetic", show_progress=False)
+    m = got.metrics
+    names = [p.name for p in DEFAULT_PLANTS]
+    assert set(m) == {f"val/frame_auc_{n}" for n in names} | {"val/frame_auc_mean", "val/object_rbdc",
+                                                              "val/object_tbdc", "val/clips", "time/validation_s"}
+    assert m["val/clips"] == 2 and "2 training clips" in got.note
+    assert m["val/frame_auc_walker_fast"] > 0.9  # a fast planted walker is found
+    assert 0.3 < m["val/object_rbdc"] <= 1 and 0.3 < m["val/object_tbdc"] <= 1
+    assert m["val/frame_auc_mean"] == pytest.approx(np.mean([m[f"val/frame_auc_{n}"] for n in names]))
+
+    # `python -m tao_lab.validation` with the same settings and seed prints the same numbers (4 decimals) ...
+    assert validation_cli(["--seed", "0", f"paths.cache_dir={tmp_path / 'cache'}", "progress=false",
+                           *TINY_SYNTHETIC]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("configured"))
+    printed = [float(v) for v in row.split("|")[1:]]
+    assert printed == pytest.approx([m[f"val/frame_auc_{n}"] for n in names] + [m["val/frame_auc_mean"]], abs=5e-5)
+    # ... and the protocol's function gives them exactly (its fits are not cached; the run's are)
+    direct = validate(cfg, {"run": cfg}, train, seed=0, show_progress=False)
+    assert [m[f"val/frame_auc_{n}"] for n in names] == pytest.approx([direct.auc["run"][n] for n in names],
+                                                                       abs=1e-12)
+    # a train run writes the same val/ metrics (from the cache filled above)
+    trained = run_task(compose("train", PLANTED, tmp_path), train_task)
+    assert {k: v for k, v in trained.items() if k.startswith("val/")} == \
+        {k: v for k, v in m.items() if k.startswith("val/")}
+
+
+def _with_test_gt(real_load, mode: str):
+    """``real_load`` (load_dataset) with the TEST clips' ground truth removed or scrambled (training clips untouched)."""
+    from tao_lab.types import ClipGT
+
+    def load(cfg):
+        dataset = real_load(cfg)
+        rng = np.random.default_rng(7)
+        for clip in dataset.test:
+            if mode == "removed":
+                clip.gt = None
+            else:  # scrambled frame labels, no masks or tracks
+                clip.gt = ClipGT(frame_labels=rng.permutation(np.asarray(clip.gt.frame_labels, bool)))
+        return dataset
+    return load
+
+
+def test_val_metrics_do_not_change_when_test_labels_are_removed_or_scrambled(tmp_path, monkeypatch):
+    import tao_lab.pipeline
+    from tao_lab.tasks import evaluate, run_task
+
+    overrides = [*PLANTED, "dataset.num_test_clips=1", "validation.plants=[{name:fast,kind:walker,speed:[6,8]}]"]
+    runs, real_load = {}, tao_lab.pipeline.load_dataset
+    for mode in ("original", "removed", "scrambled"):
+        if mode != "original":
+            monkeypatch.setattr(tao_lab.pipeline, "load_dataset", _with_test_gt(real_load, mode))
+        # a fresh cache each time: nothing carries over from the run that had the labels
+        runs[mode] = run_task(compose("eval", overrides, tmp_path / mode), evaluate)
+    val = {mode: {k: v for k, v in m.items() if k.startswith("val/")} for mode, m in runs.items()}
+    assert set(val["original"]) == {"val/frame_auc_fast", "val/frame_auc_mean", "val/object_rbdc",
+                                    "val/object_tbdc", "val/clips"}
+    assert val["removed"] == val["original"] and val["scrambled"] == val["original"]
+    # the test side did see the change
+    assert "test/frame_auc_micro" not in runs["removed"]
+    assert runs["scrambled"]["test/frame_auc_micro"] != runs["original"]["test/frame_auc_micro"]
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    (["dataset.num_train_clips=1"], "has 1 training clip(s)"),
+    (["validation=none"], "validation=none"),
+    (["+metrics.gt_gating=true"], "gt_gating"),
+])
+def test_skips_say_why(tmp_path, overrides, reason, caplog):
+    from tao_lab.pipeline import load_dataset
+    from tao_lab.validation.in_run import validation_metrics
+
+    cfg = compose("eval", [*PLANTED, *overrides], tmp_path)
+    got = validation_metrics(cfg, load_dataset(cfg).train, "synthetic", show_progress=False)
+    assert got.metrics == {} and reason in got.note
+
+
+def test_trainer_scorers_are_skipped_with_a_note(tmp_path):
+    from tao_lab.validation.in_run import validation_metrics
+
+    cfg = compose("eval", [*PLANTED, "scorer=temporal_mae"], tmp_path)
+    got = validation_metrics(cfg, [object(), object()], "synthetic", show_progress=False)
+    assert got.metrics == {} and "Lightning Trainer" in got.note
+
+
+def test_planted_box_table_follows_the_planted_object():
+    from tao_lab.validation import PlantSpec, plant
+    from tao_lab.validation.in_run import planted_box_table
+    from test_validation import grey_clip, reference_objects
+
+    clip = plant(grey_clip(), PlantSpec("p", "box", (3.0, 3.0), duration=(20, 20)), reference_objects(), None,
+                 np.random.default_rng(3))
+    gt = planted_box_table(clip)
+    assert np.array_equal(gt.frame, np.flatnonzero(clip.labels)) and set(gt.track_id) == {0}
+    h, w = clip.alpha.shape
+    i = len(gt) - 1  # last labelled frame: the box sits where the sprite was pasted, clipped to the frame
+    x, y = clip.top_left[gt.frame[i]]
+    assert gt.xyxy[i] == pytest.approx([max(x, 0), max(y, 0), min(x + w, clip.width), min(y + h, clip.height)])
+    assert len(planted_box_table(clip, min_area=1e9)) == 0
+
+
+def test_validation_group_defaults_to_planted_in_eval_and_train_and_parses_plants():
+    from omegaconf import OmegaConf
+
+    from tao_lab.config import compose_config
+    from tao_lab.validation import DEFAULT_PLANTS, PlantSpec
+    from tao_lab.validation.in_run import plant_specs
+
+    for entry in ("eval", "train"):
+        cfg = compose_config([], config_name=entry)
+        assert cfg.validation.kind == "planted" and plant_specs(cfg.validation) == DEFAULT_PLANTS
+    assert compose_config(["validation=none"]).validation.kind == "none"
+    assert compose_config([], config_name="eval").optimized_metric == "val/object_rbdc"
+    custom = OmegaConf.create({"plants": [{"name": "fast", "kind": "walker", "speed": [6, 8]}]})
+    assert plant_specs(custom) == (PlantSpec("fast", "walker", (6.0, 8.0)),)
+    with pytest.raises(ValueError, match="name, kind and speed"):
+        plant_specs(OmegaConf.create({"plants": [{"name": "x"}]}))
