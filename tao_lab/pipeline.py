@@ -269,27 +269,34 @@ class Pipeline:
                     self.extract(train_clips, "train")  # in parallel, into the cache; read back below
                 items = [(self.tracks(c), self.features(c), c.num_frames)
                          for c in progress(train_clips, "train features", self.show_progress)]
-                self.scorer = instantiate(self.cfg.scorer)
-                start = time.perf_counter()
-                kwargs = {}
-                if getattr(self.scorer, "needs_trainer", False):
-                    # a factory for scorers that fit more than once (self-paced rounds), else one Trainer
-                    kwargs["trainer"] = instantiate(self.cfg.trainer,
-                                                    _partial_=bool(getattr(self.scorer, "trainer_factory", False)))
-                if unlabeled:
-                    if getattr(self.scorer, "supports_unlabeled", False):
-                        kwargs["unlabeled"] = True
-                    else:
-                        log.warning("training.mode=unsupervised: %s has no self-paced refinement; it is fitted on "
-                                    "the unlabeled clips as if they were normal", type(self.scorer).__name__)
-                self.scorer.fit_clips(items, **kwargs)
-                self.timings["fit_scorer"] += time.perf_counter() - start
+                self.scorer = self.new_fitted_scorer(items)
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     self.scorer.save_checkpoint(str(path))
         self.scorer.eval()
         self.fit_threshold()
         return path
+
+    def new_fitted_scorer(self, items: list) -> Any:
+        """A fresh scorer of the configured kind fitted on ``items`` [(tracks, features, num_frames)] (also used
+        by :mod:`tao_lab.alarm` to fit the cross-fitting scorers, which must not see the frames they score)."""
+        scorer = instantiate(self.cfg.scorer)
+        start = time.perf_counter()
+        kwargs = {}
+        if getattr(scorer, "needs_trainer", False):
+            # a factory for scorers that fit more than once (self-paced rounds), else one Trainer
+            kwargs["trainer"] = instantiate(self.cfg.trainer,
+                                            _partial_=bool(getattr(scorer, "trainer_factory", False)))
+        if training_mode(self.cfg) == "unsupervised":
+            if getattr(scorer, "supports_unlabeled", False):
+                kwargs["unlabeled"] = True
+            else:
+                log.warning("training.mode=unsupervised: %s has no self-paced refinement; it is fitted on "
+                            "the unlabeled clips as if they were normal", type(scorer).__name__)
+        scorer.fit_clips(items, **kwargs)
+        self.timings["fit_scorer"] += time.perf_counter() - start
+        scorer.eval()
+        return scorer
 
     def fit_threshold(self) -> None:
         """Fits the threshold on the scorer's training (normal) object scores, never on test scores."""
