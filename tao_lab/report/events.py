@@ -9,13 +9,15 @@ import html
 from typing import Optional
 
 _SCRIPT = ("<script>function seekTo(t){var v=document.getElementById('annotated');if(!v)return;"
-           "v.currentTime=t;v.scrollIntoView({behavior:'smooth',block:'center'});v.play();}</script>")
+           "v.currentTime=Math.max(0,t-%.3f);v.scrollIntoView({behavior:'smooth',block:'center'});v.play();}"
+           "</script>")
 
 
 def events_html(events: list[dict], crops: dict, timeline_png: Optional[bytes], fps: float,
-                video: Optional[str] = "annotated.mp4", max_rows: int = 500) -> str:
+                video: Optional[str] = "annotated.mp4", max_rows: int = 500, video_offset_s: float = 0.0) -> str:
     """HTML of the lead section. events: ``Event.to_dict`` rows; crops: {tracks.csv row: BGR crop} of the events'
-    top objects (looked up by the objects' ``row`` when present); video: path relative to the report or None."""
+    top objects (looked up by the objects' ``row`` when present); video: path relative to the report or None;
+    video_offset_s: stream time of the video's first frame (the online video starts after the warm-up)."""
     from tao_lab.report.html import image_data_uri, png_data_uri
 
     parts = [f"<h2>Events ({len(events)})</h2>"]
@@ -48,5 +50,5 @@ def events_html(events: list[dict], crops: dict, timeline_png: Optional[bytes], 
         parts.append(f"<h2>Annotated video</h2><video id='annotated' controls preload='metadata' "
                      f"style='width:min(100%,720px)' src='{html.escape(video)}'></video>"
                      f"<div class='sub'>{html.escape(video)} next to this report</div>")
-    parts.append(_SCRIPT)
+    parts.append(_SCRIPT % float(video_offset_s))
     return "\n".join(parts)
