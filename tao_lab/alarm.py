@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from tao_lab.types import Clip, ObjectTable, SubClip
+from tao_lab.types import Clip, ObjectTable
 
 log = logging.getLogger(__name__)
 
@@ -121,64 +121,82 @@ def _frame_scores(scorer, item, causal_window: Optional[int]) -> np.ndarray:
     return np.asarray(scorer.score_clip(objects, feats, n).frame_scores, np.float64)
 
 
-def time_folds(clip: Clip, folds: int, min_frames: int = 8) -> list[Clip]:
-    """``clip`` cut into ``folds`` contiguous parts (fewer when a part would be shorter than ``min_frames``)."""
-    k = max(2, min(int(folds), clip.num_frames // max(1, min_frames)))
-    if clip.num_frames < 2 * min_frames:
-        raise ValueError(f"{clip.clip_id}: {clip.num_frames} frames are too few to calibrate the alarm by "
-                         f"cross-fitting (need at least {2 * min_frames}); give a longer fit_seconds")
-    edges = np.linspace(0, clip.num_frames, k + 1).round().astype(int)
-    return [SubClip(clip, a, b, clip_id=f"{clip.clip_id}-fold{i}") for i, (a, b) in enumerate(zip(edges, edges[1:]))]
+def window_blocks(objects: ObjectTable, features: dict, num_frames: int, folds: int,
+                  min_frames: int = 8) -> list[tuple]:
+    """Frames [0, num_frames) of one clip's objects cut into ``folds`` contiguous blocks (fewer when a block would be
+    shorter than ``min_frames``), each an item ``(objects, features, block length)`` re-indexed from frame 0."""
+    if num_frames < 2 * min_frames:
+        raise ValueError(f"{num_frames} frames are too few to calibrate the alarm by cross-fitting (need at least "
+                         f"{2 * min_frames}); give a longer fit_seconds")
+    k = max(2, min(int(folds), num_frames // max(1, min_frames)))
+    edges = np.linspace(0, num_frames, k + 1).round().astype(int)
+    out = []
+    for a, b in zip(edges, edges[1:]):
+        m = (objects.frame >= a) & (objects.frame < b)
+        o = objects.take(m)
+        out.append((ObjectTable(o.frame - a, o.xyxy, o.score, o.track_id, o.cls),
+                    {name: v[m] for name, v in features.items()}, int(b - a)))
+    return out
 
 
-def crossfit_scores(pipe, parts: list[Clip], folds: int, causal_window: Optional[int] = None) -> tuple[np.ndarray, str]:
-    """Held-out frame scores of every part: part i belongs to fold i % folds; each fold is scored by a fresh scorer
-    fitted on the other folds. Returns (scores, a description). A fold whose complement cannot fit a scorer (e.g.
-    no objects) is skipped with a warning."""
-    k = max(2, min(int(folds), len(parts)))
-    items = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in parts]
+def crossfit_items(pipe, items: list, folds: int, causal_window: Optional[int] = None) -> tuple[np.ndarray, str]:
+    """Held-out frame scores of every item [(objects, features, num_frames)]: item i belongs to fold i % folds and
+    is scored by a fresh scorer fitted on the other folds. A fold whose complement cannot fit a scorer (e.g. no
+    objects) is skipped with a warning. Returns (scores, a description)."""
+    k = max(2, min(int(folds), len(items)))
     out, used = [], 0
     for f in range(k):
-        held = [i for i in range(len(parts)) if i % k == f]
-        train = [items[i] for i in range(len(parts)) if i % k != f]
+        train = [items[i] for i in range(len(items)) if i % k != f]
         try:
             scorer = pipe.new_fitted_scorer(train)
         except ValueError as exc:
             log.warning("alarm cross-fitting: fold %d of %d skipped (%s)", f + 1, k, exc)
             continue
         used += 1
-        out.extend(_frame_scores(scorer, items[i], causal_window) for i in held)
+        out.extend(_frame_scores(scorer, items[i], causal_window) for i in range(len(items)) if i % k == f)
     if not out:
         raise ValueError("alarm cross-fitting: no fold could fit a scorer (too few objects in the fit data); "
                          "give a longer fit_seconds or a checkpoint")
-    how = (f"{used}-fold cross-fitting over {len(parts)} parts of the fit data"
+    how = (f"{used}-fold cross-fitting over {len(items)} parts of the fit data"
            + (f", causal scores (window {causal_window} frames)" if causal_window else ""))
     return np.concatenate(out), how
 
 
-def heldout_scores(pipe, clips: list[Clip], causal_window: Optional[int] = None) -> np.ndarray:
-    """Frame scores of ``clips`` by the pipeline's own (fitted) scorer, which must not have seen them."""
-    out = []
-    for c in clips:
-        out.append(_frame_scores(pipe.scorer, (pipe.tracks(c), pipe.features(c), c.num_frames), causal_window))
-    return np.concatenate(out) if out else np.zeros(0)
+def fit_on_window(pipe, cfg, clip: Clip, num_frames: int, from_checkpoint: bool,
+                  causal_window: Optional[int] = None) -> Alarm:
+    """The scorer (unless it comes from a checkpoint) and the alarm of ``infer.py`` / the online mode, from the
+    first ``num_frames`` of ``clip`` (assumed normal).
 
-
-def calibrate_on_window(pipe, cfg, fit_clip: Clip, from_checkpoint: bool,
-                        causal_window: Optional[int] = None) -> Alarm:
-    """The alarm of ``infer.py`` / the online mode: ``fit_clip`` is the input's first seconds (assumed normal).
-
-    With a checkpoint they are held out already; without, the scorer was fitted on them, so they are cross-fitted.
+    The objects and features are those of ``clip`` itself (the clip the main pass scores, so detections and tracks
+    are made the same way). Without a checkpoint the window is cut into ``alarm.folds`` time blocks: the final
+    scorer is fitted on all blocks as separate parts (so per-part calibrations, e.g. leave-one-video-out, work as
+    in the cross-fitted scorers, and their scores are comparable), and each block's held-out scores come from a
+    scorer fitted on the other blocks. With a checkpoint the window is held out already and scored by it.
     """
+    from tao_lab.cache import stable_hash
+
     acfg = cfg.get("alarm") or {}
+    folds = int(acfg.get("folds", 5))
+    objects, feats = pipe.tracks(clip), pipe.features(clip)
     if from_checkpoint:
-        scores = heldout_scores(pipe, [fit_clip], causal_window)
-        how = (f"held-out window: the checkpoint's scores of the first {fit_clip.num_frames} frames of the input "
-               f"(not seen in training, assumed normal)" + (", causal scores" if causal_window else ""))
-    else:
-        scores, how = crossfit_scores(pipe, time_folds(fit_clip, int(acfg.get("folds", 5))),
-                                      int(acfg.get("folds", 5)), causal_window)
+        window = window_blocks(objects, feats, num_frames, 1, min_frames=1)[0]
+        scores = _frame_scores(pipe.scorer, window, causal_window)
+        how = (f"held-out window: the checkpoint's scores of the first {num_frames} frames of the input (not seen "
+               f"in training, assumed normal)" + (", causal scores" if causal_window else ""))
+        return fit_alarm(scores, acfg, how)
+    blocks = window_blocks(objects, feats, num_frames, folds)
+    scores, how = crossfit_items(pipe, blocks, folds, causal_window)
+    pipe.set_scorer(pipe.new_fitted_scorer(blocks),
+                    key=stable_hash({"up": pipe.caches["features"].spec, "scorer": _plain(cfg.scorer),
+                                     "window_of": clip.source, "frames": int(num_frames), "blocks": len(blocks),
+                                     "seed": cfg.get("seed")}))
     return fit_alarm(scores, acfg, how)
+
+
+def _plain(node):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def calibrate_on_training(pipe, cfg, train_clips: list[Clip]) -> Alarm:
@@ -186,6 +204,9 @@ def calibrate_on_training(pipe, cfg, train_clips: list[Clip]) -> Alarm:
     training clip is cut into time blocks)."""
     acfg = cfg.get("alarm") or {}
     folds = int(acfg.get("folds", 5))
-    parts = list(train_clips) if len(train_clips) >= 2 else time_folds(train_clips[0], folds)
-    scores, how = crossfit_scores(pipe, parts, folds)
-    return fit_alarm(scores, acfg, how.replace("parts of the fit data", "training clips"))
+    items = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in train_clips]
+    if len(items) == 1:
+        items = window_blocks(items[0][0], items[0][1], items[0][2], folds)
+    scores, how = crossfit_items(pipe, items, folds)
+    return fit_alarm(scores, acfg, how.replace("parts of the fit data", "training clips" if len(train_clips) > 1
+                                              else "time blocks of the training clip"))

@@ -110,9 +110,9 @@ def open_input(cfg: DictConfig) -> Clip:
     return clip
 
 
-def fit_window(cfg: DictConfig, clip: Clip) -> SubClip:
-    """The first ``fit_seconds`` of the input: the scorer's fit data without a checkpoint, and with one the
-    alarm's held-out calibration frames (assumed normal either way)."""
+def fit_frames(cfg: DictConfig, clip: Clip) -> int:
+    """Frames in the first ``fit_seconds`` of the input: the scorer's fit data without a checkpoint, and with one
+    the alarm's held-out calibration frames (assumed normal either way)."""
     n_fit = max(2, int(round(float(cfg.fit_seconds) * clip.fps)))
     if n_fit >= clip.num_frames and cfg.get("ckpt_path"):
         n_fit = max(2, clip.num_frames // 2)
@@ -121,24 +121,31 @@ def fit_window(cfg: DictConfig, clip: Clip) -> SubClip:
     if n_fit >= clip.num_frames:
         raise ValueError(f"fit_seconds={cfg.fit_seconds} covers the whole input ({clip.num_frames} frames at "
                          f"{clip.fps:g} fps): give a shorter fit_seconds or a trained ckpt_path")
-    return SubClip(clip, 0, n_fit, clip_id=f"{clip.clip_id}-fit")
+    return n_fit
 
 
-def fit_or_load(pipe, cfg: DictConfig, clip: Clip) -> str:
-    """Loads the scorer from ckpt_path or fits it on the first fit_seconds of ``clip``; returns the note to show."""
+def chunk_clip(clip: Clip, a: int, b: int) -> Clip:
+    """The clip the pipeline processes for frames [a, b) (the same id, so the stage cache is shared)."""
+    return clip if (a, b) == (0, clip.num_frames) else SubClip(clip, a, b, clip_id=f"{clip.clip_id}@{a}-{b}")
+
+
+def fit_or_load(pipe, cfg: DictConfig, clip: Clip, first_chunk: tuple[int, int]):
+    """Loads the scorer from ckpt_path or fits it on the first fit_seconds of ``clip``, and calibrates the alarm
+    (:func:`tao_lab.alarm.fit_on_window`). Returns (the note to show, the Alarm, frames in the fit window)."""
+    from tao_lab.alarm import fit_on_window
+
+    n_fit = fit_frames(cfg, clip)
+    # the window's objects come from the first processing chunk, detected and tracked as the main pass does
+    window_clip = chunk_clip(clip, 0, max(first_chunk[1], n_fit))
     if cfg.get("ckpt_path"):
         pipe.fit_scorer([], ckpt_path=cfg.ckpt_path)
-        return f"scorer loaded from checkpoint {cfg.ckpt_path}"
-    n_fit = max(2, int(round(float(cfg.fit_seconds) * clip.fps)))
-    if n_fit >= clip.num_frames:
-        raise ValueError(f"fit_seconds={cfg.fit_seconds} covers the whole input ({clip.num_frames} frames at "
-                         f"{clip.fps:g} fps): give a shorter fit_seconds or a trained ckpt_path")
-    fit_clip = SubClip(clip, 0, n_fit, clip_id=f"{clip.clip_id}-fit")
+        alarm = fit_on_window(pipe, cfg, window_clip, n_fit, from_checkpoint=True)
+        return f"scorer loaded from checkpoint {cfg.ckpt_path}", alarm, n_fit
     note = (f"no checkpoint given: the scorer was fitted on the first {float(cfg.fit_seconds):g} s ({n_fit} frames) "
             f"of the input itself, assumed to be normal; anomalies in that part cannot be found")
     log.warning(note)
-    pipe.fit_scorer([fit_clip])
-    return note
+    alarm = fit_on_window(pipe, cfg, window_clip, n_fit, from_checkpoint=False)
+    return note, alarm, n_fit
 
 
 def chunk_bounds(num_frames: int, fps: float, chunk_seconds: Optional[float], height: int = 0, width: int = 0,
@@ -185,11 +192,9 @@ def run_inference(cfg: DictConfig, logger=None) -> dict:
     start_time = time.perf_counter()
     clip = open_input(cfg)
     pipe = Pipeline(cfg)
-    fit_note = fit_or_load(pipe, cfg, clip)
-    from tao_lab.alarm import calibrate_on_window
-
-    window = fit_window(cfg, clip)
-    alarm = calibrate_on_window(pipe, cfg, window, from_checkpoint=bool(cfg.get("ckpt_path")))
+    chunks = chunk_bounds(clip.num_frames, clip.fps, cfg.get("chunk_seconds"), clip.height, clip.width,
+                          cfg.get("max_chunk_mb"))
+    fit_note, alarm, n_fit = fit_or_load(pipe, cfg, clip, chunks[0])
     tau = float(pipe.threshold.tau)  # the object threshold: which objects become prompts (TAO's tau)
 
     out_dir = Path(cfg.paths.output_dir) / "outputs"
@@ -197,8 +202,7 @@ def run_inference(cfg: DictConfig, logger=None) -> dict:
     shutil.rmtree(tmp_dir, ignore_errors=True)
     (tmp_dir / "masks").mkdir(parents=True)
     try:
-        result = _process(cfg, pipe, clip, tmp_dir, tau, alarm, window.num_frames, fit_note, start_time,
-                          progress)
+        result = _process(cfg, pipe, clip, chunks, tmp_dir, tau, alarm, n_fit, fit_note, start_time, progress)
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(tmp_dir, out_dir)
     except BaseException:
@@ -228,10 +232,8 @@ def run_inference(cfg: DictConfig, logger=None) -> dict:
     return result
 
 
-def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, alarm, n_fit: int, fit_note: str,
+def _process(cfg, pipe, clip: Clip, chunks: list, tmp_dir: Path, tau: float, alarm, n_fit: int, fit_note: str,
              start_time: float, progress) -> dict:
-    chunks = chunk_bounds(clip.num_frames, clip.fps, cfg.get("chunk_seconds"), clip.height, clip.width,
-                          cfg.get("max_chunk_mb"))
     show = bool(cfg.get("progress", True))
     frame_scores = np.zeros(clip.num_frames, np.float32)
     tracks, segmented, prompts = [], [], []
@@ -239,7 +241,7 @@ def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, alarm, n_fit: int
     write_masks = bool(cfg.get("write_masks", True))
     # pass 1: the pipeline chunk by chunk; masks go to disk right away, so one chunk's maps are in memory
     for k, (a, b) in enumerate(progress(chunks, f"pipeline ({len(chunks)} chunk{'s' * (len(chunks) > 1)})", show)):
-        part = clip if (a, b) == (0, clip.num_frames) else SubClip(clip, a, b, clip_id=f"{clip.clip_id}@{a}-{b}")
+        part = chunk_clip(clip, a, b)
         scores = pipe.scores(part)
         seg = pipe.segmentation(part, scores)
         pr = pipe.prompts(part, scores)

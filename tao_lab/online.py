@@ -371,15 +371,15 @@ class OnlinePipeline:
             note = ""
             from_checkpoint = self.fitted
             if not self.fitted:
-                self.pipe.fit_scorer([clip])
                 note = (f"no checkpoint given: the scorer was fitted on the first {n} frames "
                         f"({n / self.fps:.1f} s) of the stream, assumed to be normal")
                 log.warning(note)
-            if self.alarm is None:
-                from tao_lab.alarm import calibrate_on_window
+            if self.alarm is None or not from_checkpoint:
+                from tao_lab.alarm import fit_on_window
 
-                # causal held-out scores: online, a frame's score sees only the ring buffer's past
-                self.alarm = calibrate_on_window(self.pipe, self.pipe.cfg, clip, from_checkpoint, causal_window=self.T)
+                # fits the scorer too when there is no checkpoint; causal held-out scores, since online a
+                # frame's score sees only the ring buffer's past
+                self.alarm = fit_on_window(self.pipe, self.pipe.cfg, clip, n, from_checkpoint, causal_window=self.T)
             self._fit_background(clip)
             self._setup(clip.height, clip.width, str(source))
             self._prev_grey = cv2.cvtColor(last, cv2.COLOR_BGR2GRAY)  # the first emitted frame gets real flow

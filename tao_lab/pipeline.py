@@ -277,6 +277,16 @@ class Pipeline:
         self.fit_threshold()
         return path
 
+    def set_scorer(self, scorer, key: str) -> None:
+        """Uses an already fitted ``scorer`` (``key``: its identity for the downstream cache keys) and fits the
+        object threshold on its training scores."""
+        self.scorer, self._scorer_key = scorer, key
+        self.caches.pop("score", None)  # downstream keys are rebuilt with the new scorer
+        self.caches.pop("prompts", None)
+        self.caches.pop("segment", None)
+        self.scorer.eval()
+        self.fit_threshold()
+
     def new_fitted_scorer(self, items: list) -> Any:
         """A fresh scorer of the configured kind fitted on ``items`` [(tracks, features, num_frames)] (also used
         by :mod:`tao_lab.alarm` to fit the cross-fitting scorers, which must not see the frames they score)."""
