@@ -90,16 +90,17 @@ def main(argv=None) -> int:
     base = ["input=unused", "progress=false", *args.overrides]
     rows = []
     if args.avenue:
-        data = load_dataset(compose_config([*base, "dataset=avenue", f"paths.data_dir={args.avenue}"],
-                                           config_name="infer"))
+        # avenue_partial has no training videos: read the test split only
+        data = load_dataset(compose_config(["progress=false", "dataset=avenue", f"paths.data_dir={args.avenue}",
+                                            "+dataset.splits=[test]"], config_name="eval"))
         for clip in data.test:
             cfg = compose_config(base, config_name="infer")
             rows.append({"set": "avenue, fit on first seconds",
                          **run_clip(cfg, clip, fit_frames_for(clip.num_frames, clip.fps, args.fit_seconds))})
             print(json.dumps(rows[-1]), flush=True)
     if args.ped2:
-        data = load_dataset(compose_config([*base, "dataset=ucsd_ped2", f"paths.data_dir={args.ped2}"],
-                                           config_name="infer"))
+        data = load_dataset(compose_config(["progress=false", "dataset=ucsd_ped2", f"paths.data_dir={args.ped2}"],
+                                           config_name="eval"))
         wanted = set(args.ped2_clips.split(",")) if args.ped2_clips else None
         for clip in data.test:
             n_fit = fit_frames_for(clip.num_frames, clip.fps, args.fit_seconds)

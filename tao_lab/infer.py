@@ -18,9 +18,13 @@ written):
 - ``tracks.txt`` / ``detections.txt``: the tracked and the segmented objects in the RBDC/TBDC text formats of
   :mod:`tao_lab.metrics` (``track_id,frame_id,x_min,y_min,x_max,y_max`` and ``frame_id,x_min,y_min,x_max,y_max,
   score``; 0-based frames, inclusive max corner), ready for ``python -m tao_lab.metrics object``;
-- ``frame_scores.csv``: ``frame_id,time_s,score,anomalous``; ``prompts.csv``: the segmenter prompts;
-- ``report.html``: a self-contained report (score timeline, gallery of the most anomalous objects, summary and
-  the configuration used); ``NOTE.txt``: how the scorer was obtained; ``summary.json``: counts and timings.
+- ``frame_scores.csv``: ``frame_id,time_s,score,anomalous`` (anomalous = flagged by the calibrated frame alarm,
+  :mod:`tao_lab.alarm`); ``prompts.csv``: the segmenter prompts;
+- ``events.csv``: runs of flagged frames (:mod:`tao_lab.events`) with start, end, peak and top objects;
+- ``report.html``: a self-contained report opening with the events (choosing one plays annotated.mp4 from it)
+  and the score timeline, then the summary, the gallery of the most anomalous objects (real objects before
+  fragments, :mod:`tao_lab.fragments`) and the configuration used; ``NOTE.txt``: how the scorer was obtained;
+  ``summary.json``: counts, the alarm (target and reached false-alarm rate), the events and timings.
 
 Memory stays bounded on long videos: frames are streamed, and the pipeline runs on chunks of ``chunk_seconds``
 (masks of one chunk in memory at a time); track and object ids are made unique across chunks by an offset.

@@ -275,6 +275,11 @@ class _OnlineByteTrack:
         if fid % 100 == 0:  # forget ids of tracks ByteTrack has dropped (bounded memory on endless streams)
             alive = {int(t.track_id) for t in (*self.tracker.tracked_stracks, *self.tracker.lost_stracks)}
             self.ids = {k: v for k, v in self.ids.items() if k in alive}
+        # ByteTrack keeps up to 1000 removed tracks (Kalman state each) only to keep them out of its lost pool;
+        # tracks removed this long ago cannot be in it any more, so a short history is enough on endless streams
+        removed = getattr(self.tracker, "removed_stracks", None)
+        if removed is not None and len(removed) > 64:
+            self.tracker.removed_stracks = removed[-64:]
         return out
 
 
