@@ -130,13 +130,15 @@ def window_blocks(objects: ObjectTable, features: dict, num_frames: int, folds: 
                          f"{2 * min_frames}); give a longer fit_seconds")
     k = max(2, min(int(folds), num_frames // max(1, min_frames)))
     edges = np.linspace(0, num_frames, k + 1).round().astype(int)
-    out = []
-    for a, b in zip(edges, edges[1:]):
-        m = (objects.frame >= a) & (objects.frame < b)
-        o = objects.take(m)
-        out.append((ObjectTable(o.frame - a, o.xyxy, o.score, o.track_id, o.cls),
-                    {name: v[m] for name, v in features.items()}, int(b - a)))
-    return out
+    return [frame_range(objects, features, int(a), int(b)) for a, b in zip(edges, edges[1:])]
+
+
+def frame_range(objects: ObjectTable, features: dict, a: int, b: int) -> tuple:
+    """The item ``(objects, features, b - a)`` of frames [a, b), re-indexed from frame 0."""
+    m = (objects.frame >= a) & (objects.frame < b)
+    o = objects.take(m)
+    return (ObjectTable(o.frame - a, o.xyxy, o.score, o.track_id, o.cls),
+            {name: v[m] for name, v in features.items()}, int(b - a))
 
 
 def crossfit_items(pipe, items: list, folds: int, causal_window: Optional[int] = None) -> tuple[np.ndarray, str]:
@@ -179,7 +181,7 @@ def fit_on_window(pipe, cfg, clip: Clip, num_frames: int, from_checkpoint: bool,
     folds = int(acfg.get("folds", 5))
     objects, feats = pipe.tracks(clip), pipe.features(clip)
     if from_checkpoint:
-        window = window_blocks(objects, feats, num_frames, 1, min_frames=1)[0]
+        window = frame_range(objects, feats, 0, int(num_frames))
         scores = _frame_scores(pipe.scorer, window, causal_window)
         how = (f"held-out window: the checkpoint's scores of the first {num_frames} frames of the input (not seen "
                f"in training, assumed normal)" + (", causal scores" if causal_window else ""))
