@@ -65,3 +65,24 @@ def test_dropped_stream_is_reconnected_and_the_gap_recorded(tmp_path):
     assert json.loads((out / "summary.json").read_text())["gaps"] == gaps
     assert (out / "gaps.csv").read_text().splitlines()[1].startswith("79,")
     assert "Stream gaps" in (out / "report.html").read_text()
+
+
+def test_latency_stats_in_constant_memory_match_the_exact_ones():
+    from tao_lab.online import LatencyStats, latency_summary
+
+    lat = np.linspace(0.010, 0.050, 401)  # 10..50 ms
+    stats = LatencyStats()
+    for v in lat:
+        stats.add(v)
+    got, exact = stats.summary(), latency_summary(list(lat))
+    assert got["frames"] == 401 and got["mean_ms"] == exact["mean_ms"] and got["max_ms"] == exact["max_ms"]
+    assert abs(got["p50_ms"] - exact["p50_ms"]) <= 0.1 and abs(got["p95_ms"] - exact["p95_ms"]) <= 0.1
+    assert stats.hist.nbytes == LatencyStats.BINS * 8  # the same size after 401 frames as after 4 million
+
+
+def test_a_file_that_ends_is_not_reconnected(tmp_path):
+    from tao_lab.online import ReconnectingSource
+
+    video = write_video(tmp_path / "short.mp4", num_frames=12)
+    src = ReconnectingSource(str(video), attempts=3, delay_s=5.0)
+    assert sum(1 for _ in src) == 12 and src.gaps == [] and src.stopped == "end of stream"
