@@ -151,6 +151,11 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
     if frame_labels:
         for k, v in M.frame_metrics(frame_scores, frame_labels).items():
             out[f"frame_{k}"] = v
+        alarm = getattr(pipe, "alarm", None)
+        if alarm is not None:  # the operating point at the calibrated alarm threshold (tao_lab.alarm)
+            out.update(alarm_operating_point(alarm, frame_scores, frame_labels, cfg,
+                                             [c.fps for c in clips if c.gt is not None and
+                                              c.gt.frame_labels is not None]))
         from tao_lab.report.plots import frame_curves
 
         curves.update(frame_curves(frame_scores, frame_labels))
@@ -193,6 +198,24 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
 
 def _has_masks(clip: Clip) -> bool:
     return clip.gt is not None and clip.gt.mask is not None and clip.gt.frame_labels is not None
+
+
+def alarm_operating_point(alarm, frame_scores: list, frame_labels: list, cfg, fps: list) -> dict[str, float]:
+    """``frame_alarm_{precision,recall,false_alarm_rate,event_recall}`` of the flagged frames, events merged as
+    in infer.py (config ``events``), plus the event counts (``alarm_events``, ``alarm_false_events``)."""
+    from tao_lab.events import find_events, frames_of
+    from tao_lab.metrics.operating_point import operating_point
+
+    ecfg = cfg.get("events") or {}
+    flags = [alarm(s) for s in frame_scores]
+    events = [[(e.start, e.end) for e in find_events(f, s, frames_of(ecfg.get("max_gap_s", 0.5), r),
+                                                     max(1, frames_of(ecfg.get("min_length_s", 0.2), r)))]
+              for f, s, r in zip(flags, frame_scores, fps)]
+    op = operating_point(flags, frame_labels, events)
+    return {"frame_alarm_precision": op["precision"], "frame_alarm_recall": op["recall"],
+            "frame_alarm_false_alarm_rate": op["false_alarm_rate"], "frame_alarm_event_recall": op["event_recall"],
+            "alarm_events": op["events"], "alarm_false_events": op["false_events"],
+            "alarm_anomalous_intervals": op["anomalous_intervals"]}
 
 
 def _video_row(clip: Clip, frame_scores: np.ndarray, labels: Optional[np.ndarray], seg) -> dict:

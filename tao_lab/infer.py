@@ -18,9 +18,13 @@ written):
 - ``tracks.txt`` / ``detections.txt``: the tracked and the segmented objects in the RBDC/TBDC text formats of
   :mod:`tao_lab.metrics` (``track_id,frame_id,x_min,y_min,x_max,y_max`` and ``frame_id,x_min,y_min,x_max,y_max,
   score``; 0-based frames, inclusive max corner), ready for ``python -m tao_lab.metrics object``;
-- ``frame_scores.csv``: ``frame_id,time_s,score,anomalous``; ``prompts.csv``: the segmenter prompts;
-- ``report.html``: a self-contained report (score timeline, gallery of the most anomalous objects, summary and
-  the configuration used); ``NOTE.txt``: how the scorer was obtained; ``summary.json``: counts and timings.
+- ``frame_scores.csv``: ``frame_id,time_s,score,anomalous`` (anomalous = flagged by the calibrated frame alarm,
+  :mod:`tao_lab.alarm`); ``prompts.csv``: the segmenter prompts;
+- ``events.csv``: runs of flagged frames (:mod:`tao_lab.events`) with start, end, peak and top objects;
+- ``report.html``: a self-contained report opening with the events (choosing one plays annotated.mp4 from it)
+  and the score timeline, then the summary, the gallery of the most anomalous objects (real objects before
+  fragments, :mod:`tao_lab.fragments`) and the configuration used; ``NOTE.txt``: how the scorer was obtained;
+  ``summary.json``: counts, the alarm (target and reached false-alarm rate), the events and timings.
 
 Memory stays bounded on long videos: frames are streamed, and the pipeline runs on chunks of ``chunk_seconds``
 (masks of one chunk in memory at a time); track and object ids are made unique across chunks by an offset.
@@ -116,23 +120,44 @@ def open_input(cfg: DictConfig) -> Clip:
     return clip
 
 
-def fit_or_load(pipe, cfg: DictConfig, clip: Clip) -> str:
-    """Loads the scorer from ckpt_path or fits it on the first fit_seconds of ``clip``; returns the note to show."""
-    if cfg.get("ckpt_path"):
-        pipe.fit_scorer([], ckpt_path=cfg.ckpt_path)
-        return f"scorer loaded from checkpoint {cfg.ckpt_path}"
+def fit_frames(cfg: DictConfig, clip: Clip) -> int:
+    """Frames in the first ``fit_seconds`` of the input: the scorer's fit data without a checkpoint, and with one
+    the alarm's held-out calibration frames (assumed normal either way)."""
     n_fit = max(2, int(round(float(cfg.fit_seconds) * clip.fps)))
+    if n_fit >= clip.num_frames and cfg.get("ckpt_path"):
+        n_fit = max(2, clip.num_frames // 2)
+        log.warning("fit_seconds=%s covers the whole input: the alarm is calibrated on its first half (%d frames)",
+                    cfg.fit_seconds, n_fit)
     if n_fit >= clip.num_frames:
         raise ValueError(f"fit_seconds={cfg.fit_seconds} covers the whole input ({clip.num_frames} frames at "
                          f"{clip.fps:g} fps): give a shorter fit_seconds or a trained ckpt_path")
-    fit_clip = SubClip(clip, 0, n_fit, clip_id=f"{clip.clip_id}-fit")
+    return n_fit
+
+
+def chunk_clip(clip: Clip, a: int, b: int) -> Clip:
+    """The clip the pipeline processes for frames [a, b) (the same id, so the stage cache is shared)."""
+    return clip if (a, b) == (0, clip.num_frames) else SubClip(clip, a, b, clip_id=f"{clip.clip_id}@{a}-{b}")
+
+
+def fit_or_load(pipe, cfg: DictConfig, clip: Clip, first_chunk: tuple[int, int]):
+    """Loads the scorer from ckpt_path or fits it on the first fit_seconds of ``clip``, and calibrates the alarm
+    (:func:`tao_lab.alarm.fit_on_window`). Returns (the note to show, the Alarm, frames in the fit window)."""
+    from tao_lab.alarm import fit_on_window
+
+    n_fit = fit_frames(cfg, clip)
+    # the window's objects come from the first processing chunk, detected and tracked as the main pass does
+    window_clip = chunk_clip(clip, 0, max(first_chunk[1], n_fit))
+    if cfg.get("ckpt_path"):
+        pipe.fit_scorer([], ckpt_path=cfg.ckpt_path)
+        alarm = fit_on_window(pipe, cfg, window_clip, n_fit, from_checkpoint=True)
+        return f"scorer loaded from checkpoint {cfg.ckpt_path}", alarm, n_fit
     note = (f"no checkpoint given: the scorer was fitted on the first {float(cfg.fit_seconds):g} s ({n_fit} frames) "
             f"of the input itself, assumed to be normal; anomalies in that part cannot be found")
     log.warning(note)
     from tao_lab.pipeline import NoTrainingObjectsError
 
     try:
-        pipe.fit_scorer([fit_clip])
+        alarm = fit_on_window(pipe, cfg, window_clip, n_fit, from_checkpoint=False)
     except NoTrainingObjectsError:
         raise NoTrainingObjectsError(
             f"input {cfg.get('input')!r}: its first {float(cfg.fit_seconds):g} s ({n_fit} frames), on which the scorer "
@@ -140,7 +165,7 @@ def fit_or_load(pipe, cfg: DictConfig, clip: Clip) -> str:
             f"window that shows normal activity, e.g. fit_seconds={_longer_window(cfg.fit_seconds, clip)} (it must "
             f"stay below the input's {clip.num_frames / max(clip.fps, 1e-6):g} s), or give a scorer trained with "
             f"train.py: ckpt_path=<train run dir>/scorer.ckpt") from None
-    return note
+    return note, alarm, n_fit
 
 
 def _longer_window(fit_seconds: float, clip: Clip) -> str:
@@ -193,15 +218,17 @@ def run_inference(cfg: DictConfig, logger=None) -> dict:
     start_time = time.perf_counter()
     clip = open_input(cfg)
     pipe = Pipeline(cfg)
-    fit_note = fit_or_load(pipe, cfg, clip)
-    tau = float(pipe.threshold.tau)
+    chunks = chunk_bounds(clip.num_frames, clip.fps, cfg.get("chunk_seconds"), clip.height, clip.width,
+                          cfg.get("max_chunk_mb"))
+    fit_note, alarm, n_fit = fit_or_load(pipe, cfg, clip, chunks[0])
+    tau = float(pipe.threshold.tau)  # the object threshold: which objects become prompts (TAO's tau)
 
     out_dir = Path(cfg.paths.output_dir) / "outputs"
     tmp_dir = out_dir.with_name("outputs.partial")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     (tmp_dir / "masks").mkdir(parents=True)
     try:
-        result = _process(cfg, pipe, clip, tmp_dir, tau, fit_note, start_time, progress)
+        result = _process(cfg, pipe, clip, chunks, tmp_dir, tau, alarm, n_fit, fit_note, start_time, progress)
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(tmp_dir, out_dir)
     except BaseException:
@@ -217,16 +244,22 @@ def run_inference(cfg: DictConfig, logger=None) -> dict:
     print(f"\ntao_lab infer on {clip.source or clip.clip_id}")
     print(f"  NOTE: {fit_note}")
     for k in ("frames", "seconds", "objects_scored", "tracks", "objects_segmented", "anomalous_frames",
-              "threshold_tau", "time_s"):
-        print(f"  {k:<20} {result[k]}")
+              "flagged_in_fit_window", "alarm_threshold", "prompt_threshold_tau", "time_s"):
+        print(f"  {k:<22} {result[k]}")
+    a = result["alarm"]
+    print(f"  alarm: target false-alarm rate {a['target_false_alarm_rate']:g}, "
+          f"{a['false_alarm_rate_on_held_out_fit_frames']:.4g} reached on {a['held_out_fit_frames']} held-out "
+          f"fit frames ({a['calibration']})")
+    print(f"  events: {len(result['events'])}")
+    for ev in result["events"][:10]:
+        print(f"    #{ev['event']:<3} {ev['start_s']:8.2f} s - {ev['end_s']:8.2f} s  peak {ev['peak_score']:.3f}  "
+              f"tracks {' '.join(str(o['track_id']) for o in ev['objects'])}")
     print(f"outputs: {out_dir}" + (f"\nreport:  {out_dir / 'report.html'}" if cfg.get("report", True) else ""))
     return result
 
 
-def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, fit_note: str, start_time: float,
-             progress) -> dict:
-    chunks = chunk_bounds(clip.num_frames, clip.fps, cfg.get("chunk_seconds"), clip.height, clip.width,
-                          cfg.get("max_chunk_mb"))
+def _process(cfg, pipe, clip: Clip, chunks: list, tmp_dir: Path, tau: float, alarm, n_fit: int, fit_note: str,
+             start_time: float, progress) -> dict:
     show = bool(cfg.get("progress", True))
     frame_scores = np.zeros(clip.num_frames, np.float32)
     tracks, segmented, prompts = [], [], []
@@ -234,7 +267,7 @@ def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, fit_note: str, st
     write_masks = bool(cfg.get("write_masks", True))
     # pass 1: the pipeline chunk by chunk; masks go to disk right away, so one chunk's maps are in memory
     for k, (a, b) in enumerate(progress(chunks, f"pipeline ({len(chunks)} chunk{'s' * (len(chunks) > 1)})", show)):
-        part = clip if (a, b) == (0, clip.num_frames) else SubClip(clip, a, b, clip_id=f"{clip.clip_id}@{a}-{b}")
+        part = chunk_clip(clip, a, b)
         scores = pipe.scores(part)
         seg = pipe.segmentation(part, scores)
         pr = pipe.prompts(part, scores)
@@ -258,7 +291,7 @@ def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, fit_note: str, st
     tracks_t, seg_t = ObjectTable.concat(tracks), ObjectTable.concat(segmented)
     prompts_t = Prompts(*(np.concatenate([getattr(p, f) for p in prompts]) for f in
                           ("frame", "obj_id", "xyxy", "point", "score"))) if prompts else Prompts.empty()
-    flagged = frame_scores >= tau
+    flagged = alarm(frame_scores)  # the calibrated frame alarm (tau above is the prompt filter's object cut)
 
     write_objects_csv(tmp_dir / "tracks.csv", tracks_t)
     write_mot(tmp_dir / "tracks_mot.txt", tracks_t)
@@ -280,21 +313,36 @@ def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, fit_note: str, st
                comments="", fmt="%.6g")
     (tmp_dir / "NOTE.txt").write_text(fit_note + "\n")
 
-    # pass 2: stream the frames once more for the annotated video and the gallery crops
-    gallery_rows = _gallery_rows(tracks_t, int(cfg.get("gallery_size", 12)))
-    gallery, key_frame = _render(cfg, clip, tmp_dir, frame_scores, tracks_t, seg_t, tau, gallery_rows, progress,
-                                 show)
+    # events: runs of flagged frames; their top objects and the gallery rank real objects before fragments
+    from tao_lab.events import attach_objects, find_events, frames_of, write_events_csv
+    from tao_lab.fragments import fragment_reasons, rank_tracks
+
+    ecfg = cfg.get("events") or {}
+    reasons = fragment_reasons(tracks_t, clip.height, clip.width, **dict(cfg.get("fragments") or {}))
+    events = find_events(flagged, frame_scores, frames_of(ecfg.get("max_gap_s", 0.5), clip.fps),
+                         max(1, frames_of(ecfg.get("min_length_s", 0.2), clip.fps)))
+    attach_objects(events, tracks_t, int(ecfg.get("top_objects", 3)), {t: bool(r) for t, r in reasons.items()})
+    write_events_csv(tmp_dir / "events.csv", events, clip.fps)
+
+    # pass 2: stream the frames once more for the annotated video and the gallery / event crops
+    gallery_rows = rank_tracks(tracks_t, reasons, int(cfg.get("gallery_size", 12)))
+    event_rows = [o["row"] for ev in events for o in ev.objects[:1]]
+    gallery, key_frame, event_crops = _render(cfg, clip, tmp_dir, frame_scores, tracks_t, seg_t, tau, alarm.tau,
+                                              gallery_rows, reasons, event_rows, progress, show)
 
     summary = {"input": str(cfg.get("input")), "frames": int(clip.num_frames), "fps": float(clip.fps),
                "seconds": round(clip.num_frames / max(clip.fps, 1e-6), 2),
                "size": f"{clip.width}x{clip.height}", "objects_scored": int(len(tracks_t)),
                "tracks": int(len(np.unique(tracks_t.track_id))), "objects_segmented": int(len(seg_t)),
-               "anomalous_frames": int(flagged.sum()), "threshold_tau": round(tau, 4),
+               "anomalous_frames": int(flagged.sum()), "alarm_threshold": round(alarm.tau, 6),
+               "flagged_in_fit_window": int(flagged[:n_fit].sum()), "fit_window_frames": int(n_fit),
+               "alarm": alarm.to_dict(), "prompt_threshold_tau": round(tau, 4),
+               "events": [ev.to_dict(clip.fps) for ev in events],
                "max_frame_score": round(float(frame_scores.max(initial=0.0)), 4), "chunks": len(chunks),
                "scorer": fit_note, "time_s": round(time.perf_counter() - start_time, 2)}
     if cfg.get("report", True):
-        write_infer_report(tmp_dir / "report.html", cfg, clip, summary, frame_scores, tau, flagged, gallery,
-                           fit_note, key_frame)
+        write_infer_report(tmp_dir / "report.html", cfg, clip, summary, frame_scores, alarm.tau, flagged, gallery,
+                           fit_note, key_frame, event_crops)
     summary["time_s"] = round(time.perf_counter() - start_time, 2)
     summary["files"] = sorted([str(p.relative_to(tmp_dir)) for p in tmp_dir.iterdir()] + ["summary.json"])
     tmp = tmp_dir / "summary.json.tmp"
@@ -304,40 +352,25 @@ def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, fit_note: str, st
     return summary
 
 
-def _gallery_rows(tracks: ObjectTable, k: int) -> list[int]:
-    """Row indices of the k most anomalous tracks (each track's highest-scored row), highest first."""
-    if not len(tracks) or k <= 0:
-        return []
-    order = np.argsort(-tracks.score, kind="stable")
-    seen, rows = set(), []
-    for r in order:
-        t = int(tracks.track_id[r])
-        if t in seen:
-            continue
-        seen.add(t)
-        rows.append(int(r))
-        if len(rows) == k:
-            break
-    return rows
-
-
 def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: ObjectTable, tau: float,
-            gallery_rows: list[int], progress, show: bool):
+            alarm_tau: float, gallery_rows: list[int], reasons: dict, event_rows: list[int], progress, show: bool):
     """Writes annotated.mp4 (if enabled) and returns (gallery [(crop, caption)], the most anomalous annotated
-    frame as (image, caption) or None)."""
+    frame as (image, caption) or None, {row: crop} of the events' top objects).
+
+    tau: the object threshold (objects drawn red above it); alarm_tau: the frame alarm (timeline, "ANOMALY")."""
     from tao_lab.report.overlay import TimelineBar, VideoWriter, compose_frame, crop_with_context, draw_objects
 
     write_video = bool(cfg.get("write_video", True))
-    if not write_video and not gallery_rows:
-        return [], None
+    if not write_video and not gallery_rows and not event_rows:
+        return [], None, {}
     top = int(np.argmax(frame_scores)) if len(frame_scores) else -1
     key_frame = None
     by_frame: dict[int, list[int]] = {}
-    for r in gallery_rows:
+    for r in dict.fromkeys([*gallery_rows, *event_rows]):
         by_frame.setdefault(int(tracks.frame[r]), []).append(r)
     crops: dict[int, np.ndarray] = {}
     writer = VideoWriter(out / "annotated.mp4", clip.fps) if write_video else None
-    timeline = TimelineBar(frame_scores, clip.width, tau) if write_video else None
+    timeline = TimelineBar(frame_scores, clip.width, alarm_tau) if write_video else None
     t_order = np.argsort(tracks.frame, kind="stable")
     t_starts = np.searchsorted(tracks.frame[t_order], np.arange(clip.num_frames + 1))
     mask_dir = out / "masks"
@@ -350,17 +383,18 @@ def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: 
             inst = read_mask_png(mask_file) if mask_file.is_file() else None
             if i in by_frame:
                 for r in by_frame[i]:
-                    crops[r] = crop_with_context(frame, tracks.xyxy[r], instance_map=inst)
+                    # a wide margin: the object with what it is doing and where (context, not just the box)
+                    crops[r] = crop_with_context(frame, tracks.xyxy[r], pad=0.75, instance_map=inst)
             if writer is not None:
                 rows = t_order[t_starts[i]:t_starts[i + 1]]
                 img = draw_objects(frame, inst, tracks.xyxy[rows], tracks.track_id[rows], tracks.score[rows], tau=tau)
                 text = f"frame {i}  t={i / max(clip.fps, 1e-6):.1f}s  score {frame_scores[i]:.2f}" + \
-                       ("  ANOMALY" if frame_scores[i] >= tau else "")
+                       ("  ANOMALY" if frame_scores[i] > alarm_tau else "")
                 composed = compose_frame(img, timeline, i, text)
                 writer.write(composed)
                 if i == top:
                     key_frame = (composed, f"frame {i} (t={i / max(clip.fps, 1e-6):.1f} s), frame score "
-                                           f"{frame_scores[i]:.3f}, threshold {tau:.3g}")
+                                           f"{frame_scores[i]:.3f}, alarm threshold {alarm_tau:.3g}")
         if writer is not None:
             writer.close()
     except BaseException:
@@ -371,22 +405,35 @@ def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: 
     for r in gallery_rows:
         if r in crops:
             s = float(tracks.score[r])
-            cap = (f"track {int(tracks.track_id[r])}  score {s:.3f}{' (flagged)' if s >= tau else ''}\n"
-                   f"frame {int(tracks.frame[r])}  t={int(tracks.frame[r]) / max(clip.fps, 1e-6):.1f}s")
+            why = reasons.get(int(tracks.track_id[r]), "short")
+            cap = (f"track {int(tracks.track_id[r])}  score {s:.3f}{' (prompted)' if s > tau else ''}\n"
+                   f"frame {int(tracks.frame[r])}  t={int(tracks.frame[r]) / max(clip.fps, 1e-6):.1f}s"
+                   + (f"\nfragment ({why})" if why else ""))
             gallery.append((crops[r], cap))
-    return gallery, key_frame
+    return gallery, key_frame, {r: crops[r] for r in event_rows if r in crops}
 
 
-def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores: np.ndarray, tau: float,
-                       flagged: np.ndarray, gallery, fit_note: str, key_frame=None) -> Path:
+def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores: np.ndarray, alarm_tau: float,
+                       flagged: np.ndarray, gallery, fit_note: str, key_frame=None, event_crops=None) -> Path:
+    """report.html: opens with the events (click one to seek the annotated video) and the score timeline."""
+    from tao_lab.report.events import events_html
     from tao_lab.report.html import image_data_uri, write_report
     from tao_lab.report.plots import timeline_png
     from tao_lab.run_info import resolved_config
 
-    plot = timeline_png(frame_scores, tau=tau, fps=clip.fps, flagged=flagged,
-                        title=f"frame anomaly score of {clip.clip_id} (red: above the threshold)")
+    plot = timeline_png(frame_scores, tau=alarm_tau, fps=clip.fps, flagged=flagged,
+                        title=f"frame anomaly score of {clip.clip_id} (red: flagged by the alarm)")
     config_text = OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg)))
-    shown = {k: v for k, v in summary.items() if k not in ("scorer", "files")}
+    shown = {k: v for k, v in summary.items() if k not in ("scorer", "files", "events", "alarm")}
+    a = summary["alarm"]
+    alarm_note = (f"Alarm: a frame is flagged when its score exceeds {a['threshold']:.4g}, fitted for a target "
+                  f"false-alarm rate of {a['target_false_alarm_rate']:g} on normal frames by {a['method']} on "
+                  f"{a['held_out_fit_frames']} held-out fit frames ({a['calibration']}); rate reached there: "
+                  f"{a['false_alarm_rate_on_held_out_fit_frames']:.4g}. Flagged inside the fit window: "
+                  f"{summary['flagged_in_fit_window']} of {summary['fit_window_frames']}. The object threshold "
+                  f"tau={summary['prompt_threshold_tau']:g} only chooses which objects are segmented.")
+    lead = events_html(summary["events"], event_crops or {}, plot, clip.fps,
+                       video="annotated.mp4" if cfg.get("write_video", True) else None)
     sections = []
     if cfg.get("write_video", True):
         # annotated.mp4 sits next to report.html (H.264, so browsers play it); a relative link keeps the folder
@@ -402,9 +449,9 @@ def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores:
     return write_report(path, title=f"tao_lab inference: {clip.clip_id}",
                         subtitle=f"input {cfg.get('input')} | {clip.num_frames} frames at {clip.fps:g} fps | "
                                  f"{clip.width}x{clip.height}",
-                        notes=[fit_note, "Outputs next to this file: annotated.mp4, masks/, tracks.csv, "
-                                         "objects.csv, frame_scores.csv, prompts.csv."],
-                        summary=shown, plots=[("Score timeline", plot)], gallery=gallery,
-                        sections=sections,
-                        gallery_title="Most anomalous objects (highest-scored frame of each top track)",
+                        notes=[fit_note, alarm_note, "Outputs next to this file: annotated.mp4, events.csv, masks/, "
+                                                     "tracks.csv, objects.csv, frame_scores.csv, prompts.csv."],
+                        lead=lead, summary=shown, gallery=gallery, sections=sections,
+                        gallery_title="Most anomalous objects (highest-scored frame of each top track; fragments "
+                                      "only after every real object)",
                         config_text=config_text)

@@ -64,7 +64,8 @@ class OnlineFrame:
 
     index: 0-based index of the frame in the stream (warm-up frames included); time_s: index / fps;
     objects: this frame's tracked objects (frame = index, stream-wide track ids >= 1, score = calibrated anomaly
-    score); flagged: (K,) bool, score >= tau; frame_score: the frame's anomaly score; anomalous: frame_score >= tau;
+    score); flagged: (K,) bool, object score above the object threshold tau (prompted); frame_score: the frame's
+    anomaly score; anomalous: the calibrated frame alarm fires (frame_score above ``OnlinePipeline.alarm.tau``);
     instance_map: (H, W) int32, 0 = background, k = track id k of a segmented anomalous object;
     score_map: (H, W) float16 pixel anomaly score; latency_s: wall time from reading the frame to this result.
     """
@@ -146,6 +147,102 @@ def read_frames(cap, max_failures: int = 25, live: bool = False) -> Iterator[np.
         yield frame
 
 
+def is_network(source: Source) -> bool:
+    return "://" in str(parse_source(source)) and not isinstance(parse_source(source), int)
+
+
+class ReconnectingSource:
+    """The frames of a source; a network stream (rtsp://, http://, ...) that drops is reopened with backoff.
+
+    A drop is not the end of the stream: after ``max_failures`` failed reads in a row the capture is released and
+    reopened up to ``attempts`` times, waiting ``delay_s``, then ``delay_s * backoff``, ... (at most ``max_delay_s``)
+    between attempts; the first frame after a successful reopen ends the gap. Each gap is recorded in ``gaps`` as
+    ``{"after_frame", "start_s", "length_s", "attempts"}`` (start_s: wall seconds since the source was opened;
+    after_frame: 0-based index of the last frame read before the gap). The stream ends when a file ends, or when
+    the attempts are spent (``stopped`` says why). Files and cameras are not reopened.
+    """
+
+    def __init__(self, source: Source, live: Optional[bool] = None, attempts: int = 10, delay_s: float = 1.0,
+                 backoff: float = 2.0, max_delay_s: float = 30.0, max_failures: int = 25):
+        self.source = source
+        src = parse_source(source)
+        self.live = (isinstance(src, int) or "://" in str(src)) if live is None else bool(live)
+        self.network = is_network(source)
+        self.attempts, self.delay_s = max(0, int(attempts)), max(0.0, float(delay_s))
+        self.backoff, self.max_delay_s = max(1.0, float(backoff)), max(0.0, float(max_delay_s))
+        self.max_failures = int(max_failures)
+        self.gaps: list[dict] = []
+        self.stopped = "end of stream"
+        self.frames_read = 0
+        self.cap = open_source(source)
+        self._t0 = time.perf_counter()
+
+    @property
+    def fps(self) -> float:
+        import cv2
+
+        fps = self.cap.get(cv2.CAP_PROP_FPS) if self.cap is not None else 0.0
+        return float(fps) if fps and 0 < fps < 1000 else 0.0
+
+    def _reopen(self) -> Optional[tuple[Any, int]]:
+        """(capture, attempts used) of a reopened stream that gave a frame, else None when the attempts are spent."""
+        delay = self.delay_s
+        for attempt in range(1, self.attempts + 1):
+            time.sleep(delay)
+            delay = min(delay * self.backoff, self.max_delay_s)
+            try:
+                cap = open_source(self.source)
+            except SourceError as exc:
+                log.warning("reconnect attempt %d/%d to %s failed: %s", attempt, self.attempts, self.source, exc)
+                continue
+            ok, frame = cap.read()
+            if ok and frame is not None:
+                self._pending = frame
+                return cap, attempt
+            cap.release()
+            log.warning("reconnect attempt %d/%d to %s: opened but no frame", attempt, self.attempts, self.source)
+        return None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self._pending = None
+        try:
+            while True:
+                for frame in read_frames(self.cap, self.max_failures, self.live):
+                    self.frames_read += 1
+                    yield frame
+                if not self.network or self.attempts == 0:
+                    return
+                start = time.perf_counter()
+                log.warning("stream %s dropped after frame %d; reconnecting (up to %d attempts)", self.source,
+                            self.frames_read - 1, self.attempts)
+                self.cap.release()
+                self.cap = None
+                got = self._reopen()
+                if got is None:
+                    self.stopped = f"stream lost: {self.attempts} reconnection attempts failed"
+                    self.gaps.append({"after_frame": self.frames_read - 1,
+                                      "start_s": round(start - self._t0, 3),
+                                      "length_s": round(time.perf_counter() - start, 3),
+                                      "attempts": self.attempts, "reconnected": False})
+                    return
+                self.cap, used = got
+                self.gaps.append({"after_frame": self.frames_read - 1, "start_s": round(start - self._t0, 3),
+                                  "length_s": round(time.perf_counter() - start, 3), "attempts": used,
+                                  "reconnected": True})
+                log.warning("stream %s back after %.1f s (%d attempt(s))", self.source, self.gaps[-1]["length_s"],
+                            used)
+                frame, self._pending = self._pending, None
+                self.frames_read += 1
+                yield frame
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
 # ----- per-stage online adapters ----------------------------------------------------------------------------
 class _OnlineByteTrack:
     """One BYTETracker for the whole stream, with the rules of :class:`tao_lab.track.ByteTracker`."""
@@ -178,6 +275,11 @@ class _OnlineByteTrack:
         if fid % 100 == 0:  # forget ids of tracks ByteTrack has dropped (bounded memory on endless streams)
             alive = {int(t.track_id) for t in (*self.tracker.tracked_stracks, *self.tracker.lost_stracks)}
             self.ids = {k: v for k, v in self.ids.items() if k in alive}
+        # ByteTrack keeps up to 1000 removed tracks (Kalman state each) only to keep them out of its lost pool;
+        # tracks removed this long ago cannot be in it any more, so a short history is enough on endless streams
+        removed = getattr(self.tracker, "removed_stracks", None)
+        if removed is not None and len(removed) > 64:
+            self.tracker.removed_stracks = removed[-64:]
         return out
 
 
@@ -232,6 +334,9 @@ class OnlinePipeline:
         self._prev_grey: Optional[np.ndarray] = None
         self._reservoir: deque = deque()
         self._ready = False
+        # the calibrated frame alarm (tao_lab.alarm), fitted in warmup(); the pipeline's object threshold only
+        # chooses the prompts
+        self.alarm = None
 
     # ----- construction -----------------------------------------------------------------------------------
     @classmethod
@@ -269,20 +374,27 @@ class OnlinePipeline:
                 raise SourceError(f"online source {source!r} gave {n} frame(s) during warm-up; need at least 2")
             clip = FrameFolderClip(str(tmp), clip_id=f"{Path(str(source)).name or 'stream'}-warmup", fps=self.fps)
             note = ""
+            from_checkpoint = self.fitted
             if not self.fitted:
+                note = (f"no checkpoint given: the scorer was fitted on the first {n} frames "
+                        f"({n / self.fps:.1f} s) of the stream, assumed to be normal")
+                log.warning(note)
+            if self.alarm is None or not from_checkpoint:
+                from tao_lab.alarm import fit_on_window
+
+                # fits the scorer too when there is no checkpoint; causal held-out scores, since online a
+                # frame's score sees only the ring buffer's past
                 from tao_lab.pipeline import NoTrainingObjectsError
 
                 try:
-                    self.pipe.fit_scorer([clip])
+                    self.alarm = fit_on_window(self.pipe, self.pipe.cfg, clip, n, from_checkpoint,
+                                               causal_window=self.T)
                 except NoTrainingObjectsError:
                     raise NoTrainingObjectsError(
                         f"online source {source!r}: its first {n} frames ({n / self.fps:.3g} s), on which the scorer "
                         f"is fitted when no checkpoint is given, hold no detected object (an empty scene). Warm up "
                         f"on a longer stretch that shows normal activity (a larger fit_seconds), or give a scorer "
                         f"trained with train.py: ckpt_path=<train run dir>/scorer.ckpt") from None
-                note = (f"no checkpoint given: the scorer was fitted on the first {n} frames "
-                        f"({n / self.fps:.1f} s) of the stream, assumed to be normal")
-                log.warning(note)
             self._fit_background(clip)
             self._setup(clip.height, clip.width, str(source))
             self._prev_grey = cv2.cvtColor(last, cv2.COLOR_BGR2GRAY)  # the first emitted frame gets real flow
@@ -443,8 +555,9 @@ class OnlinePipeline:
         self._maybe_refit(frame, i)
         self.index += 1
         cur_objects = objects.with_score(obj_scores.astype(np.float32)) if len(objects) else objects
+        anomalous = bool(self.alarm(frame_score)) if self.alarm is not None else bool(frame_score > tau)
         return OnlineFrame(index=i, time_s=i / self.fps, objects=cur_objects, flagged=flagged,
-                           frame_score=frame_score, anomalous=bool(frame_score >= tau), instance_map=inst,
+                           frame_score=frame_score, anomalous=anomalous, instance_map=inst,
                            score_map=smap, latency_s=time.perf_counter() - t0,
                            frame=frame if self.keep_frames else None)
 
@@ -488,22 +601,20 @@ class OnlinePipeline:
 
     # ----- driving a source -------------------------------------------------------------------------------
     def run(self, source: Source, max_frames: Optional[int] = None, fit_seconds: float = 10.0,
-            live: Optional[bool] = None) -> Iterator[OnlineFrame]:
+            live: Optional[bool] = None, reconnect: Optional[Mapping] = None) -> Iterator[OnlineFrame]:
         """Opens ``source`` and yields one OnlineFrame per frame after the warm-up.
 
         The first ``fit_seconds`` of the stream fit the background model (and the scorer when there is no
-        checkpoint) and are not emitted. ``max_frames`` counts every frame read, warm-up included.
+        checkpoint) and are not emitted. ``max_frames`` counts every frame read, warm-up included. A network
+        stream that drops is reopened (``reconnect``: attempts, delay_s, backoff, max_delay_s of
+        :class:`ReconnectingSource`); the scorer, tracker and buffer carry over, and the gaps are in
+        ``self.source.gaps``.
         """
-        import cv2
-
-        cap = open_source(source)
+        self.source = ReconnectingSource(source, live=live, **dict(reconnect or {}))
         try:
-            fps = cap.get(cv2.CAP_PROP_FPS)
-            if fps and 0 < fps < 1000:
-                self.fps = float(fps)
-            src = parse_source(source)
-            live = (isinstance(src, int) or "://" in str(src)) if live is None else live
-            frames = read_frames(cap, live=live)
+            if self.source.fps:
+                self.fps = self.source.fps
+            frames = iter(self.source)
             n_warm = max(2, int(round(float(fit_seconds) * self.fps)))
             if max_frames is not None and n_warm >= max_frames:
                 raise ValueError(f"max_frames={max_frames} leaves nothing after the {n_warm} warm-up frames "
@@ -524,12 +635,15 @@ class OnlinePipeline:
                 yield self.process(frame, read_time=t_read)
                 count += 1
         finally:
-            cap.release()
+            self.source.release()
 
 
 # ----- infer.py online=true ---------------------------------------------------------------------------------
-def latency_summary(latencies: list[float]) -> dict[str, float]:
-    if not latencies:
+def latency_summary(latencies) -> dict[str, float]:
+    """mean / p50 / p95 / max (ms) and frames/s of a list of latencies (s) or a :class:`LatencyStats`."""
+    if isinstance(latencies, LatencyStats):
+        return latencies.summary()
+    if not len(latencies):
         return {}
     a = np.asarray(latencies) * 1000.0
     return {"frames": int(len(a)), "mean_ms": round(float(a.mean()), 2), "p50_ms": round(float(np.percentile(a, 50)), 2),
@@ -537,16 +651,50 @@ def latency_summary(latencies: list[float]) -> dict[str, float]:
             "fps": round(1000.0 / float(a.mean()), 1) if a.mean() > 0 else float("inf")}
 
 
+class LatencyStats:
+    """Latency statistics in constant memory (a stream may run for days): count, sum, max and a histogram of
+    0.1 ms bins up to 10 s (percentiles to 0.1 ms; slower frames fall in the last bin)."""
+
+    BIN_MS, BINS = 0.1, 100_000
+
+    def __init__(self):
+        self.count, self.total, self.max = 0, 0.0, 0.0
+        self.hist = np.zeros(self.BINS, np.int64)
+
+    def add(self, seconds: float) -> None:
+        ms = float(seconds) * 1000.0
+        self.count += 1
+        self.total += ms
+        self.max = max(self.max, ms)
+        self.hist[min(int(ms / self.BIN_MS), self.BINS - 1)] += 1
+
+    def _percentile(self, q: float) -> float:
+        k = np.searchsorted(np.cumsum(self.hist), q / 100.0 * self.count)
+        return (int(k) + 0.5) * self.BIN_MS
+
+    def summary(self) -> dict[str, float]:
+        if not self.count:
+            return {}
+        mean = self.total / self.count
+        return {"frames": self.count, "mean_ms": round(mean, 2), "p50_ms": round(self._percentile(50), 2),
+                "p95_ms": round(self._percentile(95), 2), "max_ms": round(self.max, 2),
+                "fps": round(1000.0 / mean, 1) if mean > 0 else float("inf")}
+
+
 def run_online(cfg) -> dict:
     """``python infer.py online=true input=SOURCE``: streams SOURCE, writes the annotated stream and CSVs.
 
     Outputs (``<run dir>/outputs/``, built in ``outputs.partial/`` and renamed when the stream ends, reaches
-    ``max_frames`` or is stopped with Ctrl+C): ``annotated.mp4``, ``objects.csv`` (track_id,frame_id,box,score,
-    flagged), ``frame_scores.csv`` (frame_id,time_s,score,anomalous,latency_ms), ``NOTE.txt``, ``summary.json``
-    (latency statistics). An error removes the partial folder.
+    ``max_frames``, loses a network source for good or is stopped with Ctrl+C): ``annotated.mp4``,
+    ``objects.csv`` (track_id,frame_id,box,score,flagged), ``frame_scores.csv``
+    (frame_id,time_s,score,anomalous,latency_ms), ``events.csv`` (each event written when it closes),
+    ``gaps.csv`` (network drops), ``NOTE.txt``, ``report.html`` and ``summary.json`` (alarm, events, gaps, latency
+    statistics). Everything that grows with the stream is written as it comes, never held whole: memory stays
+    flat after the warm-up. An error removes the partial folder.
     """
     import json
 
+    from tao_lab.events import EVENT_HEADER, EventBuilder, frames_of
     from tao_lab.report.overlay import TIMELINE_HEIGHT, VideoWriter, compose_frame, draw_objects
 
     online = OnlinePipeline.from_config(cfg)
@@ -557,56 +705,101 @@ def run_online(cfg) -> dict:
     tmp_dir.mkdir(parents=True)
     write = bool(cfg.get("online_outputs", True))
     writer = VideoWriter(tmp_dir / "annotated.mp4", 25.0) if write and cfg.get("write_video", True) else None
-    latencies: list[float] = []
+    latency = LatencyStats()
     stopped = "end of stream"
     n_anom = 0
     history: deque = deque(maxlen=300)
+    ecfg = cfg.get("events") or {}
+    top_k = int(ecfg.get("top_objects", 3))
+    max_listed = int(cfg.get("summary_max_events", 1000))
+    events_listed: list[dict] = []  # the first summary_max_events events (all of them are in events.csv)
+    builder = None
+    open_objs: dict[int, dict] = {}  # track id -> its best row inside the open event (bounded by the event)
+
+    def close_events(done, ev_f):
+        for ev in done:
+            ev.objects = sorted(open_objs.values(), key=lambda o: -o["score"])[:top_k]
+            ev_f.write(ev.csv_row(online.fps) + "\n")
+            ev_f.flush()
+            if len(events_listed) < max_listed:
+                events_listed.append(ev.to_dict(online.fps))
+        if done:
+            open_objs.clear()
+
     try:
         obj_f = open(tmp_dir / "objects.csv", "w")
         fs_f = open(tmp_dir / "frame_scores.csv", "w")
+        ev_f = open(tmp_dir / "events.csv", "w")
         obj_f.write("track_id,frame_id,x_min,y_min,x_max,y_max,score,flagged\n")
         fs_f.write("frame_id,time_s,score,anomalous,latency_ms\n")
+        ev_f.write(EVENT_HEADER + "\n")
         try:
-            stream = online.run(source, max_frames=cfg.get("max_frames"), fit_seconds=float(cfg.fit_seconds))
+            stream = online.run(source, max_frames=cfg.get("max_frames"), fit_seconds=float(cfg.fit_seconds),
+                                reconnect=dict(cfg.get("reconnect") or {}))
             if cfg.get("progress", True):
                 from tqdm.auto import tqdm
 
                 stream = tqdm(stream, desc="online frames", unit="frame", dynamic_ncols=True)
             for out in stream:
-                latencies.append(out.latency_s)
+                if builder is None:  # the fps is known once the stream is open
+                    builder = EventBuilder(frames_of(ecfg.get("max_gap_s", 0.5), online.fps),
+                                           max(1, frames_of(ecfg.get("min_length_s", 0.2), online.fps)))
+                latency.add(out.latency_s)
                 n_anom += int(out.anomalous)
-                if len(latencies) == 1 and writer is not None:
+                if latency.count == 1 and writer is not None:
                     writer.fps = online.fps
+                close_events(builder.push(out.index, out.anomalous, out.frame_score), ev_f)
                 for r in range(len(out.objects)):
                     x1, y1, x2, y2 = out.objects.xyxy[r]
                     obj_f.write(f"{int(out.objects.track_id[r])},{out.index},{x1:.2f},{y1:.2f},{x2:.2f},{y2:.2f},"
                                 f"{float(out.objects.score[r]):.6f},{int(out.flagged[r])}\n")
+                    t, sc = int(out.objects.track_id[r]), float(out.objects.score[r])
+                    if out.anomalous and (t not in open_objs or sc > open_objs[t]["score"]):
+                        open_objs[t] = {"track_id": t, "cls": int(out.objects.cls[r]), "score": sc,
+                                        "frame": out.index, "box": [round(float(v), 1) for v in (x1, y1, x2, y2)]}
                 fs_f.write(f"{out.index},{out.time_s:.3f},{out.frame_score:.6f},{int(out.anomalous)},"
                            f"{out.latency_s * 1000:.2f}\n")
                 if writer is not None and out.frame is not None:
                     history.append(out.frame_score)
+                    alarm_tau = online.alarm.tau
                     img = draw_objects(out.frame, out.instance_map, out.objects.xyxy, out.objects.track_id,
                                        out.objects.score, tau=float(online.pipe.threshold.tau))
-                    bar = _rolling_bar(list(history), img.shape[1], float(online.pipe.threshold.tau),
-                                       TIMELINE_HEIGHT)
+                    bar = _rolling_bar(list(history), img.shape[1], alarm_tau, TIMELINE_HEIGHT)
                     text = f"frame {out.index}  score {out.frame_score:.2f}  {out.latency_s * 1000:.0f} ms" + \
                            ("  ANOMALY" if out.anomalous else "")
                     writer.write(np.vstack([compose_frame(img, None, out.index, text), bar]))
         except KeyboardInterrupt:
             stopped = "stopped by the user (Ctrl+C)"
         finally:
+            if builder is not None:
+                close_events(builder.close(), ev_f)
             obj_f.close()
             fs_f.close()
+            ev_f.close()
+        src = getattr(online, "source", None)
+        if src is not None and stopped == "end of stream":
+            stopped = src.stopped
+        gaps = list(src.gaps) if src is not None else []
+        with open(tmp_dir / "gaps.csv", "w") as f:
+            f.write("after_frame,start_s,length_s,attempts,reconnected\n")
+            for g in gaps:
+                f.write(f"{g['after_frame']},{g['start_s']},{g['length_s']},{g['attempts']},{int(g['reconnected'])}\n")
         if writer is not None:
             writer.close()
         note = getattr(online, "warmup_note", "")
         (tmp_dir / "NOTE.txt").write_text(note + "\n")
+        n_events = builder.count if builder is not None else 0
         summary = {"input": str(source), "mode": "online", "stopped": stopped, "buffer_frames": online.T,
-                   "fps": online.fps, "warmup_frames": int(online.index - len(latencies)),
-                   "frames_emitted": len(latencies), "anomalous_frames": n_anom,
-                   "threshold_tau": round(float(online.pipe.threshold.tau), 4), "scorer": note,
-                   "latency": latency_summary(latencies),
+                   "fps": online.fps, "warmup_frames": int(online.index - latency.count),
+                   "frames_emitted": latency.count, "anomalous_frames": n_anom,
+                   "alarm_threshold": round(online.alarm.tau, 6) if online.alarm is not None else None,
+                   "alarm": online.alarm.to_dict() if online.alarm is not None else None,
+                   "prompt_threshold_tau": round(float(online.pipe.threshold.tau), 4), "scorer": note,
+                   "events_total": n_events, "events": events_listed, "gaps": gaps,
+                   "latency": latency.summary(),
                    "stage_seconds": {k: round(v, 3) for k, v in online.timings.items()}}
+        if cfg.get("report", True):
+            write_online_report(tmp_dir, cfg, summary)
         (tmp_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(tmp_dir, out_dir)
@@ -617,14 +810,67 @@ def run_online(cfg) -> dict:
         raise
     lat = summary["latency"]
     print(f"\ntao_lab online on {source}: {summary['frames_emitted']} frames after {summary['warmup_frames']} "
-          f"warm-up frames ({stopped})")
+          f"warm-up frames ({summary['stopped']})")
     print(f"  NOTE: {summary['scorer']}")
+    if summary["alarm"]:
+        a = summary["alarm"]
+        print(f"  alarm threshold {a['threshold']:.4g} (target false-alarm rate {a['target_false_alarm_rate']:g}, "
+              f"{a['false_alarm_rate_on_held_out_fit_frames']:.4g} on {a['held_out_fit_frames']} held-out frames)")
+    print(f"  flagged frames {n_anom}, events {n_events}, gaps {len(gaps)}")
     if lat:
         print(f"  latency per frame: mean {lat['mean_ms']} ms, p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, "
               f"max {lat['max_ms']} ms ({lat['fps']} frames/s)")
     print(f"outputs: {out_dir}")
     summary["outputs"] = str(out_dir)
     return summary
+
+
+def _timeline_from_csv(path: Path, max_points: int = 4000) -> tuple[np.ndarray, np.ndarray, float]:
+    """(scores, flags, frames per point) of frame_scores.csv read in blocks and max-pooled to at most
+    ``max_points`` points (a days-long stream is never loaded whole)."""
+    import csv
+
+    n = sum(1 for _ in open(path)) - 1
+    step = max(1, -(-n // max_points))
+    scores, flags = [], []
+    cur_s, cur_f, k = -np.inf, 0, 0
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            cur_s, cur_f, k = max(cur_s, float(row["score"])), max(cur_f, int(row["anomalous"])), k + 1
+            if k == step:
+                scores.append(cur_s), flags.append(cur_f)
+                cur_s, cur_f, k = -np.inf, 0, 0
+    if k:
+        scores.append(cur_s), flags.append(cur_f)
+    return np.asarray(scores), np.asarray(flags, bool), float(step)
+
+
+def write_online_report(out: Path, cfg, summary: dict) -> Path:
+    """report.html of an online run: events (seeking annotated.mp4), the score timeline, gaps, summary."""
+    from tao_lab.report.events import events_html
+    from tao_lab.report.html import write_report
+    from tao_lab.report.plots import timeline_png
+
+    scores, flags, step = _timeline_from_csv(out / "frame_scores.csv")
+    a = summary.get("alarm") or {}
+    plot = timeline_png(scores, tau=a.get("threshold"), fps=summary["fps"] / step, flagged=flags,
+                        title="frame anomaly score after the warm-up (red: flagged by the alarm)") \
+        if len(scores) else None
+    # the video starts after the warm-up, event times are stream times
+    lead = events_html(summary["events"], {}, plot, summary["fps"],
+                       video="annotated.mp4" if (out / "annotated.mp4").exists() else None,
+                       video_offset_s=summary["warmup_frames"] / max(summary["fps"], 1e-6))
+    notes = [summary.get("scorer", ""), f"Stopped: {summary['stopped']}."]
+    if a:
+        notes.append(f"Alarm: frame score above {a['threshold']:.4g}, fitted for a target false-alarm rate of "
+                     f"{a['target_false_alarm_rate']:g} ({a['calibration']}); "
+                     f"{a['false_alarm_rate_on_held_out_fit_frames']:.4g} reached on {a['held_out_fit_frames']} "
+                     f"held-out warm-up frames.")
+    shown = {k: v for k, v in summary.items() if k not in ("events", "gaps", "alarm", "scorer", "latency",
+                                                           "stage_seconds")}
+    shown.update({f"latency_{k}": v for k, v in summary.get("latency", {}).items()})
+    return write_report(out / "report.html", title=f"tao_lab online: {summary['input']}", notes=notes, lead=lead,
+                        summary=shown, tables=[("Stream gaps (network drops)", summary["gaps"])])
 
 
 def _rolling_bar(scores: list[float], width: int, tau: float, height: int) -> np.ndarray:

@@ -340,21 +340,7 @@ class Pipeline:
                         f"the {len(train_clips)} clip(s) the scorer is fitted on ({names}) hold no detected object: "
                         f"nothing to fit it on. Fit on clips where people or vehicles move normally (check the "
                         f"detector settings), or load a fitted scorer with ckpt_path=<train run dir>/scorer.ckpt")
-                self.scorer = instantiate(self.cfg.scorer)
-                start = time.perf_counter()
-                kwargs = {}
-                if getattr(self.scorer, "needs_trainer", False):
-                    # a factory for scorers that fit more than once (self-paced rounds), else one Trainer
-                    kwargs["trainer"] = instantiate(self.cfg.trainer,
-                                                    _partial_=bool(getattr(self.scorer, "trainer_factory", False)))
-                if unlabeled:
-                    if getattr(self.scorer, "supports_unlabeled", False):
-                        kwargs["unlabeled"] = True
-                    else:
-                        log.warning("training.mode=unsupervised: %s has no self-paced refinement; it is fitted on "
-                                    "the unlabeled clips as if they were normal", type(self.scorer).__name__)
-                self.scorer.fit_clips(items, **kwargs)
-                self.timings["fit_scorer"] += time.perf_counter() - start
+                self.scorer = self.new_fitted_scorer(items)
                 if path is not None and is_rank_zero():
                     path.parent.mkdir(parents=True, exist_ok=True)
                     self.scorer.save_checkpoint(str(path))
@@ -400,6 +386,40 @@ class Pipeline:
                              f"read), but paths.cache_dir is null: set paths.cache_dir (on a cluster, a folder on a "
                              f"filesystem every node sees)")
         return processes
+
+    def set_scorer(self, scorer, key: str) -> None:
+        """Uses an already fitted ``scorer`` (``key``: its identity for the downstream cache keys) and fits the
+        object threshold on its training scores."""
+        self.scorer, self._scorer_key = scorer, key
+        self.caches.pop("score", None)  # downstream keys are rebuilt with the new scorer
+        self.caches.pop("prompts", None)
+        self.caches.pop("segment", None)
+        self.scorer.eval()
+        self.fit_threshold()
+
+    def new_fitted_scorer(self, items: list) -> Any:
+        """A fresh scorer of the configured kind fitted on ``items`` [(tracks, features, num_frames)] (also used
+        by :mod:`tao_lab.alarm` to fit the cross-fitting scorers, which must not see the frames they score)."""
+        if sum(len(it[0]) for it in items) == 0:
+            raise NoTrainingObjectsError("the clips the scorer is fitted on hold no detected object: nothing to fit "
+                                         "it on; fit on a stretch with normal activity or give ckpt_path")
+        scorer = instantiate(self.cfg.scorer)
+        start = time.perf_counter()
+        kwargs = {}
+        if getattr(scorer, "needs_trainer", False):
+            # a factory for scorers that fit more than once (self-paced rounds), else one Trainer
+            kwargs["trainer"] = instantiate(self.cfg.trainer,
+                                            _partial_=bool(getattr(scorer, "trainer_factory", False)))
+        if training_mode(self.cfg) == "unsupervised":
+            if getattr(scorer, "supports_unlabeled", False):
+                kwargs["unlabeled"] = True
+            else:
+                log.warning("training.mode=unsupervised: %s has no self-paced refinement; it is fitted on "
+                            "the unlabeled clips as if they were normal", type(scorer).__name__)
+        scorer.fit_clips(items, **kwargs)
+        self.timings["fit_scorer"] += time.perf_counter() - start
+        scorer.eval()
+        return scorer
 
     def fit_threshold(self) -> None:
         """Fits the threshold on the scorer's training (normal) object scores, never on test scores."""

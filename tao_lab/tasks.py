@@ -258,11 +258,18 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     pipe.fit_scorer(training_clips(cfg, dataset), ckpt_path=cfg.get("ckpt_path"))
     if _fit_share_done(pipe):
         return {}
+    if (cfg.get("alarm") or {}).get("enabled", True):  # calibrated frame alarm: eval reports its operating point
+        from tao_lab.alarm import calibrate_on_training
+
+        pipe.alarm = calibrate_on_training(pipe, cfg, training_clips(cfg, dataset))
     result = evaluate_clips(pipe, dataset.test, cfg, split="test",
                             num_overlays=int(getattr(logger, "num_overlays", 0) or 0),
                             pixel_curves=bool(getattr(logger, "wants_curves", False)))
     metrics = dict(result.metrics)
     metrics["train/threshold_tau"] = float(pipe.threshold.tau)
+    if getattr(pipe, "alarm", None) is not None:
+        metrics.update({"train/alarm_threshold": pipe.alarm.tau, "train/alarm_target_rate": pipe.alarm.target_rate,
+                        "train/alarm_heldout_rate": pipe.alarm.calibration_rate})
     metrics.update(_stage_speed(pipe))
     test_frames = sum(c.num_frames for c in dataset.test)
     # val/ next to test/: training clips only (the validation is never handed a test clip)

@@ -230,3 +230,49 @@ class EvtThreshold(Threshold):
             return self
         self.shape, self.scale, self.tau = float(c), float(scale), float(tau)
         return self
+
+
+class ConformalThreshold(Threshold):
+    """tau = the split-conformal (1 - rate) quantile of held-out normal scores.
+
+    With n held-out scores, tau is the k-th smallest, k = ceil((n + 1) * (1 - rate)): for a new score exchangeable
+    with the held-out ones, P(score > tau) <= rate (the finite-sample guarantee of split conformal prediction;
+    time series are only roughly exchangeable, so it is a target, not a promise). When k > n (too few scores for
+    the rate), tau is the maximum and a warning says the target cannot be guaranteed.
+
+    When most held-out scores equal the minimum (e.g. frames without any object score 0) the quantile can land on
+    that minimum, which would flag every frame with any object; the quantile is then taken over the scores above
+    the minimum (a stricter tau, logged).
+    """
+
+    def __init__(self, rate: float = 0.01):
+        if not 0.0 < float(rate) < 1.0:
+            raise ValueError(f"rate must be in (0, 1), got {rate}")
+        self.rate = float(rate)
+        self.tau = None
+        self.fallback: Optional[str] = None
+
+    def _order_statistic(self, x: np.ndarray) -> float:
+        n = len(x)
+        k = math.ceil((n + 1) * (1.0 - self.rate))
+        if k > n:
+            self.fallback = (f"{n} held-out scores are too few for a guaranteed rate {self.rate:g} (need at least "
+                             f"{math.ceil(1.0 / self.rate) - 1}); tau = their maximum")
+            log.warning("ConformalThreshold: %s", self.fallback)
+            k = n
+        return float(np.sort(x)[k - 1])
+
+    def fit(self, train_scores) -> "ConformalThreshold":
+        x = _finite_scores(train_scores, "ConformalThreshold")
+        self.fallback = None
+        tau = self._order_statistic(x)
+        lo = float(x.min())
+        if tau <= lo and (x > lo).any():
+            above = x[x > lo]
+            tau = self._order_statistic(above)
+            self.fallback = (f"the {1 - self.rate:g} quantile equals the minimum score {lo:.4g} "
+                             f"({int((x <= lo).sum())} of {len(x)} scores); tau taken over the {len(above)} "
+                             f"scores above it")
+            log.warning("ConformalThreshold: %s", self.fallback)
+        self.tau = tau
+        return self

@@ -282,3 +282,28 @@ def test_online_empty_scene(tmp_path, infer_run):
     assert [r.index for r in results] == list(range(6, 12))
     for r in results:
         assert len(r.objects) == 0 and r.frame_score == 0.0 and not r.anomalous and not r.instance_map.any()
+
+
+def test_alarm_events_and_report_lead(infer_run):
+    """The frame alarm is the calibrated one (stated in summary.json), events match the flags, and the report
+    opens with the events and the timeline, with a video the events seek."""
+    out, result = infer_run
+    summary = json.loads((out / "summary.json").read_text())
+    a = summary["alarm"]
+    assert a["target_false_alarm_rate"] == 0.01 and a["method"] == "conformal"
+    assert a["held_out_fit_frames"] == 50 and "cross-fitting" in a["calibration"]
+    assert 0.0 <= a["false_alarm_rate_on_held_out_fit_frames"] <= 0.01
+    assert summary["alarm_threshold"] == pytest.approx(a["threshold"])
+    rows = np.loadtxt(out / "frame_scores.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert np.array_equal(rows[:, 3].astype(bool), rows[:, 2] > a["threshold"])
+    assert summary["anomalous_frames"] == int(rows[:, 3].sum())
+    assert summary["flagged_in_fit_window"] == int(rows[:50, 3].sum())
+    # every event spans flagged frames only at its ends, and lies where frames are flagged
+    ev_rows = (out / "events.csv").read_text().splitlines()
+    assert ev_rows[0].startswith("event,start_frame,end_frame") and len(ev_rows) - 1 == len(summary["events"])
+    for ev in summary["events"]:
+        assert rows[ev["start_frame"], 3] == 1 and rows[ev["end_frame"], 3] == 1
+        assert ev["peak_score"] == pytest.approx(rows[ev["start_frame"]:ev["end_frame"] + 1, 2].max(), abs=1e-4)
+    page = (out / "report.html").read_text()
+    assert page.index("<h2>Events (") < page.index("<h2>Score timeline") < page.index("<h2>Summary")
+    assert "<video id='annotated'" in page and "seekTo(" in page and "target false-alarm rate of 0.01" in page

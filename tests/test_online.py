@@ -32,7 +32,7 @@ def test_every_frame_after_warmup_is_emitted_in_order(online_results):
         assert np.all(r.objects.frame == r.index) and np.all(r.objects.track_id >= 1)
         assert r.flagged.shape == (len(r.objects),) and r.objects.score.dtype == np.float32
         assert r.instance_map.shape == (160, 240) and r.score_map.shape == (160, 240)
-        assert r.latency_s > 0 and r.anomalous == (r.frame_score >= online.pipe.threshold.tau)
+        assert r.latency_s > 0 and r.anomalous == (r.frame_score > online.alarm.tau)
     # the buffer never holds more than T frames
     assert len(online._buffer) == 8
 

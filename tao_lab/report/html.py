@@ -1,4 +1,5 @@
-"""A self-contained HTML report (one file, images embedded as base64; no scripts, no network)."""
+"""A self-contained HTML report (one file, images embedded as base64; no network; scripts only inline, in a
+``lead`` section that needs them, e.g. the event list seeking the video)."""
 from __future__ import annotations
 
 import base64
@@ -67,12 +68,13 @@ def write_report(path: os.PathLike, title: str, subtitle: str = "", notes: Seque
                  summary: Optional[dict] = None, sections: Sequence[tuple[str, str]] = (),
                  plots: Sequence[tuple[str, bytes]] = (), gallery: Sequence[tuple[np.ndarray, str]] = (),
                  gallery_title: str = "Most anomalous objects", tables: Sequence[tuple[str, list[dict]]] = (),
-                 config_text: str = "", oracle: bool = False) -> Path:
+                 config_text: str = "", oracle: bool = False, lead: str = "") -> Path:
     """Writes the report atomically (``<path>.tmp`` then rename) and returns its path.
 
     notes: highlighted lines (e.g. how the scorer was fitted); plots: (caption, PNG bytes); gallery: (BGR image,
     caption); tables: (title, rows); sections: (title, raw HTML) placed after the plots; config_text: the
-    resolved YAML config shown at the end.
+    resolved YAML config shown at the end; lead: raw HTML placed right after the notes, before the summary (what
+    the reader needs first, e.g. the events).
     """
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body>",
@@ -81,6 +83,8 @@ def write_report(path: os.PathLike, title: str, subtitle: str = "", notes: Seque
         parts.append(f"<div class='sub'>{html.escape(subtitle)}</div>")
     for note in notes:
         parts.append(f"<div class='note{' oracle' if oracle else ''}'>{html.escape(note)}</div>")
+    if lead:
+        parts.append(lead)
     if summary:
         parts.append("<h2>Summary</h2>")
         parts.append(table_html([{"quantity": k, "value": v} for k, v in summary.items()]))

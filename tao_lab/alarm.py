@@ -1,0 +1,214 @@
+"""The frame alarm: which frames are flagged, with a threshold calibrated for a target false-alarm rate.
+
+The object threshold of the ``threshold`` config group (TAO's tau, 1.0 by default) decides which objects become
+prompts for the segmenter. It is not a calibrated alarm: the scorer's calibration maps training objects to about
+[0, 1], so a frame score above 1 is not rare on new normal video. The alarm is a separate threshold on FRAME
+scores, fitted on scores the scorer did not see while it was fitted (in-sample scores are optimistic):
+
+- **cross-fitting** (no checkpoint: ``infer.py`` fitted on the first ``fit_seconds``, the online warm-up, or the
+  training clips in ``eval.py``): the fit data is split into ``folds`` parts (contiguous time blocks of one clip,
+  or whole clips); for each part a fresh scorer is fitted on the other parts and scores that part. The pooled
+  held-out frame scores are what a normal frame the scorer never saw looks like;
+- **held-out window** (``infer.py`` with ``ckpt_path``): the checkpoint never saw the input, so the frame scores of
+  the input's first ``fit_seconds`` (assumed normal, as without a checkpoint) are held-out scores already.
+
+On those scores a threshold is fitted for ``target_false_alarm_rate`` (share of normal frames flagged): method
+``conformal`` (default; split-conformal quantile, :class:`~tao_lab.thresholds.ConformalThreshold`), ``evt``
+(generalised Pareto tail, :class:`~tao_lab.thresholds.EvtThreshold`) or ``percentile``. The online mode scores
+causally (a frame's score sees only the ring buffer's past), so its held-out scores are computed causally too.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from tao_lab.types import Clip, ObjectTable
+
+log = logging.getLogger(__name__)
+
+METHODS = ("conformal", "evt", "percentile")
+
+
+def build_threshold(method: str, rate: float):
+    """The threshold class behind ``alarm.method`` for a target exceedance ``rate`` of normal scores."""
+    from tao_lab.thresholds import ConformalThreshold, EvtThreshold, PercentileThreshold
+
+    if method == "conformal":
+        return ConformalThreshold(rate)
+    if method == "evt":
+        # the tail starts at 10x the target rate so the fit has tail points on short fit windows
+        return EvtThreshold(exceedance=rate, tail_quantile=max(0.5, 1.0 - 10.0 * rate), min_tail=10)
+    if method == "percentile":
+        return PercentileThreshold(100.0 * (1.0 - rate))
+    raise ValueError(f"alarm.method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+@dataclass
+class Alarm:
+    """A fitted frame alarm: ``alarm(frame_scores) -> bool flags`` (score strictly above ``tau``).
+
+    calibration: how the held-out scores were obtained (shown in summary.json and the report);
+    calibration_frames / calibration_rate: how many held-out normal frames, and the share of them above tau
+    (the false-alarm rate reached on the fit data).
+    """
+
+    threshold: Any
+    target_rate: float
+    method: str
+    calibration: str
+    calibration_frames: int
+    calibration_rate: float
+
+    @property
+    def tau(self) -> float:
+        return float(self.threshold.tau)
+
+    def __call__(self, scores) -> np.ndarray:
+        return np.asarray(self.threshold(scores), bool)
+
+    def to_dict(self) -> dict:
+        out = {"threshold": round(self.tau, 6), "method": self.method,
+               "target_false_alarm_rate": self.target_rate,
+               "false_alarm_rate_on_held_out_fit_frames": round(self.calibration_rate, 5),
+               "held_out_fit_frames": self.calibration_frames, "calibration": self.calibration}
+        fallback = getattr(self.threshold, "fallback", None)
+        if fallback:
+            out["fallback"] = fallback
+        return out
+
+
+def fit_alarm(heldout_scores: np.ndarray, cfg_alarm, calibration: str) -> Alarm:
+    """Fits the alarm threshold on held-out normal frame scores (``cfg_alarm``: the ``alarm`` config node)."""
+    rate = float(cfg_alarm.get("target_false_alarm_rate", 0.01))
+    method = str(cfg_alarm.get("method", "conformal"))
+    x = np.asarray(heldout_scores, np.float64).reshape(-1)
+    thr = build_threshold(method, rate).fit(x)
+    reached = float(np.mean(thr(x))) if len(x) else float("nan")
+    alarm = Alarm(thr, rate, method, calibration, int(len(x)), reached)
+    log.info("alarm: threshold %.4f on frame scores (%s, target false-alarm rate %g, %.3g reached on %d held-out "
+             "frames; %s)", alarm.tau, method, rate, reached, len(x), calibration)
+    return alarm
+
+
+# ----- held-out frame scores --------------------------------------------------------------------------------
+def causal_frame_scores(scorer, objects: ObjectTable, features: dict, num_frames: int, window: int) -> np.ndarray:
+    """Each frame's score as the online mode computes it: the scorer on the last ``window`` frames only, the
+    frame's own score being the last of that window (no look-ahead)."""
+    order = np.argsort(objects.frame, kind="stable")
+    frames = objects.frame[order]
+    starts = np.searchsorted(frames, np.arange(num_frames + 1))
+    out = np.zeros(num_frames, np.float32)
+    for t in range(num_frames):
+        first = max(0, t - window + 1)
+        rows = order[starts[first]:starts[t + 1]]
+        w = t - first + 1
+        if not len(rows):
+            continue
+        sub = objects.take(rows)
+        sub = ObjectTable(sub.frame - first, sub.xyxy, sub.score, sub.track_id, sub.cls)
+        scores = scorer.score_clip(sub, {k: v[rows] for k, v in features.items()}, w)
+        out[t] = float(np.asarray(scores.frame_scores)[w - 1])
+    return out
+
+
+def _frame_scores(scorer, item, causal_window: Optional[int]) -> np.ndarray:
+    objects, feats, n = item
+    if causal_window:
+        return causal_frame_scores(scorer, objects, feats, n, int(causal_window))
+    return np.asarray(scorer.score_clip(objects, feats, n).frame_scores, np.float64)
+
+
+def window_blocks(objects: ObjectTable, features: dict, num_frames: int, folds: int,
+                  min_frames: int = 8) -> list[tuple]:
+    """Frames [0, num_frames) of one clip's objects cut into ``folds`` contiguous blocks (fewer when a block would be
+    shorter than ``min_frames``), each an item ``(objects, features, block length)`` re-indexed from frame 0."""
+    if num_frames < 2 * min_frames:
+        raise ValueError(f"{num_frames} frames are too few to calibrate the alarm by cross-fitting (need at least "
+                         f"{2 * min_frames}); give a longer fit_seconds")
+    k = max(2, min(int(folds), num_frames // max(1, min_frames)))
+    edges = np.linspace(0, num_frames, k + 1).round().astype(int)
+    return [frame_range(objects, features, int(a), int(b)) for a, b in zip(edges, edges[1:])]
+
+
+def frame_range(objects: ObjectTable, features: dict, a: int, b: int) -> tuple:
+    """The item ``(objects, features, b - a)`` of frames [a, b), re-indexed from frame 0."""
+    m = (objects.frame >= a) & (objects.frame < b)
+    o = objects.take(m)
+    return (ObjectTable(o.frame - a, o.xyxy, o.score, o.track_id, o.cls),
+            {name: v[m] for name, v in features.items()}, int(b - a))
+
+
+def crossfit_items(pipe, items: list, folds: int, causal_window: Optional[int] = None) -> tuple[np.ndarray, str]:
+    """Held-out frame scores of every item [(objects, features, num_frames)]: item i belongs to fold i % folds and
+    is scored by a fresh scorer fitted on the other folds. A fold whose complement cannot fit a scorer (e.g. no
+    objects) is skipped with a warning. Returns (scores, a description)."""
+    k = max(2, min(int(folds), len(items)))
+    out, used = [], 0
+    for f in range(k):
+        train = [items[i] for i in range(len(items)) if i % k != f]
+        try:
+            scorer = pipe.new_fitted_scorer(train)
+        except ValueError as exc:
+            log.warning("alarm cross-fitting: fold %d of %d skipped (%s)", f + 1, k, exc)
+            continue
+        used += 1
+        out.extend(_frame_scores(scorer, items[i], causal_window) for i in range(len(items)) if i % k == f)
+    if not out:
+        raise ValueError("alarm cross-fitting: no fold could fit a scorer (too few objects in the fit data); "
+                         "give a longer fit_seconds or a checkpoint")
+    how = (f"{used}-fold cross-fitting over {len(items)} parts of the fit data"
+           + (f", causal scores (window {causal_window} frames)" if causal_window else ""))
+    return np.concatenate(out), how
+
+
+def fit_on_window(pipe, cfg, clip: Clip, num_frames: int, from_checkpoint: bool,
+                  causal_window: Optional[int] = None) -> Alarm:
+    """The scorer (unless it comes from a checkpoint) and the alarm of ``infer.py`` / the online mode, from the
+    first ``num_frames`` of ``clip`` (assumed normal).
+
+    The objects and features are those of ``clip`` itself (the clip the main pass scores, so detections and tracks
+    are made the same way). Without a checkpoint the window is cut into ``alarm.folds`` time blocks: the final
+    scorer is fitted on all blocks as separate parts (so per-part calibrations, e.g. leave-one-video-out, work as
+    in the cross-fitted scorers, and their scores are comparable), and each block's held-out scores come from a
+    scorer fitted on the other blocks. With a checkpoint the window is held out already and scored by it.
+    """
+    from tao_lab.cache import stable_hash
+
+    acfg = cfg.get("alarm") or {}
+    folds = int(acfg.get("folds", 5))
+    objects, feats = pipe.tracks(clip), pipe.features(clip)
+    if from_checkpoint:
+        window = frame_range(objects, feats, 0, int(num_frames))
+        scores = _frame_scores(pipe.scorer, window, causal_window)
+        how = (f"held-out window: the checkpoint's scores of the first {num_frames} frames of the input (not seen "
+               f"in training, assumed normal)" + (", causal scores" if causal_window else ""))
+        return fit_alarm(scores, acfg, how)
+    blocks = window_blocks(objects, feats, num_frames, folds)
+    scores, how = crossfit_items(pipe, blocks, folds, causal_window)
+    pipe.set_scorer(pipe.new_fitted_scorer(blocks),
+                    key=stable_hash({"up": pipe.caches["features"].spec, "scorer": _plain(cfg.scorer),
+                                     "window_of": clip.source, "frames": int(num_frames), "blocks": len(blocks),
+                                     "seed": cfg.get("seed")}))
+    return fit_alarm(scores, acfg, how)
+
+
+def _plain(node):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def calibrate_on_training(pipe, cfg, train_clips: list[Clip]) -> Alarm:
+    """The alarm of ``eval.py``: cross-fitting over the (normal) training clips, whole clips per fold (a single
+    training clip is cut into time blocks)."""
+    acfg = cfg.get("alarm") or {}
+    folds = int(acfg.get("folds", 5))
+    items = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in train_clips]
+    if len(items) == 1:
+        items = window_blocks(items[0][0], items[0][1], items[0][2], folds)
+    scores, how = crossfit_items(pipe, items, folds)
+    return fit_alarm(scores, acfg, how.replace("parts of the fit data", "training clips" if len(train_clips) > 1
+                                              else "time blocks of the training clip"))

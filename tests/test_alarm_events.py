@@ -1,0 +1,123 @@
+"""Known answers for the calibrated alarm, event merging, the operating point and the fragment rule."""
+import numpy as np
+import pytest
+
+from tao_lab.events import EventBuilder, find_events
+from tao_lab.fragments import fragment_reasons, rank_tracks
+from tao_lab.metrics.operating_point import intervals, operating_point
+from tao_lab.thresholds import ConformalThreshold
+from tao_lab.types import ObjectTable
+
+
+# ----- the conformal threshold ------------------------------------------------------------------------------
+def test_conformal_threshold_is_the_stated_order_statistic():
+    x = np.arange(1, 101, dtype=float)  # 1..100
+    thr = ConformalThreshold(0.05).fit(x)
+    assert thr.tau == 96.0  # k = ceil(101 * 0.95) = 96
+    assert int(thr(x).sum()) == 4 and thr.fallback is None
+    # too few scores for the rate: the maximum, with the reason recorded
+    small = ConformalThreshold(0.01).fit(np.arange(10.0))
+    assert small.tau == 9.0 and "too few" in small.fallback
+
+
+def test_conformal_threshold_skips_a_pile_of_empty_frames():
+    x = np.concatenate([np.zeros(995), np.linspace(1, 2, 5)])  # 99.5% of the frames hold no object (score 0)
+    thr = ConformalThreshold(0.01).fit(x)
+    assert thr.tau == 2.0 and "minimum" in thr.fallback  # the quantile over the 5 scores above 0: their max
+    assert not thr(np.zeros(5)).any()
+
+
+def test_conformal_rate_holds_on_fresh_normal_scores():
+    rng = np.random.default_rng(0)
+    thr = ConformalThreshold(0.01).fit(rng.normal(size=2000))
+    fresh = rng.normal(size=50_000)
+    # tolerance 0.004: the binomial spread of the 1% quantile of 2000 scores
+    assert abs(thr(fresh).mean() - 0.01) < 0.004
+
+
+def test_calibrated_alarm_on_synthetic_clips(tmp_path):
+    """Cross-fitted on 3 normal training clips, the alarm flags at most 2x the target rate (tolerance: the held-out
+    normal clips hold 200 correlated frames) on 2 held-out NORMAL clips, and catches the planted anomalies."""
+    from conftest import compose
+    from tao_lab.alarm import calibrate_on_training
+    from tao_lab.pipeline import Pipeline, load_dataset
+
+    cfg = compose("eval", ["dataset.num_train_clips=5", "dataset.num_test_clips=1", "dataset.num_frames=100",
+                           "alarm.target_false_alarm_rate=0.05", "alarm.folds=3"], tmp_path)
+    data = load_dataset(cfg)
+    fit, held_out_normal = data.train[:3], data.train[3:]
+    pipe = Pipeline(cfg)
+    pipe.fit_scorer(fit)
+    alarm = calibrate_on_training(pipe, cfg, fit)
+    assert alarm.target_rate == 0.05 and alarm.calibration_frames == 3 * 100
+    assert alarm.calibration_rate <= 0.05
+    normal_flags = np.concatenate([alarm(pipe.scores(c).frame_scores) for c in held_out_normal])
+    assert normal_flags.mean() <= 2 * 0.05
+    caught = []
+    for c in data.test:
+        flags = alarm(pipe.scores(c).frame_scores)
+        labels = np.asarray(c.gt.frame_labels, bool)
+        caught.append(flags[labels].mean())
+        print("held-out normal flagged", normal_flags.mean(), "anomalous caught", flags[labels].mean(),
+              "normal part of the test clip flagged", flags[~labels].mean())
+        assert flags[labels].mean() > flags[~labels].mean()  # flags concentrate on the planted anomalies
+    assert max(caught) > 0.3
+
+
+# ----- events -----------------------------------------------------------------------------------------------
+def test_event_merging_on_hand_made_flags():
+    f = np.zeros(32, bool)
+    f[[2, 3, 4, 6, 7]] = True      # a gap of 1 frame: merged into one event 2..7
+    f[[12]] = True                 # a single frame: shorter than min_length 2 -> dropped
+    f[[20, 21, 24, 25, 26]] = True  # a gap of 2 frames: merged (max_gap 2), 20..26
+    f[[30]] = True                 # 3 unflagged frames after 26 -> a new event, but 1 frame long -> dropped
+    scores = np.arange(32, dtype=float)
+    ev = find_events(f, scores, max_gap=2, min_length=2)
+    assert [(e.start, e.end, e.peak_frame) for e in ev] == [(2, 7, 7), (20, 26, 26)]
+    assert [e.index for e in ev] == [1, 2]
+    assert [(e.start, e.end) for e in find_events(f, scores, max_gap=0, min_length=1)] == \
+        [(2, 4), (6, 7), (12, 12), (20, 21), (24, 26), (30, 30)]
+    # streaming, fed every frame, gives the same events, each as soon as its gap is exceeded
+    b, got = EventBuilder(2, 2), []
+    for i in range(32):
+        done = b.push(i, bool(f[i]), scores[i])
+        if done:
+            assert i == done[-1].end + 3  # closed by the third unflagged frame
+        got += done
+    got += b.close()
+    assert [(e.start, e.end) for e in got] == [(2, 7), (20, 26)]
+
+
+def test_operating_point_known_answer():
+    labels = [np.array([0, 0, 1, 1, 1, 0, 0, 1, 0, 0], bool)]
+    flags = [np.array([1, 0, 1, 1, 0, 0, 0, 0, 0, 0], bool)]
+    assert intervals(labels[0]) == [(2, 4), (7, 7)]
+    op = operating_point(flags, labels, [[(0, 0), (2, 3)]])
+    assert op["precision"] == pytest.approx(2 / 3) and op["recall"] == pytest.approx(2 / 4)
+    assert op["false_alarm_rate"] == pytest.approx(1 / 6)
+    assert op["event_recall"] == 0.5 and op["false_events"] == 1 and op["events"] == 2
+
+
+# ----- fragments --------------------------------------------------------------------------------------------
+def _track(tid, boxes):
+    boxes = np.asarray(boxes, float)
+    return ObjectTable(np.arange(len(boxes)), boxes, np.ones(len(boxes)), np.full(len(boxes), tid), np.zeros(len(boxes)))
+
+
+def test_fragment_rule_on_synthetic_boxes():
+    H, W = 240, 360
+    walk = [[100 + 2 * i, 80, 120 + 2 * i, 140] for i in range(20)]  # a 20x60 person walking
+    tiny = [[200, 200, 204, 204]] * 20
+    edge = [[0, 50 + i, 15, 120 + i] for i in range(20)]  # a strip glued to the left border
+    short = [[150, 100, 170, 160]] * 3
+    jumpy = [[50, 50, 50 + (20 if i % 2 else 60), 110] for i in range(20)]  # width 20 <-> 60 every frame
+    enters = [[0, 60, 20, 120]] * 3 + [[5 + 3 * i, 60, 25 + 3 * i, 120] for i in range(17)]  # walks in from the edge
+    tracks = ObjectTable.concat([_track(1, walk), _track(2, tiny), _track(3, edge), _track(4, short),
+                                 _track(5, jumpy), _track(6, enters)])
+    reasons = fragment_reasons(tracks, H, W)
+    assert reasons == {1: "", 2: "tiny", 3: "edge", 4: "short", 5: "jumpy", 6: ""}
+    # the gallery ranks the real objects first even when fragments score higher
+    score = np.where(tracks.track_id == 1, 0.5, np.where(tracks.track_id == 6, 0.4, 7.8)).astype(np.float32)
+    rows = rank_tracks(tracks.with_score(score), reasons, 4)
+    assert [int(tracks.track_id[r]) for r in rows][:2] == [1, 6]
+    assert len(rows) == 4
