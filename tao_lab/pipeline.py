@@ -306,7 +306,6 @@ class Pipeline:
             self.scorer = scorer_cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
             self._scorer_key = "ckpt:" + stable_hash([str(path.resolve()), path.stat().st_mtime, path.stat().st_size])
         else:
-            unlabeled = training_mode(self.cfg) == "unsupervised"
             spec = self.scorer_spec(train_clips)
             processes = self._data_parallel_processes(scorer_cls)
             if processes > 1:  # a DDP fit is not the single-process fit: never take one for the other
