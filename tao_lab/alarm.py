@@ -157,6 +157,10 @@ def crossfit_items(pipe, items: list, folds: int, causal_window: Optional[int] =
         used += 1
         out.extend(_frame_scores(scorer, items[i], causal_window) for i in range(len(items)) if i % k == f)
     if not out:
+        from tao_lab.pipeline import NoTrainingObjectsError
+
+        if sum(len(it[0]) for it in items) == 0:  # an empty scene: the callers name the input and the ways out
+            raise NoTrainingObjectsError("the fit data hold no detected object: nothing to fit the scorer on")
         raise ValueError("alarm cross-fitting: no fold could fit a scorer (too few objects in the fit data); "
                          "give a longer fit_seconds or a checkpoint")
     how = (f"{used}-fold cross-fitting over {len(items)} parts of the fit data"

@@ -221,12 +221,17 @@ def write_frames(folder, num_static, num_moving=0, seed=0):
     return folder
 
 
-def _cached_scorer(infer_run):
-    """The scorer infer_run fitted (cached in its cache dir): a checkpoint for the default pipeline."""
-    out, _ = infer_run
-    ckpts = list((out.parent.parent / "cache" / "scorer").glob("*/scorer.ckpt"))
-    assert len(ckpts) == 1
-    return ckpts[0]
+@pytest.fixture(scope="module")
+def trained_scorer(tmp_path_factory):
+    """A scorer checkpoint for the default pipeline, written by train.py's task on the tiny synthetic set."""
+    from conftest import TINY_SYNTHETIC, compose
+    from tao_lab.tasks import run_task, train
+
+    tmp = tmp_path_factory.mktemp("train")
+    run_task(compose("train", [*TINY_SYNTHETIC], tmp), train)
+    ckpt = tmp / "run" / "scorer.ckpt"
+    assert ckpt.is_file()
+    return ckpt
 
 
 def test_empty_fitting_window_says_what_to_do(tmp_path):
@@ -243,13 +248,13 @@ def test_empty_fitting_window_says_what_to_do(tmp_path):
     assert not (tmp_path / "run" / "outputs").exists()
 
 
-def test_video_without_objects_scores_at_the_training_minimum(tmp_path, infer_run):
+def test_video_without_objects_scores_at_the_training_minimum(tmp_path, trained_scorer):
     from conftest import compose
     from tao_lab.infer import read_objects_csv
     from tao_lab.tasks import infer, run_task
 
     folder = write_frames(tmp_path / "empty_scene", num_static=30)
-    cfg = compose("infer", [f"input={folder}", f"ckpt_path={_cached_scorer(infer_run)}", "write_video=false"],
+    cfg = compose("infer", [f"input={folder}", f"ckpt_path={trained_scorer}", "write_video=false"],
                   tmp_path)
     result = run_task(cfg, infer)
     out = tmp_path / "run" / "outputs"
@@ -258,10 +263,11 @@ def test_video_without_objects_scores_at_the_training_minimum(tmp_path, infer_ru
     scores = np.loadtxt(out / "frame_scores.csv", delimiter=",", skiprows=1, ndmin=2)
     # every frame at the calibrated training minimum (0), below the threshold
     assert scores.shape == (30, 4) and (scores[:, 2] == 0).all() and (scores[:, 3] == 0).all()
-    assert result["threshold_tau"] > 0
+    # the alarm calibrated on these empty frames: threshold 0, and a frame must score strictly above it
+    assert result["prompt_threshold_tau"] > 0 and result["alarm_threshold"] == 0
 
 
-def test_online_empty_scene(tmp_path, infer_run):
+def test_online_empty_scene(tmp_path, trained_scorer):
     """Online: an empty warm-up without a checkpoint says what to do; with one, empty frames score 0."""
     import cv2
 
@@ -269,17 +275,17 @@ def test_online_empty_scene(tmp_path, infer_run):
     from tao_lab.online import OnlinePipeline
     from tao_lab.pipeline import NoTrainingObjectsError
 
-    folder = write_frames(tmp_path / "frames", num_static=12)
+    folder = write_frames(tmp_path / "frames", num_static=26)
     frames = [cv2.imread(str(p)) for p in sorted(folder.glob("*.png"))]
     online = OnlinePipeline.from_config(compose("infer", ["input=unused", "buffer_frames=4"], tmp_path / "a"))
     with pytest.raises(NoTrainingObjectsError, match=r"camera7.*no detected object.*fit_seconds.*ckpt_path"):
-        online.warmup(frames[:6], source="camera7")
-    cfg = compose("infer", ["input=unused", "buffer_frames=4", f"ckpt_path={_cached_scorer(infer_run)}"],
+        online.warmup(frames[:20], source="camera7")
+    cfg = compose("infer", ["input=unused", "buffer_frames=4", f"ckpt_path={trained_scorer}"],
                   tmp_path / "b")
     online = OnlinePipeline.from_config(cfg)
-    online.warmup(frames[:6], source="camera7")
-    results = [online.process(f) for f in frames[6:]]
-    assert [r.index for r in results] == list(range(6, 12))
+    online.warmup(frames[:20], source="camera7")  # the alarm's calibration needs >= 16 warm-up frames
+    results = [online.process(f) for f in frames[20:]]
+    assert [r.index for r in results] == list(range(20, 26))
     for r in results:
         assert len(r.objects) == 0 and r.frame_score == 0.0 and not r.anomalous and not r.instance_map.any()
 
