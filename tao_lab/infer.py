@@ -260,8 +260,10 @@ def _process(cfg, pipe, clip: Clip, tmp_dir: Path, tau: float, fit_note: str, st
 
     # pass 2: stream the frames once more for the annotated video and the gallery crops
     gallery_rows = _gallery_rows(tracks_t, int(cfg.get("gallery_size", 12)))
+    from tao_lab.detect.hybrid import class_labels
+
     gallery, key_frame = _render(cfg, clip, tmp_dir, frame_scores, tracks_t, seg_t, tau, gallery_rows, progress,
-                                 show)
+                                 show, labels_of=lambda cls: class_labels(pipe.detector, cls))
 
     summary = {"input": str(cfg.get("input")), "frames": int(clip.num_frames), "fps": float(clip.fps),
                "seconds": round(clip.num_frames / max(clip.fps, 1e-6), 2),
@@ -300,7 +302,7 @@ def _gallery_rows(tracks: ObjectTable, k: int) -> list[int]:
 
 
 def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: ObjectTable, tau: float,
-            gallery_rows: list[int], progress, show: bool):
+            gallery_rows: list[int], progress, show: bool, labels_of=None):
     """Writes annotated.mp4 (if enabled) and returns (gallery [(crop, caption)], the most anomalous annotated
     frame as (image, caption) or None)."""
     from tao_lab.report.overlay import TimelineBar, VideoWriter, compose_frame, crop_with_context, draw_objects
@@ -315,6 +317,7 @@ def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: 
         by_frame.setdefault(int(tracks.frame[r]), []).append(r)
     crops: dict[int, np.ndarray] = {}
     writer = VideoWriter(out / "annotated.mp4", clip.fps) if write_video else None
+    names = labels_of(tracks.cls) if labels_of is not None and write_video else None  # class per row, or None
     timeline = TimelineBar(frame_scores, clip.width, tau) if write_video else None
     t_order = np.argsort(tracks.frame, kind="stable")
     t_starts = np.searchsorted(tracks.frame[t_order], np.arange(clip.num_frames + 1))
@@ -331,7 +334,8 @@ def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: 
                     crops[r] = crop_with_context(frame, tracks.xyxy[r], instance_map=inst)
             if writer is not None:
                 rows = t_order[t_starts[i]:t_starts[i + 1]]
-                img = draw_objects(frame, inst, tracks.xyxy[rows], tracks.track_id[rows], tracks.score[rows], tau=tau)
+                img = draw_objects(frame, inst, tracks.xyxy[rows], tracks.track_id[rows], tracks.score[rows], tau=tau,
+                                   classes=None if names is None else [names[r] for r in rows])
                 text = f"frame {i}  t={i / max(clip.fps, 1e-6):.1f}s  score {frame_scores[i]:.2f}" + \
                        ("  ANOMALY" if frame_scores[i] >= tau else "")
                 composed = compose_frame(img, timeline, i, text)

@@ -262,6 +262,9 @@ class Pipeline:
         """
         from hydra.utils import get_class
 
+        from tao_lab.scorers.class_rarity import check_detector_has_classes
+
+        check_detector_has_classes(self.cfg.scorer, self.cfg.detector)  # a class attribute needs classes
         scorer_cls = get_class(self.cfg.scorer._target_)
         if ckpt_path:
             path = Path(ckpt_path)

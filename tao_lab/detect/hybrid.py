@@ -102,3 +102,11 @@ class HybridDetector(Detector):
 
     def detect(self, clip: Clip) -> ObjectTable:
         return self.merge(self.yolo.detect(clip), self.background.detect(clip))
+
+
+def class_labels(detector: Detector, cls: np.ndarray) -> list[str] | None:
+    """Class names of ``cls`` values for labels (``unknown`` for blobs); None for a class-agnostic detector."""
+    if not getattr(detector, "has_classes", False):
+        return None
+    names = getattr(detector, "class_names", None) or {}
+    return [class_name(int(c), names) for c in np.asarray(cls).reshape(-1)]

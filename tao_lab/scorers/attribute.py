@@ -5,7 +5,9 @@ objects, and an object's raw attribute score is
 - ``gmm``: Gaussian-mixture negative log-likelihood (``tail="density"``), or, for a 1-D attribute,
   ``tail="upper"``: -log P(X >= x) under the mixture, which is ~0 for anything at or below the bulk of the
   training values and grows only for values above it (e.g. "faster than normal", not "slower than normal");
-- ``knn``: mean distance to the k nearest training vectors (exact, squared L2 by default as in AIVAD).
+- ``knn``: mean distance to the k nearest training vectors (exact, squared L2 by default as in AIVAD);
+- ``class``: rarity of the object's detected class among the training objects (``tao_lab.scorers.class_rarity``;
+  reads the objects' ``cls`` column, not a feature; needs a detector with classes, e.g. ``detector=hybrid``).
 
 Raw scores may be smoothed along each track (running median over ``track_window`` detections), then calibrated
 on the training objects: ``(s - min) / (upper - min)`` with ``upper`` the ``upper_percentile`` of the training
@@ -55,7 +57,7 @@ DEFAULT_ATTRIBUTES: dict[str, dict[str, Any]] = {
 _ATTR_DEFAULTS: dict[str, Any] = {
     "feature": None,            # key of the feature dict (default: the attribute's name)
     "columns": None,            # feature columns used (None = all)
-    "model": "knn",             # "gmm" | "knn"
+    "model": "knn",             # "gmm" | "knn" | "class"
     "components": 2,            # gmm: mixture components
     "covariance": "full",       # gmm: covariance type ("full" | "diag")
     "tail": "density",          # gmm: "density" (NLL) | "upper" (1-D only: -log P(X >= x))
@@ -109,8 +111,8 @@ class AttributeScorer(ObjectScorer):
                 raise ValueError(f"attribute {name!r}: unknown keys {sorted(unknown)}; known: {sorted(_ATTR_DEFAULTS)}")
             s = {**_ATTR_DEFAULTS, **spec}
             s["feature"] = s["feature"] or name
-            if s["model"] not in ("gmm", "knn"):
-                raise ValueError(f"attribute {name!r}: model must be 'gmm' or 'knn', got {s['model']!r}")
+            if s["model"] not in ("gmm", "knn", "class"):
+                raise ValueError(f"attribute {name!r}: model must be 'gmm', 'knn' or 'class', got {s['model']!r}")
             if s["calibration"] not in ("loo", "in_sample"):
                 raise ValueError(f"attribute {name!r}: calibration must be 'loo' or 'in_sample'")
             if s["tail"] not in ("density", "upper"):
@@ -124,6 +126,9 @@ class AttributeScorer(ObjectScorer):
         for name, s in self.specs.items():
             if s["model"] == "knn":
                 self.register_buffer(f"{name}__bank", torch.zeros(0, 0))
+            elif s["model"] == "class":  # the fitted class table (tao_lab.scorers.class_rarity)
+                self.register_buffer(f"{name}__class_classes", torch.zeros(0, dtype=torch.int64))
+                self.register_buffer(f"{name}__class_nll", torch.zeros(0, dtype=torch.float64))
             else:
                 self.register_buffer(f"{name}__gmm_w", torch.zeros(0, dtype=torch.float64))
                 self.register_buffer(f"{name}__gmm_mu", torch.zeros(0, 0, dtype=torch.float64))
@@ -132,6 +137,12 @@ class AttributeScorer(ObjectScorer):
         self.register_buffer("train_scores", torch.zeros(0))
 
     # ------------------------------------------------------------------ helpers
+    def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The attribute's (N, D) input: the objects' class column for ``model: class``, else its feature."""
+        if self.specs[name]["model"] == "class":
+            return objects.cls.astype(np.float64)[:, None]
+        return self._matrix(name, features, len(objects))
+
     def _matrix(self, name: str, features: Mapping[str, np.ndarray], n: int) -> np.ndarray:
         s = self.specs[name]
         if s["feature"] not in features:
@@ -151,6 +162,10 @@ class AttributeScorer(ObjectScorer):
         kept = np.flatnonzero(np.isfinite(x).all(axis=1))
         if len(kept) == 0:
             raise ValueError(f"attribute {name!r}: no finite training vectors to fit on")
+        if s["model"] == "class":
+            from tao_lab.scorers.class_rarity import fit_class_table
+
+            return fit_class_table(x[kept, 0]), kept
         if s["model"] == "knn":
             if s["max_bank"] and len(kept) > int(s["max_bank"]):
                 rng = np.random.default_rng(self.seed)
@@ -176,7 +191,11 @@ class AttributeScorer(ObjectScorer):
         if not ok.any():
             return out
         xv = x[ok].astype(np.float64)
-        if s["model"] == "gmm":
+        if s["model"] == "class":
+            from tao_lab.scorers.class_rarity import class_rarity
+
+            out[ok] = class_rarity(xv[:, 0], model["classes"], model["nll"])
+        elif s["model"] == "gmm":
             out[ok] = _gmm_score(xv, model["w"], model["mu"], model["cov"], s["tail"])
         else:
             ex = None if exclude is None else (exclude[0][ok], exclude[1])
@@ -186,12 +205,17 @@ class AttributeScorer(ObjectScorer):
     def _model_from_buffers(self, name: str) -> dict[str, np.ndarray]:
         if self.specs[name]["model"] == "knn":
             return {"bank": getattr(self, f"{name}__bank").cpu().numpy()}
+        if self.specs[name]["model"] == "class":
+            return {k: getattr(self, f"{name}__class_{k}").cpu().numpy() for k in ("classes", "nll")}
         return {k: getattr(self, f"{name}__gmm_{k}").cpu().numpy() for k in ("w", "mu", "cov")}
 
     def _store(self, name: str, model: dict[str, np.ndarray]):
         for k, v in model.items():
-            key = f"{name}__bank" if k == "bank" else f"{name}__gmm_{k}"
+            key = f"{name}__bank" if k == "bank" else f"{name}__{self._buffer_kind(name)}_{k}"
             setattr(self, key, torch.as_tensor(v, dtype=getattr(self, key).dtype))
+
+    def _buffer_kind(self, name: str) -> str:
+        return "class" if self.specs[name]["model"] == "class" else "gmm"
 
     # ------------------------------------------------------------------ fitting
     def fit_clips(self, items: list[FitItem]) -> "AttributeScorer":
@@ -211,7 +235,7 @@ class AttributeScorer(ObjectScorer):
         n_videos = len(items)
         total = np.zeros(len(objects))
         for name, s in self.specs.items():
-            x = np.concatenate([self._matrix(name, it[1], len(it[0])) for it in items])
+            x = np.concatenate([self._inputs(name, it[0], it[1]) for it in items])
             model, kept = self._fit_model(name, x)
             self._store(name, model)
             loo = s["calibration"] == "loo"
@@ -266,7 +290,7 @@ class AttributeScorer(ObjectScorer):
         self._require_fitted()
         parts = {}
         for name, s in self.specs.items():
-            raw = self._raw(name, self._model_from_buffers(name), self._matrix(name, features, len(objects)))
+            raw = self._raw(name, self._model_from_buffers(name), self._inputs(name, objects, features))
             parts[name] = self._calibrate(name, self._smooth(objects, raw, s)).astype(np.float32)
         return parts
 
