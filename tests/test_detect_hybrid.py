@@ -202,3 +202,29 @@ def test_real_int8_yolo_finds_people_the_bicycle_and_the_cart_on_ped2():
     # Test004 frame 99: the cart is found as a non-person class (COCO has no cart: truck)
     xyxy, _, cls = found[2]
     assert (box_iou(gt_box(clips["Test004"], 99), xyxy)[0][cls != 0] >= 0.5).any()
+
+
+# ----- online mode accepts the same detectors -------------------------------------------------------------------
+def test_online_mode_runs_the_hybrid_detector(tmp_path):
+    from test_infer import write_video
+    from tao_lab.online import OnlinePipeline
+
+    stream = write_video(tmp_path / "stream.mp4")
+    cfg = compose("infer", ["input=unused", "buffer_frames=8", "detector=hybrid", f"paths.weights_dir={tmp_path}",
+                            "detector.yolo.weights=yolov8n.yaml"], tmp_path)
+    online = OnlinePipeline.from_config(cfg)
+    calls = []
+
+    def predict(frames):  # a "person" standing still in the top-left corner of every frame
+        calls.append(len(frames))
+        return [(np.array([[0, 0, 20, 30]], np.float32), np.array([0.9], np.float32), np.array([0]))
+                for _ in frames]
+
+    online.pipe.detector.yolo.predict_frames = predict
+    results = list(online.run(str(stream), fit_seconds=2.0, max_frames=80))
+    assert online._det_kind == "hybrid" and len(results) == 30
+    assert sum(calls) >= 80  # the model ran on the warm-up frames (scorer fit) and on every streamed frame
+    for r in results:
+        assert (r.objects.cls == 0).sum() == 1  # the YOLO box, every frame
+    # the moving synthetic objects come from the background model as unknown blobs
+    assert sum(int((r.objects.cls == UNKNOWN_CLASS).sum()) for r in results) > 10
