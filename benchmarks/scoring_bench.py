@@ -1,6 +1,8 @@
 """Speed and quality of the default weight-free scoring path on the real UCSD Ped2 copy, in one run.
 
     python benchmarks/scoring_bench.py [--data-dir ../shared/datasets/ucsd_ped2] [--max-clips N] [overrides...]
+    python benchmarks/scoring_bench.py --detector background yolo hybrid hybrid+class --stage-cache \
+        --no-parallel paths.weights_dir=../shared/weights      # detectors side by side, one table at the end
 
 Builds detector / tracker / features / scorer / threshold from the project's Hydra configs (the defaults, or
 ``group=option`` / ``key=value`` overrides given after the options), runs them on every Ped2 training clip (to fit
@@ -11,6 +13,11 @@ the scorer and the threshold) and every test clip, and prints
 - object diagnostics that bound RBDC/TBDC: the fraction of GT anomalous regions (8-connected components of the
   GT masks, >= 20 px) overlapped with IoU >= 0.1 by any box / by a box flagged by the fitted threshold, and the
   flagged boxes per normal frame (false positives).
+With ``--detector`` the whole measurement runs once per detector option (``background``, ``yolo``, ``hybrid``;
+``<option>+class`` adds the scorer's class attribute) and a side-by-side table closes the output. ``--stage-cache``
+reads detections from (and writes them to) the project's stage cache, as ``extract.py`` / ``eval.py`` do (hybrid
+re-uses cached YOLO and background detections): detect frames/s then measure loading, so take the detectors'
+speed from a run without it or from the cache-filling run's log. ``--no-parallel`` skips the second, parallel pass.
 Settings are never chosen here: this only measures the configured pipeline.
 """
 from __future__ import annotations
@@ -80,14 +87,42 @@ def main(argv=None) -> dict:
     ap.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "datasets", "ucsd_ped2"))
     ap.add_argument("--max-clips", type=int, default=None, help="per split (quick runs)")
     ap.add_argument("--workers", type=int, default=None, help="threads of the parallel run (default: one per core)")
+    ap.add_argument("--detector", nargs="+", default=None,
+                    help="detector options side by side (background yolo hybrid; '+class' adds the class attribute)")
+    ap.add_argument("--stage-cache", action="store_true", help="detections through the project's stage cache")
+    ap.add_argument("--no-parallel", action="store_true", help="skip the parallel pass")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scorer.frame_sigma=5 tracker=none")
     args = ap.parse_args(argv)
+    if not args.detector:
+        return bench(args, list(args.overrides))
+    rows = {}
+    for option in args.detector:
+        name, _, extra = option.partition("+")
+        over = [f"detector={name}", *args.overrides]
+        if extra == "class":
+            over.append("+scorer.attributes.class={model:class,calibration:in_sample,track_window:5}")
+        elif extra:
+            raise SystemExit(f"unknown detector suffix {extra!r} in {option!r}: only '+class' is known")
+        print(f"\n===== {option}: {' '.join(over)}")
+        rows[option] = bench(args, over)
+    keys = ["frame_auc_micro", "frame_auc_macro", "region_recall_any", "region_recall_flagged",
+            "flagged_per_normal_frame", "fps_total", "train_objects", "test_tracks"]
+    print("\n" + " | ".join(["detector", *keys]))
+    for option, r in rows.items():
+        print(" | ".join([option, *(f"{r[k]:.4f}" if isinstance(r.get(k), float) else str(r.get(k, "-"))
+                                    for k in keys)]))
+    for option, r in rows.items():
+        print(f"{option}: frames/s per stage " + ", ".join(f"{k} {v:.1f}" for k, v in r["fps"].items()))
+    return rows
+
+
+def bench(args, overrides: list[str]) -> dict:
 
     from sklearn.metrics import roc_auc_score
 
     from tao_lab.data import load_ucsd
 
-    stages, cfg = build_stages(args.overrides)
+    stages, cfg = build_stages(overrides)
     det, trk, feats, scorer, threshold = (stages[k] for k in ("detector", "tracker", "features", "scorer",
                                                               "threshold"))
     data = load_ucsd(args.data_dir, "ped2", max_clips=args.max_clips)
@@ -105,10 +140,19 @@ def main(argv=None) -> dict:
         cpu[stage] += time.process_time() - c
         return out
 
+    if args.stage_cache:
+        from tao_lab.pipeline import Pipeline
+        from tao_lab.scorers.class_rarity import check_detector_has_classes
+
+        check_detector_has_classes(cfg.scorer, cfg.detector)
+        detect = Pipeline(cfg).detections  # cached per clip by detector config (hybrid: per part)
+    else:
+        detect = det.detect
+
     def run(clips, times):
         out = []
         for clip in clips:
-            d = timed("detect", times, det.detect, clip)
+            d = timed("detect", times, detect, clip)
             o = timed("track", times, trk.track, d, clip)
             f = timed("features", times, lambda c, x: feats.extract(c, x, progress=False), clip, o)
             out.append((clip, o, f))
@@ -139,17 +183,19 @@ def main(argv=None) -> dict:
 
     # the same four stages, clips spread over one thread per core (each thread with its own detector, tracker and
     # feature set; OpenCV and numpy release the GIL); the scores must be identical to the sequential run
-    workers = max(1, min(args.workers or os.cpu_count() or 1, len(data.test)))
-    parallel_s, parallel_scores = run_parallel(args.overrides, data.test, scorer, workers)
-    for a, b in zip(scored, parallel_scores):
-        if not np.array_equal(a.frame_scores, b.frame_scores):
-            raise SystemExit("parallel run gave different scores than the sequential run")
-    print(f"test frames/s, all four stages, clips on {workers} threads (wall clock): {n / parallel_s:.1f} "
-          f"({parallel_s:.1f} s for {n} frames; scores identical to the sequential run)")
-
     results = {"fps": {k: n / v for k, v in times.items()}, "fps_total": n / total,
                "fps_cpu": {k: n / max(v, 1e-9) for k, v in cpu.items()}, "fps_cpu_total": n / total_cpu,
-               "fps_parallel": n / parallel_s, "parallel_workers": workers}
+               "train_objects": int(len(scorer.train_object_scores())),
+               "test_tracks": int(sum(len(np.unique(o.track_id)) for _, o, _ in test))}
+    if not args.no_parallel:
+        workers = max(1, min(args.workers or os.cpu_count() or 1, len(data.test)))
+        parallel_s, parallel_scores = run_parallel(overrides, data.test, scorer, workers)
+        for a, b in zip(scored, parallel_scores):
+            if not np.array_equal(a.frame_scores, b.frame_scores):
+                raise SystemExit("parallel run gave different scores than the sequential run")
+        print(f"test frames/s, all four stages, clips on {workers} threads (wall clock): {n / parallel_s:.1f} "
+              f"({parallel_s:.1f} s for {n} frames; scores identical to the sequential run)")
+        results.update(fps_parallel=n / parallel_s, parallel_workers=workers)
     scores = np.concatenate([s.frame_scores for s in scored])
     labels_file = os.path.join(args.data_dir, "labels", "frame_labels_ped2.npy")
     if args.max_clips is None and os.path.isfile(labels_file):

@@ -327,8 +327,11 @@ def _process(cfg, pipe, clip: Clip, chunks: list, tmp_dir: Path, tau: float, ala
     # pass 2: stream the frames once more for the annotated video and the gallery / event crops
     gallery_rows = rank_tracks(tracks_t, reasons, int(cfg.get("gallery_size", 12)))
     event_rows = [o["row"] for ev in events for o in ev.objects[:1]]
+    from tao_lab.detect.hybrid import class_labels
+
     gallery, key_frame, event_crops = _render(cfg, clip, tmp_dir, frame_scores, tracks_t, seg_t, tau, alarm.tau,
-                                              gallery_rows, reasons, event_rows, progress, show)
+                                              gallery_rows, reasons, event_rows, progress, show,
+                                              labels_of=lambda cls: class_labels(pipe.detector, cls))
 
     summary = {"input": str(cfg.get("input")), "frames": int(clip.num_frames), "fps": float(clip.fps),
                "seconds": round(clip.num_frames / max(clip.fps, 1e-6), 2),
@@ -353,7 +356,8 @@ def _process(cfg, pipe, clip: Clip, chunks: list, tmp_dir: Path, tau: float, ala
 
 
 def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: ObjectTable, tau: float,
-            alarm_tau: float, gallery_rows: list[int], reasons: dict, event_rows: list[int], progress, show: bool):
+            alarm_tau: float, gallery_rows: list[int], reasons: dict, event_rows: list[int], progress, show: bool,
+            labels_of=None):
     """Writes annotated.mp4 (if enabled) and returns (gallery [(crop, caption)], the most anomalous annotated
     frame as (image, caption) or None, {row: crop} of the events' top objects).
 
@@ -370,6 +374,7 @@ def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: 
         by_frame.setdefault(int(tracks.frame[r]), []).append(r)
     crops: dict[int, np.ndarray] = {}
     writer = VideoWriter(out / "annotated.mp4", clip.fps) if write_video else None
+    names = labels_of(tracks.cls) if labels_of is not None and write_video else None  # class per row, or None
     timeline = TimelineBar(frame_scores, clip.width, alarm_tau) if write_video else None
     t_order = np.argsort(tracks.frame, kind="stable")
     t_starts = np.searchsorted(tracks.frame[t_order], np.arange(clip.num_frames + 1))
@@ -387,7 +392,8 @@ def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: 
                     crops[r] = crop_with_context(frame, tracks.xyxy[r], pad=0.75, instance_map=inst)
             if writer is not None:
                 rows = t_order[t_starts[i]:t_starts[i + 1]]
-                img = draw_objects(frame, inst, tracks.xyxy[rows], tracks.track_id[rows], tracks.score[rows], tau=tau)
+                img = draw_objects(frame, inst, tracks.xyxy[rows], tracks.track_id[rows], tracks.score[rows], tau=tau,
+                                   classes=None if names is None else [names[r] for r in rows])
                 text = f"frame {i}  t={i / max(clip.fps, 1e-6):.1f}s  score {frame_scores[i]:.2f}" + \
                        ("  ANOMALY" if frame_scores[i] > alarm_tau else "")
                 composed = compose_frame(img, timeline, i, text)

@@ -16,8 +16,9 @@ How each stage runs online (the offline stages are reused, fitted once):
   fitted on them exactly as ``infer.py`` does, and the folder is deleted. Those frames are not emitted.
 - **detect**: :class:`~tao_lab.detect.BackgroundSubtractionDetector` runs on a stream-wide
   :class:`~tao_lab.detect.background.BackgroundModel` fitted on the warm-up frames (optionally refitted every
-  ``background_refit`` frames from a reservoir of recent frames); YOLO detectors run per frame; any other
-  detector is run on a one-frame clip.
+  ``background_refit`` frames from a reservoir of recent frames); YOLO detectors run per frame (every frame,
+  whatever their ``stride``); :class:`~tao_lab.detect.HybridDetector` merges both (its YOLO per frame, its blobs
+  from the stream background model); any other detector is run on a one-frame clip.
 - **track**: one ultralytics ``BYTETracker`` kept for the whole stream (the adapter of
   :class:`~tao_lab.track.ByteTracker`, same rules incl. ``keep_unmatched``); ids are stream-wide, from 1.
 - **features**: the same extractors through :class:`~tao_lab.features.base.FrameContext` (grey and optical flow
@@ -406,7 +407,11 @@ class OnlinePipeline:
     def _background_kwargs(self) -> Optional[dict]:
         from tao_lab.detect import BackgroundSubtractionDetector
 
+        from tao_lab.detect import HybridDetector
+
         det = self.pipe.detector
+        if isinstance(det, HybridDetector) and isinstance(det.background, BackgroundSubtractionDetector):
+            det = det.background
         if isinstance(det, BackgroundSubtractionDetector):
             return det.background_kwargs
         seg = self.pipe.segmenter
@@ -424,7 +429,7 @@ class OnlinePipeline:
         self._bg_kwargs = kwargs
 
     def _setup(self, height: int, width: int, source: str) -> None:
-        from tao_lab.detect import BackgroundSubtractionDetector, YoloDetector
+        from tao_lab.detect import BackgroundSubtractionDetector, HybridDetector, YoloDetector
         from tao_lab.features.base import FlowEstimator
         from tao_lab.track import ByteTracker
 
@@ -433,7 +438,9 @@ class OnlinePipeline:
         self.height, self.width = int(height), int(width)
         det = self.pipe.detector
         self._det_kind = ("background" if isinstance(det, BackgroundSubtractionDetector) else
-                          "yolo" if isinstance(det, YoloDetector) else "generic")
+                          "yolo" if isinstance(det, YoloDetector) else
+                          "hybrid" if isinstance(det, HybridDetector) and isinstance(det.yolo, YoloDetector)
+                          and isinstance(det.background, BackgroundSubtractionDetector) else "generic")
         trk = self.pipe.tracker
         self._tracker = _OnlineByteTrack(trk) if isinstance(trk, ByteTracker) else _OnlineNoTrack()
         exts = self.pipe.extractors
@@ -467,6 +474,14 @@ class OnlinePipeline:
         if self._det_kind == "yolo":
             xyxy, conf, cls = det.predict_frames([frame])[0]
             return xyxy, conf, cls, None
+        if self._det_kind == "hybrid":
+            xyxy, conf, cls = det.yolo.predict_frames([frame])[0]
+            diff = self.background.difference(frame)
+            fg = self.background.clean(diff > self.background.threshold)
+            blobs, blob_scores = det.background.boxes_from_mask(fg, diff)
+            merged = det.merge(ObjectTable.build(np.zeros(len(xyxy)), xyxy, conf, None, cls),
+                               ObjectTable.build(np.zeros(len(blobs)), blobs, blob_scores))
+            return merged.xyxy, merged.score, merged.cls, (diff, fg)
         table = det.detect(BufferClip([frame], "frame", self.fps))
         return table.xyxy, table.score, table.cls, None
 
@@ -695,6 +710,7 @@ def run_online(cfg) -> dict:
     import json
 
     from tao_lab.events import EVENT_HEADER, EventBuilder, frames_of
+    from tao_lab.detect.hybrid import class_labels
     from tao_lab.report.overlay import TIMELINE_HEIGHT, VideoWriter, compose_frame, draw_objects
 
     online = OnlinePipeline.from_config(cfg)
@@ -763,7 +779,8 @@ def run_online(cfg) -> dict:
                     history.append(out.frame_score)
                     alarm_tau = online.alarm.tau
                     img = draw_objects(out.frame, out.instance_map, out.objects.xyxy, out.objects.track_id,
-                                       out.objects.score, tau=float(online.pipe.threshold.tau))
+                                       out.objects.score, tau=float(online.pipe.threshold.tau),
+                                       classes=class_labels(online.pipe.detector, out.objects.cls))
                     bar = _rolling_bar(list(history), img.shape[1], alarm_tau, TIMELINE_HEIGHT)
                     text = f"frame {out.index}  score {out.frame_score:.2f}  {out.latency_s * 1000:.0f} ms" + \
                            ("  ANOMALY" if out.anomalous else "")

@@ -172,7 +172,24 @@ class Pipeline:
 
     # ----- per-clip stages ----------------------------------------------------------------------------------
     def detections(self, clip: Clip) -> ObjectTable:
+        parts = getattr(self.detector, "part_names", ())
+        if parts and self.cache_dir is not None:
+            # a detector made of detectors (detector=hybrid): each part is cached as a detector of its own, so a
+            # hybrid run re-uses the detections of an earlier detector=yolo run with the same settings
+            return self._run("detect", clip, lambda *tables: self.detector.merge(*tables),
+                             *[lambda name=name: self._part_detections(name, clip) for name in parts])
         return self._run("detect", clip, lambda: self.detector.detect(clip))
+
+    def _part_detections(self, name: str, clip: Clip) -> ObjectTable:
+        cache = StageCache(self.cache_dir, "detect", {"detector": _plain(self.cfg.detector[name])})
+
+        def compute():
+            start = time.perf_counter()
+            out = getattr(self.detector, name).detect(clip)
+            self.timings["detect"] += time.perf_counter() - start
+            return out
+
+        return cache.get_or_compute(clip.clip_id, clip.source, compute)
 
     def tracks(self, clip: Clip) -> ObjectTable:
         return self._run("track", clip, lambda dets: self.tracker.track(dets, clip), lambda: self.detections(clip))
@@ -297,6 +314,9 @@ class Pipeline:
         """
         from hydra.utils import get_class
 
+        from tao_lab.scorers.class_rarity import check_detector_has_classes
+
+        check_detector_has_classes(self.cfg.scorer, self.cfg.detector)  # a class attribute needs classes
         scorer_cls = get_class(self.cfg.scorer._target_)
         if ckpt_path:
             path = Path(ckpt_path)

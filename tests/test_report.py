@@ -16,11 +16,23 @@ def test_draw_objects_paints_masks_boxes_and_labels():
     assert out.shape == frame.shape and out.dtype == np.uint8
     assert not np.array_equal(out[20, 20], frame[20, 20])  # mask blended in
     assert np.array_equal(frame, np.full((60, 80, 3), 100, np.uint8))  # input untouched
-    # flagged box (score >= tau) is red, the other one has its id colour
+    # flagged box (score >= tau) is red; the other one is faint: its id colour blended 35% into the frame
     near = lambda px, col: np.abs(px.astype(int) - np.array(col)).max() < 40  # noqa: E731 (anti-aliased lines)
-    assert near(out[54, 60], color_for(7))
+    faint = 0.35 * np.array(color_for(7)) + 0.65 * 100
+    assert near(out[54, 60], faint) and not near(out[54, 60], (100, 100, 100))
     assert near(out[29, 20], (0, 0, 255))
     assert color_for(3) == color_for(3) and color_for(3) != color_for(4)
+    # the flagged box carries a label (white text on red), an unflagged box none
+    white = lambda img: int((img > 200).all(axis=2).sum())  # noqa: E731
+    assert white(out) > 0
+    assert white(draw_objects(frame, None, np.array([[50, 40, 70, 55]], np.float32), np.array([7]),
+                              np.array([0.1]), tau=1.0)) == 0
+    # with class names the label grows by the class
+    wide = np.full((60, 200, 3), 100, np.uint8)
+    box, one, high = np.array([[10, 20, 30, 40]], np.float32), np.array([3]), np.array([2.0])
+    named = draw_objects(wide, None, box, one, high, tau=1.0, classes=["bicycle"])
+    plain = draw_objects(wide, None, box, one, high, tau=1.0)
+    assert white(named) > white(plain) + 10
 
 
 def test_timeline_bar_and_compose():

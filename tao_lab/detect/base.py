@@ -12,6 +12,10 @@ class Detector:
     Rows are ordered by frame.
     """
 
+    #: True when ``cls`` tells what the object is (a detector trained on classes); False for class-agnostic
+    #: detectors, whose ``cls`` is always 0 (the scorer's ``class`` attribute refuses those).
+    has_classes = False
+
     def detect(self, clip: Clip) -> ObjectTable:  # pragma: no cover - interface
         raise NotImplementedError
 

@@ -27,12 +27,15 @@ def color_for(obj_id: int) -> tuple[int, int, int]:
 
 def draw_objects(frame: np.ndarray, instance_map: Optional[np.ndarray] = None, boxes: Optional[np.ndarray] = None,
                  ids: Optional[np.ndarray] = None, scores: Optional[np.ndarray] = None,
-                 tau: Optional[float] = None, alpha: float = 0.45, flagged_only_boxes: bool = False) -> np.ndarray:
-    """The frame with instance masks blended in (colour per id), boxes, and "id score" labels.
+                 tau: Optional[float] = None, alpha: float = 0.45, flagged_only_boxes: bool = False,
+                 classes: Optional[list] = None, faint: float = 0.35) -> np.ndarray:
+    """The frame with instance masks blended in (colour per id), boxes, and "id [class] score" labels.
 
-    instance_map: (H, W) int, 0 = background, k = object id k. boxes (K, 4) xyxy; ids (K,); scores (K,).
-    Boxes whose score passes ``tau`` are drawn thick and red-labelled; others thin (or skipped with
-    ``flagged_only_boxes``).
+    instance_map: (H, W) int, 0 = background, k = object id k. boxes (K, 4) xyxy; ids (K,); scores (K,);
+    classes: optional (K,) class names put in the labels.
+    With ``tau``, boxes whose score passes it are drawn thick and red-labelled, the others faintly (thin, blended
+    with weight ``faint``) and without a label, so a crowded scene stays readable (or they are skipped with
+    ``flagged_only_boxes``); without ``tau`` every box is drawn thin with its label.
     """
     out = frame.copy()
     if instance_map is not None and np.any(instance_map):
@@ -48,18 +51,29 @@ def draw_objects(frame: np.ndarray, instance_map: Optional[np.ndarray] = None, b
     if boxes is not None and len(boxes):
         h, w = out.shape[:2]
         font_scale = max(0.35, min(0.6, h / 600))
-        for r, box in enumerate(np.asarray(boxes, np.float32).reshape(-1, 4)):
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        flags = [tau is not None and scores is not None and float(scores[r]) >= tau for r in range(len(boxes))]
+        if tau is not None and not flagged_only_boxes and not all(flags):
+            # unflagged objects: thin boxes blended in faintly, no label (drawn first, under the flagged ones)
+            layer = out.copy()
+            for r in np.flatnonzero(~np.asarray(flags)):
+                x1, y1, x2, y2 = (int(round(v)) for v in boxes[r])
+                cv2.rectangle(layer, (x1, y1), (x2 - 1, y2 - 1),
+                              color_for(int(ids[r]) if ids is not None else r + 1), 1, cv2.LINE_AA)
+            out = cv2.addWeighted(layer, float(faint), out, 1.0 - float(faint), 0.0)
+        for r, box in enumerate(boxes):
             obj_id = int(ids[r]) if ids is not None else r + 1
             score = float(scores[r]) if scores is not None else None
-            flagged = tau is not None and score is not None and score >= tau
-            if flagged_only_boxes and not flagged:
-                continue
+            flagged = flags[r]
+            if tau is not None and not flagged:
+                continue  # drawn faintly above, or skipped with flagged_only_boxes
             x1, y1, x2, y2 = (int(round(v)) for v in box)
             x1, y1 = max(0, min(w - 1, x1)), max(0, min(h - 1, y1))
             x2, y2 = max(0, min(w - 1, x2 - 1)), max(0, min(h - 1, y2 - 1))
             col = (0, 0, 255) if flagged else color_for(obj_id)
             cv2.rectangle(out, (x1, y1), (x2, y2), col, 2 if flagged else 1, cv2.LINE_AA)
-            label = f"{obj_id}" + (f" {score:.2f}" if score is not None else "")
+            label = f"{obj_id}" + (f" {classes[r]}" if classes is not None else "") + \
+                (f" {score:.2f}" if score is not None else "")
             (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
             ty = y1 - 3 if y1 - th - 4 >= 0 else min(h - 2, y2 + th + 3)
             cv2.rectangle(out, (x1, ty - th - 2), (min(w - 1, x1 + tw + 2), ty + base - 1), col, -1)

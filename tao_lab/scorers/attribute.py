@@ -5,7 +5,11 @@ objects, and an object's raw attribute score is
 - ``gmm``: Gaussian-mixture negative log-likelihood (``tail="density"``), or, for a 1-D attribute,
   ``tail="upper"``: -log P(X >= x) under the mixture, which is ~0 for anything at or below the bulk of the
   training values and grows only for values above it (e.g. "faster than normal", not "slower than normal");
-- ``knn``: mean distance to the k nearest training vectors (exact, squared L2 by default as in AIVAD).
+- ``knn``: mean distance to the k nearest training vectors (exact, squared L2 by default as in AIVAD);
+- ``class``: rarity of the object's detected class among the training objects (``tao_lab.scorers.class_rarity``;
+  reads the objects' ``cls`` column, not a feature; needs a detector with classes, e.g. ``detector=hybrid``);
+- ``occupancy`` / ``direction``: scene-context models of where objects stand and which way they go per place
+  (``tao_lab.scorers.scene``).
 
 Raw scores may be smoothed along each track (running median over ``track_window`` detections), then calibrated
 on the training objects: ``(s - min) / (upper - min)`` with ``upper`` the ``upper_percentile`` of the training
@@ -56,7 +60,7 @@ DEFAULT_ATTRIBUTES: dict[str, dict[str, Any]] = {
 _ATTR_DEFAULTS: dict[str, Any] = {
     "feature": None,            # key of the feature dict (default: the attribute's name)
     "columns": None,            # feature columns used (None = all)
-    "model": "knn",             # "gmm" | "knn"
+    "model": "knn",             # "gmm" | "knn" | "class" | "occupancy" | "direction"
     "components": 2,            # gmm: mixture components
     "covariance": "full",       # gmm: covariance type ("full" | "diag")
     "tail": "density",          # gmm: "density" (NLL) | "upper" (1-D only: -log P(X >= x))
@@ -80,7 +84,7 @@ _ATTR_DEFAULTS: dict[str, Any] = {
 
 #: Model kinds and the fitted arrays each keeps (buffer ``<attribute>__<key>``).
 _MODEL_KEYS = {"gmm": ("gmm_w", "gmm_mu", "gmm_cov"), "knn": ("bank",), "occupancy": ("occ_logp",),
-               "direction": ("dir_logp",)}
+               "direction": ("dir_logp",), "class": ("class_classes", "class_nll")}
 _PLACE_KEYS = ("place_loc", "place_scale")
 
 
@@ -101,9 +105,12 @@ class AttributeScorer(ObjectScorer):
     """Density models over per-object attributes with training-only calibration (see the module docstring).
 
     Args:
-        attributes: {name: spec}; spec keys (all optional): feature, columns, model (gmm|knn), components,
-            covariance, tail (density|upper), k, metric (sqeuclidean|euclidean), max_bank, calibration
-            (loo|in_sample), upper_percentile, weight, track_window. None = :data:`DEFAULT_ATTRIBUTES`.
+        attributes: {name: spec}; spec keys (all optional, see ``_ATTR_DEFAULTS``): feature, columns, model
+            (gmm|knn|class|occupancy|direction), components, covariance, tail (density|upper), k, metric
+            (sqeuclidean|euclidean), max_bank, calibration (loo|in_sample), upper_percentile, weight, track_window,
+            by_place, grid, place_prior, place_quantile, occupancy_sigma, min_speed, direction_prior, group.
+            None = :data:`DEFAULT_ATTRIBUTES` (the speed + appearance set of ``configs/scorer/attribute_speed.yaml``;
+            the configured default, ``attribute.yaml``, adds the scene attributes, which need the place feature).
         frame_sigma: Gaussian smoothing of the frame scores along time (frames; 0 = none).
         frame_reduce: "max" (max over objects of the object score) | "sum_of_max" (AIVAD).
         seed: seeds the mixtures and the memory-bank subsampling.
@@ -156,7 +163,7 @@ class AttributeScorer(ObjectScorer):
                                    "dwell_radius": self.dwell_radius, "fusion": fusion})
         for name, s in self.specs.items():
             for key in self._model_keys(name):
-                dtype = torch.float32 if key == "bank" else torch.float64
+                dtype = {"bank": torch.float32, "class_classes": torch.int64}.get(key, torch.float64)
                 self.register_buffer(f"{name}__{key}", torch.zeros(0, dtype=dtype))
             self.register_buffer(f"{name}__calib", torch.tensor([0.0, 1.0], dtype=torch.float64))
         # the scene's perspective (expected box height over the footprint), only when an attribute reads scene.*
@@ -180,6 +187,12 @@ class AttributeScorer(ObjectScorer):
             return features
         derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius)
         return {**features, **derived}
+
+    def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The attribute's (N, D) input: the objects' class column for ``model: class``, else its feature."""
+        if self.specs[name]["model"] == "class":
+            return objects.cls.astype(np.float64)[:, None]
+        return self._matrix(name, features, len(objects))
 
     def _matrix(self, name: str, features: Mapping[str, np.ndarray], n: int) -> np.ndarray:
         s = self.specs[name]
@@ -207,6 +220,11 @@ class AttributeScorer(ObjectScorer):
         kept = np.flatnonzero(np.isfinite(x).all(axis=1))
         if len(kept) == 0:
             raise ValueError(f"attribute {name!r}: no finite training vectors to fit on")
+        if s["model"] == "class":
+            from tao_lab.scorers.class_rarity import fit_class_table
+
+            table = fit_class_table(x[kept, 0])
+            return {"class_classes": table["classes"], "class_nll": table["nll"]}, kept
         if s["model"] == "occupancy":
             return {"occ_logp": scene.fit_occupancy(x[kept], s["grid"], s["occupancy_sigma"])}, kept
         if s["model"] == "direction":
@@ -251,6 +269,11 @@ class AttributeScorer(ObjectScorer):
         if not ok.any():
             return out
         xv = x[ok].astype(np.float64)
+        if s["model"] == "class":
+            from tao_lab.scorers.class_rarity import class_rarity
+
+            out[ok] = class_rarity(xv[:, 0], model["class_classes"], model["class_nll"])
+            return out
         if s["model"] == "occupancy":
             out[ok] = scene.occupancy_score(xv, model["occ_logp"])
             return out
@@ -310,7 +333,7 @@ class AttributeScorer(ObjectScorer):
         feats = [self._features(it[0], it[1]) for it in items]
         parts = {}
         for name, s in self.specs.items():
-            x = np.concatenate([self._matrix(name, f, len(it[0])) for f, it in zip(feats, items)])
+            x = np.concatenate([self._inputs(name, it[0], f) for f, it in zip(feats, items)])
             xy = (np.concatenate([self._footprints(name, f, len(it[0])) for f, it in zip(feats, items)])
                   if self._uses_place(name) else None)
             model, kept = self._fit_model(name, x, xy)
@@ -373,7 +396,7 @@ class AttributeScorer(ObjectScorer):
         feats = self._features(objects, features)
         parts = {}
         for name, s in self.specs.items():
-            raw = self._raw(name, self._model_from_buffers(name), self._matrix(name, feats, n),
+            raw = self._raw(name, self._model_from_buffers(name), self._inputs(name, objects, feats),
                             self._footprints(name, feats, n))
             parts[name] = self._calibrate(name, self._smooth(objects, raw, s)).astype(np.float32)
         return parts
