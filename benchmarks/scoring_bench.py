@@ -1,6 +1,7 @@
 """Speed and quality of the default weight-free scoring path on the real UCSD Ped2 copy, in one run.
 
     python benchmarks/scoring_bench.py [--data-dir ../shared/datasets/ucsd_ped2] [--max-clips N] [overrides...]
+    python benchmarks/scoring_bench.py --scorer attribute_speed attribute   # previous and current default scorer
     python benchmarks/scoring_bench.py --detector background yolo hybrid hybrid+class --stage-cache \
         --no-parallel paths.weights_dir=../shared/weights      # detectors side by side, one table at the end
 
@@ -89,25 +90,35 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=None, help="threads of the parallel run (default: one per core)")
     ap.add_argument("--detector", nargs="+", default=None,
                     help="detector options side by side (background yolo hybrid; '+class' adds the class attribute)")
+    ap.add_argument("--scorer", nargs="+", default=None,
+                    help="scorer options side by side (e.g. attribute_speed attribute: the previous default and the "
+                         "scene-general one)")
     ap.add_argument("--stage-cache", action="store_true", help="detections through the project's stage cache")
     ap.add_argument("--no-parallel", action="store_true", help="skip the parallel pass")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scorer.frame_sigma=5 tracker=none")
     args = ap.parse_args(argv)
-    if not args.detector:
+    if args.detector and args.scorer:
+        raise SystemExit("--detector and --scorer: compare one group at a time")
+    if not args.detector and not args.scorer:
         return bench(args, list(args.overrides))
-    rows = {}
-    for option in args.detector:
+    options = {}
+    for option in args.detector or []:
         name, _, extra = option.partition("+")
         over = [f"detector={name}", *args.overrides]
         if extra == "class":
             over.append("+scorer.attributes.class={model:class,calibration:in_sample,track_window:5}")
         elif extra:
             raise SystemExit(f"unknown detector suffix {extra!r} in {option!r}: only '+class' is known")
+        options[option] = over
+    for option in args.scorer or []:
+        options[option] = [f"scorer={option}", *args.overrides]
+    rows = {}
+    for option, over in options.items():
         print(f"\n===== {option}: {' '.join(over)}")
         rows[option] = bench(args, over)
     keys = ["frame_auc_micro", "frame_auc_macro", "region_recall_any", "region_recall_flagged",
-            "flagged_per_normal_frame", "fps_total", "train_objects", "test_tracks"]
-    print("\n" + " | ".join(["detector", *keys]))
+            "flagged_per_normal_frame", "fps_total", "fps_parallel", "train_objects", "test_tracks"]
+    print("\n" + " | ".join(["detector" if args.detector else "scorer", *keys]))
     for option, r in rows.items():
         print(" | ".join([option, *(f"{r[k]:.4f}" if isinstance(r.get(k), float) else str(r.get(k, "-"))
                                     for k in keys)]))
