@@ -28,8 +28,8 @@ def compose(config_name: str = "eval", overrides=(), tmp_path: Path | None = Non
         # val/ metrics cost a leave-one-clip-out pass with planted clips; tests/test_validation_in_run.py turns it on
         extra.append("validation=none")
     if tmp_path is not None:
-        extra = [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
-                 f"paths.log_dir={tmp_path / 'logs'}"]
+        extra += [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
+                  f"paths.log_dir={tmp_path / 'logs'}"]
     return compose_config([*extra, "progress=false", *overrides], config_name=config_name)
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from conftest import TINY_SYNTHETIC
 
+E2E_DATA = [*TINY_SYNTHETIC, "dataset.num_train_clips=4", "dataset.num_frames=120"]
+
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
@@ -13,7 +15,10 @@ def first_run(tmp_path_factory):
     from tao_lab.tasks import evaluate, run_task
 
     tmp = tmp_path_factory.mktemp("e2e")
-    cfg = compose("eval", TINY_SYNTHETIC, tmp)
+    # the default scorer models where objects walk and which way they go (per place), so it needs a few training
+    # clips of normal activity: 4 clips of 120 frames (the main job's training set; 2 clips of 60 frames are too few
+    # to learn the paths); 2 test clips keep the run short
+    cfg = compose("eval", E2E_DATA, tmp)
     metrics = run_task(cfg, evaluate)
     return tmp, cfg, metrics
 
@@ -52,7 +57,7 @@ def test_second_run_with_other_threshold_reuses_upstream_stages(first_run, caplo
     from tao_lab.tasks import evaluate, run_task
 
     tmp, cfg, first = first_run
-    cfg2 = compose("eval", [*TINY_SYNTHETIC, "threshold.tau=0.5"], tmp)
+    cfg2 = compose("eval", [*E2E_DATA, "threshold.tau=0.5"], tmp)
     cfg2.paths.output_dir = str(tmp / "run2")
     with caplog.at_level(logging.INFO, logger="tao_lab.tasks"):
         second = run_task(cfg2, evaluate)

@@ -49,8 +49,8 @@ def _with_test_gt(real_load, mode: str):
     """``real_load`` (load_dataset) with the TEST clips' ground truth removed or scrambled (training clips untouched)."""
     from tao_lab.types import ClipGT
 
-    def load(cfg):
-        dataset = real_load(cfg)
+    def load(cfg, **kwargs):
+        dataset = real_load(cfg, **kwargs)
         rng = np.random.default_rng(7)
         for clip in dataset.test:
             if mode == "removed":

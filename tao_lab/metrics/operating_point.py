@@ -43,7 +43,9 @@ def operating_point(flags: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         n_ev += len(ev)
         false_ev += sum(not any(s <= b and e >= a for a, b in gt) for s, e in ev)
     nan = float("nan")
-    return {"precision": tp / (tp + fp) if tp + fp else nan, "recall": tp / (tp + fn) if tp + fn else nan,
+    # nothing flagged: precision 0 (scikit-learn's zero_division=0), so metrics.json stays valid JSON and a run that
+    # never raises an alarm is not mistaken for a perfect one; the flagged-frame count says why
+    return {"precision": tp / (tp + fp) if tp + fp else 0.0, "recall": tp / (tp + fn) if tp + fn else nan,
             "false_alarm_rate": fp / (fp + tn) if fp + tn else nan,
             "event_recall": found / n_int if n_int else nan, "anomalous_intervals": float(n_int),
             "intervals_found": float(found), "events": float(n_ev), "false_events": float(false_ev)}
