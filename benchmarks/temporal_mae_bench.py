@@ -4,7 +4,7 @@ clips), next to the attribute scorer. Detections, tracks and features come from 
 its stage cache), so only the scorer is timed.
 
     python benchmarks/temporal_mae_bench.py                                  # synthetic dataset
-    python benchmarks/temporal_mae_bench.py --dataset ucsd_ped2 --data-dir /work/shared/datasets/ucsd_ped2
+    python benchmarks/temporal_mae_bench.py --dataset ucsd_ped2 --data-dir ../shared/datasets/ucsd_ped2
     python benchmarks/temporal_mae_bench.py --runs temporal_mae:supervised --override scorer.window=8
 
 Frame AUC here is the scorer's smoothed frame score against the frame labels (no threshold, prompts or masks):
