@@ -440,14 +440,7 @@ def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores:
                   f"tau={summary['prompt_threshold_tau']:g} only chooses which objects are segmented.")
     lead = events_html(summary["events"], event_crops or {}, plot, clip.fps,
                        video="annotated.mp4" if cfg.get("write_video", True) else None)
-    sections = []
-    if cfg.get("write_video", True):
-        # annotated.mp4 sits next to report.html (H.264, so browsers play it); a relative link keeps the folder
-        # movable and the report free of network access
-        sections.append(("Annotated video", f"<video class='plot' style='width:min(100%,{max(clip.width, 320)}px)' "
-                                            f"src='annotated.mp4' controls muted playsinline preload='metadata'>"
-                                            f"annotated.mp4 (H.264)</video><div class='sub'>masks, boxes with "
-                                            f"'id score' (red: above the threshold) and the score timeline</div>"))
+    sections = []  # annotated.mp4 (H.264, next to report.html) is already in the lead, where events seek it
     if key_frame is not None:
         img = (f"<img class='plot' style='width:min(100%,720px)' src='{image_data_uri(key_frame[0])}' alt='frame'>"
                f"<div class='sub'>{key_frame[1]}</div>")
