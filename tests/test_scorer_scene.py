@@ -193,3 +193,11 @@ def test_scene_attribute_without_the_place_feature_is_refused():
     del feats["place"]
     with pytest.raises(KeyError, match="PlaceFeature"):
         AttributeScorer(attributes={"place": {"model": "occupancy"}}).fit_clips([(objs, feats, n)] * 2)
+
+
+@pytest.mark.parametrize("grid", [4, [4], [0, 4]])
+def test_bad_place_grid_is_refused_with_the_attribute_name(grid):
+    from tao_lab.scorers import AttributeScorer
+
+    with pytest.raises(ValueError, match=r"attribute 'place': grid must be \[rows, cols\]"):
+        AttributeScorer(attributes={"place": {"model": "occupancy", "grid": grid}})

@@ -142,8 +142,9 @@ class AttributeScorer(ObjectScorer):
                 s["feature"], s["columns"] = scene.PLACE_FEATURE, [0, 1]
             if s["by_place"] not in (None, "ratio", "standardize"):
                 raise ValueError(f"attribute {name!r}: by_place must be null, 'ratio' or 'standardize'")
-            if len(s["grid"]) != 2 or min(int(g) for g in s["grid"]) < 1:
-                raise ValueError(f"attribute {name!r}: grid must be [rows, cols] >= 1, got {s['grid']}")
+            grid = s["grid"]
+            if not isinstance(grid, (list, tuple)) or len(grid) != 2 or min(int(g) for g in grid) < 1:
+                raise ValueError(f"attribute {name!r}: grid must be [rows, cols], each >= 1, got {grid!r}")
             s["grid"] = [int(g) for g in s["grid"]]
             s["group"] = s["group"] or name
             if s["calibration"] not in ("loo", "in_sample"):
