@@ -165,6 +165,34 @@ def test_group_fusion_counts_correlated_attributes_once(fitted):
     assert np.allclose(res.objects.score, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("fusion", ["max", "max_excess"])
+def test_max_and_max_excess_fusion_match_a_direct_computation(fitted, fusion):
+    objs, feats = make_track(9012, 0.2, 0.52, 30, speed_rel=0.2)
+    fitted.fusion = fusion
+    try:
+        res = fitted.score_clip(objs, feats, 40)
+    finally:
+        fitted.fusion = "sum"
+    p = res.parts
+    groups = [np.maximum(p["speed_place"], p["speed_rel"]), p["place"], p["direction"], p["dwell"], p["size"]]
+    expected = []
+    for i in range(len(objs)):
+        vals = sorted((float(g[i]) for g in groups), reverse=True)
+        # the strongest group, plus the other groups' excess over 1 (nothing for max)
+        extra = sum(max(v - 1.0, 0.0) for v in vals[1:]) if fusion == "max_excess" else 0.0
+        expected.append(vals[0] + extra)
+    assert np.allclose(res.objects.score, expected, atol=1e-5)
+    if fusion == "max_excess":  # the fast far-away object's excess really is in play
+        assert max(max(float(g.max()) for g in groups[1:]), float(groups[0].max())) > 1.0
+
+
+def test_unknown_fusion_is_refused():
+    from tao_lab.scorers import AttributeScorer
+
+    with pytest.raises(ValueError, match="max_excess"):
+        AttributeScorer(fusion="mean")
+
+
 def test_every_scene_model_round_trips_through_the_checkpoint(fitted, tmp_path):
     from tao_lab.scorers import AttributeScorer
 

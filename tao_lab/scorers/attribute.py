@@ -101,6 +101,10 @@ def _to_plain(obj):
     return obj
 
 
+#: Ways attribute groups combine into the object score (see ``AttributeScorer``'s ``fusion``).
+FUSIONS = ("sum", "max", "max_excess")
+
+
 class AttributeScorer(ObjectScorer):
     """Density models over per-object attributes with training-only calibration (see the module docstring).
 
@@ -114,9 +118,10 @@ class AttributeScorer(ObjectScorer):
         frame_sigma: Gaussian smoothing of the frame scores along time (frames; 0 = none).
         frame_reduce: "max" (max over objects of the object score) | "sum_of_max" (AIVAD).
         seed: seeds the mixtures and the memory-bank subsampling.
-        fusion: how attribute groups combine into the object score: "sum" (AIVAD: every attribute adds evidence) or
-            "max" (the most anomalous group decides; with many attributes a sum also adds up their noise). Within a
-            group (spec key ``group``) attributes always combine by max.
+        fusion: how attribute groups combine into the object score: "sum" (AIVAD: every attribute adds evidence),
+            "max" (the most anomalous group decides; with many attributes a sum also adds up their noise) or
+            "max_excess" (the most anomalous group plus every other group's excess over its calibration point 1).
+            Within a group (spec key ``group``) attributes always combine by max.
         dwell_radius: the ``scene.dwell`` quantity counts the frames a track stays within this many expected body
             heights of its current footprint.
     """
@@ -156,8 +161,8 @@ class AttributeScorer(ObjectScorer):
         self.frame_reduce = frame_reduce
         self.seed = int(seed)
         self.dwell_radius = float(dwell_radius)
-        if fusion not in ("sum", "max"):
-            raise ValueError(f"fusion must be 'sum' or 'max', got {fusion!r}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
         self.save_hyperparameters({"attributes": {k: dict(v) for k, v in attributes.items()},
                                    "frame_sigma": self.frame_sigma, "frame_reduce": frame_reduce, "seed": self.seed,
@@ -309,7 +314,16 @@ class AttributeScorer(ObjectScorer):
         if not groups:
             return np.zeros(0)
         stacked = np.stack(list(groups.values()))
-        return stacked.sum(0) if self.fusion == "sum" else stacked.max(0)
+        if self.fusion == "sum":
+            return stacked.sum(0)
+        top = stacked.max(0)
+        if self.fusion == "max":
+            return top
+        # max_excess: the strongest group, plus what every other group says beyond its normal range (a calibrated
+        # score above 1 is above the calibration point of the training objects); below it they add nothing, so the
+        # normal-range noise of many weak attributes does not pile up on every walker as it does in a sum.
+        excess = np.clip(stacked - 1.0, 0.0, None)
+        return top + excess.sum(0) - excess.max(0)
 
     # ------------------------------------------------------------------ fitting
     def fit_clips(self, items: list[FitItem]) -> "AttributeScorer":
