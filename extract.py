@@ -1,4 +1,5 @@
-"""Extract: run detect -> track -> features on every clip and fill the stage cache.
+"""Extract: run detect -> track -> features on every clip and fill the stage cache (then, once every clip is in,
+the scorer fit and the test clips' scores, prompts and masks: configs/extract.yaml `fill_downstream`).
 
 Usage: python extract.py [overrides]   (see configs/extract.yaml; README.md lists examples)
 """

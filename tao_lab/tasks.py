@@ -175,6 +175,8 @@ def extract(cfg: DictConfig, logger=None) -> dict:
     """detect -> track -> features for the configured splits; everything lands in the stage cache.
 
     With ``num_shards`` > 1 this job handles only its ``shard`` of every split's clips (:mod:`tao_lab.sharding`).
+    With ``fill_downstream`` (default) the job that finds every clip extracted also fills the downstream stages
+    (:func:`_fill_downstream`).
     """
     from tao_lab.pipeline import Pipeline, load_dataset
     from tao_lab.sharding import check_shard, shard_items
@@ -192,6 +194,8 @@ def extract(cfg: DictConfig, logger=None) -> dict:
         pipe.extract(clips, split)
         counts[f"{split}/clips"] = len(clips)
         counts[f"{split}/objects"] = int(sum(len(pipe.tracks(c)) for c in clips))
+    if cfg.get("fill_downstream", True):
+        counts["extract/filled_downstream"] = int(_fill_downstream(cfg, pipe, dataset, shard, num_shards))
     _log_cache(pipe)
     result = {**counts, **_stage_speed(pipe)}
     from tao_lab.run_info import write_metrics
@@ -199,6 +203,39 @@ def extract(cfg: DictConfig, logger=None) -> dict:
     write_metrics(output_dir(cfg), result)
     log.info("extracted: %s", result)
     return result
+
+
+def _fill_downstream(cfg: DictConfig, pipe, dataset, shard: int, num_shards: int) -> bool:
+    """Once every clip of every split is extracted: fit the scorer and fill what ``eval.py`` would compute next
+    (score, prompts and segment of the test clips, their GT tracks, the ``val/`` folds), so an eval on this cache
+    computes nothing. Every shard checks at its end; the one that finds all clips extracted does it (the last to
+    finish). Two shards finishing together compute the same entries, which is safe: cache writes are atomic."""
+    from tao_lab.evaluation import gt_tracks_for
+    from tao_lab.pipeline import training_clips
+
+    splits = list(cfg.get("splits", ["train", "test"]))
+    if "test" not in splits or not dataset.test:
+        log.info("fill_downstream: the test split is not extracted by this job; nothing to fill")
+        return False
+    features = pipe.caches["features"]
+    missing = [c.clip_id for split in splits for c in dataset.split(split)
+               if not features.path(c.clip_id, c.source).is_file()]
+    if missing:
+        log.info("shard %d of %d done; %d clips of other shards are not extracted yet (e.g. %s): the last shard to "
+                 "finish fits the scorer and fills the downstream stages", shard, num_shards, len(missing),
+                 " ".join(missing[:3]))
+        return False
+    log.info("every clip is extracted: fitting the scorer and filling score, prompts and segment of the test clips")
+    pipe.fit_scorer(training_clips(cfg, dataset))
+    min_area = int(cfg.metrics.get("gt_min_area", 20)) if cfg.get("metrics") else 20
+    from tqdm import tqdm
+
+    for clip in tqdm(dataset.test, desc="fill downstream", disable=not cfg.get("progress", True)):
+        pipe.segmentation(clip, pipe.scores(clip))
+        gt_tracks_for(clip, pipe.cache_dir, min_area)
+    if cfg.get("validation") is not None and "train" in splits:
+        _validation(cfg, dataset)  # the val/ folds go through the stage cache as well
+    return True
 
 
 # ----- train ------------------------------------------------------------------------------------------------

@@ -246,11 +246,16 @@ def test_sharded_extraction_fills_the_cache_for_eval(tmp_path):
     logs = [(sweep / j / "extract.log").read_text() for j in "01"]
     assert "shard 0 of 2: 1 train clips: Train001" in logs[0] and "shard 1 of 2: 1 train clips: Train002" in logs[1]
     assert [cache_counts(t)["features"][1] for t in logs] == [2, 2]  # 1 train + 1 test clip each
+    # the shard that found every clip extracted (the last to finish; both if they finish together) filled the rest
+    filled = [s["extract/filled_downstream"] for s in shards]
+    assert sum(filled) >= 1 and all(cache_counts(t)["score"][1] == 2 for t, f in zip(logs, filled) if f), filled
 
     warm = run_script("eval.py", [*TINY, cache, f"hydra.run.dir={tmp_path / 'warm'}"], tmp_path)
     assert warm.returncode == 0, warm.stderr[-3000:]
     counts = cache_counts((tmp_path / "warm" / "eval.log").read_text())
-    assert all(counts[s][1] == 0 for s in ("detect", "track", "features")), counts  # extraction computed nothing
+    # every stage, extraction and downstream (score, prompts, segment), computed nothing
+    assert set(counts) >= {"detect", "track", "features", "score", "prompts", "segment"}, counts
+    assert all(computed == 0 for _, computed in counts.values()), counts
     cold = run_script("eval.py", [*TINY, f"paths.cache_dir={tmp_path / 'cold'}", f"hydra.run.dir={tmp_path / 'c'}"],
                       tmp_path)
     assert cold.returncode == 0, cold.stderr[-3000:]
