@@ -141,10 +141,47 @@ def frame_range(objects: ObjectTable, features: dict, a: int, b: int) -> tuple:
             {name: v[m] for name, v in features.items()}, int(b - a))
 
 
+def track_parts(objects: ObjectTable, features: dict, num_frames: int, folds: int) -> list[tuple]:
+    """Frames [0, num_frames) of one clip split into ``folds`` parts BY TRACK (round-robin over the tracks in order
+    of first appearance; untracked rows round-robin by row), each part an item ``(objects, features, num_frames)``
+    spanning the whole window. Unlike time blocks, a track's whole history stays in one part, so what depends on it
+    (how long an object has stood still, a running median along the track) is fitted as it will be scored."""
+    m = objects.frame < num_frames
+    o, feats = objects.take(m), {name: v[m] for name, v in features.items()}
+    tids = np.asarray(o.track_id)
+    tracked = tids >= 0
+    first = {}
+    for f, t in zip(np.asarray(o.frame)[tracked], tids[tracked]):
+        first.setdefault(int(t), int(f))
+    order = sorted(first, key=lambda t: (first[t], t))
+    if len(order) + int((~tracked).sum()) < 2:
+        raise ValueError(f"{len(order)} track(s) in the fit window are too few to calibrate the alarm by "
+                         "cross-fitting over tracks (need at least 2); give a longer fit_seconds")
+    k = max(2, min(int(folds), len(order) + int((~tracked).sum())))
+    rank = {t: i for i, t in enumerate(order)}
+    part = np.empty(len(o), int)
+    part[tracked] = [rank[int(t)] % k for t in tids[tracked]]
+    part[~tracked] = np.arange(int((~tracked).sum())) % k
+    return [(o.take(part == i), {name: v[part == i] for name, v in feats.items()}, int(num_frames))
+            for i in range(k)]
+
+
 def crossfit_items(pipe, items: list, folds: int, causal_window: Optional[int] = None) -> tuple[np.ndarray, str]:
     """Held-out frame scores of every item [(objects, features, num_frames)]: item i belongs to fold i % folds and
     is scored by a fresh scorer fitted on the other folds. A fold whose complement cannot fit a scorer (e.g. no
     objects) is skipped with a warning. Returns (scores, a description)."""
+    per_item, how = _crossfit(pipe, items, folds, causal_window)
+    return np.concatenate(per_item), how
+
+
+def crossfit_tracks(pipe, parts: list, folds: int, causal_window: Optional[int] = None) -> tuple[np.ndarray, str]:
+    """Held-out frame scores of one window split by :func:`track_parts`: every object is scored by a scorer that
+    never saw its track, and a frame's score is the max over the parts (the frame score is a max over objects)."""
+    per_part, how = _crossfit(pipe, parts, folds, causal_window)
+    return np.max(np.stack([np.asarray(x, np.float64) for x in per_part]), 0), how.replace("parts", "track parts")
+
+
+def _crossfit(pipe, items: list, folds: int, causal_window: Optional[int] = None) -> tuple[list, str]:
     k = max(2, min(int(folds), len(items)))
     out, used = [], 0
     for f in range(k):
@@ -165,7 +202,7 @@ def crossfit_items(pipe, items: list, folds: int, causal_window: Optional[int] =
                          "give a longer fit_seconds or a checkpoint")
     how = (f"{used}-fold cross-fitting over {len(items)} parts of the fit data"
            + (f", causal scores (window {causal_window} frames)" if causal_window else ""))
-    return np.concatenate(out), how
+    return out, how
 
 
 def fit_on_window(pipe, cfg, clip: Clip, num_frames: int, from_checkpoint: bool,
@@ -190,13 +227,26 @@ def fit_on_window(pipe, cfg, clip: Clip, num_frames: int, from_checkpoint: bool,
         how = (f"held-out window: the checkpoint's scores of the first {num_frames} frames of the input (not seen "
                f"in training, assumed normal)" + (", causal scores" if causal_window else ""))
         return fit_alarm(scores, acfg, how)
-    blocks = window_blocks(objects, feats, num_frames, folds)
-    scores, how = crossfit_items(pipe, blocks, folds, causal_window)
+    blocks, scores, how = window_crossfit(pipe, objects, feats, int(num_frames), folds,
+                                          str(acfg.get("split", "time")), causal_window)
     pipe.set_scorer(pipe.new_fitted_scorer(blocks),
                     key=stable_hash({"up": pipe.caches["features"].spec, "scorer": _plain(cfg.scorer),
                                      "window_of": clip.source, "frames": int(num_frames), "blocks": len(blocks),
                                      "seed": cfg.get("seed")}))
     return fit_alarm(scores, acfg, how)
+
+
+def window_crossfit(pipe, objects: ObjectTable, features: dict, num_frames: int, folds: int, split: str,
+                    causal_window: Optional[int] = None) -> tuple[list, np.ndarray, str]:
+    """(parts, held-out frame scores, description) of one fit window, split into ``folds`` time blocks
+    (``split="time"``) or track parts (``"tracks"``, :func:`track_parts`)."""
+    if split == "time":
+        blocks = window_blocks(objects, features, num_frames, folds)
+        return (blocks, *crossfit_items(pipe, blocks, folds, causal_window))
+    if split == "tracks":
+        parts = track_parts(objects, features, num_frames, folds)
+        return (parts, *crossfit_tracks(pipe, parts, folds, causal_window))
+    raise ValueError(f"alarm.split must be 'time' or 'tracks', got {split!r}")
 
 
 def _plain(node):
@@ -207,12 +257,12 @@ def _plain(node):
 
 def calibrate_on_training(pipe, cfg, train_clips: list[Clip]) -> Alarm:
     """The alarm of ``eval.py``: cross-fitting over the (normal) training clips, whole clips per fold (a single
-    training clip is cut into time blocks)."""
+    training clip is split like a fit window, by ``alarm.split``)."""
     acfg = cfg.get("alarm") or {}
     folds = int(acfg.get("folds", 5))
     items = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in train_clips]
     if len(items) == 1:
-        items = window_blocks(items[0][0], items[0][1], items[0][2], folds)
+        _, scores, how = window_crossfit(pipe, *items[0], folds, str(acfg.get("split", "time")))
+        return fit_alarm(scores, acfg, how.replace("of the fit data", "of the training clip"))
     scores, how = crossfit_items(pipe, items, folds)
-    return fit_alarm(scores, acfg, how.replace("parts of the fit data", "training clips" if len(train_clips) > 1
-                                              else "time blocks of the training clip"))
+    return fit_alarm(scores, acfg, how.replace("parts of the fit data", "training clips"))

@@ -64,6 +64,69 @@ def test_calibrated_alarm_on_synthetic_clips(tmp_path):
     assert max(caught) > 0.3
 
 
+def test_track_parts_keep_every_track_whole_and_span_the_window():
+    from tao_lab.alarm import track_parts, window_blocks
+    from tao_lab.scorers.scene import dwell_frames
+    from tao_lab.types import ObjectTable
+
+    T = 60
+    # track 7 stands still for all 60 frames; tracks 1..4 walk through in turn; two untracked rows
+    frames = [*range(T), *[f for t in range(4) for f in range(15 * t, 15 * t + 15)], 3, 40]
+    tids = [7] * T + [1 + i // 15 for i in range(60)] + [-1, -1]
+    xs = [50.0] * T + [10.0 + 3 * (i % 15) for i in range(60)] + [5.0, 5.0]
+    n = len(frames)
+    xyxy = np.array([[x, 20.0, x + 10, 40.0] for x in xs], np.float32)
+    objects = ObjectTable(np.array(frames), xyxy, np.ones(n, np.float32), np.array(tids), np.zeros(n, int))
+    feats = {"row": np.arange(n, dtype=np.float32)[:, None]}
+    parts = track_parts(objects, feats, T, folds=3)
+    assert len(parts) == 3 and all(p[2] == T for p in parts)
+    owner = {}
+    for i, (o, f, _) in enumerate(parts):
+        assert np.array_equal(np.asarray(o.frame), np.asarray(objects.frame)[f["row"][:, 0].astype(int)])
+        for t in set(np.asarray(o.track_id).tolist()) - {-1}:
+            assert owner.setdefault(t, i) == i  # a track never spans two parts
+    assert sorted(owner) == [1, 2, 3, 4, 7] and sum(len(p[0]) for p in parts) == n
+    stand = next(p for p in parts if 7 in np.asarray(p[0].track_id))[0]
+    foot = np.stack([(stand.xyxy[:, 0] + stand.xyxy[:, 2]) / 2, stand.xyxy[:, 3]], 1)
+    # the stander's history is whole in its part: it has stood 59 frames at the last frame, as on the whole window
+    assert dwell_frames(stand, foot, np.full(len(stand), 5.0))[np.asarray(stand.track_id) == 7].max() == T - 1
+    blocks = window_blocks(objects, feats, T, folds=3)  # time blocks cut that history to 20 frames
+    assert max(len(b[0].frame[np.asarray(b[0].track_id) == 7]) for b in blocks) == 20
+    with pytest.raises(ValueError, match="too few to calibrate"):
+        track_parts(objects.take(np.asarray(objects.track_id) == 7), {"row": feats["row"][:T]}, T, folds=3)
+
+
+@pytest.mark.parametrize("split", ["time", "tracks"])
+def test_a_single_training_clip_is_cross_fitted_by_the_configured_split(tmp_path, split):
+    from conftest import compose
+    from tao_lab.alarm import calibrate_on_training
+    from tao_lab.pipeline import Pipeline, load_dataset
+
+    cfg = compose("eval", ["dataset.num_train_clips=1", "dataset.num_test_clips=1", "dataset.num_frames=80",
+                           "alarm.folds=3", f"alarm.split={split}"], tmp_path)
+    data = load_dataset(cfg)
+    pipe = Pipeline(cfg)
+    pipe.fit_scorer(data.train)
+    alarm = calibrate_on_training(pipe, cfg, data.train)
+    # time: 3 blocks of the 80 frames, one score per frame; tracks: every part spans the 80 frames, max over parts
+    assert alarm.calibration_frames == 80
+    assert ("track parts" in alarm.calibration) == (split == "tracks") and "training clip" in alarm.calibration
+    assert np.isfinite(alarm.tau)
+
+
+def test_an_unknown_split_is_refused(tmp_path):
+    from conftest import compose
+    from tao_lab.alarm import calibrate_on_training
+    from tao_lab.pipeline import Pipeline, load_dataset
+
+    cfg = compose("eval", ["dataset.num_train_clips=1", "dataset.num_test_clips=1", "dataset.num_frames=40",
+                           "alarm.split=frames"], tmp_path)
+    data = load_dataset(cfg)
+    pipe = Pipeline(cfg)
+    with pytest.raises(ValueError, match="alarm.split must be 'time' or 'tracks'"):
+        calibrate_on_training(pipe, cfg, data.train)
+
+
 # ----- events -----------------------------------------------------------------------------------------------
 def test_event_merging_on_hand_made_flags():
     f = np.zeros(32, bool)

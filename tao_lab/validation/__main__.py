@@ -14,6 +14,9 @@ Two protocols:
   (:mod:`tao_lab.validation.cross_scene`); scenes: ped2, ped2_low, ped2_lower, ped2_high, ped2_oblique,
   synthetic, synthetic_persp:
       python -m tao_lab.validation --scenes default --variants benchmarks/validation/cross_scene.yaml
+- with ``--scenes`` and ``--alarm FILE``: the frame alarm's defaults on the same scenes (method, target false-alarm
+  rate, folds; :mod:`tao_lab.validation.alarm_choice`), the configured scorer:
+      python -m tao_lab.validation --scenes default --alarm benchmarks/validation/alarm_defaults.yaml
 """
 from __future__ import annotations
 
@@ -43,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", choices=("micro", "macro"), default="micro",
                         help="cross-scene: frame AUC pooled over held-out clips (micro, default) or per clip (macro)")
     parser.add_argument("--json", help="cross-scene: also write the AUC table (variant -> scene -> set) to this file")
+    parser.add_argument("--alarm", help="cross-scene: YAML file {methods: [...], targets: [...], folds: [...]} of "
+                                        "frame-alarm candidates to compare instead of scorer variants")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the base config")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
@@ -65,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(loaded, dict) or not all(isinstance(v, list) for v in loaded.values()):
             parser.error(f"{args.variants}: expected a mapping {{name: [override, ...]}}")
         variants = {str(k): [str(o) for o in v] for k, v in loaded.items()}
+    if args.alarm:
+        if not args.scenes:
+            parser.error("--alarm needs --scenes (it runs on the cross-scene validation's scenes)")
+        return _alarm(args, parser, base)
     if args.scenes:
         return _cross_scene(args, parser, base, variants)
     cfg = compose_config(base)
@@ -88,6 +97,37 @@ def _names(value: str, default: tuple, every: tuple, flag: str, parser) -> list[
     if bad or not names:
         parser.error(f"{flag}: unknown {bad or value!r}; expected 'default', 'all' or a comma list of {list(every)}")
     return names
+
+
+def _alarm(args, parser, base: list[str]) -> int:
+    from omegaconf import OmegaConf
+
+    from tao_lab.config import compose_config
+    from tao_lab.validation.alarm_choice import candidates_from, validate_alarm
+    from tao_lab.validation.behaviours import BEHAVIOURS
+    from tao_lab.validation.scenes import DEFAULT_SCENES, SCENES
+
+    if not Path(args.alarm).is_file():
+        parser.error(f"alarm candidates file not found: {args.alarm}")
+    spec = OmegaConf.to_container(OmegaConf.load(args.alarm))
+    if not isinstance(spec, dict):
+        parser.error(f"{args.alarm}: expected a mapping {{methods: [...], targets: [...], folds: [...]}}")
+    candidates = candidates_from(spec)
+    scenes = _names(args.scenes, DEFAULT_SCENES, SCENES, "--scenes", parser)
+    sets = _names(args.sets, BEHAVIOURS, BEHAVIOURS, "--sets", parser)
+    ped2_dir = Path(args.ped2_dir)
+    ped2_dir = ped2_dir if ped2_dir.is_absolute() else ROOT / ped2_dir
+    cfg = compose_config(base)
+    start = time.perf_counter()
+    result = validate_alarm(cfg, candidates, scenes, sets, str(ped2_dir), args.clips, args.frames, seed=args.seed,
+                            show_progress=bool(cfg.get("progress", True)))
+    print(f"\nframe alarm candidates on planted training clips, {len(result.scenes)} scenes x {len(result.sets)} "
+          f"sets, {args.clips} clips x {args.frames} frames per scene (seed {args.seed}; test clips not read), "
+          f"{time.perf_counter() - start:.0f} s")
+    print("FA = false-alarm rate on normal frames (pooled); recall = mean over scene x set cells; fit flagged = "
+          "share of the fit window's frames flagged (window mode)")
+    print(result.table())
+    return 0
 
 
 def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) -> int:
