@@ -303,14 +303,16 @@ class OnlinePipeline:
                         f"is fitted when no checkpoint is given, hold no detected object (an empty scene). Warm up "
                         f"on a longer stretch that shows normal activity (a larger fit_seconds), or give a scorer "
                         f"trained with train.py: ckpt_path=<train run dir>/scorer.ckpt") from None
-            self._start_streams(clip, str(source))
+            self.start(clip, str(source))
             self.stages["features"].prime(last)  # the first emitted frame gets real flow
             self.index = n
             return note or f"scorer from checkpoint; background fitted on the first {n} frames"
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _start_streams(self, warmup_clip, source: str) -> None:
+    def start(self, warmup_clip, source: str = "stream") -> None:
+        """Starts every stage's per-frame form on a stream of ``warmup_clip``'s size; the stages' shared
+        background model is fitted on ``warmup_clip`` (:meth:`warmup` calls this with the warm-up frames)."""
         if not self.fitted:
             raise RuntimeError("the online pipeline needs a fitted scorer: give ckpt_path or call warmup(frames)")
         self.height, self.width = int(warmup_clip.height), int(warmup_clip.width)
