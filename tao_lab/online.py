@@ -269,7 +269,6 @@ class OnlinePipeline:
             self.source.release()
 
 
-
 # ----- infer.py online=true ---------------------------------------------------------------------------------
 def latency_summary(latencies) -> dict[str, float]:
     """mean / p50 / p95 / max (ms) and frames/s of a list of latencies (s) or a :class:`LatencyStats`."""
@@ -319,7 +318,7 @@ def run_online(cfg) -> dict:
     Outputs (:class:`tao_lab.outputs.OutputSink`: ``<run dir>/outputs/``, built in ``outputs.partial/`` and renamed
     when the stream ends, reaches ``max_frames``, loses a network source for good or is stopped with Ctrl+C):
     ``annotated.mp4``, ``objects.csv`` (every tracked object: track_id,frame_id,box,score,flagged), ``masks/``
-    (``write_masks=true``), ``frame_scores.csv`` (frame_id,time_s,score,anomalous,latency_ms), ``events.csv``
+    (``online_masks=true``), ``frame_scores.csv`` (frame_id,time_s,score,anomalous,latency_ms), ``events.csv``
     (each event written when it closes), ``gaps.csv`` (network drops), ``NOTE.txt``, ``report.html`` and
     ``summary.json`` (alarm, events, gaps, latency statistics). Everything that grows with the stream is written
     as it comes, never held whole: memory stays flat after the warm-up. An error removes the partial folder.

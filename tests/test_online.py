@@ -60,7 +60,8 @@ def test_infer_online_writes_outputs_and_latency(stream, tmp_path):
     from conftest import compose
     from tao_lab.tasks import infer, run_task
 
-    cfg = compose("infer", [f"input={stream}", "online=true", "fit_seconds=2", "max_frames=90"], tmp_path)
+    cfg = compose("infer", [f"input={stream}", "online=true", "fit_seconds=2", "max_frames=90", "online_masks=true"],
+                  tmp_path)
     summary = run_task(cfg, infer)
     out = tmp_path / "run" / "outputs"
     assert summary["frames_emitted"] == 40 and summary["warmup_frames"] == 50
@@ -75,6 +76,18 @@ def test_infer_online_writes_outputs_and_latency(stream, tmp_path):
     objects, flagged = read_objects_csv(out / "objects.csv")
     assert len(objects) > 0 and objects.frame.min() == 50 and len(flagged) == len(objects)
     np.testing.assert_array_equal(flagged, objects.score > summary["prompt_threshold_tau"])
+    # masks/ (online_masks=true): one PNG per emitted frame, labelled with that frame's track ids (or fresh ones)
+    from tao_lab.formats import read_mask_png
+
+    masks = sorted((out / "masks").glob("*.png"))
+    assert len(masks) == 40 and masks[0].name == "000050.png"
+    labelled = 0
+    for p in masks:
+        ids = set(np.unique(read_mask_png(p)).tolist()) - {0}
+        tracks = set(objects.track_id[objects.frame == int(p.stem)].tolist())
+        assert all(i in tracks or i >= 1_000_000 for i in ids)
+        labelled += len(ids)
+    assert labelled > 0
     from test_infer import count_frames
 
     assert count_frames(out / "annotated.mp4")[0] == 40
