@@ -44,6 +44,7 @@ from tao_lab.types import Clip, ObjectTable, Prompts, SubClip
 
 log = logging.getLogger(__name__)
 
+
 class InferenceInputError(RuntimeError):
     """The input video / frame folder / stream cannot be read (the message names it and says what to check)."""
 
