@@ -95,22 +95,19 @@ def fit_alarm(heldout_scores: np.ndarray, cfg_alarm, calibration: str) -> Alarm:
 
 # ----- held-out frame scores --------------------------------------------------------------------------------
 def causal_frame_scores(scorer, objects: ObjectTable, features: dict, num_frames: int, window: int) -> np.ndarray:
-    """Each frame's score as the online mode computes it: the scorer on the last ``window`` frames only, the
-    frame's own score being the last of that window (no look-ahead)."""
+    """Each frame's score as the online mode computes it: through the scorer's own per-frame form
+    (``scorer.stream(window)``, by default the scorer on the last ``window`` frames only, the frame's own score
+    being the last of that window: no look-ahead); 0 while the window holds no object."""
     order = np.argsort(objects.frame, kind="stable")
     frames = objects.frame[order]
     starts = np.searchsorted(frames, np.arange(num_frames + 1))
     out = np.zeros(num_frames, np.float32)
+    stream = scorer.stream(window)
     for t in range(num_frames):
-        first = max(0, t - window + 1)
-        rows = order[starts[first]:starts[t + 1]]
-        w = t - first + 1
-        if not len(rows):
-            continue
-        sub = objects.take(rows)
-        sub = ObjectTable(sub.frame - first, sub.xyxy, sub.score, sub.track_id, sub.cls)
-        scores = scorer.score_clip(sub, {k: v[rows] for k, v in features.items()}, w)
-        out[t] = float(np.asarray(scores.frame_scores)[w - 1])
+        rows = order[starts[t]:starts[t + 1]]
+        scores = stream.step(t, objects.take(rows), {k: v[rows] for k, v in features.items()})
+        if len(scores.scores.objects):
+            out[t] = scores.frame_score
     return out
 
 

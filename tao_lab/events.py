@@ -4,6 +4,7 @@ A run of flagged frames starts an event; flagged frames at most ``max_gap`` unfl
 last flagged frame extend it; events with fewer than ``min_length`` frames from first to last flagged frame are
 dropped (single-frame blips). Offline: :func:`find_events` on the whole flag sequence; online:
 :class:`EventBuilder`, fed frame by frame, returns each event as soon as it is closed (the gap is exceeded).
+``events.csv`` (one :meth:`Event.csv_row` per event) is written by :mod:`tao_lab.formats`.
 """
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ from typing import Optional
 
 import numpy as np
 
-EVENT_HEADER = ("event,start_frame,end_frame,start_s,end_s,duration_s,peak_frame,peak_s,peak_score,"
-                "top_track_ids,top_classes,top_scores")
 
 
 @dataclass
@@ -118,10 +117,3 @@ def attach_objects(events: list[Event], tracks, top: int = 3, fragment=None) -> 
                        "frame": int(tracks.frame[r]), "row": int(r), "box": [round(float(v), 1) for v in tracks.xyxy[r]],
                        **({"fragment": True} if frag.get(t, False) else {})}
                       for t, r in ranked[:top]]
-
-
-def write_events_csv(path, events: list[Event], fps: float) -> None:
-    with open(path, "w") as f:
-        f.write(EVENT_HEADER + "\n")
-        for ev in events:
-            f.write(ev.csv_row(fps) + "\n")

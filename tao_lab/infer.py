@@ -3,18 +3,20 @@
 The scorer comes from ``ckpt_path`` (train.py's checkpoint) or, without one, is fitted on the first ``fit_seconds``
 of the input itself, which is assumed normal (the log, ``NOTE.txt`` and the report say so).
 
-Everything is written into ``<run dir>/outputs/``, built in ``outputs.partial/`` and renamed only when complete,
-so a failed or interrupted run never leaves outputs that look complete (``summary.json`` is the last file
-written):
+Everything is written into ``<run dir>/outputs/`` by :class:`tao_lab.outputs.OutputSink` (the online mode's
+too), built in ``outputs.partial/`` and renamed only when complete, so a failed or interrupted run never leaves
+outputs that look complete (``summary.json`` is the last file written); the formats are :mod:`tao_lab.formats`:
 
 - ``annotated.mp4``: every frame with the masks (colour per object), boxes, ``id score`` labels (red = above the
   threshold) and a timeline bar of the frame scores with the current position;
 - ``masks/<frame:06d>.png``: per-frame instance masks, 16-bit PNG, 0 = background, k = object id k (the ids of
-  ``objects.csv``), one file per frame (0-based index in the name);
-- ``tracks.csv``: every tracked object with its anomaly score, ``track_id,frame_id,x_min,y_min,x_max,y_max,score``
-  (0-based frames, pixels, x2/y2 exclusive); ``tracks_mot.txt``: the same tracks in MOTChallenge format
+  ``segments.csv``), one file per frame (0-based index in the name);
+- ``objects.csv``: every tracked object, ``track_id,frame_id,x_min,y_min,x_max,y_max,score,flagged`` (0-based
+  frames, pixels, x2/y2 exclusive; flagged = score above the object threshold tau), the same schema online;
+- ``tracks.csv``: the same rows without ``flagged``; ``tracks_mot.txt``: the same tracks in MOTChallenge format
   (``frame,id,x,y,w,h,score,-1,-1,-1``, 1-based frames);
-- ``objects.csv``: the segmented (anomalous) objects, same columns as tracks.csv (the detections for RBDC/TBDC);
+- ``segments.csv``: the segmented (anomalous) objects, the boxes of their masks, same columns as tracks.csv (the
+  detections for RBDC/TBDC);
 - ``tracks.txt`` / ``detections.txt``: the tracked and the segmented objects in the RBDC/TBDC text formats of
   :mod:`tao_lab.metrics` (``track_id,frame_id,x_min,y_min,x_max,y_max`` and ``frame_id,x_min,y_min,x_max,y_max,
   score``; 0-based frames, inclusive max corner), ready for ``python -m tao_lab.metrics object``;
@@ -31,70 +33,20 @@ Memory stays bounded on long videos: frames are streamed, and the pipeline runs 
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 import time
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from tao_lab.types import Clip, ObjectTable, Prompts, SubClip
 
 log = logging.getLogger(__name__)
 
-OBJECT_HEADER = "track_id,frame_id,x_min,y_min,x_max,y_max,score"
-
 
 class InferenceInputError(RuntimeError):
     """The input video / frame folder / stream cannot be read (the message names it and says what to check)."""
-
-
-# ----- writers ----------------------------------------------------------------------------------------------
-def write_objects_csv(path: Path, table: ObjectTable) -> None:
-    """``track_id,frame_id,x_min,y_min,x_max,y_max,score`` rows (0-based frames, original pixels)."""
-    rows = np.column_stack([table.track_id, table.frame, table.xyxy, table.score]) if len(table) else []
-    np.savetxt(path, np.asarray(rows, dtype=np.float64).reshape(-1, 7), delimiter=",", header=OBJECT_HEADER,
-               comments="", fmt=["%d", "%d", "%.2f", "%.2f", "%.2f", "%.2f", "%.6f"])
-
-
-def write_mot(path: Path, table: ObjectTable) -> None:
-    """MOTChallenge rows ``frame,id,bb_left,bb_top,bb_width,bb_height,conf,-1,-1,-1`` (1-based frames)."""
-    with open(path, "w") as f:
-        for fr, tid, (x1, y1, x2, y2), s in zip(table.frame, table.track_id, table.xyxy, table.score):
-            f.write(f"{fr + 1},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{s:.6f},-1,-1,-1\n")
-
-
-def read_objects_csv(path: Path) -> ObjectTable:
-    """Reads a file written by :func:`write_objects_csv`."""
-    import warnings
-
-    with warnings.catch_warnings():  # a header-only file (no object) is a valid, empty table
-        warnings.simplefilter("ignore", UserWarning)
-        data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    if data.size == 0:
-        return ObjectTable.empty()
-    return ObjectTable.build(data[:, 1], data[:, 2:6], data[:, 6], data[:, 0])
-
-
-def write_mask_png(path: Path, instance_map: np.ndarray) -> None:
-    import cv2
-
-    if not cv2.imwrite(str(path), np.clip(instance_map, 0, 65535).astype(np.uint16)):
-        raise OSError(f"could not write mask {path}")
-
-
-def read_mask_png(path: Path) -> np.ndarray:
-    """(H, W) int32 instance map from a 16-bit mask PNG (0 = background)."""
-    import cv2
-
-    m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if m is None:
-        raise OSError(f"could not read mask {path}")
-    return m.astype(np.int32)
 
 
 # ----- input ------------------------------------------------------------------------------------------------
@@ -223,19 +175,13 @@ def run_inference(cfg: DictConfig, logger=None) -> dict:
     fit_note, alarm, n_fit = fit_or_load(pipe, cfg, clip, chunks[0])
     tau = float(pipe.threshold.tau)  # the object threshold: which objects become prompts (TAO's tau)
 
-    out_dir = Path(cfg.paths.output_dir) / "outputs"
-    tmp_dir = out_dir.with_name("outputs.partial")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    (tmp_dir / "masks").mkdir(parents=True)
-    try:
-        result = _process(cfg, pipe, clip, chunks, tmp_dir, tau, alarm, n_fit, fit_note, start_time, progress)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+    from tao_lab.outputs import OutputSink
+
+    with OutputSink(cfg.paths.output_dir, masks=bool(cfg.get("write_masks", True))) as sink:
+        result, key_frame = _process(cfg, pipe, clip, chunks, sink, tau, alarm, n_fit, fit_note, start_time,
+                                     progress)
+        out_dir = sink.finish(result, list_files=True)
     result["outputs"] = str(out_dir)
-    key_frame = result.pop("_key_frame", None)
     if logger is not None:
         logger.log_metrics({f"infer/{k}": v for k, v in result.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -258,13 +204,15 @@ def run_inference(cfg: DictConfig, logger=None) -> dict:
     return result
 
 
-def _process(cfg, pipe, clip: Clip, chunks: list, tmp_dir: Path, tau: float, alarm, n_fit: int, fit_note: str,
-             start_time: float, progress) -> dict:
+def _process(cfg, pipe, clip: Clip, chunks: list, sink, tau: float, alarm, n_fit: int, fit_note: str,
+             start_time: float, progress) -> tuple[dict, Optional[tuple]]:
+    """Runs the pipeline chunk by chunk and writes every output into ``sink`` (an OutputSink); returns (the
+    summary, the most anomalous annotated frame or None)."""
     show = bool(cfg.get("progress", True))
     frame_scores = np.zeros(clip.num_frames, np.float32)
     tracks, segmented, prompts = [], [], []
     id_offset, obj_offset = 0, 0
-    write_masks = bool(cfg.get("write_masks", True))
+    write_masks = sink.masks
     # pass 1: the pipeline chunk by chunk; masks go to disk right away, so one chunk's maps are in memory
     for k, (a, b) in enumerate(progress(chunks, f"pipeline ({len(chunks)} chunk{'s' * (len(chunks) > 1)})", show)):
         part = chunk_clip(clip, a, b)
@@ -281,7 +229,7 @@ def _process(cfg, pipe, clip: Clip, chunks: list, tmp_dir: Path, tau: float, ala
             for i in range(b - a):
                 m = np.zeros((clip.height, clip.width), np.int32) if inst is None else inst[i]
                 m = np.where(m > 0, m + obj_offset, 0)
-                write_mask_png(tmp_dir / "masks" / f"{a + i:06d}.png", m)
+                sink.add_mask(a + i, m)
         id_offset += int(scores.objects.track_id.max(initial=0))
         top = int(seg.objects.track_id.max(initial=0))
         if seg.instance_maps is not None:
@@ -293,28 +241,16 @@ def _process(cfg, pipe, clip: Clip, chunks: list, tmp_dir: Path, tau: float, ala
                           ("frame", "obj_id", "xyxy", "point", "score"))) if prompts else Prompts.empty()
     flagged = alarm(frame_scores)  # the calibrated frame alarm (tau above is the prompt filter's object cut)
 
-    write_objects_csv(tmp_dir / "tracks.csv", tracks_t)
-    write_mot(tmp_dir / "tracks_mot.txt", tracks_t)
-    write_objects_csv(tmp_dir / "objects.csv", seg_t)
-    from tao_lab.metrics import write_detections_txt, write_tracks_txt
-
-    # the RBDC/TBDC txt formats of tao_lab.metrics (python -m tao_lab.metrics object ...)
-    write_tracks_txt(tmp_dir / "tracks.txt", tracks_t)
-    write_detections_txt(tmp_dir / "detections.txt", seg_t)
+    # objects.csv: every tracked object, flagged when above the object threshold (the online schema too)
+    sink.add_objects(tracks_t, np.asarray(pipe.threshold(tracks_t.score), bool) if len(tracks_t)
+                     else np.zeros(0, bool))
+    sink.write_tables(tracks=tracks_t, segments=seg_t, prompts=prompts_t)
     times = np.arange(clip.num_frames) / max(clip.fps, 1e-6)
-    np.savetxt(tmp_dir / "frame_scores.csv", np.column_stack([np.arange(clip.num_frames), times, frame_scores,
-                                                              flagged]),
-               delimiter=",", header="frame_id,time_s,score,anomalous", comments="",
-               fmt=["%d", "%.3f", "%.6f", "%d"])
-    np.savetxt(tmp_dir / "prompts.csv",
-               np.column_stack([prompts_t.frame, prompts_t.obj_id, prompts_t.xyxy, prompts_t.point, prompts_t.score])
-               if len(prompts_t) else np.zeros((0, 9)),
-               delimiter=",", header="frame_id,obj_id,x_min,y_min,x_max,y_max,point_x,point_y,score",
-               comments="", fmt="%.6g")
-    (tmp_dir / "NOTE.txt").write_text(fit_note + "\n")
+    sink.add_frame_scores(np.arange(clip.num_frames), times, frame_scores, flagged)
+    sink.write_note(fit_note)
 
     # events: runs of flagged frames; their top objects and the gallery rank real objects before fragments
-    from tao_lab.events import attach_objects, find_events, frames_of, write_events_csv
+    from tao_lab.events import attach_objects, find_events, frames_of
     from tao_lab.fragments import fragment_reasons, rank_tracks
 
     ecfg = cfg.get("events") or {}
@@ -322,14 +258,14 @@ def _process(cfg, pipe, clip: Clip, chunks: list, tmp_dir: Path, tau: float, ala
     events = find_events(flagged, frame_scores, frames_of(ecfg.get("max_gap_s", 0.5), clip.fps),
                          max(1, frames_of(ecfg.get("min_length_s", 0.2), clip.fps)))
     attach_objects(events, tracks_t, int(ecfg.get("top_objects", 3)), {t: bool(r) for t, r in reasons.items()})
-    write_events_csv(tmp_dir / "events.csv", events, clip.fps)
+    sink.add_events(events, clip.fps)
 
     # pass 2: stream the frames once more for the annotated video and the gallery / event crops
     gallery_rows = rank_tracks(tracks_t, reasons, int(cfg.get("gallery_size", 12)))
     event_rows = [o["row"] for ev in events for o in ev.objects[:1]]
     from tao_lab.detect.hybrid import class_labels
 
-    gallery, key_frame, event_crops = _render(cfg, clip, tmp_dir, frame_scores, tracks_t, seg_t, tau, alarm.tau,
+    gallery, key_frame, event_crops = _render(cfg, clip, sink, frame_scores, tracks_t, seg_t, tau, alarm.tau,
                                               gallery_rows, reasons, event_rows, progress, show,
                                               labels_of=lambda cls: class_labels(pipe.detector, cls))
 
@@ -344,25 +280,23 @@ def _process(cfg, pipe, clip: Clip, chunks: list, tmp_dir: Path, tau: float, ala
                "max_frame_score": round(float(frame_scores.max(initial=0.0)), 4), "chunks": len(chunks),
                "scorer": fit_note, "time_s": round(time.perf_counter() - start_time, 2)}
     if cfg.get("report", True):
-        write_infer_report(tmp_dir / "report.html", cfg, clip, summary, frame_scores, alarm.tau, flagged, gallery,
-                           fit_note, key_frame, event_crops)
+        from tao_lab.report.runs import write_infer_report
+
+        sink.report(lambda out: write_infer_report(out / "report.html", cfg, clip, summary, frame_scores, alarm.tau,
+                                                   flagged, gallery, fit_note, key_frame, event_crops))
     summary["time_s"] = round(time.perf_counter() - start_time, 2)
-    summary["files"] = sorted([str(p.relative_to(tmp_dir)) for p in tmp_dir.iterdir()] + ["summary.json"])
-    tmp = tmp_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, tmp_dir / "summary.json")
-    summary["_key_frame"] = key_frame
+    return summary, key_frame
     return summary
 
 
-def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: ObjectTable, tau: float,
+def _render(cfg, clip: Clip, sink, frame_scores, tracks: ObjectTable, seg: ObjectTable, tau: float,
             alarm_tau: float, gallery_rows: list[int], reasons: dict, event_rows: list[int], progress, show: bool,
             labels_of=None):
     """Writes annotated.mp4 (if enabled) and returns (gallery [(crop, caption)], the most anomalous annotated
     frame as (image, caption) or None, {row: crop} of the events' top objects).
 
     tau: the object threshold (objects drawn red above it); alarm_tau: the frame alarm (timeline, "ANOMALY")."""
-    from tao_lab.report.overlay import TimelineBar, VideoWriter, compose_frame, crop_with_context, draw_objects
+    from tao_lab.report.overlay import TimelineBar, compose_frame, crop_with_context, draw_objects
 
     write_video = bool(cfg.get("write_video", True))
     if not write_video and not gallery_rows and not event_rows:
@@ -373,40 +307,32 @@ def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: 
     for r in dict.fromkeys([*gallery_rows, *event_rows]):
         by_frame.setdefault(int(tracks.frame[r]), []).append(r)
     crops: dict[int, np.ndarray] = {}
-    writer = VideoWriter(out / "annotated.mp4", clip.fps) if write_video else None
+    writer = sink.video(clip.fps) if write_video else None
     names = labels_of(tracks.cls) if labels_of is not None and write_video else None  # class per row, or None
     timeline = TimelineBar(frame_scores, clip.width, alarm_tau) if write_video else None
     t_order = np.argsort(tracks.frame, kind="stable")
     t_starts = np.searchsorted(tracks.frame[t_order], np.arange(clip.num_frames + 1))
-    mask_dir = out / "masks"
-    try:
-        frames = clip.frames() if write_video else ((i, clip.frame(i)) for i in sorted(by_frame))
-        it = enumerate(frames) if write_video else frames
-        for i, frame in progress(it, "render video" if write_video else "gallery", show,
-                                 total=clip.num_frames if write_video else len(by_frame)):
-            mask_file = mask_dir / f"{i:06d}.png"
-            inst = read_mask_png(mask_file) if mask_file.is_file() else None
-            if i in by_frame:
-                for r in by_frame[i]:
-                    # a wide margin: the object with what it is doing and where (context, not just the box)
-                    crops[r] = crop_with_context(frame, tracks.xyxy[r], pad=0.75, instance_map=inst)
-            if writer is not None:
-                rows = t_order[t_starts[i]:t_starts[i + 1]]
-                img = draw_objects(frame, inst, tracks.xyxy[rows], tracks.track_id[rows], tracks.score[rows], tau=tau,
-                                   classes=None if names is None else [names[r] for r in rows])
-                text = f"frame {i}  t={i / max(clip.fps, 1e-6):.1f}s  score {frame_scores[i]:.2f}" + \
-                       ("  ANOMALY" if frame_scores[i] > alarm_tau else "")
-                composed = compose_frame(img, timeline, i, text)
-                writer.write(composed)
-                if i == top:
-                    key_frame = (composed, f"frame {i} (t={i / max(clip.fps, 1e-6):.1f} s), frame score "
-                                           f"{frame_scores[i]:.3f}, alarm threshold {alarm_tau:.3g}")
+    # the video is closed (or, on an error, removed) by the sink
+    frames = clip.frames() if write_video else ((i, clip.frame(i)) for i in sorted(by_frame))
+    it = enumerate(frames) if write_video else frames
+    for i, frame in progress(it, "render video" if write_video else "gallery", show,
+                             total=clip.num_frames if write_video else len(by_frame)):
+        inst = sink.mask(i)
+        if i in by_frame:
+            for r in by_frame[i]:
+                # a wide margin: the object with what it is doing and where (context, not just the box)
+                crops[r] = crop_with_context(frame, tracks.xyxy[r], pad=0.75, instance_map=inst)
         if writer is not None:
-            writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+            rows = t_order[t_starts[i]:t_starts[i + 1]]
+            img = draw_objects(frame, inst, tracks.xyxy[rows], tracks.track_id[rows], tracks.score[rows], tau=tau,
+                               classes=None if names is None else [names[r] for r in rows])
+            text = f"frame {i}  t={i / max(clip.fps, 1e-6):.1f}s  score {frame_scores[i]:.2f}" + \
+                   ("  ANOMALY" if frame_scores[i] > alarm_tau else "")
+            composed = compose_frame(img, timeline, i, text)
+            writer.write(composed)
+            if i == top:
+                key_frame = (composed, f"frame {i} (t={i / max(clip.fps, 1e-6):.1f} s), frame score "
+                                       f"{frame_scores[i]:.3f}, alarm threshold {alarm_tau:.3g}")
     gallery = []
     for r in gallery_rows:
         if r in crops:
@@ -417,40 +343,3 @@ def _render(cfg, clip: Clip, out: Path, frame_scores, tracks: ObjectTable, seg: 
                    + (f"\nfragment ({why})" if why else ""))
             gallery.append((crops[r], cap))
     return gallery, key_frame, {r: crops[r] for r in event_rows if r in crops}
-
-
-def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores: np.ndarray, alarm_tau: float,
-                       flagged: np.ndarray, gallery, fit_note: str, key_frame=None, event_crops=None) -> Path:
-    """report.html: opens with the events (click one to seek the annotated video) and the score timeline."""
-    from tao_lab.report.events import events_html
-    from tao_lab.report.html import image_data_uri, write_report
-    from tao_lab.report.plots import timeline_png
-    from tao_lab.run_info import resolved_config
-
-    plot = timeline_png(frame_scores, tau=alarm_tau, fps=clip.fps, flagged=flagged,
-                        title=f"frame anomaly score of {clip.clip_id} (red: flagged by the alarm)")
-    config_text = OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg)))
-    shown = {k: v for k, v in summary.items() if k not in ("scorer", "files", "events", "alarm")}
-    a = summary["alarm"]
-    alarm_note = (f"Alarm: a frame is flagged when its score exceeds {a['threshold']:.4g}, fitted for a target "
-                  f"false-alarm rate of {a['target_false_alarm_rate']:g} on normal frames by {a['method']} on "
-                  f"{a['held_out_fit_frames']} held-out fit frames ({a['calibration']}); rate reached there: "
-                  f"{a['false_alarm_rate_on_held_out_fit_frames']:.4g}. Flagged inside the fit window: "
-                  f"{summary['flagged_in_fit_window']} of {summary['fit_window_frames']}. The object threshold "
-                  f"tau={summary['prompt_threshold_tau']:g} only chooses which objects are segmented.")
-    lead = events_html(summary["events"], event_crops or {}, plot, clip.fps,
-                       video="annotated.mp4" if cfg.get("write_video", True) else None)
-    sections = []  # annotated.mp4 (H.264, next to report.html) is already in the lead, where events seek it
-    if key_frame is not None:
-        img = (f"<img class='plot' style='width:min(100%,720px)' src='{image_data_uri(key_frame[0])}' alt='frame'>"
-               f"<div class='sub'>{key_frame[1]}</div>")
-        sections.append(("Most anomalous frame (as in annotated.mp4)", img))
-    return write_report(path, title=f"tao_lab inference: {clip.clip_id}",
-                        subtitle=f"input {cfg.get('input')} | {clip.num_frames} frames at {clip.fps:g} fps | "
-                                 f"{clip.width}x{clip.height}",
-                        notes=[fit_note, alarm_note, "Outputs next to this file: annotated.mp4, events.csv, masks/, "
-                                                     "tracks.csv, objects.csv, frame_scores.csv, prompts.csv."],
-                        lead=lead, summary=shown, gallery=gallery, sections=sections,
-                        gallery_title="Most anomalous objects (highest-scored frame of each top track; fragments "
-                                      "only after every real object)",
-                        config_text=config_text)

@@ -205,13 +205,26 @@ class Pipeline:
 
     def anomalous(self, clip: Clip, scores: ObjectScores) -> ObjectTable:
         """The objects whose anomaly score passes the threshold (optionally gated by GT frame labels)."""
-        flagged = self.threshold(scores.objects.score)
+        frame_labels = None
         if self.cfg.metrics.get("gt_gating", False):
             # ORACLE (TAO protocol reproduction only): keep boxes only on frames the GT calls anomalous.
             if clip.gt is None or clip.gt.frame_labels is None:
                 raise ValueError(f"gt_gating needs frame labels, clip {clip.clip_id} has none")
-            flagged &= np.asarray(clip.gt.frame_labels, bool)[scores.objects.frame]
+            frame_labels = clip.gt.frame_labels
+        return self.above_threshold(scores, frame_labels)
+
+    def above_threshold(self, scores: ObjectScores, frame_labels: Optional[np.ndarray] = None) -> ObjectTable:
+        """The scored objects above the object threshold (and on a frame ``frame_labels`` calls anomalous)."""
+        if not len(scores.objects):
+            return ObjectTable.empty()
+        flagged = np.asarray(self.threshold(scores.objects.score), bool)
+        if frame_labels is not None:
+            flagged &= np.asarray(frame_labels, bool)[scores.objects.frame]
         return scores.objects.take(flagged)
+
+    def select_prompts(self, anomalous: ObjectTable, num_frames: int) -> Prompts:
+        """The segmenter prompts of a clip's (or, online, a window's) anomalous objects."""
+        return self.prompt_filter(anomalous, num_frames) if len(anomalous) else Prompts.empty()
 
     def prompts(self, clip: Clip, scores: Optional[ObjectScores] = None) -> Prompts:
         """The clip's prompts; ``scores`` may be passed when the caller already holds them."""

@@ -60,7 +60,8 @@ def test_outputs_are_complete(infer_run):
     assert result["frames"] == 120 and result["chunks"] == 2
     names = {p.name for p in out.iterdir()}
     assert {"annotated.mp4", "masks", "tracks.csv", "tracks_mot.txt", "tracks.txt", "detections.txt", "objects.csv",
-            "frame_scores.csv", "prompts.csv", "report.html", "NOTE.txt", "summary.json"} <= names
+            "segments.csv", "frame_scores.csv", "prompts.csv", "events.csv", "report.html", "NOTE.txt",
+            "summary.json"} <= names
     assert not (out.parent / "outputs.partial").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 120 and "fitted on the first 2 s" in summary["scorer"]
@@ -76,28 +77,37 @@ def test_annotated_video_has_every_frame_and_a_timeline_bar(infer_run):
 
 
 def test_masks_tracks_and_scores_are_consistent(infer_run):
-    from tao_lab.infer import read_mask_png, read_objects_csv
+    from tao_lab.formats import read_mask_png, read_mot, read_objects_csv, read_tracks_csv
 
     out, result = infer_run
     masks = sorted((out / "masks").glob("*.png"))
     assert len(masks) == 120 and masks[0].name == "000000.png"
-    tracks = read_objects_csv(out / "tracks.csv")
+    tracks = read_tracks_csv(out / "tracks.csv")
     assert len(tracks) == result["objects_scored"] > 0
     assert (out / "tracks.csv").read_text().startswith("track_id,frame_id,x_min,y_min,x_max,y_max,score\n")
-    mot = np.loadtxt(out / "tracks_mot.txt", delimiter=",", ndmin=2)
-    assert len(mot) == len(tracks) and mot[:, 0].min() >= 1  # 1-based frames
-    objects = read_objects_csv(out / "objects.csv")
-    assert len(objects) == result["objects_segmented"] > 0
+    mot = read_mot(out / "tracks_mot.txt")
+    assert len(mot) == len(tracks) and np.loadtxt(out / "tracks_mot.txt", delimiter=",", ndmin=2)[:, 0].min() >= 1
+    np.testing.assert_array_equal(mot.frame, tracks.frame)  # 1-based in the file, 0-based read back
+    np.testing.assert_allclose(mot.xyxy, tracks.xyxy, atol=0.02)
+    # objects.csv (the schema of the online mode too): every tracked object, flagged when above tau
+    assert (out / "objects.csv").read_text().startswith("track_id,frame_id,x_min,y_min,x_max,y_max,score,flagged\n")
+    objects, flagged = read_objects_csv(out / "objects.csv")
+    np.testing.assert_array_equal(objects.track_id, tracks.track_id)
+    np.testing.assert_array_equal(objects.xyxy, tracks.xyxy)
+    np.testing.assert_array_equal(flagged, objects.score > result["prompt_threshold_tau"])
+    assert flagged.any() and not flagged.all()
+    segments = read_tracks_csv(out / "segments.csv")
+    assert len(segments) == result["objects_segmented"] > 0
     from tao_lab.metrics import read_detections_txt, read_tracks_txt
 
     assert len(read_tracks_txt(out / "tracks.txt")) == len(tracks)
     dets = read_detections_txt(out / "detections.txt")
-    np.testing.assert_array_equal(dets.frame, objects.frame)
+    np.testing.assert_array_equal(dets.frame, segments.frame)
     # masks hold only the ids of that frame's segmented objects (an object fully covered by a higher-scored one
     # keeps its row but loses its pixels), and every frame with objects has mask pixels
-    for f in np.unique(objects.frame):
+    for f in np.unique(segments.frame):
         inst = read_mask_png(out / "masks" / f"{int(f):06d}.png")
-        ids = set(objects.track_id[objects.frame == f].tolist())
+        ids = set(segments.track_id[segments.frame == f].tolist())
         in_mask = set(np.unique(inst).tolist()) - {0}
         assert in_mask and in_mask <= ids
     scores = np.loadtxt(out / "frame_scores.csv", delimiter=",", skiprows=1, ndmin=2)
@@ -250,7 +260,7 @@ def test_empty_fitting_window_says_what_to_do(tmp_path):
 
 def test_video_without_objects_scores_at_the_training_minimum(tmp_path, trained_scorer):
     from conftest import compose
-    from tao_lab.infer import read_objects_csv
+    from tao_lab.formats import read_objects_csv, read_tracks_csv
     from tao_lab.tasks import infer, run_task
 
     folder = write_frames(tmp_path / "empty_scene", num_static=30)
@@ -259,7 +269,7 @@ def test_video_without_objects_scores_at_the_training_minimum(tmp_path, trained_
     result = run_task(cfg, infer)
     out = tmp_path / "run" / "outputs"
     assert result["objects_scored"] == 0 and result["objects_segmented"] == 0 and result["anomalous_frames"] == 0
-    assert len(read_objects_csv(out / "tracks.csv")) == 0
+    assert len(read_tracks_csv(out / "tracks.csv")) == 0 and len(read_objects_csv(out / "objects.csv")[0]) == 0
     scores = np.loadtxt(out / "frame_scores.csv", delimiter=",", skiprows=1, ndmin=2)
     # every frame at the calibrated training minimum (0), below the threshold
     assert scores.shape == (30, 4) and (scores[:, 2] == 0).all() and (scores[:, 3] == 0).all()

@@ -33,8 +33,8 @@ def test_every_frame_after_warmup_is_emitted_in_order(online_results):
         assert r.flagged.shape == (len(r.objects),) and r.objects.score.dtype == np.float32
         assert r.instance_map.shape == (160, 240) and r.score_map.shape == (160, 240)
         assert r.latency_s > 0 and r.anomalous == (r.frame_score > online.alarm.tau)
-    # the buffer never holds more than T frames
-    assert len(online._buffer) == 8
+    # the scorer's ring buffer never holds more than T frames
+    assert len(online.stages["score"].buffer) == 8
 
 
 def test_stream_finds_the_anomalies_and_masks_carry_track_ids(online_results):
@@ -60,7 +60,8 @@ def test_infer_online_writes_outputs_and_latency(stream, tmp_path):
     from conftest import compose
     from tao_lab.tasks import infer, run_task
 
-    cfg = compose("infer", [f"input={stream}", "online=true", "fit_seconds=2", "max_frames=90"], tmp_path)
+    cfg = compose("infer", [f"input={stream}", "online=true", "fit_seconds=2", "max_frames=90", "online_masks=true"],
+                  tmp_path)
     summary = run_task(cfg, infer)
     out = tmp_path / "run" / "outputs"
     assert summary["frames_emitted"] == 40 and summary["warmup_frames"] == 50
@@ -69,7 +70,24 @@ def test_infer_online_writes_outputs_and_latency(stream, tmp_path):
     assert on_disk["latency"] == summary["latency"]
     rows = np.loadtxt(out / "frame_scores.csv", delimiter=",", skiprows=1, ndmin=2)
     assert rows.shape == (40, 5) and rows[0, 0] == 50
-    assert (out / "objects.csv").read_text().startswith("track_id,frame_id,")
+    from tao_lab.formats import OBJECTS_HEADER, read_objects_csv
+
+    assert (out / "objects.csv").read_text().startswith(OBJECTS_HEADER + "\n")
+    objects, flagged = read_objects_csv(out / "objects.csv")
+    assert len(objects) > 0 and objects.frame.min() == 50 and len(flagged) == len(objects)
+    np.testing.assert_array_equal(flagged, objects.score > summary["prompt_threshold_tau"])
+    # masks/ (online_masks=true): one PNG per emitted frame, labelled with that frame's track ids (or fresh ones)
+    from tao_lab.formats import read_mask_png
+
+    masks = sorted((out / "masks").glob("*.png"))
+    assert len(masks) == 40 and masks[0].name == "000050.png"
+    labelled = 0
+    for p in masks:
+        ids = set(np.unique(read_mask_png(p)).tolist()) - {0}
+        tracks = set(objects.track_id[objects.frame == int(p.stem)].tolist())
+        assert all(i in tracks or i >= 1_000_000 for i in ids)
+        labelled += len(ids)
+    assert labelled > 0
     from test_infer import count_frames
 
     assert count_frames(out / "annotated.mp4")[0] == 40
@@ -100,8 +118,9 @@ def test_process_before_warmup_is_refused(tmp_path):
 def test_online_uses_the_offline_flow_and_extractors(online_results):
     online, _ = online_results
     fs = online.pipe.feature_set
-    assert [e.name for e in online._extractors] == list(fs.extractors)
+    features = online.stages["features"]
+    assert [e.name for e in features.extractors] == list(fs.extractors)
     kw = fs.flow_kwargs
-    assert online._flow.preset == kw.get("preset", "fast") and online._flow.scale == kw.get("scale", 1.0)
+    assert features.flow.preset == kw.get("preset", "fast") and features.flow.scale == kw.get("scale", 1.0)
     if kw.get("finest_scale") is not None:
-        assert online._flow._dis.getFinestScale() == kw["finest_scale"]
+        assert features.flow._dis.getFinestScale() == kw["finest_scale"]

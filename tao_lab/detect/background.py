@@ -163,3 +163,50 @@ class BackgroundModel:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (self.morph, self.morph))
         m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
         return cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel).astype(bool)
+
+
+class StreamBackground:
+    """One :class:`BackgroundModel` for a whole stream (online), shared by the detector and the segmenter.
+
+    Fitted once on the warm-up frames (:meth:`fit`); with ``refit_every`` > 0 it is refitted every that many frames
+    from a reservoir of ``num_samples`` recent frames taken every ``refit_every // num_samples`` frames
+    (:meth:`observe`). :meth:`foreground` computes a frame's difference and mask once, whoever asks first.
+    """
+
+    def __init__(self, kwargs: Optional[dict] = None, refit_every: int = 0):
+        from collections import deque
+
+        self.kwargs = dict(kwargs or {})
+        self.refit_every = int(refit_every)
+        self.model: Optional[BackgroundModel] = None
+        self._reservoir: deque = deque()
+        self._last: Optional[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = None
+
+    def fit(self, clip: Clip) -> "StreamBackground":
+        self.model = BackgroundModel(**self.kwargs).fit(clip)
+        self._last = None
+        return self
+
+    def foreground(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(difference (H,W) float32, cleaned foreground mask (H,W) bool) of ``frame``, cached for the last frame."""
+        if self.model is None:
+            raise RuntimeError("the stream's background model is not fitted: warm the stream up first")
+        if self._last is None or self._last[0] is not frame:
+            diff = self.model.difference(frame)
+            self._last = (frame, (diff, self.model.clean(diff > self.model.threshold)))
+        return self._last[1]
+
+    def observe(self, frame: np.ndarray, index: int) -> bool:
+        """Keeps ``frame`` in the reservoir when due and refits when due; True when it refitted."""
+        if self.refit_every <= 0 or self.model is None:
+            return False
+        n = max(1, self.model.num_samples)
+        if index % max(1, self.refit_every // n) == 0:
+            self._reservoir.append(frame)
+            while len(self._reservoir) > n:
+                self._reservoir.popleft()
+        if index % self.refit_every == 0 and len(self._reservoir) >= 3:
+            self.model = BackgroundModel(**self.kwargs).fit_frames(list(self._reservoir))
+            self._last = None
+            return True
+        return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tao_lab.detect.base import Detector
+from tao_lab.detect.base import Detector, DetectorStream
 from tao_lab.types import Clip, ObjectTable
 
 #: ``cls`` of a background blob that no box of the class-aware detector explains ("unknown" object).
@@ -102,6 +102,12 @@ class HybridDetector(Detector):
 
     def detect(self, clip: Clip) -> ObjectTable:
         return self.merge(self.yolo.detect(clip), self.background.detect(clip))
+
+    def stream(self, ctx) -> DetectorStream:
+        """Online: both parts per frame (each its own stream: YOLO on the frame, blobs from the stream's background
+        model), merged by the same rule."""
+        yolo, background = self.yolo.stream(ctx), self.background.stream(ctx)
+        return DetectorStream(lambda frame: self.merge(yolo.step(frame), background.step(frame)))
 
 
 def class_labels(detector: Detector, cls: np.ndarray) -> list[str] | None:

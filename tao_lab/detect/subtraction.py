@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from tao_lab.detect.background import BackgroundModel
-from tao_lab.detect.base import Detector
+from tao_lab.detect.base import Detector, DetectorStream
 from tao_lab.types import Clip, ObjectTable
 
 
@@ -55,6 +55,18 @@ class BackgroundSubtractionDetector(Detector):
             return ObjectTable.empty()
         frame = np.concatenate(rows_f)
         return ObjectTable.build(frame, np.concatenate(rows_b).reshape(-1, 4), np.concatenate(rows_s))
+
+    def stream(self, ctx) -> DetectorStream:
+        """Online: the blobs of each frame against the stream's background model (fitted once on the warm-up
+        frames, shared with the segmenter; ``ctx``: :class:`tao_lab.streaming.StreamContext`)."""
+        background = ctx.background(self.background_kwargs)
+
+        def step(frame: np.ndarray) -> ObjectTable:
+            diff, fg = background.foreground(frame)
+            boxes, scores = self.boxes_from_mask(fg, diff)
+            return ObjectTable.build(np.zeros(len(boxes)), boxes, scores)
+
+        return DetectorStream(step)
 
     def boxes_from_mask(self, mask: np.ndarray, diff: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (K,4) xyxy float32 and scores (K,) of one frame's foreground mask (H,W) bool."""

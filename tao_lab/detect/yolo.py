@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from tao_lab.detect.base import Detector
+from tao_lab.detect.base import Detector, DetectorStream
 from tao_lab.types import Clip, ObjectTable
 
 
@@ -162,6 +162,15 @@ class YoloDetector(Detector):
             out.append((b.xyxy.cpu().numpy().astype(np.float32), b.conf.cpu().numpy().astype(np.float32),
                         b.cls.cpu().numpy().astype(np.int64)))
         return out
+
+    def stream(self, ctx) -> DetectorStream:
+        """Online: the model on every frame (whatever ``stride``: there is no next key frame to interpolate to)."""
+
+        def step(frame: np.ndarray) -> ObjectTable:
+            xyxy, conf, cls = self.predict_frames([frame])[0]
+            return ObjectTable.build(np.zeros(len(conf)), xyxy, conf, None, cls)
+
+        return DetectorStream(step)
 
     def key_frames(self, num_frames: int) -> np.ndarray:
         """The frames the model runs on: every ``stride``-th frame and the last one."""

@@ -226,3 +226,34 @@ class FeatureSet:
     @property
     def dims(self) -> dict[str, int]:
         return {k: e.dim for k, e in self.extractors.items()}
+
+    def stream(self, ctx) -> "FeatureStream":
+        """The per-frame form (online) of :meth:`extract`, with the same extractors and flow settings."""
+        return FeatureStream(self.extractors, FlowEstimator(**self.flow_kwargs), ctx.info)
+
+
+class FeatureStream:
+    """Features frame by frame (online): ``step(index, frame, boxes) -> {name: (K, D) float32}``.
+
+    The same extractors as the per-clip pass, begun once on the stream (``info``: a Clip giving its size and fps);
+    a frame's flow is its motion from the previous frame (:class:`FrameContext`). :meth:`prime` gives the frame
+    before the first step (the last warm-up frame), so the first step gets real flow too.
+    """
+
+    def __init__(self, extractors: Mapping[str, FeatureExtractor], flow: FlowEstimator, info: Clip):
+        self.extractors = list(extractors.values())
+        self.flow = flow
+        self._prev_grey: Optional[np.ndarray] = None
+        for e in self.extractors:
+            e.begin(info)
+
+    def prime(self, frame: np.ndarray) -> None:
+        self._prev_grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+
+    def step(self, index: int, frame: np.ndarray, boxes: np.ndarray) -> dict[str, np.ndarray]:
+        ctx = FrameContext(index, frame, self.flow, self._prev_grey, None)
+        k = len(boxes)
+        out = {e.name: (np.asarray(e.compute(ctx, boxes), np.float32).reshape(k, e.dim) if k
+                        else np.zeros((0, e.dim), np.float32)) for e in self.extractors}
+        self._prev_grey = ctx.grey
+        return out

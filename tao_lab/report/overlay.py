@@ -281,3 +281,22 @@ def best_frame_overlay(clip, scores, seg, threshold=None) -> tuple[float, np.nda
     score = float(fs[i]) if len(fs) else 0.0
     caption = f"{clip.clip_id} frame {i} (0-based): frame score {score:.3f}"
     return score, img, caption
+
+
+def rolling_bar(scores: list[float], width: int, tau: float, height: int) -> np.ndarray:
+    """The last scores as a bar strip (newest on the right), threshold dotted; for live output."""
+    bar = np.full((height, width, 3), 30, np.uint8)
+    if not scores:
+        return bar
+    s = np.asarray(scores, np.float64)
+    hi = max(float(s.max()), tau * 1.25, 1e-6)
+    n = len(s)
+    xs = np.linspace(0, width - 1, n).astype(int) if n > 1 else np.array([width - 1])
+    for k in range(n):
+        x0 = xs[k]
+        x1 = xs[k + 1] if k + 1 < n else width
+        top = height - 3 - int(round(min(s[k] / hi, 1.0) * (height - 6)))
+        bar[top:height - 3, x0:max(x1, x0 + 1)] = (60, 60, 235) if s[k] >= tau else (200, 160, 60)
+    ty = height - 3 - int(round(min(tau / hi, 1.0) * (height - 6)))
+    bar[max(0, ty), ::4] = (255, 255, 255)
+    return bar

@@ -4,7 +4,8 @@ Implementations: :class:`tao_lab.scorers.attribute.AttributeScorer` (density mod
 MAE scorer (trained). The pipeline calls only:
 
 - ``fit_clips(items)`` with ``items = [(objects, features, num_frames), ...]`` of the training (normal) clips;
-- ``score_clip(objects, features, num_frames) -> ObjectScores``;
+- ``score_clip(objects, features, num_frames) -> ObjectScores``; online, ``stream(window)`` (per frame, by default
+  ``score_clip`` on a ring buffer of the last frames: tao_lab.scorers.stream);
 - ``train_object_scores() -> (N,) float32``: calibrated scores of the training objects, to fit a threshold on;
 - ``save_checkpoint(path)`` / ``load_from_checkpoint(path)``: always with ``weights_only=True`` (tensors and plain
   values only); a file that is not this scorer's checkpoint is refused with a :class:`CheckpointError` naming it.
@@ -52,6 +53,13 @@ class ObjectScorer(lightning.LightningModule):
 
     def train_object_scores(self) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def stream(self, window: int):
+        """The per-frame form (online): a :class:`tao_lab.scorers.stream.ScorerStream` whose ``step(index,
+        objects, features)`` scores a ring buffer of the last ``window`` frames with :meth:`score_clip`."""
+        from tao_lab.scorers.stream import ScorerStream
+
+        return ScorerStream(self, window)
 
     @property
     def is_fitted(self) -> bool:

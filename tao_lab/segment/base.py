@@ -35,6 +35,97 @@ class Segmenter(ABC):
         the clip (with tracker ids), used to carry objects between prompt frames. Returns the clip's
         Segmentation (see the module docstring)."""
 
+    def stream(self, ctx) -> "SegmenterStream":
+        """The per-frame form (online; ``ctx``: :class:`tao_lab.streaming.StreamContext`). The default segments
+        the ring buffer of the last ``ctx.window`` frames as a clip and keeps its last frame (exact, but it redoes
+        the window every frame); segmenters that can cut one frame's masks override it."""
+        return ClipSegmenterStream(self, ctx)
+
+
+class SegmenterStream:
+    """Per-frame segmentation: ``step(frame, prompts, scores, num_frames) -> (instance_map, score_map)``.
+
+    Called once per frame, prompts or not. ``prompts`` and ``scores`` are the scorer window's (window-relative
+    frames 0..num_frames-1, the current frame is the last one); the maps are the current frame's, (H, W) int32
+    (0 = background, k = prompt object id k) and (H, W) float16, as one frame of :meth:`Segmenter.segment`.
+    """
+
+    def __init__(self, ctx):
+        self.height, self.width = ctx.height, ctx.width
+
+    def empty(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((self.height, self.width), np.int32), np.zeros((self.height, self.width), np.float16)
+
+    def step(self, frame: np.ndarray, prompts: Prompts, scores: ObjectScores,
+             num_frames: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class ClipSegmenterStream(SegmenterStream):
+    """The default: :meth:`Segmenter.segment` on the ring buffer of the last ``ctx.window`` frames."""
+
+    def __init__(self, segmenter: Segmenter, ctx):
+        from collections import deque
+
+        super().__init__(ctx)
+        self.segmenter, self.fps = segmenter, ctx.fps
+        self.frames: deque = deque(maxlen=ctx.window)
+
+    def step(self, frame, prompts, scores, num_frames):
+        from tao_lab.streaming import BufferClip
+
+        self.frames.append(frame)
+        if not len(prompts):
+            return self.empty()
+        out = self.segmenter.segment(BufferClip(list(self.frames)[-num_frames:], "buffer", self.fps), prompts,
+                                     scores)
+        return out.instance_maps[num_frames - 1], out.score_maps[num_frames - 1]
+
+
+class FrameSegmenterStream(SegmenterStream):
+    """Masks cut on the current frame only: ``masks_of(frame, items) -> (masks (K,H,W) bool, pixel scores (K,H,W)
+    or None)`` for the objects a box-planning segmenter plans on the window's last frame (``segmenter.plan``)."""
+
+    def __init__(self, segmenter, ctx, masks_of):
+        super().__init__(ctx)
+        self.segmenter, self.masks_of = segmenter, masks_of
+
+    def step(self, frame, prompts, scores, num_frames):
+        if not len(prompts):
+            return self.empty()
+        items = self.segmenter.plan(prompts, scores, num_frames)[num_frames - 1]
+        if not items:
+            return self.empty()
+        masks, pix = self.masks_of(frame, items)
+        builder = SegmentationBuilder(1, self.height, self.width)
+        builder.set_frame(0, [it.obj_id for it in items], masks, [it.score for it in items], pix)
+        out = builder.build()
+        return out.instance_maps[0], out.score_maps[0]
+
+
+def label_by_track(instance_map: np.ndarray, objects: ObjectTable, min_iou: float = 0.1) -> np.ndarray:
+    """A frame's instance map with each mask labelled by the track id of the object it overlaps most (IoU of the
+    boxes > ``min_iou``, each object used once); other masks get fresh ids from ``max track id + 1e6`` on.
+    Online, prompt ids are per window; track ids are the stream's."""
+    from tao_lab.prompts.geometry import box_iou
+
+    labels = [int(k) for k in np.unique(instance_map) if k > 0]
+    if not labels:
+        return instance_map
+    out = np.zeros_like(instance_map)
+    boxes = np.stack([mask_box(instance_map == k) for k in labels])
+    iou = box_iou(boxes, objects.xyxy)
+    used = set()
+    next_free = int(objects.track_id.max(initial=0)) + 1_000_000  # never collides with a live track id
+    for r, k in enumerate(labels):
+        j = int(np.argmax(iou[r])) if iou.shape[1] else -1
+        if j >= 0 and iou[r, j] > min_iou and j not in used:
+            used.add(j)
+            out[instance_map == k] = int(objects.track_id[j])
+        else:
+            out[instance_map == k] = next_free + r
+    return out
+
 
 def mask_box(mask: np.ndarray) -> Optional[np.ndarray]:
     """(4,) float32 xyxy box around the True pixels of a (H, W) mask (x2/y2 exclusive), or None if empty."""

@@ -5,7 +5,7 @@ from typing import Optional
 
 import numpy as np
 
-from tao_lab.segment.base import Segmenter, SegmentationBuilder
+from tao_lab.segment.base import FrameSegmenterStream, Segmenter, SegmentationBuilder
 from tao_lab.segment.carry import PlannedBox, plan_boxes
 from tao_lab.types import Clip, ObjectScores, Prompts, Segmentation
 
@@ -58,8 +58,18 @@ class FilledBoxSegmenter(CarryingSegmenter):
         for t, items in enumerate(self.plan(prompts, scores, clip.num_frames)):
             if not items:
                 continue
-            masks = np.zeros((len(items), H, W), dtype=bool)
-            for k, it in enumerate(items):
-                masks[k][box_slices(it.box, H, W)] = True
+            masks, _ = self.box_masks(H, W, items)
             builder.set_frame(t, [it.obj_id for it in items], masks, [it.score for it in items])
         return builder.build()
+
+    @staticmethod
+    def box_masks(height: int, width: int, items: list[PlannedBox]) -> tuple[np.ndarray, None]:
+        """(K, H, W) filled-box masks of one frame's planned objects (pixel score: the object's, so None)."""
+        masks = np.zeros((len(items), height, width), dtype=bool)
+        for k, it in enumerate(items):
+            masks[k][box_slices(it.box, height, width)] = True
+        return masks, None
+
+    def stream(self, ctx) -> FrameSegmenterStream:
+        """Online: the filled boxes planned on the current frame."""
+        return FrameSegmenterStream(self, ctx, lambda frame, items: self.box_masks(ctx.height, ctx.width, items))

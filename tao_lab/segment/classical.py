@@ -259,12 +259,24 @@ class ForegroundSegmenter(CarryingSegmenter):
             builder.set_frame(t, [it.obj_id for it in items], masks, [it.score for it in items], pix)
         return builder.build()
 
+    def stream(self, ctx):
+        """Online: with ``foreground="background_model"``, the current frame's masks from the stream's background
+        model (fitted on the warm-up frames, shared with the detector); frame differencing needs frames on both
+        sides of the current one, so it segments the ring buffer (the default)."""
+        if self.foreground != "background_model":
+            return super().stream(ctx)
+        from tao_lab.segment.base import FrameSegmenterStream
+
+        background = ctx.background(self.background)
+        return FrameSegmenterStream(self, ctx, lambda frame, items: self.frame_masks(frame, items,
+                                                                                    *background.foreground(frame)))
+
     def frame_masks(self, frame: np.ndarray, items: list, diff: np.ndarray, fg: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
         """Masks (K,H,W) bool and pixel scores (K,H,W) float32 of one frame's planned objects.
 
         The pixel score is the object's anomaly score times the foreground strength factor on its mask, plus the
-        soft margin around it (see the class docstring). Shared with the online pipeline, frame by frame.
+        soft margin around it (see the class docstring). Also the online step (:meth:`stream`), frame by frame.
         """
         H, W = frame.shape[:2]
         masks = np.zeros((len(items), H, W), dtype=bool)

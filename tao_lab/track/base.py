@@ -1,4 +1,4 @@
-"""The tracker interface and the trivial tracker."""
+"""The tracker interface (per clip: ``track``; per frame, online: ``stream``) and the trivial tracker."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,6 +23,10 @@ class Tracker:
     ``track`` returns the SAME rows as ``detections`` (same order, boxes, scores, classes) with ``track_id`` set:
     ids are >= 1, restart at 1 in every clip and are numbered in order of first appearance. Keeping the rows
     means features may be extracted before or after tracking, and no detection is ever lost.
+
+    ``stream()`` returns the per-frame form (online): ``.update(detections) -> (N,) int64`` track ids of one
+    frame's detections, stream-wide (>= 1, never reused; -1 = the row is dropped). The default links nothing
+    (every detection its own id, as :class:`NoTracker`); a tracker that can link frame by frame overrides it.
     """
 
     def track(self, detections: ObjectTable, clip: Clip) -> ObjectTable:  # pragma: no cover - interface
@@ -30,6 +34,29 @@ class Tracker:
 
     def __call__(self, detections: ObjectTable, clip: Clip) -> ObjectTable:
         return self.track(detections, clip)
+
+    def stream(self) -> "TrackerStream":
+        if type(self).stream is Tracker.stream and not isinstance(self, NoTracker):
+            import logging
+
+            logging.getLogger(__name__).warning("%s has no per-frame mode: online, every detection gets its own "
+                                                "track id (no linking)", type(self).__name__)
+        return TrackerStream()
+
+
+class TrackerStream:
+    """Per-frame tracking: ``update(detections) -> (N,) int64`` ids (stream-wide, >= 1; -1 = dropped).
+
+    This base links nothing: every detection gets a fresh id (:class:`NoTracker`'s rule, stream-wide).
+    """
+
+    def __init__(self):
+        self.next_id = 1
+
+    def update(self, detections: ObjectTable) -> np.ndarray:
+        out = self.next_id + np.arange(len(detections), dtype=np.int64)
+        self.next_id += len(detections)
+        return out
 
 
 class NoTracker(Tracker):

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from tao_lab.track.base import Tracker, relabel_tracks
+from tao_lab.track.base import Tracker, TrackerStream, relabel_tracks
 from tao_lab.types import Clip, ObjectTable
 
 
@@ -86,4 +86,48 @@ class ByteTracker(Tracker):
         keep = ids >= 0
         out = ObjectTable(detections.frame, detections.xyxy, detections.score, ids, detections.cls).take(keep)
         out.track_id = relabel_tracks(out.track_id)
+        return out
+
+    def stream(self) -> "ByteTrackStream":
+        """Online: one BYTETracker for the whole stream, same rules (incl. ``keep_unmatched``)."""
+        return ByteTrackStream(self)
+
+
+class ByteTrackStream(TrackerStream):
+    """One BYTETracker kept for a whole stream; ids are stream-wide from 1, in order of first appearance.
+
+    Bounded memory on endless streams: the map of ByteTrack ids to stream ids forgets dropped tracks, and only
+    the last 64 removed tracks are kept (ByteTrack keeps them only to keep them out of its lost pool).
+    """
+
+    def __init__(self, tracker: ByteTracker):
+        super().__init__()
+        self.keep_unmatched = tracker.keep_unmatched
+        self.tracker = tracker._new_tracker()
+        self.ids: dict[int, int] = {}  # ByteTrack id -> stream id
+
+    def update(self, detections: ObjectTable) -> np.ndarray:
+        n = len(detections)
+        out = np.full(n, -1, np.int64)
+        self.tracker.update(_Detections(detections.xyxy, detections.score, detections.cls))
+        fid = self.tracker.frame_id
+        if n:
+            # tracks updated or born in this frame (including unconfirmed newborns, which already own an id)
+            for t in self.tracker.tracked_stracks:
+                if t.frame_id == fid and t.idx is not None and 0 <= int(t.idx) < n:
+                    raw = int(t.track_id)
+                    if raw not in self.ids:
+                        self.ids[raw] = self.next_id
+                        self.next_id += 1
+                    out[int(t.idx)] = self.ids[raw]
+            missing = out < 0
+            if self.keep_unmatched and missing.any():
+                out[missing] = self.next_id + np.arange(int(missing.sum()))
+                self.next_id += int(missing.sum())
+        if fid % 100 == 0:  # forget ids of tracks ByteTrack has dropped
+            alive = {int(t.track_id) for t in (*self.tracker.tracked_stracks, *self.tracker.lost_stracks)}
+            self.ids = {k: v for k, v in self.ids.items() if k in alive}
+        removed = getattr(self.tracker, "removed_stracks", None)
+        if removed is not None and len(removed) > 64:
+            self.tracker.removed_stracks = removed[-64:]
         return out
