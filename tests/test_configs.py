@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIG_DIR, PED2_DIR, compose
+from helpers import CONFIG_DIR, PED2_DIR, compose
 
 STAGE_GROUPS = ["detector", "tracker", "features", "scorer", "threshold", "prompt_filter", "segmenter", "logger",
                 "trainer"]

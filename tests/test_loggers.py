@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import TINY_SYNTHETIC
+from helpers import TINY_SYNTHETIC
 
 
 def test_null_logger_accepts_everything():
@@ -48,7 +48,7 @@ def wandb_eval(tmp_path_factory):
     """One tiny evaluation with logger=wandb in offline mode (the default suite disables W&B elsewhere)."""
     import os
 
-    from conftest import compose
+    from helpers import compose
     from tao_lab.loggers import read_wandb_run, wandb_run_dirs
     from tao_lab.tasks import evaluate, run_task
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import CONFIG_DIR, ROOT, TINY_SYNTHETIC, compose
+from helpers import CONFIG_DIR, ROOT, TINY_SYNTHETIC, compose
 
 # val/ metrics off (a leave-one-clip-out pass per job); tests/test_validation_in_run.py covers them
 TINY = [*TINY_SYNTHETIC, "dataset.num_frames=40", "progress=false", "validation=none"]
