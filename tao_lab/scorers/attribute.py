@@ -257,7 +257,7 @@ class AttributeScorer(ObjectScorer):
         from threadpoolctl import threadpool_limits
 
         # one thread: these fits are small, and k-means' OpenMP threads spin against each other on a busy machine
-        # (10x slower when other jobs share the cores); results are identical
+        # (much slower when other jobs share the cores; docs/MEASUREMENTS.md); results are identical
         with threadpool_limits(1):
             gm = GaussianMixture(c, covariance_type=s["covariance"], random_state=self.seed,
                                  reg_covar=1e-4).fit(xk)
