@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from tao_lab.config import to_plain
 from tao_lab.types import Clip, ObjectTable
 
 log = logging.getLogger(__name__)
@@ -193,16 +194,10 @@ def fit_on_window(pipe, cfg, clip: Clip, num_frames: int, from_checkpoint: bool,
     blocks = window_blocks(objects, feats, num_frames, folds)
     scores, how = crossfit_items(pipe, blocks, folds, causal_window)
     pipe.set_scorer(pipe.new_fitted_scorer(blocks),
-                    key=stable_hash({"up": pipe.caches["features"].spec, "scorer": _plain(cfg.scorer),
+                    key=stable_hash({"up": pipe.caches["features"].spec, "scorer": to_plain(cfg.scorer),
                                      "window_of": clip.source, "frames": int(num_frames), "blocks": len(blocks),
                                      "seed": cfg.get("seed")}))
     return fit_alarm(scores, acfg, how)
-
-
-def _plain(node):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def calibrate_on_training(pipe, cfg, train_clips: list[Clip]) -> Alarm:

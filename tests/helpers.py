@@ -25,6 +25,7 @@ from tao_lab.offline import set_offline_env  # noqa: E402
 set_offline_env()
 
 from tao_lab.types import Clip, ObjectTable, Prompts  # noqa: E402
+from wandb_runs import read_wandb_run, wandb_run_dirs  # noqa: E402,F401 - offline W&B runs read back
 
 
 def shared_path(*parts: str) -> Path:

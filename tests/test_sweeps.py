@@ -22,7 +22,7 @@ def run_eval(args, tmp_path, wandb_mode="disabled", timeout=420, full_error="1")
 def test_multirun_records_a_failing_job_and_goes_on(tmp_path):
     """Two jobs, the second fails at run time; W&B offline: one closed run per job, one group per sweep."""
     from tao_lab.compare import compare
-    from tao_lab.loggers import read_wandb_run, wandb_run_dirs
+    from helpers import read_wandb_run, wandb_run_dirs
 
     sweep = tmp_path / "sweep"
     done = run_eval(["-m", *TINY, "logger=wandb", "ckpt_path=null,/nonexistent/scorer.ckpt",
@@ -48,7 +48,7 @@ def test_optuna_search_with_a_test_objective_is_marked_everywhere(tmp_path):
     """A test/ objective still works, and every record says "objective uses test labels": each job's
     metrics.json, its W&B run (tag), the compare table; the study is saved and Optuna's figures drawn from it."""
     from tao_lab.compare import compare
-    from tao_lab.loggers import read_wandb_run, wandb_run_dirs
+    from helpers import read_wandb_run, wandb_run_dirs
     from tao_lab.objective import TEST_LABELS, WANDB_TAG
     from tao_lab.optuna_study import FIGURES, load_study
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from scipy.special import log_ndtr, logsumexp
 
+from tao_lab.config import to_plain
 from tao_lab.scorers import scene
 from tao_lab.scorers.base import FitItem, ObjectScorer
 from tao_lab.scorers.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
@@ -88,19 +89,6 @@ _MODEL_KEYS = {"gmm": ("gmm_w", "gmm_mu", "gmm_cov"), "knn": ("bank",), "occupan
 _PLACE_KEYS = ("place_loc", "place_scale")
 
 
-def _to_plain(obj):
-    """OmegaConf containers (from Hydra) -> plain dict/list, so hyper-parameters pickle without omegaconf."""
-    if hasattr(obj, "_content") or type(obj).__name__ in ("DictConfig", "ListConfig"):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(obj, resolve=True)
-    if isinstance(obj, Mapping):
-        return {str(k): _to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_plain(v) for v in obj]
-    return obj
-
-
 #: Ways attribute groups combine into the object score (see ``AttributeScorer``'s ``fusion``).
 FUSIONS = ("sum", "max", "max_excess")
 
@@ -129,7 +117,7 @@ class AttributeScorer(ObjectScorer):
     def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
                  frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum"):
         super().__init__()
-        attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else _to_plain(attributes)
+        attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
             raise ValueError("AttributeScorer needs at least one attribute")
         if frame_reduce not in ("max", "sum_of_max"):

@@ -96,7 +96,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 import torch
 
-from tao_lab.scorers.attribute import _to_plain
+from tao_lab.config import to_plain
 from tao_lab.scorers.base import FitItem, ObjectScorer
 from tao_lab.scorers.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
 from tao_lab.scorers.mae_modules import (TemporalMaeNet, future_mask, grouped_error, neighbour_info_nce,
@@ -171,7 +171,7 @@ class TemporalMaeScorer(ObjectScorer):
                  self_paced: Optional[Mapping[str, Any]] = None, seed: int = 0,
                  input_dims: Optional[Mapping[str, int]] = None):
         super().__init__()
-        inputs = copy.deepcopy(DEFAULT_INPUTS) if inputs is None else _to_plain(inputs)
+        inputs = copy.deepcopy(DEFAULT_INPUTS) if inputs is None else to_plain(inputs)
         if not inputs:
             raise ValueError("TemporalMaeScorer needs at least one input feature group")
         self.specs: dict[str, dict[str, Any]] = {}
@@ -184,9 +184,9 @@ class TemporalMaeScorer(ObjectScorer):
             if not 0.0 <= float(s["std_floor"]) <= 1.0:
                 raise ValueError(f"input {name!r}: std_floor must be in [0, 1], got {s['std_floor']!r}")
             self.specs[name] = s
-        self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **_to_plain(dict(loss_weights or {}))}
-        self.score_weights = {**DEFAULT_SCORE_WEIGHTS, **_to_plain(dict(score_weights or {}))}
-        self.self_paced = {**DEFAULT_SELF_PACED, **_to_plain(dict(self_paced or {}))}
+        self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **to_plain(dict(loss_weights or {}))}
+        self.score_weights = {**DEFAULT_SCORE_WEIGHTS, **to_plain(dict(score_weights or {}))}
+        self.self_paced = {**DEFAULT_SELF_PACED, **to_plain(dict(self_paced or {}))}
         for d, known in ((self.loss_weights, DEFAULT_LOSS_WEIGHTS), (self.score_weights, DEFAULT_SCORE_WEIGHTS),
                          (self.self_paced, DEFAULT_SELF_PACED)):
             if set(d) - set(known):
@@ -228,7 +228,7 @@ class TemporalMaeScorer(ObjectScorer):
             "upper_percentile": self.upper_percentile, "consistency_space": consistency_space,
             "context_norm": self.context_norm,
             "self_paced": dict(self.self_paced), "seed": self.seed,
-            "input_dims": None if input_dims is None else {str(k): int(v) for k, v in _to_plain(input_dims).items()},
+            "input_dims": None if input_dims is None else {str(k): int(v) for k, v in to_plain(input_dims).items()},
         })
         self.net: Optional[TemporalMaeNet] = None
         self.register_buffer("feat_mean", torch.zeros(0))
