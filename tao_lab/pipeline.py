@@ -306,12 +306,11 @@ class Pipeline:
 
         Returns the checkpoint path used. Then fits the threshold on the scorer's training object scores.
         """
-        from hydra.utils import get_class
-
+        from tao_lab.scorers.base import scorer_class
         from tao_lab.scorers.class_rarity import check_detector_has_classes
 
         check_detector_has_classes(self.cfg.scorer, self.cfg.detector)  # a class attribute needs classes
-        scorer_cls = get_class(self.cfg.scorer._target_)
+        scorer_cls = scorer_class(self.cfg.scorer._target_)
         if ckpt_path:
             path = Path(ckpt_path)
             if not path.is_file():
@@ -366,16 +365,16 @@ class Pipeline:
         clips, the seed; in unsupervised mode the training settings, and for scorers trained by a Lightning Trainer
         the Trainer settings that change the fit (epochs, precision, devices, ...). Parts that are absent keep the
         keys of earlier fits."""
-        from hydra.utils import get_class
+        from tao_lab.scorers.base import scorer_class
 
-        scorer_cls = get_class(self.cfg.scorer._target_)
+        scorer_cls = scorer_class(self.cfg.scorer._target_)
         spec = {"up": self.caches["features"].spec, "scorer": to_plain(self.cfg.scorer),
                 "train_clips": sorted(c.source for c in train_clips), "seed": self.cfg.get("seed")}
         if training_mode(self.cfg) == "unsupervised":
             spec["training"] = to_plain(self.cfg.training)
-        if getattr(scorer_cls, "cache_version", 1) != 1:
+        if scorer_cls.cache_version != 1:
             spec["code"] = int(scorer_cls.cache_version)
-        if getattr(scorer_cls, "needs_trainer", False) and self.cfg.get("trainer"):
+        if scorer_cls.needs_trainer and self.cfg.get("trainer"):
             trainer = self.cfg.trainer  # key by key: the left-out ones (e.g. the run dir) are never resolved
             spec["trainer"] = {str(k): to_plain(trainer[k]) for k in trainer if k not in _TRAINER_KEYS_WITHOUT_EFFECT}
         return spec
@@ -389,7 +388,7 @@ class Pipeline:
         processes = planned_world_size(self.cfg.get("trainer"))
         if processes <= 1:
             return 1
-        if not getattr(scorer_cls, "needs_trainer", False):
+        if not scorer_cls.needs_trainer:
             log.warning("trainer: DDP does not apply to %s (fitted in closed form, no gradient steps to split over "
                         "%d processes): fitting it in this single process", scorer_cls.__name__, processes)
             return 1
@@ -419,12 +418,11 @@ class Pipeline:
         scorer = instantiate(self.cfg.scorer)
         start = time.perf_counter()
         kwargs = {}
-        if getattr(scorer, "needs_trainer", False):
+        if scorer.needs_trainer:
             # a factory for scorers that fit more than once (self-paced rounds), else one Trainer
-            kwargs["trainer"] = instantiate(self.cfg.trainer,
-                                            _partial_=bool(getattr(scorer, "trainer_factory", False)))
+            kwargs["trainer"] = instantiate(self.cfg.trainer, _partial_=bool(scorer.trainer_factory))
         if training_mode(self.cfg) == "unsupervised":
-            if getattr(scorer, "supports_unlabeled", False):
+            if scorer.supports_unlabeled:
                 kwargs["unlabeled"] = True
             else:
                 log.warning("training.mode=unsupervised: %s has no self-paced refinement; it is fitted on "

@@ -233,7 +233,7 @@ def train(cfg: DictConfig, logger=None) -> dict:
         pipe.scorer.save_checkpoint(str(ckpt))
     _log_cache(pipe)
     result = {"train/threshold_tau": float(pipe.threshold.tau), "train/clips": len(clips),
-              **{f"train/{k}": float(v) for k, v in getattr(pipe.scorer, "fit_metrics", {}).items()},
+              **{f"train/{k}": float(v) for k, v in pipe.scorer.fit_metrics.items()},
               **_stage_speed(pipe)}
     validation = _validation(cfg, dataset)
     result.update(validation.metrics)

@@ -39,6 +39,7 @@ from scipy.special import log_ndtr, logsumexp
 from tao_lab.config import to_plain
 from tao_lab.scorers import scene
 from tao_lab.scorers.base import FitItem, ObjectScorer
+from tao_lab.scorers.calibration import calibrate, percentile_range
 from tao_lab.scorers.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
 from tao_lab.types import ObjectScores, ObjectTable
 
@@ -362,15 +363,7 @@ class AttributeScorer(ObjectScorer):
                         sub = self._fit_model(name, x[rest], None if xy is None else xy[rest])[0]
                         raw[held] = self._raw(name, sub, x[held], None if xy is None else xy[held])
             raw = self._smooth(keyed, raw, s)
-            finite = raw[np.isfinite(raw)]
-            if len(finite) == 0:
-                raise ValueError(f"attribute {name!r}: no finite training scores")
-            lo = float(finite.min())
-            hi = float(np.percentile(finite, float(s["upper_percentile"])))
-            if not hi > lo:
-                log.warning("attribute %r: training scores are constant (%.4g); calibration scale falls back to 1",
-                            name, lo)
-                hi = lo + 1.0
+            lo, hi = percentile_range(raw, float(s["upper_percentile"]), f"attribute {name!r}")
             setattr(self, f"{name}__calib", torch.tensor([lo, hi], dtype=torch.float64))
             parts[name] = self._calibrate(name, raw)
         self.train_scores = torch.as_tensor(self._fuse(parts), dtype=torch.float32)
@@ -386,7 +379,7 @@ class AttributeScorer(ObjectScorer):
 
     def _calibrate(self, name: str, raw: np.ndarray) -> np.ndarray:
         lo, hi = getattr(self, f"{name}__calib").cpu().numpy()
-        cal = (raw - lo) / (hi - lo)
+        cal = calibrate(raw, lo, hi)
         return np.where(np.isfinite(cal), cal, 0.0)  # objects without this attribute (NaN features) score 0
 
     # ------------------------------------------------------------------ scoring

@@ -98,6 +98,7 @@ import torch
 
 from tao_lab.config import to_plain
 from tao_lab.scorers.base import FitItem, ObjectScorer
+from tao_lab.scorers.calibration import calibrate, percentile_range
 from tao_lab.scorers.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
 from tao_lab.scorers.mae_modules import (TemporalMaeNet, future_mask, grouped_error, neighbour_info_nce,
                                          random_mask)
@@ -155,9 +156,9 @@ class TemporalMaeScorer(ObjectScorer):
         input_dims: {group: columns}, filled in by the fit (a checkpoint carries it); leave None.
     """
 
-    needs_trainer = True      # the pipeline builds cfg.trainer for us ...
-    trainer_factory = True    # ... as a factory: self-paced refinement fits once per round
-    supports_unlabeled = True  # fit_clips(..., unlabeled=True) in training.mode=unsupervised
+    needs_trainer = True       # trained by a Lightning Trainer built from cfg.trainer ...
+    trainer_factory = True     # ... given as a factory: self-paced refinement fits once per round
+    supports_unlabeled = True  # fit_clips(..., unlabeled=True): self-paced refinement in training.mode=unsupervised
 
     def __init__(self, inputs: Optional[Mapping[str, Mapping[str, Any]]] = None, window: int = 16, stride: int = 8,
                  score_stride: Optional[int] = 4, d_model: int = 64, depth: int = 2, heads: int = 4,
@@ -240,7 +241,6 @@ class TemporalMaeScorer(ObjectScorer):
         self.register_buffer("train_scores", torch.zeros(0))
         # expected reconstruction error by rows of context (1..window), relative to a full window
         self.register_buffer("rec_ref", torch.zeros(0, dtype=torch.float64))
-        self.fit_metrics: dict[str, float] = {}
         self._round = 0
         self._has_val = True
         self._epoch_limit: Optional[int] = None
@@ -760,10 +760,7 @@ class TemporalMaeScorer(ObjectScorer):
             if c not in self._active:
                 continue
             vals = np.concatenate([sm[c] for sm in smoothed])
-            lo, hi = float(vals.min()), float(np.percentile(vals, self.upper_percentile))
-            if not hi > lo:
-                log.warning("temporal_mae: calibration scores of %r are constant; scale falls back to 1", c)
-                hi = lo + 1.0
+            lo, hi = percentile_range(vals, self.upper_percentile, f"temporal_mae component {c!r}")
             calib[i] = torch.tensor([lo, hi], dtype=torch.float64)
         self.calib = calib
         self.train_scores = torch.as_tensor(np.concatenate([self._combine(sm)[0] for sm in smoothed]),
@@ -776,7 +773,7 @@ class TemporalMaeScorer(ObjectScorer):
             if c not in smoothed:
                 continue
             lo, hi = calib[i]
-            parts[c] = ((smoothed[c] - lo) / (hi - lo)).astype(np.float32)
+            parts[c] = calibrate(smoothed[c], lo, hi).astype(np.float32)
             term = np.float32(self.score_weights[c]) * parts[c]
             total = term if total is None else total + term
         return total.astype(np.float32), parts
