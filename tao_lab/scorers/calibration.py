@@ -37,3 +37,26 @@ def percentile_range(scores: np.ndarray, upper_percentile: float, what: str) -> 
 def calibrate(raw: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``(raw - lo) / (hi - lo)`` (float64 for float64 input; NaN stays NaN)."""
     return (raw - lo) / (hi - lo)
+
+
+def context_reference(ctx: np.ndarray, errors: np.ndarray, window: int, min_rows: int = 20) -> np.ndarray:
+    """(window,) float64 expected error by rows of context, relative to a full window (the last entry is 1).
+
+    Entry c-1 is the median of the finite calibration ``errors`` of rows with ``ctx`` = c rows of context (the
+    temporal MAE scorer divides a row's reconstruction error by it, so short and untracked objects are judged
+    against objects with as little context). Made non-increasing in c (less context never makes the expected error
+    smaller); a bucket with fewer than ``min_rows`` rows takes the value of the next longer one; too few rows
+    overall (or a non-positive median) give all ones (no context normalisation).
+    """
+    ok = np.isfinite(errors)
+    ref = np.full(window, np.nan)
+    for c in range(window, 0, -1):
+        sel = ok & (ctx == c)
+        if sel.sum() >= min_rows:
+            ref[c - 1] = np.median(errors[sel])
+        elif c < window:
+            ref[c - 1] = ref[c]
+    if not np.isfinite(ref).all() or not (ref > 0).all():
+        ref = np.ones(window)  # too few calibration rows: no context normalisation
+    ref = np.maximum.accumulate(ref[::-1])[::-1]
+    return ref / ref[-1]
