@@ -26,6 +26,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -243,7 +244,8 @@ def object_bench() -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=PED2_FRAMES)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/tao_lab_metrics_bench"))
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "tao_lab_metrics_bench",
+                    help="where the data is written once (default: tao_lab_metrics_bench in the temp dir)")
     ap.add_argument("--no-sklearn", action="store_true")
     ap.add_argument("--sklearn-f16", action="store_true", help="also run scikit-learn on the float16 maps")
     ap.add_argument("--no-object", action="store_true")

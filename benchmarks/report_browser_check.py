@@ -2,7 +2,7 @@
 
     python benchmarks/report_browser_check.py                    # synthetic 4 s clip, outputs under a temp dir
     python benchmarks/report_browser_check.py --input ../shared/datasets/avenue_partial/testing_videos/21.avi
-    python benchmarks/report_browser_check.py --out /tmp/check segmenter=boxes   # extra args = Hydra overrides
+    python benchmarks/report_browser_check.py --out outputs/report_check segmenter=boxes   # extra args = Hydra overrides
 
 Runs ``infer`` on the input (without ``--input``: a synthetic surveillance clip written to a temporary mp4), then
 starts chromium headless with a fresh profile and no network services, saves ``report.png`` (a screenshot of the

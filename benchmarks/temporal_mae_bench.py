@@ -35,7 +35,7 @@ def run_one(scorer: str, mode: str, args) -> dict:
     from omegaconf import open_dict
 
     from tao_lab.metrics import frame_metrics
-    from tao_lab.pipeline import Pipeline, instantiate, load_dataset, training_clips
+    from tao_lab.pipeline import Pipeline, load_dataset, training_clips
 
     overrides = [f"scorer={scorer}", f"training.mode={mode}", "progress=false", "logger=none",
                  f"paths.output_dir={args.out_dir}/{scorer}_{mode}", f"paths.cache_dir={args.cache_dir}",
@@ -54,16 +54,9 @@ def run_one(scorer: str, mode: str, args) -> dict:
     pipe.extract(dataset.test, "test")
     extract_s = time.perf_counter() - start
     items = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in clips]
-    model = instantiate(cfg.scorer)
-    kwargs = {}
-    if getattr(model, "needs_trainer", False):
-        kwargs["trainer"] = instantiate(cfg.trainer, _partial_=bool(getattr(model, "trainer_factory", False)))
-    if mode == "unsupervised" and getattr(model, "supports_unlabeled", False):
-        kwargs["unlabeled"] = True
     start = time.perf_counter()
-    model.fit_clips(items, **kwargs)
+    model = pipe.new_fitted_scorer(items)  # the pipeline's own fit: trainer and unlabeled mode as the class declares
     fit_s = time.perf_counter() - start
-    model.eval()
     scores, labels, n_frames = [], [], 0
     start = time.perf_counter()
     for clip in dataset.test:
@@ -76,7 +69,7 @@ def run_one(scorer: str, mode: str, args) -> dict:
     row = {"scorer": scorer, "mode": mode, "fit_clips": len(clips), "fit_s": round(fit_s, 1),
            "score_ms_per_frame": round(1000 * score_s / max(1, n_frames), 3), "extract_s": round(extract_s, 1),
            **{k: float(v) for k, v in fm.items() if np.isscalar(v)},
-           **{f"fit/{k}": float(v) for k, v in getattr(model, "fit_metrics", {}).items()}}
+           **{f"fit/{k}": float(v) for k, v in model.fit_metrics.items()}}
     return row
 
 

@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from tao_lab.config import to_plain
 from tao_lab.types import Clip, ObjectTable
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,7 @@ def fit_on_window(pipe, cfg, clip: Clip, num_frames: int, from_checkpoint: bool,
     blocks, scores, how = window_crossfit(pipe, objects, feats, int(num_frames), folds,
                                           str(acfg.get("split", "time")), causal_window)
     pipe.set_scorer(pipe.new_fitted_scorer(blocks),
-                    key=stable_hash({"up": pipe.caches["features"].spec, "scorer": _plain(cfg.scorer),
+                    key=stable_hash({"up": pipe.caches["features"].spec, "scorer": to_plain(cfg.scorer),
                                      "window_of": clip.source, "frames": int(num_frames), "blocks": len(blocks),
                                      "seed": cfg.get("seed")}))
     return fit_alarm(scores, acfg, how)
@@ -244,12 +245,6 @@ def window_crossfit(pipe, objects: ObjectTable, features: dict, num_frames: int,
         parts = track_parts(objects, features, num_frames, folds)
         return (parts, *crossfit_tracks(pipe, parts, folds, causal_window))
     raise ValueError(f"alarm.split must be 'time' or 'tracks', got {split!r}")
-
-
-def _plain(node):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def calibrate_on_training(pipe, cfg, train_clips: list[Clip]) -> Alarm:

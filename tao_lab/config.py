@@ -1,8 +1,9 @@
 """The project's Hydra config composed outside ``@hydra.main``: for scripts, benchmarks and tests."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 #: configs/ at the project root (next to eval.py).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -23,3 +24,18 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "eval", con
             return compose(config_name=config_name, overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()
+
+
+def to_plain(obj: Any) -> Any:
+    """OmegaConf containers (what Hydra passes) -> plain, resolved dicts and lists, also when nested in plain dicts,
+    lists and tuples (tuples become lists); anything else unchanged. For hyper-parameters that pickle without
+    omegaconf and for cache keys. omegaconf is imported only when a container is met."""
+    if hasattr(obj, "_content") or type(obj).__name__ in ("DictConfig", "ListConfig"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(obj, resolve=True)
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj

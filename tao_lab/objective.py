@@ -36,6 +36,22 @@ def optimised_metric(cfg: Any) -> Optional[str]:
     return str(metric)
 
 
+def check_objective(cfg: Any, metrics: Any) -> None:
+    """Refuses a finished job whose metrics lack the value the sweeper optimises (a misspelt ``optimized_metric``,
+    or a ``val/`` one with ``validation=none``): the job would return None and every trial of the study would end
+    without a value, so the search would run to its end having tuned nothing. Raises a ConfigError that lists the
+    metrics the job does have. An empty result (a failed job of a sweep, already recorded in FAILED.json) and a
+    run that optimises nothing pass."""
+    metric = optimised_metric(cfg)
+    if metric is None or not isinstance(metrics, dict) or not metrics or metric in metrics:
+        return
+    from tao_lab.user_errors import ConfigError
+
+    keys = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
+    raise ConfigError(f"optimized_metric={metric!r} is not among this job's {len(keys)} metrics, so the search has "
+                      f"nothing to optimise. Set optimized_metric to one of: {', '.join(keys)}")
+
+
 def uses_test_labels(metric: Optional[str]) -> bool:
     return bool(metric) and str(metric).split("/", 1)[0] == "test"
 

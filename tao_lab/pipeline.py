@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tao_lab.artifacts import remove_orphan_temps
 from tao_lab.cache import StageCache, stable_hash
+from tao_lab.config import to_plain
 from tao_lab.distributed import is_rank_zero, planned_world_size, wait_for_files
 from tao_lab.types import Clip, Dataset, ObjectScores, ObjectTable, Prompts, Segmentation
 
@@ -38,13 +39,6 @@ CODE_VERSIONS = {"detect": 1, "track": 1, "features": 1, "prompts": 1, "segment"
 #: Trainer settings that change where and how a fit is reported, not what it learns (left out of the scorer key).
 _TRAINER_KEYS_WITHOUT_EFFECT = frozenset({"default_root_dir", "enable_progress_bar", "enable_model_summary",
                                           "log_every_n_steps", "logger"})
-
-
-def _plain(node: Any) -> Any:
-    """A config node as plain, resolved containers (for cache keys)."""
-    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
 
 
 class NoTrainingObjectsError(ValueError):
@@ -122,9 +116,9 @@ class Pipeline:
     @cached_property
     def caches(self) -> dict[str, StageCache]:
         c = self.cfg
-        detect = _versioned("detect", {"detector": _plain(c.detector)})
-        track = _versioned("track", {"up": detect, "tracker": _plain(c.tracker)})
-        features = _versioned("features", {"up": track, "features": _plain(c.features)})
+        detect = _versioned("detect", {"detector": to_plain(c.detector)})
+        track = _versioned("track", {"up": detect, "tracker": to_plain(c.tracker)})
+        features = _versioned("features", {"up": track, "features": to_plain(c.features)})
         return {
             "detect": StageCache(self.cache_dir, "detect", detect),
             "track": StageCache(self.cache_dir, "track", track),
@@ -138,9 +132,9 @@ class Pipeline:
             raise RuntimeError("fit or load the scorer before scoring clips")
         score = {"up": self.caches["features"].spec, "scorer": self._scorer_key}
         prompts = _versioned("prompts", {"up": score, "tau": float(self.threshold.tau),
-                                         "prompt_filter": _plain(self.cfg.prompt_filter),
+                                         "prompt_filter": to_plain(self.cfg.prompt_filter),
                                          "gt_gating": bool(self.cfg.metrics.get("gt_gating", False))})
-        segment = _versioned("segment", {"up": prompts, "segmenter": _plain(self.cfg.segmenter)})
+        segment = _versioned("segment", {"up": prompts, "segmenter": to_plain(self.cfg.segmenter)})
         self.caches["score"] = StageCache(self.cache_dir, "score", score)
         self.caches["prompts"] = StageCache(self.cache_dir, "prompts", prompts)
         self.caches["segment"] = StageCache(self.cache_dir, "segment", segment)
@@ -181,7 +175,7 @@ class Pipeline:
         return self._run("detect", clip, lambda: self.detector.detect(clip))
 
     def _part_detections(self, name: str, clip: Clip) -> ObjectTable:
-        cache = StageCache(self.cache_dir, "detect", {"detector": _plain(self.cfg.detector[name])})
+        cache = StageCache(self.cache_dir, "detect", {"detector": to_plain(self.cfg.detector[name])})
 
         def compute():
             start = time.perf_counter()
@@ -325,12 +319,11 @@ class Pipeline:
 
         Returns the checkpoint path used. Then fits the threshold on the scorer's training object scores.
         """
-        from hydra.utils import get_class
-
+        from tao_lab.scorers.base import scorer_class
         from tao_lab.scorers.class_rarity import check_detector_has_classes
 
         check_detector_has_classes(self.cfg.scorer, self.cfg.detector)  # a class attribute needs classes
-        scorer_cls = get_class(self.cfg.scorer._target_)
+        scorer_cls = scorer_class(self.cfg.scorer._target_)
         if ckpt_path:
             path = Path(ckpt_path)
             if not path.is_file():
@@ -385,18 +378,18 @@ class Pipeline:
         clips, the seed; in unsupervised mode the training settings, and for scorers trained by a Lightning Trainer
         the Trainer settings that change the fit (epochs, precision, devices, ...). Parts that are absent keep the
         keys of earlier fits."""
-        from hydra.utils import get_class
+        from tao_lab.scorers.base import scorer_class
 
-        scorer_cls = get_class(self.cfg.scorer._target_)
-        spec = {"up": self.caches["features"].spec, "scorer": _plain(self.cfg.scorer),
+        scorer_cls = scorer_class(self.cfg.scorer._target_)
+        spec = {"up": self.caches["features"].spec, "scorer": to_plain(self.cfg.scorer),
                 "train_clips": sorted(c.source for c in train_clips), "seed": self.cfg.get("seed")}
         if training_mode(self.cfg) == "unsupervised":
-            spec["training"] = _plain(self.cfg.training)
-        if getattr(scorer_cls, "cache_version", 1) != 1:
+            spec["training"] = to_plain(self.cfg.training)
+        if scorer_cls.cache_version != 1:
             spec["code"] = int(scorer_cls.cache_version)
-        if getattr(scorer_cls, "needs_trainer", False) and self.cfg.get("trainer"):
+        if scorer_cls.needs_trainer and self.cfg.get("trainer"):
             trainer = self.cfg.trainer  # key by key: the left-out ones (e.g. the run dir) are never resolved
-            spec["trainer"] = {str(k): _plain(trainer[k]) for k in trainer if k not in _TRAINER_KEYS_WITHOUT_EFFECT}
+            spec["trainer"] = {str(k): to_plain(trainer[k]) for k in trainer if k not in _TRAINER_KEYS_WITHOUT_EFFECT}
         return spec
 
     def _data_parallel_processes(self, scorer_cls) -> int:
@@ -408,7 +401,7 @@ class Pipeline:
         processes = planned_world_size(self.cfg.get("trainer"))
         if processes <= 1:
             return 1
-        if not getattr(scorer_cls, "needs_trainer", False):
+        if not scorer_cls.needs_trainer:
             log.warning("trainer: DDP does not apply to %s (fitted in closed form, no gradient steps to split over "
                         "%d processes): fitting it in this single process", scorer_cls.__name__, processes)
             return 1
@@ -438,12 +431,11 @@ class Pipeline:
         scorer = instantiate(self.cfg.scorer)
         start = time.perf_counter()
         kwargs = {}
-        if getattr(scorer, "needs_trainer", False):
+        if scorer.needs_trainer:
             # a factory for scorers that fit more than once (self-paced rounds), else one Trainer
-            kwargs["trainer"] = instantiate(self.cfg.trainer,
-                                            _partial_=bool(getattr(scorer, "trainer_factory", False)))
+            kwargs["trainer"] = instantiate(self.cfg.trainer, _partial_=bool(scorer.trainer_factory))
         if training_mode(self.cfg) == "unsupervised":
-            if getattr(scorer, "supports_unlabeled", False):
+            if scorer.supports_unlabeled:
                 kwargs["unlabeled"] = True
             else:
                 log.warning("training.mode=unsupervised: %s has no self-paced refinement; it is fitted on "

@@ -18,7 +18,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from tao_lab import preflight
-from tao_lab.objective import objective_marker, objective_note
+from tao_lab.objective import check_objective, objective_marker, objective_note
 from tao_lab.offline import set_offline_env
 from tao_lab.user_errors import interrupt_on_sigterm
 
@@ -77,15 +77,22 @@ def run_task(cfg: DictConfig, task: Callable[[DictConfig, Any], dict]) -> dict:
 
 
 def run_cli(cfg: DictConfig, task: Callable[[DictConfig, Any], dict]) -> dict:
-    """:func:`run_task` for the entry points: a user error (bad data, input, config value, missing weights) prints
-    one message and exits with code 2, an interruption exits with 128 + the signal number, both without a
-    traceback (``HYDRA_FULL_ERROR=1`` re-raises them for the full one). Bugs propagate to Hydra's report."""
+    """:func:`run_task` for the entry points: a user error (bad data, input, config value, missing weights, an
+    ``optimized_metric`` the job does not produce while a sweeper optimises it) prints one message and exits with
+    code 2, an interruption exits with 128 + the signal number, both without a traceback (``HYDRA_FULL_ERROR=1``
+    re-raises them for the full one). Bugs propagate to Hydra's report."""
     from tao_lab.user_errors import (EXIT_USER_ERROR, describe_user_error, exit_code_for_interrupt,
                                      full_traceback_wanted, report_user_error)
 
     name = str(cfg.get("task_name") or getattr(task, "__name__", "run"))
     try:
-        return run_task(cfg, task)
+        result = run_task(cfg, task)
+        try:
+            check_objective(cfg, result)  # a search on a metric the job does not produce stops here, loudly
+        except Exception as exc:
+            _record_failure(output_dir(cfg), exc)
+            raise
+        return result
     except KeyboardInterrupt as exc:
         if full_traceback_wanted():
             raise
@@ -263,7 +270,7 @@ def train(cfg: DictConfig, logger=None) -> dict:
         pipe.scorer.save_checkpoint(str(ckpt))
     _log_cache(pipe)
     result = {"train/threshold_tau": float(pipe.threshold.tau), "train/clips": len(clips),
-              **{f"train/{k}": float(v) for k, v in getattr(pipe.scorer, "fit_metrics", {}).items()},
+              **{f"train/{k}": float(v) for k, v in pipe.scorer.fit_metrics.items()},
               **_stage_speed(pipe)}
     validation = _validation(cfg, dataset)
     result.update(validation.metrics)

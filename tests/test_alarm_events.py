@@ -38,7 +38,7 @@ def test_conformal_rate_holds_on_fresh_normal_scores():
 def test_calibrated_alarm_on_synthetic_clips(tmp_path):
     """Cross-fitted on 3 normal training clips, the alarm flags at most 2x the target rate (tolerance: the held-out
     normal clips hold 200 correlated frames) on 2 held-out NORMAL clips, and catches the planted anomalies."""
-    from conftest import compose
+    from helpers import compose
     from tao_lab.alarm import calibrate_on_training
     from tao_lab.pipeline import Pipeline, load_dataset
 
@@ -98,7 +98,7 @@ def test_track_parts_keep_every_track_whole_and_span_the_window():
 
 @pytest.mark.parametrize("split", ["time", "tracks"])
 def test_a_single_training_clip_is_cross_fitted_by_the_configured_split(tmp_path, split):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.alarm import calibrate_on_training
     from tao_lab.pipeline import Pipeline, load_dataset
 
@@ -115,7 +115,7 @@ def test_a_single_training_clip_is_cross_fitted_by_the_configured_split(tmp_path
 
 
 def test_an_unknown_split_is_refused(tmp_path):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.alarm import calibrate_on_training
     from tao_lab.pipeline import Pipeline, load_dataset
 

@@ -112,7 +112,7 @@ def test_interrupted_write_leaves_no_artifact(tmp_path, monkeypatch):
 
 # ----- scorer checkpoints and temporary files: nothing half-written --------------------------------------------
 def _tiny_scorer():
-    from test_scorer_attribute import make_clip
+    from helpers import make_clip
     from tao_lab.scorers import AttributeScorer
 
     rng = np.random.default_rng(0)
@@ -170,7 +170,7 @@ def test_unreadable_cached_scorer_is_refitted(tmp_path, caplog):
     import os
     import time
 
-    from conftest import TINY_SYNTHETIC, compose
+    from helpers import TINY_SYNTHETIC, compose
     from tao_lab.pipeline import Pipeline, load_dataset
 
     cfg = compose("eval", [*TINY_SYNTHETIC, "dataset.num_frames=30", "workers=1"], tmp_path)
@@ -264,7 +264,7 @@ def test_gt_source_covers_in_memory_array_and_callable_masks(tmp_path):
 
 
 def test_scorer_key_covers_trainer_settings_and_gated_prompts_cover_labels(tmp_path):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.pipeline import Pipeline, load_dataset
     from tao_lab.cache import stable_hash
 

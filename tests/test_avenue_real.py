@@ -3,9 +3,9 @@ no training videos): counts and labels as in its PROVENANCE.md, a clear message 
 unsupervised evaluation that runs."""
 import pytest
 
-from conftest import ROOT, compose
+from helpers import AVENUE_DIR, compose
 
-AVENUE = ROOT.parent / "shared" / "datasets" / "avenue_partial"
+AVENUE = AVENUE_DIR
 needs_avenue = pytest.mark.skipif(not (AVENUE / "testing_videos").is_dir(),
                                   reason="real Avenue copy ../shared/datasets/avenue_partial absent")
 # PROVENANCE.md: frames (= masks, checked) and anomalous frames per test video

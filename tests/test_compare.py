@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def _job(root, num, overrides, metrics=None, failed=None, tags=("t",)):

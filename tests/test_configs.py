@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIG_DIR, PED2_DIR, compose
+from helpers import CONFIG_DIR, PED2_DIR, compose
 
 STAGE_GROUPS = ["detector", "tracker", "features", "scorer", "threshold", "prompt_filter", "segmenter", "logger",
                 "trainer"]
@@ -95,3 +95,19 @@ def test_ped2_dataset_config_instantiates_on_shared_copy(tmp_path):
     dataset = instantiate(cfg.dataset)
     assert [c.clip_id for c in dataset.test] == ["Test001", "Test002"]
     assert dataset.test[0].num_frames == 180
+
+
+def test_to_plain_turns_hydra_containers_into_plain_ones_everywhere():
+    """The one OmegaConf-to-plain helper (scorer hyper-parameters, stage cache keys): containers are resolved,
+    also inside plain dicts, lists and tuples; other values pass unchanged."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    from tao_lab.config import to_plain
+
+    node = OmegaConf.create({"a": 1, "b": "${a}", "c": [1, {"d": "${a}"}]})
+    assert to_plain(node) == OmegaConf.to_container(node, resolve=True) == {"a": 1, "b": 1, "c": [1, {"d": 1}]}
+    mixed = to_plain({"x": node.c, 2: (node, 3)})
+    assert mixed == {"x": [1, {"d": 1}], "2": [{"a": 1, "b": 1, "c": [1, {"d": 1}]}, 3]}
+    assert type(mixed["x"]) is list and not isinstance(mixed["2"][0], DictConfig)
+    assert not isinstance(to_plain(OmegaConf.create([1, 2])), ListConfig)
+    assert to_plain(None) is None and to_plain(2.5) == 2.5 and to_plain("s") == "s"

@@ -1,9 +1,8 @@
-"""The embedded synthetic dataset: determinism, exact GT, configured speeds/directions, round-trip, speed."""
+"""The embedded synthetic dataset: determinism, exact GT, configured speeds/directions, round-trip."""
 from __future__ import annotations
 
 import math
 import pickle
-import time
 
 import numpy as np
 import pytest
@@ -222,18 +221,17 @@ def test_round_trip_through_ucsd_layout(tmp_path):
     assert any(c.gt.frame_labels.any() for c in back.test)
 
 
-def test_rendering_speed():
-    """Targets: >= 500 frames/s at 120x180 and >= 60 at 480x856 on one core; asserted with a 2x margin for
-    machines shared with other jobs (benchmark numbers are in the data-layer report)."""
-    for (h, w), target in (((120, 180), 500), ((480, 856), 60)):
+def test_rendering_a_window_mid_clip_at_both_scales():
+    """Sequential rendering of a window far into the clip gives the frames random access gives, at the small and
+    the large scale (its speed is measured by benchmarks/synthetic_render_bench.py, not asserted here)."""
+    for h, w in ((120, 180), (480, 856)):
         c = SyntheticGenerator(seed=0, num_train_clips=0, num_test_clips=1, num_frames=400, height=h,
                                width=w).clip("test", 0)
-        n = 100
-        t = time.perf_counter()
-        for _ in c.frames(100, 100 + n):
-            pass
-        fps = n / (time.perf_counter() - t)
-        assert fps >= target / 2, (h, w, fps)
+        window = list(c.frames(100, 110))
+        assert len(window) == 10 and all(f.shape == (h, w, 3) and f.dtype == np.uint8 for f in window)
+        for i, f in zip(range(100, 110), window):
+            assert np.array_equal(f, c.frame(i))
+        assert not np.array_equal(window[0], window[-1])  # the people move
 
 
 @pytest.mark.slow

@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import PED2_DIR
 from tao_lab.data import DataError, FrameFolderClip, load_ucsd, parse_ucsd_m
 from tao_lab.data.clips import list_images, natural_key
 
-PED2 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "ucsd_ped2")
+PED2 = str(PED2_DIR)
 needs_ped2 = pytest.mark.skipif(not os.path.isdir(os.path.join(PED2, "UCSDped2")), reason="real Ped2 copy absent")
 
 # (first, last) 1-based inclusive anomalous ranges and frame counts of the 12 Ped2 test clips (UCSDped2.m)

@@ -7,54 +7,16 @@ import pickle
 import cv2
 import numpy as np
 import pytest
-import scipy.io
 
+from helpers import SMALL_H as H
+from helpers import SMALL_W as W
+from helpers import box_masks, write_avi, write_frames, write_label_mat, write_shanghaitech
 from tao_lab.data import DataError, VideoFileClip, load_avenue, load_frames_or_video, load_shanghaitech
 
-H, W = 48, 64
-
-
-def _frame(i, h=H, w=W):
-    """A frame whose mean grey level encodes its index (robust to JPEG compression) plus a moving square."""
-    img = np.full((h, w, 3), 20 + 7 * i, np.uint8)
-    x = (3 * i) % (w - 8)
-    img[10:18, x:x + 8] = 255
-    return img
 
 
 def _index_of(img):
     return int(round((float(np.median(img)) - 20) / 7))
-
-
-def write_avi(path, n, h=H, w=W, fourcc="MJPG", fps=25):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    vw = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    assert vw.isOpened()
-    for i in range(n):
-        vw.write(_frame(i, h, w))
-    vw.release()
-
-
-def write_frames(folder, n, h=H, w=W, name="{:04d}.jpg", start=0):
-    os.makedirs(folder, exist_ok=True)
-    for i in range(n):
-        cv2.imwrite(os.path.join(folder, name.format(i + start)), _frame(i, h, w))
-
-
-def _masks(n, h=H, w=W, on=range(3, 7)):
-    out = np.zeros((n, h, w), np.uint8)
-    for i in on:
-        if i < n:
-            out[i, 5:15, 2 + i:12 + i] = 1
-    return out
-
-
-def write_label_mat(path, masks):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    cell = np.empty((1, len(masks)), dtype=object)
-    for i, m in enumerate(masks):
-        cell[0, i] = m
-    scipy.io.savemat(path, {"volLabel": cell})
 
 
 class _CountingCapture:
@@ -145,7 +107,7 @@ def _avenue(root, variant="videos"):
             write_avi(os.path.join(root, "testing_videos", f"{k:02d}.avi"), n)
         else:
             write_frames(os.path.join(root, "testing", "frames", f"{k:02d}"), n)
-        write_label_mat(os.path.join(root, "testing_label_mask", f"{k}_label.mat"), _masks(n, on=range(k, k + 4)))
+        write_label_mat(os.path.join(root, "testing_label_mask", f"{k}_label.mat"), box_masks(n, on=range(k, k + 4)))
 
 
 @pytest.mark.parametrize("variant", ["videos", "frames"])
@@ -175,11 +137,11 @@ def test_avenue_errors(tmp_path):
         load_avenue(os.path.join(root, "missing"))
     assert "paths.data_dir" in str(e.value) and "missing" in str(e.value)
     _avenue(root)
-    write_label_mat(os.path.join(root, "testing_label_mask", "2_label.mat"), _masks(10))  # video has 11
+    write_label_mat(os.path.join(root, "testing_label_mask", "2_label.mat"), box_masks(10))  # video has 11
     with pytest.raises(DataError) as e:
         load_avenue(root)
     assert "02.avi" in str(e.value) and "11" in str(e.value) and "10" in str(e.value)
-    write_label_mat(os.path.join(root, "testing_label_mask", "2_label.mat"), _masks(11, h=20))  # wrong size
+    write_label_mat(os.path.join(root, "testing_label_mask", "2_label.mat"), box_masks(11, h=20))  # wrong size
     with pytest.raises(DataError, match="2_label.mat"):
         load_avenue(root)
     os.remove(os.path.join(root, "testing_label_mask", "2_label.mat"))
@@ -190,21 +152,10 @@ def test_avenue_errors(tmp_path):
 
 # --- ShanghaiTech ----------------------------------------------------------------------------------------------
 
-def _shanghaitech(root):
-    write_avi(os.path.join(root, "training", "videos", "01_001.avi"), 8)
-    write_avi(os.path.join(root, "training", "videos", "02_001.avi"), 9)
-    for cid, n in (("01_0014", 10), ("02_0128", 7)):
-        write_frames(os.path.join(root, "testing", "frames", cid), n, name="{:03d}.jpg")
-        pix = _masks(n, on=range(2, 5))
-        os.makedirs(os.path.join(root, "testing", "test_pixel_mask"), exist_ok=True)
-        os.makedirs(os.path.join(root, "testing", "test_frame_mask"), exist_ok=True)
-        np.save(os.path.join(root, "testing", "test_pixel_mask", f"{cid}.npy"), pix)
-        np.save(os.path.join(root, "testing", "test_frame_mask", f"{cid}.npy"), pix.any((1, 2)).astype(np.int64))
-
 
 def test_shanghaitech_layout(tmp_path):
     root = str(tmp_path)
-    _shanghaitech(root)
+    write_shanghaitech(root)
     ds = load_shanghaitech(root)
     assert ds.name == "shanghaitech"
     assert [c.clip_id for c in ds.train] == ["01_001", "02_001"]
@@ -225,7 +176,7 @@ def test_shanghaitech_errors(tmp_path):
     root = str(tmp_path)
     with pytest.raises(DataError, match="paths.data_dir"):
         load_shanghaitech(os.path.join(root, "missing"))
-    _shanghaitech(root)
+    write_shanghaitech(root)
     lab = os.path.join(root, "testing", "test_frame_mask", "02_0128.npy")
     np.save(lab, np.zeros(6, np.int64))
     with pytest.raises(DataError) as e:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import MovingSquareClip, compose_group
+from tao_lab.boxes import box_iou as iou_matrix
 from tao_lab.detect import BackgroundModel, BackgroundSubtractionDetector, YoloDetector
-from tao_lab.types import Clip
 
 
 def outside_box(mask, box, margin=3) -> int:
@@ -16,51 +17,8 @@ def outside_box(mask, box, margin=3) -> int:
 
 
 def box_iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-class MovingSquareClip(Clip):
-    """Textured noisy background with bright squares moving at constant velocity (known boxes).
-
-    squares: list of (x0, y0, vx, vy, size, grey level); gain: per-frame global brightness factor (drift);
-    shadow: optional (x1, y1, x2, y2, ratio) region darkened by `ratio` in every frame (a static-free cast shadow
-    that moves with the first square: offset relative to it).
-    """
-
-    def __init__(self, num_frames=20, height=96, width=128, squares=((10, 40, 5, 0, 16, 230),), noise=3.0,
-                 gain=None, shadow=None, seed=0, clip_id="square"):
-        super().__init__(clip_id, num_frames, height, width, source=f"moving-square-{seed}")
-        rng = np.random.default_rng(seed)
-        yy, xx = np.mgrid[0:height, 0:width]
-        self.bg = (80 + 30 * np.sin(xx / 7.0) * np.cos(yy / 9.0) + rng.normal(0, 5, (height, width))).astype(np.float32)
-        self.squares = squares
-        self.noise = noise
-        self.gain = gain
-        self.shadow = shadow
-        self.seed = seed
-
-    def box(self, i, k=0):
-        x0, y0, vx, vy, s, _ = self.squares[k]
-        return np.array([x0 + vx * i, y0 + vy * i, x0 + vx * i + s, y0 + vy * i + s], np.float32)
-
-    def _read(self, i):
-        rng = np.random.default_rng(self.seed * 1000 + i)
-        img = self.bg.copy()
-        if self.shadow is not None:
-            dx1, dy1, dx2, dy2, ratio = self.shadow
-            b = self.box(i).astype(int)
-            img[max(b[1] + dy1, 0):b[1] + dy2, max(b[0] + dx1, 0):b[0] + dx2] *= ratio
-        for k, (_, _, _, _, _, level) in enumerate(self.squares):
-            x1, y1, x2, y2 = self.box(i, k).astype(int)
-            img[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = level
-        if self.gain is not None:
-            img *= self.gain[i]
-        img += rng.normal(0, self.noise, img.shape)
-        g = np.clip(img, 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=2)
+    """IoU of two single boxes (the project's one implementation)."""
+    return float(iou_matrix(a, b)[0, 0])
 
 
 def test_background_model_finds_moving_square():
@@ -168,17 +126,6 @@ def test_yolo_detector_random_weights(tmp_path):
     assert (out.score >= 0.5).all() and (out.score <= 1).all()
     assert np.bincount(out.frame).max() <= 5
     assert out.xyxy.dtype == np.float32 and (out.xyxy[:, 2] >= out.xyxy[:, 0]).all()
-
-
-def compose_group(group: str, option: str):
-    """The real Hydra config of one group option (composed through configs/pipeline.yaml)."""
-    import os
-
-    from hydra import compose, initialize_config_dir
-
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-    with initialize_config_dir(config_dir=root, version_base=None):
-        return compose(config_name="pipeline", overrides=[f"{group}={option}"])[group]
 
 
 def test_detector_configs_instantiate(tmp_path):

@@ -6,13 +6,12 @@ import importlib.util
 import numpy as np
 import pytest
 
-from conftest import PED2_DIR, ROOT, compose, ped2_available
+from helpers import PED2_DIR, WEIGHTS_DIR, compose, ped2_available
 from tao_lab.detect import UNKNOWN_CLASS, BackgroundSubtractionDetector, HybridDetector, YoloDetector, merge_detections
 from tao_lab.detect.hybrid import class_labels, covered_fraction
 from tao_lab.detect.yolo import box_iou, interpolate_key_frames
 from tao_lab.types import Clip, ObjectTable
 
-WEIGHTS_DIR = ROOT.parent / "shared" / "weights"
 YOLO11 = WEIGHTS_DIR / "yolo11n_int8.tflite"
 
 
@@ -206,7 +205,7 @@ def test_real_int8_yolo_finds_people_the_bicycle_and_the_cart_on_ped2():
 
 # ----- online mode accepts the same detectors -------------------------------------------------------------------
 def test_online_mode_runs_the_hybrid_detector(tmp_path):
-    from test_infer import write_video
+    from helpers import write_video
     from tao_lab.online import OnlinePipeline
 
     stream = write_video(tmp_path / "stream.mp4")

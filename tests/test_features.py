@@ -7,7 +7,7 @@ import pytest
 from tao_lab.features import (BoxGeometryFeature, CropAppearanceFeature, DeepFeature, FeatureSet, FlowEstimator,
                               PoseFeature, VelocityFeature, extract_features)
 from tao_lab.types import ObjectTable
-from test_detect import MovingSquareClip
+from helpers import MovingSquareClip
 
 
 class CountingClip(MovingSquareClip):
@@ -151,7 +151,7 @@ def test_pose_feature_random_weights_gives_nan_rows(tmp_path):
 def test_feature_configs_instantiate(tmp_path):
     from hydra.utils import instantiate
 
-    from test_detect import compose_group
+    from helpers import compose_group
 
     fs = instantiate(compose_group("features", "default"))
     assert isinstance(fs, FeatureSet)

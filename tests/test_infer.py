@@ -4,38 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import TINY_SYNTHETIC
-
-FPS = 25
-
-
-def write_video(path, num_frames=120, normal_fraction=0.55, seed=0, height=160, width=240):
-    """An mp4 of one synthetic test clip whose first ``normal_fraction`` holds no anomaly (then 2 anomalies)."""
-    import cv2
-
-    from tao_lab.data import SyntheticGenerator
-
-    gen = SyntheticGenerator(seed=seed, num_train_clips=0, num_test_clips=1, num_frames=num_frames, height=height,
-                             width=width, anomalies_per_clip=(2, 2),
-                             anomaly_start=(normal_fraction, normal_fraction + 0.1))
-    clip = gen.dataset().test[0]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (width, height))
-    for frame in clip.frames():
-        writer.write(frame)
-    writer.release()
-    return path
-
-
-def count_frames(path):
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    n, shape = 0, None
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            return n, shape
-        n, shape = n + 1, f.shape
+from helpers import TINY_SYNTHETIC, count_frames, write_video
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +14,7 @@ def video(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def infer_run(video, tmp_path_factory):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.tasks import infer, run_task
 
     tmp = tmp_path_factory.mktemp("infer")
@@ -129,7 +98,7 @@ def test_report_is_self_contained_and_states_the_fit(infer_run):
 def test_frame_folder_input(tmp_path, video):
     import cv2
 
-    from conftest import compose
+    from helpers import compose
     from tao_lab.tasks import infer, run_task
 
     folder = tmp_path / "frames"
@@ -146,7 +115,7 @@ def test_frame_folder_input(tmp_path, video):
 
 
 def test_corrupt_input_gives_a_clear_error_and_no_outputs(tmp_path):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.infer import InferenceInputError
     from tao_lab.tasks import infer, run_task
 
@@ -164,7 +133,7 @@ def test_corrupt_input_gives_a_clear_error_and_no_outputs(tmp_path):
 
 def test_failure_while_writing_leaves_no_outputs(tmp_path, video, monkeypatch):
     import tao_lab.infer as infer_mod
-    from conftest import compose
+    from helpers import compose
     from tao_lab.tasks import infer, run_task
 
     def broken_render(*args, **kwargs):
@@ -180,7 +149,7 @@ def test_failure_while_writing_leaves_no_outputs(tmp_path, video, monkeypatch):
 
 
 def test_fit_seconds_covering_the_input_is_refused(tmp_path, video):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.tasks import infer, run_task
 
     cfg = compose("infer", [f"input={video}", "fit_seconds=60"], tmp_path)
@@ -189,7 +158,7 @@ def test_fit_seconds_covering_the_input_is_refused(tmp_path, video):
 
 
 def test_trained_checkpoint_is_used(tmp_path, video):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.tasks import infer, run_task, train
 
     train_cfg = compose("train", TINY_SYNTHETIC, tmp_path / "train")
@@ -234,7 +203,7 @@ def write_frames(folder, num_static, num_moving=0, seed=0):
 @pytest.fixture(scope="module")
 def trained_scorer(tmp_path_factory):
     """A scorer checkpoint for the default pipeline, written by train.py's task on the tiny synthetic set."""
-    from conftest import TINY_SYNTHETIC, compose
+    from helpers import TINY_SYNTHETIC, compose
     from tao_lab.tasks import run_task, train
 
     tmp = tmp_path_factory.mktemp("train")
@@ -245,7 +214,7 @@ def trained_scorer(tmp_path_factory):
 
 
 def test_empty_fitting_window_says_what_to_do(tmp_path):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.tasks import infer, run_task
 
     folder = write_frames(tmp_path / "quiet_start", num_static=40, num_moving=30)
@@ -259,7 +228,7 @@ def test_empty_fitting_window_says_what_to_do(tmp_path):
 
 
 def test_video_without_objects_scores_at_the_training_minimum(tmp_path, trained_scorer):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.formats import read_objects_csv, read_tracks_csv
     from tao_lab.tasks import infer, run_task
 
@@ -281,7 +250,7 @@ def test_online_empty_scene(tmp_path, trained_scorer):
     """Online: an empty warm-up without a checkpoint says what to do; with one, empty frames score 0."""
     import cv2
 
-    from conftest import compose
+    from helpers import compose
     from tao_lab.online import OnlinePipeline
     from tao_lab.pipeline import NoTrainingObjectsError
 

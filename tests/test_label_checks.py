@@ -109,14 +109,14 @@ def test_labels_disagreeing_with_masks_are_refused_or_warned(caplog):
 # --- Avenue and ShanghaiTech label files -------------------------------------------------------------------------
 
 def test_avenue_malformed_mask_entries_are_refused(tmp_path):
-    from test_data_video import H, W, _masks, write_avi, write_label_mat
+    from helpers import SMALL_H as H, SMALL_W as W, box_masks, write_avi, write_label_mat
 
     from tao_lab.data import load_avenue
 
     root = str(tmp_path)
     write_avi(os.path.join(root, "testing_videos", "01.avi"), 6)
     mat = os.path.join(root, "testing_label_mask", "1_label.mat")
-    masks = list(_masks(6))
+    masks = list(box_masks(6))
     masks[4] = np.zeros((H, W, 3), np.uint8)  # an RGB image where a mask should be
     write_label_mat(mat, masks)
     with pytest.raises(DataError) as e:
@@ -127,25 +127,25 @@ def test_avenue_malformed_mask_entries_are_refused(tmp_path):
     with pytest.raises(DataError) as e:
         load_avenue(root, splits=("test",))
     assert f"volLabel{{5}} (frame 4, 0-based) has shape ({H}, {W - 2}) but volLabel{{1}} has ({H}, {W})" in str(e.value)
-    write_label_mat(mat, _masks(6))
-    write_label_mat(os.path.join(root, "testing_label_mask", "7_label.mat"), _masks(3))  # no video 07: harmless
+    write_label_mat(mat, box_masks(6))
+    write_label_mat(os.path.join(root, "testing_label_mask", "7_label.mat"), box_masks(3))  # no video 07: harmless
     ds = load_avenue(root, splits=("test",))
     assert [c.clip_id for c in ds.test] == ["Test01"] and ds.test[0].gt.frame_labels.sum() == 3
 
 
 def test_shanghaitech_frame_labels_must_be_0_1_per_frame(tmp_path, caplog):
-    from test_data_video import _masks, _shanghaitech
+    from helpers import box_masks, write_shanghaitech
 
     from tao_lab.data import load_shanghaitech
 
     root = str(tmp_path)
-    _shanghaitech(root)
+    write_shanghaitech(root)
     lab = os.path.join(root, "testing", "test_frame_mask", "01_0014.npy")
     np.save(lab, np.array([0, 0, 2, 1, 1, 0, 0, 0, 0, 0]))  # was read as "anomalous" by != 0
     with pytest.raises(DataError) as e:
         load_shanghaitech(root, splits=("test",))
     assert lab in str(e.value) and "other than 0 and 1 (2; first at frame 2" in str(e.value)
-    np.save(lab, _masks(10, on=range(2, 5)))  # a pixel mask in the frame-label folder was flattened before
+    np.save(lab, box_masks(10, on=range(2, 5)))  # a pixel mask in the frame-label folder was flattened before
     with pytest.raises(DataError, match="shape \\(10, 48, 64\\).*looks like a pixel mask"):
         load_shanghaitech(root, splits=("test",))
     np.save(lab, np.array([[0, 0, 1, 1, 1, 0, 0, 0, 0, 0]]))  # (1, T) as MATLAB exports write it: fine

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import TINY_SYNTHETIC
+from helpers import TINY_SYNTHETIC
 
 
 def test_null_logger_accepts_everything():
@@ -48,8 +48,8 @@ def wandb_eval(tmp_path_factory):
     """One tiny evaluation with logger=wandb in offline mode (the default suite disables W&B elsewhere)."""
     import os
 
-    from conftest import compose
-    from tao_lab.loggers import read_wandb_run, wandb_run_dirs
+    from helpers import compose
+    from helpers import read_wandb_run, wandb_run_dirs
     from tao_lab.tasks import evaluate, run_task
 
     tmp = tmp_path_factory.mktemp("wandb")
@@ -96,7 +96,7 @@ def test_wandb_run_holds_every_metric_table_curve_and_overlay(wandb_eval):
 
 
 def test_wandb_run_is_closed_as_failed_when_the_task_raises(compose_cfg, monkeypatch, tmp_path):
-    from tao_lab.loggers import read_wandb_run, wandb_run_dirs
+    from helpers import read_wandb_run, wandb_run_dirs
     from tao_lab.tasks import run_task
 
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import (auc, average_precision_score, f1_score, precision_recall_curve, roc_auc_score)
 
-import tao_lab.metrics.pixel as P
+import tao_lab.metrics.pixel.exact_store as exact_store
 from tao_lab.metrics import PixelMetrics, TaoPixelMetrics
 
 
@@ -105,11 +105,11 @@ def test_streaming_internals_slabs_chunks_compaction(monkeypatch, small):
     """Many frames through every internal path: tiny slabs/batches/flushes force multi-slab ranking, run merging
     (values shared across frames) and dense flushes; results stay exact."""
     if small:
-        monkeypatch.setattr(P, "_SLAB", 5)
-        monkeypatch.setattr(P, "_CHUNK", 37)
-        monkeypatch.setattr(P, "_COMPACT_MIN", 200)
-        monkeypatch.setattr(P, "_DENSE_FLUSH", 300)
-        monkeypatch.setattr(P, "_POS_COMPACT_MIN", 50)
+        monkeypatch.setattr(exact_store, "_SLAB", 5)
+        monkeypatch.setattr(exact_store, "_CHUNK", 37)
+        monkeypatch.setattr(exact_store, "_COMPACT_MIN", 200)
+        monkeypatch.setattr(exact_store, "_DENSE_FLUSH", 300)
+        monkeypatch.setattr(exact_store, "_POS_COMPACT_MIN", 50)
     rng = np.random.default_rng(3)
     pm = PixelMetrics(num_threads=2)
     pm1 = PixelMetrics(num_threads=1)

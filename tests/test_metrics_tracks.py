@@ -1,15 +1,14 @@
 """GT tracks from masks and the standard tracks / detections txt formats."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import PED2_DIR
 from tao_lab.metrics import (read_detections_txt, read_tracks_txt, tracks_from_masks, write_detections_txt,
                              write_tracks_txt)
 from tao_lab.types import ObjectTable
 
-ROOT = Path(__file__).resolve().parent.parent
-PED2_GT = ROOT.parent / "shared" / "datasets" / "ucsd_ped2" / "UCSDped2" / "Test" / "Test001_gt"
+PED2_GT = PED2_DIR / "UCSDped2" / "Test" / "Test001_gt"
 
 
 def moving_masks(n=12, h=40, w=60):

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from test_infer import write_video
+from helpers import write_video
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def stream(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def online_results(stream, tmp_path_factory):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.online import OnlinePipeline
 
     tmp = tmp_path_factory.mktemp("online")
@@ -57,7 +57,7 @@ def test_stage_timings_are_recorded(online_results):
 
 
 def test_infer_online_writes_outputs_and_latency(stream, tmp_path):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.tasks import infer, run_task
 
     cfg = compose("infer", [f"input={stream}", "online=true", "fit_seconds=2", "max_frames=90", "online_masks=true"],
@@ -88,7 +88,7 @@ def test_infer_online_writes_outputs_and_latency(stream, tmp_path):
         assert all(i in tracks or i >= 1_000_000 for i in ids)
         labelled += len(ids)
     assert labelled > 0
-    from test_infer import count_frames
+    from helpers import count_frames
 
     assert count_frames(out / "annotated.mp4")[0] == 40
     assert not (tmp_path / "run" / "outputs.partial").exists()
@@ -107,7 +107,7 @@ def test_sources_fail_clearly(tmp_path):
 
 
 def test_process_before_warmup_is_refused(tmp_path):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.online import OnlinePipeline
 
     online = OnlinePipeline.from_config(compose("infer", ["input=unused"], tmp_path))

@@ -19,7 +19,7 @@ What must be equal, exactly:
 import numpy as np
 import pytest
 
-from conftest import TINY_SYNTHETIC, compose
+from helpers import TINY_SYNTHETIC, compose
 
 T = 8
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from test_infer import write_video
+from helpers import write_video
 
 SERVER = Path(__file__).with_name("mjpeg_server.py")
 
@@ -28,7 +28,7 @@ def _serve(video, port, start, stop):
 
 
 def test_dropped_stream_is_reconnected_and_the_gap_recorded(tmp_path):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.tasks import infer, run_task
 
     video = write_video(tmp_path / "stream.mp4", num_frames=120)

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import compose
+from helpers import compose
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,14 @@ import json
 import numpy as np
 import pytest
 
-from conftest import TINY_SYNTHETIC
+from helpers import TINY_SYNTHETIC
 
 E2E_DATA = [*TINY_SYNTHETIC, "dataset.num_train_clips=4", "dataset.num_frames=120"]
 
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.tasks import evaluate, run_task
 
     tmp = tmp_path_factory.mktemp("e2e")
@@ -52,7 +52,7 @@ def test_run_dir_holds_the_run_record(first_run):
 def test_second_run_with_other_threshold_reuses_upstream_stages(first_run, caplog):
     import logging
 
-    from conftest import compose
+    from helpers import compose
     from tao_lab.pipeline import Pipeline
     from tao_lab.tasks import evaluate, run_task
 
@@ -76,7 +76,7 @@ def test_eval_with_an_empty_test_clip(tmp_path, monkeypatch):
     """A test clip with zero detections (an empty scene) is scored at the training minimum, not a crash."""
     import csv
 
-    from conftest import compose
+    from helpers import compose
     from tao_lab.detect.subtraction import BackgroundSubtractionDetector
     from tao_lab.tasks import evaluate, run_task
     from tao_lab.types import ObjectTable

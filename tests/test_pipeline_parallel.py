@@ -1,7 +1,7 @@
 """Parallel clip extraction (config ``workers``) gives exactly the sequential results and fills the same cache."""
 import numpy as np
 
-from tests.conftest import TINY_SYNTHETIC
+from helpers import TINY_SYNTHETIC
 
 
 def test_parallel_extraction_matches_sequential(compose_cfg, tmp_path):

@@ -1,16 +1,15 @@
 """Prompt filters: geometry, TAO's published rules (tao_faithful) on hand-made cases, and property tests."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from helpers import CONFIG_DIR
 from tao_lab.prompts import (MatchRule, PassThroughPromptFilter, RobustPromptFilter, box_iou, merge_any_overlap,
                              merge_iou)
 from tao_lab.types import ObjectTable, Prompts
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "prompt_filter"
+CONFIGS = CONFIG_DIR / "prompt_filter"
 
 
 def preset(name: str, **overrides):

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from tao_lab.report.browser import find_chromium
 
 pytestmark = [pytest.mark.slow,

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY_SYNTHETIC
+from helpers import ROOT, TINY_SYNTHETIC
 
 TINY = [*TINY_SYNTHETIC, "progress=false"]
 

@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import pytest
 
+from helpers import CONFIG_DIR, make_clip
 from tao_lab.scorers import AttributeScorer, frame_scores_from_objects, smooth_along_tracks
 from tao_lab.types import ObjectTable
 
@@ -14,28 +15,6 @@ ATTRS = {
                  "track_window": 3},
     "appearance": {"model": "knn", "k": 1, "calibration": "loo", "weight": 0.5},
 }
-
-
-def make_clip(rng, num_frames=40, per_frame=3, fast=()):
-    """Objects of one clip: `per_frame` walkers per frame (speed ~1 px/frame, 2-D appearance blob), each a track;
-    frames in `fast` get one extra object moving 6 px/frame with an unusual appearance."""
-    frame, xyxy, tid, vel, app = [], [], [], [], []
-    for i in range(num_frames):
-        for k in range(per_frame):
-            frame.append(i)
-            xyxy.append([10 + 30 * k + i, 10, 30 + 30 * k + i, 50])
-            tid.append(k + 1)
-            vel.append([abs(rng.normal(1.0, 0.2)), 0.0])
-            app.append(rng.normal(0, 1, 4))
-        if i in fast:
-            frame.append(i)
-            xyxy.append([0, 60, 20, 100])
-            tid.append(99)
-            vel.append([rng.normal(6.0, 0.3), 0.0])
-            app.append(rng.normal(5, 1, 4))
-    objects = ObjectTable.build(np.array(frame), np.array(xyxy, np.float32), track_id=np.array(tid))
-    feats = {"velocity": np.array(vel, np.float32), "appearance": np.array(app, np.float32)}
-    return objects, feats, num_frames
 
 
 @pytest.fixture(scope="module")
@@ -163,10 +142,7 @@ def test_scorer_config_instantiates_with_extra_attribute():
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import os
-
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-    with initialize_config_dir(config_dir=root, version_base=None):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(config_name="pipeline", overrides=[
             "scorer=attribute", "+scorer.attributes.appearance={model:knn,k:1,calibration:loo}"])
     scorer = instantiate(cfg.scorer)

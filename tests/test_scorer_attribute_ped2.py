@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PED2 = os.path.join(ROOT, "..", "shared", "datasets", "ucsd_ped2")
+from helpers import PED2_DIR, ROOT
+
+PED2 = str(PED2_DIR)
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import compose
+from helpers import compose
 from tao_lab.detect import UNKNOWN_CLASS
 from tao_lab.scorers import AttributeScorer
 from tao_lab.scorers.class_rarity import check_detector_has_classes, class_rarity, fit_class_table

@@ -129,15 +129,16 @@ def test_loss_decreases_on_a_tiny_synthetic_set(synth, tmp_path):
 def test_validation_uses_held_out_clips_and_best_weights_are_restored(synth, tmp_path):
     import lightning
 
+    from tao_lab.scorers.mae_training import split_clips
     from tao_lab.scorers.temporal_mae import TemporalMaeScorer
 
     train = synth[0]
     scorer = TemporalMaeScorer(**TINY)
-    fit_part, val_part = scorer._split(train)
+    fit_part, val_part = split_clips(train, scorer.val_fraction, scorer.seed)
     assert len(val_part) == 1 and len(fit_part) == 3
     assert not any(v[0] is f[0] for v in val_part for f in fit_part)
     # one clip only: the last val_fraction of its frames is held out
-    [(a, _, cut)], [(b, _, _)] = scorer._split(train[:1])
+    [(a, _, cut)], [(b, _, _)] = split_clips(train[:1], scorer.val_fraction, scorer.seed)
     assert a.frame.max() < cut <= b.frame.min()
 
     trainers = []
@@ -158,7 +159,7 @@ def test_validation_uses_held_out_clips_and_best_weights_are_restored(synth, tmp
     val = scorer._windows(val_part, scorer.stride)
     check = lightning.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                               enable_model_summary=False, default_root_dir=str(tmp_path))
-    out = check.validate(scorer, scorer._loader(val, np.ones(len(val["windows"]), bool), False), verbose=False)
+    out = check.validate(scorer, scorer.loader(val, np.ones(len(val["windows"]), bool), False), verbose=False)
     assert out[0]["val/loss"] == pytest.approx(scorer.fit_metrics["best_val_loss"], rel=1e-4)
 
 
@@ -258,6 +259,7 @@ def test_keep_lowest_drops_the_largest_losses():
 def test_unlabeled_fit_refines_in_rounds(synth, tmp_path):
     import lightning
 
+    from tao_lab.scorers.mae_training import split_clips
     from tao_lab.scorers.temporal_mae import TemporalMaeScorer
 
     _, test, _ = synth
@@ -271,7 +273,7 @@ def test_unlabeled_fit_refines_in_rounds(synth, tmp_path):
     assert m["round1_train_windows"] == total - int(0.1 * total)
     assert m["round2_train_windows"] == total - int(0.25 * total)
     # the calibration clips are unlabeled too: the rows with the largest errors do not set the scale
-    n_val = sum(len(v[0]) for v in scorer._split(test)[1])
+    n_val = sum(len(v[0]) for v in split_clips(test, scorer.val_fraction, scorer.seed)[1])
     assert len(scorer.train_object_scores()) == n_val - int(0.25 * n_val)
     # a single Trainer cannot fit several rounds: the error says what to pass instead
     one = factory()
@@ -281,6 +283,7 @@ def test_unlabeled_fit_refines_in_rounds(synth, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ normalisation
 def test_std_floor_keeps_rare_columns_from_exploding():
+    from tao_lab.scorers.mae_inputs import fit_standardisation
     from tao_lab.scorers.temporal_mae import TemporalMaeScorer
 
     rng = np.random.default_rng(0)
@@ -289,24 +292,22 @@ def test_std_floor_keeps_rare_columns_from_exploding():
     for floor, expect in ((0.0, 0.002), (0.5, 0.5 * np.sqrt((0.04 + 0.04 + 0.002 ** 2) / 3))):
         s = TemporalMaeScorer(inputs={"velocity": {"optional": False, "std_floor": floor}}, input_dims={"velocity": 3},
                               d_model=8, heads=2, depth=1)
-        s._fit_normaliser(x)
-        assert s.feat_std[2].item() == pytest.approx(expect, rel=0.05)
-        assert s.feat_std[0].item() == pytest.approx(0.2, rel=0.05)
-        assert s.feat_mean[0].item() == pytest.approx(1.0, abs=0.01)
+        mean, std = fit_standardisation(x, s.specs, s.input_dims)
+        assert std[2] == pytest.approx(expect, rel=0.05)
+        assert std[0] == pytest.approx(0.2, rel=0.05)
+        assert mean[0] == pytest.approx(1.0, abs=0.01)
     with pytest.raises(ValueError, match="std_floor"):
         TemporalMaeScorer(inputs={"velocity": {"std_floor": 2.0}})
 
 
 def test_context_reference_is_relative_to_a_full_window_and_monotone():
-    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+    from tao_lab.scorers.calibration import context_reference
 
-    s = TemporalMaeScorer(window=4)
     ctx = np.repeat([1, 2, 3, 4], 100)
     err = np.repeat([4.0, 1.5, 2.0, 1.0], 100)             # the 2-row bucket is noisy-low
-    s._fit_context_reference(ctx, err)
-    assert s.rec_ref.tolist() == [4.0, 2.0, 2.0, 1.0]
-    s._fit_context_reference(np.repeat([1, 4], [5, 100]), np.repeat([9.0, 1.0], [5, 100]))
-    assert s.rec_ref.tolist() == [1.0, 1.0, 1.0, 1.0]      # too few rows with short context: fall back
+    assert context_reference(ctx, err, 4).tolist() == [4.0, 2.0, 2.0, 1.0]
+    ref = context_reference(np.repeat([1, 4], [5, 100]), np.repeat([9.0, 1.0], [5, 100]), 4)
+    assert ref.tolist() == [1.0, 1.0, 1.0, 1.0]            # too few rows with short context: fall back
 
 
 def test_forecast_head_trains_and_scores(synth, tmp_path):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import PED2_DIR, ped2_available
+from helpers import PED2_DIR, ped2_available
 
 # the debug-size synthetic dataset and a tiny network (seconds on one core)
 TINY = ["dataset.num_train_clips=3", "dataset.num_test_clips=2", "dataset.num_frames=50", "scorer.window=8",
@@ -28,7 +28,7 @@ def test_training_clips_follow_training_mode(compose_cfg):
 
 
 def test_train_then_eval_from_checkpoint_and_unsupervised_mode(tmp_path):
-    from conftest import compose
+    from helpers import compose
     from tao_lab.tasks import evaluate, run_task, train
 
     cfg = compose("train", ["scorer=temporal_mae", *TINY], tmp_path)
@@ -63,7 +63,7 @@ def test_ped2_training_fits_in_budget(tmp_path):
     """train.py scorer=temporal_mae on the real Ped2 training set with the default config (< 10 min, 2 cores)."""
     import time
 
-    from conftest import compose
+    from helpers import compose
     from tao_lab.tasks import run_task, train
 
     cfg = compose("train", ["scorer=temporal_mae", "dataset=ucsd_ped2", f"paths.data_dir={PED2_DIR}"], tmp_path)

@@ -1,25 +1,15 @@
 """Weight-free segmenters, the box plan, the Segmentation builder and masks_to_boxes."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from helpers import CONFIG_DIR, PED2_DIR, ArrayClip
 from tao_lab.segment import (FilledBoxSegmenter, ForegroundSegmenter, SegmentationBuilder, mask_box,
                              masks_to_boxes, plan_boxes)
-from tao_lab.types import Clip, ObjectScores, ObjectTable, Prompts
+from tao_lab.types import ObjectScores, ObjectTable, Prompts
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "segmenter"
-
-
-class ArrayClip(Clip):
-    def __init__(self, frames: np.ndarray, clip_id: str = "arr"):
-        super().__init__(clip_id, len(frames), frames.shape[1], frames.shape[2])
-        self._frames = frames
-
-    def _read(self, i):
-        return self._frames[i]
+CONFIGS = CONFIG_DIR / "segmenter"
 
 
 def moving_disc_clip(T=30, H=96, W=128, r=10, speed=3.0, seed=0):
@@ -233,9 +223,6 @@ def test_every_segmenter_and_prompt_filter_option_composes(tmp_path):
     assert (tao.version, tao.backbone, tao.mode, tao.pixel_score, tao.reverse) == ("sam2", "base_plus", "video",
                                                                                      "logit", False)
     assert built["prompt_filter/tao_faithful"].stale_center and not built["prompt_filter/robust"].stale_center
-
-
-PED2_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ucsd_ped2"
 
 
 @pytest.mark.slow

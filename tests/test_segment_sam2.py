@@ -4,40 +4,16 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import ROOT, ArrayClip, square_clip
+from helpers import SQUARE_PROMPTS as PROMPTS
 from tao_lab.segment import Sam2Segmenter, mask_box
-from tao_lab.types import Clip, Prompts
+from tao_lab.types import Prompts
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 64  # the smallest input sam2 accepts here: fast on CPU, exercises every code path
-
-
-class ArrayClip(Clip):
-    def __init__(self, frames: np.ndarray):
-        super().__init__("arr", len(frames), frames.shape[1], frames.shape[2])
-        self._frames = frames
-
-    def _read(self, i):
-        return self._frames[i]
-
-
-def square_clip(T=7, H=72, W=96, seed=0):
-    rng = np.random.default_rng(seed)
-    frames = (np.full((T, H, W, 3), 90) + rng.integers(0, 20, (T, H, W, 3))).astype(np.uint8)
-    for t in range(T):
-        frames[t, 20:45, 10 + 4 * t:30 + 4 * t] = (40, 200, 230)
-    return ArrayClip(frames)
-
-
-# object 1: box + point on frames 1 and 3; object 2: box only, first prompted on frame 3. sam2 propagates object 2
-# from frame 1 too, with only future (bfloat16) memories: the case that breaks sam2 on CPU without the float32 cast
-# (regression guard).
-PROMPTS = Prompts([1, 3, 3], [1, 1, 2], [[14, 20, 34, 45], [22, 20, 42, 45], [60, 5, 80, 25]],
-                  [[24, 32], [32, 32], [np.nan, np.nan]], [1.0, 1.5, 2.0])
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +191,7 @@ def test_sam2_segmenter_inside_a_hydra_job(tmp_path):
         import hydra, numpy as np
         from hydra.utils import instantiate
         import sys; sys.path.insert(0, {str(ROOT / 'tests')!r})
-        from test_segment_sam2 import square_clip, PROMPTS
+        from helpers import square_clip, SQUARE_PROMPTS as PROMPTS
 
         @hydra.main(version_base=None, config_path="conf", config_name="app")
         def main(cfg):

@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from conftest import CONFIG_DIR, ROOT, TINY_SYNTHETIC, compose
+from helpers import CONFIG_DIR, ROOT, TINY_SYNTHETIC, compose
 
 # val/ metrics off (a leave-one-clip-out pass per job); tests/test_validation_in_run.py covers them
 TINY = [*TINY_SYNTHETIC, "dataset.num_frames=40", "progress=false", "validation=none"]
 
 
-def run_eval(args, tmp_path, wandb_mode="disabled", timeout=420):
-    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": wandb_mode, "HYDRA_FULL_ERROR": "1"}
+def run_eval(args, tmp_path, wandb_mode="disabled", timeout=420, full_error="1"):
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "WANDB_MODE": wandb_mode, "HYDRA_FULL_ERROR": full_error}
     cmd = [sys.executable, str(ROOT / "eval.py"), *args, f"paths.log_dir={tmp_path / 'logs'}",
            f"paths.cache_dir={tmp_path / 'cache'}"]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
@@ -22,7 +22,7 @@ def run_eval(args, tmp_path, wandb_mode="disabled", timeout=420):
 def test_multirun_records_a_failing_job_and_goes_on(tmp_path):
     """Two jobs, the second fails at run time; W&B offline: one closed run per job, one group per sweep."""
     from tao_lab.compare import compare
-    from tao_lab.loggers import read_wandb_run, wandb_run_dirs
+    from helpers import read_wandb_run, wandb_run_dirs
 
     sweep = tmp_path / "sweep"
     done = run_eval(["-m", *TINY, "logger=wandb", "ckpt_path=null,/nonexistent/scorer.ckpt",
@@ -48,7 +48,7 @@ def test_optuna_search_with_a_test_objective_is_marked_everywhere(tmp_path):
     """A test/ objective still works, and every record says "objective uses test labels": each job's
     metrics.json, its W&B run (tag), the compare table; the study is saved and Optuna's figures drawn from it."""
     from tao_lab.compare import compare
-    from tao_lab.loggers import read_wandb_run, wandb_run_dirs
+    from helpers import read_wandb_run, wandb_run_dirs
     from tao_lab.objective import TEST_LABELS, WANDB_TAG
     from tao_lab.optuna_study import FIGURES, load_study
 
@@ -93,6 +93,40 @@ def test_objective_marks_only_test_metrics_of_optimising_sweeps(monkeypatch):
     val = {"optimized_metric": "val/object_rbdc"}
     assert objective.objective_marker(val) == {"objective/uses_test_labels": 0.0}
     assert "test labels" not in objective.objective_note(val)["objective"]
+
+
+def test_an_optimised_metric_the_job_does_not_produce_is_refused_with_the_keys(monkeypatch, tmp_path):
+    """A misspelt optimized_metric used to return None, so every Optuna trial ended without a value and the search
+    ran on; now the finished job is refused with the metrics it does have (a plain run optimises nothing)."""
+    import tao_lab.objective as objective
+    from tao_lab.user_errors import ConfigError
+
+    cfg = {"optimized_metric": "val/object_rbcd"}
+    metrics = {"test/object_rbdc": 0.5, "val/object_rbdc": 0.25}
+    objective.check_objective(cfg, metrics)  # no sweeper: nothing is optimised, nothing to refuse
+    monkeypatch.setattr(objective, "sweeper_target",
+                        lambda: "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper")
+    with pytest.raises(ConfigError) as err:
+        objective.check_objective(cfg, metrics)
+    assert str(err.value) == ("optimized_metric='val/object_rbcd' is not among this job's 2 metrics, so the search "
+                              "has nothing to optimise. Set optimized_metric to one of: test/object_rbdc, "
+                              "val/object_rbdc")
+    objective.check_objective({"optimized_metric": "val/object_rbdc"}, metrics)  # present: passes
+    objective.check_objective(cfg, {})  # a failed sweep job (already recorded in FAILED.json) passes
+
+
+def test_optuna_search_on_a_missing_metric_stops_at_the_first_trial(tmp_path):
+    """End to end: `eval.py hparams_search=optuna` with a val/ objective and validation=none exits with the user
+    error code after the first trial, naming the metric and listing the available keys."""
+    sweep = tmp_path / "optuna"
+    done = run_eval(["hparams_search=optuna", *TINY, "hydra.sweeper.n_trials=3", "optimized_metric=val/object_rbdc",
+                     f"hydra.sweep.dir={sweep}"], tmp_path, full_error="0")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "optimized_metric='val/object_rbdc' is not among this job's" in done.stderr
+    assert "test/object_rbdc" in done.stderr and "test/frame_auc_micro" in done.stderr
+    assert (sweep / "0" / "metrics.json").is_file() and not (sweep / "1").exists()
+    failed = json.loads((sweep / "0" / "FAILED.json").read_text())
+    assert failed["type"] == "ConfigError" and failed["user_error"] is True
 
 
 @pytest.mark.slow

@@ -86,12 +86,12 @@ def test_running_threshold_statistics_and_online_update():
 
 
 def test_threshold_configs_instantiate():
-    import os
-
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    from helpers import CONFIG_DIR
+
+    root = str(CONFIG_DIR)
     expected = {"fixed": FixedThreshold, "percentile": PercentileThreshold, "running": RunningThreshold,
                 "evt": EvtThreshold}
     scores = np.random.default_rng(6).exponential(0.1, size=5000)  # calibrated-like: mostly in [0, 1]

@@ -71,7 +71,7 @@ def test_relabel_tracks_first_appearance_order():
 def test_tracker_configs_instantiate():
     from hydra.utils import instantiate
 
-    from test_detect import compose_group
+    from helpers import compose_group
 
     bt = instantiate(compose_group("tracker", "bytetrack"))
     assert isinstance(bt, ByteTracker) and bt.keep_unmatched and bt.args.track_buffer == 30

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY_SYNTHETIC, compose
+from helpers import ROOT, TINY_SYNTHETIC, compose
 
 
 def _env(**extra):
@@ -105,7 +105,7 @@ _SLEEPER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from conftest import compose
+from helpers import compose
 from tao_lab.tasks import run_cli
 
 def slow(cfg, logger):

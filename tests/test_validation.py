@@ -5,26 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import grey_clip, reference_objects
 from tao_lab.online import BufferClip
 from tao_lab.types import ObjectTable
 from tao_lab.validation import PlantSpec, cut_walker, make_box, plant
 
 H, W, T = 120, 160, 60
-
-
-def grey_clip(value=128, clip_id="bg"):
-    rng = np.random.default_rng(0)
-    base = np.clip(value + rng.normal(0, 2, (H, W, 1)), 0, 255).astype(np.uint8).repeat(3, axis=2)
-    return BufferClip([base.copy() for _ in range(T)], clip_id=clip_id)
-
-
-def reference_objects(n=40, height=30):
-    """Normal objects standing in the middle band of the frame, all `height` px tall."""
-    rng = np.random.default_rng(1)
-    cx = rng.uniform(40, 120, n)
-    bottom = rng.uniform(60, 100, n)
-    xyxy = np.stack([cx - 6, bottom - height, cx + 6, bottom], axis=1)
-    return ObjectTable.build(np.arange(n) % T, xyxy)
 
 
 def donor_clip():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import TINY_SYNTHETIC, compose
+from helpers import TINY_SYNTHETIC, compose
 
 PLANTED = [*TINY_SYNTHETIC, "validation=planted"]
 
@@ -106,7 +106,7 @@ def test_trainer_scorers_are_skipped_with_a_note(tmp_path):
 def test_planted_box_table_follows_the_planted_object():
     from tao_lab.validation import PlantSpec, plant
     from tao_lab.validation.in_run import planted_box_table
-    from test_validation import grey_clip, reference_objects
+    from helpers import grey_clip, reference_objects
 
     clip = plant(grey_clip(), PlantSpec("p", "box", (3.0, 3.0), duration=(20, 20)), reference_objects(), None,
                  np.random.default_rng(3))

@@ -360,12 +360,3 @@ def _check_labels(clip: Clip, where: str) -> None:
     if gt is not None and gt.frame_labels is not None and len(gt.frame_labels) != clip.num_frames:
         raise DataError(f"{where}: clip {clip.clip_id} has {clip.num_frames} frames but {len(gt.frame_labels)} "
                         f"frame labels")
-
-
-def truncate_gt(gt: Optional[ClipGT], num_frames: int) -> Optional[ClipGT]:
-    """The GT restricted to the first ``num_frames`` frames (labels cut; tracks rows of later frames dropped)."""
-    if gt is None:
-        return None
-    labels = None if gt.frame_labels is None else np.asarray(gt.frame_labels, dtype=bool)[:num_frames]
-    tracks = None if gt.tracks is None else gt.tracks.take(gt.tracks.frame < num_frames)
-    return ClipGT(labels, gt.mask, tracks)

@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from tao_lab.boxes import box_iou
 from tao_lab.detect.base import Detector, DetectorStream
 from tao_lab.types import Clip, ObjectTable
 
@@ -76,7 +77,7 @@ def interpolate_key_frames(frames: np.ndarray, boxes: list[np.ndarray], conf: li
         rows.append(ObjectTable.build(np.full(len(boxes[i]), f), boxes[i], conf[i], None, cls[i]))
         if i + 1 == len(frames) or frames[i + 1] - f < 2 or not len(boxes[i]) or not len(boxes[i + 1]):
             continue
-        iou = box_iou(boxes[i], boxes[i + 1])
+        iou = box_iou(boxes[i], boxes[i + 1], dtype=np.float32)
         iou[cls[i][:, None] != cls[i + 1][None, :]] = 0.0
         ra, rb = linear_sum_assignment(-iou)
         keep = iou[ra, rb] >= min_iou
@@ -89,17 +90,6 @@ def interpolate_key_frames(frames: np.ndarray, boxes: list[np.ndarray], conf: li
                                       np.tile(cls[i][ra], len(steps))))
     out = ObjectTable.concat(rows)
     return out.take(np.argsort(out.frame, kind="stable"))
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of xyxy boxes."""
-    a, b = np.asarray(a, np.float32).reshape(-1, 4), np.asarray(b, np.float32).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)
 
 
 class YoloDetector(Detector):

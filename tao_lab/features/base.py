@@ -27,13 +27,11 @@ def clip_boxes(xyxy: np.ndarray, height: int, width: int, min_size: int = 1) -> 
 class FlowEstimator:
     """Dense optical flow between consecutive grey frames with OpenCV DIS.
 
-    The default (preset "fast" refined down to pyramid level 1, i.e. half resolution instead of a quarter;
-    ~5-7 ms per 240x360 frame) was chosen on training clips only, with planted walkers of known speed moving
-    1.5-2.5 and 2.5-4 px/frame through held-out training clips (leave-one-clip-out frame AUC 0.994 / 0.999 for the
-    default scorer, against 0.962 / 0.998 for "fast" at level 2, 0.944 / 0.998 for "ultrafast" at level 1 without
-    variational refinement, 0.719 for "ultrafast" at full resolution on the slow set).
+    The default (preset "fast" refined down to pyramid level 1, i.e. half resolution instead of a quarter) was
+    chosen on training clips only, with planted walkers of known speed moving through held-out training clips;
+    the frame AUCs and speeds of that choice are in docs/MEASUREMENTS.md.
 
-    preset: "ultrafast" | "fast" | "medium" (DIS presets; ~0.8 / 2.5 / 8 ms per 240x360 frame).
+    preset: "ultrafast" | "fast" | "medium" (DIS presets, fastest to most accurate).
     scale: the grey frames are resized by this factor before the flow (speed) and the flow is scaled back, so
         the result is always in original pixels per frame.
     finest_scale, patch_size, patch_stride, gd_iterations, var_iterations: override the preset's DIS parameters

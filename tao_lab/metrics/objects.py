@@ -34,6 +34,7 @@ from typing import Mapping
 
 import numpy as np
 
+from tao_lab import boxes
 from tao_lab.types import ObjectTable
 
 __all__ = ["rbdc_tbdc", "box_iou"]
@@ -42,34 +43,13 @@ NAN = float("nan")
 
 
 def box_iou(a: np.ndarray, b: np.ndarray, box_convention: str = "exclusive") -> np.ndarray:
-    """Element-wise IoU of two (N, 4) xyxy box arrays (float64).
+    """Element-wise IoU of two (N, 4) xyxy box arrays (float64): :func:`tao_lab.boxes.box_iou` with
+    ``pairwise=True``.
 
     ``exclusive``: area = (x2 - x1) * (y2 - y1) (ObjectTable convention); ``inclusive``: AED's
     (x2 - x1 + 1) * (y2 - y1 + 1). Boxes with zero union give IoU 0.
     """
-    if box_convention not in ("exclusive", "inclusive"):
-        raise ValueError(f"box_convention must be 'exclusive' or 'inclusive', got {box_convention!r}")
-    pad = 1.0 if box_convention == "inclusive" else 0.0
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, 2], b[:, 2])
-    iw -= np.maximum(a[:, 0], b[:, 0])
-    ih = np.minimum(a[:, 3], b[:, 3])
-    ih -= np.maximum(a[:, 1], b[:, 1])
-    if pad:
-        iw += pad
-        ih += pad
-    np.maximum(iw, 0, out=iw)
-    np.maximum(ih, 0, out=ih)
-    inter = iw
-    inter *= ih
-    union = (a[:, 2] - a[:, 0] + pad) * (a[:, 3] - a[:, 1] + pad)
-    union += (b[:, 2] - b[:, 0] + pad) * (b[:, 3] - b[:, 1] + pad)
-    union -= inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = inter / union
-    iou[~(union > 0)] = 0.0
-    return iou
+    return boxes.box_iou(a, b, pairwise=True, convention=box_convention)
 
 
 def _stack(tables: Mapping[str, ObjectTable], videos: list[str], what: str):

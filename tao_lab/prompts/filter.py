@@ -233,7 +233,7 @@ class RobustPromptFilter(PromptFilter):
         free_objs = [oid for oid in active if oid not in used]
         if not len(free_boxes) or not free_objs:
             return
-        from scipy.optimize import linear_sum_assignment  # lazy: scipy.optimize costs ~0.4 s to import
+        from scipy.optimize import linear_sum_assignment  # lazy: scipy.optimize is slow to import
 
         pred = np.stack([self._predict(objects[oid], t) for oid in free_objs])
         match, iou, dist = self.rule.matrices(pred, fb.boxes[free_boxes])

@@ -36,8 +36,10 @@ import numpy as np
 import torch
 from scipy.special import log_ndtr, logsumexp
 
+from tao_lab.config import to_plain
 from tao_lab.scorers import scene
 from tao_lab.scorers.base import FitItem, ObjectScorer
+from tao_lab.scorers.calibration import calibrate, percentile_range
 from tao_lab.scorers.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
 from tao_lab.types import ObjectScores, ObjectTable
 
@@ -88,19 +90,6 @@ _MODEL_KEYS = {"gmm": ("gmm_w", "gmm_mu", "gmm_cov"), "knn": ("bank",), "occupan
 _PLACE_KEYS = ("place_loc", "place_scale")
 
 
-def _to_plain(obj):
-    """OmegaConf containers (from Hydra) -> plain dict/list, so hyper-parameters pickle without omegaconf."""
-    if hasattr(obj, "_content") or type(obj).__name__ in ("DictConfig", "ListConfig"):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(obj, resolve=True)
-    if isinstance(obj, Mapping):
-        return {str(k): _to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_plain(v) for v in obj]
-    return obj
-
-
 #: Ways attribute groups combine into the object score (see ``AttributeScorer``'s ``fusion``).
 FUSIONS = ("sum", "max", "max_excess")
 
@@ -129,7 +118,7 @@ class AttributeScorer(ObjectScorer):
     def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
                  frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum"):
         super().__init__()
-        attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else _to_plain(attributes)
+        attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
             raise ValueError("AttributeScorer needs at least one attribute")
         if frame_reduce not in ("max", "sum_of_max"):
@@ -257,7 +246,7 @@ class AttributeScorer(ObjectScorer):
         from threadpoolctl import threadpool_limits
 
         # one thread: these fits are small, and k-means' OpenMP threads spin against each other on a busy machine
-        # (10x slower when other jobs share the cores); results are identical
+        # (much slower when other jobs share the cores; docs/MEASUREMENTS.md); results are identical
         with threadpool_limits(1):
             gm = GaussianMixture(c, covariance_type=s["covariance"], random_state=self.seed,
                                  reg_covar=1e-4).fit(xk)
@@ -374,15 +363,7 @@ class AttributeScorer(ObjectScorer):
                         sub = self._fit_model(name, x[rest], None if xy is None else xy[rest])[0]
                         raw[held] = self._raw(name, sub, x[held], None if xy is None else xy[held])
             raw = self._smooth(keyed, raw, s)
-            finite = raw[np.isfinite(raw)]
-            if len(finite) == 0:
-                raise ValueError(f"attribute {name!r}: no finite training scores")
-            lo = float(finite.min())
-            hi = float(np.percentile(finite, float(s["upper_percentile"])))
-            if not hi > lo:
-                log.warning("attribute %r: training scores are constant (%.4g); calibration scale falls back to 1",
-                            name, lo)
-                hi = lo + 1.0
+            lo, hi = percentile_range(raw, float(s["upper_percentile"]), f"attribute {name!r}")
             setattr(self, f"{name}__calib", torch.tensor([lo, hi], dtype=torch.float64))
             parts[name] = self._calibrate(name, raw)
         self.train_scores = torch.as_tensor(self._fuse(parts), dtype=torch.float32)
@@ -398,7 +379,7 @@ class AttributeScorer(ObjectScorer):
 
     def _calibrate(self, name: str, raw: np.ndarray) -> np.ndarray:
         lo, hi = getattr(self, f"{name}__calib").cpu().numpy()
-        cal = (raw - lo) / (hi - lo)
+        cal = calibrate(raw, lo, hi)
         return np.where(np.isfinite(cal), cal, 0.0)  # objects without this attribute (NaN features) score 0
 
     # ------------------------------------------------------------------ scoring

@@ -10,6 +10,11 @@ MAE scorer (trained). The pipeline calls only:
 - ``save_checkpoint(path)`` / ``load_from_checkpoint(path)``: always with ``weights_only=True`` (tensors and plain
   values only); a file that is not this scorer's checkpoint is refused with a :class:`CheckpointError` naming it.
 
+What a scorer can do is declared as class attributes (:class:`ObjectScorer` lists them with their defaults), so
+the pipeline, the validation and the benchmarks read them from the configured class before building it, instead of
+probing instances: ``needs_trainer``, ``trainer_factory``, ``supports_unlabeled``, ``cache_version``; after a
+fit, ``fit_metrics`` holds the fit's statistics (empty for a fit-once scorer).
+
 Fitted state lives in registered buffers so a checkpoint restores it. Buffers whose shape is only known after
 fitting are registered empty; ``_load_from_state_dict`` resizes them to the checkpoint's shapes before loading.
 """
@@ -35,6 +40,16 @@ FitItem = tuple[ObjectTable, dict[str, np.ndarray], int]
 class ObjectScorer(lightning.LightningModule):
     """Base class of object scorers (see the module docstring for the contract)."""
 
+    # ------------------------------------------------------------------ capabilities (class attributes)
+    #: ``fit_clips`` takes ``trainer=``: the pipeline builds ``cfg.trainer`` for it (a fit-once scorer takes none,
+    #: and the planted-anomaly validation, which refits once per held-out clip, supports only those).
+    needs_trainer: bool = False
+    #: With ``needs_trainer``: ``trainer=`` is a zero-argument factory of Trainers, for a scorer that fits more than
+    #: once (self-paced rounds); otherwise one ``lightning.Trainer``.
+    trainer_factory: bool = False
+    #: ``fit_clips(..., unlabeled=True)`` fits on unlabeled clips that may hold anomalies
+    #: (``training.mode=unsupervised``); a scorer without it is fitted on them as if they were normal.
+    supports_unlabeled: bool = False
     #: Bump in a subclass when its code starts fitting or scoring differently for the same config: the number joins
     #: the cache key of its fits (tao_lab.pipeline.Pipeline.scorer_spec), so old cached fits are not reused.
     cache_version: int = 1
@@ -42,6 +57,8 @@ class ObjectScorer(lightning.LightningModule):
     def __init__(self):
         super().__init__()
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        #: statistics of the last fit ({name: number}; train.py logs them as train/<name>)
+        self.fit_metrics: dict[str, float] = {}
 
     # ------------------------------------------------------------------ the contract
     def fit_clips(self, items: list[FitItem]) -> "ObjectScorer":  # pragma: no cover - interface
@@ -134,6 +151,20 @@ class ObjectScorer(lightning.LightningModule):
 
     def training_step(self, batch, batch_idx):  # pragma: no cover - fit-once scorers never train
         raise NotImplementedError(f"{type(self).__name__} is fitted with fit_clips(), not with a Trainer")
+
+
+def scorer_class(target: str) -> type[ObjectScorer]:
+    """The scorer class a config's ``scorer._target_`` names, checked to be an :class:`ObjectScorer` (whose
+    capabilities are read from it before it is built)."""
+    from hydra.utils import get_class
+
+    cls = get_class(str(target))
+    if not (isinstance(cls, type) and issubclass(cls, ObjectScorer)):
+        from tao_lab.user_errors import ConfigError
+
+        raise ConfigError(f"scorer._target_={target!r} is not an ObjectScorer (tao_lab.scorers.base): a scorer "
+                          f"subclasses it, which declares what it needs (needs_trainer, supports_unlabeled, ...)")
+    return cls
 
 
 def _class_path(cls: type) -> str:

@@ -39,10 +39,6 @@ class FeatureTokenizer(nn.Module):
         self.proj = nn.ModuleList(nn.Linear(c, d_model) for c in self.chunk)
         self.slot = nn.Parameter(torch.randn(sum(self.tokens), d_model) * 0.02)
 
-    @property
-    def num_tokens(self) -> int:
-        return sum(self.tokens)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, start = [], 0
         lead = x.shape[:-1]

@@ -1,16 +1,28 @@
 """Temporal masked-autoencoder object scorer: a transformer over per-track feature sequences (after TRAP).
 
+The scorer is split by job, the way anomalib splits a model:
+
+- this module: :class:`TemporalMaeScorer`, the LightningModule (losses, training and validation steps, optimiser,
+  callbacks, deterministic errors, scoring, checkpoints);
+- :mod:`tao_lab.scorers.mae_modules`: the torch model (token pooling, transformer encoder, heads, masks, losses);
+- :mod:`tao_lab.scorers.mae_inputs`: the input feature groups, the row matrix and its standardisation;
+- :mod:`tao_lab.scorers.mae_windows`: track sequences cut into windows, the scoring mask patterns;
+- :mod:`tao_lab.scorers.mae_training`: the validation split, the Trainers and the fit loop with self-paced
+  refinement (:mod:`tao_lab.scorers.spr`) on unlabeled clips;
+- :mod:`tao_lab.scorers.calibration`: the percentile calibration shared with the attribute scorer, and the context
+  reference of the reconstruction error.
+
 What it learns
 --------------
 Every tracked object carries per-frame features from the features stage (velocity, box geometry, appearance,
 deep features when configured). The rows of one track, in frame order, form a sequence; sequences are cut into
-windows of ``window`` (T) rows every ``stride`` rows (see :mod:`tao_lab.scorers.mae_windows`). Per row, the
-feature columns are standardised with means and stds fitted on the training rows (buffers ``feat_mean``/``feat_std``;
-one std per column, floored at a fraction of the group's typical std, see ``inputs.<group>.std_floor``),
-clipped to +-``input_clip``, split into tokens and pooled into one embedding by a learned pooling (``gap``,
-``attention`` with learned queries, or ``hybrid``; trained and saved with the model, so train and test embeddings
-come from the same weights). A transformer encoder with sinusoidal positional encoding sees the window with
-``mask_ratio`` of its positions replaced by a learned mask token (see :mod:`tao_lab.scorers.mae_modules`).
+windows of ``window`` (T) rows every ``stride`` rows. Per row, the feature columns are standardised with means and
+stds fitted on the training rows (buffers ``feat_mean``/``feat_std``; one std per column, floored at a fraction
+of the group's typical std, see ``inputs.<group>.std_floor``), clipped to +-``input_clip``, split into tokens and
+pooled into one embedding by a learned pooling (``gap``, ``attention`` with learned queries, or ``hybrid``;
+trained and saved with the model, so train and test embeddings come from the same weights). A transformer encoder
+with sinusoidal positional encoding sees the window with ``mask_ratio`` of its positions replaced by a learned
+mask token.
 
 Losses (weights ``loss_weights``): ``reconstruction`` = error of the standardised features at the masked positions
 (per feature group mean squared error, averaged over groups with the ``inputs.<group>.weight``s, so a 256-d
@@ -24,18 +36,8 @@ Training (:meth:`TemporalMaeScorer.fit_clips`) runs a Lightning ``Trainer`` (the
 validation split of *held-out training clips* (``val_fraction`` of the clips, at least one; with a single clip,
 the last ``val_fraction`` of its frames), ``EarlyStopping`` and ``ModelCheckpoint`` on ``val/loss``; the best
 weights are restored after the fit. Validation masks are drawn from a fixed seed so ``val/loss`` does not jitter
-with the masks.
-
-Unlabeled video (``fit_clips(..., unlabeled=True)``, i.e. ``training.mode=unsupervised``): the clips may hold
-anomalies, so the fit runs in rounds with self-paced refinement (:mod:`tao_lab.scorers.spr`): round 0 trains on
-every window; before round r the ``self_paced.drop[r-1]`` fraction of all training (and validation) windows with the
-largest deterministic reconstruction loss under the current model is excluded, and the model is refit (from
-scratch with ``reinit: true``, the default, else from its current weights). Every round trains at most
-``self_paced.round_epochs`` epochs (the last one ``final_epochs`` when set): anomalies are rare, so the model fits
-the normal windows first (SPR's "normality advantage") and a long fit would learn the anomalies as well. On the
-synthetic dataset (8 train / 12 test clips of 200 frames, seed 5; ``benchmarks/temporal_mae_bench.py``) training on
-the test clips gave frame AUC 0.75 with a plain 20-epoch fit, 0.81 with a plain 3-epoch fit and 0.85 with the default
-schedule (0.87 for the same model trained on the clean training split).
+with the masks. Unlabeled video (``fit_clips(..., unlabeled=True)``, i.e. ``training.mode=unsupervised``) is fitted
+in self-paced rounds (:mod:`tao_lab.scorers.mae_training`).
 
 Scoring
 -------
@@ -48,10 +50,9 @@ Raw object components:
 - ``consistency``: temporal (in)consistency, how much the object changes from one row of its track to the next
   (mean over the previous and the next row), measured in ``consistency_space``: ``features`` (default: the same
   group-weighted squared error, between the standardised features of neighbouring rows), ``embedding`` (1 - cos of
-  the pooled embeddings, as TRAP does with its tokens) or ``projection`` (1 - cos of the contrastive projections).
-  On the synthetic dataset the frame AUC of the component alone was 0.80 / 0.53 / 0.91 (seeds 0 / 1 / 2) for
-  ``features``; on seed 0 the learned spaces gave 0.55 (embedding) and 0.51 (projection), as the contrastive loss
-  trains them to be invariant between neighbouring steps;
+  the pooled embeddings, as TRAP does with its tokens) or ``projection`` (1 - cos of the contrastive projections;
+  the learned spaces are trained to be invariant between neighbouring steps, which is why ``features`` is the
+  default);
 - ``forecast`` (only when its score weight > 0): error of the forecast head on the row, over the windows that end
   with it.
 
@@ -69,16 +70,11 @@ clips* (in-sample training errors are optimistic). On unlabeled clips the calibr
 anomalies; otherwise the scale, and a fixed threshold on it, would be set by them). So a typical training
 object scores about 0 and the training tail about 1 per component. The object score is
 ``sum_c score_weights[c] * calibrated_c`` (defaults 0.8 reconstruction + 0.2 consistency: the weights sum to 1, so
-the object score keeps the 0..1 training scale; chosen on the synthetic dataset, seeds 0-2, where reconstruction
-weights 0.8-1.0 were within 0.002 frame AUC of each other and 0.5 was worse). Frame score: max over the frame's
-objects (0 without objects), Gaussian-smoothed along time with ``frame_sigma`` frames (as the attribute scorer does).
+the object score keeps the 0..1 training scale). Frame score: max over the frame's objects (0 without objects),
+Gaussian-smoothed along time with ``frame_sigma`` frames (as the attribute scorer does).
 
-Choices made on training data only (never on test labels): with plain per-column standardisation the top 1% of
-objects of 4 held-out normal Ped2 *training* clips were 81% boxes at the frame border with a velocity error 33x the
-median, driven by orientation bins whose training std is ~0.01 px/frame; flooring each velocity column's std at
-``std_floor`` = 0.25 x the group's RMS std raised the frame AUC of fast objects planted in those clips (velocity
-x 2.5) from 0.948 to 0.988 (x 1.5: 0.56 to 0.63) and kept the synthetic frame AUC (0.882 / 0.896 -> 0.875 / 0.895,
-seeds 5 / 6; a floor of 0.5 or more cost the synthetic wrong-way walkers up to 0.08).
+The defaults (self-paced schedule, score weights, ``std_floor``) were chosen on training data only (never on test
+labels); the measurements behind them are in docs/MEASUREMENTS.md.
 
 Checkpoints: the feature layout found at fit time (``input_dims``) is a hyper-parameter, so
 ``load_from_checkpoint`` rebuilds the same network; normalisation, calibration and the calibrated training scores
@@ -86,36 +82,29 @@ are buffers. ``save_checkpoint``/``load_from_checkpoint`` round-trip to identica
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import tempfile
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
 
-from tao_lab.scorers.attribute import _to_plain
+from tao_lab.config import to_plain
 from tao_lab.scorers.base import FitItem, ObjectScorer
+from tao_lab.scorers.calibration import calibrate, context_reference, percentile_range
 from tao_lab.scorers.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
+from tao_lab.scorers.mae_inputs import (discover_dims, feature_matrix, fit_standardisation, input_specs,
+                                        standardise)
 from tao_lab.scorers.mae_modules import (TemporalMaeNet, future_mask, grouped_error, neighbour_info_nce,
                                          random_mask)
-from tao_lab.scorers.mae_windows import (interleaved_masks, make_windows, scatter_mean, split_by_frame,
-                                         track_sequences)
+from tao_lab.scorers.mae_training import fit_in_rounds, split_clips
+from tao_lab.scorers.mae_windows import interleaved_masks, make_windows, scatter_mean, track_sequences
 from tao_lab.scorers.spr import check_schedule, keep_lowest
 from tao_lab.types import ObjectScores, ObjectTable
 
 log = logging.getLogger(__name__)
 
-#: Default input feature groups. ``optional: true`` groups are used when the features stage provides them.
-DEFAULT_INPUTS: dict[str, dict[str, Any]] = {
-    "velocity": {"columns": None, "tokens": 1, "weight": 1.0, "optional": False, "std_floor": 0.25},
-    "geometry": {"columns": None, "tokens": 1, "weight": 1.0, "optional": True},
-    "appearance": {"columns": None, "tokens": 4, "weight": 1.0, "optional": True},
-    "deep": {"columns": None, "tokens": 4, "weight": 1.0, "optional": True},
-}
-_INPUT_DEFAULTS = {"feature": None, "columns": None, "tokens": 1, "weight": 1.0, "optional": True, "std_floor": 0.0}
 DEFAULT_LOSS_WEIGHTS = {"reconstruction": 1.0, "contrastive": 0.3, "forecast": 0.0}
 DEFAULT_SCORE_WEIGHTS = {"reconstruction": 0.8, "consistency": 0.2, "forecast": 0.0}
 DEFAULT_SELF_PACED = {"drop": [0.1, 0.2, 0.3], "round_epochs": 3, "final_epochs": None, "reinit": True}
@@ -131,7 +120,7 @@ class TemporalMaeScorer(ObjectScorer):
             reconstruction error), optional (skip when the features stage does not provide it), std_floor (each
             column is standardised by its training std, but at least std_floor x the root-mean-square std of the
             group: for groups in one unit, such as velocity's px/frame columns; 0 = plain per-column std).
-            None = :data:`DEFAULT_INPUTS`.
+            None = :data:`tao_lab.scorers.mae_inputs.DEFAULT_INPUTS`.
         window / stride: window length T (rows of one track) and the training window stride;
             score_stride: stride when scoring (None = ``stride``).
         d_model, depth, heads, ff_mult, dropout: transformer size; pooling: gap | attention | hybrid;
@@ -155,9 +144,9 @@ class TemporalMaeScorer(ObjectScorer):
         input_dims: {group: columns}, filled in by the fit (a checkpoint carries it); leave None.
     """
 
-    needs_trainer = True      # the pipeline builds cfg.trainer for us ...
-    trainer_factory = True    # ... as a factory: self-paced refinement fits once per round
-    supports_unlabeled = True  # fit_clips(..., unlabeled=True) in training.mode=unsupervised
+    needs_trainer = True       # trained by a Lightning Trainer built from cfg.trainer ...
+    trainer_factory = True     # ... given as a factory: self-paced refinement fits once per round
+    supports_unlabeled = True  # fit_clips(..., unlabeled=True): self-paced refinement in training.mode=unsupervised
 
     def __init__(self, inputs: Optional[Mapping[str, Mapping[str, Any]]] = None, window: int = 16, stride: int = 8,
                  score_stride: Optional[int] = 4, d_model: int = 64, depth: int = 2, heads: int = 4,
@@ -171,22 +160,10 @@ class TemporalMaeScorer(ObjectScorer):
                  self_paced: Optional[Mapping[str, Any]] = None, seed: int = 0,
                  input_dims: Optional[Mapping[str, int]] = None):
         super().__init__()
-        inputs = copy.deepcopy(DEFAULT_INPUTS) if inputs is None else _to_plain(inputs)
-        if not inputs:
-            raise ValueError("TemporalMaeScorer needs at least one input feature group")
-        self.specs: dict[str, dict[str, Any]] = {}
-        for name, spec in inputs.items():
-            unknown = set(spec or {}) - set(_INPUT_DEFAULTS)
-            if unknown:
-                raise ValueError(f"input {name!r}: unknown keys {sorted(unknown)}; known: {sorted(_INPUT_DEFAULTS)}")
-            s = {**_INPUT_DEFAULTS, **(spec or {})}
-            s["feature"] = s["feature"] or name
-            if not 0.0 <= float(s["std_floor"]) <= 1.0:
-                raise ValueError(f"input {name!r}: std_floor must be in [0, 1], got {s['std_floor']!r}")
-            self.specs[name] = s
-        self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **_to_plain(dict(loss_weights or {}))}
-        self.score_weights = {**DEFAULT_SCORE_WEIGHTS, **_to_plain(dict(score_weights or {}))}
-        self.self_paced = {**DEFAULT_SELF_PACED, **_to_plain(dict(self_paced or {}))}
+        inputs, self.specs = input_specs(inputs)
+        self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **to_plain(dict(loss_weights or {}))}
+        self.score_weights = {**DEFAULT_SCORE_WEIGHTS, **to_plain(dict(score_weights or {}))}
+        self.self_paced = {**DEFAULT_SELF_PACED, **to_plain(dict(self_paced or {}))}
         for d, known in ((self.loss_weights, DEFAULT_LOSS_WEIGHTS), (self.score_weights, DEFAULT_SCORE_WEIGHTS),
                          (self.self_paced, DEFAULT_SELF_PACED)):
             if set(d) - set(known):
@@ -228,7 +205,7 @@ class TemporalMaeScorer(ObjectScorer):
             "upper_percentile": self.upper_percentile, "consistency_space": consistency_space,
             "context_norm": self.context_norm,
             "self_paced": dict(self.self_paced), "seed": self.seed,
-            "input_dims": None if input_dims is None else {str(k): int(v) for k, v in _to_plain(input_dims).items()},
+            "input_dims": None if input_dims is None else {str(k): int(v) for k, v in to_plain(input_dims).items()},
         })
         self.net: Optional[TemporalMaeNet] = None
         self.register_buffer("feat_mean", torch.zeros(0))
@@ -240,13 +217,12 @@ class TemporalMaeScorer(ObjectScorer):
         self.register_buffer("train_scores", torch.zeros(0))
         # expected reconstruction error by rows of context (1..window), relative to a full window
         self.register_buffer("rec_ref", torch.zeros(0, dtype=torch.float64))
-        self.fit_metrics: dict[str, float] = {}
         self._round = 0
         self._has_val = True
         self._epoch_limit: Optional[int] = None
         self._windows_this_process = 0
         if input_dims is not None:
-            self._build(self.hparams["input_dims"])
+            self.build(self.hparams["input_dims"])
 
     # ------------------------------------------------------------------ network and features
     @property
@@ -256,7 +232,8 @@ class TemporalMaeScorer(ObjectScorer):
             raise RuntimeError("TemporalMaeScorer has no network yet: call fit_clips() or load a checkpoint")
         return dict(dims)
 
-    def _build(self, dims: Mapping[str, int]) -> None:
+    def build(self, dims: Mapping[str, int]) -> None:
+        """A fresh network (and empty standardisation buffers when the width changed) for the groups ``dims``."""
         names = list(dims)
         self.net = TemporalMaeNet([dims[n] for n in names], [self.specs[n]["tokens"] for n in names], self.window,
                                   forecast=float(self.loss_weights["forecast"]) > 0, **self.arch)
@@ -266,68 +243,14 @@ class TemporalMaeScorer(ObjectScorer):
             self.feat_std = torch.ones(total)
         self.group_weight = torch.tensor([float(self.specs[n]["weight"]) for n in names], dtype=torch.float32)
 
-    def _group_matrix(self, name: str, features: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:
-        """(N, D_group) float32 columns of one input group, None when the features dict lacks it."""
-        s = self.specs[name]
-        if s["feature"] not in features:
-            return None
-        x = np.asarray(features[s["feature"]], np.float32)
-        x = x[:, None] if x.ndim == 1 else x
-        return x[:, list(s["columns"])] if s["columns"] is not None else x
-
-    def _discover_dims(self, items: list[FitItem]) -> dict[str, int]:
-        dims: dict[str, int] = {}
-        for name, s in self.specs.items():
-            present = [s["feature"] in it[1] for it in items]
-            if not any(present):
-                if s["optional"]:
-                    continue
-                raise KeyError(f"input {name!r} needs feature {s['feature']!r}; the features stage gives "
-                               f"{sorted(items[0][1])}: add it to the features config or mark it optional")
-            if not all(present):
-                raise KeyError(f"feature {s['feature']!r} is missing from some training clips")
-            dims[name] = int(self._group_matrix(name, items[0][1]).shape[1])
-        if not dims:
-            raise ValueError(f"none of the input groups {sorted(self.specs)} is among the features given")
-        return dims
-
     def _matrix(self, features: Mapping[str, np.ndarray], n: int) -> np.ndarray:
         """(n, D) raw feature matrix of the fitted groups, in the fitted order."""
-        parts = []
-        for name, d in self.input_dims.items():
-            x = self._group_matrix(name, features)
-            if x is None:
-                raise KeyError(f"the scorer was trained with feature {self.specs[name]['feature']!r} "
-                               f"(input {name!r}); features given: {sorted(features)}")
-            if x.shape != (n, d):
-                raise ValueError(f"feature {self.specs[name]['feature']!r} has shape {x.shape}, the scorer was "
-                                 f"trained with {(n, d)}: use the features config it was trained with")
-            parts.append(x)
-        return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), np.float32)
+        return feature_matrix(self.specs, self.input_dims, features, n)
 
     def _normalise(self, x: np.ndarray) -> np.ndarray:
-        mean, std = self.feat_mean.cpu().numpy(), self.feat_std.cpu().numpy()
-        z = (x - mean) / std
-        return np.where(np.isfinite(z), z, 0.0).astype(np.float32)  # missing features -> the training mean
+        return standardise(x, self.feat_mean.cpu().numpy(), self.feat_std.cpu().numpy())
 
     # ------------------------------------------------------------------ data
-    def _split(self, items: list[FitItem]) -> tuple[list[FitItem], list[FitItem]]:
-        """Held-out validation clips (or, with one clip, the last val_fraction of its frames)."""
-        if self.val_fraction <= 0:
-            return list(items), []
-        if len(items) >= 2:
-            n_val = min(len(items) - 1, max(1, int(round(self.val_fraction * len(items)))))
-            perm = np.random.default_rng(self.seed).permutation(len(items))
-            val_idx = set(perm[:n_val].tolist())
-            return ([it for i, it in enumerate(items) if i not in val_idx],
-                    [it for i, it in enumerate(items) if i in val_idx])
-        objects, feats, num_frames = items[0]
-        cut = int(round(num_frames * (1.0 - self.val_fraction)))
-        (ta, fa), (tb, fb) = split_by_frame(objects, feats, cut)
-        log.warning("temporal_mae: one training clip only; validating on its last %d of %d frames",
-                    num_frames - cut, num_frames)
-        return [(ta, fa, cut)], [(tb, fb, num_frames)]
-
     def _windows(self, items: list[FitItem], stride: int) -> dict[str, np.ndarray]:
         """Row matrix (normalised) + windows over all items; ``group`` = global sequence id of each window."""
         xs, wins, groups, offset, seq_offset = [], [], [], 0, 0
@@ -349,7 +272,8 @@ class TemporalMaeScorer(ObjectScorer):
         valid = win >= 0
         return x[win.clamp(min=0)] * valid.unsqueeze(-1), valid
 
-    def _loader(self, data: dict[str, np.ndarray], keep: np.ndarray, shuffle: bool):
+    def loader(self, data: dict[str, np.ndarray], keep: np.ndarray, shuffle: bool):
+        """A DataLoader over the windows ``keep`` of ``data`` (batches: features, valid mask, sequence id)."""
         from torch.utils.data import DataLoader, TensorDataset
 
         x = torch.from_numpy(data["x"])
@@ -449,13 +373,6 @@ class TemporalMaeScorer(ObjectScorer):
                                 auto_insert_metric_name=False)]
 
     # ------------------------------------------------------------------ fitting
-    def _default_trainer(self, root: str):
-        import lightning
-
-        return lightning.Trainer(accelerator="cpu", devices=1, max_epochs=self.max_epochs, logger=False,
-                                 enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
-                                 num_sanity_val_steps=0)
-
     def fit_clips(self, items: list[FitItem], trainer: Any = None, unlabeled: bool = False) -> "TemporalMaeScorer":
         """Trains on the clips' tracked objects and calibrates on the held-out clips.
 
@@ -464,19 +381,20 @@ class TemporalMaeScorer(ObjectScorer):
         ``max_epochs``, no logger). unlabeled: the clips are unlabeled video (may hold anomalies): enables
         self-paced refinement with the ``self_paced.drop`` schedule.
         """
-        import lightning
-
         if not items:
             raise ValueError("fit_clips needs at least one clip")
         if sum(len(it[0]) for it in items) == 0:
             raise ValueError("the training clips contain no objects: nothing to fit the scorer on")
         start = time.perf_counter()
         torch.manual_seed(self.seed)
-        dims = self._discover_dims(items)
+        dims = discover_dims(self.specs, items)
         self.hparams["input_dims"] = dims
-        train_items, val_items = self._split(items)
-        self._fit_normaliser(np.concatenate([self._matrix(it[1], len(it[0])) for it in train_items]))
-        self._build(dims)
+        train_items, val_items = split_clips(items, self.val_fraction, self.seed)
+        mean, std = fit_standardisation(np.concatenate([self._matrix(it[1], len(it[0])) for it in train_items]),
+                                        self.specs, dims)
+        self.feat_mean = torch.as_tensor(mean, dtype=torch.float32)
+        self.feat_std = torch.as_tensor(std, dtype=torch.float32)
+        self.build(dims)
         train = self._windows(train_items, self.stride)
         val = self._windows(val_items, self.stride) if val_items else None
         if len(train["windows"]) == 0:
@@ -485,50 +403,7 @@ class TemporalMaeScorer(ObjectScorer):
             log.warning("temporal_mae: the validation clips hold no objects; training without validation")
             val = None
         self._has_val = val is not None
-        schedule = check_schedule(self.self_paced["drop"]) if unlabeled else []
-        rounds = [0.0] + schedule
-        round_epochs = int(self.self_paced["round_epochs"] or 0)
-        factory = self._trainer_factory(trainer)
-        tmp = tempfile.TemporaryDirectory(prefix="temporal_mae_") if factory is None else None
-        metrics: dict[str, float] = {"train_windows": float(len(train["windows"])),
-                                     "val_windows": float(0 if val is None else len(val["windows"]))}
-        try:
-            for r, drop in enumerate(rounds):
-                self._round = r
-                keep_t = np.ones(len(train["windows"]), bool)
-                keep_v = None if val is None else np.ones(len(val["windows"]), bool)
-                if drop > 0:
-                    keep_t = keep_lowest(self._window_losses(train), drop)
-                    if val is not None:
-                        keep_v = keep_lowest(self._window_losses(val), drop)
-                    if self.self_paced["reinit"]:
-                        torch.manual_seed(self.seed + r)
-                        self._build(dims)
-                    log.info("temporal_mae self-paced round %d: dropped %d of %d training windows (%.0f%%)",
-                             r, int((~keep_t).sum()), len(keep_t), 100 * drop)
-                # on unlabeled clips every round is short: the normality advantage (normal windows fitted before
-                # the rare anomalous ones) is largest early in training, and a long fit learns the anomalies too
-                final = r == len(rounds) - 1
-                limit = round_epochs if not final or self.self_paced["final_epochs"] is None \
-                    else int(self.self_paced["final_epochs"])
-                self._epoch_limit = limit if (unlabeled and limit > 0) else None
-                torch.manual_seed(self.seed + r)
-                tr = factory() if factory is not None else self._default_trainer(tmp.name)
-                if not isinstance(tr, lightning.Trainer):
-                    raise TypeError(f"trainer factory returned {type(tr).__name__}, expected lightning.Trainer")
-                tr.fit(self, self._loader(train, keep_t, shuffle=True),
-                       None if val is None else self._loader(val, keep_v, shuffle=False))
-                best = self._restore_best(tr)
-                metrics[f"round{r}_epochs"] = float(tr.current_epoch)
-                if best is not None:
-                    metrics[f"round{r}_best_val_loss"] = best
-                    metrics["best_val_loss"] = best
-                metrics[f"round{r}_train_windows"] = float(keep_t.sum())
-                metrics[f"round{r}_windows_per_process"] = float(self._windows_this_process)
-        finally:
-            self._epoch_limit = None
-            if tmp is not None:
-                tmp.cleanup()
+        metrics, schedule = fit_in_rounds(self, train, val, dims, trainer, unlabeled)
         self.cpu()
         self.eval()
         self._calibrate(val_items if val is not None else train_items, trim=schedule[-1] if schedule else 0.0)
@@ -537,60 +412,6 @@ class TemporalMaeScorer(ObjectScorer):
         self.fit_metrics = metrics
         log.info("temporal_mae fitted: %s", {k: round(v, 4) for k, v in metrics.items()})
         return self
-
-    def _fit_normaliser(self, x: np.ndarray) -> None:
-        """Per-column mean and standard deviation of the training rows (non-finite values ignored), each std at
-        least ``std_floor`` x the root-mean-square std of its group, into the buffers."""
-        x = x.astype(np.float64)
-        ok = np.isfinite(x)
-        cnt = np.maximum(ok.sum(0), 1)
-        mean = np.where(ok, x, 0).sum(0) / cnt
-        var = np.where(ok, (x - mean) ** 2, 0).sum(0) / cnt
-        start = 0
-        for name, d in self.input_dims.items():
-            floor = float(self.specs[name]["std_floor"])
-            if floor > 0:
-                # columns in one unit (e.g. px/frame): a rarely used orientation bin with a tiny spread would
-                # otherwise turn every object moving that way into a 100-sigma outlier
-                var[start:start + d] = np.maximum(var[start:start + d], floor ** 2 * var[start:start + d].mean())
-            start += d
-        std = np.sqrt(var)
-        # constant columns would divide by ~0: give them unit scale
-        std = np.where(std > 1e-6 * max(1.0, float(std.max()) if std.size else 1.0), std, 1.0)
-        self.feat_mean = torch.as_tensor(mean, dtype=torch.float32)
-        self.feat_std = torch.as_tensor(std, dtype=torch.float32)
-
-    @staticmethod
-    def _trainer_factory(trainer: Any) -> Optional[Callable[[], Any]]:
-        import lightning
-
-        if trainer is None:
-            return None
-        if isinstance(trainer, lightning.Trainer):
-            used = []
-
-            def once():
-                if used:
-                    raise ValueError("self-paced refinement fits once per round and a lightning.Trainer fits "
-                                     "only once: pass a factory, e.g. functools.partial(lightning.Trainer, ...) "
-                                     "or hydra.utils.instantiate(cfg.trainer, _partial_=True)")
-                used.append(True)
-                return trainer
-
-            return once
-        if callable(trainer):
-            return trainer
-        raise TypeError(f"trainer must be a lightning.Trainer, a factory or None, got {type(trainer).__name__}")
-
-    def _restore_best(self, trainer) -> Optional[float]:
-        cb = getattr(trainer, "checkpoint_callback", None)
-        path = getattr(cb, "best_model_path", "") if cb is not None else ""
-        if not path:
-            return None
-        ckpt = torch.load(path, map_location=self.device, weights_only=True)  # our own Trainer file: weights only
-        self.load_state_dict(ckpt["state_dict"])
-        score = getattr(cb, "best_model_score", None)
-        return None if score is None else float(score)
 
     # ------------------------------------------------------------------ deterministic errors
     @torch.no_grad()
@@ -620,7 +441,7 @@ class TemporalMaeScorer(ObjectScorer):
             fc = torch.where(fut, err, torch.full_like(err, float("nan")))
         return rec, fc
 
-    def _window_losses(self, data: dict[str, np.ndarray], chunk: int = 512) -> np.ndarray:
+    def window_losses(self, data: dict[str, np.ndarray], chunk: int = 512) -> np.ndarray:
         """(W,) deterministic reconstruction loss of every window (mean over its valid positions)."""
         was_training = self.training
         self.eval()
@@ -703,23 +524,6 @@ class TemporalMaeScorer(ObjectScorer):
             out[sq] = min(len(sq), self.window)
         return out
 
-    def _fit_context_reference(self, ctx: np.ndarray, val: np.ndarray) -> None:
-        """rec_ref[c-1]: median raw reconstruction error ``val`` of calibration rows with ``ctx`` = c rows of
-        context, made non-increasing in c (less context never makes the expected error smaller); buckets with fewer
-        than 20 rows take the value of the next longer bucket."""
-        ok = np.isfinite(val)
-        ref = np.full(self.window, np.nan)
-        for c in range(self.window, 0, -1):
-            sel = ok & (ctx == c)
-            if sel.sum() >= 20:
-                ref[c - 1] = np.median(val[sel])
-            elif c < self.window:
-                ref[c - 1] = ref[c]
-        if not np.isfinite(ref).all() or not (ref > 0).all():
-            ref = np.ones(self.window)  # too few calibration rows: no context normalisation
-        ref = np.maximum.accumulate(ref[::-1])[::-1]
-        self.rec_ref = torch.as_tensor(ref / ref[-1], dtype=torch.float64)
-
     def _smoothed(self, objects: ObjectTable, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
         ref = self.rec_ref.cpu().numpy()
@@ -747,7 +551,7 @@ class TemporalMaeScorer(ObjectScorer):
         keeps = np.split(keep, np.cumsum([len(o) for o in objects])[:-1])
         if self.context_norm:
             ctx = np.concatenate([self._context(o) for o in objects])
-            self._fit_context_reference(ctx[keep], rec[keep])
+            self.rec_ref = torch.as_tensor(context_reference(ctx[keep], rec[keep], self.window), dtype=torch.float64)
         impute = torch.zeros(len(COMPONENTS), dtype=torch.float64)
         for i, c in enumerate(COMPONENTS):
             vals = np.concatenate([r[c][k] for r, k in zip(raws, keeps)])
@@ -760,10 +564,7 @@ class TemporalMaeScorer(ObjectScorer):
             if c not in self._active:
                 continue
             vals = np.concatenate([sm[c] for sm in smoothed])
-            lo, hi = float(vals.min()), float(np.percentile(vals, self.upper_percentile))
-            if not hi > lo:
-                log.warning("temporal_mae: calibration scores of %r are constant; scale falls back to 1", c)
-                hi = lo + 1.0
+            lo, hi = percentile_range(vals, self.upper_percentile, f"temporal_mae component {c!r}")
             calib[i] = torch.tensor([lo, hi], dtype=torch.float64)
         self.calib = calib
         self.train_scores = torch.as_tensor(np.concatenate([self._combine(sm)[0] for sm in smoothed]),
@@ -776,7 +577,7 @@ class TemporalMaeScorer(ObjectScorer):
             if c not in smoothed:
                 continue
             lo, hi = calib[i]
-            parts[c] = ((smoothed[c] - lo) / (hi - lo)).astype(np.float32)
+            parts[c] = calibrate(smoothed[c], lo, hi).astype(np.float32)
             term = np.float32(self.score_weights[c]) * parts[c]
             total = term if total is None else total + term
         return total.astype(np.float32), parts

@@ -105,7 +105,7 @@ class ForegroundSegmenter(CarryingSegmenter):
         fallback: mask when the box holds too little foreground: "box" (filled box), "ellipse", "none" (no mask).
         fill_holes: fill holes inside the mask (people in uniform clothes have low-contrast cores).
         largest_component: keep only the largest connected blob inside the box.
-        grabcut: refine the mask with GrabCut (about 0.1 s per object and frame).
+        grabcut: refine the mask with GrabCut (slow: it runs per object and frame; docs/MEASUREMENTS.md).
         grabcut_iters: GrabCut iterations.
         pixel_score: "object_x_strength" (the default, see the module docstring) or "object" (constant per object).
         strength_floor: the floor of the pixel score factor, in (0, 1].

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from tao_lab.metrics import frame_metrics
@@ -175,8 +174,10 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     usual (variants that change only the scorer share one extraction). metric: "micro" (pooled) or "macro"."""
     if metric not in ("micro", "macro"):
         raise ValueError(f"metric must be 'micro' or 'macro', got {metric!r}")
+    from tao_lab.scorers.base import scorer_class
+
     for name, cfg in variants.items():
-        if getattr(get_class(cfg.scorer._target_), "needs_trainer", False):
+        if scorer_class(cfg.scorer._target_).needs_trainer:
             raise ValueError(f"variant {name!r}: {cfg.scorer._target_} is trained with a Lightning Trainer; "
                              "this validation refits the scorer once per held-out clip and supports scorers "
                              "fitted without one (scorer=attribute)")

@@ -146,10 +146,9 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     """The run's ``val/`` metrics on its TRAINING clips ``train`` (see the module docstring), or a note saying why
     there are none (``validation=none``, fewer than two training clips, a scorer trained with a Lightning Trainer,
     the gt_gating oracle, nowhere to plant an object)."""
-    from hydra.utils import get_class
-
     from tao_lab.metrics import frame_metrics, rbdc_tbdc
     from tao_lab.pipeline import Pipeline, progress
+    from tao_lab.scorers.base import scorer_class
 
     vcfg = OmegaConf.select(cfg, "validation")
     kind = "none" if vcfg is None else str(vcfg.get("kind", "planted"))
@@ -163,7 +162,7 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
                 f"holds one out and fits on the others, so it needs >= {MIN_CLIPS} (validation=none to silence)")
         log.warning(note)
         return InRunValidation(note=note)
-    if getattr(get_class(cfg.scorer._target_), "needs_trainer", False):
+    if scorer_class(cfg.scorer._target_).needs_trainer:
         note = (f"val/ skipped: {cfg.scorer._target_} is trained with a Lightning Trainer and the validation refits "
                 f"the scorer once per held-out clip ({len(train)} fits); validation=none to silence")
         log.warning(note)

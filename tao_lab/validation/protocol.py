@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
-from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from tao_lab.metrics import frame_metrics
@@ -87,8 +86,10 @@ def validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig], train: Se
 
     variants: {name: the variant's composed config}. Scorers must fit without a Lightning Trainer (attribute).
     """
+    from tao_lab.scorers.base import scorer_class
+
     for name, cfg in variants.items():
-        if getattr(get_class(cfg.scorer._target_), "needs_trainer", False):
+        if scorer_class(cfg.scorer._target_).needs_trainer:
             raise ValueError(f"variant {name!r}: {cfg.scorer._target_} is trained with a Lightning Trainer; "
                              "this validation refits the scorer once per held-out clip and supports scorers "
                              "fitted without one (scorer=attribute)")
