@@ -274,6 +274,10 @@ class Pipeline:
         import threading
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
+        # heavy imports (torch, ultralytics) here, before the threads: one importing torch while another runs
+        # OpenCV has crashed the process with SIGFPE
+        self.detector.prepare()
+        self.tracker.prepare()
         local, clones, lock = threading.local(), [], threading.Lock()
 
         def job(clip: Clip) -> None:

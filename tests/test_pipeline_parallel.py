@@ -37,3 +37,36 @@ def test_workers_must_be_positive(compose_cfg):
 
     with pytest.raises(ValueError, match="workers"):
         Pipeline(compose_cfg("eval", [*TINY_SYNTHETIC, "workers=0"])).workers(4)
+
+
+def test_heavy_imports_happen_in_the_calling_thread_before_the_workers_start(compose_cfg, tmp_path, monkeypatch):
+    """Importing torch (via ultralytics) in a worker thread while another runs OpenCV has crashed the process with
+    SIGFPE; the pipeline calls the detector's and tracker's prepare() in its own thread before spreading clips."""
+    import sys
+    import threading
+
+    from tao_lab.detect.subtraction import BackgroundSubtractionDetector
+    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.track.bytetrack import ByteTracker
+
+    events = []
+    real_detect = BackgroundSubtractionDetector.detect
+
+    def detect(self, clip):
+        events.append(("detect", threading.current_thread().name))
+        return real_detect(self, clip)
+
+    def prepare(self):
+        events.append(("prepare", threading.current_thread().name))
+        real_prepare(self)
+
+    real_prepare = ByteTracker.prepare
+    monkeypatch.setattr(BackgroundSubtractionDetector, "detect", detect)
+    monkeypatch.setattr(ByteTracker, "prepare", prepare)
+    cfg = compose_cfg("eval", [*TINY_SYNTHETIC, "workers=2", f"paths.cache_dir={tmp_path / 'cache'}"])
+    clips = load_dataset(cfg).train
+    Pipeline(cfg).extract(clips, "train")
+    main = threading.current_thread().name
+    assert events[0] == ("prepare", main)  # before any detection, in the calling thread
+    assert {name for kind, name in events if kind == "detect"} - {main}  # the clips ran in worker threads
+    assert "ultralytics.trackers.byte_tracker" in sys.modules

@@ -29,6 +29,10 @@ class Detector:
     def __call__(self, clip: Clip) -> ObjectTable:
         return self.detect(clip)
 
+    def prepare(self) -> None:
+        """Imports the heavy libraries ``detect`` will need, in the calling thread (see
+        :meth:`tao_lab.track.base.Tracker.prepare` for why). The default needs nothing."""
+
     def stream(self, ctx) -> "DetectorStream":
         """The per-frame detector for a stream (``ctx``: :class:`tao_lab.streaming.StreamContext`)."""
         return DetectorStream(lambda frame: self.detect(_one_frame(frame, ctx.fps)))

@@ -100,6 +100,10 @@ class HybridDetector(Detector):
     def merge(self, yolo: ObjectTable, background: ObjectTable) -> ObjectTable:
         return merge_detections(yolo, background, self.explained)
 
+    def prepare(self) -> None:
+        self.yolo.prepare()
+        self.background.prepare()
+
     def detect(self, clip: Clip) -> ObjectTable:
         return self.merge(self.yolo.detect(clip), self.background.detect(clip))
 

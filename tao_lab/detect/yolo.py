@@ -168,6 +168,12 @@ class YoloDetector(Detector):
             return np.zeros(0, np.int64)
         return np.unique(np.append(np.arange(0, num_frames, self.stride), num_frames - 1))
 
+    def prepare(self) -> None:
+        from tao_lab.offline import disable_ultralytics_sync, set_offline_env
+
+        set_offline_env()
+        disable_ultralytics_sync()  # imports ultralytics (and torch) in this thread
+
     def detect(self, clip: Clip) -> ObjectTable:
         keys = self.key_frames(clip.num_frames)
         wanted = set(keys.tolist()) if self.stride > 1 else None

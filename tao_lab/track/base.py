@@ -35,6 +35,11 @@ class Tracker:
     def __call__(self, detections: ObjectTable, clip: Clip) -> ObjectTable:
         return self.track(detections, clip)
 
+    def prepare(self) -> None:
+        """Imports the heavy libraries ``track`` will need, in the calling thread. The pipeline calls it before it
+        spreads clips over worker threads: importing torch in one thread while another runs OpenCV has crashed
+        the process with a floating point exception (SIGFPE) on this stack. The default needs nothing."""
+
     def stream(self) -> "TrackerStream":
         if type(self).stream is Tracker.stream and not isinstance(self, NoTracker):
             import logging

@@ -56,11 +56,15 @@ class ByteTracker(Tracker):
                                     match_thresh=float(match_thresh), fuse_score=bool(fuse_score))
         self.keep_unmatched = bool(keep_unmatched)
 
-    def _new_tracker(self):
+    def prepare(self) -> None:
         from tao_lab.offline import disable_ultralytics_sync, set_offline_env
 
         set_offline_env()
-        disable_ultralytics_sync()
+        disable_ultralytics_sync()  # imports ultralytics (and torch)
+        import ultralytics.trackers.byte_tracker  # noqa: F401
+
+    def _new_tracker(self):
+        self.prepare()
         from ultralytics.trackers.byte_tracker import BYTETracker
 
         return BYTETracker(self.args)
