@@ -238,13 +238,19 @@ def window_crossfit(pipe, objects: ObjectTable, features: dict, num_frames: int,
                     causal_window: Optional[int] = None) -> tuple[list, np.ndarray, str]:
     """(parts, held-out frame scores, description) of one fit window, split into ``folds`` time blocks
     (``split="time"``) or track parts (``"tracks"``, :func:`track_parts`)."""
-    if split == "time":
-        blocks = window_blocks(objects, features, num_frames, folds)
-        return (blocks, *crossfit_items(pipe, blocks, folds, causal_window))
-    if split == "tracks":
+    if split not in ("time", "tracks"):
+        raise ValueError(f"alarm.split must be 'time' or 'tracks', got {split!r}")
+    in_window = np.asarray(objects.frame) < num_frames
+    units = len(np.unique(np.asarray(objects.track_id)[in_window & (np.asarray(objects.track_id) >= 0)]))
+    units += int((in_window & (np.asarray(objects.track_id) < 0)).sum())
+    if split == "tracks" and units >= 2:
         parts = track_parts(objects, features, num_frames, folds)
         return (parts, *crossfit_tracks(pipe, parts, folds, causal_window))
-    raise ValueError(f"alarm.split must be 'time' or 'tracks', got {split!r}")
+    if split == "tracks":  # one track (or none) cannot be split by track; time blocks still say what can be said
+        log.info("alarm: %d track(s) in the fit window, too few to split by track; cutting it into time blocks",
+                 units)
+    blocks = window_blocks(objects, features, num_frames, folds)
+    return (blocks, *crossfit_items(pipe, blocks, folds, causal_window))
 
 
 def calibrate_on_training(pipe, cfg, train_clips: list[Clip]) -> Alarm:

@@ -95,6 +95,23 @@ def test_track_parts_keep_every_track_whole_and_span_the_window():
     with pytest.raises(ValueError, match="too few to calibrate"):
         track_parts(objects.take(np.asarray(objects.track_id) == 7), {"row": feats["row"][:T]}, T, folds=3)
 
+    # window_crossfit: one track cannot be split by track, so it falls back to time blocks
+    from tao_lab.alarm import window_crossfit
+
+    class OneScorerPipe:  # fits "scorers" that give every frame its number of objects
+        def new_fitted_scorer(self, items):
+            class S:
+                def score_clip(self, o, f, n):
+                    return type("R", (), {"frame_scores": np.bincount(np.asarray(o.frame), minlength=n)})()
+            return S()
+
+    only7 = objects.take(np.asarray(objects.track_id) == 7)
+    parts, scores, how = window_crossfit(OneScorerPipe(), only7, {"row": feats["row"][:T]}, T, 3, "tracks")
+    assert len(parts) == 3 and [p[2] for p in parts] == [20, 20, 20] and "track parts" not in how
+    parts, scores, how = window_crossfit(OneScorerPipe(), objects, feats, T, 3, "tracks")
+    assert "3 track parts" in how and len(scores) == T
+    assert np.all(scores >= 1)  # the stander is in every frame: the max over parts sees it
+
 
 @pytest.mark.parametrize("split", ["time", "tracks"])
 def test_a_single_training_clip_is_cross_fitted_by_the_configured_split(tmp_path, split):
