@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from tao_lab.checkpoints import CheckpointError, load_weights, read_bytes
+from tao_lab.renamed_modules import current_name
 from tao_lab.types import ObjectScores, ObjectTable
 
 #: Checkpoint key naming the scorer class that wrote it (module.qualname), so another model's file is refused.
@@ -123,6 +124,8 @@ class ObjectScorer(lightning.LightningModule):
                     else f"a {type(ckpt).__name__}")
             raise CheckpointError(f"{path} holds {what}, not a scorer checkpoint; expected {expected}")
         saved = ckpt.get(SCORER_CLASS_KEY)
+        if saved is not None:  # a checkpoint written before a module rename names the class by its old path
+            saved = current_name(str(saved))
         if saved is not None and saved != _class_path(cls):
             raise CheckpointError(f"{path} is a checkpoint of {saved}, not of {_class_path(cls)}: set scorer= to the "
                                   f"config that wrote it (see its run's config_resolved.yaml) or give a checkpoint of "
