@@ -131,7 +131,7 @@ def bench(args, overrides: list[str]) -> dict:
 
     from sklearn.metrics import roc_auc_score
 
-    from tao_lab.data import load_ucsd
+    from tao_lab.dataset import load_ucsd
 
     stages, cfg = build_stages(overrides)
     det, trk, feats, scorer, threshold = (stages[k] for k in ("detector", "tracker", "features", "scorer",

@@ -86,7 +86,7 @@ def quality(args, extra: list[str]):
 def weight_free_timing(args) -> dict:
     """Without upstream stages: time the weight-free segmenters on the Ped2 test clips prompted with GT-derived
     object boxes on every 5th frame (the compute does not depend on where the boxes come from)."""
-    from tao_lab.data import load_ucsd
+    from tao_lab.dataset import load_ucsd
     from tao_lab.metrics import tracks_from_masks
     from tao_lab.prompts import PassThroughPromptFilter
     from tao_lab.segment import FilledBoxSegmenter, ForegroundSegmenter
@@ -140,7 +140,7 @@ def main():
     args, extra = ap.parse_known_args()
     args.sam2_sizes = [int(s) for s in args.sam2_sizes.split(",") if s]
 
-    from tao_lab.data import load_ucsd
+    from tao_lab.dataset import load_ucsd
     from tao_lab.types import Prompts
 
     timing: dict = {}

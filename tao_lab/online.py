@@ -128,7 +128,7 @@ class OnlinePipeline:
         frame alarm; fits the background model the stages asked for. The frames are spooled to a temporary folder
         of PNGs, so memory does not grow with the warm-up length. Returns a note for the log.
         """
-        from tao_lab.data.clips import FrameFolderClip
+        from tao_lab.dataset.clips import FrameFolderClip
         import cv2
 
         tmp = Path(tempfile.mkdtemp(prefix="tao_online_warmup_"))

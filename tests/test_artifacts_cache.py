@@ -200,7 +200,7 @@ def _write_masked_clip(root, x0, labels=(0, 1, 1)):
     """A 3-frame clip (PNG frames) with UCSD-style mask files: a 4x4 blob at column x0 in the labelled frames."""
     import cv2
 
-    from tao_lab.data.clips import FolderMasks, FrameFolderClip
+    from tao_lab.dataset.clips import FolderMasks, FrameFolderClip
     from tao_lab.types import ClipGT
 
     frames, masks = root / "Test001", root / "Test001_gt"
@@ -242,7 +242,7 @@ def test_gt_tracks_follow_edited_masks(tmp_path):
 
 
 def test_gt_source_covers_in_memory_array_and_callable_masks(tmp_path):
-    from tao_lab.data.clips import ArrayMasks, CroppedMasks
+    from tao_lab.dataset.clips import ArrayMasks, CroppedMasks
     from tao_lab.evaluation import gt_source
     from tao_lab.types import Clip, ClipGT
 

@@ -175,7 +175,7 @@ def test_missing_weights_name_the_file_and_where_to_get_it(tmp_path):
 def test_real_int8_yolo_finds_people_the_bicycle_and_the_cart_on_ped2():
     from hydra.utils import instantiate
 
-    from tao_lab.data import load_ucsd
+    from tao_lab.dataset import load_ucsd
 
     cfg = compose("eval", ["detector=yolo", f"paths.weights_dir={WEIGHTS_DIR}"])
     det = instantiate(cfg.detector)

@@ -231,7 +231,7 @@ def test_classical_beats_filled_boxes_on_ped2_given_the_same_boxes():
     """Real Ped2, 3 test clips, prompts = GT-derived object boxes every 5th frame (a quality check of the mask
     shape and pixel scores at equal boxes, not a tuning run): the foreground masks must beat the filled boxes on
     pixel AP and not lose on AUPRO@0.3."""
-    from tao_lab.data import load_ucsd
+    from tao_lab.dataset import load_ucsd
     from tao_lab.metrics import PixelMetrics, tracks_from_masks
     from tao_lab.prompts import PassThroughPromptFilter
 

@@ -54,7 +54,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from tao_lab.data.ucsd import write_ucsd_layout  # noqa: F401 - re-exported: write a generator to the UCSD layout
+from tao_lab.dataset.ucsd import write_ucsd_layout  # noqa: F401 - re-exported: write a generator to the UCSD layout
 from tao_lab.types import Clip, ClipGT, Dataset, ObjectTable
 
 GENERATOR_VERSION = 1  # bump when rendering or layout changes: it is part of every clip's ``source`` (cache keys)

@@ -22,9 +22,9 @@ from typing import Iterable, Optional, Union
 import cv2
 import numpy as np
 
-from tao_lab.data.clips import FolderMasks, FrameFolderClip, list_images
-from tao_lab.data.common import check_limit, check_unknown_ids, require_dir, select_ids
-from tao_lab.data.errors import DataError
+from tao_lab.dataset.clips import FolderMasks, FrameFolderClip, list_images
+from tao_lab.dataset.common import check_limit, check_unknown_ids, require_dir, select_ids
+from tao_lab.dataset.errors import DataError
 from tao_lab.types import Clip, ClipGT, Dataset
 
 UCSD_FPS = 10.0  # the UCSD clips were recorded at 10 frames/s

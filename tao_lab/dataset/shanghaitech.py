@@ -17,9 +17,9 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from tao_lab.data.clips import VIDEO_EXTENSIONS, ArrayMasks, FrameFolderClip, VideoFileClip, list_images, natural_key
-from tao_lab.data.common import check_limit, check_unknown_ids, require_dir, select_ids
-from tao_lab.data.errors import DataError
+from tao_lab.dataset.clips import VIDEO_EXTENSIONS, ArrayMasks, FrameFolderClip, VideoFileClip, list_images, natural_key
+from tao_lab.dataset.common import check_limit, check_unknown_ids, require_dir, select_ids
+from tao_lab.dataset.errors import DataError
 from tao_lab.types import Clip, ClipGT, Dataset
 
 SHANGHAITECH_FPS = 24.0

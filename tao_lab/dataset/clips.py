@@ -14,8 +14,8 @@ from typing import Iterator, Optional, Sequence
 import cv2
 import numpy as np
 
-from tao_lab.data.common import check_limit
-from tao_lab.data.errors import DataError
+from tao_lab.dataset.common import check_limit
+from tao_lab.dataset.errors import DataError
 from tao_lab.types import Clip, ClipGT
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")

@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from tao_lab.data.errors import DataError
+from tao_lab.dataset.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from tao_lab.data.clips import (VIDEO_EXTENSIONS, CroppedMasks, FrameFolderClip, VideoFileClip, list_images,
+from tao_lab.dataset.clips import (VIDEO_EXTENSIONS, CroppedMasks, FrameFolderClip, VideoFileClip, list_images,
                                 natural_key)
-from tao_lab.data.common import check_limit, check_unknown_ids, require_dir, select_ids
-from tao_lab.data.errors import DataError
+from tao_lab.dataset.common import check_limit, check_unknown_ids, require_dir, select_ids
+from tao_lab.dataset.errors import DataError
 from tao_lab.types import Clip, ClipGT, Dataset
 
 AVENUE_FPS = 25.0
@@ -138,7 +138,7 @@ def load_avenue(data_dir: str, max_clips: Optional[int] = None, max_frames: Opti
     Clip ids 'Train01'.. / 'Test01'..; test clips get frame labels (T,) bool and lazy masks (H, W) bool from
     ``testing_label_mask/N_label.mat``. The number of masks must equal the number of decodable frames (DataError
     naming the video, the .mat file and both numbers otherwise). ``max_clips`` per split, ``max_frames`` per
-    clip, ``clip_ids`` as in :func:`tao_lab.data.load_ucsd`.
+    clip, ``clip_ids`` as in :func:`tao_lab.dataset.load_ucsd`.
     """
     root = require_dir(data_dir, "Avenue dataset directory", _HOW)
     max_frames = check_limit("max_frames", max_frames)

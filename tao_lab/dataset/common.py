@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Optional, Sequence
 
-from tao_lab.data.errors import DataError
+from tao_lab.dataset.errors import DataError
 
 
 def check_limit(name: str, value: Optional[int]) -> Optional[int]:

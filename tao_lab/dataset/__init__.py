@@ -5,14 +5,14 @@ Factories (Hydra ``_target_``s): :func:`load_ucsd`, :func:`load_avenue`, :func:`
 GT masks are (H, W) bool, frame labels (T,) bool. Errors about data on disk are :class:`DataError` and name the path.
 Only numpy, cv2 (and scipy, lazily) are imported.
 """
-from tao_lab.data.errors import DataError
-from tao_lab.data.clips import (ArrayMasks, CroppedMasks, FolderMasks, FrameFolderClip, VideoFileClip, list_images,
+from tao_lab.dataset.errors import DataError
+from tao_lab.dataset.clips import (ArrayMasks, CroppedMasks, FolderMasks, FrameFolderClip, VideoFileClip, list_images,
                                 natural_key, read_image)
-from tao_lab.data.ucsd import find_ucsd_root, load_ucsd, parse_ucsd_m, write_ucsd_layout
-from tao_lab.data.avenue import load_avenue
-from tao_lab.data.shanghaitech import load_shanghaitech
-from tao_lab.data.single import load_frames_or_video
-from tao_lab.data.synthetic import SyntheticClip, SyntheticGenerator, make_synthetic
+from tao_lab.dataset.ucsd import find_ucsd_root, load_ucsd, parse_ucsd_m, write_ucsd_layout
+from tao_lab.dataset.avenue import load_avenue
+from tao_lab.dataset.shanghaitech import load_shanghaitech
+from tao_lab.dataset.single import load_frames_or_video
+from tao_lab.dataset.synthetic import SyntheticClip, SyntheticGenerator, make_synthetic
 
 __all__ = ["DataError", "ArrayMasks", "CroppedMasks", "FolderMasks", "FrameFolderClip", "VideoFileClip",
            "list_images", "natural_key", "read_image", "find_ucsd_root", "load_ucsd", "parse_ucsd_m",

@@ -4,10 +4,10 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from tao_lab.data.clips import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameFolderClip, VideoFileClip, list_images, \
+from tao_lab.dataset.clips import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameFolderClip, VideoFileClip, list_images, \
     natural_key
-from tao_lab.data.common import check_limit
-from tao_lab.data.errors import DataError
+from tao_lab.dataset.common import check_limit
+from tao_lab.dataset.errors import DataError
 from tao_lab.types import Clip, Dataset
 
 
