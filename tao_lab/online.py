@@ -323,7 +323,7 @@ def run_online(cfg) -> dict:
     ``summary.json`` (alarm, events, gaps, latency statistics). Everything that grows with the stream is written
     as it comes, never held whole: memory stays flat after the warm-up. An error removes the partial folder.
     """
-    from tao_lab.detect.hybrid import class_labels
+    from tao_lab.detector.hybrid import class_labels
     from tao_lab.events import EventBuilder, frames_of
     from tao_lab.outputs import OutputSink
     from tao_lab.report.overlay import TIMELINE_HEIGHT, compose_frame, draw_objects, rolling_bar

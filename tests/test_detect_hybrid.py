@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from helpers import PED2_DIR, WEIGHTS_DIR, compose, ped2_available
-from tao_lab.detect import UNKNOWN_CLASS, BackgroundSubtractionDetector, HybridDetector, YoloDetector, merge_detections
-from tao_lab.detect.hybrid import class_labels, covered_fraction
-from tao_lab.detect.yolo import box_iou, interpolate_key_frames
+from tao_lab.detector import UNKNOWN_CLASS, BackgroundSubtractionDetector, HybridDetector, YoloDetector, merge_detections
+from tao_lab.detector.hybrid import class_labels, covered_fraction
+from tao_lab.detector.yolo import box_iou, interpolate_key_frames
 from tao_lab.types import Clip, ObjectTable
 
 YOLO11 = WEIGHTS_DIR / "yolo11n_int8.tflite"
@@ -110,7 +110,7 @@ def test_hybrid_config_reuses_the_cached_parts(tmp_path):
     yolo_cfg = compose("eval", ["detector=yolo", *over], tmp_path)
     hybrid_cfg = compose("eval", ["detector=hybrid", "paths.weights_dir=" + str(tmp_path),
                                   "detector.yolo.weights=yolov8n.yaml"], tmp_path)
-    assert hybrid_cfg.detector._target_ == "tao_lab.detect.HybridDetector"
+    assert hybrid_cfg.detector._target_ == "tao_lab.detector.HybridDetector"
     assert hybrid_cfg.detector.yolo == yolo_cfg.detector
     clip = _Frames(6)
     boxes = ObjectTable.build([0, 3], [[5, 5, 20, 30], [6, 5, 21, 30]], [0.9, 0.8], None, [7, 7])

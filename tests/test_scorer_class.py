@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from helpers import compose
-from tao_lab.detect import UNKNOWN_CLASS
+from tao_lab.detector import UNKNOWN_CLASS
 from tao_lab.scorers import AttributeScorer
 from tao_lab.scorers.class_rarity import check_detector_has_classes, class_rarity, fit_class_table
 from tao_lab.types import ObjectTable

@@ -18,7 +18,7 @@ TINY = dict(window=8, stride=2, d_model=16, depth=1, heads=2, ff_mult=2, dropout
 def _clip_items(dataset_kwargs: dict, split: str):
     """[(objects, features, num_frames)] and clips, from the real weight-free detector, tracker and features."""
     from tao_lab.dataset import make_synthetic
-    from tao_lab.detect.subtraction import BackgroundSubtractionDetector
+    from tao_lab.detector.subtraction import BackgroundSubtractionDetector
     from tao_lab.features.appearance import CropAppearanceFeature
     from tao_lab.features.base import extract_features
     from tao_lab.features.geometry import BoxGeometryFeature

@@ -2,7 +2,7 @@
 
 Per frame, every planned box (the prompt's box on prompt frames, the object's tracked box on carried frames; see
 tao_lab.segment.carry) is cut out of the frame's foreground: from the clip's background model
-(tao_lab.detect.background.BackgroundModel, fitted on the clip itself) or from frame differencing (against the
+(tao_lab.detector.background.BackgroundModel, fitted on the clip itself) or from frame differencing (against the
 median of a few neighbouring frames).
 Holes are filled; optionally only the largest blob is kept and GrabCut refines the mask. When the box holds too
 little foreground (a stopped object, a missed detection) the mask falls back to the filled box or its inscribed
@@ -81,7 +81,7 @@ class _FrameDifference:
 
 class _Background:
     def __init__(self, clip: Clip, kwargs: dict):
-        from tao_lab.detect.background import BackgroundModel
+        from tao_lab.detector.background import BackgroundModel
 
         self.model = BackgroundModel(**kwargs).fit(clip)
 
@@ -94,7 +94,7 @@ class ForegroundSegmenter(CarryingSegmenter):
     """Weight-free segmenter: foreground inside the (prompted or carried) box; see the module docstring.
 
     Args:
-        foreground: "background_model" (per-clip median background, tao_lab.detect.background) or "frame_diff".
+        foreground: "background_model" (per-clip median background, tao_lab.detector.background) or "frame_diff".
         background: keyword arguments of BackgroundModel (None = its defaults).
         diff_gap: frame_diff: the neighbours are the frames t +- k * diff_gap, k = 1..diff_neighbours.
         diff_neighbours: frame_diff: neighbours on each side.

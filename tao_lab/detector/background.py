@@ -1,6 +1,6 @@
 """Per-clip background model for fixed cameras (weight-free; numpy + OpenCV only).
 
-Used by :class:`tao_lab.detect.BackgroundSubtractionDetector` and by the weight-free segmenter.
+Used by :class:`tao_lab.detector.BackgroundSubtractionDetector` and by the weight-free segmenter.
 
 How it copes with the usual troubles of fixed-camera surveillance video:
 - **moving objects in the training frames**: the background is the per-pixel *median* of frames sampled evenly

@@ -6,8 +6,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from tao_lab.detect.background import BackgroundModel
-from tao_lab.detect.base import Detector, DetectorStream
+from tao_lab.detector.background import BackgroundModel
+from tao_lab.detector.base import Detector, DetectorStream
 from tao_lab.types import Clip, ObjectTable
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tao_lab.detect.base import Detector, DetectorStream
+from tao_lab.detector.base import Detector, DetectorStream
 from tao_lab.types import Clip, ObjectTable
 
 #: ``cls`` of a background blob that no box of the class-aware detector explains ("unknown" object).
@@ -64,9 +64,9 @@ class HybridDetector(Detector):
     """Boxes of a class-aware detector plus the unexplained blobs of a background detector (module docstring).
 
     Args:
-        yolo: the class-aware detector (e.g. :class:`tao_lab.detect.YoloDetector`).
+        yolo: the class-aware detector (e.g. :class:`tao_lab.detector.YoloDetector`).
         background: the class-agnostic detector whose blobs fill the gaps (e.g.
-            :class:`tao_lab.detect.BackgroundSubtractionDetector`).
+            :class:`tao_lab.detector.BackgroundSubtractionDetector`).
         explained: a blob at least this fraction of whose area lies inside the class-aware boxes of its frame is
             dropped (it is one of the objects already found, or a fragment of one).
     Output: ``cls`` = the class-aware detector's class, or :data:`UNKNOWN_CLASS` for a blob; ``score`` = either

@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from tao_lab.boxes import box_iou
-from tao_lab.detect.base import Detector, DetectorStream
+from tao_lab.detector.base import Detector, DetectorStream
 from tao_lab.types import Clip, ObjectTable
 
 
