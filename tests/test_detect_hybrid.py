@@ -78,7 +78,7 @@ class _FakeDetector:
 
 
 def test_hybrid_detector_and_tracking_on_the_union():
-    from tao_lab.track import ByteTracker
+    from tao_lab.tracker import ByteTracker
 
     n = 12
     # a YOLO person walking right and a blob of an unknown object walking left, plus fragments of the person

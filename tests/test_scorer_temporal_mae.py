@@ -23,7 +23,7 @@ def _clip_items(dataset_kwargs: dict, split: str):
     from tao_lab.features.base import extract_features
     from tao_lab.features.geometry import BoxGeometryFeature
     from tao_lab.features.velocity import VelocityFeature
-    from tao_lab.track.bytetrack import ByteTracker
+    from tao_lab.tracker.bytetrack import ByteTracker
 
     ds = make_synthetic(**dataset_kwargs)
     det, trk = BackgroundSubtractionDetector(), ByteTracker()

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from tao_lab.track.base import Tracker, TrackerStream, relabel_tracks
+from tao_lab.tracker.base import Tracker, TrackerStream, relabel_tracks
 from tao_lab.types import Clip, ObjectTable
 
 
