@@ -66,7 +66,7 @@ def test_calibrated_alarm_on_synthetic_clips(tmp_path):
 
 def test_track_parts_keep_every_track_whole_and_span_the_window():
     from tao_lab.alarm import track_parts, window_blocks
-    from tao_lab.scorers.scene import dwell_frames
+    from tao_lab.scorer.scene import dwell_frames
     from tao_lab.types import ObjectTable
 
     T = 60

@@ -113,7 +113,7 @@ def test_interrupted_write_leaves_no_artifact(tmp_path, monkeypatch):
 # ----- scorer checkpoints and temporary files: nothing half-written --------------------------------------------
 def _tiny_scorer():
     from helpers import make_clip
-    from tao_lab.scorers import AttributeScorer
+    from tao_lab.scorer import AttributeScorer
 
     rng = np.random.default_rng(0)
     return AttributeScorer({"velocity": {"model": "gmm", "tail": "upper", "columns": [0],

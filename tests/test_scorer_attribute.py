@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import CONFIG_DIR, make_clip
-from tao_lab.scorers import AttributeScorer, frame_scores_from_objects, smooth_along_tracks
+from tao_lab.scorer import AttributeScorer, frame_scores_from_objects, smooth_along_tracks
 from tao_lab.types import ObjectTable
 
 ATTRS = {
@@ -185,7 +185,7 @@ def test_bad_checkpoints_are_refused_naming_the_file(fitted, tmp_path, monkeypat
     import torch
 
     from tao_lab.checkpoints import CheckpointError
-    from tao_lab.scorers import TemporalMaeScorer
+    from tao_lab.scorer import TemporalMaeScorer
 
     scorer, _ = fitted
     good = tmp_path / "good.ckpt"

@@ -1,11 +1,11 @@
 """The scorer interface: a LightningModule fitted on training clips that scores the objects of a clip.
 
-Implementations: :class:`tao_lab.scorers.attribute.AttributeScorer` (density models, fit once) and a temporal
+Implementations: :class:`tao_lab.scorer.attribute.AttributeScorer` (density models, fit once) and a temporal
 MAE scorer (trained). The pipeline calls only:
 
 - ``fit_clips(items)`` with ``items = [(objects, features, num_frames), ...]`` of the training (normal) clips;
 - ``score_clip(objects, features, num_frames) -> ObjectScores``; online, ``stream(window)`` (per frame, by default
-  ``score_clip`` on a ring buffer of the last frames: tao_lab.scorers.stream);
+  ``score_clip`` on a ring buffer of the last frames: tao_lab.scorer.stream);
 - ``train_object_scores() -> (N,) float32``: calibrated scores of the training objects, to fit a threshold on;
 - ``save_checkpoint(path)`` / ``load_from_checkpoint(path)``: always with ``weights_only=True`` (tensors and plain
   values only); a file that is not this scorer's checkpoint is refused with a :class:`CheckpointError` naming it.
@@ -73,9 +73,9 @@ class ObjectScorer(lightning.LightningModule):
         raise NotImplementedError
 
     def stream(self, window: int):
-        """The per-frame form (online): a :class:`tao_lab.scorers.stream.ScorerStream` whose ``step(index,
+        """The per-frame form (online): a :class:`tao_lab.scorer.stream.ScorerStream` whose ``step(index,
         objects, features)`` scores a ring buffer of the last ``window`` frames with :meth:`score_clip`."""
-        from tao_lab.scorers.stream import ScorerStream
+        from tao_lab.scorer.stream import ScorerStream
 
         return ScorerStream(self, window)
 
@@ -165,7 +165,7 @@ def scorer_class(target: str) -> type[ObjectScorer]:
     if not (isinstance(cls, type) and issubclass(cls, ObjectScorer)):
         from tao_lab.user_errors import ConfigError
 
-        raise ConfigError(f"scorer._target_={target!r} is not an ObjectScorer (tao_lab.scorers.base): a scorer "
+        raise ConfigError(f"scorer._target_={target!r} is not an ObjectScorer (tao_lab.scorer.base): a scorer "
                           f"subclasses it, which declares what it needs (needs_trainer, supports_unlabeled, ...)")
     return cls
 

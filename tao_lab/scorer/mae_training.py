@@ -1,7 +1,7 @@
 """How the temporal MAE scorer is trained: the held-out validation split, the Trainers, and the fit loop with
-self-paced refinement on unlabeled clips (the ranking and dropping rule is :mod:`tao_lab.scorers.spr`).
+self-paced refinement on unlabeled clips (the ranking and dropping rule is :mod:`tao_lab.scorer.spr`).
 
-The loop drives a :class:`~tao_lab.scorers.temporal_mae.TemporalMaeScorer` (the LightningModule: losses, steps,
+The loop drives a :class:`~tao_lab.scorer.temporal_mae.TemporalMaeScorer` (the LightningModule: losses, steps,
 optimiser, callbacks) through one Lightning ``Trainer.fit`` per round. Round 0 trains on every window; before
 round r the ``self_paced.drop[r-1]`` fraction of all training (and validation) windows with the largest
 deterministic reconstruction loss under the current model is excluded and the model is refit (from scratch with
@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 import torch
 
-from tao_lab.scorers.base import FitItem
-from tao_lab.scorers.mae_windows import split_by_frame
-from tao_lab.scorers.spr import check_schedule, keep_lowest
+from tao_lab.scorer.base import FitItem
+from tao_lab.scorer.mae_windows import split_by_frame
+from tao_lab.scorer.spr import check_schedule, keep_lowest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+    from tao_lab.scorer.temporal_mae import TemporalMaeScorer
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ objects, and an object's raw attribute score is
   ``tail="upper"``: -log P(X >= x) under the mixture, which is ~0 for anything at or below the bulk of the
   training values and grows only for values above it (e.g. "faster than normal", not "slower than normal");
 - ``knn``: mean distance to the k nearest training vectors (exact, squared L2 by default as in AIVAD);
-- ``class``: rarity of the object's detected class among the training objects (``tao_lab.scorers.class_rarity``;
+- ``class``: rarity of the object's detected class among the training objects (``tao_lab.scorer.class_rarity``;
   reads the objects' ``cls`` column, not a feature; needs a detector with classes, e.g. ``detector=hybrid``);
 - ``occupancy`` / ``direction``: scene-context models of where objects stand and which way they go per place
-  (``tao_lab.scorers.scene``).
+  (``tao_lab.scorer.scene``).
 
 Raw scores may be smoothed along each track (running median over ``track_window`` detections), then calibrated
 on the training objects: ``(s - min) / (upper - min)`` with ``upper`` the ``upper_percentile`` of the training
@@ -37,10 +37,10 @@ import torch
 from scipy.special import log_ndtr, logsumexp
 
 from tao_lab.config import to_plain
-from tao_lab.scorers import scene
-from tao_lab.scorers.base import FitItem, ObjectScorer
-from tao_lab.scorers.calibration import calibrate, percentile_range
-from tao_lab.scorers.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
+from tao_lab.scorer import scene
+from tao_lab.scorer.base import FitItem, ObjectScorer
+from tao_lab.scorer.calibration import calibrate, percentile_range
+from tao_lab.scorer.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
 from tao_lab.types import ObjectScores, ObjectTable
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ _ATTR_DEFAULTS: dict[str, Any] = {
     "upper_percentile": 99.9,   # calibration upper point (percentile of training scores; 100 = max)
     "weight": 1.0,              # weight in the object score
     "track_window": 1,          # running median of the raw score along the track (detections; 1 = off)
-    # scene context (tao_lab.scorers.scene); positions are box footprints from the `place` feature
+    # scene context (tao_lab.scorer.scene); positions are box footprints from the `place` feature
     "by_place": None,           # None | "ratio" | "standardize": normalise the attribute per place before the model
     "grid": [4, 4],             # place cells (rows, cols) of by_place, occupancy and direction
     "place_prior": 50.0,        # by_place: a cell's statistics are shrunk to the global ones by n / (n + prior)
@@ -216,7 +216,7 @@ class AttributeScorer(ObjectScorer):
         if len(kept) == 0:
             raise ValueError(f"attribute {name!r}: no finite training vectors to fit on")
         if s["model"] == "class":
-            from tao_lab.scorers.class_rarity import fit_class_table
+            from tao_lab.scorer.class_rarity import fit_class_table
 
             table = fit_class_table(x[kept, 0])
             return {"class_classes": table["classes"], "class_nll": table["nll"]}, kept
@@ -265,7 +265,7 @@ class AttributeScorer(ObjectScorer):
             return out
         xv = x[ok].astype(np.float64)
         if s["model"] == "class":
-            from tao_lab.scorers.class_rarity import class_rarity
+            from tao_lab.scorer.class_rarity import class_rarity
 
             out[ok] = class_rarity(xv[:, 0], model["class_classes"], model["class_nll"])
             return out

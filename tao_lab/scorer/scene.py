@@ -3,7 +3,7 @@
 A fixed camera sees the same ground plane all the time, so "normal" depends on the place: people near the camera
 are large and fast in pixels, far away small and slow; they walk along paths, in the directions of those paths,
 and pass rather than stay. These models learn that from the training objects alone (pure numpy; every fitted
-quantity is an array, which :class:`~tao_lab.scorers.attribute.AttributeScorer` keeps as a buffer).
+quantity is an array, which :class:`~tao_lab.scorer.attribute.AttributeScorer` keeps as a buffer).
 
 Positions are *footprints*: the bottom centre of the box in frame-relative units (``PlaceFeature``), the point
 where an object touches the ground and so the one that fixes its depth. Places are cells of a ``(rows, cols)``

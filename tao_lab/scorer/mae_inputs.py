@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from tao_lab.config import to_plain
-from tao_lab.scorers.base import FitItem
+from tao_lab.scorer.base import FitItem
 
 #: Default input feature groups. ``optional: true`` groups are used when the features stage provides them.
 DEFAULT_INPUTS: dict[str, dict[str, Any]] = {

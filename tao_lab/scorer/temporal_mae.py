@@ -4,12 +4,12 @@ The scorer is split by job, the way anomalib splits a model:
 
 - this module: :class:`TemporalMaeScorer`, the LightningModule (losses, training and validation steps, optimiser,
   callbacks, deterministic errors, scoring, checkpoints);
-- :mod:`tao_lab.scorers.mae_modules`: the torch model (token pooling, transformer encoder, heads, masks, losses);
-- :mod:`tao_lab.scorers.mae_inputs`: the input feature groups, the row matrix and its standardisation;
-- :mod:`tao_lab.scorers.mae_windows`: track sequences cut into windows, the scoring mask patterns;
-- :mod:`tao_lab.scorers.mae_training`: the validation split, the Trainers and the fit loop with self-paced
-  refinement (:mod:`tao_lab.scorers.spr`) on unlabeled clips;
-- :mod:`tao_lab.scorers.calibration`: the percentile calibration shared with the attribute scorer, and the context
+- :mod:`tao_lab.scorer.mae_modules`: the torch model (token pooling, transformer encoder, heads, masks, losses);
+- :mod:`tao_lab.scorer.mae_inputs`: the input feature groups, the row matrix and its standardisation;
+- :mod:`tao_lab.scorer.mae_windows`: track sequences cut into windows, the scoring mask patterns;
+- :mod:`tao_lab.scorer.mae_training`: the validation split, the Trainers and the fit loop with self-paced
+  refinement (:mod:`tao_lab.scorer.spr`) on unlabeled clips;
+- :mod:`tao_lab.scorer.calibration`: the percentile calibration shared with the attribute scorer, and the context
   reference of the reconstruction error.
 
 What it learns
@@ -37,7 +37,7 @@ validation split of *held-out training clips* (``val_fraction`` of the clips, at
 the last ``val_fraction`` of its frames), ``EarlyStopping`` and ``ModelCheckpoint`` on ``val/loss``; the best
 weights are restored after the fit. Validation masks are drawn from a fixed seed so ``val/loss`` does not jitter
 with the masks. Unlabeled video (``fit_clips(..., unlabeled=True)``, i.e. ``training.mode=unsupervised``) is fitted
-in self-paced rounds (:mod:`tao_lab.scorers.mae_training`).
+in self-paced rounds (:mod:`tao_lab.scorer.mae_training`).
 
 Scoring
 -------
@@ -91,16 +91,16 @@ import numpy as np
 import torch
 
 from tao_lab.config import to_plain
-from tao_lab.scorers.base import FitItem, ObjectScorer
-from tao_lab.scorers.calibration import calibrate, context_reference, percentile_range
-from tao_lab.scorers.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
-from tao_lab.scorers.mae_inputs import (discover_dims, feature_matrix, fit_standardisation, input_specs,
+from tao_lab.scorer.base import FitItem, ObjectScorer
+from tao_lab.scorer.calibration import calibrate, context_reference, percentile_range
+from tao_lab.scorer.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
+from tao_lab.scorer.mae_inputs import (discover_dims, feature_matrix, fit_standardisation, input_specs,
                                         standardise)
-from tao_lab.scorers.mae_modules import (TemporalMaeNet, future_mask, grouped_error, neighbour_info_nce,
+from tao_lab.scorer.mae_modules import (TemporalMaeNet, future_mask, grouped_error, neighbour_info_nce,
                                          random_mask)
-from tao_lab.scorers.mae_training import fit_in_rounds, split_clips
-from tao_lab.scorers.mae_windows import interleaved_masks, make_windows, scatter_mean, track_sequences
-from tao_lab.scorers.spr import check_schedule, keep_lowest
+from tao_lab.scorer.mae_training import fit_in_rounds, split_clips
+from tao_lab.scorer.mae_windows import interleaved_masks, make_windows, scatter_mean, track_sequences
+from tao_lab.scorer.spr import check_schedule, keep_lowest
 from tao_lab.types import ObjectScores, ObjectTable
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class TemporalMaeScorer(ObjectScorer):
             reconstruction error), optional (skip when the features stage does not provide it), std_floor (each
             column is standardised by its training std, but at least std_floor x the root-mean-square std of the
             group: for groups in one unit, such as velocity's px/frame columns; 0 = plain per-column std).
-            None = :data:`tao_lab.scorers.mae_inputs.DEFAULT_INPUTS`.
+            None = :data:`tao_lab.scorer.mae_inputs.DEFAULT_INPUTS`.
         window / stride: window length T (rows of one track) and the training window stride;
             score_stride: stride when scoring (None = ``stride``).
         d_model, depth, heads, ff_mult, dropout: transformer size; pooling: gap | attention | hybrid;

@@ -1,7 +1,7 @@
 """Training-only percentile calibration, shared by the scorers.
 
-A raw score ``s`` (one attribute of :class:`~tao_lab.scorers.attribute.AttributeScorer`, one component of
-:class:`~tao_lab.scorers.temporal_mae.TemporalMaeScorer`) becomes ``(s - lo) / (hi - lo)``, where ``lo`` is the
+A raw score ``s`` (one attribute of :class:`~tao_lab.scorer.attribute.AttributeScorer`, one component of
+:class:`~tao_lab.scorer.temporal_mae.TemporalMaeScorer`) becomes ``(s - lo) / (hi - lo)``, where ``lo`` is the
 minimum and ``hi`` the ``upper_percentile`` of the calibration scores (training objects, or held-out training
 clips), never of test scores. A typical training object then scores about 0 and the training tail about 1, so
 attributes and components add up on one scale, and a fixed threshold (TAO's tau = 1) means "beyond the training
