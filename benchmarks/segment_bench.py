@@ -88,7 +88,7 @@ def weight_free_timing(args) -> dict:
     object boxes on every 5th frame (the compute does not depend on where the boxes come from)."""
     from tao_lab.dataset import load_ucsd
     from tao_lab.metrics import tracks_from_masks
-    from tao_lab.prompts import PassThroughPromptFilter
+    from tao_lab.prompt_filter import PassThroughPromptFilter
     from tao_lab.segment import FilledBoxSegmenter, ForegroundSegmenter
     from tao_lab.types import ObjectScores
 

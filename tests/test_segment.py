@@ -202,7 +202,7 @@ def test_every_segmenter_and_prompt_filter_option_composes(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from tao_lab.prompts import PromptFilter
+    from tao_lab.prompt_filter import PromptFilter
     from tao_lab.segment import Segmenter
 
     GlobalHydra.instance().clear()
@@ -233,7 +233,7 @@ def test_classical_beats_filled_boxes_on_ped2_given_the_same_boxes():
     pixel AP and not lose on AUPRO@0.3."""
     from tao_lab.dataset import load_ucsd
     from tao_lab.metrics import PixelMetrics, tracks_from_masks
-    from tao_lab.prompts import PassThroughPromptFilter
+    from tao_lab.prompt_filter import PassThroughPromptFilter
 
     ds = load_ucsd(str(PED2_DIR), max_clips=3, splits=("test",))
     metrics = {"classical": PixelMetrics(), "boxes": PixelMetrics()}

@@ -107,7 +107,7 @@ def label_by_track(instance_map: np.ndarray, objects: ObjectTable, min_iou: floa
     """A frame's instance map with each mask labelled by the track id of the object it overlaps most (IoU of the
     boxes > ``min_iou``, each object used once); other masks get fresh ids from ``max track id + 1e6`` on.
     Online, prompt ids are per window; track ids are the stream's."""
-    from tao_lab.prompts.geometry import box_iou
+    from tao_lab.prompt_filter.geometry import box_iou
 
     labels = [int(k) for k in np.unique(instance_map) if k > 0]
     if not labels:

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from tao_lab.prompts.geometry import box_iou
+from tao_lab.prompt_filter.geometry import box_iou
 from tao_lab.types import ObjectScores, ObjectTable, Prompts
 
 CARRY_SCORES = ("prompt", "track", "max")

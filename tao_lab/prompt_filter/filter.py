@@ -32,7 +32,7 @@ from typing import Optional
 
 import numpy as np
 
-from tao_lab.prompts.geometry import MatchRule, box_centers, merge_any_overlap, merge_iou
+from tao_lab.prompt_filter.geometry import MatchRule, box_centers, merge_any_overlap, merge_iou
 from tao_lab.types import ObjectTable, Prompts
 
 PROMPT_TYPES = ("box", "point", "both")
