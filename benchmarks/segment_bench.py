@@ -89,7 +89,7 @@ def weight_free_timing(args) -> dict:
     from tao_lab.dataset import load_ucsd
     from tao_lab.metrics import tracks_from_masks
     from tao_lab.prompt_filter import PassThroughPromptFilter
-    from tao_lab.segment import FilledBoxSegmenter, ForegroundSegmenter
+    from tao_lab.segmenter import FilledBoxSegmenter, ForegroundSegmenter
     from tao_lab.types import ObjectScores
 
     ds = load_ucsd(args.data_dir, subset="ped2", max_clips=args.max_clips, splits=("test",))
@@ -111,7 +111,7 @@ def weight_free_timing(args) -> dict:
 
 
 def sam2_timing(args, clip, prompts) -> dict:
-    from tao_lab.segment import Sam2Segmenter
+    from tao_lab.segmenter import Sam2Segmenter
 
     out = {}
     for size in args.sam2_sizes:

@@ -189,7 +189,7 @@ class OnlinePipeline:
 
     def process(self, frame: np.ndarray, read_time: Optional[float] = None) -> OnlineFrame:
         """Runs every stage on one frame (BGR uint8, the stream's size) and returns its result."""
-        from tao_lab.segment.base import label_by_track
+        from tao_lab.segmenter.base import label_by_track
 
         if not self.stages:
             raise RuntimeError("call warmup(first_frames) (or build with a ckpt and warmup for the background) "

@@ -90,7 +90,7 @@ def check_weights(name: str, obj: Any) -> None:
     if isinstance(checkpoint, (str, Path)) and not getattr(obj, "random_init", False):
         if not Path(checkpoint).is_file():
             try:
-                from tao_lab.segment.sam2_segmenter import missing_checkpoint_message
+                from tao_lab.segmenter.sam2_segmenter import missing_checkpoint_message
 
                 message = missing_checkpoint_message(Path(checkpoint), obj.version, obj.backbone)
             except (ImportError, AttributeError):

@@ -5,7 +5,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from helpers import CONFIG_DIR, PED2_DIR, ArrayClip
-from tao_lab.segment import (FilledBoxSegmenter, ForegroundSegmenter, SegmentationBuilder, mask_box,
+from tao_lab.segmenter import (FilledBoxSegmenter, ForegroundSegmenter, SegmentationBuilder, mask_box,
                              masks_to_boxes, plan_boxes)
 from tao_lab.types import ObjectScores, ObjectTable, Prompts
 
@@ -203,7 +203,7 @@ def test_every_segmenter_and_prompt_filter_option_composes(tmp_path):
     from hydra.core.global_hydra import GlobalHydra
 
     from tao_lab.prompt_filter import PromptFilter
-    from tao_lab.segment import Segmenter
+    from tao_lab.segmenter import Segmenter
 
     GlobalHydra.instance().clear()
     built = {}

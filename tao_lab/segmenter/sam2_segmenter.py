@@ -42,7 +42,7 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 
-from tao_lab.segment.base import Segmenter, SegmentationBuilder
+from tao_lab.segmenter.base import Segmenter, SegmentationBuilder
 from tao_lab.types import Clip, ObjectScores, Prompts, Segmentation
 
 MODES = ("video", "image")

@@ -5,8 +5,8 @@ from typing import Optional
 
 import numpy as np
 
-from tao_lab.segment.base import FrameSegmenterStream, Segmenter, SegmentationBuilder
-from tao_lab.segment.carry import PlannedBox, plan_boxes
+from tao_lab.segmenter.base import FrameSegmenterStream, Segmenter, SegmentationBuilder
+from tao_lab.segmenter.carry import PlannedBox, plan_boxes
 from tao_lab.types import Clip, ObjectScores, Prompts, Segmentation
 
 
@@ -20,7 +20,7 @@ def box_slices(box: np.ndarray, height: int, width: int) -> tuple[slice, slice]:
 
 
 class CarryingSegmenter(Segmenter):
-    """Shared part of the weight-free segmenters: the per-frame box plan (tao_lab.segment.carry).
+    """Shared part of the weight-free segmenters: the per-frame box plan (tao_lab.segmenter.carry).
 
     Args:
         max_carry: carry an object along its track for at most this many frames after a prompt (0 = prompt

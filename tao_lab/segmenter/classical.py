@@ -1,7 +1,7 @@
 """``segmenter=classical`` (the default): weight-free masks = foreground pixels inside each object's box.
 
 Per frame, every planned box (the prompt's box on prompt frames, the object's tracked box on carried frames; see
-tao_lab.segment.carry) is cut out of the frame's foreground: from the clip's background model
+tao_lab.segmenter.carry) is cut out of the frame's foreground: from the clip's background model
 (tao_lab.detector.background.BackgroundModel, fitted on the clip itself) or from frame differencing (against the
 median of a few neighbouring frames).
 Holes are filled; optionally only the largest blob is kept and GrabCut refines the mask. When the box holds too
@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from tao_lab.segment.base import SegmentationBuilder
-from tao_lab.segment.boxes import CarryingSegmenter, box_slices
+from tao_lab.segmenter.base import SegmentationBuilder
+from tao_lab.segmenter.boxes import CarryingSegmenter, box_slices
 from tao_lab.types import Clip, ObjectScores, Prompts, Segmentation
 
 FOREGROUNDS = ("background_model", "frame_diff")
@@ -265,7 +265,7 @@ class ForegroundSegmenter(CarryingSegmenter):
         sides of the current one, so it segments the ring buffer (the default)."""
         if self.foreground != "background_model":
             return super().stream(ctx)
-        from tao_lab.segment.base import FrameSegmenterStream
+        from tao_lab.segmenter.base import FrameSegmenterStream
 
         background = ctx.background(self.background)
         return FrameSegmenterStream(self, ctx, lambda frame, items: self.frame_masks(frame, items,
