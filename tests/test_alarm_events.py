@@ -5,7 +5,7 @@ import pytest
 from tao_lab.events import EventBuilder, find_events
 from tao_lab.fragments import fragment_reasons, rank_tracks
 from tao_lab.metrics.operating_point import intervals, operating_point
-from tao_lab.thresholds import ConformalThreshold
+from tao_lab.threshold import ConformalThreshold
 from tao_lab.types import ObjectTable
 
 

@@ -26,8 +26,8 @@ def test_scorer_class_reads_the_config_target_and_refuses_a_non_scorer():
     from tao_lab.user_errors import ConfigError
 
     assert scorer_class("tao_lab.scorer.AttributeScorer") is AttributeScorer
-    with pytest.raises(ConfigError, match="'tao_lab.thresholds.FixedThreshold' is not an ObjectScorer"):
-        scorer_class("tao_lab.thresholds.FixedThreshold")
+    with pytest.raises(ConfigError, match="'tao_lab.threshold.FixedThreshold' is not an ObjectScorer"):
+        scorer_class("tao_lab.threshold.FixedThreshold")
 
 
 def test_the_cache_key_follows_the_declared_cache_version(tmp_path, monkeypatch):
