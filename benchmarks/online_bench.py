@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     if args.config_dir:
         CONFIG_DIR = Path(args.config_dir).resolve()
 
-    from tao_lab.offline import set_offline_env
+    from tao_lab.no_network import set_offline_env
 
     set_offline_env()
     import cv2

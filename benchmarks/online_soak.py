@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     os.environ["PROJECT_ROOT"] = str(root)
 
     from tao_lab.config import compose_config
-    from tao_lab.offline import set_offline_env
+    from tao_lab.no_network import set_offline_env
     from tao_lab import online as online_mod
 
     set_offline_env()

@@ -20,7 +20,7 @@ SHARED_DIR = ROOT.parent / "shared"
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ["WANDB_MODE"] = os.environ.get("TAO_TEST_WANDB_MODE", "disabled")
 
-from tao_lab.offline import set_offline_env  # noqa: E402
+from tao_lab.no_network import set_offline_env  # noqa: E402
 
 set_offline_env()
 

@@ -103,7 +103,7 @@ def test_yolo_missing_weights_is_clear(tmp_path):
 
 
 def _random_yolo_emitting_boxes(tmp_path, yaml="yolov8n.yaml"):
-    from tao_lab.offline import set_offline_env
+    from tao_lab.no_network import set_offline_env
 
     set_offline_env(tmp_path / "ultralytics")
     from tao_lab.detector.yolo import load_yolo

@@ -43,7 +43,7 @@ def load_yolo(weights: str, task: Optional[str] = None) -> Any:
     model needs the ``ai-edge-litert`` package: without it ultralytics would try to pip-install a runtime at load
     time, so its absence is an error here instead.
     """
-    from tao_lab.offline import disable_ultralytics_sync, set_offline_env
+    from tao_lab.no_network import disable_ultralytics_sync, set_offline_env
 
     weights = str(weights)
     check_yolo_weights(weights)

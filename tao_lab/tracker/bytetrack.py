@@ -57,7 +57,7 @@ class ByteTracker(Tracker):
         self.keep_unmatched = bool(keep_unmatched)
 
     def _new_tracker(self):
-        from tao_lab.offline import disable_ultralytics_sync, set_offline_env
+        from tao_lab.no_network import disable_ultralytics_sync, set_offline_env
 
         set_offline_env()
         disable_ultralytics_sync()
