@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from helpers import PED2_DIR, WEIGHTS_DIR, compose, ped2_available
-from tao_lab.detector import UNKNOWN_CLASS, BackgroundSubtractionDetector, HybridDetector, YoloDetector, merge_detections
+from tao_lab.detector import (UNKNOWN_CLASS, BackgroundSubtractionDetector, HybridDetector, YoloDetector,
+                              merge_detections)
 from tao_lab.detector.hybrid import class_labels, covered_fraction
 from tao_lab.detector.yolo import box_iou, interpolate_key_frames
 from tao_lab.types import Clip, ObjectTable
