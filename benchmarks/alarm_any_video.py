@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from tao_lab.config import compose_config
-    from tao_lab.offline import set_offline_env
+    from tao_lab.no_network import set_offline_env
     from tao_lab.pipeline import load_dataset
 
     set_offline_env()

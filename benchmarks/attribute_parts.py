@@ -22,9 +22,9 @@ def main(argv=None) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
     from tao_lab.config import compose_config
-    from tao_lab.offline import set_offline_env
+    from tao_lab.no_network import set_offline_env
     from tao_lab.pipeline import Pipeline, load_dataset
-    from tao_lab.scorers.common import frame_scores_from_objects, smooth_frame_scores
+    from tao_lab.scorer.common import frame_scores_from_objects, smooth_frame_scores
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "datasets", "ucsd_ped2"))

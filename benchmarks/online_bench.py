@@ -40,7 +40,7 @@ def synthetic_video(path: Path, warm_frames: int, test_frames: int, height: int,
     """One continuous synthetic clip: ``warm_frames`` without anomalies, then anomalies planted in the rest."""
     import cv2
 
-    from tao_lab.data import SyntheticGenerator
+    from tao_lab.dataset import SyntheticGenerator
 
     n = warm_frames + test_frames
     start = (warm_frames + 5) / n
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     if args.config_dir:
         CONFIG_DIR = Path(args.config_dir).resolve()
 
-    from tao_lab.offline import set_offline_env
+    from tao_lab.no_network import set_offline_env
 
     set_offline_env()
     import cv2

@@ -33,7 +33,7 @@ def synthetic_stream(path: Path, frames: int, height: int, width: int, seed: int
     """A long synthetic clip (the generator's scenes, anomalies planted from 20% of the stream on)."""
     import cv2
 
-    from tao_lab.data import SyntheticGenerator
+    from tao_lab.dataset import SyntheticGenerator
 
     clip = SyntheticGenerator(seed=seed, num_train_clips=0, num_test_clips=1, num_frames=frames, height=height,
                               width=width, anomalies_per_clip=(20, 30),
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     os.environ["PROJECT_ROOT"] = str(root)
 
     from tao_lab.config import compose_config
-    from tao_lab.offline import set_offline_env
+    from tao_lab.no_network import set_offline_env
     from tao_lab import online as online_mod
 
     set_offline_env()

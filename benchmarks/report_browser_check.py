@@ -28,7 +28,7 @@ def synthetic_input(path: Path, num_frames: int = 100, height: int = 160, width:
     """A synthetic surveillance clip (anomalies in its second half) as an mp4 to feed infer."""
     import cv2
 
-    from tao_lab.data import SyntheticGenerator
+    from tao_lab.dataset import SyntheticGenerator
 
     gen = SyntheticGenerator(seed=0, num_train_clips=0, num_test_clips=1, num_frames=num_frames, height=height,
                              width=width, anomalies_per_clip=(2, 2), anomaly_start=(0.5, 0.6))

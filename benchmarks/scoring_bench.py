@@ -131,7 +131,7 @@ def bench(args, overrides: list[str]) -> dict:
 
     from sklearn.metrics import roc_auc_score
 
-    from tao_lab.data import load_ucsd
+    from tao_lab.dataset import load_ucsd
 
     stages, cfg = build_stages(overrides)
     det, trk, feats, scorer, threshold = (stages[k] for k in ("detector", "tracker", "features", "scorer",
@@ -153,7 +153,7 @@ def bench(args, overrides: list[str]) -> dict:
 
     if args.stage_cache:
         from tao_lab.pipeline import Pipeline
-        from tao_lab.scorers.class_rarity import check_detector_has_classes
+        from tao_lab.scorer.class_rarity import check_detector_has_classes
 
         check_detector_has_classes(cfg.scorer, cfg.detector)
         detect = Pipeline(cfg).detections  # cached per clip by detector config (hybrid: per part)

@@ -86,10 +86,10 @@ def quality(args, extra: list[str]):
 def weight_free_timing(args) -> dict:
     """Without upstream stages: time the weight-free segmenters on the Ped2 test clips prompted with GT-derived
     object boxes on every 5th frame (the compute does not depend on where the boxes come from)."""
-    from tao_lab.data import load_ucsd
+    from tao_lab.dataset import load_ucsd
     from tao_lab.metrics import tracks_from_masks
-    from tao_lab.prompts import PassThroughPromptFilter
-    from tao_lab.segment import FilledBoxSegmenter, ForegroundSegmenter
+    from tao_lab.prompt_filter import PassThroughPromptFilter
+    from tao_lab.segmenter import FilledBoxSegmenter, ForegroundSegmenter
     from tao_lab.types import ObjectScores
 
     ds = load_ucsd(args.data_dir, subset="ped2", max_clips=args.max_clips, splits=("test",))
@@ -111,7 +111,7 @@ def weight_free_timing(args) -> dict:
 
 
 def sam2_timing(args, clip, prompts) -> dict:
-    from tao_lab.segment import Sam2Segmenter
+    from tao_lab.segmenter import Sam2Segmenter
 
     out = {}
     for size in args.sam2_sizes:
@@ -140,7 +140,7 @@ def main():
     args, extra = ap.parse_known_args()
     args.sam2_sizes = [int(s) for s in args.sam2_sizes.split(",") if s]
 
-    from tao_lab.data import load_ucsd
+    from tao_lab.dataset import load_ucsd
     from tao_lab.types import Prompts
 
     timing: dict = {}

@@ -27,7 +27,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3, help="runs per size; the best is reported (default 3)")
     args = ap.parse_args(argv)
 
-    from tao_lab.data import SyntheticGenerator
+    from tao_lab.dataset import SyntheticGenerator
 
     results = {}
     print(f"{'size':>10} {'frames/s':>10} {'target':>8}")

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tao_lab.offline import set_offline_env
+    from tao_lab.no_network import set_offline_env
 
     set_offline_env()
     rows = []

@@ -13,8 +13,8 @@ scores, fitted on scores the scorer did not see while it was fitted (in-sample s
   the input's first ``fit_seconds`` (assumed normal, as without a checkpoint) are held-out scores already.
 
 On those scores a threshold is fitted for ``target_false_alarm_rate`` (share of normal frames flagged): method
-``conformal`` (default; split-conformal quantile, :class:`~tao_lab.thresholds.ConformalThreshold`), ``evt``
-(generalised Pareto tail, :class:`~tao_lab.thresholds.EvtThreshold`) or ``percentile``. The online mode scores
+``conformal`` (default; split-conformal quantile, :class:`~tao_lab.threshold.ConformalThreshold`), ``evt``
+(generalised Pareto tail, :class:`~tao_lab.threshold.EvtThreshold`) or ``percentile``. The online mode scores
 causally (a frame's score sees only the ring buffer's past), so its held-out scores are computed causally too.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ METHODS = ("conformal", "evt", "percentile")
 
 def build_threshold(method: str, rate: float):
     """The threshold class behind ``alarm.method`` for a target exceedance ``rate`` of normal scores."""
-    from tao_lab.thresholds import ConformalThreshold, EvtThreshold, PercentileThreshold
+    from tao_lab.threshold import ConformalThreshold, EvtThreshold, PercentileThreshold
 
     if method == "conformal":
         return ConformalThreshold(rate)

@@ -16,13 +16,18 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from tao_lab import artifacts
+from tao_lab.renamed_modules import pre_rename_names
 
 log = logging.getLogger(__name__)
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
-    """A short hash of a JSON-serialisable object, independent of dict order."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    """A short hash of a JSON-serialisable object, independent of dict order.
+
+    Renamed tao_lab modules are hashed under their old names (``tao_lab.detector.X`` as ``tao_lab.detect.X``), so
+    the keys of caches filled before the rename stay the same (tao_lab.renamed_modules).
+    """
+    text = pre_rename_names(json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")))
     return hashlib.sha1(text.encode()).hexdigest()[:length]
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from tao_lab.cache import StageCache
-from tao_lab.data.label_check import check_labels_match_masks, check_mode
+from tao_lab.dataset.label_check import check_labels_match_masks, check_mode
 from tao_lab.pipeline import Pipeline, progress
 from tao_lab.types import Clip, ObjectTable
 

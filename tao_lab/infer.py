@@ -263,7 +263,7 @@ def _process(cfg, pipe, clip: Clip, chunks: list, sink, tau: float, alarm, n_fit
     # pass 2: stream the frames once more for the annotated video and the gallery / event crops
     gallery_rows = rank_tracks(tracks_t, reasons, int(cfg.get("gallery_size", 12)))
     event_rows = [o["row"] for ev in events for o in ev.objects[:1]]
-    from tao_lab.detect.hybrid import class_labels
+    from tao_lab.detector.hybrid import class_labels
 
     gallery, key_frame, event_crops = _render(cfg, clip, sink, frame_scores, tracks_t, seg_t, tau, alarm.tau,
                                               gallery_rows, reasons, event_rows, progress, show,

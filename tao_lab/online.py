@@ -128,7 +128,7 @@ class OnlinePipeline:
         frame alarm; fits the background model the stages asked for. The frames are spooled to a temporary folder
         of PNGs, so memory does not grow with the warm-up length. Returns a note for the log.
         """
-        from tao_lab.data.clips import FrameFolderClip
+        from tao_lab.dataset.clips import FrameFolderClip
         import cv2
 
         tmp = Path(tempfile.mkdtemp(prefix="tao_online_warmup_"))
@@ -189,7 +189,7 @@ class OnlinePipeline:
 
     def process(self, frame: np.ndarray, read_time: Optional[float] = None) -> OnlineFrame:
         """Runs every stage on one frame (BGR uint8, the stream's size) and returns its result."""
-        from tao_lab.segment.base import label_by_track
+        from tao_lab.segmenter.base import label_by_track
 
         if not self.stages:
             raise RuntimeError("call warmup(first_frames) (or build with a ckpt and warmup for the background) "
@@ -323,7 +323,7 @@ def run_online(cfg) -> dict:
     ``summary.json`` (alarm, events, gaps, latency statistics). Everything that grows with the stream is written
     as it comes, never held whole: memory stays flat after the warm-up. An error removes the partial folder.
     """
-    from tao_lab.detect.hybrid import class_labels
+    from tao_lab.detector.hybrid import class_labels
     from tao_lab.events import EventBuilder, frames_of
     from tao_lab.outputs import OutputSink
     from tao_lab.report.overlay import TIMELINE_HEIGHT, compose_frame, draw_objects, rolling_bar

@@ -33,7 +33,7 @@ STAGES = ("detect", "track", "features", "score", "prompts", "segment")
 
 #: Bump a stage's number when its code starts giving other outputs for the same config and input: the number then
 #: joins that stage's cache key (and so every key downstream). At 1 it adds nothing, so existing caches stay valid.
-#: Scorers have their own ``cache_version`` class attribute (tao_lab.scorers.base.ObjectScorer).
+#: Scorers have their own ``cache_version`` class attribute (tao_lab.scorer.base.ObjectScorer).
 CODE_VERSIONS = {"detect": 1, "track": 1, "features": 1, "prompts": 1, "segment": 1}
 
 #: Trainer settings that change where and how a fit is reported, not what it learns (left out of the scorer key).
@@ -323,8 +323,8 @@ class Pipeline:
 
         Returns the checkpoint path used. Then fits the threshold on the scorer's training object scores.
         """
-        from tao_lab.scorers.base import scorer_class
-        from tao_lab.scorers.class_rarity import check_detector_has_classes
+        from tao_lab.scorer.base import scorer_class
+        from tao_lab.scorer.class_rarity import check_detector_has_classes
 
         check_detector_has_classes(self.cfg.scorer, self.cfg.detector)  # a class attribute needs classes
         scorer_cls = scorer_class(self.cfg.scorer._target_)
@@ -382,7 +382,7 @@ class Pipeline:
         clips, the seed; in unsupervised mode the training settings, and for scorers trained by a Lightning Trainer
         the Trainer settings that change the fit (epochs, precision, devices, ...). Parts that are absent keep the
         keys of earlier fits."""
-        from tao_lab.scorers.base import scorer_class
+        from tao_lab.scorer.base import scorer_class
 
         scorer_cls = scorer_class(self.cfg.scorer._target_)
         spec = {"up": self.caches["features"].spec, "scorer": to_plain(self.cfg.scorer),

@@ -55,7 +55,7 @@ def check_run_config(cfg: DictConfig, task: str) -> None:
         _number(cfg, "metrics.gt_min_area", int, 0)
         for key in ("pixel_standard", "pixel_tao", "object", "group_ties", "gt_gating"):
             _flag(cfg, f"metrics.{key}")
-        from tao_lab.data.label_check import check_mode
+        from tao_lab.dataset.label_check import check_mode
 
         try:
             check_mode(OmegaConf.select(cfg, "metrics.label_mask_mismatch", default="error"))
@@ -90,7 +90,7 @@ def check_weights(name: str, obj: Any) -> None:
     if isinstance(checkpoint, (str, Path)) and not getattr(obj, "random_init", False):
         if not Path(checkpoint).is_file():
             try:
-                from tao_lab.segment.sam2_segmenter import missing_checkpoint_message
+                from tao_lab.segmenter.sam2_segmenter import missing_checkpoint_message
 
                 message = missing_checkpoint_message(Path(checkpoint), obj.version, obj.backbone)
             except (ImportError, AttributeError):
@@ -105,7 +105,7 @@ def check_weights(name: str, obj: Any) -> None:
 def check_mask_sizes(clips: Iterable) -> None:
     """Reads the first and last pixel mask of each clip (DataError from the reader when one has another size than
     the frames); a mask array of the wrong shape fails here instead of after the pipeline ran."""
-    from tao_lab.data.errors import DataError
+    from tao_lab.dataset.errors import DataError
 
     for clip in clips:
         gt = clip.gt

@@ -68,9 +68,9 @@ class StreamContext:
         return StreamInfo(self.height, self.width, self.fps, self.source)
 
     def background(self, kwargs: Optional[dict] = None):
-        """The stream's :class:`tao_lab.detect.background.StreamBackground` (created on the first request)."""
+        """The stream's :class:`tao_lab.detector.background.StreamBackground` (created on the first request)."""
         if self._background is None:
-            from tao_lab.detect.background import StreamBackground
+            from tao_lab.detector.background import StreamBackground
 
             self._background = StreamBackground(dict(kwargs or {}), self.background_refit)
         return self._background

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from tao_lab import preflight
 from tao_lab.objective import check_objective, objective_marker, objective_note
-from tao_lab.offline import set_offline_env
+from tao_lab.no_network import set_offline_env
 from tao_lab.user_errors import interrupt_on_sigterm
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """User errors read as user errors: one clear message and a non-zero exit instead of a traceback.
 
-A missing or inconsistent dataset (:class:`~tao_lab.data.DataError`), an unreadable input video
+A missing or inconsistent dataset (:class:`~tao_lab.dataset.DataError`), an unreadable input video
 (:class:`~tao_lab.infer.InferenceInputError`), a bad config value (:class:`ConfigError`, or a ValueError/TypeError
 raised while Hydra builds a component from its config) or a missing weights file is the user's to fix, so the
 entry points print what went wrong, where, and the fix, and exit with :data:`EXIT_USER_ERROR`. Anything else is a
@@ -57,7 +57,7 @@ def unwrap(exc: BaseException) -> BaseException:
 
 
 def _user_error_types() -> tuple[type, ...]:
-    from tao_lab.data.errors import DataError
+    from tao_lab.dataset.errors import DataError
 
     types: list[type] = [DataError, ConfigError, FileNotFoundError]
     try:  # the inference module is light, but keep this import failure-proof

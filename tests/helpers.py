@@ -20,7 +20,7 @@ SHARED_DIR = ROOT.parent / "shared"
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ["WANDB_MODE"] = os.environ.get("TAO_TEST_WANDB_MODE", "disabled")
 
-from tao_lab.offline import set_offline_env  # noqa: E402
+from tao_lab.no_network import set_offline_env  # noqa: E402
 
 set_offline_env()
 
@@ -192,7 +192,7 @@ def write_video(path, num_frames=120, normal_fraction=0.55, seed=0, height=160, 
     """An mp4 of one synthetic test clip whose first ``normal_fraction`` holds no anomaly (then 2 anomalies)."""
     import cv2
 
-    from tao_lab.data import SyntheticGenerator
+    from tao_lab.dataset import SyntheticGenerator
 
     gen = SyntheticGenerator(seed=seed, num_train_clips=0, num_test_clips=1, num_frames=num_frames, height=height,
                              width=width, anomalies_per_clip=(2, 2),

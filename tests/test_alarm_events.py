@@ -5,7 +5,7 @@ import pytest
 from tao_lab.events import EventBuilder, find_events
 from tao_lab.fragments import fragment_reasons, rank_tracks
 from tao_lab.metrics.operating_point import intervals, operating_point
-from tao_lab.thresholds import ConformalThreshold
+from tao_lab.threshold import ConformalThreshold
 from tao_lab.types import ObjectTable
 
 
@@ -66,7 +66,7 @@ def test_calibrated_alarm_on_synthetic_clips(tmp_path):
 
 def test_track_parts_keep_every_track_whole_and_span_the_window():
     from tao_lab.alarm import track_parts, window_blocks
-    from tao_lab.scorers.scene import dwell_frames
+    from tao_lab.scorer.scene import dwell_frames
     from tao_lab.types import ObjectTable
 
     T = 60

@@ -1,4 +1,7 @@
 """Every artifact format round-trips exactly; the stage cache re-uses what it stored and rejects corrupt files."""
+import hashlib
+import json
+
 import numpy as np
 import pytest
 
@@ -84,6 +87,27 @@ def test_cache_computes_once_and_keys_follow_config(tmp_path):
     assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
 
 
+def test_cache_keys_written_before_the_package_renames_are_kept():
+    """The packages took their config groups' names (tao_lab.detect -> tao_lab.detector, tao_lab.scorers ->
+    tao_lab.scorer, ...); keys hash the old names, so a cache filled before the renames is still found."""
+    spec = {"detector": {"_target_": "tao_lab.detector.BackgroundSubtractionDetector", "min_area": 40},
+            "up": {"scorer": {"_target_": "tao_lab.scorer.attribute.AttributeScorer"}, "tau": 1.0}}
+    before = ('{"detector":{"_target_":"tao_lab.detect.BackgroundSubtractionDetector","min_area":40},'
+              '"up":{"scorer":{"_target_":"tao_lab.scorers.attribute.AttributeScorer"},"tau":1.0}}')
+    assert stable_hash(spec) == hashlib.sha1(before.encode()).hexdigest()[:16] == "0905e67d33d00ac2"
+    # the key the synthetic default's detect stage had before the renames (its key.json, target renamed)
+    detect = {"detector": {"_target_": "tao_lab.detector.BackgroundSubtractionDetector",
+                           "background": {"blur": 5, "k": 4.0, "min_threshold": 12.0, "morph": 3,
+                                          "normalize_brightness": True, "num_samples": 60,
+                                          "shadow_ratio": [0.45, 0.92], "shadow_texture": 3.0},
+                           "dilate": 5, "min_area": 40, "min_width": 6, "score_scale": 40.0, "split_aspect": 0.9,
+                           "split_valley": 0.5}}
+    assert StageCache(None, "detect", detect).key == "77790bc5cd2f5d5d"
+    # names that were not renamed, and longer names that merely start like a renamed one, are hashed as they are
+    for text in ("tao_lab.features.FeatureSet", "tao_lab.scorers_extra.X", "my_tao_lab.detector.X"):
+        assert stable_hash(text) == hashlib.sha1(json.dumps(text).encode()).hexdigest()[:16]
+
+
 def test_corrupt_cache_file_is_recomputed(tmp_path):
     cache = StageCache(tmp_path, "detect", {"x": 1})
     cache.get_or_compute("clip", "src", lambda: _table(2))
@@ -113,7 +137,7 @@ def test_interrupted_write_leaves_no_artifact(tmp_path, monkeypatch):
 # ----- scorer checkpoints and temporary files: nothing half-written --------------------------------------------
 def _tiny_scorer():
     from helpers import make_clip
-    from tao_lab.scorers import AttributeScorer
+    from tao_lab.scorer import AttributeScorer
 
     rng = np.random.default_rng(0)
     return AttributeScorer({"velocity": {"model": "gmm", "tail": "upper", "columns": [0],
@@ -200,7 +224,7 @@ def _write_masked_clip(root, x0, labels=(0, 1, 1)):
     """A 3-frame clip (PNG frames) with UCSD-style mask files: a 4x4 blob at column x0 in the labelled frames."""
     import cv2
 
-    from tao_lab.data.clips import FolderMasks, FrameFolderClip
+    from tao_lab.dataset.clips import FolderMasks, FrameFolderClip
     from tao_lab.types import ClipGT
 
     frames, masks = root / "Test001", root / "Test001_gt"
@@ -242,7 +266,7 @@ def test_gt_tracks_follow_edited_masks(tmp_path):
 
 
 def test_gt_source_covers_in_memory_array_and_callable_masks(tmp_path):
-    from tao_lab.data.clips import ArrayMasks, CroppedMasks
+    from tao_lab.dataset.clips import ArrayMasks, CroppedMasks
     from tao_lab.evaluation import gt_source
     from tao_lab.types import Clip, ClipGT
 

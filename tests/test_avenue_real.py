@@ -15,7 +15,7 @@ FRAMES = {"Test08": (36, 36), "Test17": (426, 384), "Test18": (294, 294), "Test1
 
 @needs_avenue
 def test_real_avenue_test_videos_and_official_masks():
-    from tao_lab.data import load_avenue
+    from tao_lab.dataset import load_avenue
 
     ds = load_avenue(str(AVENUE), splits=("test",))
     assert ds.train == []

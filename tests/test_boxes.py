@@ -42,8 +42,8 @@ def test_float32_arithmetic_when_asked_and_bad_input_refused():
 
 
 def test_every_import_path_is_the_one_implementation():
-    from tao_lab.detect import yolo
-    from tao_lab.prompts import geometry
+    from tao_lab.detector import yolo
+    from tao_lab.prompt_filter import geometry
     from tao_lab import boxes
     from tao_lab.metrics import objects
 

@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from tao_lab.data import SyntheticGenerator, load_ucsd, make_synthetic, write_ucsd_layout
-from tao_lab.data.synthetic import CROSS_MAX_ANGLE_DEG, KIND_IDS, NORMAL_MAX_ANGLE_DEG
+from tao_lab.dataset import SyntheticGenerator, load_ucsd, make_synthetic, write_ucsd_layout
+from tao_lab.dataset.synthetic import CROSS_MAX_ANGLE_DEG, KIND_IDS, NORMAL_MAX_ANGLE_DEG
 from tao_lab.types import Dataset
 
 # one generator per anomaly kind (3 short test clips each) so that every kind is covered whatever the seed
@@ -247,7 +247,7 @@ def test_hydra_instantiates_the_factories(tmp_path):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"_target_": "tao_lab.data.make_synthetic", "seed": 1, "num_train_clips": 1,
+    cfg = OmegaConf.create({"_target_": "tao_lab.dataset.make_synthetic", "seed": 1, "num_train_clips": 1,
                             "num_test_clips": 1, "num_frames": 20, "height": 64, "width": 96,
                             "anomaly_kinds": ["rider", "loiter"], "pedestrians": [2, 3], "walk_speed": [1.0, 1.5]})
     ds = instantiate(cfg)
@@ -256,7 +256,7 @@ def test_hydra_instantiates_the_factories(tmp_path):
     assert ds.test[0].source == ref.test[0].source
     assert np.array_equal(ds.test[0].frame(10), ref.test[0].frame(10))
     write_ucsd_layout(ds, str(tmp_path))
-    cfg = OmegaConf.create({"_target_": "tao_lab.data.load_ucsd", "data_dir": str(tmp_path), "subset": "ped2",
+    cfg = OmegaConf.create({"_target_": "tao_lab.dataset.load_ucsd", "data_dir": str(tmp_path), "subset": "ped2",
                             "max_frames": 5, "clip_ids": ["Test001"]})
     back = instantiate(cfg)
     assert back.train == [] and back.test[0].num_frames == 5

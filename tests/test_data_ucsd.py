@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from helpers import PED2_DIR
-from tao_lab.data import DataError, FrameFolderClip, load_ucsd, parse_ucsd_m
-from tao_lab.data.clips import list_images, natural_key
+from tao_lab.dataset import DataError, FrameFolderClip, load_ucsd, parse_ucsd_m
+from tao_lab.dataset.clips import list_images, natural_key
 
 PED2 = str(PED2_DIR)
 needs_ped2 = pytest.mark.skipif(not os.path.isdir(os.path.join(PED2, "UCSDped2")), reason="real Ped2 copy absent")

@@ -11,7 +11,7 @@ import pytest
 from helpers import SMALL_H as H
 from helpers import SMALL_W as W
 from helpers import box_masks, write_avi, write_frames, write_label_mat, write_shanghaitech
-from tao_lab.data import DataError, VideoFileClip, load_avenue, load_frames_or_video, load_shanghaitech
+from tao_lab.dataset import DataError, VideoFileClip, load_avenue, load_frames_or_video, load_shanghaitech
 
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from helpers import MovingSquareClip, compose_group
 from tao_lab.boxes import box_iou as iou_matrix
-from tao_lab.detect import BackgroundModel, BackgroundSubtractionDetector, YoloDetector
+from tao_lab.detector import BackgroundModel, BackgroundSubtractionDetector, YoloDetector
 
 
 def outside_box(mask, box, margin=3) -> int:
@@ -103,10 +103,10 @@ def test_yolo_missing_weights_is_clear(tmp_path):
 
 
 def _random_yolo_emitting_boxes(tmp_path, yaml="yolov8n.yaml"):
-    from tao_lab.offline import set_offline_env
+    from tao_lab.no_network import set_offline_env
 
     set_offline_env(tmp_path / "ultralytics")
-    from tao_lab.detect.yolo import load_yolo
+    from tao_lab.detector.yolo import load_yolo
 
     model = load_yolo(yaml)
     head = model.model.model[-1]  # the Detect head
@@ -134,7 +134,7 @@ def test_detector_configs_instantiate(tmp_path):
     det = instantiate(compose_group("detector", "background"))
     assert isinstance(det, BackgroundSubtractionDetector) and det.background_kwargs["num_samples"] == 60
     cfg = compose_group("detector", "yolo")
-    assert cfg._target_ == "tao_lab.detect.YoloDetector"
+    assert cfg._target_ == "tao_lab.detector.YoloDetector"
     cfg.weights = str(tmp_path / "missing.pt")
     with pytest.raises(Exception, match=r"missing\.pt"):
         instantiate(cfg)

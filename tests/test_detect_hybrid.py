@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from helpers import PED2_DIR, WEIGHTS_DIR, compose, ped2_available
-from tao_lab.detect import UNKNOWN_CLASS, BackgroundSubtractionDetector, HybridDetector, YoloDetector, merge_detections
-from tao_lab.detect.hybrid import class_labels, covered_fraction
-from tao_lab.detect.yolo import box_iou, interpolate_key_frames
+from tao_lab.detector import (UNKNOWN_CLASS, BackgroundSubtractionDetector, HybridDetector, YoloDetector,
+                              merge_detections)
+from tao_lab.detector.hybrid import class_labels, covered_fraction
+from tao_lab.detector.yolo import box_iou, interpolate_key_frames
 from tao_lab.types import Clip, ObjectTable
 
 YOLO11 = WEIGHTS_DIR / "yolo11n_int8.tflite"
@@ -78,7 +79,7 @@ class _FakeDetector:
 
 
 def test_hybrid_detector_and_tracking_on_the_union():
-    from tao_lab.track import ByteTracker
+    from tao_lab.tracker import ByteTracker
 
     n = 12
     # a YOLO person walking right and a blob of an unknown object walking left, plus fragments of the person
@@ -110,7 +111,7 @@ def test_hybrid_config_reuses_the_cached_parts(tmp_path):
     yolo_cfg = compose("eval", ["detector=yolo", *over], tmp_path)
     hybrid_cfg = compose("eval", ["detector=hybrid", "paths.weights_dir=" + str(tmp_path),
                                   "detector.yolo.weights=yolov8n.yaml"], tmp_path)
-    assert hybrid_cfg.detector._target_ == "tao_lab.detect.HybridDetector"
+    assert hybrid_cfg.detector._target_ == "tao_lab.detector.HybridDetector"
     assert hybrid_cfg.detector.yolo == yolo_cfg.detector
     clip = _Frames(6)
     boxes = ObjectTable.build([0, 3], [[5, 5, 20, 30], [6, 5, 21, 30]], [0.9, 0.8], None, [7, 7])
@@ -175,7 +176,7 @@ def test_missing_weights_name_the_file_and_where_to_get_it(tmp_path):
 def test_real_int8_yolo_finds_people_the_bicycle_and_the_cart_on_ped2():
     from hydra.utils import instantiate
 
-    from tao_lab.data import load_ucsd
+    from tao_lab.dataset import load_ucsd
 
     cfg = compose("eval", ["detector=yolo", f"paths.weights_dir={WEIGHTS_DIR}"])
     det = instantiate(cfg.detector)

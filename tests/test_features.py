@@ -126,7 +126,7 @@ def test_deep_feature_torchvision_random_weights(tmp_path):
 
 
 def test_deep_feature_yolo_roialign_random_weights(tmp_path):
-    from tao_lab.offline import set_offline_env
+    from tao_lab.no_network import set_offline_env
 
     set_offline_env(tmp_path / "ultralytics")
     ext = DeepFeature(weights="yolov8n.yaml", backend="yolo", imgsz=96, layer=9)
@@ -138,7 +138,7 @@ def test_deep_feature_yolo_roialign_random_weights(tmp_path):
 
 
 def test_pose_feature_random_weights_gives_nan_rows(tmp_path):
-    from tao_lab.offline import set_offline_env
+    from tao_lab.no_network import set_offline_env
 
     set_offline_env(tmp_path / "ultralytics")
     ext = PoseFeature(weights="yolov8n-pose.yaml", imgsz=64, conf=0.99)

@@ -189,7 +189,7 @@ def write_frames(folder, num_static, num_moving=0, seed=0):
     detector finds nothing), then ``num_moving`` frames of a synthetic clip with walkers."""
     import cv2
 
-    from tao_lab.data import SyntheticGenerator
+    from tao_lab.dataset import SyntheticGenerator
 
     clip = SyntheticGenerator(seed=seed, num_train_clips=0, num_test_clips=1, num_frames=max(num_moving, 2),
                               height=160, width=240, anomalies_per_clip=(0, 0)).dataset().test[0]

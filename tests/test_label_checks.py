@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from tao_lab.data import DataError, load_ucsd, make_synthetic, parse_ucsd_m, write_ucsd_layout
+from tao_lab.dataset import DataError, load_ucsd, make_synthetic, parse_ucsd_m, write_ucsd_layout
 from tao_lab.types import ClipGT, ObjectScores, ObjectTable, Segmentation
 
 
@@ -98,7 +98,7 @@ def test_labels_disagreeing_with_masks_are_refused_or_warned(caplog):
     msg = str(e.value)
     assert clip.clip_id in msg and "disagree on 1 of 30 frames" in msg and f"{first} (labelled normal" in msg
     assert "label_mask_mismatch=warn" in msg
-    with caplog.at_level("WARNING", logger="tao_lab.data.label_check"):
+    with caplog.at_level("WARNING", logger="tao_lab.dataset.label_check"):
         res = evaluate_clips(_StubPipe(), [clip], _eval_cfg(label_mask_mismatch="warn"))
     assert "test/pixel_auroc" in res.metrics and "test/frame_auc_micro" in res.metrics
     assert any("disagree on 1 of 30" in r.getMessage() for r in caplog.records)
@@ -111,7 +111,7 @@ def test_labels_disagreeing_with_masks_are_refused_or_warned(caplog):
 def test_avenue_malformed_mask_entries_are_refused(tmp_path):
     from helpers import SMALL_H as H, SMALL_W as W, box_masks, write_avi, write_label_mat
 
-    from tao_lab.data import load_avenue
+    from tao_lab.dataset import load_avenue
 
     root = str(tmp_path)
     write_avi(os.path.join(root, "testing_videos", "01.avi"), 6)
@@ -136,7 +136,7 @@ def test_avenue_malformed_mask_entries_are_refused(tmp_path):
 def test_shanghaitech_frame_labels_must_be_0_1_per_frame(tmp_path, caplog):
     from helpers import box_masks, write_shanghaitech
 
-    from tao_lab.data import load_shanghaitech
+    from tao_lab.dataset import load_shanghaitech
 
     root = str(tmp_path)
     write_shanghaitech(root)
@@ -151,6 +151,6 @@ def test_shanghaitech_frame_labels_must_be_0_1_per_frame(tmp_path, caplog):
     np.save(lab, np.array([[0, 0, 1, 1, 1, 0, 0, 0, 0, 0]]))  # (1, T) as MATLAB exports write it: fine
     assert np.flatnonzero(load_shanghaitech(root, splits=("test",)).test[0].gt.frame_labels).tolist() == [2, 3, 4]
     np.save(os.path.join(root, "testing", "test_frame_mask", "03_0031.npy"), np.zeros(5, np.int64))
-    with caplog.at_level("WARNING", logger="tao_lab.data.shanghaitech"):
+    with caplog.at_level("WARNING", logger="tao_lab.dataset.shanghaitech"):
         assert len(load_shanghaitech(root, splits=("test",)).test) == 2
     assert any("03_0031" in r.getMessage() and "not in" in r.getMessage() for r in caplog.records)

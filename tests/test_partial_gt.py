@@ -11,7 +11,7 @@ from helpers import compose
 @pytest.fixture(scope="module")
 def ped1_like(tmp_path_factory):
     """A UCSD Ped1-style copy of the tiny synthetic dataset in which Test002 has no TestNNN_gt folder."""
-    from tao_lab.data import make_synthetic, write_ucsd_layout
+    from tao_lab.dataset import make_synthetic, write_ucsd_layout
 
     tmp = tmp_path_factory.mktemp("partial_gt")
     ds = make_synthetic(seed=0, num_train_clips=2, num_test_clips=2, num_frames=60)

@@ -77,7 +77,7 @@ def test_eval_with_an_empty_test_clip(tmp_path, monkeypatch):
     import csv
 
     from helpers import compose
-    from tao_lab.detect.subtraction import BackgroundSubtractionDetector
+    from tao_lab.detector.subtraction import BackgroundSubtractionDetector
     from tao_lab.tasks import evaluate, run_task
     from tao_lab.types import ObjectTable
 

@@ -45,9 +45,9 @@ def test_heavy_imports_happen_in_the_calling_thread_before_the_workers_start(com
     import sys
     import threading
 
-    from tao_lab.detect.subtraction import BackgroundSubtractionDetector
+    from tao_lab.detector.subtraction import BackgroundSubtractionDetector
     from tao_lab.pipeline import Pipeline, load_dataset
-    from tao_lab.track.bytetrack import ByteTracker
+    from tao_lab.tracker.bytetrack import ByteTracker
 
     events = []
     real_detect = BackgroundSubtractionDetector.detect

@@ -5,7 +5,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from helpers import CONFIG_DIR
-from tao_lab.prompts import (MatchRule, PassThroughPromptFilter, RobustPromptFilter, box_iou, merge_any_overlap,
+from tao_lab.prompt_filter import (MatchRule, PassThroughPromptFilter, RobustPromptFilter, box_iou, merge_any_overlap,
                              merge_iou)
 from tao_lab.types import ObjectTable, Prompts
 

@@ -162,7 +162,7 @@ _STALLING_WRITER = textwrap.dedent("""
             "clip", "src", lambda: {"velocity": np.ones((3, 2), np.float32)})
     else:
         torch.save = lambda obj, f, *args, **kwargs: stall(f)
-        from tao_lab.scorers.attribute import AttributeScorer
+        from tao_lab.scorer.attribute import AttributeScorer
         AttributeScorer().save_checkpoint(sys.argv[2])
 """)
 
@@ -198,7 +198,7 @@ def test_a_writer_killed_mid_write_leaves_no_entry_and_a_rerun_fills_it(tmp_path
                                       value["velocity"])
         assert again.hits == 1
     else:
-        from tao_lab.scorers.attribute import AttributeScorer
+        from tao_lab.scorer.attribute import AttributeScorer
 
         AttributeScorer().save_checkpoint(target)
         assert AttributeScorer.load_from_checkpoint(str(target)) is not None

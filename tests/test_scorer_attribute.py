@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import CONFIG_DIR, make_clip
-from tao_lab.scorers import AttributeScorer, frame_scores_from_objects, smooth_along_tracks
+from tao_lab.scorer import AttributeScorer, frame_scores_from_objects, smooth_along_tracks
 from tao_lab.types import ObjectTable
 
 ATTRS = {
@@ -64,6 +64,32 @@ def test_checkpoint_round_trip_gives_identical_scores(fitted, tmp_path):
     np.testing.assert_array_equal(a.frame_scores, b.frame_scores)
     np.testing.assert_array_equal(scorer.train_object_scores(), restored.train_object_scores())
     assert restored.appearance__bank.shape == scorer.appearance__bank.shape
+
+
+def test_checkpoint_written_before_the_package_rename_loads(fitted, tmp_path):
+    """Scorers lived in tao_lab.scorers before the package took its config group's name (tao_lab.scorer): a checkpoint
+    of that time names its class by the old path, and still loads, to the same scores."""
+    import torch
+
+    from tao_lab.checkpoints import CheckpointError
+
+    scorer, rng = fitted
+    path = tmp_path / "before_rename.ckpt"
+    scorer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["tao_lab_scorer"] == "tao_lab.scorer.attribute.AttributeScorer"
+    ckpt["tao_lab_scorer"] = "tao_lab.scorers.attribute.AttributeScorer"  # what the old code wrote
+    torch.save(ckpt, path)
+    restored = AttributeScorer.load_from_checkpoint(path)
+    objects, feats, n = make_clip(rng, fast={3, 4})
+    np.testing.assert_array_equal(restored.score_clip(objects, feats, n).objects.score,
+                                  scorer.score_clip(objects, feats, n).objects.score)
+    # the old path of another scorer class is still another class
+    ckpt["tao_lab_scorer"] = "tao_lab.scorers.temporal_mae.TemporalMaeScorer"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=r"checkpoint of tao_lab\.scorer\.temporal_mae\.TemporalMaeScorer, "
+                                              r"not of tao_lab\.scorer\.attribute\.AttributeScorer"):
+        AttributeScorer.load_from_checkpoint(path)
 
 
 def test_unfitted_and_bad_input_errors():
@@ -185,7 +211,7 @@ def test_bad_checkpoints_are_refused_naming_the_file(fitted, tmp_path, monkeypat
     import torch
 
     from tao_lab.checkpoints import CheckpointError
-    from tao_lab.scorers import TemporalMaeScorer
+    from tao_lab.scorer import TemporalMaeScorer
 
     scorer, _ = fitted
     good = tmp_path / "good.ckpt"
@@ -215,8 +241,8 @@ def test_bad_checkpoints_are_refused_naming_the_file(fitted, tmp_path, monkeypat
         with pytest.raises(CheckpointError, match=rf"{path.name}.*{problem}.*expected a checkpoint of AttributeScorer"):
             AttributeScorer.load_from_checkpoint(path)
     # another model's file: a scorer of another class (tagged), and an untagged file with foreign hyper-parameters
-    with pytest.raises(CheckpointError, match=r"good\.ckpt is a checkpoint of tao_lab\.scorers\.attribute\."
-                                              r"AttributeScorer, not of tao_lab\.scorers\.temporal_mae"):
+    with pytest.raises(CheckpointError, match=r"good\.ckpt is a checkpoint of tao_lab\.scorer\.attribute\."
+                                              r"AttributeScorer, not of tao_lab\.scorer\.temporal_mae"):
         TemporalMaeScorer.load_from_checkpoint(good)
     foreign = tmp_path / "foreign.ckpt"
     del ckpt["tao_lab_scorer"], ckpt["hyper_parameters"]["payload"]

@@ -9,8 +9,8 @@ from helpers import TINY_SYNTHETIC, compose
 
 
 def test_capabilities_are_class_attributes_with_defaults():
-    from tao_lab.scorers import AttributeScorer, ObjectScorer
-    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+    from tao_lab.scorer import AttributeScorer, ObjectScorer
+    from tao_lab.scorer.temporal_mae import TemporalMaeScorer
 
     assert (ObjectScorer.needs_trainer, ObjectScorer.trainer_factory, ObjectScorer.supports_unlabeled,
             ObjectScorer.cache_version) == (False, False, False, 1)
@@ -21,18 +21,18 @@ def test_capabilities_are_class_attributes_with_defaults():
 
 
 def test_scorer_class_reads_the_config_target_and_refuses_a_non_scorer():
-    from tao_lab.scorers import AttributeScorer
-    from tao_lab.scorers.base import scorer_class
+    from tao_lab.scorer import AttributeScorer
+    from tao_lab.scorer.base import scorer_class
     from tao_lab.user_errors import ConfigError
 
-    assert scorer_class("tao_lab.scorers.AttributeScorer") is AttributeScorer
-    with pytest.raises(ConfigError, match="'tao_lab.thresholds.FixedThreshold' is not an ObjectScorer"):
-        scorer_class("tao_lab.thresholds.FixedThreshold")
+    assert scorer_class("tao_lab.scorer.AttributeScorer") is AttributeScorer
+    with pytest.raises(ConfigError, match="'tao_lab.threshold.FixedThreshold' is not an ObjectScorer"):
+        scorer_class("tao_lab.threshold.FixedThreshold")
 
 
 def test_the_cache_key_follows_the_declared_cache_version(tmp_path, monkeypatch):
     from tao_lab.pipeline import Pipeline
-    from tao_lab.scorers import AttributeScorer
+    from tao_lab.scorer import AttributeScorer
 
     cfg = compose("eval", TINY_SYNTHETIC, tmp_path)
     pipe = Pipeline(cfg)
@@ -42,7 +42,7 @@ def test_the_cache_key_follows_the_declared_cache_version(tmp_path, monkeypatch)
 
 
 def test_percentile_calibration_maps_min_to_0_and_the_upper_point_to_1(caplog):
-    from tao_lab.scorers.calibration import calibrate, percentile_range
+    from tao_lab.scorer.calibration import calibrate, percentile_range
 
     scores = np.array([np.nan, 2.0, 4.0, 6.0, np.inf, 12.0])
     lo, hi = percentile_range(scores, 100.0, "attribute 'speed'")

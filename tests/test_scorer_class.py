@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from helpers import compose
-from tao_lab.detect import UNKNOWN_CLASS
-from tao_lab.scorers import AttributeScorer
-from tao_lab.scorers.class_rarity import check_detector_has_classes, class_rarity, fit_class_table
+from tao_lab.detector import UNKNOWN_CLASS
+from tao_lab.scorer import AttributeScorer
+from tao_lab.scorer.class_rarity import check_detector_has_classes, class_rarity, fit_class_table
 from tao_lab.types import ObjectTable
 
 PERSON, BICYCLE, TRUCK = 0, 1, 7

@@ -1,4 +1,4 @@
-"""Scene-context attributes (tao_lab.scorers.scene + AttributeScorer): known answers on hand-made scenes.
+"""Scene-context attributes (tao_lab.scorer.scene + AttributeScorer): known answers on hand-made scenes.
 
 The scene: a fixed 360x240 camera with perspective (box height grows from 0.05 H at the horizon row to 0.3 H at
 the bottom), people walking RIGHT along a band of the ground (foot y in [0.5, 0.9]) at 0.04 body heights per
@@ -7,7 +7,7 @@ frame, so far walkers are small and slow in pixels and near ones large and fast.
 import numpy as np
 import pytest
 
-from tao_lab.scorers import scene
+from tao_lab.scorer import scene
 from tao_lab.types import ObjectTable
 
 W, H, BINS = 360, 240, 8
@@ -75,7 +75,7 @@ SCENE_ATTRIBUTES = {
 
 @pytest.fixture(scope="module")
 def fitted():
-    from tao_lab.scorers import AttributeScorer
+    from tao_lab.scorer import AttributeScorer
 
     return AttributeScorer(attributes=SCENE_ATTRIBUTES, frame_sigma=0).fit_clips([normal_clip(s) for s in range(4)])
 
@@ -187,14 +187,14 @@ def test_max_and_max_excess_fusion_match_a_direct_computation(fitted, fusion):
 
 
 def test_unknown_fusion_is_refused():
-    from tao_lab.scorers import AttributeScorer
+    from tao_lab.scorer import AttributeScorer
 
     with pytest.raises(ValueError, match="max_excess"):
         AttributeScorer(fusion="mean")
 
 
 def test_every_scene_model_round_trips_through_the_checkpoint(fitted, tmp_path):
-    from tao_lab.scorers import AttributeScorer
+    from tao_lab.scorer import AttributeScorer
 
     path = tmp_path / "scorer.ckpt"
     fitted.save_checkpoint(path)
@@ -215,7 +215,7 @@ def test_empty_clip_scores_zero(fitted):
 
 
 def test_scene_attribute_without_the_place_feature_is_refused():
-    from tao_lab.scorers import AttributeScorer
+    from tao_lab.scorer import AttributeScorer
 
     objs, feats, n = normal_clip(0)
     del feats["place"]
@@ -225,7 +225,7 @@ def test_scene_attribute_without_the_place_feature_is_refused():
 
 @pytest.mark.parametrize("grid", [4, [4], [0, 4]])
 def test_bad_place_grid_is_refused_with_the_attribute_name(grid):
-    from tao_lab.scorers import AttributeScorer
+    from tao_lab.scorer import AttributeScorer
 
     with pytest.raises(ValueError, match=r"attribute 'place': grid must be \[rows, cols\]"):
         AttributeScorer(attributes={"place": {"model": "occupancy", "grid": grid}})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tao_lab.scorers.mae_windows import interleaved_masks, make_windows, track_sequences
+from tao_lab.scorer.mae_windows import interleaved_masks, make_windows, track_sequences
 from tao_lab.types import ObjectTable
 
 # small enough for seconds-long fits on one core
@@ -17,13 +17,13 @@ TINY = dict(window=8, stride=2, d_model=16, depth=1, heads=2, ff_mult=2, dropout
 
 def _clip_items(dataset_kwargs: dict, split: str):
     """[(objects, features, num_frames)] and clips, from the real weight-free detector, tracker and features."""
-    from tao_lab.data import make_synthetic
-    from tao_lab.detect.subtraction import BackgroundSubtractionDetector
+    from tao_lab.dataset import make_synthetic
+    from tao_lab.detector.subtraction import BackgroundSubtractionDetector
     from tao_lab.features.appearance import CropAppearanceFeature
     from tao_lab.features.base import extract_features
     from tao_lab.features.geometry import BoxGeometryFeature
     from tao_lab.features.velocity import VelocityFeature
-    from tao_lab.track.bytetrack import ByteTracker
+    from tao_lab.tracker.bytetrack import ByteTracker
 
     ds = make_synthetic(**dataset_kwargs)
     det, trk = BackgroundSubtractionDetector(), ByteTracker()
@@ -49,7 +49,7 @@ def synth():
 
 @pytest.fixture(scope="module")
 def fitted(synth):
-    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+    from tao_lab.scorer.temporal_mae import TemporalMaeScorer
 
     train, _, _ = synth
     return TemporalMaeScorer(**TINY).fit_clips(train)
@@ -57,7 +57,7 @@ def fitted(synth):
 
 # ------------------------------------------------------------------------------------------------ masks, windows
 def test_random_mask_covers_the_configured_ratio():
-    from tao_lab.scorers.mae_modules import random_mask
+    from tao_lab.scorer.mae_modules import random_mask
 
     valid = torch.ones(4000, 16, dtype=torch.bool)
     m = random_mask(valid, 0.75, torch.Generator().manual_seed(0))
@@ -105,7 +105,7 @@ def test_loss_decreases_on_a_tiny_synthetic_set(synth, tmp_path):
     import lightning
     from lightning.pytorch.callbacks import Callback
 
-    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+    from tao_lab.scorer.temporal_mae import TemporalMaeScorer
 
     class Record(Callback):
         def __init__(self):
@@ -129,8 +129,8 @@ def test_loss_decreases_on_a_tiny_synthetic_set(synth, tmp_path):
 def test_validation_uses_held_out_clips_and_best_weights_are_restored(synth, tmp_path):
     import lightning
 
-    from tao_lab.scorers.mae_training import split_clips
-    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+    from tao_lab.scorer.mae_training import split_clips
+    from tao_lab.scorer.temporal_mae import TemporalMaeScorer
 
     train = synth[0]
     scorer = TemporalMaeScorer(**TINY)
@@ -227,7 +227,7 @@ def test_missing_or_changed_features_fail_clearly(synth, fitted):
 
 
 def test_checkpoint_round_trip_gives_identical_scores(synth, fitted, tmp_path):
-    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+    from tao_lab.scorer.temporal_mae import TemporalMaeScorer
 
     objects, feats, n = synth[1][0]
     before = fitted.score_clip(objects, feats, n)
@@ -246,7 +246,7 @@ def test_checkpoint_round_trip_gives_identical_scores(synth, fitted, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ self-paced
 def test_keep_lowest_drops_the_largest_losses():
-    from tao_lab.scorers.spr import check_schedule, keep_lowest
+    from tao_lab.scorer.spr import check_schedule, keep_lowest
 
     losses = np.array([0.1, 5.0, 0.2, np.nan, 0.3, 4.0, 0.0, 0.5, 0.6, 0.7])
     keep = keep_lowest(losses, 0.3)
@@ -259,8 +259,8 @@ def test_keep_lowest_drops_the_largest_losses():
 def test_unlabeled_fit_refines_in_rounds(synth, tmp_path):
     import lightning
 
-    from tao_lab.scorers.mae_training import split_clips
-    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+    from tao_lab.scorer.mae_training import split_clips
+    from tao_lab.scorer.temporal_mae import TemporalMaeScorer
 
     _, test, _ = synth
     factory = functools.partial(lightning.Trainer, accelerator="cpu", devices=1, max_epochs=2, logger=False,
@@ -283,8 +283,8 @@ def test_unlabeled_fit_refines_in_rounds(synth, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ normalisation
 def test_std_floor_keeps_rare_columns_from_exploding():
-    from tao_lab.scorers.mae_inputs import fit_standardisation
-    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+    from tao_lab.scorer.mae_inputs import fit_standardisation
+    from tao_lab.scorer.temporal_mae import TemporalMaeScorer
 
     rng = np.random.default_rng(0)
     x = np.stack([rng.normal(1, 0.2, 5000), rng.normal(0, 0.2, 5000), rng.normal(0, 0.002, 5000)], 1)
@@ -301,7 +301,7 @@ def test_std_floor_keeps_rare_columns_from_exploding():
 
 
 def test_context_reference_is_relative_to_a_full_window_and_monotone():
-    from tao_lab.scorers.calibration import context_reference
+    from tao_lab.scorer.calibration import context_reference
 
     ctx = np.repeat([1, 2, 3, 4], 100)
     err = np.repeat([4.0, 1.5, 2.0, 1.0], 100)             # the 2-row bucket is noisy-low
@@ -311,7 +311,7 @@ def test_context_reference_is_relative_to_a_full_window_and_monotone():
 
 
 def test_forecast_head_trains_and_scores(synth, tmp_path):
-    from tao_lab.scorers.temporal_mae import TemporalMaeScorer
+    from tao_lab.scorer.temporal_mae import TemporalMaeScorer
 
     train, test, _ = synth
     scorer = TemporalMaeScorer(**{**TINY, "max_epochs": 2, "loss_weights": {"forecast": 0.5},

@@ -14,7 +14,7 @@ TINY = ["dataset.num_train_clips=3", "dataset.num_test_clips=2", "dataset.num_fr
 
 
 def test_training_clips_follow_training_mode(compose_cfg):
-    from tao_lab.data import make_synthetic
+    from tao_lab.dataset import make_synthetic
     from tao_lab.pipeline import training_clips, training_mode
 
     ds = make_synthetic(num_train_clips=2, num_test_clips=3, num_frames=10)

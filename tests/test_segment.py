@@ -5,7 +5,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from helpers import CONFIG_DIR, PED2_DIR, ArrayClip
-from tao_lab.segment import (FilledBoxSegmenter, ForegroundSegmenter, SegmentationBuilder, mask_box,
+from tao_lab.segmenter import (FilledBoxSegmenter, ForegroundSegmenter, SegmentationBuilder, mask_box,
                              masks_to_boxes, plan_boxes)
 from tao_lab.types import ObjectScores, ObjectTable, Prompts
 
@@ -202,8 +202,8 @@ def test_every_segmenter_and_prompt_filter_option_composes(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from tao_lab.prompts import PromptFilter
-    from tao_lab.segment import Segmenter
+    from tao_lab.prompt_filter import PromptFilter
+    from tao_lab.segmenter import Segmenter
 
     GlobalHydra.instance().clear()
     built = {}
@@ -231,9 +231,9 @@ def test_classical_beats_filled_boxes_on_ped2_given_the_same_boxes():
     """Real Ped2, 3 test clips, prompts = GT-derived object boxes every 5th frame (a quality check of the mask
     shape and pixel scores at equal boxes, not a tuning run): the foreground masks must beat the filled boxes on
     pixel AP and not lose on AUPRO@0.3."""
-    from tao_lab.data import load_ucsd
+    from tao_lab.dataset import load_ucsd
     from tao_lab.metrics import PixelMetrics, tracks_from_masks
-    from tao_lab.prompts import PassThroughPromptFilter
+    from tao_lab.prompt_filter import PassThroughPromptFilter
 
     ds = load_ucsd(str(PED2_DIR), max_clips=3, splits=("test",))
     metrics = {"classical": PixelMetrics(), "boxes": PixelMetrics()}

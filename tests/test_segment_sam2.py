@@ -10,7 +10,7 @@ import pytest
 
 from helpers import ROOT, ArrayClip, square_clip
 from helpers import SQUARE_PROMPTS as PROMPTS
-from tao_lab.segment import Sam2Segmenter, mask_box
+from tao_lab.segmenter import Sam2Segmenter, mask_box
 from tao_lab.types import Prompts
 
 IMAGE_SIZE = 64  # the smallest input sam2 accepts here: fast on CPU, exercises every code path

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from tao_lab.thresholds import EvtThreshold, FixedThreshold, PercentileThreshold, RunningThreshold
+from tao_lab.threshold import EvtThreshold, FixedThreshold, PercentileThreshold, RunningThreshold
 
 
 def test_fixed_and_percentile():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tao_lab.track import ByteTracker, NoTracker, relabel_tracks
+from tao_lab.tracker import ByteTracker, NoTracker, relabel_tracks
 from tao_lab.types import Clip, ObjectTable
 
 

@@ -75,7 +75,7 @@ def test_cheap_checks_fail_before_extraction(tmp_path, capsys, override, error, 
 
 
 def test_mask_of_wrong_size_fails_before_the_pipeline(tmp_path):
-    from tao_lab.data import DataError, make_synthetic, write_ucsd_layout
+    from tao_lab.dataset import DataError, make_synthetic, write_ucsd_layout
     from tao_lab.tasks import evaluate, run_task
 
     ds = make_synthetic(seed=0, num_train_clips=1, num_test_clips=2, num_frames=10, height=48, width=64)

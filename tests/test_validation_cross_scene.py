@@ -84,7 +84,7 @@ def _ped_rows(clips):
 
 
 def test_perspective_synthetic_objects_shrink_and_slow_with_distance():
-    from tao_lab.data.synthetic import SyntheticGenerator, make_synthetic
+    from tao_lab.dataset.synthetic import SyntheticGenerator, make_synthetic
 
     flat = SyntheticGenerator(seed=0, num_train_clips=3, num_test_clips=0)
     persp = SyntheticGenerator(seed=0, num_train_clips=3, num_test_clips=0, perspective=3.0)
@@ -94,7 +94,7 @@ def test_perspective_synthetic_objects_shrink_and_slow_with_distance():
     assert np.median(near[:, 1]) > 2.0 * np.median(far[:, 1])  # 3x between the extreme lanes
     assert np.median(near[:, 2]) > 2.0 * np.median(far[:, 2])  # px/frame speeds scale too
     # size / depth factor is the drawn fraction of the frame height (0.17-0.24 of 160 px) at every row
-    from tao_lab.data.synthetic import _depth_scale
+    from tao_lab.dataset.synthetic import _depth_scale
     p = dict(persp.params)
     ratio = r[:, 1] / np.array([_depth_scale(p, y) for y in r[:, 0]]) / 160
     assert np.all((ratio > 0.16) & (ratio < 0.25))

@@ -69,7 +69,7 @@ class DeepFeature(FeatureExtractor):
         self._net = None
         self._dim: Optional[int] = None
         if backend == "yolo":
-            from tao_lab.detect.yolo import check_yolo_weights
+            from tao_lab.detector.yolo import check_yolo_weights
 
             check_yolo_weights(self.weights)
         else:
@@ -84,7 +84,7 @@ class DeepFeature(FeatureExtractor):
         import torch
 
         if self.backend == "yolo":
-            from tao_lab.detect.yolo import load_yolo
+            from tao_lab.detector.yolo import load_yolo
 
             net = load_yolo(self.weights).model
         else:

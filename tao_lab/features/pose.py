@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tao_lab.detect.yolo import check_yolo_weights
+from tao_lab.detector.yolo import check_yolo_weights
 from tao_lab.features.base import FeatureExtractor, FrameContext, clip_boxes
 
 
@@ -42,7 +42,7 @@ class PoseFeature(FeatureExtractor):
     @property
     def model(self):
         if self._model is None:
-            from tao_lab.detect.yolo import load_yolo
+            from tao_lab.detector.yolo import load_yolo
 
             self._model = load_yolo(self.weights, task="pose")
         return self._model

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from tao_lab.config import compose_config
-    from tao_lab.offline import set_offline_env
+    from tao_lab.no_network import set_offline_env
     from tao_lab.pipeline import load_dataset
     from tao_lab.validation.protocol import validate
 

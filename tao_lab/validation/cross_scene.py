@@ -174,7 +174,7 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     usual (variants that change only the scorer share one extraction). metric: "micro" (pooled) or "macro"."""
     if metric not in ("micro", "macro"):
         raise ValueError(f"metric must be 'micro' or 'macro', got {metric!r}")
-    from tao_lab.scorers.base import scorer_class
+    from tao_lab.scorer.base import scorer_class
 
     for name, cfg in variants.items():
         if scorer_class(cfg.scorer._target_).needs_trainer:

@@ -148,7 +148,7 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     the gt_gating oracle, nowhere to plant an object)."""
     from tao_lab.metrics import frame_metrics, rbdc_tbdc
     from tao_lab.pipeline import Pipeline, progress
-    from tao_lab.scorers.base import scorer_class
+    from tao_lab.scorer.base import scorer_class
 
     vcfg = OmegaConf.select(cfg, "validation")
     kind = "none" if vcfg is None else str(vcfg.get("kind", "planted"))

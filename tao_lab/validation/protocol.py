@@ -86,7 +86,7 @@ def validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig], train: Se
 
     variants: {name: the variant's composed config}. Scorers must fit without a Lightning Trainer (attribute).
     """
-    from tao_lab.scorers.base import scorer_class
+    from tao_lab.scorer.base import scorer_class
 
     for name, cfg in variants.items():
         if scorer_class(cfg.scorer._target_).needs_trainer:

@@ -23,7 +23,7 @@ the planted object is still in the simulated camera's (cropped) view.
 
 Synthetic scenes (:func:`synthetic_scene`): ``synthetic`` is today's embedded dataset's generator (training clips);
 ``synthetic_persp`` renders the same kind of scene with ``perspective=3`` (near walkers 3x the height and pixel
-speed of far ones; :class:`tao_lab.data.synthetic.SyntheticGenerator`).
+speed of far ones; :class:`tao_lab.dataset.synthetic.SyntheticGenerator`).
 """
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def warp_scene(name: str, clips: list[Clip]) -> list[WarpedClip]:
 
 def ped2_train_clips(data_dir: str, num_clips: Optional[int], num_frames: Optional[int]) -> list[Clip]:
     """``num_clips`` Ped2 training clips spread evenly over the 16 (all when None), first ``num_frames`` frames."""
-    from tao_lab.data import load_ucsd
+    from tao_lab.dataset import load_ucsd
 
     every = load_ucsd(data_dir, "ped2", splits=("train",))
     ids = [c.clip_id for c in every.train]
@@ -123,7 +123,7 @@ def ped2_train_clips(data_dir: str, num_clips: Optional[int], num_frames: Option
 
 def synthetic_scene(name: str, num_clips: Optional[int], num_frames: Optional[int], seed: int = 0) -> list[Clip]:
     """Training clips of synthetic scene ``name`` (default size 160x240; 4 clips of 120 frames when None)."""
-    from tao_lab.data.synthetic import SyntheticGenerator
+    from tao_lab.dataset.synthetic import SyntheticGenerator
 
     if name not in SYNTHETIC_SCENES:
         raise ValueError(f"unknown synthetic scene {name!r}: expected one of {tuple(SYNTHETIC_SCENES)}")

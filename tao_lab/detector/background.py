@@ -1,0 +1,212 @@
+"""Per-clip background model for fixed cameras (weight-free; numpy + OpenCV only).
+
+Used by :class:`tao_lab.detector.BackgroundSubtractionDetector` and by the weight-free segmenter.
+
+How it copes with the usual troubles of fixed-camera surveillance video:
+- **moving objects in the training frames**: the background is the per-pixel *median* of frames sampled evenly
+  over the whole clip, so anything that stays at a pixel for less than half of the samples is not background;
+  an object that stops for less than about half of the clip stays foreground while stopped (one that stands
+  still for longer becomes background: a limit of any single per-clip model, documented rather than hidden);
+- **global illumination drift / camera gain**: each frame is rescaled by a robust global gain (median over a sparse
+  pixel grid of the per-pixel ratio background / frame) before differencing;
+- **sensor / compression noise and dynamic pixels** (leaves, flicker): the foreground threshold is per pixel,
+  ``max(min_threshold, k * sigma)``, where sigma is the robust (MAD) spread of the sampled frames around the
+  background at that pixel;
+- **cast shadows**: a pixel darker than the background by a ratio in ``shadow_ratio`` whose local texture is the
+  background's texture scaled by that ratio is a shadow and is not foreground.
+
+All images are grey float32 in grey levels (0..255) after a small Gaussian blur.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import cv2
+import numpy as np
+
+from tao_lab.types import Clip
+
+_MAD_TO_SIGMA = 1.4826
+
+
+def to_grey(frame: np.ndarray, blur: int = 0) -> np.ndarray:
+    """uint8 BGR (H,W,3) or grey (H,W) frame -> float32 (H,W) grey levels, optionally Gaussian-blurred."""
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+    grey = grey.astype(np.float32)
+    if blur and blur > 1:
+        k = int(blur) | 1
+        grey = cv2.GaussianBlur(grey, (k, k), 0)
+    return grey
+
+
+class BackgroundModel:
+    """Median background of one clip with brightness normalisation, per-pixel noise and shadow suppression.
+
+    Args:
+        num_samples: frames sampled evenly over the clip for the median (more = slower fit, better median).
+        blur: Gaussian kernel size (px, odd; 0 = none) applied to every grey frame; removes JPEG blocking noise.
+        normalize_brightness: rescale each frame by a global gain so that its median matches the background's.
+        k: foreground when difference > k * per-pixel noise sigma (grey levels) ...
+        min_threshold: ... and > this many grey levels (guards pixels whose sampled history is noise-free).
+        shadow_ratio: (lo, hi) range of frame/background intensity ratio that may be a cast shadow; None = off.
+        shadow_texture: max mean abs difference (grey levels, 5x5 window) between the frame's gradients and the
+            ratio-scaled background gradients for a darker pixel to count as a shadow.
+        morph: size (px) of the opening (removes speckle) and closing (fills holes) of the foreground mask;
+            0 = no morphology.
+    """
+
+    def __init__(self, num_samples: int = 60, blur: int = 5, normalize_brightness: bool = True, k: float = 4.0,
+                 min_threshold: float = 12.0, shadow_ratio: Optional[tuple[float, float]] = (0.45, 0.92),
+                 shadow_texture: float = 3.0, morph: int = 3):
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.num_samples = int(num_samples)
+        self.blur = int(blur)
+        self.normalize_brightness = bool(normalize_brightness)
+        self.k = float(k)
+        self.min_threshold = float(min_threshold)
+        self.shadow_ratio = None if shadow_ratio is None else (float(shadow_ratio[0]), float(shadow_ratio[1]))
+        self.shadow_texture = float(shadow_texture)
+        self.morph = int(morph)
+        self.background: Optional[np.ndarray] = None  # (H,W) float32 grey levels
+        self.sigma: Optional[np.ndarray] = None  # (H,W) float32 robust noise per pixel (grey levels)
+        self.threshold: Optional[np.ndarray] = None  # (H,W) float32 foreground threshold (grey levels)
+        self._bg_grad: Optional[tuple[np.ndarray, np.ndarray]] = None
+        self._grid = (slice(None), slice(None))
+        self._bg_grid: Optional[np.ndarray] = None
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, clip: Clip) -> "BackgroundModel":
+        """Fits the background of ``clip`` from ``num_samples`` evenly spaced frames. Returns self."""
+        n = clip.num_frames
+        if n < 1:
+            raise ValueError(f"clip {clip.clip_id} has no frames; cannot fit a background")
+        idx = np.unique(np.linspace(0, n - 1, min(self.num_samples, n)).round().astype(int))
+        return self.fit_frames(clip.frame(int(i)) for i in idx)
+
+    def fit_frames(self, frames: Iterable[np.ndarray]) -> "BackgroundModel":
+        """Fits the background from an iterable of uint8 frames (BGR or grey). Returns self."""
+        greys = [to_grey(f, self.blur) for f in frames]
+        if not greys:
+            raise ValueError("no frames to fit the background on")
+        stack = np.stack(greys)
+        h, w = stack.shape[1:]
+        self._grid = (slice(2, h, 4), slice(2, w, 4))  # sparse grid for the global gain (cheap, robust)
+        bg = np.median(stack, axis=0).astype(np.float32)
+        self.background = bg
+        self._bg_grid = np.maximum(bg[self._grid], 1.0)
+        if self.normalize_brightness:
+            stack = np.stack([g * self._gain(g) for g in stack])
+        if stack.shape[0] >= 3:
+            sigma = _MAD_TO_SIGMA * np.median(np.abs(stack - bg), axis=0)
+        else:
+            sigma = np.zeros_like(bg)
+        self.sigma = sigma.astype(np.float32)
+        self.threshold = np.maximum(self.k * self.sigma, self.min_threshold).astype(np.float32)
+        self._bg_grad = self._gradients(bg)
+        return self
+
+    # ------------------------------------------------------------------ per frame
+    def _check(self):
+        if self.background is None:
+            raise RuntimeError("BackgroundModel is not fitted: call fit(clip) first")
+
+    @staticmethod
+    def _gradients(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+
+    def normalized(self, frame: np.ndarray) -> np.ndarray:
+        """Grey, blurred frame rescaled to the background's global brightness; (H,W) float32 grey levels."""
+        self._check()
+        grey = to_grey(frame, self.blur)
+        if grey.shape != self.background.shape:
+            raise ValueError(f"frame size {grey.shape} differs from the background's {self.background.shape}")
+        if self.normalize_brightness:
+            grey *= self._gain(grey)
+        return grey
+
+    def _gain(self, grey: np.ndarray) -> float:
+        # median of per-pixel ratios on a sparse grid: 1 when the majority of the grid is unchanged background,
+        # insensitive to the objects (a minority) whatever their brightness
+        return float(np.median(self._bg_grid / np.maximum(grey[self._grid], 1.0)))
+
+    def difference(self, frame: np.ndarray) -> np.ndarray:
+        """Absolute difference to the background in grey levels, (H,W) float32; shadow pixels are set to 0."""
+        grey = self.normalized(frame)
+        diff = np.abs(grey - self.background)
+        if self.shadow_ratio is not None:
+            diff[self._shadow(grey)] = 0.0
+        return diff
+
+    def _shadow(self, grey: np.ndarray) -> np.ndarray:
+        bg = self.background
+        ratio = grey / np.maximum(bg, 1.0)
+        lo, hi = self.shadow_ratio
+        darker = (ratio >= lo) & (ratio <= hi)
+        if not darker.any():
+            return darker
+        gx, gy = self._gradients(grey)
+        bx, by = self._bg_grad
+        # a shadow dims the background's texture (gradients scale by the ratio) but adds no texture of its own
+        tex = np.abs(gx - ratio * bx) + np.abs(gy - ratio * by)
+        tex = cv2.blur(tex, (5, 5)) * 0.5
+        return darker & (tex <= self.shadow_texture)
+
+    def foreground(self, frame: np.ndarray) -> np.ndarray:
+        """Foreground mask (H,W) bool: difference above the per-pixel threshold, cleaned by opening/closing."""
+        return self.clean(self.difference(frame) > self.threshold)
+
+    def clean(self, mask: np.ndarray) -> np.ndarray:
+        """Opening (removes speckle) then closing (fills small holes) of a (H,W) bool mask, size ``morph``."""
+        if self.morph <= 1:
+            return mask.astype(bool)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (self.morph, self.morph))
+        m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+        return cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel).astype(bool)
+
+
+class StreamBackground:
+    """One :class:`BackgroundModel` for a whole stream (online), shared by the detector and the segmenter.
+
+    Fitted once on the warm-up frames (:meth:`fit`); with ``refit_every`` > 0 it is refitted every that many frames
+    from a reservoir of ``num_samples`` recent frames taken every ``refit_every // num_samples`` frames
+    (:meth:`observe`). :meth:`foreground` computes a frame's difference and mask once, whoever asks first.
+    """
+
+    def __init__(self, kwargs: Optional[dict] = None, refit_every: int = 0):
+        from collections import deque
+
+        self.kwargs = dict(kwargs or {})
+        self.refit_every = int(refit_every)
+        self.model: Optional[BackgroundModel] = None
+        self._reservoir: deque = deque()
+        self._last: Optional[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = None
+
+    def fit(self, clip: Clip) -> "StreamBackground":
+        self.model = BackgroundModel(**self.kwargs).fit(clip)
+        self._last = None
+        return self
+
+    def foreground(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(difference (H,W) float32, cleaned foreground mask (H,W) bool) of ``frame``, cached for the last frame."""
+        if self.model is None:
+            raise RuntimeError("the stream's background model is not fitted: warm the stream up first")
+        if self._last is None or self._last[0] is not frame:
+            diff = self.model.difference(frame)
+            self._last = (frame, (diff, self.model.clean(diff > self.model.threshold)))
+        return self._last[1]
+
+    def observe(self, frame: np.ndarray, index: int) -> bool:
+        """Keeps ``frame`` in the reservoir when due and refits when due; True when it refitted."""
+        if self.refit_every <= 0 or self.model is None:
+            return False
+        n = max(1, self.model.num_samples)
+        if index % max(1, self.refit_every // n) == 0:
+            self._reservoir.append(frame)
+            while len(self._reservoir) > n:
+                self._reservoir.popleft()
+        if index % self.refit_every == 0 and len(self._reservoir) >= 3:
+            self.model = BackgroundModel(**self.kwargs).fit_frames(list(self._reservoir))
+            self._last = None
+            return True
+        return False

@@ -1,6 +1,0 @@
-"""Prompt filters: anomalous boxes -> segmenter prompts (see tao_lab.prompts.filter for the rules and artifact)."""
-from tao_lab.prompts.filter import PassThroughPromptFilter, PromptFilter, RobustPromptFilter
-from tao_lab.prompts.geometry import MatchRule, box_centers, box_iou, center_distance, merge_any_overlap, merge_iou
-
-__all__ = ["PromptFilter", "RobustPromptFilter", "PassThroughPromptFilter", "MatchRule", "box_iou", "box_centers",
-           "center_distance", "merge_any_overlap", "merge_iou"]

@@ -1,0 +1,463 @@
+"""Attribute-based object scorer (after AIVAD, Reiss & Hoshen): one density model per attribute, fitted once.
+
+For every attribute (a feature, optionally a subset of its columns) a density model is fitted on the training
+objects, and an object's raw attribute score is
+- ``gmm``: Gaussian-mixture negative log-likelihood (``tail="density"``), or, for a 1-D attribute,
+  ``tail="upper"``: -log P(X >= x) under the mixture, which is ~0 for anything at or below the bulk of the
+  training values and grows only for values above it (e.g. "faster than normal", not "slower than normal");
+- ``knn``: mean distance to the k nearest training vectors (exact, squared L2 by default as in AIVAD);
+- ``class``: rarity of the object's detected class among the training objects (``tao_lab.scorer.class_rarity``;
+  reads the objects' ``cls`` column, not a feature; needs a detector with classes, e.g. ``detector=hybrid``);
+- ``occupancy`` / ``direction``: scene-context models of where objects stand and which way they go per place
+  (``tao_lab.scorer.scene``).
+
+Raw scores may be smoothed along each track (running median over ``track_window`` detections), then calibrated
+on the training objects: ``(s - min) / (upper - min)`` with ``upper`` the ``upper_percentile`` of the training
+scores. ``calibration="loo"`` computes the training scores leave-one-video-out (each training clip scored by
+a model fitted without it: required for k-NN, whose in-sample 1-NN distance is 0); ``"in_sample"`` scores the
+training objects with the model fitted on all of them (AIVAD's choice for velocity; for k-NN each training vector
+then skips its own copy in the bank). So training objects score about [0, 1] per attribute. The object score is
+the weighted sum of the calibrated attribute scores.
+
+Frame score (per clip): max over the frame's objects of the object score (``frame_reduce="max"``), or AIVAD's sum
+over attributes of the weighted per-attribute max (``"sum_of_max"``); a frame with no object gets 0, the
+calibrated training minimum; then Gaussian smoothing along time with ``frame_sigma`` frames.
+
+Every fitted quantity (mixture parameters, memory banks, calibration, the calibrated training object scores) is a
+registered buffer: ``save_checkpoint`` / ``load_from_checkpoint`` restore the scorer exactly.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+from scipy.special import log_ndtr, logsumexp
+
+from tao_lab.config import to_plain
+from tao_lab.scorer import scene
+from tao_lab.scorer.base import FitItem, ObjectScorer
+from tao_lab.scorer.calibration import calibrate, percentile_range
+from tao_lab.scorer.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
+from tao_lab.types import ObjectScores, ObjectTable
+
+log = logging.getLogger(__name__)
+
+#: The default attributes (configs/scorer/attribute.yaml documents how they were chosen): velocity = the fastest
+#: 8x8 px window of each object's flow (VelocityFeature column 2), a 2-component mixture scored by its upper tail,
+#: in-sample calibration (AIVAD's choice for velocity), running median over 3 detections of the track;
+#: velocity_mean = the same model over the mean speed of the object's moving pixels (column 0); and
+#: appearance = exact 1-NN squared L2 over 16x16 grey thumbnails with leave-one-video-out calibration.
+DEFAULT_ATTRIBUTES: dict[str, dict[str, Any]] = {
+    "velocity": {"feature": "velocity", "columns": [2], "model": "gmm", "components": 2, "tail": "upper",
+                 "calibration": "in_sample", "weight": 1.0, "track_window": 3},
+    "velocity_mean": {"feature": "velocity", "columns": [0], "model": "gmm", "components": 2, "tail": "upper",
+                      "calibration": "in_sample", "weight": 1.0, "track_window": 3},
+    "appearance": {"feature": "appearance", "model": "knn", "k": 1, "calibration": "loo", "weight": 1.0,
+                   "track_window": 1},
+}
+
+_ATTR_DEFAULTS: dict[str, Any] = {
+    "feature": None,            # key of the feature dict (default: the attribute's name)
+    "columns": None,            # feature columns used (None = all)
+    "model": "knn",             # "gmm" | "knn" | "class" | "occupancy" | "direction"
+    "components": 2,            # gmm: mixture components
+    "covariance": "full",       # gmm: covariance type ("full" | "diag")
+    "tail": "density",          # gmm: "density" (NLL) | "upper" (1-D only: -log P(X >= x))
+    "k": 1,                     # knn: neighbours averaged
+    "metric": "sqeuclidean",    # knn: "sqeuclidean" | "euclidean"
+    "max_bank": None,           # knn: keep at most this many training vectors (random subset, seeded)
+    "calibration": "loo",       # "loo" (leave-one-video-out) | "in_sample"
+    "upper_percentile": 99.9,   # calibration upper point (percentile of training scores; 100 = max)
+    "weight": 1.0,              # weight in the object score
+    "track_window": 1,          # running median of the raw score along the track (detections; 1 = off)
+    # scene context (tao_lab.scorer.scene); positions are box footprints from the `place` feature
+    "by_place": None,           # None | "ratio" | "standardize": normalise the attribute per place before the model
+    "grid": [4, 4],             # place cells (rows, cols) of by_place, occupancy and direction
+    "place_prior": 50.0,        # by_place: a cell's statistics are shrunk to the global ones by n / (n + prior)
+    "place_quantile": 90.0,     # by_place="ratio": the reference value is this percentile of the cell's values
+    "occupancy_sigma": 1.0,     # occupancy: Gaussian blur of the footprint histogram (cells)
+    "min_speed": 0.5,           # direction: px/frame below which an object has no direction (scores 0)
+    "direction_prior": 20.0,    # direction: pseudo-objects with the scene's directions added to every cell
+    "group": None,              # fusion group (default: the attribute's name): max within a group, sum across
+}
+
+#: Model kinds and the fitted arrays each keeps (buffer ``<attribute>__<key>``).
+_MODEL_KEYS = {"gmm": ("gmm_w", "gmm_mu", "gmm_cov"), "knn": ("bank",), "occupancy": ("occ_logp",),
+               "direction": ("dir_logp",), "class": ("class_classes", "class_nll")}
+_PLACE_KEYS = ("place_loc", "place_scale")
+
+
+#: Ways attribute groups combine into the object score (see ``AttributeScorer``'s ``fusion``).
+FUSIONS = ("sum", "max", "max_excess")
+
+
+class AttributeScorer(ObjectScorer):
+    """Density models over per-object attributes with training-only calibration (see the module docstring).
+
+    Args:
+        attributes: {name: spec}; spec keys (all optional, see ``_ATTR_DEFAULTS``): feature, columns, model
+            (gmm|knn|class|occupancy|direction), components, covariance, tail (density|upper), k, metric
+            (sqeuclidean|euclidean), max_bank, calibration (loo|in_sample), upper_percentile, weight, track_window,
+            by_place, grid, place_prior, place_quantile, occupancy_sigma, min_speed, direction_prior, group.
+            None = :data:`DEFAULT_ATTRIBUTES` (the speed + appearance set of ``configs/scorer/attribute_speed.yaml``;
+            the configured default, ``attribute.yaml``, adds the scene attributes, which need the place feature).
+        frame_sigma: Gaussian smoothing of the frame scores along time (frames; 0 = none).
+        frame_reduce: "max" (max over objects of the object score) | "sum_of_max" (AIVAD).
+        seed: seeds the mixtures and the memory-bank subsampling.
+        fusion: how attribute groups combine into the object score: "sum" (AIVAD: every attribute adds evidence),
+            "max" (the most anomalous group decides; with many attributes a sum also adds up their noise) or
+            "max_excess" (the most anomalous group plus every other group's excess over its calibration point 1).
+            Within a group (spec key ``group``) attributes always combine by max.
+        dwell_radius: the ``scene.dwell`` quantity counts the frames a track stays within this many expected body
+            heights of its current footprint.
+    """
+
+    def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
+                 frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum"):
+        super().__init__()
+        attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
+        if not attributes:
+            raise ValueError("AttributeScorer needs at least one attribute")
+        if frame_reduce not in ("max", "sum_of_max"):
+            raise ValueError(f"frame_reduce must be 'max' or 'sum_of_max', got {frame_reduce!r}")
+        self.specs: dict[str, dict[str, Any]] = {}
+        for name, spec in attributes.items():
+            unknown = set(spec) - set(_ATTR_DEFAULTS)
+            if unknown:
+                raise ValueError(f"attribute {name!r}: unknown keys {sorted(unknown)}; known: {sorted(_ATTR_DEFAULTS)}")
+            s = {**_ATTR_DEFAULTS, **spec}
+            s["feature"] = s["feature"] or name
+            if s["model"] not in _MODEL_KEYS:
+                raise ValueError(f"attribute {name!r}: model must be one of {sorted(_MODEL_KEYS)}, got {s['model']!r}")
+            if s["model"] == "occupancy" and spec.get("feature") is None:
+                s["feature"], s["columns"] = scene.PLACE_FEATURE, [0, 1]
+            if s["by_place"] not in (None, "ratio", "standardize"):
+                raise ValueError(f"attribute {name!r}: by_place must be null, 'ratio' or 'standardize'")
+            grid = s["grid"]
+            if not isinstance(grid, (list, tuple)) or len(grid) != 2 or min(int(g) for g in grid) < 1:
+                raise ValueError(f"attribute {name!r}: grid must be [rows, cols], each >= 1, got {grid!r}")
+            s["grid"] = [int(g) for g in s["grid"]]
+            s["group"] = s["group"] or name
+            if s["calibration"] not in ("loo", "in_sample"):
+                raise ValueError(f"attribute {name!r}: calibration must be 'loo' or 'in_sample'")
+            if s["tail"] not in ("density", "upper"):
+                raise ValueError(f"attribute {name!r}: tail must be 'density' or 'upper'")
+            self.specs[name] = s
+        self.frame_sigma = float(frame_sigma)
+        self.frame_reduce = frame_reduce
+        self.seed = int(seed)
+        self.dwell_radius = float(dwell_radius)
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        self.fusion = fusion
+        self.save_hyperparameters({"attributes": {k: dict(v) for k, v in attributes.items()},
+                                   "frame_sigma": self.frame_sigma, "frame_reduce": frame_reduce, "seed": self.seed,
+                                   "dwell_radius": self.dwell_radius, "fusion": fusion})
+        for name, s in self.specs.items():
+            for key in self._model_keys(name):
+                dtype = {"bank": torch.float32, "class_classes": torch.int64}.get(key, torch.float64)
+                self.register_buffer(f"{name}__{key}", torch.zeros(0, dtype=dtype))
+            self.register_buffer(f"{name}__calib", torch.tensor([0.0, 1.0], dtype=torch.float64))
+        # the scene's perspective (expected box height over the footprint), only when an attribute reads scene.*
+        self.uses_scene = any(str(s["feature"]).startswith("scene.") for s in self.specs.values())
+        if self.uses_scene:
+            self.register_buffer("scene__height", torch.zeros(4, dtype=torch.float64))
+        self.register_buffer("train_scores", torch.zeros(0))
+
+    # ------------------------------------------------------------------ helpers
+    def _model_keys(self, name: str) -> tuple[str, ...]:
+        s = self.specs[name]
+        return _MODEL_KEYS[s["model"]] + (_PLACE_KEYS if s["by_place"] else ())
+
+    def _uses_place(self, name: str) -> bool:
+        s = self.specs[name]
+        return bool(s["by_place"]) or s["model"] in ("occupancy", "direction")
+
+    def _features(self, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """The extracted features plus, when an attribute reads them, the derived ``scene.*`` quantities."""
+        if not self.uses_scene:
+            return features
+        derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius)
+        return {**features, **derived}
+
+    def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The attribute's (N, D) input: the objects' class column for ``model: class``, else its feature."""
+        if self.specs[name]["model"] == "class":
+            return objects.cls.astype(np.float64)[:, None]
+        return self._matrix(name, features, len(objects))
+
+    def _matrix(self, name: str, features: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+        s = self.specs[name]
+        if s["feature"] not in features:
+            hint = (" (tao_lab.features.PlaceFeature under features.extractors.place)"
+                    if s["feature"] == scene.PLACE_FEATURE else "")
+            raise KeyError(f"attribute {name!r} needs feature {s['feature']!r}{hint}; features given: "
+                           f"{sorted(features)}")
+        x = np.asarray(features[s["feature"]], np.float32)
+        x = x.reshape(len(x), int(np.prod(x.shape[1:])))  # not -1: a clip without objects has (0, D) rows
+        if len(x) != n:
+            raise ValueError(f"feature {s['feature']!r} has {len(x)} rows but there are {n} objects")
+        if s["columns"] is not None:
+            x = x[:, list(s["columns"])]
+        return x
+
+    def _footprints(self, name: str, features: Mapping[str, np.ndarray], n: int) -> Optional[np.ndarray]:
+        return scene.place_columns(features, n)[:, :2] if self._uses_place(name) else None
+
+    def _fit_model(self, name: str, x: np.ndarray,
+                   xy: Optional[np.ndarray] = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Fits one attribute's model on the finite rows of x (footprints xy for place-aware models); returns
+        (model arrays keyed like the buffers, indices of the rows used (the memory bank's rows for k-NN))."""
+        s = self.specs[name]
+        kept = np.flatnonzero(np.isfinite(x).all(axis=1))
+        if len(kept) == 0:
+            raise ValueError(f"attribute {name!r}: no finite training vectors to fit on")
+        if s["model"] == "class":
+            from tao_lab.scorer.class_rarity import fit_class_table
+
+            table = fit_class_table(x[kept, 0])
+            return {"class_classes": table["classes"], "class_nll": table["nll"]}, kept
+        if s["model"] == "occupancy":
+            return {"occ_logp": scene.fit_occupancy(x[kept], s["grid"], s["occupancy_sigma"])}, kept
+        if s["model"] == "direction":
+            return {"dir_logp": scene.fit_direction(xy[kept], x[kept], s["grid"], s["direction_prior"],
+                                                    s["min_speed"])}, kept
+        model: dict[str, np.ndarray] = {}
+        xk = x[kept]
+        if s["by_place"]:
+            model.update(scene.fit_place_norm(xy[kept], xk, s["grid"], s["by_place"], s["place_prior"],
+                                              s["place_quantile"]))
+            xk = scene.apply_place_norm(xy[kept], xk, model, s["grid"]).astype(np.float32)
+        if s["model"] == "knn":
+            if s["max_bank"] and len(kept) > int(s["max_bank"]):
+                rng = np.random.default_rng(self.seed)
+                sub = np.sort(rng.choice(len(kept), int(s["max_bank"]), replace=False))
+                kept, xk = kept[sub], xk[sub]
+            model["bank"] = xk.astype(np.float32)
+            return model, kept
+        from sklearn.mixture import GaussianMixture
+
+        if s["tail"] == "upper" and xk.shape[1] != 1:
+            raise ValueError(f"attribute {name!r}: tail='upper' needs a 1-D attribute, got {xk.shape[1]} columns")
+        c = max(1, min(int(s["components"]), len(np.unique(xk, axis=0))))
+        from threadpoolctl import threadpool_limits
+
+        # one thread: these fits are small, and k-means' OpenMP threads spin against each other on a busy machine
+        # (much slower when other jobs share the cores; docs/MEASUREMENTS.md); results are identical
+        with threadpool_limits(1):
+            gm = GaussianMixture(c, covariance_type=s["covariance"], random_state=self.seed,
+                                 reg_covar=1e-4).fit(xk)
+        cov = gm.covariances_ if s["covariance"] == "full" else np.stack([np.diag(v) for v in gm.covariances_])
+        model.update({"gmm_w": gm.weights_.astype(np.float64), "gmm_mu": gm.means_.astype(np.float64),
+                      "gmm_cov": cov.astype(np.float64)})
+        return model, kept
+
+    def _raw(self, name: str, model: dict[str, np.ndarray], x: np.ndarray, xy: Optional[np.ndarray] = None,
+             exclude: Optional[tuple[np.ndarray, np.ndarray]] = None) -> np.ndarray:
+        """Raw scores (N,) float64; NaN for rows with non-finite features."""
+        s = self.specs[name]
+        out = np.full(len(x), np.nan)
+        ok = np.isfinite(x).all(axis=1)
+        if not ok.any():
+            return out
+        xv = x[ok].astype(np.float64)
+        if s["model"] == "class":
+            from tao_lab.scorer.class_rarity import class_rarity
+
+            out[ok] = class_rarity(xv[:, 0], model["class_classes"], model["class_nll"])
+            return out
+        if s["model"] == "occupancy":
+            out[ok] = scene.occupancy_score(xv, model["occ_logp"])
+            return out
+        if s["model"] == "direction":
+            out[ok] = scene.direction_score(xy[ok], xv, model["dir_logp"], s["grid"], s["min_speed"])
+            return out
+        if s["by_place"]:
+            xv = scene.apply_place_norm(xy[ok], xv, model, s["grid"])
+        if s["model"] == "gmm":
+            out[ok] = _gmm_score(xv, model["gmm_w"], model["gmm_mu"], model["gmm_cov"], s["tail"])
+        else:
+            ex = None if exclude is None else (exclude[0][ok], exclude[1])
+            out[ok] = _knn_score(xv.astype(np.float32), model["bank"], int(s["k"]), s["metric"], ex)
+        return out
+
+    def _model_from_buffers(self, name: str) -> dict[str, np.ndarray]:
+        return {k: getattr(self, f"{name}__{k}").cpu().numpy() for k in self._model_keys(name)}
+
+    def _store(self, name: str, model: dict[str, np.ndarray]):
+        for k, v in model.items():
+            key = f"{name}__{k}"
+            setattr(self, key, torch.as_tensor(v, dtype=getattr(self, key).dtype))
+
+    def _fuse(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Object score: weighted calibrated parts, max within a fusion group (correlated attributes such as two
+        speed statistics count once), then summed (``fusion="sum"``) or maxed (``"max"``) across groups."""
+        groups: dict[str, np.ndarray] = {}
+        for name, s in self.specs.items():
+            v = float(s["weight"]) * np.asarray(parts[name], np.float64)
+            g = s["group"]
+            groups[g] = v if g not in groups else np.maximum(groups[g], v)
+        if not groups:
+            return np.zeros(0)
+        stacked = np.stack(list(groups.values()))
+        if self.fusion == "sum":
+            return stacked.sum(0)
+        top = stacked.max(0)
+        if self.fusion == "max":
+            return top
+        # max_excess: the strongest group, plus what every other group says beyond its normal range (a calibrated
+        # score above 1 is above the calibration point of the training objects); below it they add nothing, so the
+        # normal-range noise of many weak attributes does not pile up on every walker as it does in a sum.
+        excess = np.clip(stacked - 1.0, 0.0, None)
+        return top + excess.sum(0) - excess.max(0)
+
+    # ------------------------------------------------------------------ fitting
+    def fit_clips(self, items: list[FitItem]) -> "AttributeScorer":
+        """Fits every attribute's density model and calibration on training clips (normal only).
+
+        items: [(objects, features, num_frames)] per training clip; features as from ``extract_features``.
+        """
+        if not items:
+            raise ValueError("fit_clips needs at least one training clip")
+        objects = ObjectTable.concat([it[0] for it in items])
+        video = np.concatenate([np.full(len(it[0]), v) for v, it in enumerate(items)])
+        if len(objects) == 0:
+            raise ValueError("the training clips contain no objects: nothing to fit the scorer on")
+        # keep tracks of different clips apart when smoothing along tracks
+        track_key = np.where(objects.track_id >= 0, objects.track_id + video * (1 << 32), -1)
+        keyed = ObjectTable(objects.frame, objects.xyxy, objects.score, track_key, objects.cls)
+        n_videos = len(items)
+        if self.uses_scene:
+            place = np.concatenate([scene.place_columns(it[1], len(it[0])) for it in items])
+            self.scene__height = torch.as_tensor(scene.fit_expected_height(place[:, :2], place[:, 3]),
+                                                 dtype=torch.float64)
+        feats = [self._features(it[0], it[1]) for it in items]
+        parts = {}
+        for name, s in self.specs.items():
+            x = np.concatenate([self._inputs(name, it[0], f) for f, it in zip(feats, items)])
+            xy = (np.concatenate([self._footprints(name, f, len(it[0])) for f, it in zip(feats, items)])
+                  if self._uses_place(name) else None)
+            model, kept = self._fit_model(name, x, xy)
+            self._store(name, model)
+            loo = s["calibration"] == "loo"
+            if loo and n_videos < 2:
+                log.warning("attribute %r: leave-one-video-out calibration needs >= 2 training clips; "
+                            "falling back to in-sample calibration", name)
+                loo = False
+            if s["model"] == "knn" and not s["by_place"]:
+                # one distance pass over the bank, skipping bank rows of the query's own video (loo) or the query's
+                # own row (in-sample: a vector is not its own neighbour)
+                groups = video if loo else np.arange(len(x))
+                raw = self._raw(name, model, x, xy, exclude=(groups, groups[kept]))
+            elif not loo:
+                raw = self._raw(name, model, x, xy)
+            else:
+                raw = np.full(len(x), np.nan)
+                for v in range(n_videos):
+                    held = video == v
+                    if held.any() and not held.all():
+                        rest = ~held
+                        sub = self._fit_model(name, x[rest], None if xy is None else xy[rest])[0]
+                        raw[held] = self._raw(name, sub, x[held], None if xy is None else xy[held])
+            raw = self._smooth(keyed, raw, s)
+            lo, hi = percentile_range(raw, float(s["upper_percentile"]), f"attribute {name!r}")
+            setattr(self, f"{name}__calib", torch.tensor([lo, hi], dtype=torch.float64))
+            parts[name] = self._calibrate(name, raw)
+        self.train_scores = torch.as_tensor(self._fuse(parts), dtype=torch.float32)
+        self.fitted.fill_(True)
+        return self
+
+    def _smooth(self, objects: ObjectTable, raw: np.ndarray, s: dict) -> np.ndarray:
+        w = int(s["track_window"])
+        if w <= 1:
+            return raw
+        filled = np.where(np.isfinite(raw), raw, np.nan)
+        return smooth_along_tracks(objects, filled, w).astype(np.float64)
+
+    def _calibrate(self, name: str, raw: np.ndarray) -> np.ndarray:
+        lo, hi = getattr(self, f"{name}__calib").cpu().numpy()
+        cal = calibrate(raw, lo, hi)
+        return np.where(np.isfinite(cal), cal, 0.0)  # objects without this attribute (NaN features) score 0
+
+    # ------------------------------------------------------------------ scoring
+    def object_parts(self, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calibrated per-attribute scores {name: (N,) float32} (about [0, 1] on training objects)."""
+        self._require_fitted()
+        n = len(objects)
+        if n == 0:
+            return {name: np.zeros(0, np.float32) for name in self.specs}
+        feats = self._features(objects, features)
+        parts = {}
+        for name, s in self.specs.items():
+            raw = self._raw(name, self._model_from_buffers(name), self._inputs(name, objects, feats),
+                            self._footprints(name, feats, n))
+            parts[name] = self._calibrate(name, self._smooth(objects, raw, s)).astype(np.float32)
+        return parts
+
+    def score_clip(self, objects: ObjectTable, features: Mapping[str, np.ndarray], num_frames: int) -> ObjectScores:
+        """Scores one clip: calibrated object scores, per-attribute parts and smoothed (T,) frame scores.
+
+        A clip without objects scores 0 everywhere (the calibrated training minimum)."""
+        parts = self.object_parts(objects, features)
+        score = self._fuse(parts).astype(np.float32) if len(objects) else np.zeros(0, np.float32)
+        if self.frame_reduce == "max":
+            frame = frame_scores_from_objects(objects.frame, score, num_frames)
+        else:
+            per_frame = {name: frame_scores_from_objects(objects.frame, parts[name], num_frames)
+                         for name in self.specs}
+            frame = self._fuse(per_frame).astype(np.float32)
+        return ObjectScores(objects.with_score(score), smooth_frame_scores(frame, self.frame_sigma), parts)
+
+    def train_object_scores(self) -> np.ndarray:
+        """Calibrated scores (N,) float32 of the training objects, computed as the calibration was (per attribute:
+        leave-one-video-out for ``calibration: loo``, in-sample for ``in_sample``); fit thresholds on these."""
+        self._require_fitted()
+        return self.train_scores.cpu().numpy().copy()
+
+
+def _gmm_score(x: np.ndarray, w: np.ndarray, mu: np.ndarray, cov: np.ndarray, tail: str) -> np.ndarray:
+    """Mixture NLL (tail='density') or -log P(X >= x) (tail='upper', 1-D) of rows x (N, D)."""
+    if tail == "upper":
+        sd = np.sqrt(cov[:, 0, 0])
+        z = (x[:, :1] - mu[None, :, 0]) / sd[None, :]  # (N, C)
+        return -logsumexp(np.log(w)[None, :] + log_ndtr(-z), axis=1)
+    n, d = x.shape
+    logp = np.empty((n, len(w)))
+    for c in range(len(w)):
+        chol = np.linalg.cholesky(cov[c])
+        sol = np.linalg.solve(chol, (x - mu[c]).T)  # (D, N)
+        logdet = 2 * np.log(np.diag(chol)).sum()
+        logp[:, c] = np.log(w[c]) - 0.5 * (d * np.log(2 * np.pi) + logdet + (sol ** 2).sum(axis=0))
+    return -logsumexp(logp, axis=1)
+
+
+def _knn_score(x: np.ndarray, bank: np.ndarray, k: int, metric: str,
+               exclude: Optional[tuple[np.ndarray, np.ndarray]] = None, chunk: int = 2048) -> np.ndarray:
+    """Mean distance of each row of x (N, D) to its k nearest rows of bank (M, D), exact, chunked (torch matmul).
+
+    exclude=(query_group (N,), bank_group (M,)): bank rows of the query's own group are skipped (leave-one-out).
+    """
+    if len(bank) == 0:
+        raise ValueError("empty k-NN memory bank")
+    b = torch.from_numpy(np.ascontiguousarray(bank, np.float32))
+    bn = (b * b).sum(1)
+    out = np.empty(len(x))
+    kk = min(k, len(bank))
+    for s in range(0, len(x), chunk):
+        q = torch.from_numpy(np.ascontiguousarray(x[s:s + chunk], np.float32))
+        d = (q * q).sum(1, keepdim=True) + bn[None, :] - 2 * q @ b.T
+        d.clamp_(min=0)
+        if exclude is not None:
+            qg = torch.from_numpy(np.asarray(exclude[0][s:s + chunk]))
+            bg = torch.from_numpy(np.asarray(exclude[1]))
+            d.masked_fill_(qg[:, None] == bg[None, :], float("inf"))
+        v = torch.topk(d, kk, dim=1, largest=False).values
+        if metric == "euclidean":
+            v = v.sqrt()
+        elif metric != "sqeuclidean":
+            raise ValueError(f"unknown k-NN metric {metric!r}: expected 'sqeuclidean' or 'euclidean'")
+        out[s:s + len(q)] = v.double().mean(1).numpy()
+    return out

@@ -1,0 +1,277 @@
+"""Scene-context models for the attribute scorer: what is normal *where* in a fixed camera's image.
+
+A fixed camera sees the same ground plane all the time, so "normal" depends on the place: people near the camera
+are large and fast in pixels, far away small and slow; they walk along paths, in the directions of those paths,
+and pass rather than stay. These models learn that from the training objects alone (pure numpy; every fitted
+quantity is an array, which :class:`~tao_lab.scorer.attribute.AttributeScorer` keeps as a buffer).
+
+Positions are *footprints*: the bottom centre of the box in frame-relative units (``PlaceFeature``), the point
+where an object touches the ground and so the one that fixes its depth. Places are cells of a ``(rows, cols)``
+grid over the frame.
+
+- :func:`fit_expected_height` / :func:`expected_height`: a robust (L1) plane ``h = a + b x + c y`` of box height
+  over the footprint; the camera's perspective in three numbers. Merged groups (too large) and fragments (too
+  small) are outliers to a median fit, not to a mean.
+- :func:`derived_quantities`: per-object quantities that need that model or the tracks: speed in expected body
+  heights per frame (perspective-aware motion), size relative to the expected size, and dwell (frames a track
+  has stayed within a radius of its current footprint).
+- :func:`fit_place_norm` / :func:`apply_place_norm`: per-place normalisation of any attribute (a per-cell
+  reference value shrunk towards the global one where a cell has few training objects), so one density model
+  then compares each object with what is normal at its own place.
+- :func:`fit_occupancy` / :func:`occupancy_score`: how often normal objects stand at a place (a smoothed 2-D
+  histogram of footprints); ``-log`` density.
+- :func:`fit_direction` / :func:`direction_score`: the distribution of motion directions per place (orientation
+  histograms of the optical flow); cross-entropy of an object's direction against its place's.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from tao_lab.types import ObjectTable
+
+#: Name of the feature holding footprints and frame size (tao_lab.features.PlaceFeature).
+PLACE_FEATURE = "place"
+
+
+def place_columns(features: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """The ``place`` feature (N, 6) float64: foot x, foot y, width, height (frame-relative), W, H (px)."""
+    if PLACE_FEATURE not in features:
+        raise KeyError(f"scene-context attributes need the {PLACE_FEATURE!r} feature (tao_lab.features.PlaceFeature"
+                       f" in configs/features); features given: {sorted(features)}")
+    p = np.asarray(features[PLACE_FEATURE], np.float64)
+    p = p.reshape(n, -1) if p.ndim != 2 else p
+    if len(p) != n or p.shape[1] < 6:
+        raise ValueError(f"feature {PLACE_FEATURE!r} has shape {p.shape}, expected ({n}, 6) (PlaceFeature)")
+    return p
+
+
+def cell_index(xy: np.ndarray, grid: Sequence[int]) -> np.ndarray:
+    """(N,) int64 cell of each footprint (N, 2) in [0, 1]^2 on a (rows, cols) grid, row-major."""
+    rows, cols = int(grid[0]), int(grid[1])
+    xy = np.nan_to_num(np.asarray(xy, np.float64).reshape(-1, 2), nan=0.5)
+    cx = np.clip((xy[:, 0] * cols).astype(np.int64), 0, cols - 1)
+    cy = np.clip((xy[:, 1] * rows).astype(np.int64), 0, rows - 1)
+    return cy * cols + cx
+
+
+# ---------------------------------------------------------------------------------------------- perspective
+def fit_expected_height(xy: np.ndarray, height: np.ndarray, iterations: int = 30) -> np.ndarray:
+    """Robust plane of box height over the footprint: returns [a, b, c, floor] (float64).
+
+    Expected height (frame-relative) = a + b * foot_x + c * foot_y, at least ``floor`` (the 5th percentile of the
+    training heights). Fitted by iteratively reweighted least squares for the L1 loss (a median regression), so
+    merged groups and fragments, which are many but not the majority, do not drag it.
+    """
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    h = np.asarray(height, np.float64).reshape(-1)
+    ok = np.isfinite(xy).all(1) & np.isfinite(h) & (h > 0)
+    xy, h = xy[ok], h[ok]
+    if len(h) == 0:
+        raise ValueError("no training boxes to fit the expected-height (perspective) model on")
+    floor = float(np.percentile(h, 5))
+    if len(h) < 3:
+        return np.array([float(np.median(h)), 0.0, 0.0, floor])
+    a = np.column_stack([np.ones(len(h)), xy])
+    coef = np.linalg.lstsq(a, h, rcond=None)[0]
+    eps = 1e-3 * max(float(np.median(h)), 1e-6)
+    for _ in range(int(iterations)):
+        w = 1.0 / np.maximum(np.abs(h - a @ coef), eps)
+        sw = np.sqrt(w)
+        new = np.linalg.lstsq(a * sw[:, None], h * sw, rcond=None)[0]
+        if np.allclose(new, coef, rtol=1e-6, atol=1e-9):
+            coef = new
+            break
+        coef = new
+    return np.array([coef[0], coef[1], coef[2], floor])
+
+
+def expected_height(model: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """(N,) expected frame-relative box height at footprints xy (N, 2), from :func:`fit_expected_height`."""
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    a, b, c, floor = (float(v) for v in np.asarray(model, np.float64)[:4])
+    return np.maximum(a + b * xy[:, 0] + c * xy[:, 1], max(floor, 1e-4))
+
+
+def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
+    """(N,) frames each object's track has stayed within ``radius_px`` (N,) of its current footprint (N, 2) px.
+
+    For detection i of a track: the frames since the track's last detection farther than the radius from where i
+    stands (or since the track started). A walker passing by keeps it near the time to cross a radius; someone who
+    stays accumulates it. Untracked objects (track_id < 0) get 0.
+    """
+    n = len(objects)
+    out = np.zeros(n, np.float64)
+    if n == 0:
+        return out
+    tid = objects.track_id
+    order = np.lexsort((objects.frame, tid))
+    bounds = np.flatnonzero(np.diff(tid[order])) + 1
+    for seg in np.split(order, bounds):
+        if tid[seg[0]] < 0 or len(seg) < 2:
+            continue
+        p = foot_px[seg]
+        f = objects.frame[seg].astype(np.float64)
+        r = radius_px[seg]
+        length = len(seg)
+        for s in range(0, length, 1024):  # row chunks keep the distance matrix small on very long tracks
+            rows = np.arange(s, min(s + 1024, length))
+            d = np.hypot(p[rows, None, 0] - p[None, :, 0], p[rows, None, 1] - p[None, :, 1])
+            far = (d > r[rows, None]) & (np.arange(length)[None, :] < rows[:, None])
+            any_far = far.any(1)
+            last_far = np.where(any_far, length - 1 - np.argmax(far[:, ::-1], axis=1), -1)
+            out[seg[rows]] = f[rows] - f[last_far + 1]
+    return out
+
+
+def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray], height_model: np.ndarray,
+                       dwell_radius: float = 0.5) -> dict[str, np.ndarray]:
+    """Per-object quantities the scene attributes read, keyed ``scene.<name>`` (rows aligned with objects).
+
+    - ``scene.speed_rel`` (N, 3): the velocity feature's columns 0-2 (mean moving-pixel speed, box 90th percentile,
+      fastest cell; px/frame) divided by the expected box height at the object's footprint in px: speed in body
+      heights per frame, comparable across depths. NaN columns when there is no ``velocity`` feature.
+    - ``scene.size`` (N, 3): log of width, height and area relative to the expected height (1 = a normal person's
+      height at that place): a cart or a car is larger and wider than what normally stands there.
+    - ``scene.dwell`` (N, 1): :func:`dwell_frames` with a radius of ``dwell_radius`` expected heights.
+    """
+    n = len(objects)
+    p = place_columns(features, n)
+    xy = p[:, :2]
+    eh = expected_height(height_model, xy)  # frame-relative
+    eh_px = eh * p[:, 5]
+    out: dict[str, np.ndarray] = {}
+    if "velocity" in features and n:
+        v = np.asarray(features["velocity"], np.float64).reshape(n, -1)[:, :3]
+        out["scene.speed_rel"] = (v / eh_px[:, None]).astype(np.float32)
+    else:
+        out["scene.speed_rel"] = np.full((n, 3), np.nan, np.float32)
+    w, h = np.maximum(p[:, 2], 1e-6), np.maximum(p[:, 3], 1e-6)
+    out["scene.size"] = np.stack([np.log(w / eh), np.log(h / eh), np.log(w * h / eh ** 2)], 1).astype(np.float32)
+    foot_px = np.stack([xy[:, 0] * p[:, 4], xy[:, 1] * p[:, 5]], 1)
+    out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * eh_px)[:, None].astype(np.float32)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- per-place norm
+def _shrunk(cell_stat: np.ndarray, counts: np.ndarray, global_stat: np.ndarray, prior: float) -> np.ndarray:
+    w = (counts / (counts + float(prior)))[:, None]
+    return w * np.nan_to_num(cell_stat) + (1 - w) * global_stat[None, :]
+
+
+def fit_place_norm(xy: np.ndarray, x: np.ndarray, grid: Sequence[int], mode: str, prior: float = 50.0,
+                   quantile: float = 90.0) -> dict[str, np.ndarray]:
+    """Per-cell reference values of each column of x (N, D) at footprints xy (N, 2).
+
+    mode "ratio" (non-negative quantities that scale with depth, e.g. speed, dwell): u = x / ref, ref = the
+    ``quantile`` of the cell's values; "standardize" (e.g. log sizes): u = (x - median) / spread, spread = the
+    cell's (p90 - p10) / 2.563 (a normal's standard deviation). Cell values are shrunk towards the global ones by
+    counts / (counts + prior), and every scale is at least 10% of the global one, so a sparse or static cell
+    cannot blow up its objects' scores. Returns {"place_loc": (C, D), "place_scale": (C, D)} float64.
+    """
+    if mode not in ("ratio", "standardize"):
+        raise ValueError(f"by_place must be 'ratio' or 'standardize', got {mode!r}")
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    cells = int(grid[0]) * int(grid[1])
+    idx = cell_index(xy, grid)
+    ok = np.isfinite(x).all(1)
+    x, idx = x[ok], idx[ok]
+    d = x.shape[1]
+    loc_c = np.full((cells, d), np.nan)
+    scale_c = np.full((cells, d), np.nan)
+    counts = np.bincount(idx, minlength=cells).astype(np.float64)
+
+    def stats(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if mode == "ratio":
+            return np.zeros(d), np.percentile(v, quantile, axis=0)
+        q10, q50, q90 = np.percentile(v, [10, 50, 90], axis=0)
+        return q50, (q90 - q10) / 2.563
+
+    if len(x) == 0:
+        raise ValueError("no finite training values for a per-place model")
+    g_loc, g_scale = stats(x)
+    g_scale = np.where(g_scale > 0, g_scale, np.maximum(np.abs(x).max(0), 1e-6))
+    for c in np.flatnonzero(counts):
+        loc_c[c], scale_c[c] = stats(x[idx == c])
+    loc = _shrunk(loc_c, counts, g_loc, prior)
+    scale = np.maximum(_shrunk(scale_c, counts, g_scale, prior), 0.1 * g_scale[None, :])
+    return {"place_loc": loc, "place_scale": scale}
+
+
+def apply_place_norm(xy: np.ndarray, x: np.ndarray, model: Mapping[str, np.ndarray],
+                     grid: Sequence[int]) -> np.ndarray:
+    """x (N, D) normalised by the reference values of each row's cell (see :func:`fit_place_norm`)."""
+    idx = cell_index(xy, grid)
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    return (x - model["place_loc"][idx]) / model["place_scale"][idx]
+
+
+# ---------------------------------------------------------------------------------------------- occupancy
+def fit_occupancy(xy: np.ndarray, grid: Sequence[int], sigma: float = 1.0) -> np.ndarray:
+    """(rows, cols) log-probability of a footprint falling in each cell: a histogram of the training footprints,
+    Gaussian-blurred by ``sigma`` cells (paths are continuous; a cell beside a path is not as odd as a far one),
+    with half a pseudo-count spread over the frame so no place is impossible."""
+    from scipy.ndimage import gaussian_filter
+
+    rows, cols = int(grid[0]), int(grid[1])
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    xy = xy[np.isfinite(xy).all(1)]
+    hist = np.bincount(cell_index(xy, grid), minlength=rows * cols).astype(np.float64).reshape(rows, cols)
+    if sigma > 0:
+        hist = gaussian_filter(hist, float(sigma), mode="nearest")
+    hist += 0.5 / (rows * cols)
+    return np.log(hist / hist.sum())
+
+
+def occupancy_score(xy: np.ndarray, logp: np.ndarray) -> np.ndarray:
+    """(N,) -log probability of each footprint's cell (higher = where normal objects rarely are)."""
+    rows, cols = logp.shape
+    return -logp.reshape(-1)[cell_index(xy, (rows, cols))]
+
+
+# ---------------------------------------------------------------------------------------------- direction
+def _direction_weights(hist: np.ndarray, min_speed: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each object's direction distribution (rows of the orientation histogram, normalised) and whether it moves
+    enough (summed histogram, i.e. mean moving speed, >= min_speed px/frame) for a direction to mean anything."""
+    hist = np.nan_to_num(np.asarray(hist, np.float64).reshape(len(hist), -1))
+    total = hist.sum(1)
+    moving = total >= float(min_speed)
+    q = hist / np.maximum(total, 1e-12)[:, None]
+    return q, moving
+
+
+def fit_direction(xy: np.ndarray, hist: np.ndarray, grid: Sequence[int], prior: float = 20.0,
+                  min_speed: float = 0.5) -> np.ndarray:
+    """(cells, bins) log-probability of each motion direction per place.
+
+    Per cell: the summed direction distributions of its moving training objects, plus ``prior`` pseudo-objects
+    distributed like the whole scene (a sparse cell falls back to the scene's directions), plus 2% uniform (no
+    direction is impossible). hist: the velocity feature's orientation histogram (N, bins).
+    """
+    q, moving = _direction_weights(hist, min_speed)
+    bins = q.shape[1]
+    cells = int(grid[0]) * int(grid[1])
+    idx = cell_index(xy, grid)[moving]
+    q = q[moving]
+    glob = q.sum(0) + 1.0
+    glob /= glob.sum()
+    counts = np.zeros((cells, bins))
+    np.add.at(counts, idx, q)
+    n = counts.sum(1, keepdims=True)
+    p = (counts + float(prior) * glob[None, :]) / (n + float(prior))
+    p = 0.98 * p + 0.02 / bins
+    return np.log(p)
+
+
+def direction_score(xy: np.ndarray, hist: np.ndarray, logp: np.ndarray, grid: Sequence[int],
+                    min_speed: float = 0.5) -> np.ndarray:
+    """(N,) cross-entropy of each object's direction distribution against its place's (NaN when it hardly
+    moves: a standing object has no direction to be wrong about)."""
+    q, moving = _direction_weights(hist, min_speed)
+    if q.shape[1] != logp.shape[1]:
+        raise ValueError(f"direction model has {logp.shape[1]} orientation bins, the feature has {q.shape[1]}")
+    idx = cell_index(xy, grid)
+    out = -(q * logp[idx]).sum(1)
+    out[~moving] = np.nan
+    return out

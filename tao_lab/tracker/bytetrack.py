@@ -1,0 +1,137 @@
+"""ByteTrack (ultralytics' ``BYTETracker``) fed by any detector through a small adapter."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from tao_lab.tracker.base import Tracker, TrackerStream, relabel_tracks
+from tao_lab.types import Clip, ObjectTable
+
+
+class _Detections:
+    """The minimal ``Boxes``-like object BYTETracker.update reads: conf, cls, xywh (centre), xyxy, len, masking."""
+
+    def __init__(self, xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray):
+        self.xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
+        self.conf = np.asarray(conf, np.float32).reshape(-1)
+        self.cls = np.asarray(cls, np.float32).reshape(-1)
+
+    @property
+    def xywh(self) -> np.ndarray:
+        x1, y1, x2, y2 = self.xyxy.T
+        return np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=1)
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, index) -> "_Detections":
+        return _Detections(self.xyxy[index], self.conf[index], self.cls[index])
+
+
+class ByteTracker(Tracker):
+    """ByteTrack association (Kalman filter + IoU, a second pass on low-confidence boxes) for any detector.
+
+    Args (ultralytics' names):
+        track_high_thresh: detections with score >= this take part in the first association.
+        track_low_thresh: detections with score in (low, high) take part only in the second association.
+        new_track_thresh: an unmatched detection starts a new track only when its score >= this.
+        track_buffer: frames a lost track is kept for re-identification.
+        match_thresh: maximum IoU distance (1 - IoU) of a match in the first association.
+        fuse_score: multiply IoU similarity by detection score in the first association.
+        keep_unmatched: detections that ByteTrack leaves without a track (score below the thresholds, or not
+            matched while no new track was allowed) keep their row with a fresh one-row track id instead of being
+            dropped; on by default because a fast anomalous object is exactly what IoU association tends to miss.
+    The output keeps the detection rows and boxes (not the Kalman-smoothed boxes): see :class:`Tracker`.
+    A new BYTETracker is built per clip and ids are renumbered 1..K per clip (ultralytics numbers tracks from a
+    counter that older versions shared across the process).
+    """
+
+    def __init__(self, track_high_thresh: float = 0.25, track_low_thresh: float = 0.1,
+                 new_track_thresh: float = 0.25, track_buffer: int = 30, match_thresh: float = 0.8,
+                 fuse_score: bool = True, keep_unmatched: bool = True):
+        self.args = SimpleNamespace(tracker_type="bytetrack", track_high_thresh=float(track_high_thresh),
+                                    track_low_thresh=float(track_low_thresh),
+                                    new_track_thresh=float(new_track_thresh), track_buffer=int(track_buffer),
+                                    match_thresh=float(match_thresh), fuse_score=bool(fuse_score))
+        self.keep_unmatched = bool(keep_unmatched)
+
+    def prepare(self) -> None:
+        from tao_lab.no_network import disable_ultralytics_sync, set_offline_env
+
+        set_offline_env()
+        disable_ultralytics_sync()  # imports ultralytics (and torch)
+        import ultralytics.trackers.byte_tracker  # noqa: F401
+
+    def _new_tracker(self):
+        self.prepare()
+        from ultralytics.trackers.byte_tracker import BYTETracker
+
+        return BYTETracker(self.args)
+
+    def track(self, detections: ObjectTable, clip: Clip) -> ObjectTable:
+        n = len(detections)
+        ids = np.full(n, -1, np.int64)
+        if n:
+            if np.any(np.diff(detections.frame) < 0):
+                raise ValueError("ByteTracker needs detections ordered by frame")
+            tracker = self._new_tracker()
+            starts = np.searchsorted(detections.frame, np.arange(clip.num_frames + 1))
+            for f in range(clip.num_frames):
+                lo, hi = starts[f], starts[f + 1]
+                tracker.update(_Detections(detections.xyxy[lo:hi], detections.score[lo:hi], detections.cls[lo:hi]))
+                # tracks updated or born in this frame (including unconfirmed newborns, which already own an id)
+                for t in tracker.tracked_stracks:
+                    if t.frame_id == tracker.frame_id and t.idx is not None and 0 <= int(t.idx) < hi - lo:
+                        ids[lo + int(t.idx)] = int(t.track_id)
+            unmatched = ids < 0
+            if self.keep_unmatched and unmatched.any():
+                ids[unmatched] = ids.max(initial=0) + 1 + np.arange(int(unmatched.sum()))
+        keep = ids >= 0
+        out = ObjectTable(detections.frame, detections.xyxy, detections.score, ids, detections.cls).take(keep)
+        out.track_id = relabel_tracks(out.track_id)
+        return out
+
+    def stream(self) -> "ByteTrackStream":
+        """Online: one BYTETracker for the whole stream, same rules (incl. ``keep_unmatched``)."""
+        return ByteTrackStream(self)
+
+
+class ByteTrackStream(TrackerStream):
+    """One BYTETracker kept for a whole stream; ids are stream-wide from 1, in order of first appearance.
+
+    Bounded memory on endless streams: the map of ByteTrack ids to stream ids forgets dropped tracks, and only
+    the last 64 removed tracks are kept (ByteTrack keeps them only to keep them out of its lost pool).
+    """
+
+    def __init__(self, tracker: ByteTracker):
+        super().__init__()
+        self.keep_unmatched = tracker.keep_unmatched
+        self.tracker = tracker._new_tracker()
+        self.ids: dict[int, int] = {}  # ByteTrack id -> stream id
+
+    def update(self, detections: ObjectTable) -> np.ndarray:
+        n = len(detections)
+        out = np.full(n, -1, np.int64)
+        self.tracker.update(_Detections(detections.xyxy, detections.score, detections.cls))
+        fid = self.tracker.frame_id
+        if n:
+            # tracks updated or born in this frame (including unconfirmed newborns, which already own an id)
+            for t in self.tracker.tracked_stracks:
+                if t.frame_id == fid and t.idx is not None and 0 <= int(t.idx) < n:
+                    raw = int(t.track_id)
+                    if raw not in self.ids:
+                        self.ids[raw] = self.next_id
+                        self.next_id += 1
+                    out[int(t.idx)] = self.ids[raw]
+            missing = out < 0
+            if self.keep_unmatched and missing.any():
+                out[missing] = self.next_id + np.arange(int(missing.sum()))
+                self.next_id += int(missing.sum())
+        if fid % 100 == 0:  # forget ids of tracks ByteTrack has dropped
+            alive = {int(t.track_id) for t in (*self.tracker.tracked_stracks, *self.tracker.lost_stracks)}
+            self.ids = {k: v for k, v in self.ids.items() if k in alive}
+        removed = getattr(self.tracker, "removed_stracks", None)
+        if removed is not None and len(removed) > 64:
+            self.tracker.removed_stracks = removed[-64:]
+        return out
