@@ -6,8 +6,9 @@ prompts for the segmenter. It is not a calibrated alarm: the scorer's calibratio
 scores, fitted on scores the scorer did not see while it was fitted (in-sample scores are optimistic):
 
 - **cross-fitting** (no checkpoint: ``infer.py`` fitted on the first ``fit_seconds``, the online warm-up, or the
-  training clips in ``eval.py``): the fit data is split into ``folds`` parts (contiguous time blocks of one clip,
-  or whole clips); for each part a fresh scorer is fitted on the other parts and scores that part. The pooled
+  training clips in ``eval.py``): the fit data is split into ``folds`` parts (one clip's whole tracks, each part
+  spanning the clip, with ``split: tracks``; contiguous time blocks with ``split: time``; or whole clips); for each
+  part a fresh scorer is fitted on the other parts and scores that part. The pooled
   held-out frame scores are what a normal frame the scorer never saw looks like;
 - **held-out window** (``infer.py`` with ``ckpt_path``): the checkpoint never saw the input, so the frame scores of
   the input's first ``fit_seconds`` (assumed normal, as without a checkpoint) are held-out scores already.
