@@ -140,6 +140,10 @@ def frame_range(objects: ObjectTable, features: dict, a: int, b: int) -> tuple:
             {name: v[m] for name, v in features.items()}, int(b - a))
 
 
+class TooFewTracks(ValueError):
+    """The fit window holds fewer than two tracks: it cannot be split by track."""
+
+
 def track_parts(objects: ObjectTable, features: dict, num_frames: int, folds: int) -> list[tuple]:
     """Frames [0, num_frames) of one clip split into ``folds`` parts BY TRACK (round-robin over the tracks in order
     of first appearance; untracked rows round-robin by row), each part an item ``(objects, features, num_frames)``
@@ -149,17 +153,17 @@ def track_parts(objects: ObjectTable, features: dict, num_frames: int, folds: in
     o, feats = objects.take(m), {name: v[m] for name, v in features.items()}
     tids = np.asarray(o.track_id)
     tracked = tids >= 0
-    first = {}
-    for f, t in zip(np.asarray(o.frame)[tracked], tids[tracked]):
-        first.setdefault(int(t), int(f))
-    order = sorted(first, key=lambda t: (first[t], t))
-    if len(order) + int((~tracked).sum()) < 2:
-        raise ValueError(f"{len(order)} track(s) in the fit window are too few to calibrate the alarm by "
-                         "cross-fitting over tracks (need at least 2); give a longer fit_seconds")
-    k = max(2, min(int(folds), len(order) + int((~tracked).sum())))
-    rank = {t: i for i, t in enumerate(order)}
+    # tracks in order of first appearance (rows are ordered by frame), ties by id
+    ids, first_row, inverse = np.unique(tids[tracked], return_index=True, return_inverse=True)
+    rank = np.empty(len(ids), int)
+    rank[np.lexsort((ids, first_row))] = np.arange(len(ids))
+    units = len(ids) + int((~tracked).sum())
+    if units < 2:
+        raise TooFewTracks(f"{len(ids)} track(s) in the fit window are too few to calibrate the alarm by "
+                           "cross-fitting over tracks (need at least 2); give a longer fit_seconds")
+    k = max(2, min(int(folds), units))
     part = np.empty(len(o), int)
-    part[tracked] = [rank[int(t)] % k for t in tids[tracked]]
+    part[tracked] = rank[inverse] % k
     part[~tracked] = np.arange(int((~tracked).sum())) % k
     return [(o.take(part == i), {name: v[part == i] for name, v in feats.items()}, int(num_frames))
             for i in range(k)]
@@ -176,11 +180,12 @@ def crossfit_items(pipe, items: list, folds: int, causal_window: Optional[int] =
 def crossfit_tracks(pipe, parts: list, folds: int, causal_window: Optional[int] = None) -> tuple[np.ndarray, str]:
     """Held-out frame scores of one window split by :func:`track_parts`: every object is scored by a scorer that
     never saw its track, and a frame's score is the max over the parts (the frame score is a max over objects)."""
-    per_part, how = _crossfit(pipe, parts, folds, causal_window)
-    return np.max(np.stack([np.asarray(x, np.float64) for x in per_part]), 0), how.replace("parts", "track parts")
+    per_part, how = _crossfit(pipe, parts, folds, causal_window, unit="track parts")
+    return np.max(np.stack([np.asarray(x, np.float64) for x in per_part]), 0), how
 
 
-def _crossfit(pipe, items: list, folds: int, causal_window: Optional[int] = None) -> tuple[list, str]:
+def _crossfit(pipe, items: list, folds: int, causal_window: Optional[int] = None,
+              unit: str = "parts") -> tuple[list, str]:
     k = max(2, min(int(folds), len(items)))
     out, used = [], 0
     for f in range(k):
@@ -199,7 +204,7 @@ def _crossfit(pipe, items: list, folds: int, causal_window: Optional[int] = None
             raise NoTrainingObjectsError("the fit data hold no detected object: nothing to fit the scorer on")
         raise ValueError("alarm cross-fitting: no fold could fit a scorer (too few objects in the fit data); "
                          "give a longer fit_seconds or a checkpoint")
-    how = (f"{used}-fold cross-fitting over {len(items)} parts of the fit data"
+    how = (f"{used}-fold cross-fitting over {len(items)} {unit} of the fit data"
            + (f", causal scores (window {causal_window} frames)" if causal_window else ""))
     return out, how
 
@@ -241,15 +246,13 @@ def window_crossfit(pipe, objects: ObjectTable, features: dict, num_frames: int,
     (``split="time"``) or track parts (``"tracks"``, :func:`track_parts`)."""
     if split not in ("time", "tracks"):
         raise ValueError(f"alarm.split must be 'time' or 'tracks', got {split!r}")
-    in_window = np.asarray(objects.frame) < num_frames
-    units = len(np.unique(np.asarray(objects.track_id)[in_window & (np.asarray(objects.track_id) >= 0)]))
-    units += int((in_window & (np.asarray(objects.track_id) < 0)).sum())
-    if split == "tracks" and units >= 2:
-        parts = track_parts(objects, features, num_frames, folds)
-        return (parts, *crossfit_tracks(pipe, parts, folds, causal_window))
-    if split == "tracks":  # one track (or none) cannot be split by track; time blocks still say what can be said
-        log.info("alarm: %d track(s) in the fit window, too few to split by track; cutting it into time blocks",
-                 units)
+    if split == "tracks":
+        try:
+            parts = track_parts(objects, features, num_frames, folds)
+        except TooFewTracks as exc:  # time blocks still say what can be said (or name an empty scene)
+            log.info("alarm: %s; cutting the fit window into time blocks instead", exc)
+        else:
+            return (parts, *crossfit_tracks(pipe, parts, folds, causal_window))
     blocks = window_blocks(objects, features, num_frames, folds)
     return (blocks, *crossfit_items(pipe, blocks, folds, causal_window))
 

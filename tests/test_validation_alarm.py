@@ -40,13 +40,17 @@ def test_counts_and_summary_match_a_hand_computation():
     assert "conformal/0.01/5" in res.table()
 
 
-def test_the_cli_needs_scenes_for_the_alarm_protocol(tmp_path):
+def test_the_cli_needs_scenes_for_the_alarm_protocol(tmp_path, capsys):
     from tao_lab.validation.__main__ import main
 
     spec = tmp_path / "alarm.yaml"
     spec.write_text("methods: [conformal]\n")
     with pytest.raises(SystemExit):
         main(["--alarm", str(spec)])
+    spec.write_text("methods: [median]\n")  # a bad candidate: a usage error naming the file, no traceback
+    with pytest.raises(SystemExit):
+        main(["--scenes", "synthetic", "--alarm", str(spec)])
+    assert "unknown methods ['median']" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -99,24 +99,35 @@ def _names(value: str, default: tuple, every: tuple, flag: str, parser) -> list[
     return names
 
 
+def _scene_setup(args, parser) -> tuple[list[str], list[str], Path]:
+    """The cross-scene protocols' scenes, planted sets and Ped2 folder from the command line (checked)."""
+    from tao_lab.validation.behaviours import BEHAVIOURS
+    from tao_lab.validation.scenes import DEFAULT_SCENES, SCENES
+
+    scenes = _names(args.scenes, DEFAULT_SCENES, SCENES, "--scenes", parser)
+    sets = _names(args.sets, BEHAVIOURS, BEHAVIOURS, "--sets", parser)
+    if args.clips < 2 or args.frames < 30:
+        parser.error("--clips must be >= 2 (leave-one-clip-out) and --frames >= 30")
+    ped2_dir = Path(args.ped2_dir)
+    return scenes, sets, ped2_dir if ped2_dir.is_absolute() else ROOT / ped2_dir
+
+
 def _alarm(args, parser, base: list[str]) -> int:
     from omegaconf import OmegaConf
 
     from tao_lab.config import compose_config
     from tao_lab.validation.alarm_choice import candidates_from, validate_alarm
-    from tao_lab.validation.behaviours import BEHAVIOURS
-    from tao_lab.validation.scenes import DEFAULT_SCENES, SCENES
 
     if not Path(args.alarm).is_file():
         parser.error(f"alarm candidates file not found: {args.alarm}")
     spec = OmegaConf.to_container(OmegaConf.load(args.alarm))
     if not isinstance(spec, dict):
         parser.error(f"{args.alarm}: expected a mapping {{methods: [...], targets: [...], folds: [...]}}")
-    candidates = candidates_from(spec)
-    scenes = _names(args.scenes, DEFAULT_SCENES, SCENES, "--scenes", parser)
-    sets = _names(args.sets, BEHAVIOURS, BEHAVIOURS, "--sets", parser)
-    ped2_dir = Path(args.ped2_dir)
-    ped2_dir = ped2_dir if ped2_dir.is_absolute() else ROOT / ped2_dir
+    try:
+        candidates = candidates_from(spec)
+    except ValueError as err:
+        parser.error(f"{args.alarm}: {err}")
+    scenes, sets, ped2_dir = _scene_setup(args, parser)
     cfg = compose_config(base)
     start = time.perf_counter()
     result = validate_alarm(cfg, candidates, scenes, sets, str(ped2_dir), args.clips, args.frames, seed=args.seed,
@@ -132,16 +143,9 @@ def _alarm(args, parser, base: list[str]) -> int:
 
 def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) -> int:
     from tao_lab.config import compose_config
-    from tao_lab.validation.behaviours import BEHAVIOURS
     from tao_lab.validation.cross_scene import cross_scene_validate
-    from tao_lab.validation.scenes import DEFAULT_SCENES, SCENES
 
-    scenes = _names(args.scenes, DEFAULT_SCENES, SCENES, "--scenes", parser)
-    sets = _names(args.sets, BEHAVIOURS, BEHAVIOURS, "--sets", parser)
-    if args.clips < 2 or args.frames < 30:
-        parser.error("--clips must be >= 2 (leave-one-clip-out) and --frames >= 30")
-    ped2_dir = Path(args.ped2_dir)
-    ped2_dir = ped2_dir if ped2_dir.is_absolute() else ROOT / ped2_dir
+    scenes, sets, ped2_dir = _scene_setup(args, parser)
     cfg = compose_config(base)
     start = time.perf_counter()
     result = cross_scene_validate(cfg, {name: compose_config(base + o) for name, o in variants.items()},
