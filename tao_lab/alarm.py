@@ -260,11 +260,28 @@ def window_crossfit(pipe, objects: ObjectTable, features: dict, num_frames: int,
 def calibrate_on_training(pipe, cfg, train_clips: list[Clip]) -> Alarm:
     """The alarm of ``eval.py``: cross-fitting over the (normal) training clips, whole clips per fold (a single
     training clip is split like a fit window, by ``alarm.split``)."""
+    from tao_lab.artifacts import RawArrays
+    from tao_lab.cache import StageCache
+
     acfg = cfg.get("alarm") or {}
     folds = int(acfg.get("folds", 5))
-    items = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in train_clips]
-    if len(items) == 1:
-        _, scores, how = window_crossfit(pipe, *items[0], folds, str(acfg.get("split", "time")))
-        return fit_alarm(scores, acfg, how.replace("of the fit data", "of the training clip"))
-    scores, how = crossfit_items(pipe, items, folds)
-    return fit_alarm(scores, acfg, how.replace("parts of the fit data", "training clips"))
+    split = str(acfg.get("split", "time"))
+
+    def heldout_scores() -> RawArrays:
+        items = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in train_clips]
+        if len(items) == 1:
+            _, scores, how = window_crossfit(pipe, *items[0], folds, split)
+            how = how.replace("of the fit data", "of the training clip")
+        else:
+            scores, how = crossfit_items(pipe, items, folds)
+            how = how.replace("parts of the fit data", "training clips")
+        return RawArrays(scores=np.asarray(scores, np.float64), how=np.array(how))
+
+    # The held-out scores depend on the scorer and its fit data only, not on the alarm's method or target nor on
+    # anything downstream (threshold, prompts, segmenter): cached, a sweep over those re-fits no fold scorer.
+    spec = pipe.scorer_spec(train_clips)
+    spec.update(train_clips=[c.source for c in train_clips], folds=folds,  # clip order decides the folds
+                split=split if len(train_clips) == 1 else None)
+    cache = StageCache(pipe.cache_dir, "alarm_heldout", spec)
+    record = cache.get_or_compute("training", "heldout", heldout_scores)
+    return fit_alarm(np.asarray(record["scores"], np.float64), acfg, str(record["how"]))

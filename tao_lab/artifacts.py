@@ -45,7 +45,12 @@ ORPHAN_AGE_S = 600.0
 # as a plain open() would give them. The umask can only be read by setting it: once, at import.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-Record = Union[ObjectTable, ObjectScores, Prompts, Segmentation, dict]
+class RawArrays(dict):
+    """Named arrays stored exactly as given (dtype kept, strings allowed), e.g. held-out calibration scores; a
+    plain dict is a feature record (float32 columns)."""
+
+
+Record = Union[ObjectTable, ObjectScores, Prompts, Segmentation, RawArrays, dict]
 
 
 def _object_columns(table: ObjectTable, prefix: str = "") -> dict[str, np.ndarray]:
@@ -74,6 +79,8 @@ def to_arrays(record: Record) -> dict[str, np.ndarray]:
         if record.instance_maps is not None:
             out["instance_maps"] = np.asarray(record.instance_maps, dtype=np.int32)
         return out
+    if isinstance(record, RawArrays):
+        return {"__record__": np.array("RawArrays"), **{f"raw.{k}": np.asarray(v) for k, v in record.items()}}
     if isinstance(record, dict):
         return {"__record__": np.array("Features"),
                 **{f"feat.{k}": np.asarray(v, dtype=np.float32) for k, v in record.items()}}
@@ -92,6 +99,8 @@ def from_arrays(arrays: Any) -> Record:
     if kind == "Segmentation":
         instance = arrays["instance_maps"] if "instance_maps" in arrays.keys() else None
         return Segmentation(arrays["score_maps"], _object_table(arrays, "objects."), instance)
+    if kind == "RawArrays":
+        return RawArrays({k[len("raw."):]: arrays[k] for k in arrays.keys() if k.startswith("raw.")})
     if kind == "Features":
         return {k[len("feat."):]: arrays[k] for k in arrays.keys() if k.startswith("feat.")}
     raise ValueError(f"unknown artifact record type {kind!r}")

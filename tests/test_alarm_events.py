@@ -131,6 +131,38 @@ def test_a_single_training_clip_is_cross_fitted_by_the_configured_split(tmp_path
     assert np.isfinite(alarm.tau)
 
 
+def test_held_out_calibration_scores_are_cached_across_downstream_settings(tmp_path):
+    """A sweep over the threshold, prompts or the alarm's target re-fits no fold scorer: the held-out scores are
+    read from the stage cache (same alarm), and a change that alters them (folds) computes them afresh."""
+    from helpers import compose
+    from omegaconf import open_dict
+    from tao_lab.alarm import calibrate_on_training
+    from tao_lab.pipeline import Pipeline, load_dataset
+
+    cfg = compose("eval", ["dataset.num_train_clips=3", "dataset.num_test_clips=1", "dataset.num_frames=60",
+                           "alarm.folds=3"], tmp_path)
+    data = load_dataset(cfg)
+    pipe = Pipeline(cfg)
+    pipe.fit_scorer(data.train)
+    first = calibrate_on_training(pipe, cfg, data.train)
+
+    def no_fit(items):
+        raise AssertionError("a fold scorer was fitted although its held-out scores are cached")
+
+    pipe.new_fitted_scorer = no_fit
+    again = calibrate_on_training(pipe, cfg, data.train)
+    assert again.tau == first.tau and again.calibration == first.calibration
+    with open_dict(cfg):
+        cfg.alarm.target_false_alarm_rate = 0.2
+        cfg.threshold.tau = 0.3
+    looser = calibrate_on_training(pipe, cfg, data.train)  # same cached scores, another quantile
+    assert looser.target_rate == 0.2 and looser.tau <= first.tau
+    with open_dict(cfg):
+        cfg.alarm.folds = 2
+    with pytest.raises(AssertionError, match="fold scorer was fitted"):
+        calibrate_on_training(pipe, cfg, data.train)
+
+
 def test_an_unknown_split_is_refused(tmp_path):
     from helpers import compose
     from tao_lab.alarm import calibrate_on_training
