@@ -10,7 +10,7 @@ Two protocols:
       python -m tao_lab.validation --variants benchmarks/validation/attribute_scorer.yaml \\
           dataset=ucsd_ped2 paths.data_dir=../shared/datasets/ucsd_ped2
 - with ``--scenes`` (``default``, ``all`` or a comma list): cross-scene, one table scene x planted behaviour set
-  (fast, cart, wrong_way, off_path, loiter) per variant and the mean over scenes and sets
+  (fast, cart, wrong_way, off_path, loiter, fast_mild) per variant and the mean over scenes and sets
   (:mod:`tao_lab.validation.cross_scene`); scenes: ped2, ped2_low, ped2_lower, ped2_high, ped2_oblique,
   synthetic, synthetic_persp:
       python -m tao_lab.validation --scenes default --variants benchmarks/validation/cross_scene.yaml

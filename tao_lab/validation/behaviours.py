@@ -1,6 +1,6 @@
 """Behaviour plants: anomalies defined against what the training clips of ONE scene do at each place.
 
-The five planted sets of the cross-scene validation (:mod:`tao_lab.validation.cross_scene`). Every set is placed
+The planted sets of the cross-scene validation (:mod:`tao_lab.validation.cross_scene`). Every set is placed
 with the scene's own statistics (:class:`SceneStats`, from the tracks of the OTHER training clips of that scene):
 where objects' feet are, how tall and how fast objects are at each image row, and which way they go at each place.
 Speeds are multiples of the local normal speed, sizes follow the local normal height (per frame: an object moving
@@ -22,6 +22,9 @@ off_path  a walker at normal speed for its row on a straight line through places
 loiter    a walker that comes in on a normal path at normal speed (not labelled), stands nearly still (<= 0.2
           px/frame of jitter) at a place where people pass for 30-45 % of the clip, then walks on (not labelled);
           the standing frames
+fast_mild a walker cut-out on a normal path like ``fast``, at 1.5-3x the local normal speed (a cyclist or a
+          runner next to walkers, rather than ``fast``'s 3.5-6x, which every speed measure catches); every frame
+          it is visible
 ========= =========================================================================================================
 
 Depth: clip v of a scene gets depth band ``(v + set index) % 3`` (far / middle / near: tertiles of the rows of
@@ -42,7 +45,10 @@ import numpy as np
 from tao_lab.types import Clip, ObjectTable
 from tao_lab.validation.planted import PlantedClip, cut_walker, make_box
 
-BEHAVIOURS = ("fast", "cart", "wrong_way", "off_path", "loiter")
+# fast_mild last: a set's index sets its depth bands, so the earlier sets (and their cached plants) stay as they were
+BEHAVIOURS = ("fast", "cart", "wrong_way", "off_path", "loiter", "fast_mild")
+# the 1-D speed factors (multiples of the local normal speed) of the sets that move along a normal path
+_PATH_SPEEDS = {"fast": (3.5, 6.0), "fast_mild": (1.5, 3.0), "cart": (0.7, 1.3)}
 NUM_DEPTHS = 3
 _DIRS = np.array([[np.cos(a), np.sin(a)] for a in np.arange(8) * np.pi / 4])  # 8 unit directions (x right, y down)
 
@@ -293,8 +299,8 @@ def _trajectory(kind: str, stats: SceneStats, rng, depth: int, T: int, aspect: f
         return _off_path(stats, rng, depth, n_max, aspect, rel_height)
     j = _anchor(stats, rng, depth)
     foot, heading = stats.feet[j], stats.velocity[j]
-    if kind in ("fast", "cart"):
-        factor = rng.uniform(3.5, 6.0) if kind == "fast" else rng.uniform(0.7, 1.3)
+    if kind in _PATH_SPEEDS:
+        factor = rng.uniform(*_PATH_SPEEDS[kind])
         before = _walk(stats, foot, heading, factor, n_max, aspect, rel_height, forward=False)
         after = _walk(stats, foot, heading, factor, n_max, aspect, rel_height)
         feet = np.concatenate([before, foot[None], after])
@@ -383,7 +389,7 @@ def plant_behaviour(base: Clip, kind: str, stats: SceneStats, donor: Optional[tu
             if kind == "off_path":
                 raise
             continue
-        placed = _cut(rng, stats, feet, labels, aspect, rel_height, T, on_path=kind in ("fast", "cart"))
+        placed = _cut(rng, stats, feet, labels, aspect, rel_height, T, on_path=kind in _PATH_SPEEDS)
         if placed is not None and (best is None or placed[2] > best[2]):
             best = placed
         if best is not None and (_ >= candidates - 1 or best[2] >= T // 4):
