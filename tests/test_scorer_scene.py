@@ -186,6 +186,43 @@ def test_max_and_max_excess_fusion_match_a_direct_computation(fitted, fusion):
         assert max(max(float(g.max()) for g in groups[1:]), float(groups[0].max())) > 1.0
 
 
+def test_sum_excess_fusion_subtracts_each_groups_training_baseline(tmp_path):
+    """fusion=sum_excess: each group's baseline is the stated percentile of its training object scores (recomputed
+    here from the fitted scorer's own training parts), an object scores the sum of its groups' excess over them,
+    and the baselines round-trip through the checkpoint."""
+    from tao_lab.scorer import AttributeScorer
+
+    train = [normal_clip(s) for s in range(4)]
+    # in-sample attributes only: their training parts are what object_parts gives on the training clips
+    attrs = {k: SCENE_ATTRIBUTES[k] for k in ("speed_place", "speed_rel", "size")}
+    scorer = AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum_excess",
+                             fusion_baseline=75.0).fit_clips(train)
+    summed = AttributeScorer(attributes=attrs, frame_sigma=0).fit_clips(train)
+    assert scorer.groups == ["motion", "size"]
+    tp = [scorer.object_parts(o, f) for o, f, _ in train]
+    motion = np.concatenate([np.maximum(t["speed_place"], t["speed_rel"]) for t in tp])
+    size = np.concatenate([t["size"] for t in tp])
+    base = scorer.fusion__baseline.numpy()
+    assert np.allclose(base, [np.percentile(motion, 75), np.percentile(size, 75)], atol=1e-5)
+    assert np.mean(scorer.train_scores.numpy() == 0) > 0.5  # a normal object mostly adds nothing
+    objs, feats = make_track(9013, 0.2, 0.52, 30, speed_rel=0.2)
+    res = scorer.score_clip(objs, feats, 40)
+    p = res.parts
+    groups = [np.maximum(p["speed_place"], p["speed_rel"]), p["size"]]
+    expected = sum(np.clip(g - b, 0, None) for g, b in zip(groups, base))
+    assert np.allclose(res.objects.score, expected, atol=1e-5)
+    assert res.objects.score.max() > 0  # the fast far-away object stands out
+    ref = summed.score_clip(objs, feats, 40)
+    assert np.allclose(ref.objects.score, sum(groups), atol=1e-4)  # the same parts, the plain sum
+    path = tmp_path / "scorer.ckpt"
+    scorer.save_checkpoint(path)
+    loaded = AttributeScorer.load_from_checkpoint(path)
+    assert loaded.fusion == "sum_excess" and np.array_equal(loaded.fusion__baseline.numpy(), base)
+    assert np.array_equal(loaded.score_clip(objs, feats, 40).objects.score, res.objects.score)
+    with pytest.raises(ValueError, match="fusion_baseline"):
+        AttributeScorer(fusion="sum_excess", fusion_baseline=120)
+
+
 def test_unknown_fusion_is_refused():
     from tao_lab.scorer import AttributeScorer
 

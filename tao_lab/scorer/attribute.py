@@ -91,7 +91,7 @@ _PLACE_KEYS = ("place_loc", "place_scale")
 
 
 #: Ways attribute groups combine into the object score (see ``AttributeScorer``'s ``fusion``).
-FUSIONS = ("sum", "max", "max_excess")
+FUSIONS = ("sum", "max", "max_excess", "sum_excess")
 
 
 class AttributeScorer(ObjectScorer):
@@ -109,14 +109,18 @@ class AttributeScorer(ObjectScorer):
         seed: seeds the mixtures and the memory-bank subsampling.
         fusion: how attribute groups combine into the object score: "sum" (AIVAD: every attribute adds evidence),
             "max" (the most anomalous group decides; with many attributes a sum also adds up their noise) or
-            "max_excess" (the most anomalous group plus every other group's excess over its calibration point 1).
+            "max_excess" (the most anomalous group plus every other group's excess over its calibration point 1)
+            or "sum_excess" (every group's excess over its own normal baseline, the ``fusion_baseline`` percentile
+            of its training object scores, summed: the normal range of a group adds nothing).
+        fusion_baseline: percentile of a group's training object scores that ``fusion="sum_excess"`` subtracts.
             Within a group (spec key ``group``) attributes always combine by max.
         dwell_radius: the ``scene.dwell`` quantity counts the frames a track stays within this many expected body
             heights of its current footprint.
     """
 
     def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
-                 frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum"):
+                 frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum",
+                 fusion_baseline: float = 90.0):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -153,9 +157,16 @@ class AttributeScorer(ObjectScorer):
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
+        if not 0.0 <= float(fusion_baseline) <= 100.0:
+            raise ValueError(f"fusion_baseline must be a percentile in [0, 100], got {fusion_baseline!r}")
+        self.fusion_baseline = float(fusion_baseline)
         self.save_hyperparameters({"attributes": {k: dict(v) for k, v in attributes.items()},
                                    "frame_sigma": self.frame_sigma, "frame_reduce": frame_reduce, "seed": self.seed,
-                                   "dwell_radius": self.dwell_radius, "fusion": fusion})
+                                   "dwell_radius": self.dwell_radius, "fusion": fusion,
+                                   "fusion_baseline": self.fusion_baseline})
+        self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
+        if fusion == "sum_excess":  # only then: checkpoints of the other fusions keep their keys
+            self.register_buffer("fusion__baseline", torch.zeros(len(self.groups), dtype=torch.float64))
         for name, s in self.specs.items():
             for key in self._model_keys(name):
                 dtype = {"bank": torch.float32, "class_classes": torch.int64}.get(key, torch.float64)
@@ -292,19 +303,24 @@ class AttributeScorer(ObjectScorer):
             key = f"{name}__{k}"
             setattr(self, key, torch.as_tensor(v, dtype=getattr(self, key).dtype))
 
-    def _fuse(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Object score: weighted calibrated parts, max within a fusion group (correlated attributes such as two
-        speed statistics count once), then summed (``fusion="sum"``) or maxed (``"max"``) across groups."""
+    def _group_scores(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(groups, N): per fusion group (``self.groups`` order) the max of its weighted calibrated parts."""
         groups: dict[str, np.ndarray] = {}
         for name, s in self.specs.items():
             v = float(s["weight"]) * np.asarray(parts[name], np.float64)
             g = s["group"]
             groups[g] = v if g not in groups else np.maximum(groups[g], v)
-        if not groups:
-            return np.zeros(0)
-        stacked = np.stack(list(groups.values()))
+        return np.stack([groups[g] for g in self.groups])
+
+    def _fuse(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Object score: weighted calibrated parts, max within a fusion group (correlated attributes such as two
+        speed statistics count once), then summed (``fusion="sum"``) or maxed (``"max"``) across groups."""
+        stacked = self._group_scores(parts)
         if self.fusion == "sum":
             return stacked.sum(0)
+        if self.fusion == "sum_excess":
+            baseline = self.fusion__baseline.cpu().numpy()[:, None]
+            return np.clip(stacked - baseline, 0.0, None).sum(0)
         top = stacked.max(0)
         if self.fusion == "max":
             return top
@@ -366,6 +382,9 @@ class AttributeScorer(ObjectScorer):
             lo, hi = percentile_range(raw, float(s["upper_percentile"]), f"attribute {name!r}")
             setattr(self, f"{name}__calib", torch.tensor([lo, hi], dtype=torch.float64))
             parts[name] = self._calibrate(name, raw)
+        if self.fusion == "sum_excess":  # each group's normal baseline, on the same training scores as calibration
+            self.fusion__baseline = torch.as_tensor(
+                np.percentile(self._group_scores(parts), self.fusion_baseline, axis=1), dtype=torch.float64)
         self.train_scores = torch.as_tensor(self._fuse(parts), dtype=torch.float32)
         self.fitted.fill_(True)
         return self
