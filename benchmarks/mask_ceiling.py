@@ -32,10 +32,14 @@ Columns: mask IoU (mean over GT-anomalous frames of the per-frame IoU of the uni
 over all test frames: masks on normal frames count), mask precision / recall (pooled over all frames), boundary
 F1 at ``--boundary-tol`` px (mean over GT-anomalous frames; tao_lab.metrics.masks), the standard pixel metrics
 (pooled, exact), the TAO-protocol pixel metrics (per-frame mean over GT-anomalous frames; "AUPRO"_tao is TAO's
-PR-AUC, not a region overlap), RBDC/TBDC (GT tracks derived from the masks), and the wall seconds of
+PR-AUC, not a region overlap), RBDC/TBDC (GT tracks derived from the masks; the ``scores`` and ``prompts`` rows,
+whose objects all tie, with tied scores as one operating point, ``group_ties``: their curve is a straight line to
+that point), the end of the RBDC curve (RBDR all: share of GT regions detected when every segmented object counts)
+and its false positives per frame (FP/frame, not in %), and the wall seconds of
 ``Segmenter.segment`` per test frame (every frame of the clips, on this machine, with whatever else it runs).
-The oracle rows give every object the same score, so their pixel metrics rank pixels by the mask shape and
-foreground strength alone (the TAO protocol normalises every frame anyway).
+The ``scores`` and ``prompts`` rows give every segmented object the same score (1), so their pixel metrics rank
+pixels by the mask shape and foreground strength alone, across objects not at all (the TAO protocol normalises
+every frame anyway).
 
 sam2 is left out: its checkpoints cannot be had on our machines, and random weights give masks of no meaning
 (benchmarks/segment_bench.py times it with random weights: same compute).
@@ -69,7 +73,7 @@ COLUMNS = [("mask_iou", "IoU"), ("mask_iou_pooled", "IoU pooled"), ("mask_precis
            ("mask_recall", "mask R"), ("boundary_f1", "BF1"), ("pixel_auroc", "AUROC"), ("pixel_ap", "AP"),
            ("pixel_aupro@0.3", "AUPRO@0.3"), ("pixel_f1_max", "F1max"), ("pixel_ap_tao", "AP_tao"),
            ("pixel_f1_tao", "F1_tao"), ("pixel_aupro_tao", '"AUPRO"_tao (PR-AUC)'), ("object_rbdc", "RBDC"),
-           ("object_tbdc", "TBDC")]
+           ("object_tbdc", "TBDC"), ("object_rbdr_all", "RBDR all")]
 
 
 # ----- the oracle inputs ------------------------------------------------------------------------------------------
@@ -167,6 +171,10 @@ class Row:
         out.update({k: float(v) for k, v in self.masks.compute().items()})
         obj = rbdc_tbdc(gt_tracks, self.detections, num_frames=self.frames, group_ties=group_ties)
         out["object_rbdc"], out["object_tbdc"] = float(obj["rbdc"]), float(obj["tbdc"])
+        out["object_group_ties"] = float(group_ties)
+        # the curve's end: every segmented object counted (what the 0/1 oracle scores leave when they tie)
+        out["object_rbdr_all"], out["object_tbdr_all"] = float(obj["rbdr"][-1]), float(obj["tbdr"][-1])
+        out["object_fp_per_frame"] = obj["num_false_positives"] / self.frames
         out["segment_s_per_frame"] = self.seconds / max(self.frames, 1)
         out["num_prompts"] = float(self.prompts)
         return out
@@ -207,9 +215,11 @@ def measure(pipe, clips: list, segmenters: dict, oracles=tuple(ORACLES), boundar
                 row.add(clip, seg, gt_masks)
                 del seg
     tau = float(pipe.threshold.tau) if pipe.threshold is not None else None
+    # the oracle rows' objects all score alike (1, or 0/1 from the oracle): RBDC/TBDC then take the tied group as
+    # one operating point, so the curve does not depend on the order of tied detections (video, frame, row)
     return [{"segmenter": s, "oracle": o, "reads_test_labels": o != "none", "prefix": row.prefix,
              "metrics": row.metrics(gt_tracks, float(mcfg.get("fpr_limit", 0.3)), tau,
-                                    bool(mcfg.get("group_ties", False)))}
+                                    o in ("scores", "prompts") or bool(mcfg.get("group_ties", False)))}
             for (s, o), row in rows.items()]
 
 
@@ -223,12 +233,15 @@ def fmt(v) -> str:
 
 
 def table(rows: list[dict], title: str) -> str:
-    head = "| segmenter | oracle | " + " | ".join(c for _, c in COLUMNS) + " | s/frame |"
-    lines = [f"## {title}", f"# {ORACLE_WARNING}", head, "|" + "---|" * (head.count("|") - 1)]
+    head = "| segmenter | oracle | " + " | ".join(c for _, c in COLUMNS) + " | FP/frame | s/frame |"
+    lines = [f"## {title}", f"# {ORACLE_WARNING}",
+             "# RBDC/TBDC of the scores and prompts rows (all objects tie): tied scores as one operating point", head,
+             "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         m = r["metrics"]
         lines.append(f"| {r['segmenter']} | {'**ORACLE** ' if r['reads_test_labels'] else ''}{r['oracle']} | "
-                     + " | ".join(fmt(m.get(k)) for k, _ in COLUMNS) + f" | {m['segment_s_per_frame']:.4f} |")
+                     + " | ".join(fmt(m.get(k)) for k, _ in COLUMNS)
+                     + f" | {m['object_fp_per_frame']:.2f} | {m['segment_s_per_frame']:.4f} |")
     return "\n".join(lines)
 
 

@@ -122,6 +122,8 @@ def test_every_oracle_row_and_key_is_marked(synthetic_run):
         (s, o) for s in ("classical", "boxes") for o in ("none", "frame_labels", "scores", "prompts")]
     for r in rows:
         assert r["reads_test_labels"] == (r["oracle"] != "none")
+        # rows whose objects all tie count a tied group as one operating point (order-independent RBDC/TBDC)
+        assert r["metrics"]["object_group_ties"] == float(r["oracle"] in ("scores", "prompts"))
         assert r["prefix"].startswith("oracle_") == r["reads_test_labels"]
     keys = bench.flat_keys(rows)
     assert "oracle_prompts/boxes/mask_iou" in keys and "oracle_scores/classical/pixel_ap" in keys
