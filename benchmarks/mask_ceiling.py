@@ -4,6 +4,7 @@
     python benchmarks/mask_ceiling.py --max-clips 3            # quicker
     python benchmarks/mask_ceiling.py --json ceiling.json      # also every number, keyed, as JSON
     python benchmarks/mask_ceiling.py scorer=attribute_speed   # extra args = Hydra overrides of the pipeline
+    python benchmarks/mask_ceiling.py dataset=synthetic        # any dataset with pixel masks
 
 ORACLE ROWS READ THE TEST LABELS. They are a diagnostic of where the error comes from, never a way to choose a
 setting: a default chosen on them would be chosen on the test set.
@@ -17,7 +18,7 @@ segmenter is fed the prompts of each row (``--oracles``):
   configured prompt filter -- and its own scores (today's label-free run; equals eval.py's pixel and object
   numbers);
 - ``frame_labels`` (``oracle_frame_labels/``): as ``none``, but only objects on frames the GT calls anomalous
-  (TAO's published protocol, ``metrics.gt_gating=true``);
+  (TAO's published protocol, eval.py with ``+metrics.gt_gating=true``);
 - ``scores`` (``oracle_scores/``): the reverse split -- the system's own detections, tracks, prompt filter and
   segmenter, but each scored object's score replaced by an oracle score: 1 when its box overlaps a GT object box
   of its frame with IoU >= ``--oracle-iou`` (0.1: the RBDC rule for a true detection), else 0; the objects
@@ -275,7 +276,12 @@ def main(argv=None) -> list[dict]:
     from tao_lab.config import compose_config
     from tao_lab.pipeline import Pipeline, instantiate, load_dataset
 
-    base = ["progress=false", "dataset=ucsd_ped2", f"paths.data_dir={args.data_dir}", *extra]
+    base = ["progress=false"]
+    if not any(o.startswith("dataset=") for o in extra):  # another dataset with pixel masks may be chosen
+        base.append("dataset=ucsd_ped2")
+    if not any(o.startswith("paths.data_dir=") for o in extra):
+        base.append(f"paths.data_dir={args.data_dir}")
+    base += extra
     if args.max_clips:
         base.append(f"dataset.max_clips={args.max_clips}")
     cfg = compose_config(base)

@@ -113,11 +113,14 @@ def synthetic_run(tmp_path_factory):
     pipe.fit_scorer(dataset.train)
     segmenters = {"classical": instantiate(cfg.segmenter), "boxes": FilledBoxSegmenter()}
     rows = bench.measure(pipe, dataset.test, segmenters)
-    return rows, evaluate_clips(pipe, dataset.test, cfg).metrics
+    gated_cfg = compose("eval", [*TINY_SYNTHETIC, "workers=1", "+metrics.gt_gating=true"], tmp)
+    gated = Pipeline(gated_cfg)
+    gated.fit_scorer(dataset.train)
+    return rows, evaluate_clips(pipe, dataset.test, cfg).metrics, evaluate_clips(gated, dataset.test, gated_cfg).metrics
 
 
 def test_every_oracle_row_and_key_is_marked(synthetic_run):
-    rows, _ = synthetic_run
+    rows = synthetic_run[0]
     assert [(r["segmenter"], r["oracle"]) for r in rows] == [
         (s, o) for s in ("classical", "boxes") for o in ("none", "frame_labels", "scores", "prompts")]
     for r in rows:
@@ -136,18 +139,24 @@ def test_every_oracle_row_and_key_is_marked(synthetic_run):
     assert len(marked) == 6 and not any("| none |" in line for line in marked)
 
 
-def test_label_free_row_equals_eval(synthetic_run):
-    rows, metrics = synthetic_run
+def test_label_free_and_gated_rows_equal_eval(synthetic_run):
+    """The label-free row is eval.py's run, the frame_labels row eval.py's with metrics.gt_gating=true."""
+    rows, metrics, gated = synthetic_run
+    keys = ("pixel_auroc", "pixel_ap", "pixel_aupro@0.3", "pixel_f1_max", "pixel_ap_tao", "pixel_f1_tao",
+            "pixel_aupro_tao", "object_rbdc", "object_tbdc")
     row = next(r for r in rows if r["segmenter"] == "classical" and r["oracle"] == "none")["metrics"]
-    for key in ("pixel_auroc", "pixel_ap", "pixel_aupro@0.3", "pixel_f1_max", "pixel_ap_tao", "pixel_f1_tao",
-                "pixel_aupro_tao", "object_rbdc", "object_tbdc"):
+    for key in keys:
         assert row[key] == pytest.approx(metrics[f"test/{key}"], abs=1e-12), key
+    row = next(r for r in rows if r["segmenter"] == "classical" and r["oracle"] == "frame_labels")["metrics"]
+    for key in keys:
+        assert row[key] == pytest.approx(gated[f"test/{key}_gtgated"], abs=1e-12), key
+    assert row["pixel_ap"] != metrics["test/pixel_ap"]  # the gating changes something on these clips
 
 
 def test_oracle_prompts_beat_the_system_on_exact_synthetic_masks(synthetic_run):
     """With perfect boxes both segmenters reach a higher mask IoU than with the system's prompts (the synthetic
     clips' masks are exact), and the filled GT boxes cover every GT pixel."""
-    rows, _ = synthetic_run
+    rows = synthetic_run[0]
     get = {(r["segmenter"], r["oracle"]): r["metrics"] for r in rows}
     for s in ("classical", "boxes"):
         assert get[(s, "prompts")]["mask_iou"] > get[(s, "none")]["mask_iou"]
