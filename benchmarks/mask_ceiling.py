@@ -23,10 +23,13 @@ segmenter is fed the prompts of each row (``--oracles``):
   segmenter, but each scored object's score replaced by an oracle score: 1 when its box overlaps a GT object box
   of its frame with IoU >= ``--oracle-iou`` (0.1: the RBDC rule for a true detection), else 0; the objects
   scoring 1 are the anomalous ones;
-- ``prompts`` (``oracle_prompts/``): ORACLE prompts -- on every GT-anomalous frame, one box prompt per connected
-  component of the GT mask (8-connected, >= ``metrics.gt_min_area`` px: the GT objects of RBDC/TBDC, ids linked
-  over frames), score 1; no prompt filter, no carrying (the segmenter gets no tracks). This is the segmenter's
-  ceiling with perfect boxes.
+- ``prompts`` (``oracle_prompts/``): ORACLE prompts -- on every GT-anomalous frame, one box prompt per GT object,
+  score 1; no prompt filter, no carrying (the segmenter gets no tracks). This is the segmenter's ceiling with
+  perfect boxes.
+
+"GT object" is the GT region RBDC/TBDC use: the dataset's GT tracks when it ships them (the synthetic dataset),
+else (UCSD Ped2) the connected components of each frame's GT mask (8-connected, >= ``metrics.gt_min_area`` px,
+ids linked over frames; tao_lab.metrics.tracks_from_masks).
 
 Columns: mask IoU (mean over GT-anomalous frames of the per-frame IoU of the union of the object masks,
 ``instance_maps > 0``, with the GT mask; a frame without mask scores 0), pooled IoU (intersection / union summed
@@ -79,9 +82,9 @@ COLUMNS = [("mask_iou", "IoU"), ("mask_iou_pooled", "IoU pooled"), ("mask_precis
 
 # ----- the oracle inputs ------------------------------------------------------------------------------------------
 def oracle_prompts(gt_tracks: ObjectTable, score: float = 1.0) -> Prompts:
-    """ORACLE (reads test labels): one box prompt per GT object row (a connected component of a frame's GT mask,
-    :func:`tao_lab.metrics.tracks_from_masks`), obj_id = GT track id + 1 (stable across frames), point = box centre,
-    the same ``score`` for all. Sorted by (frame, obj_id) as the prompt filters' output."""
+    """ORACLE (reads test labels): one box prompt per GT object row (e.g. a connected component of a frame's GT
+    mask, :func:`tao_lab.metrics.tracks_from_masks`), obj_id = GT track id + 1 (stable across frames), point = box
+    centre, the same ``score`` for all. Sorted by (frame, obj_id) as the prompt filters' output."""
     if not len(gt_tracks):
         return Prompts.empty()
     order = np.lexsort((gt_tracks.track_id, gt_tracks.frame))
