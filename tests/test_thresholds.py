@@ -100,4 +100,8 @@ def test_threshold_configs_instantiate():
             cfg = compose(config_name="pipeline", overrides=[f"threshold={option}"])
         t = instantiate(cfg.threshold).fit(scores)
         assert isinstance(t, cls) and np.isfinite(t.tau)
-        assert t(scores).mean() < 0.05  # fitted on normal scores: flags only their tail
+        if option == "fixed":  # not fitted: the configured tau (the default scorer's scale), strictly above it
+            assert t.tau == cfg.threshold.tau == 0.25
+            assert np.array_equal(t(scores), scores > 0.25)
+        else:
+            assert t(scores).mean() < 0.05  # fitted on normal scores: flags only their tail
