@@ -100,14 +100,15 @@ def curves_figure_png(specs: list[dict], dpi: int = 90) -> Optional[bytes]:
 def timeline_png(frame_scores: np.ndarray, tau: Optional[float] = None, fps: float = 25.0,
                  flagged: Optional[np.ndarray] = None, title: str = "frame anomaly score",
                  width: float = 10.0, height: float = 2.6, dpi: int = 100) -> bytes:
-    """Frame score over time (seconds on x), the threshold as a dashed line, flagged spans shaded."""
+    """Frame score over time (seconds on x), the frame alarm's threshold ``tau`` as a dashed line (named "alarm
+    threshold": the object threshold that picks prompts is another tau, on another scale), flagged spans shaded."""
     plt = _pyplot()
     s = np.asarray(frame_scores, np.float64)
     t = np.arange(len(s)) / max(float(fps), 1e-6)
     fig, ax = plt.subplots(figsize=(width, height), dpi=dpi)
     ax.plot(t, s, color="#1f5fa8", lw=1.2, label="frame score")
     if tau is not None and np.isfinite(tau):
-        ax.axhline(float(tau), color="#c0392b", ls="--", lw=1.0, label=f"threshold tau={tau:.3g}")
+        ax.axhline(float(tau), color="#c0392b", ls="--", lw=1.0, label=f"alarm threshold {tau:.4g}")
     if flagged is not None and len(flagged) == len(s) and np.any(flagged):
         ymax = float(np.nanmax(s)) if len(s) else 1.0
         ax.fill_between(t, 0, ymax, where=np.asarray(flagged, bool), color="#e74c3c", alpha=0.15, step="mid",
