@@ -45,6 +45,8 @@ ORPHAN_AGE_S = 600.0
 # as a plain open() would give them. The umask can only be read by setting it: once, at import.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
 class RawArrays(dict):
     """Named arrays stored exactly as given (dtype kept, strings allowed), e.g. held-out calibration scores; a
     plain dict is a feature record (float32 columns)."""
