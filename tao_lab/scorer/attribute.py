@@ -16,8 +16,9 @@ on the training objects: ``(s - min) / (upper - min)`` with ``upper`` the ``uppe
 scores. ``calibration="loo"`` computes the training scores leave-one-video-out (each training clip scored by
 a model fitted without it: required for k-NN, whose in-sample 1-NN distance is 0); ``"in_sample"`` scores the
 training objects with the model fitted on all of them (AIVAD's choice for velocity; for k-NN each training vector
-then skips its own copy in the bank). So training objects score about [0, 1] per attribute. The object score is
-the weighted sum of the calibrated attribute scores.
+then skips its own copy in the bank). So training objects score about [0, 1] per attribute. The object score
+combines the weighted calibrated scores: max within a fusion group, then across groups a sum (``fusion="sum"``),
+max, max_excess, or the sum of each group's excess over its training baseline (``"sum_excess"``).
 
 Frame score (per clip): max over the frame's objects of the object score (``frame_reduce="max"``), or AIVAD's sum
 over attributes of the weighted per-attribute max (``"sum_of_max"``); a frame with no object gets 0, the
@@ -314,7 +315,9 @@ class AttributeScorer(ObjectScorer):
 
     def _fuse(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
         """Object score: weighted calibrated parts, max within a fusion group (correlated attributes such as two
-        speed statistics count once), then summed (``fusion="sum"``) or maxed (``"max"``) across groups."""
+        speed statistics count once), then across groups: summed (``fusion="sum"``), maxed (``"max"``), the strongest
+        plus the others' excess over 1 (``"max_excess"``) or each group's excess over its training baseline summed
+        (``"sum_excess"``)."""
         stacked = self._group_scores(parts)
         if self.fusion == "sum":
             return stacked.sum(0)
