@@ -4,6 +4,8 @@
     python benchmarks/scoring_bench.py --scorer attribute_speed attribute   # previous and current default scorer
     python benchmarks/scoring_bench.py --detector background yolo hybrid hybrid+class --stage-cache \
         --no-parallel paths.weights_dir=../shared/weights      # detectors side by side, one table at the end
+    python benchmarks/scoring_bench.py --variants benchmarks/attribute_sets.yaml paths.weights_dir=../shared/weights
+                                                               # any named override lists side by side
 
 Builds detector / tracker / features / scorer / threshold from the project's Hydra configs (the defaults, or
 ``group=option`` / ``key=value`` overrides given after the options), runs them on every Ped2 training clip (to fit
@@ -15,7 +17,9 @@ the scorer and the threshold) and every test clip, and prints
   GT masks, >= 20 px) overlapped with IoU >= 0.1 by any box / by a box flagged by the fitted threshold, and the
   flagged boxes per normal frame (false positives).
 With ``--detector`` the whole measurement runs once per detector option (``background``, ``yolo``, ``hybrid``;
-``<option>+class`` adds the scorer's class attribute) and a side-by-side table closes the output. ``--stage-cache``
+``<option>+class`` adds the scorer's class attribute) and a side-by-side table closes the output; ``--scorer``
+does the same per scorer option, and ``--variants FILE`` per named list of overrides (a YAML mapping
+``name: [override, ...]``, the format of ``python -m tao_lab.validation --variants``). ``--stage-cache``
 reads detections from (and writes them to) the project's stage cache, as ``extract.py`` / ``eval.py`` do (hybrid
 re-uses cached YOLO and background detections): detect frames/s then measure loading, so take the detectors'
 speed from a run without it or from the cache-filling run's log. ``--no-parallel`` skips the second, parallel pass.
@@ -61,6 +65,20 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-6)
 
 
+def load_variants(path: str) -> dict[str, list[str]]:
+    """{name: [override, ...]} from a YAML file; a clear error for anything else."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise SystemExit(f"variants file not found: {path}")
+    with open(path) as f:
+        spec = yaml.safe_load(f)
+    if not isinstance(spec, dict) or not spec or not all(
+            isinstance(v, list) and all(isinstance(o, str) for o in v) for v in spec.values()):
+        raise SystemExit(f"{path}: expected a mapping name -> list of override strings")
+    return {str(k): list(v) for k, v in spec.items()}
+
+
 def run_parallel(overrides: list[str], clips, scorer, workers: int):
     """Wall-clock seconds and per-clip ObjectScores of detect -> track -> features -> score over ``clips``, with
     the clips spread over ``workers`` threads, each with its own stage instances."""
@@ -93,13 +111,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--scorer", nargs="+", default=None,
                     help="scorer options side by side (e.g. attribute_speed attribute: the previous default and the "
                          "scene-general one)")
+    ap.add_argument("--variants", default=None,
+                    help="YAML file {name: [override, ...]}: each named override list side by side")
     ap.add_argument("--stage-cache", action="store_true", help="detections through the project's stage cache")
     ap.add_argument("--no-parallel", action="store_true", help="skip the parallel pass")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scorer.frame_sigma=5 tracker=none")
     args = ap.parse_args(argv)
-    if args.detector and args.scorer:
-        raise SystemExit("--detector and --scorer: compare one group at a time")
-    if not args.detector and not args.scorer:
+    if sum(bool(x) for x in (args.detector, args.scorer, args.variants)) > 1:
+        raise SystemExit("--detector, --scorer and --variants: compare one group at a time")
+    if not args.detector and not args.scorer and not args.variants:
         return bench(args, list(args.overrides))
     options = {}
     for option in args.detector or []:
@@ -112,13 +132,15 @@ def main(argv=None) -> dict:
         options[option] = over
     for option in args.scorer or []:
         options[option] = [f"scorer={option}", *args.overrides]
+    if args.variants:
+        options.update({name: [*over, *args.overrides] for name, over in load_variants(args.variants).items()})
     rows = {}
     for option, over in options.items():
         print(f"\n===== {option}: {' '.join(over)}")
         rows[option] = bench(args, over)
     keys = ["frame_auc_micro", "frame_auc_macro", "region_recall_any", "region_recall_flagged",
             "flagged_per_normal_frame", "fps_total", "fps_parallel", "train_objects", "test_tracks"]
-    print("\n" + " | ".join(["detector" if args.detector else "scorer", *keys]))
+    print("\n" + " | ".join(["detector" if args.detector else "scorer" if args.scorer else "variant", *keys]))
     for option, r in rows.items():
         print(" | ".join([option, *(f"{r[k]:.4f}" if isinstance(r.get(k), float) else str(r.get(k, "-"))
                                     for k in keys)]))
