@@ -7,14 +7,15 @@ from omegaconf import OmegaConf
 from helpers import CONFIG_DIR, PED2_DIR, ArrayClip
 from tao_lab.segmenter import (FilledBoxSegmenter, ForegroundSegmenter, SegmentationBuilder, mask_box,
                              masks_to_boxes, plan_boxes)
+from tao_lab.segmenter.boxes import box_slices
 from tao_lab.types import ObjectScores, ObjectTable, Prompts
 
 CONFIGS = CONFIG_DIR / "segmenter"
 
 
-def moving_disc_clip(T=30, H=96, W=128, r=10, speed=3.0, seed=0):
+def moving_disc_clip(T=30, H=96, W=128, r=10, speed=3.0, seed=0, stop_at=None):
     """Textured background + noise, one bright textured disc moving right (whole pixels per frame, so its texture
-    moves with it); returns (clip, truth masks (T,H,W), boxes (T,4))."""
+    moves with it; it stands still from frame ``stop_at`` on); returns (clip, truth masks (T,H,W), boxes (T,4))."""
     rng = np.random.default_rng(seed)
     bg = (rng.integers(60, 120, (H // 8, W // 8, 1)) * np.ones((1, 1, 3))).astype(np.uint8)
     bg = np.kron(bg, np.ones((8, 8, 1), np.uint8))[:H, :W]
@@ -22,7 +23,7 @@ def moving_disc_clip(T=30, H=96, W=128, r=10, speed=3.0, seed=0):
     texture = np.kron(rng.integers(150, 255, (H // 3 + 1, W // 3 + 1)), np.ones((3, 3), int))
     frames, truth, boxes = [], [], []
     for t in range(T):
-        dx = int(round(speed * t))
+        dx = int(round(speed * (t if stop_at is None else min(t, stop_at))))
         cx, cy = 20 + dx, 48
         m = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
         f = bg.astype(np.int16) + rng.normal(0, 3, (H, W, 3)).astype(np.int16)
@@ -173,6 +174,32 @@ def test_classical_beats_boxes_on_disc_and_fallback():
     # GrabCut refinement keeps a good mask
     gc = ForegroundSegmenter(grabcut=True, max_carry=0).segment(clip, prompts, scores)
     assert iou(gc.instance_maps[10] > 0, truth[10]) > 0.7
+
+
+def test_a_stopped_object_keeps_a_mask_inside_its_enlarged_box():
+    # the disc walks for 25 frames, then stands for 35: the clip's median background absorbs it, so on the standing
+    # frames its box holds no foreground and the mask falls back to the filled box (IoU of a disc with its box:
+    # pi/4), never to nothing
+    clip, truth, boxes = moving_disc_clip(T=60, stop_at=25)
+    scores = tracked_scores(boxes, jitter=0.0)
+    prompts = Prompts(np.arange(60), np.ones(60, int), boxes, [[0, 0]] * 60, np.full(60, 2.0))
+    seg = ForegroundSegmenter().segment(clip, prompts, scores)
+    def is_filled_box(t):
+        filled = np.zeros(truth[t].shape, bool)
+        filled[box_slices(boxes[t], *truth[t].shape)] = True
+        return np.array_equal(seg.instance_maps[t] == 1, filled)
+
+    assert all(is_filled_box(t) for t in range(30, 60))
+    np.testing.assert_allclose([iou(seg.instance_maps[t] == 1, truth[t]) for t in range(30, 60)], np.pi / 4,
+                               atol=0.05)
+    assert not any(is_filled_box(t) for t in range(0, 15))  # walking: foreground masks
+    assert min(iou(seg.instance_maps[t] == 1, truth[t]) for t in range(0, 15)) > 0.75
+    for t in range(60):  # masks never leave the object's box enlarged by box_margin (0.1 of its size per side)
+        x1, y1, x2, y2 = boxes[t]
+        mw, mh = 0.1 * (x2 - x1), 0.1 * (y2 - y1)
+        ys, xs = np.nonzero(seg.instance_maps[t])
+        assert len(xs) and xs.min() >= np.floor(x1 - mw) and xs.max() < np.ceil(x2 + mw)
+        assert ys.min() >= np.floor(y1 - mh) and ys.max() < np.ceil(y2 + mh)
 
 
 def test_segmenters_with_no_prompts():
