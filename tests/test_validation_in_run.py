@@ -117,6 +117,24 @@ def test_planted_box_table_follows_the_planted_object():
     x, y = clip.top_left[gt.frame[i]]
     assert gt.xyxy[i] == pytest.approx([max(x, 0), max(y, 0), min(x + w, clip.width), min(y + h, clip.height)])
     assert len(planted_box_table(clip, min_area=1e9)) == 0
+    # a sprite pasted scaled (behaviour plants change the scale per frame): the box is the scaled alpha's, checked
+    # against the alpha actually pasted into a frame (warped as the clip pastes it)
+    import cv2
+
+    from tao_lab.validation.planted import PlantedClip
+
+    T = clip.num_frames
+    scale = np.linspace(0.5, 2.0, T)
+    top_left = np.tile([[20.0, 10.0]], (T, 1))
+    scaled = PlantedClip(clip.base, clip.sprite, clip.alpha, top_left, "scaled", scale=scale)
+    gt = planted_box_table(scaled)
+    for i in (0, T // 2, T - 1):
+        m = np.float32([[scale[i], 0, 20.0], [0, scale[i], 10.0]])
+        pasted = cv2.warpAffine(clip.alpha.astype(np.float32), m, (clip.width, clip.height)) > 0.5
+        ys, xs = np.nonzero(pasted)
+        row = np.flatnonzero(gt.frame == i)[0]
+        assert gt.xyxy[row] == pytest.approx([xs.min(), ys.min(), min(xs.max() + 1, clip.width),
+                                              min(ys.max() + 1, clip.height)], abs=1.5)
 
 
 def test_validation_group_defaults_to_planted_in_eval_and_train_and_parses_plants():

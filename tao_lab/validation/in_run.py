@@ -66,14 +66,15 @@ def plant_specs(vcfg: DictConfig) -> tuple:
 
 def planted_box_table(clip, min_area: float = 0.0) -> ObjectTable:
     """The planted object of a :class:`~tao_lab.validation.planted.PlantedClip` as GT regions (one track, id 0): the
-    box around its alpha > 0.5 in every labelled frame, clipped to the frame; regions under ``min_area`` px dropped."""
+    box around its alpha > 0.5 (scaled as pasted) in every labelled frame, clipped to the frame; regions under ``min_area`` px dropped."""
     ys, xs = np.nonzero(clip.alpha > 0.5)
     if len(xs) == 0:
         return ObjectTable.empty()
     inner = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
     frames = np.flatnonzero(clip.labels)
     tl = clip.top_left[frames]
-    boxes = np.concatenate([tl, tl], axis=1) + inner[None, :]
+    # the sprite is pasted scaled by clip.scale[i] about its top-left corner (behaviour plants change it per frame)
+    boxes = np.concatenate([tl, tl], axis=1) + inner[None, :] * clip.scale[frames][:, None]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, clip.width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, clip.height)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
