@@ -63,9 +63,10 @@ def check_weights(path: str) -> str:
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"BlazePose weights not found: {path}. The file ({os.path.basename(path)}) comes from the official "
-            f"mediapipe 0.10.21 wheel (mediapipe/modules/...); on our machines it is in ../shared/weights (see "
-            f"../shared/weights/PROVENANCE.md): run with paths.weights_dir=../shared/weights or set TAO_WEIGHTS_DIR.")
+            f"BlazePose weights not found: {path}. To get {os.path.basename(path)}: use the copy in "
+            f"../shared/weights (run with paths.weights_dir=../shared/weights or set TAO_WEIGHTS_DIR; "
+            f"../shared/weights/PROVENANCE.md says where it comes from), or download the official mediapipe==0.10.21 "
+            f"wheel and copy it from mediapipe/modules/ (pose_landmark/ or selfie_segmentation/).")
     return path
 
 
