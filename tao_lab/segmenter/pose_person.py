@@ -26,6 +26,7 @@ segments the ring buffer like the default segmenter stream (the class lookup nee
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional, Sequence
 
 import cv2
@@ -34,6 +35,8 @@ import numpy as np
 from tao_lab.segmenter.base import Segmenter, SegmentationBuilder
 from tao_lab.segmenter.classical import ForegroundSegmenter
 from tao_lab.types import Clip, ObjectScores, Prompts, Segmentation
+
+log = logging.getLogger(__name__)
 
 
 class PosePersonSegmenter(ForegroundSegmenter):
@@ -129,6 +132,8 @@ class PosePersonSegmenter(ForegroundSegmenter):
             items = plan[t]
             masks, pix = self.frame_masks(frame, items, diff, fg, self.classes_of(t, items, scores))
             builder.set_frame(t, [it.obj_id for it in items], masks, [it.score for it in items], pix)
+        log.info("pose_person %s: %d planned boxes so far with a person mask, %d with the classical mask",
+                 clip.clip_id, self.counts["person"], self.counts["classical"])
         return builder.build()
 
     def stream(self, ctx):
