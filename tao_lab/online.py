@@ -207,7 +207,7 @@ class OnlinePipeline:
         objects = ObjectTable(np.full(int(keep.sum()), i), dets.xyxy[keep], dets.score[keep], ids[keep],
                               dets.cls[keep])
         start = self._tick("track", start)
-        feats = st["features"].step(i, frame, objects.xyxy)
+        feats = st["features"].step(i, frame, objects.xyxy, objects.cls)
         start = self._tick("features", start)
         window = st["score"].step(i, objects, feats)
         obj_scores = window.current

@@ -5,7 +5,7 @@ Every stage has a per-clip method and a per-frame one next to it (docs in each b
 - detector: ``Detector.stream(ctx) -> DetectorStream``, ``.step(frame) -> ObjectTable`` (frame 0, track_id -1);
 - tracker: ``Tracker.stream() -> TrackerStream``, ``.update(detections) -> (N,) track ids`` (stream-wide, >= 1;
   -1 = row dropped);
-- features: ``FeatureSet.stream(ctx) -> FeatureStream``, ``.step(index, frame, boxes) -> {name: (K, D)}``;
+- features: ``FeatureSet.stream(ctx) -> FeatureStream``, ``.step(index, frame, boxes, classes=None) -> {name: (K, D)}``;
 - scorer: ``ObjectScorer.stream(window) -> ScorerStream``, ``.step(objects, features) -> WindowScores``;
 - segmenter: ``Segmenter.stream(ctx) -> SegmenterStream``, ``.step(frame, prompts, scores, num_frames) ->
   (instance_map, score_map)`` of the current frame.

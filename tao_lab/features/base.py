@@ -73,15 +73,18 @@ class FrameContext:
     """What extractors may read about the current frame; expensive parts are computed on first access.
 
     index: 0-based frame index; frame: uint8 (H,W,3) BGR; grey: uint8 (H,W);
+    classes: (K,) int64 detector classes of the frame's boxes (the objects' ``cls``), None when not known;
     flow: (H,W,2) float32 motion of the pixels of THIS frame in px/frame (dx right, dy down), estimated as the
         negated flow from this frame to the previous one (so it is located on the object's current pixels, which
         is where its box is); for frame 0 the forward flow to frame 1; zeros for a one-frame clip.
     """
 
     def __init__(self, index: int, frame: np.ndarray, flow_estimator: FlowEstimator,
-                 prev_grey: Optional[np.ndarray], next_frame: Optional[np.ndarray]):
+                 prev_grey: Optional[np.ndarray], next_frame: Optional[np.ndarray],
+                 classes: Optional[np.ndarray] = None):
         self.index = index
         self.frame = frame
+        self.classes = classes
         self._flow_estimator = flow_estimator
         self._prev_grey = prev_grey
         self._next_frame = next_frame
@@ -170,8 +173,8 @@ def extract_features(clip: Clip, objects: ObjectTable,
     pending = None  # frame 0 waits for frame 1 (its flow needs the next frame)
 
     def process(i: int, frame: np.ndarray, prev: Optional[np.ndarray], nxt: Optional[np.ndarray]) -> np.ndarray:
-        ctx = FrameContext(i, frame, flow, prev, nxt)
         rows = order[starts[i]:starts[i + 1]]
+        ctx = FrameContext(i, frame, flow, prev, nxt, objects.cls[rows])
         if len(rows):
             boxes = objects.xyxy[rows]
             for e in exts:
@@ -248,8 +251,10 @@ class FeatureStream:
     def prime(self, frame: np.ndarray) -> None:
         self._prev_grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
 
-    def step(self, index: int, frame: np.ndarray, boxes: np.ndarray) -> dict[str, np.ndarray]:
-        ctx = FrameContext(index, frame, self.flow, self._prev_grey, None)
+    def step(self, index: int, frame: np.ndarray, boxes: np.ndarray,
+             classes: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+        """``classes``: the boxes' ``cls`` (None = unknown), for extractors that depend on it (pose)."""
+        ctx = FrameContext(index, frame, self.flow, self._prev_grey, None, classes)
         k = len(boxes)
         out = {e.name: (np.asarray(e.compute(ctx, boxes), np.float32).reshape(k, e.dim) if k
                         else np.zeros((0, e.dim), np.float32)) for e in self.extractors}

@@ -1,6 +1,7 @@
 """Segmenters: prompts + frames -> per-object masks, per-pixel anomaly scores and per-object boxes.
 
 - :class:`ForegroundSegmenter` (``segmenter=classical``, default): weight-free foreground inside the boxes;
+- :class:`PosePersonSegmenter` (``segmenter=pose_person``): BlazePose person masks, classical for the rest;
 - :class:`FilledBoxSegmenter` (``segmenter=boxes``): filled boxes, the baseline;
 - :class:`Sam2Segmenter` (``segmenter=sam2``): SAM 2 / 2.1 in video or image mode (torch/sam2 imported lazily).
 """
@@ -8,8 +9,9 @@ from tao_lab.segmenter.base import Segmenter, SegmentationBuilder, mask_box, mas
 from tao_lab.segmenter.boxes import CarryingSegmenter, FilledBoxSegmenter
 from tao_lab.segmenter.carry import PlannedBox, plan_boxes
 from tao_lab.segmenter.classical import ForegroundSegmenter
+from tao_lab.segmenter.pose_person import PosePersonSegmenter
 from tao_lab.segmenter.sam2_segmenter import Sam2Segmenter, checkpoint_name
 
 __all__ = ["Segmenter", "SegmentationBuilder", "masks_to_boxes", "mask_box", "CarryingSegmenter",
-           "FilledBoxSegmenter", "ForegroundSegmenter", "Sam2Segmenter", "checkpoint_name", "PlannedBox",
-           "plan_boxes"]
+           "FilledBoxSegmenter", "ForegroundSegmenter", "PosePersonSegmenter", "Sam2Segmenter", "checkpoint_name",
+           "PlannedBox", "plan_boxes"]
