@@ -128,3 +128,45 @@ def test_detector_and_deep_feature_share_one_pass_per_frame(tmp_path, monkeypatc
     assert sum("run yolo11n_int8.tflite themselves" in r.getMessage() for r in caplog.records) == 1
     # the shared maps are stored as float16: equal to the standalone vectors up to that rounding
     np.testing.assert_allclose(shared["deep"], alone["deep"], atol=2e-3)
+
+
+def test_tap_keeps_one_clip_crops_to_the_frame_and_never_guesses(caplog):
+    """The maps captured by the detector's passes go to the frames they were run on, cropped to the cells the
+    letterboxed frame covers (+1), one clip at a time; a count mismatch assigns nothing."""
+    from types import SimpleNamespace
+
+    from tao_lab.features.yolo_litert import FeatureMapTap
+
+    tap = FeatureMapTap("model.tflite", "p4")
+    tap.maps = SimpleNamespace(stride=16, size=640)
+    full = [np.full((3, 40, 40), v, np.float32) for v in (1.0, 2.0)]
+    tap._pending = list(full)
+    tap.assign("a", [4, 5], (240, 360))  # frame rows 106..533 of the input: cells 6..34, +1 each side -> 5..35
+    tap._pending = [full[0]]
+    tap.assign("b", [0], (240, 360))  # a new clip drops clip a
+    assert tap.take("a") == {}
+    got = tap.take("b")
+    assert list(got) == [0]
+    fmap, x0, y0 = got[0]
+    assert (x0, y0) == (0, 5) and fmap.shape == (3, 30, 40) and fmap.dtype == np.float16
+    assert tap.take("b") == {}  # taken once
+    tap._pending = [full[0]]
+    with caplog.at_level(logging.WARNING):
+        tap.assign("c", [0, 1], (240, 360))
+    assert tap.take("c") == {} and "1 detector passes captured for 2 frames" in caplog.text
+
+
+def test_share_links_only_the_same_tflite(tmp_path):
+    from tao_lab.detector import YoloDetector
+    from tao_lab.features import DeepFeature, VelocityFeature
+    from tao_lab.features.yolo_litert import share_detector_pass
+
+    a, b = tmp_path / "a.tflite", tmp_path / "b.tflite"
+    a.write_bytes(b"x")
+    b.write_bytes(b"x")
+    det = YoloDetector(str(a))
+    other = DeepFeature(str(b), backend="litert")
+    assert share_detector_pass(det, [VelocityFeature(), other]) == 0 and det.map_tap is None
+    same = DeepFeature(str(tmp_path / "." / "a.tflite"), backend="litert")
+    assert share_detector_pass(det, [other, same]) == 1
+    assert det.map_tap is same.map_tap and other.map_tap is None and same.map_tap.layer == "p4"

@@ -53,7 +53,7 @@ class DeepFeature(FeatureExtractor):
         imgsz: longer side (px, rounded to a multiple of 32) the frame is resized to (yolo back-end).
         layer: yolo back-end: index of the last YOLO module run (e.g. 9 = SPPF of YOLOv8, stride 32; 4 / 6 =
             stride 8 / 16). litert back-end: "p3" | "p4" | "p5" (the detection head's input at stride 8 / 16 / 32),
-            or a tensor name or index of the .tflite graph.
+            or a tensor name or index of the .tflite graph. None: 9 (yolo), "p4" (litert).
         roi_size: RoIAlign output size (yolo and litert back-ends).
         num_threads: LiteRT interpreter threads (litert back-end, when it runs the network itself).
         normalize: L2-normalise the embeddings (recommended for k-NN).
@@ -65,7 +65,7 @@ class DeepFeature(FeatureExtractor):
     name = "deep"
 
     def __init__(self, weights: str, backend: str = "torchvision", arch: Optional[str] = None,
-                 input_size: int = 224, imgsz: int = 320, layer: Union[int, str] = 9, roi_size: int = 7,
+                 input_size: int = 224, imgsz: int = 320, layer: Union[int, str, None] = None, roi_size: int = 7,
                  normalize: bool = True, device: str = "cpu", allow_pickle: bool = False, num_threads: int = 1):
         if backend not in ("torchvision", "yolo", "litert"):
             raise ValueError(f"unknown deep-feature backend {backend!r}: expected 'torchvision', 'yolo' or 'litert'")
@@ -74,6 +74,8 @@ class DeepFeature(FeatureExtractor):
         self.arch = arch
         self.input_size = int(input_size)
         self.imgsz = int(imgsz)
+        if layer is None:  # each back-end's own default
+            layer = "p4" if backend == "litert" else 9
         self.layer = layer if backend == "litert" else int(layer)
         self.num_threads = int(num_threads)
         self.roi_size = int(roi_size)
