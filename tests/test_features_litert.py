@@ -104,7 +104,7 @@ def test_detector_and_deep_feature_share_one_pass_per_frame(tmp_path, monkeypatc
     the stage cache, the feature runs the network itself and logs it once."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.pipeline import Pipeline, instantiate, load_dataset
 
     calls = []
     original = Interpreter.invoke
@@ -113,13 +113,20 @@ def test_detector_and_deep_feature_share_one_pass_per_frame(tmp_path, monkeypatc
               "dataset.num_test_clips=1", "dataset.num_frames=6", "workers=1"]
     cfg = compose("eval", common, tmp_path)
     clip = load_dataset(cfg, ["train"]).train[0]
-    shared = Pipeline(cfg).features(clip)
+    pipe = Pipeline(cfg)
+    shared = pipe.features(clip)
     assert len(calls) == clip.num_frames == 6
+    assert pipe.detector.map_tap is not None
+    # the capturing interpreter changes nothing in the detections (same boxes as a detector without the tap)
+    plain = instantiate(cfg.detector).detect(clip)
+    with_tap = pipe.detections(clip)
+    np.testing.assert_array_equal(plain.frame, with_tap.frame)
+    np.testing.assert_allclose(plain.xyxy, with_tap.xyxy, atol=1e-4)
     assert len(shared["deep"]) > 0
     np.testing.assert_allclose(np.linalg.norm(shared["deep"], axis=1), 1.0, atol=1e-4)
 
     # same detections and tracks from the stage cache; the feature computes its own maps: same vectors
-    calls.clear()
+    calls.clear()  # (the plain detector above ran 6 more passes)
     cfg2 = compose("eval", common + ["features.extractors.deep.num_threads=2"], tmp_path)
     with caplog.at_level(logging.INFO, logger="tao_lab.features.deep"):
         alone = Pipeline(cfg2).features(clip)
