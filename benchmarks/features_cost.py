@@ -99,6 +99,7 @@ def main() -> None:
     yolo_litert.FeatureMapTap.take = measuring_take
 
     rows = {}
+    run_pipeline(data, clip, counter)  # warm-up (imports, first-call costs), not reported
     rows["default"], _, _ = run_pipeline(data, clip, counter)
     rows["+ deep litert, standalone"], _, _ = run_pipeline(data + deep, clip, counter)
     shared, pipe, tracks = run_pipeline(data + ["detector=yolo"] + deep, clip, counter)
