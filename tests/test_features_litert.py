@@ -126,6 +126,7 @@ def test_detector_and_deep_feature_share_one_pass_per_frame(tmp_path, monkeypatc
     np.testing.assert_allclose(np.linalg.norm(shared["deep"], axis=1), 1.0, atol=1e-4)
 
     # same detections and tracks from the stage cache; the feature computes its own maps: same vectors
+    monkeypatch.setattr("tao_lab.features.deep._SAID_STANDALONE", set())  # logged once per process
     calls.clear()  # (the plain detector above ran 6 more passes)
     cfg2 = compose("eval", common + ["features.extractors.deep.num_threads=2"], tmp_path)
     with caplog.at_level(logging.INFO, logger="tao_lab.features.deep"):

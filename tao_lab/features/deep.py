@@ -32,6 +32,9 @@ from tao_lab.features.base import FeatureExtractor, FrameContext, clip_boxes
 
 log = logging.getLogger(__name__)
 
+#: (weights, layer, reason) already logged as "runs the network itself": once per process, not per worker or clip
+_SAID_STANDALONE: set = set()
+
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -165,6 +168,10 @@ class DeepFeature(FeatureExtractor):
         self._shared = self.map_tap.take(clip.clip_id) if self.map_tap is not None else {}
         if not self._shared and not self._said_standalone:
             self._said_standalone = True
+            key = (self.weights, str(self.layer), self.map_tap is None)
+            if key in _SAID_STANDALONE:
+                return
+            _SAID_STANDALONE.add(key)
             why = ("the detections came from the stage cache (no detector pass in this process)"
                    if self.map_tap is not None else "no detector pass over this .tflite ran in this process (the "
                    "detections came from the stage cache, or the detector is another model, e.g. background)")
