@@ -88,7 +88,15 @@ class Pipeline:
     # ----- components ---------------------------------------------------------------------------------------
     @cached_property
     def detector(self):
-        return instantiate(self.cfg.detector)
+        detector = instantiate(self.cfg.detector)
+        if _uses_litert_features(self.cfg.features):
+            # a LiteRT deep feature on the detector's own .tflite reads the maps of the detector's pass (in this
+            # process) instead of running the network a second time
+            from tao_lab.features.yolo_litert import share_detector_pass
+
+            if share_detector_pass(detector, self.feature_set.extractors.values()):
+                log.info("deep features (litert) share the detector's pass: one network run per frame")
+        return detector
 
     @cached_property
     def tracker(self):
@@ -513,6 +521,13 @@ def load_dataset(cfg: DictConfig, splits: Optional[Iterable[str]] = None) -> Dat
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset config built a {type(dataset).__name__}, expected tao_lab.types.Dataset")
     return dataset
+
+
+def _uses_litert_features(features_cfg) -> bool:
+    """Whether some extractor of the features config is a LiteRT deep feature (decided on the config: the feature
+    set is built early only then)."""
+    extractors = features_cfg.get("extractors") or {}
+    return any(hasattr(e, "get") and e.get("backend") == "litert" for e in extractors.values())
 
 
 def _accepts(target: Optional[str], arg: str) -> bool:

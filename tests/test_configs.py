@@ -45,8 +45,9 @@ def test_infer_config_requires_input(tmp_path):
 # Options that load local model weights when built: with an absent weights_dir they must fail with an error
 # naming the missing file (they are exercised with random weights in their own tests). The sam2 segmenters load
 # their checkpoint on first use instead; tests/test_segment_sam2.py checks that error.
-NEEDS_WEIGHTS = {("detector", "yolo"), ("detector", "hybrid"), ("features", "deep"), ("features", "pose"),
-                 ("features", "pose_blazepose"), ("segmenter", "pose_person")}
+NEEDS_WEIGHTS = {("detector", "yolo"), ("detector", "hybrid"), ("features", "deep"), ("features", "deep_yolo"),
+                 ("features", "pose"), ("features", "pose_blazepose"), ("features", "pose_deep"),
+                 ("segmenter", "pose_person")}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in STAGE_GROUPS for o in _options(g)])

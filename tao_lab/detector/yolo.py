@@ -130,6 +130,10 @@ class YoloDetector(Detector):
             raise ValueError(f"stride must be >= 1 (1 = every frame), got {stride}")
         self.stride = int(stride)
         self._model = None
+        # set by tao_lab.features.yolo_litert.share_detector_pass when a LiteRT deep feature of the same .tflite
+        # runs in the same pipeline: every frame's pass then also leaves its feature map there (no second inference)
+        self.map_tap = None
+        self._tap_installed = False
 
     @property
     def model(self):
@@ -142,8 +146,20 @@ class YoloDetector(Detector):
         """{class index: name} of the model (COCO-80 for the official exports)."""
         return {int(k): str(v) for k, v in self.model.names.items()}
 
+    def _install_tap(self) -> None:
+        """Once: ultralytics builds its predictor (and LiteRT interpreter) inside the first predict call, so the
+        capturing interpreter goes in from the predictor's start callback."""
+        if self.map_tap is None or self._tap_installed:
+            return
+        from tao_lab.features.yolo_litert import install_tap
+
+        tap = self.map_tap
+        self.model.add_callback("on_predict_start", lambda predictor: install_tap(predictor, tap))
+        self._tap_installed = True
+
     def predict_frames(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(xyxy (K,4) float32, conf (K,) float32, cls (K,) int64) for each BGR uint8 frame."""
+        self._install_tap()
         results = self.model.predict(frames, conf=self.conf, iou=self.iou, imgsz=self.imgsz, device=self.device,
                                      classes=self.classes, max_det=self.max_det, verbose=False)
         out = []
@@ -158,6 +174,8 @@ class YoloDetector(Detector):
 
         def step(frame: np.ndarray) -> ObjectTable:
             xyxy, conf, cls = self.predict_frames([frame])[0]
+            if self.map_tap is not None:  # online, the features run on their own (nothing assigns these maps)
+                self.map_tap.discard_pending()
             return ObjectTable.build(np.zeros(len(conf)), xyxy, conf, None, cls)
 
         return DetectorStream(step)
@@ -179,15 +197,24 @@ class YoloDetector(Detector):
         wanted = set(keys.tolist()) if self.stride > 1 else None
         found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         batch: list[np.ndarray] = []
+        indices: list[int] = []
+
+        def run() -> None:
+            found.extend(self.predict_frames(batch))
+            if self.map_tap is not None:  # the feature maps of these passes, for the features stage of this clip
+                self.map_tap.assign(clip.clip_id, indices, batch[0].shape[:2])
+            batch.clear()
+            indices.clear()
+
         for i, frame in enumerate(clip.frames()):
             if wanted is not None and i not in wanted:
                 continue
             batch.append(frame)
+            indices.append(i)
             if len(batch) == self.batch:
-                found.extend(self.predict_frames(batch))
-                batch = []
+                run()
         if batch:
-            found.extend(self.predict_frames(batch))
+            run()
         if not found:
             return ObjectTable.empty()
         boxes, conf, cls = ([f[j] for f in found] for j in range(3))
