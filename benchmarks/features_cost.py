@@ -1,4 +1,5 @@
-"""Per-frame cost of the feature stage with and without the deep LiteRT feature, side by side, on one Ped2 clip.
+"""Per-frame cost of the feature stage with and without the pose and deep LiteRT features, side by side, on one Ped2
+clip.
 
     python benchmarks/features_cost.py                         # Test004, first 200 frames, ../shared data + weights
     python benchmarks/features_cost.py --clip Test001 --frames 120
@@ -10,8 +11,10 @@ Rows (wall seconds per frame of each stage, on this machine, one clip, no stage 
   yolo + deep litert, shared   detector=yolo, features=deep_yolo in one pipeline: the detector's pass is reused
   yolo + deep litert, standalone   the same tracks, the deep feature running the network itself (what a run whose
                                detections come from the stage cache pays)
-  pose                         (placeholder: the BlazePose row is added after the pose branch is merged)
-"invokes/frame" counts LiteRT Interpreter.invoke calls of the whole row (detector + features) per clip frame.
+  + pose (BlazePose)           detector=background, features=pose_blazepose: one BlazePose pass per person crop
+  + pose + deep, standalone    detector=background, features=pose_deep (every attribute set of issue 19)
+"invokes/frame" counts LiteRT Interpreter.invoke calls of the whole row (detector + features) per clip frame
+(the pose rows add one per BlazePose crop).
 """
 from __future__ import annotations
 
@@ -112,6 +115,8 @@ def main() -> None:
     alone.update(time_features(instantiate(compose(data + ["detector=yolo"] + deep).features), clip, tracks, counter))
     alone["invokes"] += shared["invokes"]  # + the detector's own passes
     rows["yolo + deep litert, standalone"] = alone
+    rows["+ pose (BlazePose)"], _, _ = run_pipeline(data + ["features=pose_blazepose"], clip, counter)
+    rows["+ pose + deep, standalone"], _, _ = run_pipeline(data + ["features=pose_deep"] + deep[1:], clip, counter)
 
     print(f"\nUCSD Ped2 {clip.clip_id}, {clip.num_frames} frames, deep layer {args.layer} "
           f"(yolo11n_int8.tflite), ms per frame on this machine:")
@@ -121,9 +126,6 @@ def main() -> None:
         total = r["detect"] + r["track"] + r["features"]
         print(f"{name:34s} {1e3 * r['detect']:8.1f} {1e3 * r['track']:7.1f} {1e3 * r['features']:9.1f} "
               f"{1e3 * total:8.1f} {1 / total:9.1f} {r['invokes']:13.2f}")
-    # POSE ROW: the lead adds `features=pose` (BlazePose, backend litert) here after merging the pose branch, e.g.
-    #   rows["+ pose (BlazePose)"], _, _ = run_pipeline(data + ["features=pose"], clip, counter)
-    print(f"{'+ pose (BlazePose)':34s} {'(not on this branch: added after the pose merge)':>58s}")
     print(f"\nfeature maps held between the detector and the feature stage (shared pass, one clip, float16, "
           f"cropped to the frame): {held['bytes'] / 2 ** 20:.1f} MiB = {held['bytes'] / clip.num_frames / 1024:.0f} "
           f"KiB per frame")

@@ -195,14 +195,29 @@ def test_pose_attribute_scores_an_unusual_pose_above_normal_ones_and_missing_pos
 
 
 def test_pose_scorer_config_is_the_default_plus_pose():
-    import yaml
+    from omegaconf import OmegaConf
 
-    default = yaml.safe_load(open(CONFIG_DIR / "scorer" / "attribute.yaml"))
-    pose = yaml.safe_load(open(CONFIG_DIR / "scorer" / "attribute_pose.yaml"))
+    from tao_lab.config import compose_config
+
+    default = OmegaConf.to_container(compose_config(["scorer=attribute"]).scorer)
+    pose = OmegaConf.to_container(compose_config(["scorer=attribute_pose"]).scorer)
     assert {k: v for k, v in pose["attributes"].items() if k != "pose"} == default["attributes"]
     assert {k: v for k, v in pose.items() if k != "attributes"} == {k: v for k, v in default.items()
                                                                     if k != "attributes"}
     assert pose["attributes"]["pose"]["columns"] == list(range(66))
+
+
+def test_pose_person_segmenter_config_is_classical_plus_pose_options():
+    from omegaconf import OmegaConf
+
+    from tao_lab.config import compose_config
+
+    classical = OmegaConf.to_container(compose_config(["segmenter=classical"]).segmenter)
+    person = OmegaConf.to_container(compose_config(["segmenter=pose_person"]).segmenter)
+    assert person["_target_"] == "tao_lab.segmenter.PosePersonSegmenter"
+    assert {k: v for k, v in person.items() if k in classical and k != "_target_"} == \
+        {k: v for k, v in classical.items() if k != "_target_"}
+    assert person["presence_threshold"] == 0.5
 
 
 # ------------------------------------------------------------------------------------------ pose_person segmenter
