@@ -255,9 +255,15 @@ class ForegroundSegmenter(CarryingSegmenter):
             frame = clip.frame(t)
             diff, fg = model(t, frame)
             items = plan[t]
-            masks, pix = self.frame_masks(frame, items, diff, fg)
+            masks, pix = self.masks_at(t, frame, items, diff, fg, scores)
             builder.set_frame(t, [it.obj_id for it in items], masks, [it.score for it in items], pix)
         return builder.build()
+
+    def masks_at(self, t: int, frame: np.ndarray, items: list, diff: np.ndarray, fg: np.ndarray,
+                 scores: Optional[ObjectScores]) -> tuple[np.ndarray, np.ndarray]:
+        """Masks and pixel scores of frame ``t``'s planned items; a subclass may read more of the frame's context
+        from ``scores`` (pose_person: the detector class of each box)."""
+        return self.frame_masks(frame, items, diff, fg)
 
     def stream(self, ctx):
         """Online: with ``foreground="background_model"``, the current frame's masks from the stream's background

@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from tao_lab.segmenter.base import Segmenter, SegmentationBuilder
+from tao_lab.segmenter.base import Segmenter
 from tao_lab.segmenter.classical import ForegroundSegmenter
 from tao_lab.types import Clip, ObjectScores, Prompts, Segmentation
 
@@ -118,23 +118,14 @@ class PosePersonSegmenter(ForegroundSegmenter):
             pix[k] = it.score * np.where(masks[k], factor, self.soft_margin(it.box, masks[k]))
         return masks, pix
 
+    def masks_at(self, t, frame, items, diff, fg, scores):
+        return self.frame_masks(frame, items, diff, fg, self.classes_of(t, items, scores))
+
     def segment(self, clip: Clip, prompts: Prompts, scores: Optional[ObjectScores] = None) -> Segmentation:
-        T, H, W = clip.num_frames, clip.height, clip.width
-        builder = SegmentationBuilder(T, H, W)
-        plan = self.plan(prompts, scores, T)
-        needed = [t for t in range(T) if plan[t]]
-        if not needed:
-            return builder.build()
-        model = self._foreground_model(clip)
-        for t in needed:
-            frame = clip.frame(t)
-            diff, fg = model(t, frame)
-            items = plan[t]
-            masks, pix = self.frame_masks(frame, items, diff, fg, self.classes_of(t, items, scores))
-            builder.set_frame(t, [it.obj_id for it in items], masks, [it.score for it in items], pix)
+        out = super().segment(clip, prompts, scores)
         log.info("pose_person %s: %d planned boxes so far with a person mask, %d with the classical mask",
                  clip.clip_id, self.counts["person"], self.counts["classical"])
-        return builder.build()
+        return out
 
     def stream(self, ctx):
         """Online: the ring buffer is segmented as a clip (the default segmenter stream), so the class of each box
