@@ -84,6 +84,9 @@ class Pipeline:
         self.scorer = None
         self.threshold = None
         self._scorer_key: Optional[str] = None
+        # the fit clips' indices in the scorer's fit, by clip source: a clip the scorer was fitted on (unsupervised
+        # mode) is scored with its own objects held out of the memory banks (ObjectScorer.score_clip's held_out)
+        self._fit_clip_index: dict[str, int] = {}
 
     # ----- components ---------------------------------------------------------------------------------------
     @cached_property
@@ -139,6 +142,8 @@ class Pipeline:
         if self._scorer_key is None:
             raise RuntimeError("fit or load the scorer before scoring clips")
         score = {"up": self.caches["features"].spec, "scorer": self._scorer_key}
+        if self._fit_clip_index and training_mode(self.cfg) == "unsupervised":
+            score["fit_clips_held_out"] = True  # scores of the fit clips differ from a plain score_clip's
         prompts = _versioned("prompts", {"up": score, "tau": float(self.threshold.tau),
                                          "prompt_filter": to_plain(self.cfg.prompt_filter),
                                          "gt_gating": bool(self.cfg.metrics.get("gt_gating", False))})
@@ -202,7 +207,9 @@ class Pipeline:
 
     def scores(self, clip: Clip) -> ObjectScores:
         self._downstream_caches()
-        return self._run("score", clip, lambda tracks, feats: self.scorer.score_clip(tracks, feats, clip.num_frames),
+        held_out = self._fit_clip_index.get(clip.source)
+        return self._run("score", clip,
+                         lambda tracks, feats: self.scorer.score_clip(tracks, feats, clip.num_frames, held_out=held_out),
                          lambda: self.tracks(clip), lambda: self.features(clip))
 
     def anomalous(self, clip: Clip, scores: ObjectScores) -> ObjectTable:
@@ -343,12 +350,17 @@ class Pipeline:
                                         f"(its run dir holds scorer.ckpt) or drop ckpt_path to fit here")
             self.scorer = scorer_cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
             self._scorer_key = "ckpt:" + stable_hash([str(path.resolve()), path.stat().st_mtime, path.stat().st_size])
+            self._fit_clip_index = {}
         else:
             spec = self.scorer_spec(train_clips)
             processes = self._data_parallel_processes(scorer_cls)
             if processes > 1:  # a DDP fit is not the single-process fit: never take one for the other
                 spec["trainer_processes"] = processes
             self._scorer_key = stable_hash(spec)
+            self._fit_clip_index = {c.source: i for i, c in enumerate(train_clips)}  # the fit items' order
+            if training_mode(self.cfg) == "unsupervised":
+                log.info("training.mode=unsupervised: each clip is scored with its own objects held out of the "
+                         "scorer's k-NN memory banks (it was fitted on the clips it scores)")
             path = Path(self.cache_dir) / "scorer" / self._scorer_key / "scorer.ckpt" if self.cache_dir else None
             cached = None
             if path is not None:
@@ -428,6 +440,7 @@ class Pipeline:
         """Uses an already fitted ``scorer`` (``key``: its identity for the downstream cache keys) and fits the
         object threshold on its training scores."""
         self.scorer, self._scorer_key = scorer, key
+        self._fit_clip_index = {}
         self.caches.pop("score", None)  # downstream keys are rebuilt with the new scorer
         self.caches.pop("prompts", None)
         self.caches.pop("segment", None)

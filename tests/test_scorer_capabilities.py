@@ -36,7 +36,9 @@ def test_the_cache_key_follows_the_declared_cache_version(tmp_path, monkeypatch)
 
     cfg = compose("eval", TINY_SYNTHETIC, tmp_path)
     pipe = Pipeline(cfg)
-    assert "code" not in pipe.scorer_spec([])
+    assert pipe.scorer_spec([])["code"] == AttributeScorer.cache_version == 2  # fits record their k-NN bank clips
+    monkeypatch.setattr(AttributeScorer, "cache_version", 1)
+    assert "code" not in pipe.scorer_spec([])  # version 1 keeps the keys of fits made before versions existed
     monkeypatch.setattr(AttributeScorer, "cache_version", 3)
     assert pipe.scorer_spec([])["code"] == 3
 

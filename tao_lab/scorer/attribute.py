@@ -119,6 +119,9 @@ class AttributeScorer(ObjectScorer):
             heights of its current footprint.
     """
 
+    #: 2: fits record the fit clip of every k-NN memory-bank row (held-out scoring of the fit clips)
+    cache_version = 2
+
     def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
                  frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum",
                  fusion_baseline: float = 90.0):
@@ -173,11 +176,23 @@ class AttributeScorer(ObjectScorer):
                 dtype = {"bank": torch.float32, "class_classes": torch.int64}.get(key, torch.float64)
                 self.register_buffer(f"{name}__{key}", torch.zeros(0, dtype=dtype))
             self.register_buffer(f"{name}__calib", torch.tensor([0.0, 1.0], dtype=torch.float64))
+            if s["model"] == "knn":  # the fit clip of every memory-bank row (held-out scoring, see score_clip)
+                self.register_buffer(f"{name}__bank_clip", torch.zeros(0, dtype=torch.int64))
         # the scene's perspective (expected box height over the footprint), only when an attribute reads scene.*
         self.uses_scene = any(str(s["feature"]).startswith("scene.") for s in self.specs.values())
         if self.uses_scene:
             self.register_buffer("scene__height", torch.zeros(4, dtype=torch.float64))
         self.register_buffer("train_scores", torch.zeros(0))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # fits written before bank_clip existed load with an empty one (held-out scoring then asks for a refit)
+        for name in self.specs:
+            key = f"{prefix}{name}__bank_clip"
+            if f"{name}__bank_clip" in self._buffers and key not in state_dict:
+                state_dict[key] = torch.zeros(0, dtype=torch.int64)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     # ------------------------------------------------------------------ helpers
     def _model_keys(self, name: str) -> tuple[str, ...]:
@@ -361,6 +376,8 @@ class AttributeScorer(ObjectScorer):
                   if self._uses_place(name) else None)
             model, kept = self._fit_model(name, x, xy)
             self._store(name, model)
+            if s["model"] == "knn":
+                setattr(self, f"{name}__bank_clip", torch.as_tensor(video[kept], dtype=torch.int64))
             loo = s["calibration"] == "loo"
             if loo and n_videos < 2:
                 log.warning("attribute %r: leave-one-video-out calibration needs >= 2 training clips; "
@@ -405,8 +422,10 @@ class AttributeScorer(ObjectScorer):
         return np.where(np.isfinite(cal), cal, 0.0)  # objects without this attribute (NaN features) score 0
 
     # ------------------------------------------------------------------ scoring
-    def object_parts(self, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Calibrated per-attribute scores {name: (N,) float32} (about [0, 1] on training objects)."""
+    def object_parts(self, objects: ObjectTable, features: Mapping[str, np.ndarray],
+                     held_out: Optional[int] = None) -> dict[str, np.ndarray]:
+        """Calibrated per-attribute scores {name: (N,) float32} (about [0, 1] on training objects); ``held_out``:
+        see :meth:`score_clip`."""
         self._require_fitted()
         n = len(objects)
         if n == 0:
@@ -414,16 +433,33 @@ class AttributeScorer(ObjectScorer):
         feats = self._features(objects, features)
         parts = {}
         for name, s in self.specs.items():
+            exclude = None
+            if held_out is not None and s["model"] == "knn":
+                exclude = (np.full(n, int(held_out)), self._bank_clips(name))
             raw = self._raw(name, self._model_from_buffers(name), self._inputs(name, objects, feats),
-                            self._footprints(name, feats, n))
+                            self._footprints(name, feats, n), exclude=exclude)
             parts[name] = self._calibrate(name, self._smooth(objects, raw, s)).astype(np.float32)
         return parts
 
-    def score_clip(self, objects: ObjectTable, features: Mapping[str, np.ndarray], num_frames: int) -> ObjectScores:
+    def _bank_clips(self, name: str) -> np.ndarray:
+        clips = getattr(self, f"{name}__bank_clip").cpu().numpy()
+        if len(clips) != len(getattr(self, f"{name}__bank")):
+            raise ValueError(f"attribute {name!r}: this fit does not record which clip each memory-bank row came from "
+                             f"(a checkpoint written before held-out scoring existed): refit the scorer to score its "
+                             f"own fit clips held out")
+        return clips
+
+    def score_clip(self, objects: ObjectTable, features: Mapping[str, np.ndarray], num_frames: int,
+                   held_out: Optional[int] = None) -> ObjectScores:
         """Scores one clip: calibrated object scores, per-attribute parts and smoothed (T,) frame scores.
 
+        ``held_out``: the index (in ``fit_clips``' items) of the fit clip being scored, when the scorer scores the
+        very clips it was fitted on (``training.mode=unsupervised``). Its own objects are then left out of every
+        k-NN memory bank, as in the leave-one-video-out calibration; otherwise each object would find itself at
+        distance 0 and every k-NN attribute (appearance, deep, pose) would score 0. The histogram and mixture
+        models keep the clip's own objects (one clip among the fit clips shifts them only slightly).
         A clip without objects scores 0 everywhere (the calibrated training minimum)."""
-        parts = self.object_parts(objects, features)
+        parts = self.object_parts(objects, features, held_out)
         score = self._fuse(parts).astype(np.float32) if len(objects) else np.zeros(0, np.float32)
         if self.frame_reduce == "max":
             frame = frame_scores_from_objects(objects.frame, score, num_frames)

@@ -4,7 +4,8 @@ Implementations: :class:`tao_lab.scorer.attribute.AttributeScorer` (density mode
 MAE scorer (trained). The pipeline calls only:
 
 - ``fit_clips(items)`` with ``items = [(objects, features, num_frames), ...]`` of the training (normal) clips;
-- ``score_clip(objects, features, num_frames) -> ObjectScores``; online, ``stream(window)`` (per frame, by default
+- ``score_clip(objects, features, num_frames, held_out=None) -> ObjectScores``; ``held_out`` is the index of the
+  fit item being scored when a scorer scores its own fit clips (``training.mode=unsupervised``); online, ``stream(window)`` (per frame, by default
   ``score_clip`` on a ring buffer of the last frames: tao_lab.scorer.stream);
 - ``train_object_scores() -> (N,) float32``: calibrated scores of the training objects, to fit a threshold on;
 - ``save_checkpoint(path)`` / ``load_from_checkpoint(path)``: always with ``weights_only=True`` (tensors and plain
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any
+from typing import Any, Optional
 
 import lightning
 import numpy as np
@@ -65,8 +66,11 @@ class ObjectScorer(lightning.LightningModule):
     def fit_clips(self, items: list[FitItem]) -> "ObjectScorer":  # pragma: no cover - interface
         raise NotImplementedError
 
-    def score_clip(self, objects: ObjectTable, features: dict[str, np.ndarray],
-                   num_frames: int) -> ObjectScores:  # pragma: no cover - interface
+    def score_clip(self, objects: ObjectTable, features: dict[str, np.ndarray], num_frames: int,
+                   held_out: Optional[int] = None) -> ObjectScores:  # pragma: no cover - interface
+        """``held_out``: the index in ``fit_clips``' items of the clip being scored, when it is one of the clips the
+        scorer was fitted on (unsupervised mode); a scorer that keeps training objects as references (a k-NN memory
+        bank) must leave that clip's own objects out, or each object matches itself."""
         raise NotImplementedError
 
     def train_object_scores(self) -> np.ndarray:  # pragma: no cover - interface

@@ -582,8 +582,11 @@ class TemporalMaeScorer(ObjectScorer):
             total = term if total is None else total + term
         return total.astype(np.float32), parts
 
-    def score_clip(self, objects: ObjectTable, features: Mapping[str, np.ndarray], num_frames: int) -> ObjectScores:
-        """Calibrated object scores (N,), parts {reconstruction, consistency[, forecast]} and (T,) frame scores."""
+    def score_clip(self, objects: ObjectTable, features: Mapping[str, np.ndarray], num_frames: int,
+                   held_out: Optional[int] = None) -> ObjectScores:
+        """Calibrated object scores (N,), parts {reconstruction, consistency[, forecast]} and (T,) frame scores.
+        ``held_out`` is ignored: the network keeps no training objects to match (self-paced refinement is how
+        unsupervised mode keeps anomalies in the fit clips from being learnt as normal)."""
         self._require_fitted()
         smoothed = self._smoothed(objects, self.raw_components(objects, features))
         score, parts = self._combine(smoothed)
