@@ -1,4 +1,5 @@
 """Every config file composes, and every option of every stage group instantiates."""
+import os
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,16 @@ def test_to_plain_turns_hydra_containers_into_plain_ones_everywhere():
     assert type(mixed["x"]) is list and not isinstance(mixed["2"][0], DictConfig)
     assert not isinstance(to_plain(OmegaConf.create([1, 2])), ListConfig)
     assert to_plain(None) is None and to_plain(2.5) == 2.5 and to_plain("s") == "s"
+
+
+def test_with_weights_experiment_is_the_validated_recommendation(tmp_path):
+    """experiment=with_weights = the default + deep_yolo features + the deep attribute (issue 19's validation
+    winner), weights from the shared folder beside the project unless TAO_WEIGHTS_DIR says otherwise."""
+    from omegaconf import OmegaConf
+
+    exp = compose("eval", ["experiment=with_weights"], tmp_path)
+    plain = compose("eval", ["features=deep_yolo", "scorer=attribute_deep"], tmp_path)
+    assert OmegaConf.to_container(exp.features) == OmegaConf.to_container(plain.features)
+    assert OmegaConf.to_container(exp.scorer) == OmegaConf.to_container(plain.scorer)
+    assert "deep" in exp.scorer.attributes and exp.features.extractors.deep.backend == "litert"
+    assert str(exp.paths.weights_dir).replace("\\", "/").endswith("../shared/weights") or "TAO_WEIGHTS_DIR" in os.environ
