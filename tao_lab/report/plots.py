@@ -129,7 +129,7 @@ def metric_vs_param_png(x_values: Sequence[Any], series: dict[str, Sequence[floa
     plt = _pyplot()
     xs = list(x_values)
     numeric = all(_is_number(v) for v in xs)
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=dpi)
+    fig, ax = plt.subplots(figsize=(8.4, 3.8), dpi=dpi)
     if numeric:
         order = np.argsort([float(v) for v in xs], kind="stable")
         xf = np.asarray([float(xs[i]) for i in order])
@@ -148,7 +148,8 @@ def metric_vs_param_png(x_values: Sequence[Any], series: dict[str, Sequence[floa
     ax.set_ylabel("metric")
     ax.set_title(title or f"metrics vs {xname}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # outside the axes: inside, the legend hid the bars or line ends of the last values
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return _png(fig)
 
