@@ -191,7 +191,7 @@ def _crossfit(pipe, items: list, folds: int, causal_window: Optional[int] = None
     for f in range(k):
         train = [items[i] for i in range(len(items)) if i % k != f]
         try:
-            scorer = pipe.new_fitted_scorer(train)
+            scorer = pipe.new_fitted_scorer(train, single_process=True)  # rank 0 alone under DDP
         except ValueError as exc:
             log.warning("alarm cross-fitting: fold %d of %d skipped (%s)", f + 1, k, exc)
             continue

@@ -447,9 +447,13 @@ class Pipeline:
         self.scorer.eval()
         self.fit_threshold()
 
-    def new_fitted_scorer(self, items: list) -> Any:
+    def new_fitted_scorer(self, items: list, single_process: bool = False) -> Any:
         """A fresh scorer of the configured kind fitted on ``items`` [(tracks, features, num_frames)] (also used
-        by :mod:`tao_lab.alarm` to fit the cross-fitting scorers, which must not see the frames they score)."""
+        by :mod:`tao_lab.alarm` to fit the cross-fitting scorers, which must not see the frames they score).
+
+        ``single_process``: a trained scorer gets ``cfg.trainer`` on one device, without its multi-process strategy.
+        The alarm's fold fits run in rank 0 alone, after the other DDP ranks have finished their share of the main
+        fit and left: a DDP Trainer there would wait for (or broadcast to) processes that are gone."""
         if sum(len(it[0]) for it in items) == 0:
             raise NoTrainingObjectsError("the clips the scorer is fitted on hold no detected object: nothing to fit "
                                          "it on; fit on a stretch with normal activity or give ckpt_path")
@@ -458,7 +462,8 @@ class Pipeline:
         kwargs = {}
         if scorer.needs_trainer:
             # a factory for scorers that fit more than once (self-paced rounds), else one Trainer
-            kwargs["trainer"] = instantiate(self.cfg.trainer, _partial_=bool(scorer.trainer_factory))
+            alone = {"strategy": "auto", "devices": 1, "num_nodes": 1} if single_process else {}
+            kwargs["trainer"] = instantiate(self.cfg.trainer, _partial_=bool(scorer.trainer_factory), **alone)
         if training_mode(self.cfg) == "unsupervised":
             if scorer.supports_unlabeled:
                 kwargs["unlabeled"] = True
