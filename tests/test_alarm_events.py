@@ -99,7 +99,7 @@ def test_track_parts_keep_every_track_whole_and_span_the_window():
     from tao_lab.alarm import window_crossfit
 
     class OneScorerPipe:  # fits "scorers" that give every frame its number of objects
-        def new_fitted_scorer(self, items):
+        def new_fitted_scorer(self, items, single_process=False):
             class S:
                 def score_clip(self, o, f, n):
                     return type("R", (), {"frame_scores": np.bincount(np.asarray(o.frame), minlength=n)})()
@@ -146,7 +146,7 @@ def test_held_out_calibration_scores_are_cached_across_downstream_settings(tmp_p
     pipe.fit_scorer(data.train)
     first = calibrate_on_training(pipe, cfg, data.train)
 
-    def no_fit(items):
+    def no_fit(items, single_process=False):
         raise AssertionError("a fold scorer was fitted although its held-out scores are cached")
 
     pipe.new_fitted_scorer = no_fit
