@@ -233,3 +233,21 @@ def test_fragment_rule_on_synthetic_boxes():
     rows = rank_tracks(tracks.with_score(score), reasons, 4)
     assert [int(tracks.track_id[r]) for r in rows][:2] == [1, 6]
     assert len(rows) == 4
+
+
+def test_fold_fits_ask_for_a_single_process_trainer():
+    """The alarm's fold scorers are fitted in rank 0 alone (the other DDP ranks have left after the main fit), so
+    they must not get a multi-process Trainer (the slow DDP test in tests/test_scaleout.py runs the real thing)."""
+    from tao_lab.alarm import crossfit_items
+
+    calls = []
+
+    class Pipe:
+        def new_fitted_scorer(self, items, single_process=False):
+            calls.append(single_process)
+            raise ValueError("no fit in this test")
+
+    items = [(np.zeros(3), {}, 10) for _ in range(3)]
+    with pytest.raises(ValueError, match="no fold could fit"):
+        crossfit_items(Pipe(), items, 3)
+    assert calls == [True, True, True]
