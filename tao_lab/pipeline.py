@@ -142,7 +142,7 @@ class Pipeline:
         if self._scorer_key is None:
             raise RuntimeError("fit or load the scorer before scoring clips")
         score = {"up": self.caches["features"].spec, "scorer": self._scorer_key}
-        if self._fit_clip_index and training_mode(self.cfg) == "unsupervised":
+        if self._fit_clip_index:
             score["fit_clips_held_out"] = True  # scores of the fit clips differ from a plain score_clip's
         prompts = _versioned("prompts", {"up": score, "tau": float(self.threshold.tau),
                                          "prompt_filter": to_plain(self.cfg.prompt_filter),
@@ -357,8 +357,9 @@ class Pipeline:
             if processes > 1:  # a DDP fit is not the single-process fit: never take one for the other
                 spec["trainer_processes"] = processes
             self._scorer_key = stable_hash(spec)
-            self._fit_clip_index = {c.source: i for i, c in enumerate(train_clips)}  # the fit items' order
-            if training_mode(self.cfg) == "unsupervised":
+            self._fit_clip_index = {}
+            if training_mode(self.cfg) == "unsupervised":  # the clips it scores are the clips it is fitted on
+                self._fit_clip_index = {c.source: i for i, c in enumerate(train_clips)}  # the fit items' order
                 log.info("training.mode=unsupervised: each clip is scored with its own objects held out of the "
                          "scorer's k-NN memory banks (it was fitted on the clips it scores)")
             path = Path(self.cache_dir) / "scorer" / self._scorer_key / "scorer.ckpt" if self.cache_dir else None

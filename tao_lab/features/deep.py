@@ -87,11 +87,10 @@ class DeepFeature(FeatureExtractor):
         self.allow_pickle = bool(allow_pickle)
         self._net = None
         self._dim: Optional[int] = None
-        # litert: the tap a YOLO detector of the same file fills in this pipeline (None: not shared), the maps of
-        # the current clip taken from it, and whether the "runs the network itself" line was logged
+        # litert: the tap a YOLO detector of the same file fills in this pipeline (None: not shared) and the maps
+        # of the current clip taken from it
         self.map_tap = None
         self._shared: dict = {}
-        self._said_standalone = False
         self._maps = None
         if backend == "litert":
             from tao_lab.detector.yolo import check_yolo_weights
@@ -166,8 +165,7 @@ class DeepFeature(FeatureExtractor):
         if self.backend != "litert":
             return
         self._shared = self.map_tap.take(clip.clip_id) if self.map_tap is not None else {}
-        if not self._shared and not self._said_standalone:
-            self._said_standalone = True
+        if not self._shared:
             key = (self.weights, str(self.layer), self.map_tap is None)
             if key in _SAID_STANDALONE:
                 return

@@ -64,7 +64,7 @@ class PosePersonSegmenter(ForegroundSegmenter):
         self.mask_threshold = float(mask_threshold)
         self.person_classes = tuple(int(c) for c in person_classes)
         self.min_class_iou = float(min_class_iou)
-        #: per segment() call: how many planned boxes got a person mask / the classical mask (for the log)
+        #: since construction: how many planned boxes got a person mask / the classical mask (for the log)
         self.counts = {"person": 0, "classical": 0}
 
     def classes_of(self, t: int, items: list, scores: Optional[ObjectScores]) -> list[Optional[int]]:
@@ -84,12 +84,13 @@ class PosePersonSegmenter(ForegroundSegmenter):
             out.append(int(obj.cls[rows[j]]) if iou[r, j] >= self.min_class_iou else None)
         return out
 
-    def person_mask(self, frame: np.ndarray, box: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    def person_mask(self, frame: np.ndarray, box: np.ndarray,
+                    rgb: Optional[np.ndarray] = None) -> Optional[tuple[np.ndarray, np.ndarray]]:
         """(mask (H,W) bool, person probability (H,W) float32) of one box, clipped to its enlarged box; None when
-        the pose presence is low or the mask is empty there."""
+        the pose presence is low or the mask is empty there. ``rgb``: the frame already converted (once per
+        frame, not per box)."""
         H, W = frame.shape[:2]
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-        res = self.blazepose(rgb, box, mask=True)
+        res = self.blazepose(_rgb(frame) if rgb is None else rgb, box, mask=True)
         if not res.presence >= self.presence_threshold:
             return None
         prob = res.transform.mask_to_image(res.mask_prob, H, W)
@@ -101,14 +102,15 @@ class PosePersonSegmenter(ForegroundSegmenter):
 
     def frame_masks(self, frame: np.ndarray, items: list, diff: np.ndarray, fg: np.ndarray,
                     classes: Optional[list] = None) -> tuple[np.ndarray, np.ndarray]:
-        H, W = frame.shape[:2]
         masks, pix = super().frame_masks(frame, items, diff, fg)  # the classical masks: the fallback
         classes = classes or [None] * len(items)
+        rgb = None
         for k, it in enumerate(items):
             if classes[k] is not None and classes[k] not in self.person_classes:
                 self.counts["classical"] += 1
                 continue
-            got = self.person_mask(frame, it.box)
+            rgb = _rgb(frame) if rgb is None else rgb
+            got = self.person_mask(frame, it.box, rgb)
             if got is None:
                 self.counts["classical"] += 1
                 continue
@@ -131,3 +133,8 @@ class PosePersonSegmenter(ForegroundSegmenter):
         """Online: the ring buffer is segmented as a clip (the default segmenter stream), so the class of each box
         comes from the window's scored objects."""
         return Segmenter.stream(self, ctx)
+
+
+def _rgb(frame: np.ndarray) -> np.ndarray:
+    """The RGB frame BlazePose reads (frames are BGR, or grey)."""
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB if frame.ndim == 3 else cv2.COLOR_GRAY2RGB)
