@@ -76,3 +76,15 @@ def test_unsupervised_pipeline_scores_each_fit_clip_held_out(tmp_path):
         np.testing.assert_array_equal(got.objects.score, want.objects.score)
         assert got.parts["appearance"].max() > 0  # not every object matched itself
     assert pipe.caches["score"].spec.get("fit_clips_held_out") is True
+
+
+def test_a_single_fit_clip_held_out_says_its_knn_attribute_is_blind(caplog):
+    import logging
+
+    rng = np.random.default_rng(2)
+    item = make_clip(rng)
+    scorer = AttributeScorer(KNN, frame_sigma=0.0, fusion="sum").fit_clips([item])
+    with caplog.at_level(logging.WARNING):
+        out = scorer.score_clip(*item, held_out=0)
+    assert "every memory-bank row comes from the clip being scored" in caplog.text
+    assert np.isfinite(out.objects.score).all() and np.all(out.parts["appearance"] <= 0.0)

@@ -435,7 +435,12 @@ class AttributeScorer(ObjectScorer):
         for name, s in self.specs.items():
             exclude = None
             if held_out is not None and s["model"] == "knn":
-                exclude = (np.full(n, int(held_out)), self._bank_clips(name))
+                bank_clips = self._bank_clips(name)
+                if not np.any(bank_clips != int(held_out)):
+                    log.warning("attribute %r: every memory-bank row comes from the clip being scored (one fit "
+                                "clip): held out, nothing is left to compare with, so it scores 0 here; fit on "
+                                "more clips for this attribute to count", name)
+                exclude = (np.full(n, int(held_out)), bank_clips)
             raw = self._raw(name, self._model_from_buffers(name), self._inputs(name, objects, feats),
                             self._footprints(name, feats, n), exclude=exclude)
             parts[name] = self._calibrate(name, self._smooth(objects, raw, s)).astype(np.float32)
