@@ -115,6 +115,10 @@ class AttributeScorer(ObjectScorer):
             of its training object scores, summed: the normal range of a group adds nothing).
         fusion_baseline: percentile of a group's training object scores that ``fusion="sum_excess"`` subtracts.
             Within a group (spec key ``group``) attributes always combine by max.
+        fusion_baseline_level: what that percentile is taken over: "object" (every training object's group score)
+            or "frame" (every training frame's highest group score among its objects: the level the most unusual
+            normal object of a frame reaches, so a group that is noisy in a crowd gets a higher bar in a crowded
+            camera, where the frame score, a max over many objects, would otherwise pick up its noise).
         dwell_radius: the ``scene.dwell`` quantity counts the frames a track stays within this many expected body
             heights of its current footprint.
     """
@@ -124,7 +128,7 @@ class AttributeScorer(ObjectScorer):
 
     def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
                  frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum",
-                 fusion_baseline: float = 90.0):
+                 fusion_baseline: float = 90.0, fusion_baseline_level: str = "object"):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -164,10 +168,14 @@ class AttributeScorer(ObjectScorer):
         if not 0.0 <= float(fusion_baseline) <= 100.0:
             raise ValueError(f"fusion_baseline must be a percentile in [0, 100], got {fusion_baseline!r}")
         self.fusion_baseline = float(fusion_baseline)
+        if fusion_baseline_level not in ("object", "frame"):
+            raise ValueError(f"fusion_baseline_level must be 'object' or 'frame', got {fusion_baseline_level!r}")
+        self.fusion_baseline_level = fusion_baseline_level
         self.save_hyperparameters({"attributes": {k: dict(v) for k, v in attributes.items()},
                                    "frame_sigma": self.frame_sigma, "frame_reduce": frame_reduce, "seed": self.seed,
                                    "dwell_radius": self.dwell_radius, "fusion": fusion,
-                                   "fusion_baseline": self.fusion_baseline})
+                                   "fusion_baseline": self.fusion_baseline,
+                                   "fusion_baseline_level": fusion_baseline_level})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if fusion == "sum_excess":  # only then: checkpoints of the other fusions keep their keys
             self.register_buffer("fusion__baseline", torch.zeros(len(self.groups), dtype=torch.float64))
@@ -403,8 +411,11 @@ class AttributeScorer(ObjectScorer):
             setattr(self, f"{name}__calib", torch.tensor([lo, hi], dtype=torch.float64))
             parts[name] = self._calibrate(name, raw)
         if self.fusion == "sum_excess":  # each group's normal baseline, on the same training scores as calibration
-            self.fusion__baseline = torch.as_tensor(
-                np.percentile(self._group_scores(parts), self.fusion_baseline, axis=1), dtype=torch.float64)
+            groups = self._group_scores(parts)
+            if self.fusion_baseline_level == "frame":
+                groups = _frame_maxima(groups, video, objects.frame)
+            self.fusion__baseline = torch.as_tensor(np.percentile(groups, self.fusion_baseline, axis=1),
+                                                    dtype=torch.float64)
         self.train_scores = torch.as_tensor(self._fuse(parts), dtype=torch.float32)
         self.fitted.fill_(True)
         return self
@@ -479,6 +490,16 @@ class AttributeScorer(ObjectScorer):
         leave-one-video-out for ``calibration: loo``, in-sample for ``in_sample``); fit thresholds on these."""
         self._require_fitted()
         return self.train_scores.cpu().numpy().copy()
+
+
+def _frame_maxima(values: np.ndarray, video: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """(rows, frames): per row of values (rows, N) the max over the objects of each (video, frame) that has any."""
+    _, index = np.unique(np.stack([video, frame]), axis=1, return_inverse=True)
+    index = np.asarray(index).reshape(-1)
+    out = np.full((len(values), int(index.max()) + 1), -np.inf)
+    for r in range(len(values)):
+        np.maximum.at(out[r], index, values[r])
+    return out
 
 
 def _gmm_score(x: np.ndarray, w: np.ndarray, mu: np.ndarray, cov: np.ndarray, tail: str) -> np.ndarray:

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", default="all", help="cross-scene: 'all' or a comma list of planted sets")
     parser.add_argument("--clips", type=int, default=4,
                         help="cross-scene: training clips per scene (Ped2: spread over the 16; default 4)")
+    parser.add_argument("--fit-clips", type=int, default=None,
+                        help="cross-scene: fit each fold on only N of the other clips (default: all of them)")
     parser.add_argument("--frames", type=int, default=120, help="cross-scene: first N frames per clip (default 120)")
     parser.add_argument("--ped2-dir", default="../shared/datasets/ucsd_ped2",
                         help="cross-scene: the Ped2 folder, relative to the project root or absolute "
@@ -150,9 +152,12 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
     start = time.perf_counter()
     result = cross_scene_validate(cfg, {name: compose_config(base + o) for name, o in variants.items()},
                                   scenes, sets, str(ped2_dir), args.clips, args.frames, seed=args.seed,
-                                  show_progress=bool(cfg.get("progress", True)), metric=args.metric)
+                                  show_progress=bool(cfg.get("progress", True)), metric=args.metric,
+                                  fit_clips=args.fit_clips)
+    fitted_on = "all other clips" if args.fit_clips is None else f"{args.fit_clips} other clip(s)"
     print(f"\ncross-scene leave-one-clip-out frame AUC ({args.metric}) on planted behaviours, {args.clips} training "
-          f"clips x {args.frames} frames per scene (seed {args.seed}; test clips not read), "
+          f"clips x {args.frames} frames per scene, each fold fitted on {fitted_on} (seed {args.seed}; test clips "
+          f"not read), "
           f"{time.perf_counter() - start:.0f} s")
     print("labelled frames per scene and set: " + "; ".join(
         f"{s}: " + ",".join(str(result.positives[s][k]) for k in result.sets) for s in result.scenes))
@@ -163,7 +168,7 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
         from tao_lab.run_info import _atomic_write
 
         record = {"scenes": result.scenes, "sets": result.sets, "clips": args.clips, "frames": args.frames,
-                  "seed": args.seed, "metric": args.metric, "variants": variants, "base_overrides": base,
+                  "seed": args.seed, "metric": args.metric, "fit_clips": args.fit_clips, "variants": variants, "base_overrides": base,
                   "auc": result.auc, "mean": {v: result.mean(v) for v in result.auc}, "positives": result.positives}
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

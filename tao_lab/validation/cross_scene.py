@@ -167,13 +167,18 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                          scenes: Sequence[str] = DEFAULT_SCENES, sets: Sequence[str] = BEHAVIOURS,
                          ped2_dir: Optional[str] = None, num_clips: Optional[int] = 4,
                          num_frames: Optional[int] = 120, seed: int = 0,
-                         show_progress: bool = True, metric: str = "micro") -> CrossSceneResult:
+                         show_progress: bool = True, metric: str = "micro",
+                         fit_clips: Optional[int] = None) -> CrossSceneResult:
     """Leave-one-clip-out frame AUC of each variant on each (scene, planted set); see the module docstring.
 
     variants: {name: composed config}; scorers must fit without a Lightning Trainer. The stage cache is used as
-    usual (variants that change only the scorer share one extraction). metric: "micro" (pooled) or "macro"."""
+    usual (variants that change only the scorer share one extraction). metric: "micro" (pooled) or "macro".
+    fit_clips: fit each fold on only this many of the other clips (the ones after the held-out clip, cyclically)
+    instead of all of them: how a variant behaves when a camera has few training clips (same plants and features)."""
     if metric not in ("micro", "macro"):
         raise ValueError(f"metric must be 'micro' or 'macro', got {metric!r}")
+    if fit_clips is not None and int(fit_clips) < 1:
+        raise ValueError(f"fit_clips must be >= 1 (or None = all other clips), got {fit_clips!r}")
     from tao_lab.scorer.base import scorer_class
 
     for name, cfg in variants.items():
@@ -204,7 +209,7 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
             labels: dict[str, list[np.ndarray]] = {k: [] for k in sets}
             for v in progress(range(len(sc.train)), f"{name} / {sc.name}: folds", show_progress):
                 scorer = instantiate(cfg.scorer)
-                scorer.fit_clips([it for u, it in enumerate(items) if u != v])
+                scorer.fit_clips([items[u] for u in fold_clips(v, len(items), fit_clips)])
                 scorer.eval()
                 for k in sets:
                     clip = sc.planted[k][v]
@@ -217,6 +222,17 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                 k: _auc(scores[k], labels[k], metric) for k in sets}
             log.info("%s / %s: %s", name, sc.name, result.auc[name][sc.name])
     return result
+
+
+def fold_clips(held_out: int, num_clips: int, fit_clips: Optional[int] = None) -> list[int]:
+    """The clips a fold fits on: every clip but the held-out one, or only the ``fit_clips`` that follow it
+    (cyclically), so each clip is still held out once and every fit set has the same size."""
+    others = [(held_out + d) % num_clips for d in range(1, num_clips)]
+    if fit_clips is None:
+        return sorted(others)
+    if int(fit_clips) > len(others):
+        raise ValueError(f"fit_clips={fit_clips} but a fold has only {len(others)} other clips")
+    return sorted(others[:int(fit_clips)])
 
 
 def _auc(scores: list[np.ndarray], labels: list[np.ndarray], metric: str = "micro") -> float:
