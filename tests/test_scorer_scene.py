@@ -223,6 +223,44 @@ def test_sum_excess_fusion_subtracts_each_groups_training_baseline(tmp_path):
         AttributeScorer(fusion="sum_excess", fusion_baseline=120)
 
 
+def test_frame_level_fusion_baseline_is_the_percentile_of_each_training_frames_highest_group_score(tmp_path):
+    """fusion_baseline_level=frame: a group's baseline is the stated percentile, over the training frames that
+    have objects, of the frame's highest group score (recomputed here frame by frame with a dict, independently of
+    the scorer's vectorised path); it is above the object-level baseline of the same parts (several walkers per
+    frame), scoring uses it, and it round-trips through the checkpoint."""
+    from tao_lab.scorer import AttributeScorer
+
+    train = [normal_clip(s) for s in range(4)]
+    attrs = {k: SCENE_ATTRIBUTES[k] for k in ("speed_place", "speed_rel", "size")}
+    by_frame = AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum_excess", fusion_baseline=75.0,
+                               fusion_baseline_level="frame").fit_clips(train)
+    by_object = AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum_excess",
+                                fusion_baseline=75.0).fit_clips(train)
+    highest: dict[tuple[int, int], np.ndarray] = {}
+    for v, (o, f, _) in enumerate(train):
+        t = by_frame.object_parts(o, f)
+        groups = np.stack([np.maximum(t["speed_place"], t["speed_rel"]), t["size"]], 1)
+        for frame, g in zip(o.frame, groups):
+            key = (v, int(frame))
+            highest[key] = g if key not in highest else np.maximum(highest[key], g)
+    per_frame = np.stack(list(highest.values()))
+    expected = np.percentile(per_frame, 75, axis=0)
+    base = by_frame.fusion__baseline.numpy()
+    assert np.allclose(base, expected, atol=1e-5)
+    assert np.all(base > by_object.fusion__baseline.numpy())
+    objs, feats = make_track(9013, 0.2, 0.52, 30, speed_rel=0.2)
+    res = by_frame.score_clip(objs, feats, 40)
+    p = res.parts
+    groups = [np.maximum(p["speed_place"], p["speed_rel"]), p["size"]]
+    assert np.allclose(res.objects.score, sum(np.clip(g - b, 0, None) for g, b in zip(groups, base)), atol=1e-5)
+    path = tmp_path / "scorer.ckpt"
+    by_frame.save_checkpoint(path)
+    loaded = AttributeScorer.load_from_checkpoint(path)
+    assert loaded.fusion_baseline_level == "frame" and np.array_equal(loaded.fusion__baseline.numpy(), base)
+    with pytest.raises(ValueError, match="fusion_baseline_level"):
+        AttributeScorer(fusion="sum_excess", fusion_baseline_level="clip")
+
+
 def test_unknown_fusion_is_refused():
     from tao_lab.scorer import AttributeScorer
 

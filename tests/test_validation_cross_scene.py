@@ -293,5 +293,28 @@ def test_cross_scene_protocol_prints_one_scene_by_set_table(compose_cfg):
     assert macro.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
         np.mean([roc_auc_score(y, x) for y, x in zip(labels, scores)]), abs=1e-9)
     assert "frame AUC macro" in macro.tables()
+    # folds fitted on fewer clips: with fit_clips=1, clip v's scorer is fitted on clip v+1 (cyclically) alone
+    few = cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast", "loiter"],
+                               num_clips=3, num_frames=70, show_progress=False, fit_clips=1)
+    one_scores = []
+    for v, clip in enumerate(scene.planted["loiter"]):
+        nxt = scene.train[(v + 1) % 3]
+        scorer = instantiate(cfg.scorer).fit_clips([(pipe.tracks(nxt), pipe.features(nxt), nxt.num_frames)])
+        one_scores.append(scorer.score_clip(pipe.tracks(clip), pipe.features(clip), clip.num_frames).frame_scores)
+    assert few.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
+        roc_auc_score(np.concatenate(labels), np.concatenate(one_scores)), abs=1e-9)
+    with pytest.raises(ValueError, match="fit_clips"):
+        cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast"], num_clips=3,
+                             num_frames=70, show_progress=False, fit_clips=0)
     with pytest.raises(ValueError, match="unknown scene"):
         cross_scene_validate(cfg, variants, scenes=["mars"], show_progress=False)
+
+
+def test_fold_clips_hold_every_clip_out_once_and_fit_on_the_next_ones():
+    from tao_lab.validation.cross_scene import fold_clips
+
+    assert [fold_clips(v, 4) for v in range(4)] == [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]]
+    assert [fold_clips(v, 4, 2) for v in range(4)] == [[1, 2], [2, 3], [0, 3], [0, 1]]
+    assert all(v not in fold_clips(v, 5, k) for v in range(5) for k in range(1, 5))
+    with pytest.raises(ValueError, match="only 3 other clips"):
+        fold_clips(0, 4, 4)

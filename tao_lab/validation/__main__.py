@@ -168,7 +168,8 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
         from tao_lab.run_info import _atomic_write
 
         record = {"scenes": result.scenes, "sets": result.sets, "clips": args.clips, "frames": args.frames,
-                  "seed": args.seed, "metric": args.metric, "fit_clips": args.fit_clips, "variants": variants, "base_overrides": base,
+                  "seed": args.seed, "metric": args.metric, "fit_clips": args.fit_clips, "variants": variants,
+                  "base_overrides": base,
                   "auc": result.auc, "mean": {v: result.mean(v) for v in result.auc}, "positives": result.positives}
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
