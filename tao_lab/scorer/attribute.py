@@ -119,6 +119,8 @@ class AttributeScorer(ObjectScorer):
             or "frame" (every training frame's highest group score among its objects: the level the most unusual
             normal object of a frame reaches, so a group that is noisy in a crowd gets a higher bar in a crowded
             camera, where the frame score, a max over many objects, would otherwise pick up its noise).
+        fusion_track_window: running median of the fused object score along each track, over this many detections
+            (1 = off): an anomaly that lasts keeps its score, a one-off excess of a normal walker is removed.
         dwell_radius: the ``scene.dwell`` quantity counts the frames a track stays within this many expected body
             heights of its current footprint.
     """
@@ -128,7 +130,7 @@ class AttributeScorer(ObjectScorer):
 
     def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
                  frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum",
-                 fusion_baseline: float = 90.0, fusion_baseline_level: str = "object"):
+                 fusion_baseline: float = 90.0, fusion_baseline_level: str = "object", fusion_track_window: int = 1):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -171,11 +173,15 @@ class AttributeScorer(ObjectScorer):
         if fusion_baseline_level not in ("object", "frame"):
             raise ValueError(f"fusion_baseline_level must be 'object' or 'frame', got {fusion_baseline_level!r}")
         self.fusion_baseline_level = fusion_baseline_level
+        if int(fusion_track_window) < 1:
+            raise ValueError(f"fusion_track_window must be >= 1 (1 = off), got {fusion_track_window!r}")
+        self.fusion_track_window = int(fusion_track_window)
         self.save_hyperparameters({"attributes": {k: dict(v) for k, v in attributes.items()},
                                    "frame_sigma": self.frame_sigma, "frame_reduce": frame_reduce, "seed": self.seed,
                                    "dwell_radius": self.dwell_radius, "fusion": fusion,
                                    "fusion_baseline": self.fusion_baseline,
-                                   "fusion_baseline_level": fusion_baseline_level})
+                                   "fusion_baseline_level": fusion_baseline_level,
+                                   "fusion_track_window": self.fusion_track_window})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if fusion == "sum_excess":  # only then: checkpoints of the other fusions keep their keys
             self.register_buffer("fusion__baseline", torch.zeros(len(self.groups), dtype=torch.float64))
@@ -356,6 +362,14 @@ class AttributeScorer(ObjectScorer):
         excess = np.clip(stacked - 1.0, 0.0, None)
         return top + excess.sum(0) - excess.max(0)
 
+    def _object_scores(self, objects: ObjectTable, parts: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(N,) float32 object scores: the fused parts, then (``fusion_track_window`` > 1) their running median
+        along each track."""
+        fused = self._fuse(parts).astype(np.float32)
+        if self.fusion_track_window <= 1:
+            return fused
+        return smooth_along_tracks(objects, fused, self.fusion_track_window)
+
     # ------------------------------------------------------------------ fitting
     def fit_clips(self, items: list[FitItem]) -> "AttributeScorer":
         """Fits every attribute's density model and calibration on training clips (normal only).
@@ -416,7 +430,7 @@ class AttributeScorer(ObjectScorer):
                 groups = _frame_maxima(groups, video, objects.frame)
             self.fusion__baseline = torch.as_tensor(np.percentile(groups, self.fusion_baseline, axis=1),
                                                     dtype=torch.float64)
-        self.train_scores = torch.as_tensor(self._fuse(parts), dtype=torch.float32)
+        self.train_scores = torch.as_tensor(self._object_scores(keyed, parts), dtype=torch.float32)
         self.fitted.fill_(True)
         return self
 
@@ -476,7 +490,7 @@ class AttributeScorer(ObjectScorer):
         models keep the clip's own objects (one clip among the fit clips shifts them only slightly).
         A clip without objects scores 0 everywhere (the calibrated training minimum)."""
         parts = self.object_parts(objects, features, held_out)
-        score = self._fuse(parts).astype(np.float32) if len(objects) else np.zeros(0, np.float32)
+        score = self._object_scores(objects, parts) if len(objects) else np.zeros(0, np.float32)
         if self.frame_reduce == "max":
             frame = frame_scores_from_objects(objects.frame, score, num_frames)
         else:
