@@ -5,6 +5,7 @@
     python benchmarks/mask_ceiling.py --json ceiling.json      # also every number, keyed, as JSON
     python benchmarks/mask_ceiling.py scorer=attribute_speed   # extra args = Hydra overrides of the pipeline
     python benchmarks/mask_ceiling.py dataset=synthetic        # any dataset with pixel masks
+    python benchmarks/mask_ceiling.py --background-scopes clip,camera   # classical: per-clip vs camera background
 
 ORACLE ROWS READ THE TEST LABELS. They are a diagnostic of where the error comes from, never a way to choose a
 setting: a default chosen on them would be chosen on the test set.
@@ -57,6 +58,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,6 +265,10 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--oracle-iou", type=float, default=0.1,
                     help="oracle scores: an object is anomalous when its box has IoU >= this with a GT object box "
                          "of its frame (default 0.1, RBDC's rule)")
+    ap.add_argument("--background-scopes", default="clip",
+                    help="background scopes of the segmenters that have one (classical, pose_person), comma "
+                         "separated, of clip,camera (default: clip = each segmenter's config); a camera row is "
+                         "named <segmenter>@camera, its camera background fitted on the training clips")
     ap.add_argument("--json", default=None, help="also write every row and key to this JSON file")
     args, extra = ap.parse_known_args(argv)
     bad = [o for o in extra if o.startswith("-")]
@@ -290,9 +296,33 @@ def main(argv=None) -> list[dict]:
     cfg = compose_config(base)
     if cfg.metrics.get("gt_gating", False):
         ap.error("metrics.gt_gating=true would gate the label-free row too: the frame_labels row is that oracle")
-    segmenters = {name: instantiate(compose_config([*base, f"segmenter={name}"]).segmenter)
-                  for name in args.segmenters.split(",") if name}
+    scopes = [s for s in args.background_scopes.split(",") if s]
+    if not scopes or any(s not in ("clip", "camera") for s in scopes):
+        ap.error(f"--background-scopes must be some of clip,camera, got {args.background_scopes!r}")
+    segmenters = {}
+    for name in (n for n in args.segmenters.split(",") if n):
+        seg_cfg = compose_config([*base, f"segmenter={name}"]).segmenter
+        has_scope = isinstance(seg_cfg.get("background"), Mapping) and "scope" in seg_cfg.background
+        for scope in scopes:
+            if scope == "clip":
+                segmenters[name] = instantiate(seg_cfg)
+            elif has_scope:
+                segmenters[f"{name}@camera"] = instantiate(
+                    compose_config([*base, f"segmenter={name}", "segmenter.background.scope=camera"]).segmenter)
     dataset = load_dataset(cfg)
+    if "camera" in scopes:  # the camera backgrounds are fitted on the training clips (tao_lab.detector.camera)
+        from tao_lab.detector.camera import CameraBackgrounds
+
+        camera = CameraBackgrounds(dataset.train)
+        start = time.perf_counter()
+        for segmenter in segmenters.values():
+            if hasattr(segmenter, "use_camera"):
+                segmenter.use_camera(camera)
+                if segmenter.scope == "camera":  # fitted once per run: kept out of the rows' s/frame
+                    for clip in dataset.train:
+                        camera._clip_stats(clip, segmenter.background)
+        print(f"# camera statistics of {len(dataset.train)} training clips fitted in "
+              f"{time.perf_counter() - start:.1f} s (once per run)", flush=True)
     frames = sum(c.num_frames for c in dataset.test)
     print(f"# {cfg.dataset._target_.rsplit('.', 1)[-1]} {args.data_dir}: {len(dataset.train)} train clips, "
           f"{len(dataset.test)} test clips ({frames} test frames)", flush=True)

@@ -87,11 +87,40 @@ class Pipeline:
         # the fit clips' indices in the scorer's fit, by clip source: a clip the scorer was fitted on (unsupervised
         # mode) is scored with its own objects held out of the memory banks (ObjectScorer.score_clip's held_out)
         self._fit_clip_index: dict[str, int] = {}
+        # camera backgrounds for the stages with background.scope=camera (tao_lab.detector.camera); None = no
+        # training clips given (those stages then use per-clip backgrounds)
+        self.camera_backgrounds = None
+
+    # ----- camera background ---------------------------------------------------------------------------------
+    def set_camera_clips(self, clips: Iterable[Clip] = (), cameras: Optional[list[list[Clip]]] = None) -> None:
+        """The training clips of the cameras the run's clips come from (same frame size = same camera; or
+        ``cameras``: one list of clips per camera): the stages with ``background.scope: camera`` fit their camera
+        backgrounds on them (tao_lab.detector.camera). Set it before processing clips: the detector and segmenter
+        cache keys name these clips."""
+        from tao_lab.detector.camera import CameraBackgrounds
+
+        self._adopt_camera(CameraBackgrounds(list(clips), cameras))
+
+    def _adopt_camera(self, backgrounds) -> None:
+        self.camera_backgrounds = backgrounds
+        for name in ("detector", "segmenter"):  # stages already built get it now, later ones when built
+            stage = self.__dict__.get(name)
+            if stage is not None and hasattr(stage, "use_camera"):
+                stage.use_camera(backgrounds)
+        self.__dict__.pop("caches", None)  # the keys are rebuilt with the camera clips
+
+    def _with_camera(self, stage):
+        """``stage`` after handing it the camera backgrounds, when it opts in (a ``use_camera`` method)."""
+        if hasattr(stage, "use_camera"):
+            from tao_lab.detector.camera import CameraBackgrounds
+
+            stage.use_camera(self.camera_backgrounds if self.camera_backgrounds is not None else CameraBackgrounds())
+        return stage
 
     # ----- components ---------------------------------------------------------------------------------------
     @cached_property
     def detector(self):
-        detector = instantiate(self.cfg.detector)
+        detector = self._with_camera(instantiate(self.cfg.detector))
         if _uses_litert_features(self.cfg.features):
             # a LiteRT deep feature on the detector's own .tflite reads the maps of the detector's pass (in this
             # process) instead of running the network a second time
@@ -121,13 +150,13 @@ class Pipeline:
 
     @cached_property
     def segmenter(self):
-        return instantiate(self.cfg.segmenter)
+        return self._with_camera(instantiate(self.cfg.segmenter))
 
     # ----- cache specs --------------------------------------------------------------------------------------
     @cached_property
     def caches(self) -> dict[str, StageCache]:
         c = self.cfg
-        detect = _versioned("detect", {"detector": to_plain(c.detector)})
+        detect = _versioned("detect", {"detector": self._stage_spec(c.detector)})
         track = _versioned("track", {"up": detect, "tracker": to_plain(c.tracker)})
         features = _versioned("features", {"up": track, "features": to_plain(c.features)})
         return {
@@ -135,6 +164,14 @@ class Pipeline:
             "track": StageCache(self.cache_dir, "track", track),
             "features": StageCache(self.cache_dir, "features", features),
         }
+
+    def _stage_spec(self, node) -> dict:
+        """A detector's or segmenter's config for its cache key: ``background.scope: clip`` leaves the key as it
+        was before the option existed; ``scope: camera`` adds the camera clips (tao_lab.detector.camera.cache_spec)."""
+        from tao_lab.detector.camera import cache_spec
+
+        plain = to_plain(node)
+        return cache_spec(plain, self.camera_backgrounds) if isinstance(plain, dict) else plain
 
     def _downstream_caches(self) -> None:
         if "score" in self.caches:
@@ -147,7 +184,7 @@ class Pipeline:
         prompts = _versioned("prompts", {"up": score, "tau": float(self.threshold.tau),
                                          "prompt_filter": to_plain(self.cfg.prompt_filter),
                                          "gt_gating": bool(self.cfg.metrics.get("gt_gating", False))})
-        segment = _versioned("segment", {"up": prompts, "segmenter": to_plain(self.cfg.segmenter)})
+        segment = _versioned("segment", {"up": prompts, "segmenter": self._stage_spec(self.cfg.segmenter)})
         self.caches["score"] = StageCache(self.cache_dir, "score", score)
         self.caches["prompts"] = StageCache(self.cache_dir, "prompts", prompts)
         self.caches["segment"] = StageCache(self.cache_dir, "segment", segment)
@@ -188,7 +225,7 @@ class Pipeline:
         return self._run("detect", clip, lambda: self.detector.detect(clip))
 
     def _part_detections(self, name: str, clip: Clip) -> ObjectTable:
-        cache = StageCache(self.cache_dir, "detect", {"detector": to_plain(self.cfg.detector[name])})
+        cache = StageCache(self.cache_dir, "detect", {"detector": self._stage_spec(self.cfg.detector[name])})
 
         def compute():
             start = time.perf_counter()
@@ -299,6 +336,8 @@ class Pipeline:
             pipe = getattr(local, "pipe", None)
             if pipe is None:
                 pipe = local.pipe = Pipeline(self.cfg)
+                if self.camera_backgrounds is not None:  # one shared (thread-safe) set of camera statistics
+                    pipe._adopt_camera(self.camera_backgrounds)
                 with lock:
                     clones.append(pipe)
             pipe.features(clip)
@@ -512,10 +551,37 @@ def training_clips(cfg: DictConfig, dataset: Dataset) -> list[Clip]:
     raise ConfigError(f"training.unsupervised_source must be 'test' or 'merged', got {source!r}")
 
 
+def uses_camera_background(cfg: DictConfig) -> bool:
+    """Whether the detector or the segmenter config sets ``background.scope: camera`` (at any depth)."""
+    def walk(node) -> bool:
+        if isinstance(node, dict):
+            bg = node.get("background")
+            if isinstance(bg, dict) and bg.get("scope") == "camera":
+                return True
+            return any(walk(v) for v in node.values())
+        return False
+
+    return any(walk(to_plain(cfg.get(group))) for group in ("detector", "segmenter") if cfg.get(group) is not None)
+
+
+def camera_clips(cfg: DictConfig, dataset: Dataset) -> list[Clip]:
+    """The clips the camera backgrounds are fitted on (``background.scope: camera``): the training split in
+    supervised mode; none in ``training.mode=unsupervised`` (its clips are unlabeled and may hold the anomalies a
+    camera background would have to show), where the stages fall back to per-clip backgrounds."""
+    if training_mode(cfg) != "supervised":
+        if uses_camera_background(cfg):
+            log.warning("background.scope=camera with training.mode=unsupervised: no normal training clips to fit a "
+                        "camera background on; per-clip backgrounds are used")
+        return []
+    return list(dataset.train)
+
+
 def splits_needed(cfg: DictConfig, evaluate: bool = True) -> tuple[str, ...]:
     """The dataset splits a run reads: 'test' when it evaluates, plus what fitting the scorer needs (nothing when
     an evaluation loads ``ckpt_path``; the training split in supervised mode; see :func:`training_clips`)."""
     need = {"test"} if evaluate else set()
+    if training_mode(cfg) == "supervised" and uses_camera_background(cfg):
+        need.add("train")  # the camera backgrounds are fitted on the training clips, with a checkpoint too
     if not (evaluate and cfg.get("ckpt_path")):
         if training_mode(cfg) == "supervised":
             need.add("train")

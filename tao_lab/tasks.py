@@ -185,13 +185,14 @@ def extract(cfg: DictConfig, logger=None) -> dict:
     With ``fill_downstream`` (default) the job that finds every clip extracted also fills the downstream stages
     (:func:`_fill_downstream`).
     """
-    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.pipeline import Pipeline, camera_clips, load_dataset
     from tao_lab.sharding import check_shard, shard_items
 
     shard, num_shards = check_shard(cfg.get("shard", 0), cfg.get("num_shards", 1))
     pipe = Pipeline(cfg)
     preflight.check_components(pipe, with_threshold=False)
     dataset = load_dataset(cfg, splits=cfg.get("splits", ["train", "test"]))
+    pipe.set_camera_clips(camera_clips(cfg, dataset))
     counts = {"extract/shard": shard, "extract/num_shards": num_shards}
     for split in cfg.get("splits", ["train", "test"]):
         clips = shard_items(dataset.split(split), shard, num_shards)
@@ -248,12 +249,13 @@ def _fill_downstream(cfg: DictConfig, pipe, dataset, shard: int, num_shards: int
 # ----- train ------------------------------------------------------------------------------------------------
 def train(cfg: DictConfig, logger=None) -> dict:
     """Fits (or trains) the scorer on the training clips and writes ``scorer.ckpt`` into the run dir."""
-    from tao_lab.pipeline import Pipeline, load_dataset, splits_needed, training_clips
+    from tao_lab.pipeline import Pipeline, camera_clips, load_dataset, splits_needed, training_clips
     from tao_lab.run_info import write_metrics
 
     pipe = Pipeline(cfg)
     preflight.check_components(pipe)
     dataset = load_dataset(cfg, splits=splits_needed(cfg, evaluate=False))
+    pipe.set_camera_clips(camera_clips(cfg, dataset))
     clips = training_clips(cfg, dataset)
     if not clips:
         raise ValueError(f"dataset {dataset.name!r} has no training clips")
@@ -287,7 +289,7 @@ def train(cfg: DictConfig, logger=None) -> dict:
 def evaluate(cfg: DictConfig, logger=None) -> dict:
     """Fits (or loads) the scorer, runs the pipeline on the test clips, returns the metrics dict."""
     from tao_lab.evaluation import evaluate_clips
-    from tao_lab.pipeline import Pipeline, load_dataset, splits_needed, training_clips
+    from tao_lab.pipeline import Pipeline, camera_clips, load_dataset, splits_needed, training_clips
     from tao_lab.run_info import format_metrics_table, write_metrics
 
     start = time.perf_counter()
@@ -298,6 +300,7 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     dataset = load_dataset(cfg, splits=splits_needed(cfg))
     if not dataset.test:
         raise ValueError(f"dataset {dataset.name!r} has no test clips")
+    pipe.set_camera_clips(camera_clips(cfg, dataset))
     preflight.check_mask_sizes(dataset.test)
     pipe.fit_scorer(training_clips(cfg, dataset), ckpt_path=cfg.get("ckpt_path"))
     if _fit_share_done(pipe):

@@ -13,7 +13,10 @@ How it copes with the usual troubles of fixed-camera surveillance video:
   ``max(min_threshold, k * sigma)``, where sigma is the robust (MAD) spread of the sampled frames around the
   background at that pixel;
 - **cast shadows**: a pixel darker than the background by a ratio in ``shadow_ratio`` whose local texture is the
-  background's texture scaled by that ratio is a shadow and is not foreground.
+  background's texture scaled by that ratio is a shadow and is not foreground;
+- **people standing still for half the clip or longer** (absorbed by any per-clip median): with
+  ``background.scope: camera`` the per-clip median is replaced, where it disagrees with it, by a background
+  fitted on the camera's training clips (:meth:`BackgroundModel.blend_camera`, :mod:`tao_lab.detector.camera`).
 
 All images are grey float32 in grey levels (0..255) after a small Gaussian blur.
 """
@@ -90,21 +93,74 @@ class BackgroundModel:
         if not greys:
             raise ValueError("no frames to fit the background on")
         stack = np.stack(greys)
-        h, w = stack.shape[1:]
-        self._grid = (slice(2, h, 4), slice(2, w, 4))  # sparse grid for the global gain (cheap, robust)
         bg = np.median(stack, axis=0).astype(np.float32)
-        self.background = bg
-        self._bg_grid = np.maximum(bg[self._grid], 1.0)
+        self._set_background(bg)
         if self.normalize_brightness:
             stack = np.stack([g * self._gain(g) for g in stack])
         if stack.shape[0] >= 3:
             sigma = _MAD_TO_SIGMA * np.median(np.abs(stack - bg), axis=0)
         else:
             sigma = np.zeros_like(bg)
+        self._set_sigma(sigma)
+        return self
+
+    def _set_background(self, bg: np.ndarray) -> None:
+        h, w = bg.shape
+        self._grid = (slice(2, h, 4), slice(2, w, 4))  # sparse grid for the global gain (cheap, robust)
+        self.background = bg.astype(np.float32)
+        self._bg_grid = np.maximum(self.background[self._grid], 1.0)
+        self._bg_grad = self._gradients(self.background)
+
+    def _set_sigma(self, sigma: np.ndarray) -> None:
         self.sigma = sigma.astype(np.float32)
         self.threshold = np.maximum(self.k * self.sigma, self.min_threshold).astype(np.float32)
-        self._bg_grad = self._gradients(bg)
-        return self
+
+    def gain_to(self, reference: np.ndarray) -> float:
+        """Global gain that brings this (fitted) background to the brightness of ``reference`` (H,W) grey levels:
+        the median over the sparse grid of the per-pixel ratio reference / background."""
+        self._check()
+        return float(np.median(np.maximum(reference[self._grid], 1.0) / self._bg_grid))
+
+    def blend_camera(self, camera_bg: np.ndarray, camera_sigma: np.ndarray, max_share: float = 1.0,
+                     agreement: float = 0.5) -> tuple[np.ndarray, float]:
+        """Replaces this clip's fitted background by the camera's where the two disagree, and its noise by the
+        camera's everywhere.
+
+        ``camera_bg`` / ``camera_sigma``: (H,W) float32 grey levels, fitted on the camera's training clips
+        (:class:`tao_lab.detector.camera.CameraBackgrounds`). The clip's own median is first brought to the
+        camera's brightness (one global gain: illumination differs between clips); a pixel *disagrees* when the
+        two differ by more than ``agreement`` times the camera's foreground threshold
+        ``max(min_threshold, k * camera_sigma)`` (cleaned by an opening, then dilated by ``morph`` px so the rim of
+        an absorbed object goes too). Where they agree the clip's own median is kept (it follows the clip's own
+        lighting); where they disagree (anyone the clip's median absorbed) the camera's is used. ``agreement`` < 1
+        because a person standing for about half the clip leaves a median half-way between the floor and the
+        person, which may agree with the camera within one threshold and still hide the person from it.
+        The noise is the camera's everywhere: the clip's own (spread of its frames around its median) is inflated
+        wherever someone stood for a large share of the clip, which again hides that person.
+        Returns (disagreement mask (H,W) bool, its share of the frame). When the share exceeds ``max_share``
+        (another camera, :meth:`tao_lab.detector.camera.CameraBackgrounds.model`) the model is left unchanged:
+        the clip keeps its own background.
+        """
+        self._check()
+        if camera_bg.shape != self.background.shape or camera_sigma.shape != self.background.shape:
+            raise ValueError(f"camera background size {camera_bg.shape} (noise {camera_sigma.shape}) differs from "
+                             f"the clip's {self.background.shape}")
+        if not 0.0 < agreement:
+            raise ValueError(f"agreement must be > 0 (a fraction of the camera's foreground threshold), got "
+                             f"{agreement}")
+        own = self.background * (self.gain_to(camera_bg) if self.normalize_brightness else 1.0)
+        camera_threshold = np.maximum(self.k * camera_sigma, self.min_threshold)
+        disagree = np.abs(own - camera_bg) > agreement * camera_threshold
+        if self.morph > 1:
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (self.morph, self.morph))
+            disagree = cv2.morphologyEx(disagree.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+            disagree = cv2.dilate(disagree, kernel).astype(bool)
+        share = float(disagree.mean())
+        if share > max_share:
+            return disagree, share
+        self._set_background(np.where(disagree, camera_bg, own))
+        self._set_sigma(camera_sigma)
+        return disagree, share
 
     # ------------------------------------------------------------------ per frame
     def _check(self):

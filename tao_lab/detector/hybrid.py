@@ -100,6 +100,12 @@ class HybridDetector(Detector):
     def merge(self, yolo: ObjectTable, background: ObjectTable) -> ObjectTable:
         return merge_detections(yolo, background, self.explained)
 
+    def use_camera(self, backgrounds) -> None:
+        """Camera backgrounds for the parts that use them (the background detector with scope=camera)."""
+        for part in self.parts.values():
+            if hasattr(part, "use_camera"):
+                part.use_camera(backgrounds)
+
     def prepare(self) -> None:
         self.yolo.prepare()
         self.background.prepare()

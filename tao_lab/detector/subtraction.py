@@ -1,4 +1,4 @@
-"""Weight-free detector for fixed cameras: foreground blobs of a per-clip background model."""
+"""Weight-free detector for fixed cameras: foreground blobs of a per-clip (or per-camera) background model."""
 from __future__ import annotations
 
 from typing import Optional
@@ -6,9 +6,14 @@ from typing import Optional
 import cv2
 import numpy as np
 
+import logging
+
 from tao_lab.detector.background import BackgroundModel
 from tao_lab.detector.base import Detector, DetectorStream
+from tao_lab.detector.camera import CameraBackgrounds, split_background_options
 from tao_lab.types import Clip, ObjectTable
+
+log = logging.getLogger(__name__)
 
 
 class BackgroundSubtractionDetector(Detector):
@@ -20,7 +25,10 @@ class BackgroundSubtractionDetector(Detector):
     smaller neighbouring peak) separate two objects. Pieces narrower than ``min_width`` are not split off.
 
     Args:
-        background: keyword arguments of :class:`BackgroundModel` (num_samples, blur, k, min_threshold, ...).
+        background: keyword arguments of :class:`BackgroundModel` (num_samples, blur, k, min_threshold, ...), plus
+            ``scope``: "clip" (the clip's own median background, the default) or "camera" (fitted on the camera's
+            training clips, which the pipeline hands over through :meth:`use_camera`; see
+            :mod:`tao_lab.detector.camera`, with its options ``max_disagreement`` and ``max_clips``).
         min_area: smallest blob kept (foreground pixels).
         dilate: px of dilation before labelling, so a body split by the threshold (e.g. legs vs torso) stays one
             component; the box is taken from the undilated pixels of the component.
@@ -34,7 +42,9 @@ class BackgroundSubtractionDetector(Detector):
     def __init__(self, background: Optional[dict] = None, min_area: int = 40, dilate: int = 5,
                  split_aspect: float = 0.9, split_valley: float = 0.5, min_width: int = 6,
                  score_scale: float = 40.0):
-        self.background_kwargs = dict(background or {})
+        self.background_kwargs, self.scope, self.camera_options = split_background_options(
+            background, "detector.background")
+        self.camera: Optional[CameraBackgrounds] = None
         self.min_area = int(min_area)
         self.dilate = int(dilate)
         self.split_aspect = float(split_aspect)
@@ -42,8 +52,20 @@ class BackgroundSubtractionDetector(Detector):
         self.min_width = int(min_width)
         self.score_scale = float(score_scale)
 
+    def use_camera(self, backgrounds: CameraBackgrounds) -> None:
+        """The camera backgrounds of the run's training clips (given by the pipeline; used with scope=camera)."""
+        self.camera = backgrounds
+
+    def background_model(self, clip: Clip) -> BackgroundModel:
+        """The fitted background of ``clip``: its own median, or with scope=camera the camera's (with the
+        per-clip fallbacks of :meth:`CameraBackgrounds.model`; no camera backgrounds given = none to use)."""
+        if self.scope == "camera":
+            return (self.camera or CameraBackgrounds()).model(clip, self.background_kwargs,
+                                                              **self.camera_options)[0]
+        return BackgroundModel(**self.background_kwargs).fit(clip)
+
     def detect(self, clip: Clip) -> ObjectTable:
-        model = BackgroundModel(**self.background_kwargs).fit(clip)
+        model = self.background_model(clip)
         rows_f, rows_b, rows_s = [], [], []
         for i, frame in enumerate(clip.frames()):
             diff = model.difference(frame)
@@ -59,6 +81,9 @@ class BackgroundSubtractionDetector(Detector):
     def stream(self, ctx) -> DetectorStream:
         """Online: the blobs of each frame against the stream's background model (fitted once on the warm-up
         frames, shared with the segmenter; ``ctx``: :class:`tao_lab.streaming.StreamContext`)."""
+        if self.scope == "camera":
+            log.warning("detector.background.scope=camera is not available online: the stream's background is fitted "
+                        "on its warm-up frames")
         background = ctx.background(self.background_kwargs)
 
         def step(frame: np.ndarray) -> ObjectTable:

@@ -2,7 +2,8 @@
 
 Per frame, every planned box (the prompt's box on prompt frames, the object's tracked box on carried frames; see
 tao_lab.segmenter.carry) is cut out of the frame's foreground: from the clip's background model
-(tao_lab.detector.background.BackgroundModel, fitted on the clip itself) or from frame differencing (against the
+(tao_lab.detector.background.BackgroundModel, fitted on the clip itself, or with ``background.scope: camera`` on the
+camera's training clips, tao_lab.detector.camera) or from frame differencing (against the
 median of a few neighbouring frames).
 Holes are filled; optionally only the largest blob is kept and GrabCut refines the mask. When the box holds too
 little foreground (a stopped object, a missed detection) the mask falls back to the filled box or its inscribed
@@ -80,10 +81,8 @@ class _FrameDifference:
 
 
 class _Background:
-    def __init__(self, clip: Clip, kwargs: dict):
-        from tao_lab.detector.background import BackgroundModel
-
-        self.model = BackgroundModel(**kwargs).fit(clip)
+    def __init__(self, model):
+        self.model = model
 
     def __call__(self, t: int, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         diff = self.model.difference(frame)
@@ -95,7 +94,10 @@ class ForegroundSegmenter(CarryingSegmenter):
 
     Args:
         foreground: "background_model" (per-clip median background, tao_lab.detector.background) or "frame_diff".
-        background: keyword arguments of BackgroundModel (None = its defaults).
+        background: keyword arguments of BackgroundModel (None = its defaults), plus ``scope``: "clip" (the clip's
+            own median background, the default) or "camera" (fitted on the camera's training clips, handed over by
+            the pipeline through :meth:`use_camera`; tao_lab.detector.camera, options ``max_disagreement`` and
+            ``max_clips``). "camera" needs ``foreground="background_model"``.
         diff_gap: frame_diff: the neighbours are the frames t +- k * diff_gap, k = 1..diff_neighbours.
         diff_neighbours: frame_diff: neighbours on each side.
         diff_threshold: frame_diff: foreground when the difference exceeds this many grey levels.
@@ -130,7 +132,13 @@ class ForegroundSegmenter(CarryingSegmenter):
         if not 0 < strength_floor <= 1:
             raise ValueError(f"strength_floor must be in (0, 1], got {strength_floor}")
         self.foreground = foreground
-        self.background = dict(background or {})
+        from tao_lab.detector.camera import split_background_options
+
+        self.background, self.scope, self.camera_options = split_background_options(background, "segmenter.background")
+        if self.scope == "camera" and foreground != "background_model":
+            raise ValueError(f"segmenter.background.scope=camera needs foreground='background_model' (frame "
+                             f"differencing has no background to fit on the camera), got foreground={foreground!r}")
+        self.camera = None
         self.diff_gap = int(diff_gap)
         self.diff_neighbours = int(diff_neighbours)
         self.diff_threshold = float(diff_threshold)
@@ -148,9 +156,19 @@ class ForegroundSegmenter(CarryingSegmenter):
             raise ValueError(f"box_score must be in [0, strength_floor], got {box_score}")
         self.box_score = float(box_score)
 
+    def use_camera(self, backgrounds) -> None:
+        """The camera backgrounds of the run's training clips (given by the pipeline; used with scope=camera)."""
+        self.camera = backgrounds
+
     def _foreground_model(self, clip: Clip):
         if self.foreground == "background_model":
-            return _Background(clip, self.background)
+            from tao_lab.detector.background import BackgroundModel
+            from tao_lab.detector.camera import CameraBackgrounds
+
+            if self.scope == "camera":
+                return _Background((self.camera or CameraBackgrounds()).model(clip, self.background,
+                                                                              **self.camera_options)[0])
+            return _Background(BackgroundModel(**self.background).fit(clip))
         return _FrameDifference(clip, self.diff_gap, self.diff_neighbours, self.diff_threshold)
 
     def _region(self, box: np.ndarray, H: int, W: int) -> tuple[slice, slice]:
@@ -273,6 +291,11 @@ class ForegroundSegmenter(CarryingSegmenter):
             return super().stream(ctx)
         from tao_lab.segmenter.base import FrameSegmenterStream
 
+        if self.scope == "camera":
+            import logging
+
+            logging.getLogger(__name__).warning("segmenter.background.scope=camera is not available online: the "
+                                                "stream's background is fitted on its warm-up frames")
         background = ctx.background(self.background)
         return FrameSegmenterStream(self, ctx, lambda frame, items: self.frame_masks(frame, items,
                                                                                     *background.foreground(frame)))

@@ -147,6 +147,7 @@ def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str
     sets = _check_names("planted set", sets, BEHAVIOURS)
     pipe = Pipeline(base_cfg)
     out: list[SceneClips] = []
+    trains: list[list[Clip]] = []
     ped2: Optional[list[Clip]] = None
     if any(s == "ped2" or s in WARPS for s in scenes):
         if not ped2_dir:
@@ -159,6 +160,10 @@ def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str
             train = warp_scene(name, ped2)
         else:
             train = synthetic_scene(name, num_clips, num_frames)
+        trains.append(train)
+    # scope=camera: the scenes' training clips, each left out of its own (and its plants') camera background
+    pipe.set_camera_clips(cameras=trains)
+    for name, train in zip(scenes, trains):
         out.append(plant_scene(name, train, pipe, sets, seed, show_progress))
     return out
 
@@ -194,9 +199,13 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                                      for k, clips in sc.planted.items()}
     front_ends: dict[str, Pipeline] = {}  # one extraction per distinct detector/tracker/features
     for name, cfg in variants.items():
-        key = Pipeline(cfg).caches["features"].key
+        cameras = [sc.train for sc in built]  # one camera per scene
+        probe = Pipeline(cfg)
+        probe.set_camera_clips(cameras=cameras)
+        key = probe.caches["features"].key
         if key not in front_ends:
             pipe = front_ends[key] = Pipeline(cfg)
+            pipe.set_camera_clips(cameras=cameras)
             if pipe.cache_dir is not None:  # fill the cache first, in parallel
                 every = [c for sc in built for c in
                          [*sc.train, *(p for clips in sc.planted.values() for p in clips if p is not None)]]

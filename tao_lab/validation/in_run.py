@@ -181,6 +181,7 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     seed = int(vcfg.get("seed", 0))
     want_object = bool(vcfg.get("object", True))
     pipe = Pipeline(cfg)
+    pipe.set_camera_clips(train)  # scope=camera: each clip (and its plants) left out of its own camera background
     try:
         planted = cached_planted_clips(train, pipe, specs, seed, show)
     except ValueError as exc:  # e.g. no object to cut a walker from, nowhere to enter: say so, keep the run
@@ -197,6 +198,7 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     with _quiet("tao_lab.pipeline"):
         for v in progress(range(len(train)), "validation folds", show):
             fold = Pipeline(cfg)
+            fold.set_camera_clips(train)
             fold.show_progress = False
             fold.fit_scorer([c for u, c in enumerate(train) if u != v])  # cached by config and clips
             for spec in specs:

@@ -1,0 +1,203 @@
+"""Camera background (background.scope=camera): a person standing for the whole clip, the per-clip fallbacks, the
+leave-own-clip-out rule, the cache keys and the error messages. Tiny hand-made clips: seconds in all."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from helpers import compose
+from tao_lab.boxes import box_iou
+from tao_lab.detector import BackgroundModel, BackgroundSubtractionDetector
+from tao_lab.detector.camera import CameraBackgrounds, cache_spec, derived_from, split_background_options
+from tao_lab.pipeline import Pipeline, splits_needed
+from tao_lab.segmenter import ForegroundSegmenter
+from tao_lab.types import Clip, Prompts, SubClip
+
+H, W, T = 64, 96, 40
+STANDING = (40, 26, 52, 56)  # x1, y1, x2, y2 of the person who stands still for the whole clip
+
+
+class SceneClip(Clip):
+    """A static textured scene (``scene`` seeds it) at global brightness ``gain`` with sensor noise; walkers cross
+    its upper band (dark rectangles moving along x, rows 1-19), and optionally a person stands at STANDING (below
+    that band) on every frame."""
+
+    def __init__(self, clip_id: str, scene: int = 0, gain: float = 1.0, standing: bool = False, walkers: int = 2,
+                 seed: int = 0, size=(H, W)):
+        super().__init__(clip_id, T, size[0], size[1], source=f"scene{scene}:{clip_id}:g{gain}:s{standing}:{seed}")
+        rng = np.random.default_rng(scene)
+        base = rng.uniform(90, 170, (size[0] // 8, size[1] // 8))
+        self.bg = np.kron(base, np.ones((8, 8)))[:size[0], :size[1]] * gain
+        self.standing, self.seed = standing, seed
+        r = np.random.default_rng(1000 + seed)
+        self.walkers = [(r.uniform(-10, 10), r.uniform(1, 3), r.choice([-1, 1]) * r.uniform(2.5, 4))
+                        for _ in range(walkers)]
+
+    def _read(self, i: int) -> np.ndarray:
+        img = self.bg.copy()
+        for x0, y0, vx in self.walkers:
+            x = int((x0 + vx * i) % (self.width + 20)) - 10
+            img[int(y0):int(y0) + 16, max(x, 0):max(x + 8, 0)] = 35
+        if self.standing:
+            x1, y1, x2, y2 = STANDING
+            img[y1:y2, x1:x2] = 30
+        noise = np.random.default_rng(self.seed * 7919 + i).normal(0, 2, img.shape)
+        grey = np.clip(img + noise, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+
+
+def training_clips(scene: int = 0, n: int = 3) -> list[Clip]:
+    return [SceneClip(f"train{k}", scene, gain=g, seed=k) for k, g in zip(range(n), (1.0, 0.85, 1.15, 0.95))]
+
+
+def camera_detector(train) -> BackgroundSubtractionDetector:
+    det = BackgroundSubtractionDetector(background={"scope": "camera"})
+    det.use_camera(CameraBackgrounds(train))
+    return det
+
+
+def found_share(detections, box, iou: float = 0.5) -> float:
+    """Share of the frames with a detection of IoU >= ``iou`` with ``box``."""
+    hits = [len(d) and box_iou(np.float32([box]), d).max() >= iou
+            for d in (detections.xyxy[detections.frame == t] for t in range(T))]
+    return float(np.mean(hits))
+
+
+def test_person_standing_all_clip_is_foreground_with_camera_background_only():
+    train = training_clips()
+    clip = SceneClip("test", gain=0.9, standing=True, seed=9)
+    x1, y1, x2, y2 = STANDING
+    clip_model = BackgroundModel().fit(clip)
+    model, reason, share = CameraBackgrounds(train).model(clip)
+    assert reason == "camera" and 0 < share < 0.25  # the absorbed person is the disagreement
+    for t in (0, T // 2, T - 1):
+        assert clip_model.foreground(clip.frame(t))[y1:y2, x1:x2].mean() < 0.05  # absorbed by the clip's median
+        assert model.foreground(clip.frame(t))[y1:y2, x1:x2].mean() > 0.9
+    # the detector: boxed on every frame with the camera background, on none with the per-clip one
+    assert found_share(BackgroundSubtractionDetector().detect(clip), STANDING) == 0.0
+    assert found_share(camera_detector(train).detect(clip), STANDING) >= 0.95
+    # the segmenter: with fallback "none", the per-clip background leaves no mask at all, the camera one the person
+    centre = np.float32([(x1 + x2) / 2, (y1 + y2) / 2])
+    prompts = Prompts(np.arange(T), np.ones(T), np.tile(np.float32(STANDING), (T, 1)), np.tile(centre, (T, 1)),
+                      np.ones(T))
+    masks = {}
+    for scope in ("clip", "camera"):  # box_score 0: the score map is the mask
+        seg = ForegroundSegmenter(background={"scope": scope}, fallback="none", box_score=0.0, max_carry=0,
+                                  carry_backward=0)
+        seg.use_camera(CameraBackgrounds(train))
+        masks[scope] = np.asarray(seg.segment(clip, prompts).score_maps) > 0
+    assert masks["clip"][:, y1:y2, x1:x2].mean() < 0.05
+    assert masks["camera"][:, y1:y2, x1:x2].mean() > 0.9
+
+
+def test_a_moving_walker_stays_found_and_plain_clips_stay_quiet_with_the_camera_background():
+    train = training_clips()
+    plain = SceneClip("plain", gain=1.05, seed=5)
+    clip_dets = BackgroundSubtractionDetector().detect(plain)
+    cam_dets = camera_detector(train).detect(plain)
+    # two walkers per frame, at most: no false blobs from the clips' different brightness
+    assert len(cam_dets) <= 2 * T + 2 and abs(len(cam_dets) - len(clip_dets)) <= 4
+    model, reason, _ = CameraBackgrounds(train).model(plain)
+    assert reason == "camera"
+    assert np.mean([model.foreground(plain.frame(t)).mean() for t in range(0, T, 5)]) < 0.12
+
+
+def test_clip_of_another_camera_falls_back_to_its_own_background(caplog):
+    train = training_clips(scene=0)
+    other = SceneClip("elsewhere", scene=1, standing=True, seed=3)  # same frame size, another scene
+    with caplog.at_level(logging.WARNING, logger="tao_lab.detector.camera"):
+        model, reason, share = CameraBackgrounds(train).model(other)
+    assert reason != "camera" and share > 0.25
+    assert "elsewhere" in caplog.text and "own per-clip background" in caplog.text
+    np.testing.assert_allclose(model.background, BackgroundModel().fit(other).background)
+    np.testing.assert_allclose(model.threshold, BackgroundModel().fit(other).threshold)
+    # same detections as scope=clip
+    np.testing.assert_array_equal(camera_detector(train).detect(other).xyxy,
+                                  BackgroundSubtractionDetector().detect(other).xyxy)
+
+
+def test_without_training_clips_of_the_camera_it_is_the_per_clip_background(caplog):
+    clip = SceneClip("test", standing=True, seed=4)
+    small = SceneClip("small", size=(32, 48), seed=1)  # another frame size: another camera
+    det = BackgroundSubtractionDetector(background={"scope": "camera"})  # no use_camera: no training clips
+    with caplog.at_level(logging.WARNING, logger="tao_lab.detector.camera"):
+        alone = det.detect(clip)
+        det.use_camera(CameraBackgrounds([small]))
+        other_size = det.detect(clip)
+    assert "no training clip of this camera" in caplog.text
+    reference = BackgroundSubtractionDetector().detect(clip).xyxy
+    np.testing.assert_array_equal(alone.xyxy, reference)
+    np.testing.assert_array_equal(other_size.xyxy, reference)
+
+
+def test_a_clip_is_left_out_of_its_own_camera_background():
+    train = training_clips(n=4)
+    cameras = CameraBackgrounds(train)
+    assert [c.clip_id for c in cameras.camera_clips(train[1])] == ["train0", "train2", "train3"]
+    sub = SubClip(train[2], 0, 20)  # a sub-clip (and a planted copy, '<source>+plant:...') of a training clip
+    assert [c.clip_id for c in cameras.camera_clips(sub)] == ["train0", "train1", "train3"]
+    assert derived_from(train[2].source + "+plant:loiter:d0:abc", train[2].source)
+    assert not derived_from(train[2].source + "9", train[2].source)  # another clip whose name extends it
+    assert len(cameras.camera_clips(SceneClip("test", seed=8))) == 4
+    assert len(cameras.camera_clips(SceneClip("test", seed=8), max_clips=2)) == 2
+    # grouped by camera: a clip derived from a training clip uses that clip's group only
+    grouped = CameraBackgrounds(cameras=[train[:2], train[2:]])
+    assert [c.clip_id for c in grouped.camera_clips(sub)] == ["train3"]
+
+
+def test_cache_keys_differ_between_scopes_and_name_the_training_clips(tmp_path):
+    clip_cfg = compose("eval", ["dataset.num_frames=20"], tmp_path)
+    cam_cfg = compose("eval", ["dataset.num_frames=20", "detector.background.scope=camera"], tmp_path)
+    seg_cfg = compose("eval", ["dataset.num_frames=20", "segmenter.background.scope=camera"], tmp_path)
+    train_a, train_b = training_clips(n=3), training_clips(n=2)
+
+    def keys(cfg, clips):
+        pipe = Pipeline(cfg)
+        if clips is not None:
+            pipe.set_camera_clips(clips)
+        return pipe.caches["detect"].key, pipe._stage_spec(cfg.segmenter)
+
+    clip_key, clip_seg = keys(clip_cfg, None)
+    assert keys(clip_cfg, train_a) == (clip_key, clip_seg)  # scope=clip ignores the training clips
+    cam_a, cam_b, cam_none = keys(cam_cfg, train_a)[0], keys(cam_cfg, train_b)[0], keys(cam_cfg, None)[0]
+    assert len({clip_key, cam_a, cam_b, cam_none}) == 4
+    assert keys(cam_cfg, list(reversed(train_a)))[0] == cam_a  # the set of clips, not their order
+    seg_a = keys(seg_cfg, train_a)[1]
+    assert seg_a != clip_seg and seg_a["camera_clips"] == sorted(c.source for c in train_a)
+    assert keys(seg_cfg, train_a)[0] == clip_key  # the segmenter's scope leaves the detector's key alone
+    # `scope: clip` keys like the config before the option existed (existing caches stay valid)
+    assert cache_spec({"background": {"scope": "clip", "k": 4.0}}, None) == {"background": {"k": 4.0}}
+    assert cache_spec({"background": {"scope": "clip"}}, None) == {"background": None}
+
+
+def test_pipeline_hands_the_camera_backgrounds_to_the_stages(tmp_path):
+    cfg = compose("eval", ["dataset.num_frames=20", "detector.background.scope=camera",
+                           "segmenter.background.scope=camera"], tmp_path)
+    pipe = Pipeline(cfg)
+    assert pipe.detector.camera is not None and not pipe.detector.camera.clips  # built before: empty provider
+    train = training_clips()
+    pipe.set_camera_clips(train)
+    assert pipe.detector.camera is pipe.camera_backgrounds and pipe.segmenter.camera is pipe.camera_backgrounds
+    assert pipe.detector.camera.clips == train
+    # a checkpoint eval still reads the training split: the camera backgrounds are fitted on it
+    ckpt = compose("eval", ["detector.background.scope=camera", "ckpt_path=/x/scorer.ckpt"], tmp_path)
+    assert "train" in splits_needed(ckpt)
+    assert "train" not in splits_needed(compose("eval", ["ckpt_path=/x/scorer.ckpt"], tmp_path))
+
+
+def test_bad_background_options_are_clear_errors():
+    with pytest.raises(ValueError, match=r"detector\.background\.scope must be one of \('clip', 'camera'\)"):
+        BackgroundSubtractionDetector(background={"scope": "camra"})
+    with pytest.raises(ValueError, match=r"segmenter\.background\.max_disagreement must be in \(0, 1\]"):
+        ForegroundSegmenter(background={"scope": "camera", "max_disagreement": 0})
+    with pytest.raises(ValueError, match="agreement must be > 0"):
+        split_background_options({"scope": "camera", "agreement": -1}, "detector.background")
+    with pytest.raises(ValueError, match="needs foreground='background_model'"):
+        ForegroundSegmenter(foreground="frame_diff", background={"scope": "camera"})
+    with pytest.raises(ValueError, match="either as clips .* or as cameras"):
+        CameraBackgrounds(training_clips(n=1), cameras=[training_clips(n=1)])
+    model = BackgroundModel().fit(SceneClip("a"))
+    with pytest.raises(ValueError, match=r"camera background size \(32, 48\).*differs from the clip's \(64, 96\)"):
+        model.blend_camera(np.zeros((32, 48), np.float32), np.zeros((32, 48), np.float32))
