@@ -97,9 +97,12 @@ def validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig], train: Se
     result = ValidationResult([p.name for p in plants])
     front_ends: dict[str, tuple[Pipeline, list]] = {}  # one extraction per distinct detector/tracker/features
     for name, cfg in variants.items():
-        key = Pipeline(cfg).caches["features"].key
+        probe = Pipeline(cfg)
+        probe.set_camera_clips(train)  # background.scope=camera: each clip left out of its own camera background
+        key = probe.caches["features"].key
         if key not in front_ends:
             pipe = Pipeline(cfg)
+            pipe.set_camera_clips(train)
             if pipe.cache_dir is not None:  # fill the cache first, in parallel (without a cache: per use below)
                 pipe.extract([*train, *(c for clips in planted.values() for c in clips)], name)
             front_ends[key] = pipe, [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in train]
