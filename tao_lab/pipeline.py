@@ -567,21 +567,31 @@ def uses_camera_background(cfg: DictConfig) -> bool:
 def camera_clips(cfg: DictConfig, dataset: Dataset) -> list[Clip]:
     """The clips the camera backgrounds are fitted on (``background.scope: camera``): the training split in
     supervised mode; none in ``training.mode=unsupervised`` (its clips are unlabeled and may hold the anomalies a
-    camera background would have to show), where the stages fall back to per-clip backgrounds."""
-    if training_mode(cfg) != "supervised":
-        if uses_camera_background(cfg):
-            log.warning("background.scope=camera with training.mode=unsupervised: no normal training clips to fit a "
-                        "camera background on; per-clip backgrounds are used")
+    camera background would have to show), where the stages fall back to per-clip backgrounds. A run that did not
+    read the training split (an evaluation from ``ckpt_path``) reads it now when some stage needs it; a copy without
+    training videos (e.g. ../shared/datasets/avenue_partial) then uses per-clip backgrounds."""
+    if not uses_camera_background(cfg):
         return []
-    return list(dataset.train)
+    if training_mode(cfg) != "supervised":
+        log.info("background.scope=camera with training.mode=unsupervised: no normal training clips to fit a camera "
+                 "background on; per-clip backgrounds are used")
+        return []
+    if dataset.train:
+        return list(dataset.train)
+    from tao_lab.dataset.errors import DataError
+
+    try:
+        return list(load_dataset(cfg, splits=["train"]).train)
+    except (DataError, FileNotFoundError) as err:
+        log.info("background.scope=camera: no training clips to fit a camera background on (%s); per-clip "
+                 "backgrounds are used", str(err).splitlines()[0])
+        return []
 
 
 def splits_needed(cfg: DictConfig, evaluate: bool = True) -> tuple[str, ...]:
     """The dataset splits a run reads: 'test' when it evaluates, plus what fitting the scorer needs (nothing when
     an evaluation loads ``ckpt_path``; the training split in supervised mode; see :func:`training_clips`)."""
     need = {"test"} if evaluate else set()
-    if training_mode(cfg) == "supervised" and uses_camera_background(cfg):
-        need.add("train")  # the camera backgrounds are fitted on the training clips, with a checkpoint too
     if not (evaluate and cfg.get("ckpt_path")):
         if training_mode(cfg) == "supervised":
             need.add("train")

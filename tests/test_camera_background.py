@@ -122,7 +122,7 @@ def test_without_training_clips_of_the_camera_it_is_the_per_clip_background(capl
     clip = SceneClip("test", standing=True, seed=4)
     small = SceneClip("small", size=(32, 48), seed=1)  # another frame size: another camera
     det = BackgroundSubtractionDetector(background={"scope": "camera"})  # no use_camera: no training clips
-    with caplog.at_level(logging.WARNING, logger="tao_lab.detector.camera"):
+    with caplog.at_level(logging.INFO, logger="tao_lab.detector.camera"):
         alone = det.detect(clip)
         det.use_camera(CameraBackgrounds([small]))
         other_size = det.detect(clip)
@@ -148,9 +148,10 @@ def test_a_clip_is_left_out_of_its_own_camera_background():
 
 
 def test_cache_keys_differ_between_scopes_and_name_the_training_clips(tmp_path):
-    clip_cfg = compose("eval", ["dataset.num_frames=20"], tmp_path)
-    cam_cfg = compose("eval", ["dataset.num_frames=20", "detector.background.scope=camera"], tmp_path)
-    seg_cfg = compose("eval", ["dataset.num_frames=20", "segmenter.background.scope=camera"], tmp_path)
+    both_clip = ["dataset.num_frames=20", "detector.background.scope=clip", "segmenter.background.scope=clip"]
+    clip_cfg = compose("eval", both_clip, tmp_path)
+    cam_cfg = compose("eval", [*both_clip, "detector.background.scope=camera"], tmp_path)
+    seg_cfg = compose("eval", [*both_clip, "segmenter.background.scope=camera"], tmp_path)
     train_a, train_b = training_clips(n=3), training_clips(n=2)
 
     def keys(cfg, clips):
@@ -181,10 +182,32 @@ def test_pipeline_hands_the_camera_backgrounds_to_the_stages(tmp_path):
     pipe.set_camera_clips(train)
     assert pipe.detector.camera is pipe.camera_backgrounds and pipe.segmenter.camera is pipe.camera_backgrounds
     assert pipe.detector.camera.clips == train
-    # a checkpoint eval still reads the training split: the camera backgrounds are fitted on it
-    ckpt = compose("eval", ["detector.background.scope=camera", "ckpt_path=/x/scorer.ckpt"], tmp_path)
-    assert "train" in splits_needed(ckpt)
-    assert "train" not in splits_needed(compose("eval", ["ckpt_path=/x/scorer.ckpt"], tmp_path))
+
+
+def test_a_checkpoint_eval_reads_the_training_split_for_the_camera_only_when_it_exists(tmp_path, monkeypatch, caplog):
+    """An evaluation from ckpt_path does not need the training split for the scorer; camera_clips reads it for the
+    camera backgrounds, and a copy without training videos (Avenue partial) falls back to per-clip backgrounds."""
+    import tao_lab.pipeline as pipeline_module
+    from tao_lab.dataset.errors import DataError
+    from tao_lab.pipeline import camera_clips, load_dataset
+    from tao_lab.types import Dataset
+
+    ckpt = compose("eval", ["dataset.num_frames=20", "ckpt_path=/x/scorer.ckpt"], tmp_path)
+    assert splits_needed(ckpt) == ("test",)
+    test_only = Dataset(name="synthetic", train=[], test=[])
+    expected = [c.source for c in load_dataset(ckpt, splits=["train"]).train]
+    assert expected and [c.source for c in camera_clips(ckpt, test_only)] == expected
+    clip_scope = compose("eval", ["dataset.num_frames=20", "ckpt_path=/x/scorer.ckpt",
+                                  "detector.background.scope=clip", "segmenter.background.scope=clip"], tmp_path)
+    assert camera_clips(clip_scope, test_only) == []  # nobody needs them: nothing is read
+
+    def missing(cfg, splits=None):
+        raise DataError("the training videos are missing")
+
+    monkeypatch.setattr(pipeline_module, "load_dataset", missing)
+    with caplog.at_level(logging.INFO, logger="tao_lab.pipeline"):
+        assert camera_clips(ckpt, test_only) == []
+    assert "the training videos are missing" in caplog.text and "per-clip backgrounds" in caplog.text
 
 
 def test_bad_background_options_are_clear_errors():

@@ -100,6 +100,7 @@ def test_leave_one_clip_out_validation_on_synthetic(compose_cfg):
     # independent recomputation of one cell: fit on the other clips, score the planted clip, pooled sklearn AUC
     vcfg = compose_cfg("eval", velocity_only)
     pipe = Pipeline(vcfg)
+    pipe.set_camera_clips(train)  # the default detector's camera background, fitted on the training clips
     carts = planted_clips(train, pipe, plants, seed=0, show_progress=False)["cart"]
     scores, labels = [], []
     for v, clip in enumerate(carts):

@@ -280,6 +280,7 @@ def test_cross_scene_protocol_prints_one_scene_by_set_table(compose_cfg):
 
     scene = build_scenes(cfg, ["synthetic_persp"], ["fast", "loiter"], None, 3, 70, show_progress=False)[0]
     pipe = Pipeline(cfg)
+    pipe.set_camera_clips(cameras=[scene.train])  # the scene is its own camera (the default detector's background)
     scores, labels = [], []
     for v, clip in enumerate(scene.planted["loiter"]):
         scorer = instantiate(cfg.scorer).fit_clips(

@@ -181,7 +181,7 @@ class CameraBackgrounds:
             with self._lock:
                 if (clip.height, clip.width) not in self._warned:
                     self._warned.add((clip.height, clip.width))
-                    log.warning("background.scope=camera: %s (e.g. %s)", reason, clip.clip_id)
+                    log.info("background.scope=camera: %s (e.g. %s)", reason, clip.clip_id)
             return model, reason, float("nan")
         camera_bg, camera_sigma = self._camera(others, kwargs)
         _, share = model.blend_camera(camera_bg, camera_sigma, max_share=max_disagreement, agreement=agreement)

@@ -82,7 +82,7 @@ class BackgroundSubtractionDetector(Detector):
         """Online: the blobs of each frame against the stream's background model (fitted once on the warm-up
         frames, shared with the segmenter; ``ctx``: :class:`tao_lab.streaming.StreamContext`)."""
         if self.scope == "camera":
-            log.warning("detector.background.scope=camera is not available online: the stream's background is fitted "
+            log.info("detector.background.scope=camera is not available online: the stream's background is fitted "
                         "on its warm-up frames")
         background = ctx.background(self.background_kwargs)
 

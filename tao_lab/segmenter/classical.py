@@ -294,7 +294,7 @@ class ForegroundSegmenter(CarryingSegmenter):
         if self.scope == "camera":
             import logging
 
-            logging.getLogger(__name__).warning("segmenter.background.scope=camera is not available online: the "
+            logging.getLogger(__name__).info("segmenter.background.scope=camera is not available online: the "
                                                 "stream's background is fitted on its warm-up frames")
         background = ctx.background(self.background)
         return FrameSegmenterStream(self, ctx, lambda frame, items: self.frame_masks(frame, items,

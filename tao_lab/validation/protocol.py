@@ -93,7 +93,9 @@ def validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig], train: Se
             raise ValueError(f"variant {name!r}: {cfg.scorer._target_} is trained with a Lightning Trainer; "
                              "this validation refits the scorer once per held-out clip and supports scorers "
                              "fitted without one (scorer=attribute)")
-    planted = planted_clips(train, Pipeline(base_cfg), plants, seed, show_progress)
+    planter = Pipeline(base_cfg)
+    planter.set_camera_clips(train)  # the tracks the plants are cut from, as the runs' in-run validation sees them
+    planted = planted_clips(train, planter, plants, seed, show_progress)
     result = ValidationResult([p.name for p in plants])
     front_ends: dict[str, tuple[Pipeline, list]] = {}  # one extraction per distinct detector/tracker/features
     for name, cfg in variants.items():
