@@ -224,3 +224,71 @@ def test_bad_background_options_are_clear_errors():
     model = BackgroundModel().fit(SceneClip("a"))
     with pytest.raises(ValueError, match=r"camera background size \(32, 48\).*differs from the clip's \(64, 96\)"):
         model.blend_camera(np.zeros((32, 48), np.float32), np.zeros((32, 48), np.float32))
+
+
+class LitPatchClip(SceneClip):
+    """A SceneClip with a patch of sunlight (PATCH, +45 grey levels) on every frame, and a person who arrives at
+    frame ARRIVES and stands at STANDING to the end (60% of the clip: the clip's own median absorbs them)."""
+
+    PATCH = (4, 30, 28, 54)
+    ARRIVES = 16
+
+    def _read(self, i: int) -> np.ndarray:
+        img = super()._read(i).astype(np.float32)
+        x1, y1, x2, y2 = self.PATCH
+        img[y1:y2, x1:x2] += 45
+        if i >= self.ARRIVES:
+            x1, y1, x2, y2 = STANDING
+            img[y1:y2, x1:x2] = 30
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_seen_blend_keeps_a_clip_long_light_patch_as_background_and_still_finds_the_person_who_stood():
+    """blend=seen: a pixel's background is the median of the clip's own frames that show the camera's background
+    there. The sunlit patch never shows it (the whole clip is lit): it keeps the clip's own median and is not
+    foreground, where blend=disagree puts the camera's darker background and marks the patch on every frame. The
+    person who stood for the last 60% of the clip is foreground with both (the clip's own median alone absorbs
+    them)."""
+    train = training_clips()
+    clip = LitPatchClip("lit", gain=1.0, seed=11)
+    px1, py1, px2, py2 = LitPatchClip.PATCH
+    x1, y1, x2, y2 = STANDING
+    cams = CameraBackgrounds(train)
+    disagree = cams.model(clip, blend="disagree")[0]
+    seen = cams.model(clip, blend="seen", seen_share=0.1)[0]
+    own = BackgroundModel().fit(clip)
+    late = [t for t in range(LitPatchClip.ARRIVES, T, 4)]
+
+    def fg(model, box, frames):
+        a1, b1, a2, b2 = box
+        return float(np.mean([model.foreground(clip.frame(t))[b1:b2, a1:a2].mean() for t in frames]))
+
+    assert fg(disagree, LitPatchClip.PATCH, range(0, T, 4)) > 0.9
+    assert fg(seen, LitPatchClip.PATCH, range(0, T, 4)) < 0.05
+    assert fg(own, STANDING, late) < 0.1
+    assert fg(disagree, STANDING, late) > 0.9 and fg(seen, STANDING, late) > 0.9
+    # before the person arrives: the clip's own median shows their ghost there, the camera-based ones do not
+    early = range(0, LitPatchClip.ARRIVES, 4)
+    assert fg(own, STANDING, early) > 0.9
+    assert fg(disagree, STANDING, early) < 0.05 and fg(seen, STANDING, early) < 0.05
+    # the sampled frames are dropped once used, and seen without them is a clear error
+    assert seen._samples is None
+    with pytest.raises(RuntimeError, match="keep_samples=True"):
+        BackgroundModel().fit(clip).blend_camera(disagree.background, disagree.sigma, seen_share=0.1)
+    with pytest.raises(ValueError, match=r"detector\.background\.blend must be one of"):
+        BackgroundSubtractionDetector(background={"scope": "camera", "blend": "mean"})
+    with pytest.raises(ValueError, match=r"seen_share must be in \(0, 1\]"):
+        split_background_options({"scope": "camera", "seen_share": 0}, "detector.background")
+
+
+def test_seen_background_is_the_median_of_the_agreeing_samples():
+    from tao_lab.detector.background import _seen_background
+
+    samples = np.float32([[[10, 50]], [[12, 90]], [[30, 91]], [[11, 92]], [[100, 93]]])  # (S=5, H=1, W=2)
+    camera = np.float32([[11, 20]])
+    tol = np.float32([[2, 2]])
+    own = np.float32([[99, 77]])
+    # pixel 0: samples 10, 12, 11 agree (3 of 5) -> their median 11; pixel 1: none agree -> own
+    np.testing.assert_array_equal(_seen_background(samples, camera, tol, 0.5, own), [[11, 77]])
+    # asking for more than 3 of 5 agreeing samples: own everywhere
+    np.testing.assert_array_equal(_seen_background(samples, camera, tol, 0.8, own), [[99, 77]])

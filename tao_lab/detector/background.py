@@ -42,6 +42,20 @@ def to_grey(frame: np.ndarray, blur: int = 0) -> np.ndarray:
     return grey
 
 
+def _seen_background(samples: np.ndarray, camera_bg: np.ndarray, tolerance: np.ndarray, seen_share: float,
+                     own: np.ndarray) -> np.ndarray:
+    """(H,W) per pixel the (lower) median of the samples (S,H,W) within ``tolerance`` of ``camera_bg``, where at least
+    ``seen_share`` of the samples are; ``own`` elsewhere. Sorting with the other samples pushed to +inf gives the
+    median of the agreeing ones without a per-pixel loop."""
+    agree = np.abs(samples - camera_bg[None]) <= tolerance[None]
+    count = agree.sum(axis=0)
+    ordered = np.sort(np.where(agree, samples, np.inf), axis=0)
+    middle = np.maximum(count - 1, 0) // 2
+    median = np.take_along_axis(ordered, middle[None], axis=0)[0]
+    seen = count >= max(1, int(np.ceil(seen_share * len(samples))))
+    return np.where(seen, median, own).astype(np.float32)
+
+
 class BackgroundModel:
     """Median background of one clip with brightness normalisation, per-pixel noise and shadow suppression.
 
@@ -77,18 +91,23 @@ class BackgroundModel:
         self._bg_grad: Optional[tuple[np.ndarray, np.ndarray]] = None
         self._grid = (slice(None), slice(None))
         self._bg_grid: Optional[np.ndarray] = None
+        self._samples: Optional[np.ndarray] = None  # (S,H,W) sampled frames, kept only for blend_camera(seen_share)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, clip: Clip) -> "BackgroundModel":
-        """Fits the background of ``clip`` from ``num_samples`` evenly spaced frames. Returns self."""
+    def fit(self, clip: Clip, keep_samples: bool = False) -> "BackgroundModel":
+        """Fits the background of ``clip`` from ``num_samples`` evenly spaced frames (``keep_samples``: see
+        :meth:`fit_frames`). Returns self."""
         n = clip.num_frames
         if n < 1:
             raise ValueError(f"clip {clip.clip_id} has no frames; cannot fit a background")
         idx = np.unique(np.linspace(0, n - 1, min(self.num_samples, n)).round().astype(int))
-        return self.fit_frames(clip.frame(int(i)) for i in idx)
+        return self.fit_frames((clip.frame(int(i)) for i in idx), keep_samples)
 
-    def fit_frames(self, frames: Iterable[np.ndarray]) -> "BackgroundModel":
-        """Fits the background from an iterable of uint8 frames (BGR or grey). Returns self."""
+    def fit_frames(self, frames: Iterable[np.ndarray], keep_samples: bool = False) -> "BackgroundModel":
+        """Fits the background from an iterable of uint8 frames (BGR or grey). Returns self.
+
+        keep_samples: keep the sampled grey frames (brought to the background's brightness) until
+        :meth:`blend_camera` with ``seen_share`` uses and drops them."""
         greys = [to_grey(f, self.blur) for f in frames]
         if not greys:
             raise ValueError("no frames to fit the background on")
@@ -102,6 +121,7 @@ class BackgroundModel:
         else:
             sigma = np.zeros_like(bg)
         self._set_sigma(sigma)
+        self._samples = stack.astype(np.float32) if keep_samples else None
         return self
 
     def _set_background(self, bg: np.ndarray) -> None:
@@ -122,7 +142,7 @@ class BackgroundModel:
         return float(np.median(np.maximum(reference[self._grid], 1.0) / self._bg_grid))
 
     def blend_camera(self, camera_bg: np.ndarray, camera_sigma: np.ndarray, max_share: float = 1.0,
-                     agreement: float = 0.5) -> tuple[np.ndarray, float]:
+                     agreement: float = 0.5, seen_share: Optional[float] = None) -> tuple[np.ndarray, float]:
         """Replaces this clip's fitted background by the camera's where the two disagree, and its noise by the
         camera's everywhere.
 
@@ -137,6 +157,13 @@ class BackgroundModel:
         person, which may agree with the camera within one threshold and still hide the person from it.
         The noise is the camera's everywhere: the clip's own (spread of its frames around its median) is inflated
         wherever someone stood for a large share of the clip, which again hides that person.
+        ``seen_share`` (the ``blend: seen`` of the camera options; needs ``fit_frames(..., keep_samples=True)``):
+        instead of the camera's background where the two disagree, every pixel gets the median of the clip's own
+        sampled frames that agree with the camera's background there, when at least ``seen_share`` of them do,
+        and the clip's own median otherwise. Where the clip shows the camera's background for a while (someone
+        stood there for part of the clip) that is the background, in the clip's own light; where it never does (a
+        patch of sunlight or shade that lasts the whole clip, a moved bench) the clip's own median stays, where
+        the camera's background would mark the patch as foreground in every frame.
         Returns (disagreement mask (H,W) bool, its share of the frame). When the share exceeds ``max_share``
         (another camera, :meth:`tao_lab.detector.camera.CameraBackgrounds.model`) the model is left unchanged:
         the clip keeps its own background.
@@ -148,7 +175,8 @@ class BackgroundModel:
         if not 0.0 < agreement:
             raise ValueError(f"agreement must be > 0 (a fraction of the camera's foreground threshold), got "
                              f"{agreement}")
-        own = self.background * (self.gain_to(camera_bg) if self.normalize_brightness else 1.0)
+        gain = self.gain_to(camera_bg) if self.normalize_brightness else 1.0
+        own = self.background * gain
         camera_threshold = np.maximum(self.k * camera_sigma, self.min_threshold)
         disagree = np.abs(own - camera_bg) > agreement * camera_threshold
         if self.morph > 1:
@@ -156,9 +184,16 @@ class BackgroundModel:
             disagree = cv2.morphologyEx(disagree.astype(np.uint8), cv2.MORPH_OPEN, kernel)
             disagree = cv2.dilate(disagree, kernel).astype(bool)
         share = float(disagree.mean())
+        samples, self._samples = self._samples, None
         if share > max_share:
             return disagree, share
-        self._set_background(np.where(disagree, camera_bg, own))
+        if seen_share is None:
+            self._set_background(np.where(disagree, camera_bg, own))
+        else:
+            if samples is None:
+                raise RuntimeError("blend_camera(seen_share=...) needs the sampled frames: fit with keep_samples=True")
+            self._set_background(_seen_background(samples * np.float32(gain), camera_bg, agreement * camera_threshold,
+                                                  seen_share, own))
         self._set_sigma(camera_sigma)
         return disagree, share
 

@@ -44,7 +44,12 @@ log = logging.getLogger(__name__)
 #: ``background.scope`` values: "clip" = the clip's own median (today's default), "camera" = see the module docstring.
 SCOPES = ("clip", "camera")
 #: Options of a stage's ``background`` dict that belong to the scope, not to :class:`BackgroundModel`.
-SCOPE_KEYS = ("scope", "max_disagreement", "max_clips", "agreement")
+SCOPE_KEYS = ("scope", "max_disagreement", "max_clips", "agreement", "blend", "seen_share")
+#: How a clip's background takes the camera's (BackgroundModel.blend_camera): "disagree" = the camera's background
+#: where the clip's median disagrees with it; "seen" = the median of the clip's own frames that show the camera's
+#: background, where at least ``seen_share`` of its sampled frames do (else the clip's median).
+BLENDS = ("disagree", "seen")
+DEFAULT_SEEN_SHARE = 0.1
 #: Default share of a clip's pixels on which its median may disagree with the camera background (else: the clip's
 #: own background). Ped2's training clips disagree with the other clips' camera background on 0.3-12% of their
 #: pixels (in benchmarks/camera_background.py); the same clips seen by the validation's simulated
@@ -71,7 +76,14 @@ def split_background_options(background: Optional[dict], owner: str) -> tuple[di
                          f"background; 'camera': fitted on the camera's training clips)")
     options = {"max_disagreement": float(kwargs.pop("max_disagreement", DEFAULT_MAX_DISAGREEMENT)),
                "max_clips": int(kwargs.pop("max_clips", DEFAULT_MAX_CLIPS)),
-               "agreement": float(kwargs.pop("agreement", DEFAULT_AGREEMENT))}
+               "agreement": float(kwargs.pop("agreement", DEFAULT_AGREEMENT)),
+               "blend": str(kwargs.pop("blend", "disagree")),
+               "seen_share": float(kwargs.pop("seen_share", DEFAULT_SEEN_SHARE))}
+    if options["blend"] not in BLENDS:
+        raise ValueError(f"{owner}.blend must be one of {BLENDS}, got {options['blend']!r}")
+    if not 0.0 < options["seen_share"] <= 1.0:
+        raise ValueError(f"{owner}.seen_share must be in (0, 1] (a share of the sampled frames), got "
+                         f"{options['seen_share']}")
     if not options["agreement"] > 0:
         raise ValueError(f"{owner}.agreement must be > 0 (a fraction of the camera's foreground threshold), got "
                          f"{options['agreement']}")
@@ -166,15 +178,18 @@ class CameraBackgrounds:
         return same
 
     def model(self, clip: Clip, kwargs: Optional[dict] = None, max_disagreement: float = DEFAULT_MAX_DISAGREEMENT,
-              max_clips: int = DEFAULT_MAX_CLIPS, agreement: float = DEFAULT_AGREEMENT
-              ) -> tuple[BackgroundModel, str, float]:
+              max_clips: int = DEFAULT_MAX_CLIPS, agreement: float = DEFAULT_AGREEMENT, blend: str = "disagree",
+              seen_share: float = DEFAULT_SEEN_SHARE) -> tuple[BackgroundModel, str, float]:
         """(fitted :class:`BackgroundModel` of ``clip``, "camera" or the reason it is the clip's own background,
         the share of pixels on which the clip's median disagrees with the camera background (NaN: no camera)).
 
-        ``kwargs``: BackgroundModel keyword arguments (the stage's ``background`` without its scope options)."""
+        ``kwargs``: BackgroundModel keyword arguments (the stage's ``background`` without its scope options);
+        ``blend`` / ``seen_share``: see :data:`BLENDS`."""
+        if blend not in BLENDS:
+            raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
         kwargs = dict(kwargs or {})
-        model = BackgroundModel(**kwargs).fit(clip)
         others = self.camera_clips(clip, max_clips)
+        model = BackgroundModel(**kwargs).fit(clip, keep_samples=bool(others) and blend == "seen")
         if not others:
             reason = (f"no training clip of this camera ({clip.width}x{clip.height}) to fit a camera background on: "
                       f"per-clip backgrounds")
@@ -184,7 +199,8 @@ class CameraBackgrounds:
                     log.info("background.scope=camera: %s (e.g. %s)", reason, clip.clip_id)
             return model, reason, float("nan")
         camera_bg, camera_sigma = self._camera(others, kwargs)
-        _, share = model.blend_camera(camera_bg, camera_sigma, max_share=max_disagreement, agreement=agreement)
+        _, share = model.blend_camera(camera_bg, camera_sigma, max_share=max_disagreement, agreement=agreement,
+                                      seen_share=seen_share if blend == "seen" else None)
         if share > max_disagreement:  # the model was left as the clip's own
             reason = (f"clip {clip.clip_id}: its median disagrees with the camera background of {len(others)} "
                       f"training clip(s) of size {clip.width}x{clip.height} on {100 * share:.1f}% of the pixels "
