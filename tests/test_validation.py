@@ -86,6 +86,7 @@ def test_leave_one_clip_out_validation_on_synthetic(compose_cfg):
 
     from tao_lab.pipeline import Pipeline, instantiate, load_dataset
     from tao_lab.validation import planted_clips, validate
+    from tao_lab.validation.protocol import planting_pipeline
 
     overrides = ["dataset.num_train_clips=3", "dataset.num_frames=120"]
     cfg = compose_cfg("eval", overrides)
@@ -101,7 +102,8 @@ def test_leave_one_clip_out_validation_on_synthetic(compose_cfg):
     vcfg = compose_cfg("eval", velocity_only)
     pipe = Pipeline(vcfg)
     pipe.set_camera_clips(train)  # the default detector's camera background, fitted on the training clips
-    carts = planted_clips(train, pipe, plants, seed=0, show_progress=False)["cart"]
+    # the plants are cut from per-clip-background tracks, whatever the detector's scope
+    carts = planted_clips(train, planting_pipeline(vcfg), plants, seed=0, show_progress=False)["cart"]
     scores, labels = [], []
     for v, clip in enumerate(carts):
         scorer = instantiate(vcfg.scorer).fit_clips(
@@ -121,3 +123,18 @@ def test_validation_refuses_trainer_scorers(compose_cfg):
     cfg = compose_cfg("eval", ["dataset.num_train_clips=2", "scorer=temporal_mae"])
     with pytest.raises(ValueError, match="Lightning Trainer"):
         validate(cfg, {"mae": cfg}, [], show_progress=False)
+
+
+def test_plants_are_cut_from_per_clip_background_tracks_whatever_the_detectors_scope(compose_cfg):
+    """planting_pipeline: the run's config with every detector background per clip (hybrid's nested part too), so
+    the planted objects are the same for variants of the background scope; everything else is the run's."""
+    from tao_lab.validation.protocol import planting_pipeline
+
+    camera = compose_cfg("eval", ["detector.background.scope=camera", "scorer.frame_sigma=1"])
+    planter = planting_pipeline(camera)
+    assert planter.cfg.detector.background.scope == "clip" and camera.detector.background.scope == "camera"
+    assert planter.cfg.scorer.frame_sigma == 1 and planter.cfg.detector.min_area == camera.detector.min_area
+    clip = compose_cfg("eval", ["detector.background.scope=clip"])
+    assert planter.caches["detect"].key == planting_pipeline(clip).caches["detect"].key
+    hybrid = planting_pipeline(compose_cfg("eval", ["detector=hybrid", "detector.background.background.scope=camera"]))
+    assert hybrid.cfg.detector.background.background.scope == "clip"

@@ -24,6 +24,7 @@ from tao_lab.metrics import frame_metrics
 from tao_lab.pipeline import Pipeline, instantiate, progress
 from tao_lab.types import Clip
 from tao_lab.validation.behaviours import BEHAVIOURS, NUM_DEPTHS, SceneStats, plant_behaviour
+from tao_lab.validation.protocol import planting_pipeline
 from tao_lab.validation.scenes import (DEFAULT_SCENES, SCENES, WARPS, ped2_train_clips,
                                        synthetic_scene, warp_scene)
 
@@ -145,7 +146,6 @@ def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str
     """Every selected scene with its planted sets (Ped2 plants are made once and warped for the cameras)."""
     scenes = _check_names("scene", scenes, SCENES)
     sets = _check_names("planted set", sets, BEHAVIOURS)
-    pipe = Pipeline(base_cfg)
     out: list[SceneClips] = []
     trains: list[list[Clip]] = []
     ped2: Optional[list[Clip]] = None
@@ -161,10 +161,9 @@ def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str
         else:
             train = synthetic_scene(name, num_clips, num_frames)
         trains.append(train)
-    # scope=camera: the scenes' training clips, each left out of its own (and its plants') camera background
-    pipe.set_camera_clips(cameras=trains)
+    planter = planting_pipeline(base_cfg)  # the plants do not depend on the detector's background scope
     for name, train in zip(scenes, trains):
-        out.append(plant_scene(name, train, pipe, sets, seed, show_progress))
+        out.append(plant_scene(name, train, planter, sets, seed, show_progress))
     return out
 
 

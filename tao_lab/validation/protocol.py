@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tao_lab.metrics import frame_metrics
 from tao_lab.pipeline import Pipeline, instantiate, progress
@@ -60,6 +60,23 @@ def _seed(*parts) -> int:
     return zlib.crc32("|".join(map(str, parts)).encode())
 
 
+def planting_pipeline(cfg: DictConfig) -> Pipeline:
+    """The pipeline whose tracks the planted objects are cut from and placed by: the run's, with every background
+    of its detector per clip (``background.scope: clip``). What is planted then does not change with the detector's
+    background scope, so variants of it are compared on the same plants and rounds stay comparable."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+
+    def per_clip(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("background"), dict) and "scope" in node["background"]:
+                node["background"]["scope"] = "clip"
+            for value in node.values():
+                per_clip(value)
+
+    per_clip(plain.get("detector"))
+    return Pipeline(OmegaConf.create(plain))
+
+
 def planted_clips(train: Sequence[Clip], pipeline: Pipeline, plants: Sequence[PlantSpec], seed: int = 0,
                   show_progress: bool = True) -> dict[str, list[PlantedClip]]:
     """{plant name: one planted copy of each training clip}; walkers are cut from the next training clip, and
@@ -93,9 +110,7 @@ def validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig], train: Se
             raise ValueError(f"variant {name!r}: {cfg.scorer._target_} is trained with a Lightning Trainer; "
                              "this validation refits the scorer once per held-out clip and supports scorers "
                              "fitted without one (scorer=attribute)")
-    planter = Pipeline(base_cfg)
-    planter.set_camera_clips(train)  # the tracks the plants are cut from, as the runs' in-run validation sees them
-    planted = planted_clips(train, planter, plants, seed, show_progress)
+    planted = planted_clips(train, planting_pipeline(base_cfg), plants, seed, show_progress)
     result = ValidationResult([p.name for p in plants])
     front_ends: dict[str, tuple[Pipeline, list]] = {}  # one extraction per distinct detector/tracker/features
     for name, cfg in variants.items():
