@@ -192,7 +192,8 @@ def test_a_checkpoint_eval_reads_the_training_split_for_the_camera_only_when_it_
     from tao_lab.pipeline import camera_clips, load_dataset
     from tao_lab.types import Dataset
 
-    ckpt = compose("eval", ["dataset.num_frames=20", "ckpt_path=/x/scorer.ckpt"], tmp_path)
+    ckpt = compose("eval", ["dataset.num_frames=20", "ckpt_path=/x/scorer.ckpt", "detector.background.scope=camera"],
+                   tmp_path)
     assert splits_needed(ckpt) == ("test",)
     test_only = Dataset(name="synthetic", train=[], test=[])
     expected = [c.source for c in load_dataset(ckpt, splits=["train"]).train]
