@@ -97,8 +97,7 @@ def main(argv=None) -> dict:
           f"{time.perf_counter() - start:.0f} s ({os.cpu_count()} cores, shared: timings are noisy)", flush=True)
     camera = CameraBackgrounds(scene.train)
     start = time.perf_counter()  # the camera statistics: one per-clip fit per training clip, once per run
-    for clip in scene.train:
-        camera._clip_stats(clip, detectors["camera"].background_kwargs)
+    camera.fit_statistics(detectors["camera"].background_kwargs)
     fit_s = time.perf_counter() - start
     print(f"# camera statistics of {len(scene.train)} training clips fitted in {fit_s:.2f} s (once per run; not in "
           f"the s/frame columns)", flush=True)

@@ -56,9 +56,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -319,8 +319,7 @@ def main(argv=None) -> list[dict]:
             if hasattr(segmenter, "use_camera"):
                 segmenter.use_camera(camera)
                 if segmenter.scope == "camera":  # fitted once per run: kept out of the rows' s/frame
-                    for clip in dataset.train:
-                        camera._clip_stats(clip, segmenter.background)
+                    camera.fit_statistics(segmenter.background)
         print(f"# camera statistics of {len(dataset.train)} training clips fitted in "
               f"{time.perf_counter() - start:.1f} s (once per run)", flush=True)
     frames = sum(c.num_frames for c in dataset.test)

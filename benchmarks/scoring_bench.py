@@ -79,16 +79,11 @@ def load_variants(path: str) -> dict[str, list[str]]:
     return {str(k): list(v) for k, v in spec.items()}
 
 
-def use_camera(detector, train_clips):
-    """Hands the detector the camera backgrounds of the training clips (``background.scope: camera``, as the
-    pipeline does); a detector without the option is left alone. Returns the provider (None: not used)."""
-    if not hasattr(detector, "use_camera"):
-        return None
-    from tao_lab.detector.camera import CameraBackgrounds
-
-    cameras = CameraBackgrounds(train_clips)
-    detector.use_camera(cameras)
-    return cameras
+def use_camera(detector, cameras) -> None:
+    """Hands the detector the camera backgrounds (``background.scope: camera``), as the pipeline does; a detector
+    without the option is left alone."""
+    if hasattr(detector, "use_camera"):
+        detector.use_camera(cameras)
 
 
 def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=()):
@@ -98,14 +93,13 @@ def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    from tao_lab.detector.camera import CameraBackgrounds
+
     local = threading.local()
     built = [build_stages(overrides)[0] for _ in range(workers)]  # built up front: not timed
-    cameras = None
+    cameras = CameraBackgrounds(train_clips)  # fresh: the camera statistics are fitted (and timed) in this pass
     for stages in built:
-        if cameras is None:
-            cameras = use_camera(stages["detector"], train_clips)
-        elif hasattr(stages["detector"], "use_camera"):
-            stages["detector"].use_camera(cameras)
+        use_camera(stages["detector"], cameras)
 
     def score(clip):
         if not hasattr(local, "stages"):
@@ -182,7 +176,9 @@ def bench(args, overrides: list[str]) -> dict:
           f"{len(data.test)} test clips ({sum(c.num_frames for c in data.test)} frames)")
     for g in ("detector", "tracker", "features", "scorer", "threshold"):
         print(f"  {g}: {cfg[g]['_target_']}")
-    use_camera(det, data.train)  # background.scope=camera: fitted on the training clips (in the detect times)
+    from tao_lab.detector.camera import CameraBackgrounds
+
+    use_camera(det, CameraBackgrounds(data.train))  # scope=camera: fitted on the training clips (in the detect times)
 
     cpu: dict = defaultdict(float)  # process CPU seconds per stage (all threads): contention-free cost
 

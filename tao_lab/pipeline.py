@@ -245,9 +245,10 @@ class Pipeline:
     def scores(self, clip: Clip) -> ObjectScores:
         self._downstream_caches()
         held_out = self._fit_clip_index.get(clip.source)
-        return self._run("score", clip,
-                         lambda tracks, feats: self.scorer.score_clip(tracks, feats, clip.num_frames, held_out=held_out),
-                         lambda: self.tracks(clip), lambda: self.features(clip))
+        def score(tracks, feats):
+            return self.scorer.score_clip(tracks, feats, clip.num_frames, held_out=held_out)
+
+        return self._run("score", clip, score, lambda: self.tracks(clip), lambda: self.features(clip))
 
     def anomalous(self, clip: Clip, scores: ObjectScores) -> ObjectTable:
         """The objects whose anomaly score passes the threshold (optionally gated by GT frame labels)."""
@@ -553,15 +554,9 @@ def training_clips(cfg: DictConfig, dataset: Dataset) -> list[Clip]:
 
 def uses_camera_background(cfg: DictConfig) -> bool:
     """Whether the detector or the segmenter config sets ``background.scope: camera`` (at any depth)."""
-    def walk(node) -> bool:
-        if isinstance(node, dict):
-            bg = node.get("background")
-            if isinstance(bg, dict) and bg.get("scope") == "camera":
-                return True
-            return any(walk(v) for v in node.values())
-        return False
+    from tao_lab.detector.camera import uses_camera
 
-    return any(walk(to_plain(cfg.get(group))) for group in ("detector", "segmenter") if cfg.get(group) is not None)
+    return any(uses_camera(to_plain(cfg.get(group))) for group in ("detector", "segmenter"))
 
 
 def camera_clips(cfg: DictConfig, dataset: Dataset) -> list[Clip]:

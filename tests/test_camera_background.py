@@ -293,3 +293,20 @@ def test_seen_background_is_the_median_of_the_agreeing_samples():
     np.testing.assert_array_equal(_seen_background(samples, camera, tol, 0.5, own), [[11, 77]])
     # asking for more than 3 of 5 agreeing samples: own everywhere
     np.testing.assert_array_equal(_seen_background(samples, camera, tol, 0.8, own), [[99, 77]])
+
+
+def test_scoped_backgrounds_finds_every_scoped_background_of_a_stage_config():
+    """The one walker behind cache_spec, uses_camera_background and the validation's planting pipeline: a top-level
+    background, a nested part's (hybrid) and one in a list; a background without a scope is not scoped."""
+    from tao_lab.detector.camera import scoped_backgrounds, uses_camera
+
+    cfg = {"background": {"scope": "clip", "k": 4.0},
+           "parts": {"bg": {"background": {"scope": "camera"}}, "yolo": {"background": {"k": 1.0}}},
+           "extra": [{"background": {"scope": "clip"}}]}
+    found = [owner["background"] for owner in scoped_backgrounds(cfg)]
+    assert found == [{"scope": "clip", "k": 4.0}, {"scope": "camera"}, {"scope": "clip"}]
+    assert uses_camera(cfg) and not uses_camera({"background": {"scope": "clip"}}) and not uses_camera(None)
+    spec = cache_spec(cfg, CameraBackgrounds(training_clips(n=2)))
+    assert spec["background"] == {"k": 4.0} and spec["extra"] == [{"background": None}]
+    assert spec["parts"]["bg"]["background"] == {"scope": "camera"} and len(spec["camera_clips"]) == 2
+    assert cfg["background"] == {"scope": "clip", "k": 4.0}  # the config given is not changed

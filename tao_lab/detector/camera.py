@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Optional, Sequence
+import copy
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -52,8 +53,8 @@ BLENDS = ("disagree", "seen")
 DEFAULT_SEEN_SHARE = 0.1
 #: Default share of a clip's pixels on which its median may disagree with the camera background (else: the clip's
 #: own background). Ped2's training clips disagree with the other clips' camera background on 0.3-12% of their
-#: pixels (in benchmarks/camera_background.py); the same clips seen by the validation's simulated
-#: other cameras (ped2_low, ped2_oblique: same frame size) on 57-79%.
+#: pixels (in benchmarks/camera_background.py); the same clips seen by the validation's simulated other cameras
+#: (ped2_low, ped2_oblique: same frame size) disagree with the plain Ped2 camera's background on 57-79%.
 DEFAULT_MAX_DISAGREEMENT = 0.25
 #: Default ``agreement``: the clip's own median is kept where it is within this fraction of the camera's foreground
 #: threshold of the camera background (BackgroundModel.blend_camera explains why < 1). Chosen on the validation's
@@ -95,6 +96,24 @@ def split_background_options(background: Optional[dict], owner: str) -> tuple[di
     return kwargs, scope, options
 
 
+def scoped_backgrounds(node: Any) -> Iterator[dict]:
+    """Every dict of a plain stage config (nested parts included, e.g. the hybrid detector's background part) that
+    holds a ``background`` dict with a ``scope``: the one place that knows where scoped backgrounds live."""
+    if isinstance(node, dict):
+        if isinstance(node.get("background"), dict) and "scope" in node["background"]:
+            yield node
+        for value in node.values():
+            yield from scoped_backgrounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from scoped_backgrounds(value)
+
+
+def uses_camera(stage_cfg: Any) -> bool:
+    """Whether some part of a plain stage config sets ``background.scope: camera``."""
+    return any(owner["background"]["scope"] == "camera" for owner in scoped_backgrounds(stage_cfg))
+
+
 def cache_spec(stage_cfg: dict, camera: Optional["CameraBackgrounds"]) -> dict:
     """The part of a stage's cache key that its config gives, with the background scope accounted for.
 
@@ -103,30 +122,29 @@ def cache_spec(stage_cfg: dict, camera: Optional["CameraBackgrounds"]) -> dict:
     option existed, so existing caches stay valid); when some part uses ``scope: camera`` the sources of the
     camera clips it is fitted on are added as ``camera_clips``, so a per-clip output is never served for another
     setting or another set of training clips."""
-    uses_camera = [False]
-
-    def walk(node):
-        if isinstance(node, dict):
-            out = {}
-            for k, v in node.items():
-                if k == "background" and isinstance(v, dict) and "scope" in v:
-                    v = dict(v)
-                    if v.get("scope") == "camera":
-                        uses_camera[0] = True
-                    else:
-                        for key in SCOPE_KEYS:
-                            v.pop(key, None)
-                    v = v or None  # `background: {scope: clip}` keys as the `background: null` it replaces
-                out[k] = walk(v)
-            return out
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    spec = walk(stage_cfg)
-    if uses_camera[0]:
+    spec = copy.deepcopy(stage_cfg)
+    camera_scope = False
+    for owner in list(scoped_backgrounds(spec)):
+        background = owner["background"]
+        if background["scope"] == "camera":
+            camera_scope = True
+            continue
+        for key in SCOPE_KEYS:
+            background.pop(key, None)
+        owner["background"] = background or None  # `background: {scope: clip}` keys as the `background: null`
+    if camera_scope:
         spec["camera_clips"] = [] if camera is None else camera.sources
     return spec
+
+
+def fit_background(clip: Clip, kwargs: dict, scope: str, options: dict,
+                   camera: Optional["CameraBackgrounds"]) -> BackgroundModel:
+    """The fitted background of ``clip`` for a stage with these :func:`split_background_options`: its own median
+    (``scope: clip``), or the camera's with the per-clip fallbacks of :meth:`CameraBackgrounds.model` (``camera``:
+    the provider the pipeline handed the stage; None = no training clips, so the per-clip background)."""
+    if scope == "camera":
+        return (camera or CameraBackgrounds()).model(clip, kwargs, **options)[0]
+    return BackgroundModel(**kwargs).fit(clip)
 
 
 def derived_from(source: str, base: str) -> bool:
@@ -211,6 +229,12 @@ class CameraBackgrounds:
         log.debug("clip %s: camera background of %d clips (disagreement %.1f%%)", clip.clip_id, len(others),
                   100 * share)
         return model, "camera", share
+
+    def fit_statistics(self, kwargs: Optional[dict] = None) -> None:
+        """Fits every training clip's own median and noise for these BackgroundModel keyword arguments now (they are
+        otherwise fitted on first use): lets a benchmark keep this once-per-run cost out of its per-frame times."""
+        for clip in self.clips:
+            self._clip_stats(clip, dict(kwargs or {}))
 
     def _clip_stats(self, clip: Clip, kwargs: dict) -> tuple[np.ndarray, np.ndarray]:
         key = (clip.source, repr(sorted(kwargs.items())))

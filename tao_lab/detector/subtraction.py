@@ -1,16 +1,15 @@
 """Weight-free detector for fixed cameras: foreground blobs of a per-clip (or per-camera) background model."""
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import cv2
 import numpy as np
 
-import logging
-
 from tao_lab.detector.background import BackgroundModel
 from tao_lab.detector.base import Detector, DetectorStream
-from tao_lab.detector.camera import CameraBackgrounds, split_background_options
+from tao_lab.detector.camera import CameraBackgrounds, fit_background, split_background_options
 from tao_lab.types import Clip, ObjectTable
 
 log = logging.getLogger(__name__)
@@ -59,10 +58,7 @@ class BackgroundSubtractionDetector(Detector):
     def background_model(self, clip: Clip) -> BackgroundModel:
         """The fitted background of ``clip``: its own median, or with scope=camera the camera's (with the
         per-clip fallbacks of :meth:`CameraBackgrounds.model`; no camera backgrounds given = none to use)."""
-        if self.scope == "camera":
-            return (self.camera or CameraBackgrounds()).model(clip, self.background_kwargs,
-                                                              **self.camera_options)[0]
-        return BackgroundModel(**self.background_kwargs).fit(clip)
+        return fit_background(clip, self.background_kwargs, self.scope, self.camera_options, self.camera)
 
     def detect(self, clip: Clip) -> ObjectTable:
         model = self.background_model(clip)
@@ -83,7 +79,7 @@ class BackgroundSubtractionDetector(Detector):
         frames, shared with the segmenter; ``ctx``: :class:`tao_lab.streaming.StreamContext`)."""
         if self.scope == "camera":
             log.info("detector.background.scope=camera is not available online: the stream's background is fitted "
-                        "on its warm-up frames")
+                     "on its warm-up frames")
         background = ctx.background(self.background_kwargs)
 
         def step(frame: np.ndarray) -> ObjectTable:

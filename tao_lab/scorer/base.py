@@ -5,8 +5,8 @@ MAE scorer (trained). The pipeline calls only:
 
 - ``fit_clips(items)`` with ``items = [(objects, features, num_frames), ...]`` of the training (normal) clips;
 - ``score_clip(objects, features, num_frames, held_out=None) -> ObjectScores``; ``held_out`` is the index of the
-  fit item being scored when a scorer scores its own fit clips (``training.mode=unsupervised``); online, ``stream(window)`` (per frame, by default
-  ``score_clip`` on a ring buffer of the last frames: tao_lab.scorer.stream);
+  fit item being scored when a scorer scores its own fit clips (``training.mode=unsupervised``); online,
+  ``stream(window)`` (per frame, by default ``score_clip`` on a ring buffer of the last frames: tao_lab.scorer.stream);
 - ``train_object_scores() -> (N,) float32``: calibrated scores of the training objects, to fit a threshold on;
 - ``save_checkpoint(path)`` / ``load_from_checkpoint(path)``: always with ``weights_only=True`` (tensors and plain
   values only); a file that is not this scorer's checkpoint is refused with a :class:`CheckpointError` naming it.

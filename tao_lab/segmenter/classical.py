@@ -27,6 +27,7 @@ and checked on the synthetic dataset, never tuned on test labels.
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import cv2
@@ -36,6 +37,8 @@ from scipy import ndimage
 from tao_lab.segmenter.base import SegmentationBuilder
 from tao_lab.segmenter.boxes import CarryingSegmenter, box_slices
 from tao_lab.types import Clip, ObjectScores, Prompts, Segmentation
+
+log = logging.getLogger(__name__)
 
 FOREGROUNDS = ("background_model", "frame_diff")
 FALLBACKS = ("box", "ellipse", "none")
@@ -162,13 +165,9 @@ class ForegroundSegmenter(CarryingSegmenter):
 
     def _foreground_model(self, clip: Clip):
         if self.foreground == "background_model":
-            from tao_lab.detector.background import BackgroundModel
-            from tao_lab.detector.camera import CameraBackgrounds
+            from tao_lab.detector.camera import fit_background
 
-            if self.scope == "camera":
-                return _Background((self.camera or CameraBackgrounds()).model(clip, self.background,
-                                                                              **self.camera_options)[0])
-            return _Background(BackgroundModel(**self.background).fit(clip))
+            return _Background(fit_background(clip, self.background, self.scope, self.camera_options, self.camera))
         return _FrameDifference(clip, self.diff_gap, self.diff_neighbours, self.diff_threshold)
 
     def _region(self, box: np.ndarray, H: int, W: int) -> tuple[slice, slice]:
@@ -292,10 +291,8 @@ class ForegroundSegmenter(CarryingSegmenter):
         from tao_lab.segmenter.base import FrameSegmenterStream
 
         if self.scope == "camera":
-            import logging
-
-            logging.getLogger(__name__).info("segmenter.background.scope=camera is not available online: the "
-                                                "stream's background is fitted on its warm-up frames")
+            log.info("segmenter.background.scope=camera is not available online: the stream's background is fitted "
+                     "on its warm-up frames")
         background = ctx.background(self.background)
         return FrameSegmenterStream(self, ctx, lambda frame, items: self.frame_masks(frame, items,
                                                                                     *background.foreground(frame)))

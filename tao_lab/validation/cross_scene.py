@@ -146,8 +146,8 @@ def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str
     """Every selected scene with its planted sets (Ped2 plants are made once and warped for the cameras)."""
     scenes = _check_names("scene", scenes, SCENES)
     sets = _check_names("planted set", sets, BEHAVIOURS)
+    planter = planting_pipeline(base_cfg)  # the plants do not depend on the detector's background scope
     out: list[SceneClips] = []
-    trains: list[list[Clip]] = []
     ped2: Optional[list[Clip]] = None
     if any(s == "ped2" or s in WARPS for s in scenes):
         if not ped2_dir:
@@ -160,9 +160,6 @@ def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str
             train = warp_scene(name, ped2)
         else:
             train = synthetic_scene(name, num_clips, num_frames)
-        trains.append(train)
-    planter = planting_pipeline(base_cfg)  # the plants do not depend on the detector's background scope
-    for name, train in zip(scenes, trains):
         out.append(plant_scene(name, train, planter, sets, seed, show_progress))
     return out
 
@@ -197,14 +194,13 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
         result.positives[sc.name] = {k: int(sum(c.labels.sum() for c in clips if c is not None))
                                      for k, clips in sc.planted.items()}
     front_ends: dict[str, Pipeline] = {}  # one extraction per distinct detector/tracker/features
+    cameras = [sc.train for sc in built]  # one camera per scene
     for name, cfg in variants.items():
-        cameras = [sc.train for sc in built]  # one camera per scene
-        probe = Pipeline(cfg)
-        probe.set_camera_clips(cameras=cameras)
-        key = probe.caches["features"].key
+        pipe = Pipeline(cfg)
+        pipe.set_camera_clips(cameras=cameras)
+        key = pipe.caches["features"].key
         if key not in front_ends:
-            pipe = front_ends[key] = Pipeline(cfg)
-            pipe.set_camera_clips(cameras=cameras)
+            front_ends[key] = pipe
             if pipe.cache_dir is not None:  # fill the cache first, in parallel
                 every = [c for sc in built for c in
                          [*sc.train, *(p for clips in sc.planted.values() for p in clips if p is not None)]]

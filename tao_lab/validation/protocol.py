@@ -64,16 +64,11 @@ def planting_pipeline(cfg: DictConfig) -> Pipeline:
     """The pipeline whose tracks the planted objects are cut from and placed by: the run's, with every background
     of its detector per clip (``background.scope: clip``). What is planted then does not change with the detector's
     background scope, so variants of it are compared on the same plants and rounds stay comparable."""
+    from tao_lab.detector.camera import scoped_backgrounds
+
     plain = OmegaConf.to_container(cfg, resolve=False)
-
-    def per_clip(node):
-        if isinstance(node, dict):
-            if isinstance(node.get("background"), dict) and "scope" in node["background"]:
-                node["background"]["scope"] = "clip"
-            for value in node.values():
-                per_clip(value)
-
-    per_clip(plain.get("detector"))
+    for owner in scoped_backgrounds(plain.get("detector")):
+        owner["background"]["scope"] = "clip"
     return Pipeline(OmegaConf.create(plain))
 
 
@@ -114,12 +109,10 @@ def validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig], train: Se
     result = ValidationResult([p.name for p in plants])
     front_ends: dict[str, tuple[Pipeline, list]] = {}  # one extraction per distinct detector/tracker/features
     for name, cfg in variants.items():
-        probe = Pipeline(cfg)
-        probe.set_camera_clips(train)  # background.scope=camera: each clip left out of its own camera background
-        key = probe.caches["features"].key
+        pipe = Pipeline(cfg)
+        pipe.set_camera_clips(train)  # background.scope=camera: each clip left out of its own camera background
+        key = pipe.caches["features"].key
         if key not in front_ends:
-            pipe = Pipeline(cfg)
-            pipe.set_camera_clips(train)
             if pipe.cache_dir is not None:  # fill the cache first, in parallel (without a cache: per use below)
                 pipe.extract([*train, *(c for clips in planted.values() for c in clips)], name)
             front_ends[key] = pipe, [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in train]
