@@ -304,3 +304,66 @@ def test_bad_place_grid_is_refused_with_the_attribute_name(grid):
 
     with pytest.raises(ValueError, match=r"attribute 'place': grid must be \[rows, cols\]"):
         AttributeScorer(attributes={"place": {"model": "occupancy", "grid": grid}})
+
+
+def _widened(clip, factor):
+    """The clip with every box (and the place feature's width) ``factor`` times as wide."""
+    objs, feats, n = clip
+    xyxy = objs.xyxy.copy()
+    cx, half = (xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 2] - xyxy[:, 0]) / 2 * factor
+    xyxy[:, 0], xyxy[:, 2] = cx - half, cx + half
+    place = feats["place"].copy()
+    place[:, 2] *= factor
+    return ObjectTable.build(objs.frame, xyxy, track_id=objs.track_id), {**feats, "place": place}, n
+
+
+def test_reliability_weights_follow_each_groups_noise_on_held_out_training_clips(tmp_path):
+    """fusion_weights=reliability: every clip's parts are recomputed here from a scorer fitted on the OTHER clips
+    (its calibrated parts mapped back to raw and onto the full fit's calibration), grouped, their excess over the
+    full fit's baselines maxed per frame with a dict; noise = the stated percentile floored at 1 - baseline; weights
+    = 1 / noise averaging 1. The size group, whose boxes are of a different width in every clip (a model of the
+    other clips does not hold on the held-out one), weighs less than motion. Scores use the weights; they round-trip
+    through the checkpoint; the option needs sum_excess."""
+    from tao_lab.scorer import AttributeScorer
+
+    train = [_widened(normal_clip(s), f) for s, f in zip(range(4), (0.7, 1.0, 1.4, 2.0))]
+    attrs = {k: SCENE_ATTRIBUTES[k] for k in ("speed_place", "speed_rel", "size")}
+    kwargs = dict(attributes=attrs, frame_sigma=0, fusion="sum_excess", fusion_baseline=75.0)
+    scorer = AttributeScorer(**kwargs, fusion_weights="reliability",
+                             fusion_reliability_percentile=95.0).fit_clips(train)
+    equal = AttributeScorer(**kwargs).fit_clips(train)
+    assert np.array_equal(equal.fusion__weight.numpy(), [1.0, 1.0])
+    base = scorer.fusion__baseline.numpy()
+    assert np.allclose(base, equal.fusion__baseline.numpy())  # the weights leave the baselines alone
+    highest: dict[tuple[int, int], np.ndarray] = {}
+    for v, (o, f, _) in enumerate(train):
+        sub = AttributeScorer(attributes=attrs, frame_sigma=0).fit_clips([c for u, c in enumerate(train) if u != v])
+        held = {}
+        for name, part in sub.object_parts(o, f).items():
+            lo, hi = getattr(sub, f"{name}__calib").numpy()
+            flo, fhi = getattr(scorer, f"{name}__calib").numpy()
+            held[name] = ((part.astype(np.float64) * (hi - lo) + lo) - flo) / (fhi - flo)
+        groups = np.stack([np.maximum(held["speed_place"], held["speed_rel"]), held["size"]], 1)
+        for frame, g in zip(o.frame, np.clip(groups - base, 0, None)):
+            key = (v, int(frame))
+            highest[key] = g if key not in highest else np.maximum(highest[key], g)
+    noise = np.maximum(np.percentile(np.stack(list(highest.values())), 95, axis=0), 1 - base)
+    expected = (1 / noise) / np.mean(1 / noise)
+    weight = scorer.fusion__weight.numpy()
+    assert np.allclose(weight, expected, rtol=1e-3), (weight, expected)
+    assert weight[1] < weight[0] and np.isclose(weight.mean(), 1.0)
+    objs, feats = make_track(9013, 0.2, 0.52, 30, speed_rel=0.2)
+    res = scorer.score_clip(objs, feats, 40)
+    p = res.parts
+    groups = [np.maximum(p["speed_place"], p["speed_rel"]), p["size"]]
+    assert np.allclose(res.objects.score, sum(w * np.clip(g - b, 0, None) for w, g, b in zip(weight, groups, base)),
+                       atol=1e-5)
+    path = tmp_path / "scorer.ckpt"
+    scorer.save_checkpoint(path)
+    loaded = AttributeScorer.load_from_checkpoint(path)
+    assert loaded.fusion_weights == "reliability" and np.array_equal(loaded.fusion__weight.numpy(), weight)
+    assert np.array_equal(loaded.score_clip(objs, feats, 40).objects.score, res.objects.score)
+    with pytest.raises(ValueError, match="sum_excess"):
+        AttributeScorer(fusion="sum", fusion_weights="reliability")
+    with pytest.raises(ValueError, match="fusion_weights"):
+        AttributeScorer(fusion="sum_excess", fusion_weights="learned")

@@ -121,6 +121,11 @@ class AttributeScorer(ObjectScorer):
             camera, where the frame score, a max over many objects, would otherwise pick up its noise).
         fusion_track_window: running median of the fused object score along each track, over this many detections
             (1 = off): an anomaly that lasts keeps its score, a one-off excess of a normal walker is removed.
+        fusion_weights: ``fusion="sum_excess"`` only: "equal" (every group's excess counts once) or "reliability"
+            (each group's excess divided by its noise on the camera's own held-out training clips; see
+            :meth:`_reliability_weights`).
+        fusion_reliability_percentile: "reliability": a group's noise is this percentile, over the held-out
+            training frames, of the frame's highest excess of that group.
         dwell_radius: the ``scene.dwell`` quantity counts the frames a track stays within this many expected body
             heights of its current footprint.
     """
@@ -130,7 +135,8 @@ class AttributeScorer(ObjectScorer):
 
     def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
                  frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum",
-                 fusion_baseline: float = 90.0, fusion_baseline_level: str = "object", fusion_track_window: int = 1):
+                 fusion_baseline: float = 90.0, fusion_baseline_level: str = "object", fusion_track_window: int = 1,
+                 fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -176,15 +182,28 @@ class AttributeScorer(ObjectScorer):
         if int(fusion_track_window) < 1:
             raise ValueError(f"fusion_track_window must be >= 1 (1 = off), got {fusion_track_window!r}")
         self.fusion_track_window = int(fusion_track_window)
+        if fusion_weights not in ("equal", "reliability"):
+            raise ValueError(f"fusion_weights must be 'equal' or 'reliability', got {fusion_weights!r}")
+        if fusion_weights == "reliability" and fusion != "sum_excess":
+            raise ValueError(f"fusion_weights='reliability' weighs the groups' excesses: it needs "
+                             f"fusion='sum_excess', got fusion={fusion!r}")
+        self.fusion_weights = fusion_weights
+        if not 0.0 < float(fusion_reliability_percentile) <= 100.0:
+            raise ValueError(f"fusion_reliability_percentile must be in (0, 100], got "
+                             f"{fusion_reliability_percentile!r}")
+        self.fusion_reliability_percentile = float(fusion_reliability_percentile)
         self.save_hyperparameters({"attributes": {k: dict(v) for k, v in attributes.items()},
                                    "frame_sigma": self.frame_sigma, "frame_reduce": frame_reduce, "seed": self.seed,
                                    "dwell_radius": self.dwell_radius, "fusion": fusion,
                                    "fusion_baseline": self.fusion_baseline,
                                    "fusion_baseline_level": fusion_baseline_level,
-                                   "fusion_track_window": self.fusion_track_window})
+                                   "fusion_track_window": self.fusion_track_window,
+                                   "fusion_weights": fusion_weights,
+                                   "fusion_reliability_percentile": self.fusion_reliability_percentile})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if fusion == "sum_excess":  # only then: checkpoints of the other fusions keep their keys
             self.register_buffer("fusion__baseline", torch.zeros(len(self.groups), dtype=torch.float64))
+            self.register_buffer("fusion__weight", torch.ones(len(self.groups), dtype=torch.float64))
         for name, s in self.specs.items():
             for key in self._model_keys(name):
                 dtype = {"bank": torch.float32, "class_classes": torch.int64}.get(key, torch.float64)
@@ -205,6 +224,9 @@ class AttributeScorer(ObjectScorer):
             key = f"{prefix}{name}__bank_clip"
             if f"{name}__bank_clip" in self._buffers and key not in state_dict:
                 state_dict[key] = torch.zeros(0, dtype=torch.int64)
+        # sum_excess fits written before the group weights existed weighed every group 1
+        if "fusion__weight" in self._buffers and f"{prefix}fusion__weight" not in state_dict:
+            state_dict[f"{prefix}fusion__weight"] = torch.ones(len(self.groups), dtype=torch.float64)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
@@ -352,7 +374,8 @@ class AttributeScorer(ObjectScorer):
             return stacked.sum(0)
         if self.fusion == "sum_excess":
             baseline = self.fusion__baseline.cpu().numpy()[:, None]
-            return np.clip(stacked - baseline, 0.0, None).sum(0)
+            weight = self.fusion__weight.cpu().numpy()[:, None]
+            return (weight * np.clip(stacked - baseline, 0.0, None)).sum(0)
         top = stacked.max(0)
         if self.fusion == "max":
             return top
@@ -392,6 +415,12 @@ class AttributeScorer(ObjectScorer):
                                                  dtype=torch.float64)
         feats = [self._features(it[0], it[1]) for it in items]
         parts = {}
+        reliability = self.fusion == "sum_excess" and self.fusion_weights == "reliability"
+        if reliability and n_videos < 2:
+            log.warning("fusion_weights='reliability' needs >= 2 training clips (it scores each clip with models "
+                        "fitted on the others); every group weighs 1")
+            reliability = False
+        held_out: dict[str, np.ndarray] = {}
         for name, s in self.specs.items():
             x = np.concatenate([self._inputs(name, it[0], f) for f, it in zip(feats, items)])
             xy = (np.concatenate([self._footprints(name, f, len(it[0])) for f, it in zip(feats, items)])
@@ -405,34 +434,70 @@ class AttributeScorer(ObjectScorer):
                 log.warning("attribute %r: leave-one-video-out calibration needs >= 2 training clips; "
                             "falling back to in-sample calibration", name)
                 loo = False
-            if s["model"] == "knn" and not s["by_place"]:
-                # one distance pass over the bank, skipping bank rows of the query's own video (loo) or the query's
-                # own row (in-sample: a vector is not its own neighbour)
-                groups = video if loo else np.arange(len(x))
-                raw = self._raw(name, model, x, xy, exclude=(groups, groups[kept]))
-            elif not loo:
-                raw = self._raw(name, model, x, xy)
+            if loo:
+                raw = self._held_out_raw(name, model, kept, x, xy, video)
+            elif s["model"] == "knn" and not s["by_place"]:
+                # a vector is not its own neighbour: skip the query's own bank row
+                rows = np.arange(len(x))
+                raw = self._raw(name, model, x, xy, exclude=(rows, rows[kept]))
             else:
-                raw = np.full(len(x), np.nan)
-                for v in range(n_videos):
-                    held = video == v
-                    if held.any() and not held.all():
-                        rest = ~held
-                        sub = self._fit_model(name, x[rest], None if xy is None else xy[rest])[0]
-                        raw[held] = self._raw(name, sub, x[held], None if xy is None else xy[held])
+                raw = self._raw(name, model, x, xy)
             raw = self._smooth(keyed, raw, s)
             lo, hi = percentile_range(raw, float(s["upper_percentile"]), f"attribute {name!r}")
             setattr(self, f"{name}__calib", torch.tensor([lo, hi], dtype=torch.float64))
             parts[name] = self._calibrate(name, raw)
+            if reliability:  # the same attribute on clips its model never saw
+                held_out[name] = parts[name] if loo else self._calibrate(
+                    name, self._smooth(keyed, self._held_out_raw(name, model, kept, x, xy, video), s))
         if self.fusion == "sum_excess":  # each group's normal baseline, on the same training scores as calibration
             groups = self._group_scores(parts)
             if self.fusion_baseline_level == "frame":
                 groups = _frame_maxima(groups, video, objects.frame)
             self.fusion__baseline = torch.as_tensor(np.percentile(groups, self.fusion_baseline, axis=1),
                                                     dtype=torch.float64)
+            self.fusion__weight = torch.as_tensor(
+                self._reliability_weights(held_out, video, objects.frame) if reliability
+                else np.ones(len(self.groups)), dtype=torch.float64)
         self.train_scores = torch.as_tensor(self._object_scores(keyed, parts), dtype=torch.float32)
         self.fitted.fill_(True)
         return self
+
+    def _held_out_raw(self, name: str, model: dict[str, np.ndarray], kept: np.ndarray, x: np.ndarray,
+                      xy: Optional[np.ndarray], video: np.ndarray) -> np.ndarray:
+        """Raw scores (N,) of the training rows, each clip's rows scored by the model fitted on the other clips
+        (k-NN: one distance pass over the full bank, skipping the query's own clip's rows)."""
+        s = self.specs[name]
+        if s["model"] == "knn" and not s["by_place"]:
+            return self._raw(name, model, x, xy, exclude=(video, video[kept]))
+        raw = np.full(len(x), np.nan)
+        for v in np.unique(video):
+            held = video == v
+            if held.all():
+                continue
+            rest = ~held
+            sub = self._fit_model(name, x[rest], None if xy is None else xy[rest])[0]
+            raw[held] = self._raw(name, sub, x[held], None if xy is None else xy[held])
+        return raw
+
+    def _reliability_weights(self, held_out: Mapping[str, np.ndarray], video: np.ndarray,
+                             frame: np.ndarray) -> np.ndarray:
+        """(groups,) weights of the groups' excesses (``fusion_weights="reliability"``), from training clips only.
+
+        A group's noise is the ``fusion_reliability_percentile`` over the training frames of the frame's highest
+        held-out excess of the group over its baseline (the level the frame score, a max over objects, picks up on
+        normal clips the models never saw), floored at the distance from the baseline to the calibration point 1
+        (a group quieter than its calibration promises earns no extra weight; 1e-3 guards a baseline at or above 1).
+        Weight = 1 / noise, scaled so the weights average 1: the object scores keep their scale.
+        """
+        baseline = self.fusion__baseline.cpu().numpy()
+        excess = np.clip(self._group_scores(held_out) - baseline[:, None], 0.0, None)
+        noise = np.percentile(_frame_maxima(excess, video, frame), self.fusion_reliability_percentile, axis=1)
+        noise = np.maximum(noise, np.maximum(1.0 - baseline, 1e-3))
+        weight = 1.0 / noise
+        weight = weight / weight.mean()
+        log.info("reliability weights of the fusion groups: %s",
+                 ", ".join(f"{g} {w:.2f} (noise {n:.2f})" for g, w, n in zip(self.groups, weight, noise)))
+        return weight
 
     def _smooth(self, objects: ObjectTable, raw: np.ndarray, s: dict) -> np.ndarray:
         w = int(s["track_window"])
