@@ -63,18 +63,27 @@ class PlantedClip(Clip):
         self.scale = np.ones(base.num_frames) if scale is None else np.asarray(scale, np.float64)
         self.labels = self.present.copy() if labels is None else np.asarray(labels, bool) & self.present
 
+    def _warp(self, image: np.ndarray, i: int) -> np.ndarray:
+        """``image`` (the sprite or its alpha) on frame i's grid: sub-pixel position and scale, bilinear."""
+        x, y = self.top_left[i]
+        s = float(self.scale[i])
+        m = np.float32([[s, 0, x], [0, s, y]])
+        return cv2.warpAffine(image, m, (self.width, self.height), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT)
+
     def _paste(self, frame: np.ndarray, i: int) -> np.ndarray:
         if not self.present[i]:
             return frame
-        x, y = self.top_left[i]
-        s = float(self.scale[i])
-        # sub-pixel position and scale: warp the sprite and its alpha onto the frame grid (bilinear)
-        m = np.float32([[s, 0, x], [0, s, y]])
-        size = (self.width, self.height)
-        spr = cv2.warpAffine(self.sprite, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        a = cv2.warpAffine(self.alpha, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
-        out = frame.astype(np.float32) * (1 - a) + spr * a
+        a = self._warp(self.alpha, i)[..., None]
+        out = frame.astype(np.float32) * (1 - a) + self._warp(self.sprite, i) * a
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    def object_mask(self, i: int) -> np.ndarray:
+        """(H, W) bool: the pixels of frame i that the planted object covers (pasted alpha >= 0.5; all False when it
+        is not in the frame) -- the object's exact pixel ground truth."""
+        if not self.present[i]:
+            return np.zeros((self.height, self.width), bool)
+        return self._warp(self.alpha, i) >= 0.5
 
     def _read(self, i: int) -> np.ndarray:
         return self._paste(self.base.frame(i), i)

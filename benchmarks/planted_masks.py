@@ -1,0 +1,180 @@
+"""Mask quality on TRAINING clips: segmenters against the exact pixels of planted objects (no test label).
+
+The ORACLE rows of ``benchmarks/mask_ceiling.py`` measure the segmenters with ground-truth boxes of the TEST set:
+a diagnostic that must not choose anything. This benchmark asks the same question on the training side, so mask
+settings can be chosen by a rule: Ped2's training clips, each with one planted object of every set of the
+cross-scene validation (a walker cut from another training clip, or a textured box, pasted with its alpha at an
+abnormal speed, direction, place or dwell; tao_lab.validation.behaviours). The pasted pixels (alpha >= 0.5,
+``PlantedClip.object_mask``) are the ground truth, exact by construction.
+
+Every segmenter variant is prompted with the planted object's own box (the box around its pasted pixels) on every
+frame the object is visible, score 1, no carrying -- a prompt oracle of the plant, not of any test label -- and its
+masks are compared with the pasted pixels on those frames. ``background.scope=camera`` variants fit the camera
+background on the training clips, each clip (and its plants) left out of its own (tao_lab.detector.camera).
+
+Columns per (variant, set), pooled over the set's planted clips: mask IoU (mean over frames), pooled IoU, mask
+precision and recall (pixels pooled), boundary F1 at 2 px (tao_lab.metrics.masks), pixel AP and best-threshold F1
+(standard protocol, exact; tao_lab.metrics.pixel), the frames measured, and ``segment()`` seconds per frame. The
+figure of a variant is the mean over sets of mean(IoU, F1max, AP); "in motion" leaves out the loiter set.
+
+    .venv/bin/python benchmarks/planted_masks.py --data-dir ../shared/datasets/ucsd_ped2 \
+        --variants benchmarks/validation/masks_round1.yaml --json masks_round1.json
+    .venv/bin/python benchmarks/planted_masks.py --num-clips 4 --sets fast,loiter   # quicker
+Extra arguments are Hydra overrides of the pipeline config, applied to every variant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+#: (key, column header) of the per-set table
+COLUMNS = [("mask_iou", "IoU"), ("mask_iou_pooled", "IoU pooled"), ("mask_precision", "mask P"),
+           ("mask_recall", "mask R"), ("boundary_f1", "BF1"), ("pixel_ap", "AP"), ("pixel_f1_max", "F1max")]
+#: the three numbers a variant's figure averages
+FIGURE_KEYS = ("mask_iou", "pixel_f1_max", "pixel_ap")
+
+
+def plant_prompts(clip, min_area: int = 20):
+    """(prompts, {frame: GT mask}) of a planted clip: on every frame where the planted object covers at least
+    ``min_area`` pixels, one box prompt around those pixels (obj_id 1, score 1) and the pixels themselves."""
+    from tao_lab.types import Prompts
+
+    masks, boxes, frames = {}, [], []
+    for i in np.flatnonzero(clip.present):
+        mask = clip.object_mask(int(i))
+        if int(mask.sum()) < min_area:
+            continue
+        ys, xs = np.nonzero(mask)
+        masks[int(i)] = mask
+        frames.append(int(i))
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    if not frames:
+        return Prompts.empty(), masks
+    boxes = np.asarray(boxes, np.float32)
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+    n = len(frames)
+    return Prompts(np.asarray(frames), np.ones(n, np.int64), boxes, centres, np.ones(n, np.float32)), masks
+
+
+def measure(segmenter, planted: list, boundary_tol: float = 2.0) -> dict:
+    """Mask and pixel metrics of ``segmenter`` on the planted clips of one set (see the module docstring)."""
+    from tao_lab.metrics import MaskAgreement, PixelMetrics
+
+    pixel, agreement = PixelMetrics(), MaskAgreement(boundary_tol)
+    seconds, frames, seg_frames = 0.0, 0, 0
+    for clip in planted:
+        if clip is None:
+            continue
+        prompts, masks = plant_prompts(clip)
+        if not masks:
+            continue
+        start = time.perf_counter()
+        seg = segmenter.segment(clip, prompts, None)
+        seconds += time.perf_counter() - start
+        seg_frames += clip.num_frames
+        binary = seg.instance_maps > 0 if seg.instance_maps is not None else seg.score_maps > 0
+        for i, gt in masks.items():
+            pixel.update(seg.score_maps[i], gt)
+            agreement.update(binary[i], gt)
+            frames += 1
+    if frames == 0:
+        return {"frames": 0}
+    out = {k: float(v) for k, v in agreement.compute().items()}
+    px = pixel.compute(fpr_limit=0.3)
+    out.update({"pixel_ap": float(px["ap"]), "pixel_f1_max": float(px["f1_max"]), "frames": frames,
+                "segment_s_per_frame": seconds / max(seg_frames, 1)})
+    return out
+
+
+def figure(per_set: dict, sets) -> float:
+    """Mean over ``sets`` (those measured) of mean(IoU, F1max, AP), in %."""
+    vals = [np.mean([per_set[s][k] for k in FIGURE_KEYS]) for s in sets if per_set[s].get("frames")]
+    return 100 * float(np.mean(vals)) if vals else float("nan")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets" / "ucsd_ped2"),
+                    help="folder holding UCSDped2/ (its training clips only are read)")
+    ap.add_argument("--num-clips", type=int, default=16, help="Ped2 training clips (default: all 16)")
+    ap.add_argument("--num-frames", type=int, default=120, help="frames per clip (as the validation: 120)")
+    ap.add_argument("--sets", default=None, help="planted sets, comma separated (default: every set)")
+    ap.add_argument("--variants", default=None,
+                    help="YAML file {name: [overrides]} of segmenter variants (default: the configured segmenter)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--boundary-tol", type=float, default=2.0, help="boundary F1 tolerance in px (default 2)")
+    ap.add_argument("--json", default=None, help="also write every number to this JSON file")
+    args, extra = ap.parse_known_args(argv)
+    bad = [o for o in extra if o.startswith("-")]
+    if bad:
+        ap.error(f"unknown option(s) {bad}; extra arguments must be Hydra overrides")
+    if not Path(args.data_dir).is_dir():
+        ap.error(f"Ped2 folder not found: {args.data_dir}; pass --data-dir ../shared/datasets/ucsd_ped2")
+
+    import yaml
+
+    from tao_lab.config import compose_config
+    from tao_lab.detector.camera import CameraBackgrounds
+    from tao_lab.pipeline import instantiate
+    from tao_lab.validation.behaviours import BEHAVIOURS
+    from tao_lab.validation.cross_scene import build_scenes
+
+    variants = {"default": []}
+    if args.variants:
+        variants = yaml.safe_load(Path(args.variants).read_text()) or {}
+        if not variants or not all(isinstance(v, list) for v in variants.values()):
+            ap.error(f"{args.variants}: expected a mapping {{name: [overrides]}}")
+    sets = args.sets.split(",") if args.sets else list(BEHAVIOURS)
+    base = ["progress=false", *extra]
+    cfg = compose_config(base)
+    start = time.perf_counter()
+    scene = build_scenes(cfg, ["ped2"], sets, args.data_dir, args.num_clips, args.num_frames, args.seed,
+                         show_progress=False)[0]
+    print(f"# ped2: {len(scene.train)} training clips x {args.num_frames} frames, sets {', '.join(sets)}; plants "
+          f"built in {time.perf_counter() - start:.0f} s ({os.cpu_count()} cores; s/frame is noisy on a shared "
+          f"machine)", flush=True)
+    camera = CameraBackgrounds(scene.train)
+    out: dict = {"overrides": extra, "sets": sets, "num_clips": len(scene.train), "num_frames": args.num_frames,
+                 "variants": {}}
+    for name, overrides in variants.items():
+        segmenter = instantiate(compose_config([*base, *overrides]).segmenter)
+        if hasattr(segmenter, "use_camera"):
+            segmenter.use_camera(camera)
+            if getattr(segmenter, "scope", "clip") == "camera":  # once per run: kept out of s/frame
+                camera.fit_statistics(segmenter.background)
+        start = time.perf_counter()
+        per_set = {s: measure(segmenter, scene.planted[s], args.boundary_tol) for s in sets}
+        moving = [s for s in sets if s != "loiter"]
+        out["variants"][name] = {"overrides": overrides, "sets": per_set, "figure": figure(per_set, sets),
+                                 "figure_in_motion": figure(per_set, moving), "seconds": time.perf_counter() - start}
+        print(f"\n## {name} {' '.join(overrides)}  (% ; {out['variants'][name]['seconds']:.0f} s)")
+        print("| set | frames | " + " | ".join(h for _, h in COLUMNS) + " | s/frame |")
+        print("|---|---|" + "---|" * len(COLUMNS) + "---|")
+        for s, m in per_set.items():
+            if not m.get("frames"):
+                print(f"| {s} | 0 |" + " – |" * len(COLUMNS) + " – |")
+                continue
+            print(f"| {s} | {m['frames']} | " + " | ".join(f"{100 * m[k]:.2f}" for k, _ in COLUMNS)
+                  + f" | {m['segment_s_per_frame']:.4f} |", flush=True)
+    print("\n## figure: mean over sets of mean(IoU, F1max, AP), %")
+    print("| variant | figure | in motion (no loiter) |")
+    print("|---|---|---|")
+    for name, v in out["variants"].items():
+        print(f"| {name} | {v['figure']:.2f} | {v['figure_in_motion']:.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+        print(f"\n# wrote {args.json}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
