@@ -265,10 +265,11 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--oracle-iou", type=float, default=0.1,
                     help="oracle scores: an object is anomalous when its box has IoU >= this with a GT object box "
                          "of its frame (default 0.1, RBDC's rule)")
-    ap.add_argument("--background-scopes", default="clip",
+    ap.add_argument("--background-scopes", default="config",
                     help="background scopes of the segmenters that have one (classical, pose_person), comma "
-                         "separated, of clip,camera (default: clip = each segmenter's config); a camera row is "
-                         "named <segmenter>@camera, its camera background fitted on the training clips")
+                         "separated, of config,clip,camera (default: config = each segmenter's own); a clip or "
+                         "camera row is named <segmenter>@clip / <segmenter>@camera, a camera background is fitted "
+                         "on the training clips")
     ap.add_argument("--json", default=None, help="also write every row and key to this JSON file")
     args, extra = ap.parse_known_args(argv)
     bad = [o for o in extra if o.startswith("-")]
@@ -297,20 +298,21 @@ def main(argv=None) -> list[dict]:
     if cfg.metrics.get("gt_gating", False):
         ap.error("metrics.gt_gating=true would gate the label-free row too: the frame_labels row is that oracle")
     scopes = [s for s in args.background_scopes.split(",") if s]
-    if not scopes or any(s not in ("clip", "camera") for s in scopes):
-        ap.error(f"--background-scopes must be some of clip,camera, got {args.background_scopes!r}")
+    if not scopes or any(s not in ("config", "clip", "camera") for s in scopes):
+        ap.error(f"--background-scopes must be some of config,clip,camera, got {args.background_scopes!r}")
     segmenters = {}
     for name in (n for n in args.segmenters.split(",") if n):
         seg_cfg = compose_config([*base, f"segmenter={name}"]).segmenter
         has_scope = isinstance(seg_cfg.get("background"), Mapping) and "scope" in seg_cfg.background
         for scope in scopes:
-            if scope == "clip":
+            if scope == "config":
                 segmenters[name] = instantiate(seg_cfg)
             elif has_scope:
-                segmenters[f"{name}@camera"] = instantiate(
-                    compose_config([*base, f"segmenter={name}", "segmenter.background.scope=camera"]).segmenter)
+                segmenters[f"{name}@{scope}"] = instantiate(
+                    compose_config([*base, f"segmenter={name}", f"segmenter.background.scope={scope}"]).segmenter)
     dataset = load_dataset(cfg)
-    if "camera" in scopes:  # the camera backgrounds are fitted on the training clips (tao_lab.detector.camera)
+    if any(getattr(s, "scope", "clip") == "camera" for s in segmenters.values()):
+        # the camera backgrounds are fitted on the training clips (tao_lab.detector.camera)
         from tao_lab.detector.camera import CameraBackgrounds
 
         camera = CameraBackgrounds(dataset.train)

@@ -218,8 +218,8 @@ def test_bad_background_options_are_clear_errors():
         ForegroundSegmenter(background={"scope": "camera", "max_disagreement": 0})
     with pytest.raises(ValueError, match="agreement must be > 0"):
         split_background_options({"scope": "camera", "agreement": -1}, "detector.background")
-    with pytest.raises(ValueError, match="needs foreground='background_model'"):
-        ForegroundSegmenter(foreground="frame_diff", background={"scope": "camera"})
+    # frame differencing has no background model: the camera scope (the configured default) does not apply
+    assert ForegroundSegmenter(foreground="frame_diff", background={"scope": "camera"}).scope == "clip"
     with pytest.raises(ValueError, match="either as clips .* or as cameras"):
         CameraBackgrounds(training_clips(n=1), cameras=[training_clips(n=1)])
     model = BackgroundModel().fit(SceneClip("a"))

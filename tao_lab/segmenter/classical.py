@@ -139,8 +139,10 @@ class ForegroundSegmenter(CarryingSegmenter):
 
         self.background, self.scope, self.camera_options = split_background_options(background, "segmenter.background")
         if self.scope == "camera" and foreground != "background_model":
-            raise ValueError(f"segmenter.background.scope=camera needs foreground='background_model' (frame "
-                             f"differencing has no background to fit on the camera), got foreground={foreground!r}")
+            # the configured default is scope camera; frame differencing has no background to take from the camera
+            log.info("segmenter.background.scope=camera does not apply to foreground=%r (no background model): "
+                     "ignored", foreground)
+            self.scope = "clip"
         self.camera = None
         self.diff_gap = int(diff_gap)
         self.diff_neighbours = int(diff_neighbours)

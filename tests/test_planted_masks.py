@@ -1,0 +1,98 @@
+"""benchmarks/planted_masks.py and PlantedClip.object_mask: the planted object's pixels are where it was pasted,
+the prompts are the boxes around them, and the metrics of a segmenter that returns exactly those pixels (or filled
+boxes) are the known answers."""
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+from helpers import ROOT, ArrayClip
+
+from tao_lab.segmenter import FilledBoxSegmenter
+from tao_lab.types import ObjectTable, Segmentation
+from tao_lab.validation.planted import PlantedClip
+
+H, W, T = 40, 60, 5
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("planted_masks", ROOT / "benchmarks" / "planted_masks.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load_bench()
+
+
+def planted_disc():
+    """A 10x10 sprite whose alpha is a disc of radius 4 (a non-rectangular object), pasted at integer positions on
+    frames 1-3 (frame 2 at scale 2), absent on frames 0 and 4."""
+    base = ArrayClip(np.full((T, H, W, 3), 90, np.uint8), "base")
+    yy, xx = np.mgrid[0:10, 0:10]
+    alpha = (((yy - 4.5) ** 2 + (xx - 4.5) ** 2) <= 16).astype(np.float32)
+    sprite = np.full((10, 10, 3), 200, np.uint8)
+    top_left = np.array([[np.nan, np.nan], [5, 5], [20, 10], [40, 25], [np.nan, np.nan]], float)
+    scale = np.array([1, 1, 2, 1, 1], float)
+    return PlantedClip(base, sprite, alpha, top_left, "disc", scale=scale), alpha
+
+
+def test_object_mask_is_the_pasted_alpha_and_the_pasted_pixels():
+    clip, alpha = planted_disc()
+    assert not clip.object_mask(0).any() and not clip.object_mask(4).any()
+    expected = np.zeros((H, W), bool)
+    expected[5:15, 5:15] = alpha > 0.5
+    assert np.array_equal(clip.object_mask(1), expected)
+    # the mask covers exactly the pixels the paste changed (sprite 200 on a flat 90 background, alpha 0/1 at scale 1)
+    assert np.array_equal(clip.frame(1)[..., 0] != 90, expected)
+    big = clip.object_mask(2)  # scale 2 about the top-left corner: about 4x the area, inside [20, 40) x [10, 30)
+    assert 3.5 * alpha.sum() < big.sum() < 4.5 * alpha.sum()
+    ys, xs = np.nonzero(big)
+    assert xs.min() >= 20 and xs.max() < 40 and ys.min() >= 10 and ys.max() < 30
+
+
+def test_plant_prompts_box_the_pixels_on_visible_frames_only():
+    clip, _ = planted_disc()
+    prompts, masks = bench.plant_prompts(clip, min_area=20)
+    assert list(prompts.frame) == [1, 2, 3] and sorted(masks) == [1, 2, 3]
+    assert np.all(prompts.obj_id == 1) and np.all(prompts.score == 1)
+    for f, box in zip(prompts.frame, prompts.xyxy):
+        ys, xs = np.nonzero(masks[int(f)])
+        assert list(box) == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    # a min_area above the disc's area keeps only the frame where it is pasted at scale 2
+    prompts, masks = bench.plant_prompts(clip, min_area=int(planted_disc()[1].sum()) + 1)
+    assert list(prompts.frame) == [2]
+
+
+class ExactSegmenter:
+    """Returns the planted object's own pixels on every prompted frame: every mask metric is 1."""
+
+    def segment(self, clip, prompts, carry):
+        maps = np.zeros((clip.num_frames, H, W), np.int32)
+        for f in prompts.frame:
+            maps[f] = clip.object_mask(int(f))
+        return Segmentation(maps.astype(np.float16), ObjectTable.empty(), maps)
+
+
+def test_measure_gives_known_answers():
+    clip, alpha = planted_disc()
+    exact = bench.measure(ExactSegmenter(), [clip, None])
+    assert exact["frames"] == 3
+    for key in ("mask_iou", "mask_iou_pooled", "mask_precision", "mask_recall", "boundary_f1", "pixel_ap",
+                "pixel_f1_max"):
+        assert exact[key] == pytest.approx(1.0), key
+    # filled boxes: recall 1, precision = object pixels / box pixels, pooled over the three frames
+    boxes = bench.measure(FilledBoxSegmenter(), [clip])
+    _, masks = bench.plant_prompts(clip)
+    obj = sum(int(m.sum()) for m in masks.values())
+    box = 0
+    for m in masks.values():
+        ys, xs = np.nonzero(m)
+        box += (xs.max() + 1 - xs.min()) * (ys.max() + 1 - ys.min())
+    assert boxes["mask_recall"] == pytest.approx(1.0)
+    assert boxes["mask_precision"] == pytest.approx(obj / box)
+    assert boxes["mask_iou_pooled"] == pytest.approx(obj / box)
+    per_set = {"a": exact, "b": boxes, "c": {"frames": 0}}
+    fig = bench.figure(per_set, ["a", "b", "c"])
+    assert fig == pytest.approx(100 * np.mean([1.0, np.mean([boxes[k] for k in bench.FIGURE_KEYS])]))
