@@ -367,3 +367,54 @@ def test_reliability_weights_follow_each_groups_noise_on_held_out_training_clips
         AttributeScorer(fusion="sum", fusion_weights="reliability")
     with pytest.raises(ValueError, match="fusion_weights"):
         AttributeScorer(fusion="sum_excess", fusion_weights="learned")
+
+
+def test_clip_prior_occupancy_matches_a_direct_count_and_never_counts_an_objects_own_track():
+    """occupancy_score_with_clip, recomputed object by object with a loop: the training probability mixed with the
+    blurred histogram of the clip's objects of OTHER tracks (an untracked object leaves out only itself)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(3)
+    logp = scene.fit_occupancy(rng.uniform(0, 1, (500, 2)) * [1, 0.5], (6, 6), sigma=1.0)  # top half only
+    xy = rng.uniform(0, 1, (40, 2))
+    track = rng.integers(-1, 6, 40)
+    got = scene.occupancy_score_with_clip(xy, logp, 1.0, 50.0, track)
+    cells = scene.cell_index(xy, (6, 6))
+    for i in range(len(xy)):
+        others = np.ones(len(xy), bool)
+        others[(track == track[i]) if track[i] >= 0 else (np.arange(len(xy)) == i)] = False
+        hist = np.bincount(cells[others], minlength=36).astype(float).reshape(6, 6)
+        hist = gaussian_filter(hist, 1.0, mode="nearest").reshape(-1)
+        p = (50.0 * np.exp(logp.reshape(-1)[cells[i]]) + hist[cells[i]]) / (50.0 + hist.sum())
+        assert got[i] == pytest.approx(-np.log(p), rel=1e-9)
+    # one track alone in the clip: nothing else to learn from, the score is the training score
+    alone = scene.occupancy_score_with_clip(xy[:5], logp, 1.0, 50.0, np.zeros(5, np.int64))
+    assert np.allclose(alone, scene.occupancy_score(xy[:5], logp))
+
+
+def test_clip_prior_makes_a_crowded_new_path_normal_but_not_a_lone_walker_there():
+    """Fitted on walkers along the band foot y in [0.5, 0.9], all walking right: a path at foot y 0.3 is off the
+    paths, and walking left is the wrong way. When the scored clip holds many people on that path (or many walking
+    left), each of them scores far below a lone walker doing the same with clip_prior (the others show it is what
+    people here do), and about as high without it; the lone walker (the off-path or wrong-way walker) is scored
+    against the training model and the others of ITS clip, never against itself. Calibrations differ between the
+    two scorers, so each compares its own scores."""
+    from tao_lab.scorer import AttributeScorer
+
+    attrs = {"place": dict(SCENE_ATTRIBUTES["place"]), "direction": dict(SCENE_ATTRIBUTES["direction"])}
+    train = [normal_clip(s) for s in range(4)]
+    plain = AttributeScorer(attributes=attrs, frame_sigma=0).fit_clips(train)
+    adapted = AttributeScorer(attributes={k: {**v, "clip_prior": 300.0} for k, v in attrs.items()},
+                              frame_sigma=0).fit_clips(train)
+    crowd = concat([make_track(700 + k, 0.05 + 0.05 * k, 0.3, 40) for k in range(12)])
+    lone = make_track(800, 0.3, 0.3, 40)
+    left_crowd = concat([make_track(900 + k, 0.3 + 0.05 * k, 0.7, 40, direction=np.pi) for k in range(12)])
+    left_lone = make_track(950, 0.6, 0.7, 40, direction=np.pi)
+    for name, many, one in (("place", crowd, lone), ("direction", left_crowd, left_lone)):
+        ratio = {label: np.median(parts_of(s, many, name)) / np.median(parts_of(s, one, name))
+                 for label, s in (("plain", plain), ("adapted", adapted))}
+        assert ratio["adapted"] < 0.5 and ratio["plain"] > 0.8, (name, ratio)
+    with pytest.raises(ValueError, match="clip_prior applies to the occupancy and direction"):
+        AttributeScorer(attributes={"speed": {**SCENE_ATTRIBUTES["speed_rel"], "clip_prior": 10}})
+    with pytest.raises(ValueError, match="clip_prior must be > 0"):
+        AttributeScorer(attributes={"place": {**SCENE_ATTRIBUTES["place"], "clip_prior": 0}})

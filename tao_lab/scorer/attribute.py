@@ -82,6 +82,8 @@ _ATTR_DEFAULTS: dict[str, Any] = {
     "occupancy_sigma": 1.0,     # occupancy: Gaussian blur of the footprint histogram (cells)
     "min_speed": 0.5,           # direction: px/frame below which an object has no direction (scores 0)
     "direction_prior": 20.0,    # direction: pseudo-objects with the scene's directions added to every cell
+    "clip_prior": None,         # occupancy, direction: None = off; else the scored clip's other tracks join the
+                                # training model, which counts as this many objects (tao_lab.scorer.scene)
     "group": None,              # fusion group (default: the attribute's name): max within a group, sum across
 }
 
@@ -165,6 +167,13 @@ class AttributeScorer(ObjectScorer):
                 raise ValueError(f"attribute {name!r}: calibration must be 'loo' or 'in_sample'")
             if s["tail"] not in ("density", "upper"):
                 raise ValueError(f"attribute {name!r}: tail must be 'density' or 'upper'")
+            if s["clip_prior"] is not None:
+                if s["model"] not in ("occupancy", "direction"):
+                    raise ValueError(f"attribute {name!r}: clip_prior applies to the occupancy and direction models, "
+                                     f"not to model {s['model']!r}")
+                if not float(s["clip_prior"]) > 0:
+                    raise ValueError(f"attribute {name!r}: clip_prior must be > 0 (a number of objects) or null "
+                                     f"(off), got {s['clip_prior']!r}")
             self.specs[name] = s
         self.frame_sigma = float(frame_sigma)
         self.frame_reduce = frame_reduce
@@ -319,8 +328,10 @@ class AttributeScorer(ObjectScorer):
         return model, kept
 
     def _raw(self, name: str, model: dict[str, np.ndarray], x: np.ndarray, xy: Optional[np.ndarray] = None,
-             exclude: Optional[tuple[np.ndarray, np.ndarray]] = None) -> np.ndarray:
-        """Raw scores (N,) float64; NaN for rows with non-finite features."""
+             exclude: Optional[tuple[np.ndarray, np.ndarray]] = None,
+             context: Optional[tuple[np.ndarray, np.ndarray]] = None) -> np.ndarray:
+        """Raw scores (N,) float64; NaN for rows with non-finite features. context: (clip, track id) of every row,
+        for the models that mix in the scored clip's other tracks (spec key ``clip_prior``)."""
         s = self.specs[name]
         out = np.full(len(x), np.nan)
         ok = np.isfinite(x).all(axis=1)
@@ -331,6 +342,19 @@ class AttributeScorer(ObjectScorer):
             from tao_lab.scorer.class_rarity import class_rarity
 
             out[ok] = class_rarity(xv[:, 0], model["class_classes"], model["class_nll"])
+            return out
+        if s["model"] in ("occupancy", "direction") and s["clip_prior"] and context is not None:
+            clips, tracks = np.asarray(context[0])[ok], np.asarray(context[1])[ok]
+            raw = np.full(len(xv), np.nan)
+            for c in np.unique(clips):
+                sel = clips == c
+                if s["model"] == "occupancy":
+                    raw[sel] = scene.occupancy_score_with_clip(xv[sel], model["occ_logp"], s["occupancy_sigma"],
+                                                               s["clip_prior"], tracks[sel])
+                else:
+                    raw[sel] = scene.direction_score_with_clip(xy[ok][sel], xv[sel], model["dir_logp"], s["grid"],
+                                                               s["min_speed"], s["clip_prior"], tracks[sel])
+            out[ok] = raw
             return out
         if s["model"] == "occupancy":
             out[ok] = scene.occupancy_score(xv, model["occ_logp"])
@@ -434,21 +458,22 @@ class AttributeScorer(ObjectScorer):
                 log.warning("attribute %r: leave-one-video-out calibration needs >= 2 training clips; "
                             "falling back to in-sample calibration", name)
                 loo = False
+            context = (video, keyed.track_id)
             if loo:
-                raw = self._held_out_raw(name, model, kept, x, xy, video)
+                raw = self._held_out_raw(name, model, kept, x, xy, context)
             elif s["model"] == "knn" and not s["by_place"]:
                 # a vector is not its own neighbour: skip the query's own bank row
                 rows = np.arange(len(x))
                 raw = self._raw(name, model, x, xy, exclude=(rows, rows[kept]))
             else:
-                raw = self._raw(name, model, x, xy)
+                raw = self._raw(name, model, x, xy, context=context)
             raw = self._smooth(keyed, raw, s)
             lo, hi = percentile_range(raw, float(s["upper_percentile"]), f"attribute {name!r}")
             setattr(self, f"{name}__calib", torch.tensor([lo, hi], dtype=torch.float64))
             parts[name] = self._calibrate(name, raw)
             if reliability:  # the same attribute on clips its model never saw
                 held_out[name] = parts[name] if loo else self._calibrate(
-                    name, self._smooth(keyed, self._held_out_raw(name, model, kept, x, xy, video), s))
+                    name, self._smooth(keyed, self._held_out_raw(name, model, kept, x, xy, context), s))
         if self.fusion == "sum_excess":  # each group's normal baseline, on the same training scores as calibration
             groups = self._group_scores(parts)
             if self.fusion_baseline_level == "frame":
@@ -463,10 +488,12 @@ class AttributeScorer(ObjectScorer):
         return self
 
     def _held_out_raw(self, name: str, model: dict[str, np.ndarray], kept: np.ndarray, x: np.ndarray,
-                      xy: Optional[np.ndarray], video: np.ndarray) -> np.ndarray:
+                      xy: Optional[np.ndarray], context: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """Raw scores (N,) of the training rows, each clip's rows scored by the model fitted on the other clips
-        (k-NN: one distance pass over the full bank, skipping the query's own clip's rows)."""
+        (k-NN: one distance pass over the full bank, skipping the query's own clip's rows). context: (clip, track id)
+        of every row."""
         s = self.specs[name]
+        video, track = context
         if s["model"] == "knn" and not s["by_place"]:
             return self._raw(name, model, x, xy, exclude=(video, video[kept]))
         raw = np.full(len(x), np.nan)
@@ -476,7 +503,8 @@ class AttributeScorer(ObjectScorer):
                 continue
             rest = ~held
             sub = self._fit_model(name, x[rest], None if xy is None else xy[rest])[0]
-            raw[held] = self._raw(name, sub, x[held], None if xy is None else xy[held])
+            raw[held] = self._raw(name, sub, x[held], None if xy is None else xy[held],
+                                  context=(video[held], track[held]))
         return raw
 
     def _reliability_weights(self, held_out: Mapping[str, np.ndarray], video: np.ndarray,
@@ -532,7 +560,8 @@ class AttributeScorer(ObjectScorer):
                                 "more clips for this attribute to count", name)
                 exclude = (np.full(n, int(held_out)), bank_clips)
             raw = self._raw(name, self._model_from_buffers(name), self._inputs(name, objects, feats),
-                            self._footprints(name, feats, n), exclude=exclude)
+                            self._footprints(name, feats, n), exclude=exclude,
+                            context=(np.zeros(n, np.int64), objects.track_id))
             parts[name] = self._calibrate(name, self._smooth(objects, raw, s)).astype(np.float32)
         return parts
 

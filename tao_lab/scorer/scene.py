@@ -22,6 +22,10 @@ grid over the frame.
   histogram of footprints); ``-log`` density.
 - :func:`fit_direction` / :func:`direction_score`: the distribution of motion directions per place (orientation
   histograms of the optical flow); cross-entropy of an object's direction against its place's.
+- ``clip_prior`` (both): the scored clip's OTHER tracks join the training model, weighed against it as
+  ``clip_prior`` training objects (:func:`others_by_key`): a camera's training clips rarely show every place and
+  direction its normal people use, and a place or direction many people of this very clip use is normal, while a
+  single track (the off-path walker, the wrong-way walker, the loiterer) never counts for itself.
 """
 from __future__ import annotations
 
@@ -274,4 +278,73 @@ def direction_score(xy: np.ndarray, hist: np.ndarray, logp: np.ndarray, grid: Se
     idx = cell_index(xy, grid)
     out = -(q * logp[idx]).sum(1)
     out[~moving] = np.nan
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the clip's others
+def track_keys(track: np.ndarray) -> np.ndarray:
+    """(N,) int64 key of each object's track; an untracked object (track id < 0) is a track of its own."""
+    track = np.asarray(track, np.int64)
+    return np.where(track >= 0, track, -(np.arange(len(track), dtype=np.int64) + 2))
+
+
+def others_by_key(cells: np.ndarray, values: np.ndarray, keys: np.ndarray, num_cells: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The summed ``values`` (N, D) per cell of every object but those of each object's own track.
+
+    Returns (others (K, num_cells, D) summed values of every object NOT of track key k, inverse (N,) row of each
+    object's key). cells: (N,) cell of each object; keys: (N,) track key (:func:`track_keys`)."""
+    values = np.asarray(values, np.float64).reshape(len(cells), -1)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    own = np.zeros((len(uniq), num_cells, values.shape[1]))
+    np.add.at(own, (inverse, cells), values)
+    return own.sum(0, keepdims=True) - own, inverse
+
+
+def occupancy_score_with_clip(xy: np.ndarray, logp: np.ndarray, sigma: float, clip_prior: float,
+                              track: np.ndarray) -> np.ndarray:
+    """(N,) -log probability of each footprint's cell under the training occupancy mixed with the footprints of
+    the clip's other tracks: ``p = (clip_prior * p_train + h_others) / (clip_prior + n_others)``, ``h_others`` the
+    others' histogram blurred like the training one (``sigma`` cells). One clip's objects; track: (N,) ids."""
+    from scipy.ndimage import gaussian_filter
+
+    rows, cols = logp.shape
+    n = len(xy)
+    if n == 0:
+        return np.zeros(0)
+    cells = cell_index(xy, (rows, cols))
+    others, inverse = others_by_key(cells, np.ones(n), track_keys(track), rows * cols)
+    hist = others[:, :, 0].reshape(-1, rows, cols)
+    if sigma > 0:
+        hist = gaussian_filter(hist, (0.0, float(sigma), float(sigma)), mode="nearest")
+    hist = hist.reshape(len(hist), -1)
+    mass = hist.sum(1)  # = n_others (the blur keeps the mass up to its edge handling)
+    p_train = np.exp(logp.reshape(-1))[cells]
+    h = hist[inverse, cells]
+    prior = float(clip_prior)
+    return -np.log((prior * p_train + h) / (prior + mass[inverse]))
+
+
+def direction_score_with_clip(xy: np.ndarray, hist: np.ndarray, logp: np.ndarray, grid: Sequence[int],
+                              min_speed: float, clip_prior: float, track: np.ndarray) -> np.ndarray:
+    """(N,) :func:`direction_score` against each place's training directions mixed with the directions of the
+    clip's other moving tracks there: per cell ``p = (w * p_train + c_others) / (w + n_others)``, ``w =
+    clip_prior / cells`` (the training model counts as ``clip_prior`` objects spread over the cells). One clip."""
+    q, moving = _direction_weights(hist, min_speed)
+    if q.shape[1] != logp.shape[1]:
+        raise ValueError(f"direction model has {logp.shape[1]} orientation bins, the feature has {q.shape[1]}")
+    n = len(q)
+    out = np.full(n, np.nan)
+    if n == 0 or not moving.any():
+        return out
+    cells = cell_index(xy, grid)
+    num_cells = int(grid[0]) * int(grid[1])
+    counted = np.where(moving[:, None], q, 0.0)  # objects that hardly move add no direction
+    others, inverse = others_by_key(cells, np.concatenate([counted, moving[:, None].astype(np.float64)], 1),
+                                    track_keys(track), num_cells)
+    rows = others[inverse, cells]  # (N, bins + 1): the others' directions in each object's cell, and their count
+    w = float(clip_prior) / num_cells
+    p = (w * np.exp(logp[cells]) + rows[:, :-1]) / (w + rows[:, -1:])
+    out[moving] = -(q[moving] * np.log(p[moving])).sum(1)
     return out
