@@ -20,6 +20,7 @@ figure of a variant is the mean over sets of mean(IoU, F1max, AP); "in motion" l
     .venv/bin/python benchmarks/planted_masks.py --data-dir ../shared/datasets/ucsd_ped2 \
         --variants benchmarks/validation/masks_round1.yaml --json masks_round1.json
     .venv/bin/python benchmarks/planted_masks.py --num-clips 4 --sets fast,loiter   # quicker
+    .venv/bin/python benchmarks/planted_masks.py ... --figure masks.png   # one example frame per set and variant
 Extra arguments are Hydra overrides of the pipeline config, applied to every variant.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -65,8 +67,9 @@ def plant_prompts(clip, min_area: int = 20):
     return Prompts(np.asarray(frames), np.ones(n, np.int64), boxes, centres, np.ones(n, np.float32)), masks
 
 
-def measure(segmenter, planted: list, boundary_tol: float = 2.0) -> dict:
-    """Mask and pixel metrics of ``segmenter`` on the planted clips of one set (see the module docstring)."""
+def measure(segmenter, planted: list, boundary_tol: float = 2.0, example: Optional[dict] = None) -> dict:
+    """Mask and pixel metrics of ``segmenter`` on the planted clips of one set (see the module docstring).
+    ``example``: filled with the first measured clip's middle prompted frame (``frame``, ``gt``, ``mask``)."""
     from tao_lab.metrics import MaskAgreement, PixelMetrics
 
     pixel, agreement = PixelMetrics(), MaskAgreement(boundary_tol)
@@ -86,6 +89,9 @@ def measure(segmenter, planted: list, boundary_tol: float = 2.0) -> dict:
             pixel.update(seg.score_maps[i], gt)
             agreement.update(binary[i], gt)
             frames += 1
+        if example is not None and not example:
+            i = sorted(masks)[len(masks) // 2]
+            example.update(frame=clip.frame(i), gt=masks[i], mask=binary[i], title=f"{clip.base.clip_id} frame {i}")
     if frames == 0:
         return {"frames": 0}
     out = {k: float(v) for k, v in agreement.compute().items()}
@@ -93,6 +99,41 @@ def measure(segmenter, planted: list, boundary_tol: float = 2.0) -> dict:
     out.update({"pixel_ap": float(px["ap"]), "pixel_f1_max": float(px["f1_max"]), "frames": frames,
                 "segment_s_per_frame": seconds / max(seg_frames, 1)})
     return out
+
+
+def example_grid(examples: dict, path: str, zoom: int = 2) -> None:
+    """One PNG: a row per planted set, a column per variant; each cell the set's example frame cropped around the
+    object, the pasted pixels' outline in green and the variant's mask in red."""
+    import cv2
+
+    cells = []
+    for s, row in examples.items():
+        cols = []
+        for name, ex in row.items():
+            if not ex:
+                cols.append(None)
+                continue
+            frame = ex["frame"] if ex["frame"].ndim == 3 else cv2.cvtColor(ex["frame"], cv2.COLOR_GRAY2RGB)
+            out = frame.copy()
+            out[ex["mask"]] = (0.45 * out[ex["mask"]] + [140, 0, 0]).astype(np.uint8)
+            contours, _ = cv2.findContours(ex["gt"].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(out, contours, -1, (0, 255, 0), 1)
+            ys, xs = np.nonzero(ex["gt"])
+            pad = max(16, int(0.6 * (ys.max() - ys.min())))
+            y1, y2 = max(ys.min() - pad, 0), min(ys.max() + pad, out.shape[0])
+            x1, x2 = max(xs.min() - pad, 0), min(xs.max() + pad, out.shape[1])
+            crop = cv2.resize(out[y1:y2, x1:x2], None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+            cv2.putText(crop, f"{s} | {name}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
+            cols.append(crop)
+        cells.append(cols)
+    size = max((c.shape[0] for row in cells for c in row if c is not None), default=1), \
+        max((c.shape[1] for row in cells for c in row if c is not None), default=1)
+    canvas = np.zeros((size[0] * len(cells), size[1] * max(len(r) for r in cells), 3), np.uint8)
+    for r, row in enumerate(cells):
+        for c, img in enumerate(row):
+            if img is not None:
+                canvas[r * size[0]:r * size[0] + img.shape[0], c * size[1]:c * size[1] + img.shape[1]] = img
+    cv2.imwrite(path, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
 
 
 def figure(per_set: dict, sets) -> float:
@@ -113,6 +154,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--boundary-tol", type=float, default=2.0, help="boundary F1 tolerance in px (default 2)")
     ap.add_argument("--json", default=None, help="also write every number to this JSON file")
+    ap.add_argument("--figure", default=None,
+                    help="also write a PNG: per set (rows) and variant (columns) one example frame around the object, "
+                         "the pasted pixels outlined in green, the variant's mask in red")
     args, extra = ap.parse_known_args(argv)
     bad = [o for o in extra if o.startswith("-")]
     if bad:
@@ -143,6 +187,7 @@ def main(argv=None) -> dict:
           f"built in {time.perf_counter() - start:.0f} s ({os.cpu_count()} cores; s/frame is noisy on a shared "
           f"machine)", flush=True)
     camera = CameraBackgrounds(scene.train)
+    examples: dict = {s: {} for s in sets}  # set -> variant -> example frame (for --figure)
     out: dict = {"overrides": extra, "sets": sets, "num_clips": len(scene.train), "num_frames": args.num_frames,
                  "variants": {}}
     for name, overrides in variants.items():
@@ -152,7 +197,8 @@ def main(argv=None) -> dict:
             if getattr(segmenter, "scope", "clip") == "camera":  # once per run: kept out of s/frame
                 camera.fit_statistics(segmenter.background)
         start = time.perf_counter()
-        per_set = {s: measure(segmenter, scene.planted[s], args.boundary_tol) for s in sets}
+        per_set = {s: measure(segmenter, scene.planted[s], args.boundary_tol, examples[s].setdefault(name, {}))
+                   for s in sets}
         moving = [s for s in sets if s != "loiter"]
         out["variants"][name] = {"overrides": overrides, "sets": per_set, "figure": figure(per_set, sets),
                                  "figure_in_motion": figure(per_set, moving), "seconds": time.perf_counter() - start}
@@ -173,6 +219,9 @@ def main(argv=None) -> dict:
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
         print(f"\n# wrote {args.json}")
+    if args.figure:
+        example_grid(examples, args.figure)
+        print(f"# wrote {args.figure}")
     return out
 
 

@@ -96,3 +96,28 @@ def test_measure_gives_known_answers():
     per_set = {"a": exact, "b": boxes, "c": {"frames": 0}}
     fig = bench.figure(per_set, ["a", "b", "c"])
     assert fig == pytest.approx(100 * np.mean([1.0, np.mean([boxes[k] for k in bench.FIGURE_KEYS])]))
+
+
+def test_example_grid_draws_one_cell_per_set_and_variant(tmp_path):
+    """--figure: measure() keeps the middle prompted frame of the first clip; the grid has a row per set and a column
+    per variant, with the mask in red and the pasted pixels' outline in green."""
+    import cv2
+
+    clip, _ = planted_disc()
+    examples = {"a": {}, "b": {}}
+    for s in examples:
+        for name, seg in (("exact", ExactSegmenter()), ("boxes", FilledBoxSegmenter())):
+            bench.measure(seg, [clip], example=examples[s].setdefault(name, {}))
+    assert examples["a"]["exact"]["title"] == "base frame 2"  # frames 1-3 prompted: the middle one
+    assert np.array_equal(examples["a"]["exact"]["mask"], clip.object_mask(2))
+    path = tmp_path / "grid.png"
+    bench.example_grid(examples, str(path), zoom=1)
+    image = cv2.imread(str(path))[..., ::-1]
+    cell_h, cell_w = image.shape[0] // 2, image.shape[1] // 2
+    assert image.shape[0] == 2 * cell_h and image.shape[1] == 2 * cell_w
+    reddish = (image[..., 0] > image[..., 1] + 40) & (image[..., 0] > image[..., 2] + 40)
+    green = (image[..., 1] == 255) & (image[..., 0] == 0)
+    for r in range(2):
+        for c in range(2):
+            cell = (slice(r * cell_h, (r + 1) * cell_h), slice(c * cell_w, (c + 1) * cell_w))
+            assert reddish[cell].any() and green[cell].any()
