@@ -133,7 +133,7 @@ def example_grid(examples: dict, path: str, zoom: int = 2) -> None:
         for c, img in enumerate(row):
             if img is not None:
                 canvas[r * size[0]:r * size[0] + img.shape[0], c * size[1]:c * size[1] + img.shape[1]] = img
-    cv2.imwrite(path, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(path, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
 def figure(per_set: dict, sets) -> float:
