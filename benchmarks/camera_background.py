@@ -70,10 +70,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--warps", default="ped2_low,ped2_oblique",
                     help="simulated other cameras (comma separated) whose disagreement share is printed")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
-    args, extra = ap.parse_known_args(argv)
-    bad = [o for o in extra if o.startswith("-")]
-    if bad:
-        ap.error(f"unknown option(s) {bad}; extra arguments must be Hydra overrides")
+    from tao_lab.config import parse_with_overrides
+
+    args, extra = parse_with_overrides(ap, argv, "detector.background.max_disagreement=0.3")
     if not Path(args.ped2_dir).is_dir():
         ap.error(f"Ped2 folder not found: {args.ped2_dir}; pass --ped2-dir ../shared/datasets/ucsd_ped2")
 

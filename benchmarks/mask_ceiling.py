@@ -271,10 +271,9 @@ def main(argv=None) -> list[dict]:
                          "camera row is named <segmenter>@clip / <segmenter>@camera, a camera background is fitted "
                          "on the training clips")
     ap.add_argument("--json", default=None, help="also write every row and key to this JSON file")
-    args, extra = ap.parse_known_args(argv)
-    bad = [o for o in extra if o.startswith("-")]
-    if bad:
-        ap.error(f"unknown option(s) {bad}; extra arguments must be Hydra overrides such as scorer=attribute_speed")
+    from tao_lab.config import parse_with_overrides
+
+    args, extra = parse_with_overrides(ap, argv, "scorer=attribute_speed")
     if any(o.lstrip("+~").startswith("segmenter") for o in extra):
         ap.error("choose segmenters with --segmenters, not a segmenter override (every row uses each segmenter's "
                  "own config)")

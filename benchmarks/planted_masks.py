@@ -157,10 +157,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--figure", default=None,
                     help="also write a PNG: per set (rows) and variant (columns) one example frame around the object, "
                          "the pasted pixels outlined in green, the variant's mask in red")
-    args, extra = ap.parse_known_args(argv)
-    bad = [o for o in extra if o.startswith("-")]
-    if bad:
-        ap.error(f"unknown option(s) {bad}; extra arguments must be Hydra overrides")
+    from tao_lab.config import parse_with_overrides
+
+    args, extra = parse_with_overrides(ap, argv, "segmenter.background.scope=clip")
     if not Path(args.data_dir).is_dir():
         ap.error(f"Ped2 folder not found: {args.data_dir}; pass --data-dir ../shared/datasets/ucsd_ped2")
 

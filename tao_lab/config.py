@@ -39,3 +39,13 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
     return obj
+
+
+def parse_with_overrides(parser, argv: Optional[Sequence[str]] = None, example: str = "scorer=attribute_speed"):
+    """``(args, overrides)`` of a script that takes its own ``--options`` plus Hydra overrides (``key=value``,
+    ``group=option``); an unknown ``--option`` stops the script with a message instead of becoming an override."""
+    args, extra = parser.parse_known_args(argv)
+    bad = [o for o in extra if o.startswith("-")]
+    if bad:
+        parser.error(f"unknown option(s) {bad}; extra arguments must be Hydra overrides such as {example}")
+    return args, extra

@@ -121,3 +121,19 @@ def test_example_grid_draws_one_cell_per_set_and_variant(tmp_path):
         for c in range(2):
             cell = (slice(r * cell_h, (r + 1) * cell_h), slice(c * cell_w, (c + 1) * cell_w))
             assert reddish[cell].any() and green[cell].any()
+
+
+def test_benchmark_options_and_overrides_are_told_apart(capsys):
+    """The benchmarks' shared parser: --options are theirs, key=value are Hydra overrides, an unknown --option stops
+    with a message naming it."""
+    import argparse
+
+    from tao_lab.config import parse_with_overrides
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--num-clips", type=int, default=16)
+    args, extra = parse_with_overrides(ap, ["--num-clips", "3", "segmenter.background.scope=clip"])
+    assert args.num_clips == 3 and extra == ["segmenter.background.scope=clip"]
+    with pytest.raises(SystemExit):
+        parse_with_overrides(ap, ["--frames", "3"], "segmenter.background.scope=clip")
+    assert "unknown option(s) ['--frames']" in capsys.readouterr().err

@@ -85,6 +85,19 @@ def parts_of(scorer, track, name):
     return scorer.object_parts(objs, feats)[name]
 
 
+def reloaded(scorer, tmp_path, objs=None, feats=None, num_frames=40):
+    """The scorer saved and loaded back; with objects, also checks the loaded one scores them identically."""
+    from tao_lab.scorer import AttributeScorer
+
+    path = tmp_path / "scorer.ckpt"
+    scorer.save_checkpoint(path)
+    loaded = AttributeScorer.load_from_checkpoint(path)
+    if objs is not None:
+        assert np.array_equal(loaded.score_clip(objs, feats, num_frames).objects.score,
+                              scorer.score_clip(objs, feats, num_frames).objects.score)
+    return loaded
+
+
 def test_expected_height_is_robust_to_merged_groups_and_fragments():
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 1, (2000, 2))
@@ -214,11 +227,8 @@ def test_sum_excess_fusion_subtracts_each_groups_training_baseline(tmp_path):
     assert res.objects.score.max() > 0  # the fast far-away object stands out
     ref = summed.score_clip(objs, feats, 40)
     assert np.allclose(ref.objects.score, sum(groups), atol=1e-4)  # the same parts, the plain sum
-    path = tmp_path / "scorer.ckpt"
-    scorer.save_checkpoint(path)
-    loaded = AttributeScorer.load_from_checkpoint(path)
+    loaded = reloaded(scorer, tmp_path, objs, feats)
     assert loaded.fusion == "sum_excess" and np.array_equal(loaded.fusion__baseline.numpy(), base)
-    assert np.array_equal(loaded.score_clip(objs, feats, 40).objects.score, res.objects.score)
     with pytest.raises(ValueError, match="fusion_baseline"):
         AttributeScorer(fusion="sum_excess", fusion_baseline=120)
 
@@ -253,9 +263,7 @@ def test_frame_level_fusion_baseline_is_the_percentile_of_each_training_frames_h
     p = res.parts
     groups = [np.maximum(p["speed_place"], p["speed_rel"]), p["size"]]
     assert np.allclose(res.objects.score, sum(np.clip(g - b, 0, None) for g, b in zip(groups, base)), atol=1e-5)
-    path = tmp_path / "scorer.ckpt"
-    by_frame.save_checkpoint(path)
-    loaded = AttributeScorer.load_from_checkpoint(path)
+    loaded = reloaded(by_frame, tmp_path, objs, feats)
     assert loaded.fusion_baseline_level == "frame" and np.array_equal(loaded.fusion__baseline.numpy(), base)
     with pytest.raises(ValueError, match="fusion_baseline_level"):
         AttributeScorer(fusion="sum_excess", fusion_baseline_level="clip")
@@ -269,11 +277,7 @@ def test_unknown_fusion_is_refused():
 
 
 def test_every_scene_model_round_trips_through_the_checkpoint(fitted, tmp_path):
-    from tao_lab.scorer import AttributeScorer
-
-    path = tmp_path / "scorer.ckpt"
-    fitted.save_checkpoint(path)
-    loaded = AttributeScorer.load_from_checkpoint(path)
+    loaded = reloaded(fitted, tmp_path)
     objs, feats, n = normal_clip(77)
     a, b = fitted.score_clip(objs, feats, n), loaded.score_clip(objs, feats, n)
     for name in SCENE_ATTRIBUTES:
@@ -358,11 +362,8 @@ def test_reliability_weights_follow_each_groups_noise_on_held_out_training_clips
     groups = [np.maximum(p["speed_place"], p["speed_rel"]), p["size"]]
     assert np.allclose(res.objects.score, sum(w * np.clip(g - b, 0, None) for w, g, b in zip(weight, groups, base)),
                        atol=1e-5)
-    path = tmp_path / "scorer.ckpt"
-    scorer.save_checkpoint(path)
-    loaded = AttributeScorer.load_from_checkpoint(path)
+    loaded = reloaded(scorer, tmp_path, objs, feats)
     assert loaded.fusion_weights == "reliability" and np.array_equal(loaded.fusion__weight.numpy(), weight)
-    assert np.array_equal(loaded.score_clip(objs, feats, 40).objects.score, res.objects.score)
     with pytest.raises(ValueError, match="sum_excess"):
         AttributeScorer(fusion="sum", fusion_weights="reliability")
     with pytest.raises(ValueError, match="fusion_weights"):
