@@ -40,7 +40,7 @@ from typing import Any, Optional, Sequence
 MAIN_METRICS = ("test/frame_auc_micro", "test/frame_auc_macro", "test/pixel_auroc", "test/pixel_ap",
                 "test/pixel_aupro@0.3", "test/pixel_f1_max", "test/pixel_auroc_tao", "test/pixel_ap_tao",
                 "test/pixel_aupro_tao", "test/pixel_f1_tao", "test/object_rbdc", "test/object_tbdc",
-                "val/frame_auc_mean", "val/object_rbdc", "val/object_tbdc")
+                "val/frame_auc_mean", "val/object_rbdc", "val/object_tbdc", "val/pixel_ap")
 
 
 def _parse_override(line: str) -> Optional[tuple[str, str]]:

@@ -281,6 +281,7 @@ class Pipeline:
 
     def segmentation(self, clip: Clip, scores: Optional[ObjectScores] = None) -> Segmentation:
         """The clip's masks and pixel scores; ``scores`` may be passed when the caller already holds them."""
+        self._downstream_caches()  # the segment cache's key needs the fitted scorer (a clear error when unfitted)
         held = [scores]
 
         def upstream_scores():  # loaded at most once, shared by the segmenter and the prompts

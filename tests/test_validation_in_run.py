@@ -23,7 +23,8 @@ def test_in_run_figure_is_the_validation_cli_figure(tmp_path, capsys):
     m = got.metrics
     names = [p.name for p in DEFAULT_PLANTS]
     assert set(m) == {f"val/frame_auc_{n}" for n in names} | {"val/frame_auc_mean", "val/object_rbdc",
-                                                              "val/object_tbdc", "val/clips", "time/validation_s"}
+                                                              "val/object_tbdc", "val/pixel_ap", "val/pixel_f1_max",
+                                                              "val/pixel_auroc", "val/clips", "time/validation_s"}
     assert m["val/clips"] == 2 and "2 training clips" in got.note
     assert m["val/frame_auc_walker_fast"] > 0.9  # a fast planted walker is found
     assert 0.3 < m["val/object_rbdc"] <= 1 and 0.3 < m["val/object_tbdc"] <= 1
@@ -43,6 +44,42 @@ def test_in_run_figure_is_the_validation_cli_figure(tmp_path, capsys):
     trained = run_task(compose("train", PLANTED, tmp_path), train_task)
     assert {k: v for k, v in trained.items() if k.startswith("val/")} == \
         {k: v for k, v in m.items() if k.startswith("val/")}
+
+
+def test_val_pixel_metrics_match_sklearn_on_the_planted_pixels(tmp_path):
+    """val/pixel_ap and val/pixel_auroc recomputed independently: each fold's segmentation of its planted copy (the
+    run's pipeline fitted on the other training clips), every pixel of every frame pooled, the planted object's
+    pasted pixels on its labelled frames as positives, sklearn's average precision and ROC AUC."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.validation.in_run import cached_planted_clips, plant_specs, validation_metrics
+    from tao_lab.validation.protocol import planting_pipeline
+
+    cfg = compose("eval", PLANTED, tmp_path)
+    train = load_dataset(cfg).train
+    m = validation_metrics(cfg, train, "synthetic", show_progress=False).metrics
+    specs = plant_specs(cfg.validation)
+    planted = cached_planted_clips(train, planting_pipeline(cfg), specs, 0, False)
+    scores, truth = [], []
+    for v in range(len(train)):
+        clip = planted[specs[v % len(specs)].name][v]
+        fold = Pipeline(cfg)
+        fold.set_camera_clips(train)
+        fold.fit_scorer([c for u, c in enumerate(train) if u != v])
+        maps = np.asarray(fold.segmentation(clip).score_maps, np.float32)
+        for i in range(clip.num_frames):
+            scores.append(maps[i].ravel())
+            truth.append((clip.object_mask(i) & bool(clip.labels[i])).ravel())
+    scores, truth = np.concatenate(scores), np.concatenate(truth)
+    assert truth.any() and (scores[truth] > 0).any()
+    assert m["val/pixel_ap"] == pytest.approx(average_precision_score(truth, scores), abs=1e-6)
+    assert m["val/pixel_auroc"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-6)
+    assert 0 < m["val/pixel_f1_max"] <= 1
+    # pixel: false leaves them out (object metrics stay)
+    off = validation_metrics(compose("eval", [*PLANTED, "validation.pixel=false"], tmp_path), train, "synthetic",
+                             show_progress=False).metrics
+    assert "val/pixel_ap" not in off and off["val/object_rbdc"] == m["val/object_rbdc"]
 
 
 def _with_test_gt(real_load, mode: str):
@@ -74,7 +111,8 @@ def test_val_metrics_do_not_change_when_test_labels_are_removed_or_scrambled(tmp
         runs[mode] = run_task(compose("eval", overrides, tmp_path / mode), evaluate)
     val = {mode: {k: v for k, v in m.items() if k.startswith("val/")} for mode, m in runs.items()}
     assert set(val["original"]) == {"val/frame_auc_fast", "val/frame_auc_mean", "val/object_rbdc",
-                                    "val/object_tbdc", "val/clips"}
+                                    "val/object_tbdc", "val/pixel_ap", "val/pixel_f1_max", "val/pixel_auroc",
+                                    "val/clips"}
     assert val["removed"] == val["original"] and val["scrambled"] == val["original"]
     # the test side did see the change
     assert "test/frame_auc_micro" not in runs["removed"]

@@ -17,6 +17,11 @@ Metrics (config group ``validation``, configs/validation/planted.yaml):
   box (alpha > 0.5, clipped to the frame; regions smaller than ``metrics.gt_min_area`` pixels dropped), on one
   planted copy per held-out clip: clip v carries planted set number v mod the number of sets. Every other object
   the run flags on that clip is a false positive, so these move with the threshold and the prompt filter;
+- ``val/pixel_ap``, ``val/pixel_f1_max``, ``val/pixel_auroc`` (``pixel: true``): the standard pixel metrics of the
+  run's masks and pixel scores (pooled over every frame of those same planted copies, exact) against the planted
+  object's pasted pixels on its labelled frames (:meth:`~tao_lab.validation.planted.PlantedClip.object_mask`): the
+  masks' and pixel scores' figure without a test label; every other object the run segments there is a false
+  positive, as for RBDC;
 - ``val/clips`` (held-out clips) and ``time/validation_s`` (the extra cost).
 """
 from __future__ import annotations
@@ -130,6 +135,14 @@ def cached_planted_clips(train: Sequence[Clip], pipe, specs: Sequence, seed: int
     return planted
 
 
+def add_planted_pixels(pixel, clip, score_maps: np.ndarray) -> None:
+    """Feeds ``pixel`` (a PixelMetrics) every frame of a planted clip: the run's pixel scores against the planted
+    object's pasted pixels on its labelled frames (no anomalous pixel elsewhere)."""
+    empty = np.zeros((clip.height, clip.width), bool)
+    for i in range(clip.num_frames):
+        pixel.update(np.asarray(score_maps[i], np.float32), clip.object_mask(i) if clip.labels[i] else empty)
+
+
 @contextlib.contextmanager
 def _quiet(name: str, level: int = logging.WARNING):
     """One fold after the other logs its threshold fit: keep those lines out of the run log."""
@@ -147,7 +160,7 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     """The run's ``val/`` metrics on its TRAINING clips ``train`` (see the module docstring), or a note saying why
     there are none (``validation=none``, fewer than two training clips, a scorer trained with a Lightning Trainer,
     the gt_gating oracle, nowhere to plant an object)."""
-    from tao_lab.metrics import frame_metrics, rbdc_tbdc
+    from tao_lab.metrics import PixelMetrics, frame_metrics, rbdc_tbdc
     from tao_lab.pipeline import Pipeline, progress
     from tao_lab.scorer.base import scorer_class
     from tao_lab.validation.protocol import planting_pipeline
@@ -181,6 +194,7 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     specs = plant_specs(vcfg)
     seed = int(vcfg.get("seed", 0))
     want_object = bool(vcfg.get("object", True))
+    want_pixel = want_object and bool(vcfg.get("pixel", True))
     pipe = Pipeline(cfg)
     pipe.set_camera_clips(train)  # scope=camera: each clip (and its plants) left out of its own camera background
     try:
@@ -195,6 +209,7 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
 
     frame_scores: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
     gt_regions, detections = {}, {}
+    pixel = PixelMetrics() if want_pixel else None
     min_area = float(cfg.metrics.get("gt_min_area", 20))
     with _quiet("tao_lab.pipeline"):
         for v in progress(range(len(train)), "validation folds", show):
@@ -207,7 +222,12 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
                 scores = fold.scores(clip)
                 frame_scores[spec.name].append(np.asarray(scores.frame_scores, np.float64))
                 if want_object and clip is object_clips[v]:
-                    detections[clip.clip_id] = fold.segment_objects(clip, scores)
+                    if pixel is None:
+                        detections[clip.clip_id] = fold.segment_objects(clip, scores)
+                    else:  # the whole segmentation (cached like the run's own): its score maps too
+                        segmentation = fold.segmentation(clip, scores)
+                        detections[clip.clip_id] = segmentation.objects
+                        add_planted_pixels(pixel, clip, segmentation.score_maps)
                     gt_regions[clip.clip_id] = planted_box_table(clip, min_area)
 
     metrics: dict[str, float] = {}
@@ -219,10 +239,15 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
         obj = rbdc_tbdc(gt_regions, detections, num_frames=sum(c.num_frames for c in object_clips),
                         group_ties=bool(cfg.metrics.get("group_ties", False)))
         metrics["val/object_rbdc"], metrics["val/object_tbdc"] = float(obj["rbdc"]), float(obj["tbdc"])
+    if pixel is not None:
+        px = pixel.compute(fpr_limit=float(cfg.metrics.get("fpr_limit", 0.3)))
+        metrics.update({"val/pixel_ap": float(px["ap"]), "val/pixel_f1_max": float(px["f1_max"]),
+                        "val/pixel_auroc": float(px["auroc"])})
     metrics["val/clips"] = float(len(train))
     seconds = time.perf_counter() - start
     metrics["time/validation_s"] = round(seconds, 3)
-    what = "frame AUC per planted set" + (" + RBDC/TBDC on the planted objects" if want_object else "")
+    what = "frame AUC per planted set" + (" + RBDC/TBDC on the planted objects" if want_object else "") + \
+        (" + pixel metrics on their pasted pixels" if want_pixel else "")
     note = (f"val/: {what}, leave-one-clip-out on the {len(train)} training clips of {dataset_name} with "
             f"{len(specs)} planted sets (seed {seed}; test clips not read), {seconds:.1f} s")
     log.info(note)
