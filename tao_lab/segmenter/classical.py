@@ -23,7 +23,10 @@ puts the most certain pixels first (precision, AP). Pixels of the box that the f
 clothing, shadow-suppressed parts) are less likely object but far more likely than the background, so they come
 after the object's mask and before the background: AUROC/AUPRO, which reward covering every GT region, keep the
 coverage of the filled box. The object score stays the dominant (cross-object) factor. Chosen by this principle
-and checked on the synthetic dataset, never tuned on test labels.
+and checked on the synthetic dataset, never tuned on test labels. The configured default turns the soft margin off
+(``box_score: 0``, configs/segmenter/classical.yaml): on the runs' planted training-clip objects (val/pixel_*) the
+margins of high-scoring objects outranked the masks of lower-scoring true ones, costing AP and F1 more than the
+coverage they bought.
 """
 from __future__ import annotations
 
