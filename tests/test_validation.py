@@ -138,3 +138,29 @@ def test_plants_are_cut_from_per_clip_background_tracks_whatever_the_detectors_s
     assert planter.caches["detect"].key == planting_pipeline(clip).caches["detect"].key
     hybrid = planting_pipeline(compose_cfg("eval", ["detector=hybrid", "detector.background.background.scope=camera"]))
     assert hybrid.cfg.detector.background.background.scope == "clip"
+
+
+def test_cut_threshold_keeps_the_faint_parts_of_a_walker():
+    """A donor object with a strong body (60 grey levels above the background) and a faint arm (12 above): cut at 20
+    grey levels the sprite is the body alone, at 8 it has the arm too; the validation config's cut_threshold reaches
+    every planted set, and a non-positive one is refused."""
+    from omegaconf import OmegaConf
+
+    from tao_lab.types import ObjectTable
+    from tao_lab.validation.in_run import plant_specs
+    from helpers import ArrayClip
+
+    frames = np.full((9, 60, 80, 3), 100, np.uint8)
+    frames[4, 10:40, 30:42] = 160  # the body, on one frame only (the median background stays 100)
+    frames[4, 15:20, 42:50] = 112  # the arm
+    donor = ArrayClip(frames, "donor")
+    objects = ObjectTable.build(np.array([4]), np.array([[30, 10, 50, 40]], float))
+    _, strong = cut_walker(donor, objects, np.random.default_rng(0), min_height=0.1, max_height=0.9)
+    _, faint = cut_walker(donor, objects, np.random.default_rng(0), min_height=0.1, max_height=0.9, threshold=8)
+    assert strong[5:10, 14:20].max() < 0.5 and faint[5:10, 14:20].min() > 0.5  # the arm's pixels (box-relative)
+    assert (strong > 0.5).sum() < (faint > 0.5).sum()
+    specs = plant_specs(OmegaConf.create({"plants": None, "cut_threshold": 8}))
+    assert specs and all(s.cut_threshold == 8.0 for s in specs)
+    assert all(s.cut_threshold == 20.0 for s in plant_specs(OmegaConf.create({"plants": None})))
+    with pytest.raises(ValueError, match="cut_threshold must be > 0"):
+        PlantSpec("x", "walker", (1.0, 2.0), cut_threshold=0)

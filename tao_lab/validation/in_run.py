@@ -51,12 +51,21 @@ class InRunValidation:
 
 
 def plant_specs(vcfg: DictConfig) -> tuple:
-    """The planted sets of the ``validation`` config: ``plants: null`` = the protocol's DEFAULT_PLANTS."""
+    """The planted sets of the ``validation`` config: ``plants: null`` = the protocol's DEFAULT_PLANTS; a
+    ``cut_threshold`` other than null applies to every set."""
+    import dataclasses
+
     from tao_lab.validation.protocol import DEFAULT_PLANTS, PlantSpec
 
+    cut = vcfg.get("cut_threshold")
     plants = vcfg.get("plants")
-    if plants is None:
-        return DEFAULT_PLANTS
+    specs = DEFAULT_PLANTS if plants is None else _configured_plants(plants, PlantSpec)
+    if cut is not None:
+        specs = tuple(dataclasses.replace(s, cut_threshold=float(cut)) for s in specs)
+    return specs
+
+
+def _configured_plants(plants, PlantSpec) -> tuple:
     specs = []
     for p in OmegaConf.to_container(plants, resolve=True):
         if not isinstance(p, dict) or not {"name", "kind", "speed"} <= set(p):

@@ -29,13 +29,16 @@ class PlantSpec:
 
     name: label of the set in reports; kind: "walker" | "box"; speed: (lo, hi) px/frame, drawn uniformly;
     duration: (lo, hi) frames the object is pasted for, drawn uniformly (at most half the clip; shortened where it
-        leaves the frame).
+        leaves the frame);
+    cut_threshold: a walker is cut from its donor frame where it differs from the donor's background by more than
+        this many grey levels (lower: the planted object keeps fainter parts).
     """
 
     name: str
     kind: str
     speed: tuple[float, float]
     duration: tuple[int, int] = (40, 80)
+    cut_threshold: float = 20.0
 
     def __post_init__(self):
         if self.kind not in ("walker", "box"):
@@ -44,6 +47,8 @@ class PlantSpec:
             raise ValueError(f"plant {self.name!r}: speed must be (lo, hi) with 0 < lo <= hi, got {self.speed}")
         if not 1 <= self.duration[0] <= self.duration[1]:
             raise ValueError(f"plant {self.name!r}: duration must be (lo, hi) with 1 <= lo <= hi")
+        if not self.cut_threshold > 0:
+            raise ValueError(f"plant {self.name!r}: cut_threshold must be > 0 grey levels, got {self.cut_threshold}")
 
 
 class PlantedClip(Clip):
@@ -99,9 +104,11 @@ def _median_background(clip: Clip, samples: int = 40) -> np.ndarray:
 
 
 def cut_walker(donor: Clip, objects: ObjectTable, rng: np.random.Generator,
-               min_height: float = 0.08, max_height: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
+               min_height: float = 0.08, max_height: float = 0.35, threshold: float = 20.0
+               ) -> tuple[np.ndarray, np.ndarray]:
     """A foreground cut-out (sprite uint8 (h,w,3), alpha float (h,w)) of one single upright object of ``donor``:
-    a detection taller than wide (1.3-4x), ``min_height``-``max_height`` of the frame high, mostly foreground."""
+    a detection taller than wide (1.3-4x), ``min_height``-``max_height`` of the frame high, mostly foreground; its
+    pixels are those differing from the donor's median background by more than ``threshold`` grey levels."""
     if len(objects) == 0:
         raise ValueError(f"donor clip {donor.clip_id} has no objects to cut a sprite from")
     wh = objects.xyxy[:, 2:] - objects.xyxy[:, :2]
@@ -119,7 +126,7 @@ def cut_walker(donor: Clip, objects: ObjectTable, rng: np.random.Generator,
         frame = donor.frame(int(objects.frame[j]))
         crop = frame[y1:y2, x1:x2]
         diff = np.abs(crop.astype(np.float32) - bg[y1:y2, x1:x2]).max(axis=2)
-        mask = cv2.morphologyEx((diff > 20).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+        mask = cv2.morphologyEx((diff > threshold).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
         if mask.mean() < 0.3:
             continue
         alpha = cv2.GaussianBlur(mask.astype(np.float32), (3, 3), 0)
@@ -171,7 +178,7 @@ def plant(base: Clip, spec: PlantSpec, reference: ObjectTable, donor: Optional[t
     if spec.kind == "walker":
         if donor is None:
             raise ValueError("a walker plant needs a donor clip")
-        sprite, alpha = cut_walker(donor[0], donor[1], rng)
+        sprite, alpha = cut_walker(donor[0], donor[1], rng, threshold=spec.cut_threshold)
     feet = np.stack([centres, bottoms], axis=1).astype(np.float64)
     x1, y1, x2, y2 = reference.xyxy.T
     # where objects come in: reference boxes touching the frame border (fallback: anywhere)
