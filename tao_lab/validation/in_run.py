@@ -55,17 +55,20 @@ def plant_specs(vcfg: DictConfig) -> tuple:
     ``cut_threshold`` other than null applies to every set."""
     import dataclasses
 
-    from tao_lab.validation.protocol import DEFAULT_PLANTS, PlantSpec
+    from tao_lab.validation.protocol import DEFAULT_PLANTS
 
     cut = vcfg.get("cut_threshold")
     plants = vcfg.get("plants")
-    specs = DEFAULT_PLANTS if plants is None else _configured_plants(plants, PlantSpec)
+    specs = DEFAULT_PLANTS if plants is None else _configured_plants(plants)
     if cut is not None:
         specs = tuple(dataclasses.replace(s, cut_threshold=float(cut)) for s in specs)
     return specs
 
 
-def _configured_plants(plants, PlantSpec) -> tuple:
+def _configured_plants(plants) -> tuple:
+    """The ``validation.plants`` list as PlantSpecs (each entry: name, kind, speed, optional duration)."""
+    from tao_lab.validation.protocol import PlantSpec
+
     specs = []
     for p in OmegaConf.to_container(plants, resolve=True):
         if not isinstance(p, dict) or not {"name", "kind", "speed"} <= set(p):
