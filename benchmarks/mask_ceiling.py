@@ -90,10 +90,8 @@ def oracle_prompts(gt_tracks: ObjectTable, score: float = 1.0) -> Prompts:
     if not len(gt_tracks):
         return Prompts.empty()
     order = np.lexsort((gt_tracks.track_id, gt_tracks.frame))
-    boxes = gt_tracks.xyxy[order]
-    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
-    return Prompts(gt_tracks.frame[order], gt_tracks.track_id[order] + 1, boxes, centres,
-                   np.full(len(order), score, np.float32))
+    return Prompts.from_boxes(gt_tracks.frame[order], gt_tracks.track_id[order] + 1, gt_tracks.xyxy[order],
+                              np.full(len(order), score, np.float32))
 
 
 def oracle_flags(objects: ObjectTable, gt_tracks: ObjectTable, min_iou: float = 0.1) -> np.ndarray:

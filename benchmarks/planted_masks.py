@@ -59,12 +59,8 @@ def plant_prompts(clip, min_area: int = 20):
         masks[int(i)] = mask
         frames.append(int(i))
         boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-    if not frames:
-        return Prompts.empty(), masks
-    boxes = np.asarray(boxes, np.float32)
-    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
     n = len(frames)
-    return Prompts(np.asarray(frames), np.ones(n, np.int64), boxes, centres, np.ones(n, np.float32)), masks
+    return Prompts.from_boxes(frames, np.ones(n, np.int64), boxes, np.ones(n, np.float32)), masks
 
 
 def measure(segmenter, planted: list, boundary_tol: float = 2.0, example: Optional[dict] = None) -> dict:
@@ -177,6 +173,9 @@ def main(argv=None) -> dict:
         if not variants or not all(isinstance(v, list) for v in variants.values()):
             ap.error(f"{args.variants}: expected a mapping {{name: [overrides]}}")
     sets = args.sets.split(",") if args.sets else list(BEHAVIOURS)
+    unknown = [s for s in sets if s not in BEHAVIOURS]
+    if unknown or not sets:
+        ap.error(f"--sets: unknown planted set(s) {unknown}; known: {','.join(BEHAVIOURS)}")
     base = ["progress=false", *extra]
     cfg = compose_config(base)
     start = time.perf_counter()

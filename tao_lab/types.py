@@ -215,6 +215,13 @@ class Prompts:
     def empty(cls) -> "Prompts":
         return cls(np.zeros(0), np.zeros(0), np.zeros((0, 4)), np.zeros((0, 2)), np.zeros(0))
 
+    @classmethod
+    def from_boxes(cls, frame, obj_id, xyxy, score) -> "Prompts":
+        """Box prompts whose positive point is the box centre."""
+        xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
+        centres = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2], axis=1)
+        return cls(frame, obj_id, xyxy, centres, score)
+
     def __len__(self) -> int:
         return len(self.frame)
 

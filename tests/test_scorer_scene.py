@@ -419,3 +419,27 @@ def test_clip_prior_makes_a_crowded_new_path_normal_but_not_a_lone_walker_there(
         AttributeScorer(attributes={"speed": {**SCENE_ATTRIBUTES["speed_rel"], "clip_prior": 10}})
     with pytest.raises(ValueError, match="clip_prior must be > 0"):
         AttributeScorer(attributes={"place": {**SCENE_ATTRIBUTES["place"], "clip_prior": 0}})
+
+
+def test_sum_excess_checkpoint_written_before_group_weights_loads_with_equal_weights(tmp_path):
+    """A sum_excess checkpoint without ``fusion__weight`` (written before fusion_weights existed) loads with every
+    group weighing 1 and scores exactly as the scorer that wrote it."""
+    import torch
+
+    from tao_lab.scorer import AttributeScorer
+
+    attrs = {k: SCENE_ATTRIBUTES[k] for k in ("speed_place", "size")}
+    scorer = AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum_excess").fit_clips(
+        [normal_clip(s) for s in range(3)])
+    path = tmp_path / "old.ckpt"
+    scorer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["state_dict"]["fusion__weight"]
+    for key in ("fusion_weights", "fusion_reliability_percentile"):
+        ckpt["hyper_parameters"].pop(key)
+    torch.save(ckpt, path)
+    loaded = AttributeScorer.load_from_checkpoint(path)
+    assert loaded.fusion_weights == "equal" and np.array_equal(loaded.fusion__weight.numpy(), [1.0, 1.0])
+    objs, feats = make_track(9013, 0.2, 0.52, 30, speed_rel=0.2)
+    assert np.array_equal(loaded.score_clip(objs, feats, 40).objects.score,
+                          scorer.score_clip(objs, feats, 40).objects.score)

@@ -30,9 +30,9 @@ standing in one of them is then half-absorbed): three or more training clips are
 """
 from __future__ import annotations
 
+import copy
 import logging
 import threading
-import copy
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np

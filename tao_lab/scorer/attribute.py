@@ -445,6 +445,7 @@ class AttributeScorer(ObjectScorer):
                         "fitted on the others); every group weighs 1")
             reliability = False
         held_out: dict[str, np.ndarray] = {}
+        context = (video, keyed.track_id)  # clip and track of every training row (clip_prior models, held-out fits)
         for name, s in self.specs.items():
             x = np.concatenate([self._inputs(name, it[0], f) for f, it in zip(feats, items)])
             xy = (np.concatenate([self._footprints(name, f, len(it[0])) for f, it in zip(feats, items)])
@@ -458,7 +459,6 @@ class AttributeScorer(ObjectScorer):
                 log.warning("attribute %r: leave-one-video-out calibration needs >= 2 training clips; "
                             "falling back to in-sample calibration", name)
                 loo = False
-            context = (video, keyed.track_id)
             if loo:
                 raw = self._held_out_raw(name, model, kept, x, xy, context)
             elif s["model"] == "knn" and not s["by_place"]:
