@@ -84,6 +84,9 @@ _ATTR_DEFAULTS: dict[str, Any] = {
     "direction_prior": 20.0,    # direction: pseudo-objects with the scene's directions added to every cell
     "clip_prior": None,         # occupancy, direction: None = off; else the scored clip's other tracks join the
                                 # training model, which counts as this many objects (tao_lab.scorer.scene)
+    "footprint_edge": None,     # None = off; else objects whose box bottom lies within this fraction of the frame
+                                # height of its bottom edge have no value for the attribute (not fitted, score 0):
+                                # the frame cuts off their feet, so the footprint is not where they stand
     "group": None,              # fusion group (default: the attribute's name): max within a group, sum across
 }
 
@@ -104,7 +107,8 @@ class AttributeScorer(ObjectScorer):
         attributes: {name: spec}; spec keys (all optional, see ``_ATTR_DEFAULTS``): feature, columns, model
             (gmm|knn|class|occupancy|direction), components, covariance, tail (density|upper), k, metric
             (sqeuclidean|euclidean), max_bank, calibration (loo|in_sample), upper_percentile, weight, track_window,
-            by_place, grid, place_prior, place_quantile, occupancy_sigma, min_speed, direction_prior, group.
+            by_place, grid, place_prior, place_quantile, occupancy_sigma, min_speed, direction_prior, clip_prior,
+            footprint_edge, group.
             None = :data:`DEFAULT_ATTRIBUTES` (the speed + appearance set of ``configs/scorer/attribute_speed.yaml``;
             the configured default, ``attribute.yaml``, adds the scene attributes, which need the place feature).
         frame_sigma: Gaussian smoothing of the frame scores along time (frames; 0 = none).
@@ -174,6 +178,9 @@ class AttributeScorer(ObjectScorer):
                 if not float(s["clip_prior"]) > 0:
                     raise ValueError(f"attribute {name!r}: clip_prior must be > 0 (a number of objects) or null "
                                      f"(off), got {s['clip_prior']!r}")
+            if s["footprint_edge"] is not None and not 0.0 <= float(s["footprint_edge"]) < 0.5:
+                raise ValueError(f"attribute {name!r}: footprint_edge must be a fraction of the frame height in "
+                                 f"[0, 0.5) or null (off), got {s['footprint_edge']!r}")
             self.specs[name] = s
         self.frame_sigma = float(frame_sigma)
         self.frame_reduce = frame_reduce
@@ -256,10 +263,17 @@ class AttributeScorer(ObjectScorer):
         return {**features, **derived}
 
     def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The attribute's (N, D) input: the objects' class column for ``model: class``, else its feature."""
-        if self.specs[name]["model"] == "class":
+        """The attribute's (N, D) input: the objects' class column for ``model: class``, else its feature; NaN rows
+        (no value: not fitted, scored 0) for the objects the spec's ``footprint_edge`` leaves out."""
+        s = self.specs[name]
+        if s["model"] == "class":
             return objects.cls.astype(np.float64)[:, None]
-        return self._matrix(name, features, len(objects))
+        x = self._matrix(name, features, len(objects))
+        if s["footprint_edge"] is not None and len(x):
+            cut = scene.place_columns(features, len(objects))[:, 1] >= 1.0 - float(s["footprint_edge"])
+            if cut.any():
+                x = np.where(cut[:, None], np.nan, x.astype(np.float64))
+        return x
 
     def _matrix(self, name: str, features: Mapping[str, np.ndarray], n: int) -> np.ndarray:
         s = self.specs[name]
