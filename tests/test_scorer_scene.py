@@ -443,3 +443,50 @@ def test_sum_excess_checkpoint_written_before_group_weights_loads_with_equal_wei
     objs, feats = make_track(9013, 0.2, 0.52, 30, speed_rel=0.2)
     assert np.array_equal(loaded.score_clip(objs, feats, 40).objects.score,
                           scorer.score_clip(objs, feats, 40).objects.score)
+
+
+def _walking_out_at_the_bottom(track_id, frames=40):
+    """A walker heading down the image until the frame's bottom edge cuts it: from there on its box ends at the
+    edge (foot y 1.0, as PlaceFeature clips it) instead of at its feet."""
+    objs, feats = make_track(track_id, 0.5, 0.8, frames, speed_rel=0.08, direction=np.pi / 2)
+    place = feats["place"].copy()
+    place[:, 1] = np.minimum(place[:, 1], 1.0)
+    xyxy = objs.xyxy.copy()
+    xyxy[:, 3] = np.minimum(xyxy[:, 3], H)
+    return ObjectTable.build(objs.frame, xyxy, track_id=objs.track_id), {**feats, "place": place}
+
+
+def test_footprint_edge_leaves_objects_cut_by_the_bottom_edge_out_of_scoring_and_fitting():
+    """With footprint_edge, rows whose box bottom lies within that fraction of the frame height of the bottom edge
+    have no place / direction / dwell value: they score exactly 0, every other row scores as without the option
+    (the training clips have no cut rows, so the fits are the same), and training rows at the edge are left out of
+    the fit (the occupancy model equals one fitted on the other rows alone)."""
+    from tao_lab.scorer import AttributeScorer
+
+    names = ("place", "direction", "dwell")
+    attrs = {k: dict(SCENE_ATTRIBUTES[k]) for k in names}
+    train = [normal_clip(s) for s in range(4)]
+    plain = AttributeScorer(attributes=attrs, frame_sigma=0).fit_clips(train)
+    edged = AttributeScorer(attributes={k: {**v, "footprint_edge": 0.01} for k, v in attrs.items()},
+                            frame_sigma=0).fit_clips(train)
+    track = _walking_out_at_the_bottom(9100)
+    cut = track[1]["place"][:, 1] >= 0.99
+    assert 5 <= cut.sum() < len(cut) - 5
+    for name in names:
+        before, after = parts_of(plain, track, name), parts_of(edged, track, name)
+        np.testing.assert_array_equal(after[cut], 0.0)
+        np.testing.assert_allclose(after[~cut], before[~cut], rtol=1e-6, atol=1e-9)
+    on_path = make_track(9101, 0.3, 0.7, 40)  # where nobody stands in training, the cut rows' false alarm:
+    assert parts_of(plain, track, "place")[cut].mean() > parts_of(plain, on_path, "place").mean() + 0.3
+
+    # fitting: a training clip with people walking out at the bottom; their cut rows are not in the place model
+    extra = concat([_walking_out_at_the_bottom(9200 + k) for k in range(6)])
+    fitted_edge = AttributeScorer(attributes={"place": {**attrs["place"], "footprint_edge": 0.01}},
+                                  frame_sigma=0).fit_clips(train + [(*extra, 120)])
+    rows = [normal_clip(s)[1]["place"] for s in range(4)] + [extra[1]["place"]]
+    xy = np.concatenate(rows)[:, :2].astype(np.float64)
+    kept = xy[xy[:, 1] < 0.99]
+    np.testing.assert_allclose(fitted_edge.place__occ_logp.numpy(),
+                               scene.fit_occupancy(kept, attrs["place"]["grid"], 1.0), rtol=1e-12)
+    with pytest.raises(ValueError, match="footprint_edge must be a fraction"):
+        AttributeScorer(attributes={"place": {**attrs["place"], "footprint_edge": 0.5}})
