@@ -196,6 +196,10 @@ def run_inference(cfg: DictConfig, logger=None) -> dict:
     print(f"  alarm: target false-alarm rate {a['target_false_alarm_rate']:g}, "
           f"{a['false_alarm_rate_on_held_out_fit_frames']:.4g} reached on {a['held_out_fit_frames']} held-out "
           f"fit frames ({a['calibration']})")
+    if result.get("scene_check"):
+        print("  scene check (share of objects more than 0.5 above each group's normal level; whole video / fit "
+              "window, README \"Scene check\"):\n    " + ", ".join(
+                  f"{g} {v['video']:.4f} / {v['fit_window']:.4f}" for g, v in result["scene_check"].items()))
     print(f"  events: {len(result['events'])}")
     for ev in result["events"][:10]:
         print(f"    #{ev['event']:<3} {ev['start_s']:8.2f} s - {ev['end_s']:8.2f} s  peak {ev['peak_score']:.3f}  "
@@ -213,10 +217,14 @@ def _process(cfg, pipe, clip: Clip, chunks: list, sink, tau: float, alarm, n_fit
     tracks, segmented, prompts = [], [], []
     id_offset, obj_offset = 0, 0
     write_masks = sink.masks
+    from tao_lab.evaluation import SceneCheck
+
+    scene_check = SceneCheck(pipe.scorer)
     # pass 1: the pipeline chunk by chunk; masks go to disk right away, so one chunk's maps are in memory
     for k, (a, b) in enumerate(progress(chunks, f"pipeline ({len(chunks)} chunk{'s' * (len(chunks) > 1)})", show)):
         part = chunk_clip(clip, a, b)
         scores = pipe.scores(part)
+        scene_check.add(scores)
         seg = pipe.segmentation(part, scores)
         pr = pipe.prompts(part, scores)
         frame_scores[a:b] = np.asarray(scores.frame_scores, np.float32)[: b - a]
@@ -278,7 +286,9 @@ def _process(cfg, pipe, clip: Clip, chunks: list, sink, tau: float, alarm, n_fit
                "alarm": alarm.to_dict(), "prompt_threshold_tau": round(tau, 4),
                "events": [ev.to_dict(clip.fps) for ev in events],
                "max_frame_score": round(float(frame_scores.max(initial=0.0)), 4), "chunks": len(chunks),
-               "scorer": fit_note, "time_s": round(time.perf_counter() - start_time, 2)}
+               "scorer": fit_note, "time_s": round(time.perf_counter() - start_time, 2),
+               "scene_check": {g: {"video": round(here, 5), "fit_window": round(train, 5)}
+                               for g, (here, train) in scene_check.shares().items()}}
     if cfg.get("report", True):
         from tao_lab.report.runs import write_infer_report
 
@@ -286,7 +296,6 @@ def _process(cfg, pipe, clip: Clip, chunks: list, sink, tau: float, alarm, n_fit
                                                    flagged, gallery, fit_note, key_frame, event_crops))
     summary["time_s"] = round(time.perf_counter() - start_time, 2)
     return summary, key_frame
-    return summary
 
 
 def _render(cfg, clip: Clip, sink, frame_scores, tracks: ObjectTable, seg: ObjectTable, tau: float,

@@ -74,6 +74,8 @@ def write_metrics(out_dir: Path, metrics: dict[str, float], per_video: list[dict
 
 
 LEVELS = (("frame", "Frame level"), ("pixel", "Pixel level"), ("object", "Object level"))
+SCENE_CHECK_TITLE = ("Scene check (label-free; README \"Scene check\"): share of objects more than 0.5 above the group's "
+                     "baseline, here and on the training objects")
 # Keys that count things or give an operating point rather than measure quality.
 _BOOKKEEPING = ("_num_", "_frames_", "_macro_videos", "_threshold", "/frames")
 
@@ -92,8 +94,13 @@ def format_metrics_table(metrics: dict[str, float]) -> str:
         if keys:
             lines.append(title)
             lines.extend(f"  {k:<{width}} {metrics[k]:8.4f}" for k in keys)
-    rest = [k for k in metrics if k not in quality or not any(
-        k.split("/", 1)[-1].startswith(level + "_") for level, _ in LEVELS)]
+    scene = [k for k in metrics if k.split("/", 1)[-1].startswith("scene_check_")]
+    if scene:  # evaluated split first, then the training reference of each group
+        lines.append(SCENE_CHECK_TITLE)
+        lines.extend(f"  {k:<{width}} {metrics[k]:8.4f}" for k in sorted(scene, key=lambda k: (
+            k.split("/", 1)[-1], k.startswith("train/"))))
+    rest = [k for k in metrics if k not in scene and (k not in quality or not any(
+        k.split("/", 1)[-1].startswith(level + "_") for level, _ in LEVELS))]
     if rest:
         lines.append("Counts, operating points, timings (s)")
         lines.extend(f"  {k:<{width}} {metrics[k]:.10g}" for k in rest)

@@ -93,3 +93,30 @@ def test_eval_with_an_empty_test_clip(tmp_path, monkeypatch):
     rows = {r["video"]: r for r in csv.DictReader(open(tmp_path / "run" / "per_video.csv"))}
     assert float(rows["Test001"]["max_frame_score"]) == 0.0 and int(rows["Test001"]["objects_segmented"]) == 0
     assert float(rows["Test002"]["max_frame_score"]) > 0.0
+
+
+def test_scene_check_matches_a_direct_count_over_the_test_objects(first_run):
+    """test/scene_check_<group> = the share of the test objects whose excess over the group's baseline exceeds 0.5;
+    recomputed here from the pipeline's scores of the test clips."""
+    from helpers import compose
+    from tao_lab.pipeline import Pipeline, load_dataset
+
+    tmp, _, m = first_run
+    cfg = compose("eval", E2E_DATA, tmp)
+    pipe = Pipeline(cfg)
+    dataset = load_dataset(cfg)
+    pipe.fit_scorer(dataset.train)
+    scorer = pipe.scorer
+    base = scorer.fusion__baseline.numpy()
+    excess = []
+    for clip in dataset.test:
+        parts = pipe.scores(clip).parts
+        groups = {}
+        for name, spec in scorer.specs.items():
+            v = spec["weight"] * np.asarray(parts[name], np.float64)
+            groups[spec["group"]] = np.maximum(groups.get(spec["group"], v), v)
+        excess.append(np.stack([groups[g] for g in scorer.groups]) - base[:, None])
+    excess = np.concatenate(excess, axis=1)
+    for g, name in enumerate(scorer.groups):
+        assert m[f"test/scene_check_{name}"] == pytest.approx(np.mean(excess[g] > 0.5)), name
+        assert 0.0 <= m[f"train/scene_check_{name}"] <= 1.0

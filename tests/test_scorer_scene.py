@@ -435,11 +435,13 @@ def test_sum_excess_checkpoint_written_before_group_weights_loads_with_equal_wei
     scorer.save_checkpoint(path)
     ckpt = torch.load(path, weights_only=True)
     del ckpt["state_dict"]["fusion__weight"]
+    del ckpt["state_dict"]["fusion__check_train"]  # nor the scene check's training shares (written later still)
     for key in ("fusion_weights", "fusion_reliability_percentile"):
         ckpt["hyper_parameters"].pop(key)
     torch.save(ckpt, path)
     loaded = AttributeScorer.load_from_checkpoint(path)
     assert loaded.fusion_weights == "equal" and np.array_equal(loaded.fusion__weight.numpy(), [1.0, 1.0])
+    assert np.isnan(loaded.fusion__check_train.numpy()).all() and np.isfinite(scorer.fusion__check_train.numpy()).all()
     objs, feats = make_track(9013, 0.2, 0.52, 30, speed_rel=0.2)
     assert np.array_equal(loaded.score_clip(objs, feats, 40).objects.score,
                           scorer.score_clip(objs, feats, 40).objects.score)
@@ -490,3 +492,37 @@ def test_footprint_edge_leaves_objects_cut_by_the_bottom_edge_out_of_scoring_and
                                scene.fit_occupancy(kept, attrs["place"]["grid"], 1.0), rtol=1e-12)
     with pytest.raises(ValueError, match="footprint_edge must be a fraction"):
         AttributeScorer(attributes={"place": {**attrs["place"], "footprint_edge": 0.5}})
+
+
+def test_scene_check_counts_match_a_direct_count_and_the_training_share_is_recorded():
+    """The scene check: the number of objects and, per group, how many exceed the group's baseline by more than
+    SCENE_CHECK_EXCESS; known answers on hand-set parts, and the fit's training share equals the same count over the
+    training objects' calibrated parts (every attribute calibrated in-sample here, so object_parts on the training
+    clips reproduces them)."""
+    from tao_lab.scorer import AttributeScorer
+    from tao_lab.scorer.attribute import SCENE_CHECK_EXCESS
+
+    attrs = {"speed_place": dict(SCENE_ATTRIBUTES["speed_place"]),
+             "size": dict(SCENE_ATTRIBUTES["size"]),
+             "dwell": {**SCENE_ATTRIBUTES["dwell"], "calibration": "in_sample"}}
+    train = [normal_clip(s) for s in range(3)]
+    scorer = AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum_excess").fit_clips(train)
+    assert scorer.groups == ["motion", "size", "dwell"]
+    base = scorer.fusion__baseline.numpy()
+    # five objects; excess over the baselines of (motion, size, dwell); 0.5 itself does not count
+    excess = np.array([[0.0, 0.2, -0.1, 0.9, -0.3],
+                       [0.6, -0.1, 0.5, 0.7, 0.51],
+                       [-0.2, 0.8, 0.3, 0.0, -0.1]])
+    parts = {"speed_place": base[0] + excess[0], "size": base[1] + excess[1], "dwell": base[2] + excess[2]}
+    assert SCENE_CHECK_EXCESS == 0.5
+    n, over = scorer.excess_counts(parts)
+    assert n == 5
+    np.testing.assert_array_equal(over, [1, 3, 1])
+
+    objs = ObjectTable.concat([c[0] for c in train])
+    feats = {k: np.concatenate([c[1][k] for c in train]) for k in train[0][1]}
+    n, over = scorer.excess_counts(scorer.object_parts(objs, feats))
+    assert n == len(objs)
+    np.testing.assert_allclose(scorer.fusion__check_train.numpy(), over / n, rtol=1e-12)
+    assert AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum").fit_clips(train).excess_counts(
+        parts) is None

@@ -99,6 +99,9 @@ _PLACE_KEYS = ("place_loc", "place_scale")
 #: Ways attribute groups combine into the object score (see ``AttributeScorer``'s ``fusion``).
 FUSIONS = ("sum", "max", "max_excess", "sum_excess")
 
+#: Scene check (:meth:`AttributeScorer.excess_counts`): an object's excess over a group's baseline that counts.
+SCENE_CHECK_EXCESS = 0.5
+
 
 class AttributeScorer(ObjectScorer):
     """Density models over per-object attributes with training-only calibration (see the module docstring).
@@ -137,7 +140,8 @@ class AttributeScorer(ObjectScorer):
     """
 
     #: 2: fits record the fit clip of every k-NN memory-bank row (held-out scoring of the fit clips)
-    cache_version = 2
+    #: 3: sum_excess fits record the scene check's training shares (fusion__check_train)
+    cache_version = 3
 
     def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
                  frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum",
@@ -220,6 +224,9 @@ class AttributeScorer(ObjectScorer):
         if fusion == "sum_excess":  # only then: checkpoints of the other fusions keep their keys
             self.register_buffer("fusion__baseline", torch.zeros(len(self.groups), dtype=torch.float64))
             self.register_buffer("fusion__weight", torch.ones(len(self.groups), dtype=torch.float64))
+            # the scene check's reference: the shares on the training objects (see excess_counts)
+            self.register_buffer("fusion__check_train", torch.full((len(self.groups),), float("nan"),
+                                                                  dtype=torch.float64))
         for name, s in self.specs.items():
             for key in self._model_keys(name):
                 dtype = {"bank": torch.float32, "class_classes": torch.int64}.get(key, torch.float64)
@@ -243,6 +250,10 @@ class AttributeScorer(ObjectScorer):
         # sum_excess fits written before the group weights existed weighed every group 1
         if "fusion__weight" in self._buffers and f"{prefix}fusion__weight" not in state_dict:
             state_dict[f"{prefix}fusion__weight"] = torch.ones(len(self.groups), dtype=torch.float64)
+        # ... and before the scene check: its training reference is unknown
+        if "fusion__check_train" in self._buffers and f"{prefix}fusion__check_train" not in state_dict:
+            state_dict[f"{prefix}fusion__check_train"] = torch.full((len(self.groups),), float("nan"),
+                                                                   dtype=torch.float64)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
@@ -423,6 +434,20 @@ class AttributeScorer(ObjectScorer):
         excess = np.clip(stacked - 1.0, 0.0, None)
         return top + excess.sum(0) - excess.max(0)
 
+    def excess_counts(self, parts: Mapping[str, np.ndarray]) -> Optional[tuple[int, np.ndarray]]:
+        """The scene check (``fusion="sum_excess"`` only, else None): (objects, over (G,) int64), the number of
+        objects and, per fusion group, how many of them exceed the group's baseline by more than
+        :data:`SCENE_CHECK_EXCESS`. over / objects on new video against the same share on the training objects
+        (``fusion__check_train``, computed as the calibration was: held out for ``calibration: loo``) is a label-free
+        sign of how well a group's model fits that video: where anomalies are rare, a share many times the training
+        one means the group fires on ordinary objects there (a place or direction the training clips never showed,
+        a wrong measurement). A benchmark's test set is full of anomalies, so the groups that catch them show high
+        shares there too."""
+        if self.fusion != "sum_excess":
+            return None
+        excess = self._group_scores(parts) - self.fusion__baseline.cpu().numpy()[:, None]
+        return excess.shape[1], (excess > SCENE_CHECK_EXCESS).sum(axis=1).astype(np.int64)
+
     def _object_scores(self, objects: ObjectTable, parts: Mapping[str, np.ndarray]) -> np.ndarray:
         """(N,) float32 object scores: the fused parts, then (``fusion_track_window`` > 1) their running median
         along each track."""
@@ -497,6 +522,8 @@ class AttributeScorer(ObjectScorer):
             self.fusion__weight = torch.as_tensor(
                 self._reliability_weights(held_out, video, objects.frame) if reliability
                 else np.ones(len(self.groups)), dtype=torch.float64)
+            n, over = self.excess_counts(parts)
+            self.fusion__check_train = torch.as_tensor(over / max(n, 1), dtype=torch.float64)
         self.train_scores = torch.as_tensor(self._object_scores(keyed, parts), dtype=torch.float32)
         self.fitted.fill_(True)
         return self
