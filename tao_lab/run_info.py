@@ -74,8 +74,7 @@ def write_metrics(out_dir: Path, metrics: dict[str, float], per_video: list[dict
 
 
 LEVELS = (("frame", "Frame level"), ("pixel", "Pixel level"), ("object", "Object level"))
-SCENE_CHECK_TITLE = ("Scene check (label-free; README \"Scene check\"): share of objects more than 0.5 above the group's "
-                     "baseline, here and on the training objects")
+SCENE_CHECK_TITLE = "Scene check (label-free): share of objects over 0.5 above each group's baseline, here / training"
 # Keys that count things or give an operating point rather than measure quality.
 _BOOKKEEPING = ("_num_", "_frames_", "_macro_videos", "_threshold", "/frames")
 
