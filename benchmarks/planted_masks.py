@@ -5,7 +5,8 @@ a diagnostic that must not choose anything. This benchmark asks the same questio
 settings can be chosen by a rule: Ped2's training clips, each with one planted object of every set of the
 cross-scene validation (a walker cut from another training clip, or a textured box, pasted with its alpha at an
 abnormal speed, direction, place or dwell; tao_lab.validation.behaviours). The pasted pixels (alpha >= 0.5,
-``PlantedClip.object_mask``) are the ground truth, exact by construction.
+``PlantedClip.object_mask``) are the ground truth, exact by construction; ``--gt hull`` takes their convex hull
+instead, the way annotators draw masks (Ped2's are polygons around the whole object).
 
 Every segmenter variant is prompted with the planted object's own box (the box around its pasted pixels) on every
 frame the object is visible, score 1, no carrying -- a prompt oracle of the plant, not of any test label -- and its
@@ -45,9 +46,10 @@ COLUMNS = [("mask_iou", "IoU"), ("mask_iou_pooled", "IoU pooled"), ("mask_precis
 FIGURE_KEYS = ("mask_iou", "pixel_f1_max", "pixel_ap")
 
 
-def plant_prompts(clip, min_area: int = 20):
+def plant_prompts(clip, min_area: int = 20, gt: str = "pasted"):
     """(prompts, {frame: GT mask}) of a planted clip: on every frame where the planted object covers at least
-    ``min_area`` pixels, one box prompt around those pixels (obj_id 1, score 1) and the pixels themselves."""
+    ``min_area`` pixels, one box prompt around those pixels (obj_id 1, score 1) and its ground truth (``gt``: the
+    pixels themselves, or their convex hull, ``PlantedClip.object_mask``; the box is the same)."""
     from tao_lab.types import Prompts
 
     masks, boxes, frames = {}, [], []
@@ -56,16 +58,18 @@ def plant_prompts(clip, min_area: int = 20):
         if int(mask.sum()) < min_area:
             continue
         ys, xs = np.nonzero(mask)
-        masks[int(i)] = mask
+        masks[int(i)] = mask if gt == "pasted" else clip.object_mask(int(i), gt)
         frames.append(int(i))
         boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
     n = len(frames)
     return Prompts.from_boxes(frames, np.ones(n, np.int64), boxes, np.ones(n, np.float32)), masks
 
 
-def measure(segmenter, planted: list, boundary_tol: float = 2.0, example: Optional[dict] = None) -> dict:
+def measure(segmenter, planted: list, boundary_tol: float = 2.0, example: Optional[dict] = None,
+            gt: str = "pasted") -> dict:
     """Mask and pixel metrics of ``segmenter`` on the planted clips of one set (see the module docstring).
-    ``example``: filled with the first measured clip's middle prompted frame (``frame``, ``gt``, ``mask``)."""
+    ``example``: filled with the first measured clip's middle prompted frame (``frame``, ``gt``, ``mask``).
+    ``gt``: the planted objects' ground truth, "pasted" or "hull" (``plant_prompts``)."""
     from tao_lab.metrics import MaskAgreement, PixelMetrics
 
     pixel, agreement = PixelMetrics(), MaskAgreement(boundary_tol)
@@ -73,7 +77,7 @@ def measure(segmenter, planted: list, boundary_tol: float = 2.0, example: Option
     for clip in planted:
         if clip is None:
             continue
-        prompts, masks = plant_prompts(clip)
+        prompts, masks = plant_prompts(clip, gt=gt)
         if not masks:
             continue
         start = time.perf_counter()
@@ -149,6 +153,9 @@ def main(argv=None) -> dict:
                     help="YAML file {name: [overrides]} of segmenter variants (default: the configured segmenter)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--boundary-tol", type=float, default=2.0, help="boundary F1 tolerance in px (default 2)")
+    ap.add_argument("--gt", choices=("pasted", "hull"), default="pasted",
+                    help="ground truth: the pasted pixels (exact, default) or their convex hull (drawn the way "
+                         "annotators draw masks: polygons around the whole object)")
     ap.add_argument("--json", default=None, help="also write every number to this JSON file")
     ap.add_argument("--figure", default=None,
                     help="also write a PNG: per set (rows) and variant (columns) one example frame around the object, "
@@ -187,7 +194,7 @@ def main(argv=None) -> dict:
     camera = CameraBackgrounds(scene.train)
     examples: dict = {s: {} for s in sets}  # set -> variant -> example frame (for --figure)
     out: dict = {"overrides": extra, "sets": sets, "num_clips": len(scene.train), "num_frames": args.num_frames,
-                 "variants": {}}
+                 "gt": args.gt, "variants": {}}
     for name, overrides in variants.items():
         segmenter = instantiate(compose_config([*base, *overrides]).segmenter)
         if hasattr(segmenter, "use_camera"):
@@ -195,8 +202,8 @@ def main(argv=None) -> dict:
             if getattr(segmenter, "scope", "clip") == "camera":  # once per run: kept out of s/frame
                 camera.fit_statistics(segmenter.background)
         start = time.perf_counter()
-        per_set = {s: measure(segmenter, scene.planted[s], args.boundary_tol, examples[s].setdefault(name, {}))
-                   for s in sets}
+        per_set = {s: measure(segmenter, scene.planted[s], args.boundary_tol, examples[s].setdefault(name, {}),
+                              args.gt) for s in sets}
         moving = [s for s in sets if s != "loiter"]
         out["variants"][name] = {"overrides": overrides, "sets": per_set, "figure": figure(per_set, sets),
                                  "figure_in_motion": figure(per_set, moving), "seconds": time.perf_counter() - start}

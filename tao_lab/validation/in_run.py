@@ -147,12 +147,13 @@ def cached_planted_clips(train: Sequence[Clip], pipe, specs: Sequence, seed: int
     return planted
 
 
-def add_planted_pixels(pixel, clip, score_maps: np.ndarray) -> None:
+def add_planted_pixels(pixel, clip, score_maps: np.ndarray, shape: str = "pasted") -> None:
     """Feeds ``pixel`` (a PixelMetrics) every frame of a planted clip: the run's pixel scores against the planted
-    object's pasted pixels on its labelled frames (no anomalous pixel elsewhere)."""
+    object's ground truth (``shape``: PlantedClip.object_mask) on its labelled frames (no anomalous pixel
+    elsewhere)."""
     empty = np.zeros((clip.height, clip.width), bool)
     for i in range(clip.num_frames):
-        pixel.update(np.asarray(score_maps[i], np.float32), clip.object_mask(i) if clip.labels[i] else empty)
+        pixel.update(np.asarray(score_maps[i], np.float32), clip.object_mask(i, shape) if clip.labels[i] else empty)
 
 
 @contextlib.contextmanager
@@ -207,6 +208,11 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     seed = int(vcfg.get("seed", 0))
     want_object = bool(vcfg.get("object", True))
     want_pixel = want_object and bool(vcfg.get("pixel", True))
+    from tao_lab.validation.planted import GT_SHAPES
+
+    pixel_gt = str(vcfg.get("pixel_gt", "pasted"))
+    if want_pixel and pixel_gt not in GT_SHAPES:
+        raise ValueError(f"validation.pixel_gt must be one of {GT_SHAPES}, got {pixel_gt!r}")
     pipe = Pipeline(cfg)
     pipe.set_camera_clips(train)  # scope=camera: each clip (and its plants) left out of its own camera background
     try:
@@ -239,7 +245,7 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
                     else:  # the whole segmentation (cached like the run's own): its score maps too
                         segmentation = fold.segmentation(clip, scores)
                         detections[clip.clip_id] = segmentation.objects
-                        add_planted_pixels(pixel, clip, segmentation.score_maps)
+                        add_planted_pixels(pixel, clip, segmentation.score_maps, pixel_gt)
                     gt_regions[clip.clip_id] = planted_box_table(clip, min_area)
 
     metrics: dict[str, float] = {}

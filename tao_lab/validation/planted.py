@@ -51,6 +51,10 @@ class PlantSpec:
             raise ValueError(f"plant {self.name!r}: cut_threshold must be > 0 grey levels, got {self.cut_threshold}")
 
 
+#: Ground-truth shapes of a planted object (:meth:`PlantedClip.object_mask`).
+GT_SHAPES = ("pasted", "hull")
+
+
 class PlantedClip(Clip):
     """``base`` with ``sprite`` (h,w,3 uint8, alpha h,w float in [0,1]) pasted with its top-left corner at
     ``top_left[i]`` (x, y floats; NaN = not in frame i), scaled by ``scale[i]`` (default 1: the sprite's own size;
@@ -83,12 +87,24 @@ class PlantedClip(Clip):
         out = frame.astype(np.float32) * (1 - a) + self._warp(self.sprite, i) * a
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
-    def object_mask(self, i: int) -> np.ndarray:
-        """(H, W) bool: the pixels of frame i that the planted object covers (pasted alpha >= 0.5; all False when it
-        is not in the frame) -- the object's exact pixel ground truth."""
+    def object_mask(self, i: int, shape: str = "pasted") -> np.ndarray:
+        """(H, W) bool: the planted object's ground truth on frame i (all False when it is not in the frame).
+
+        shape: "pasted" -- the pixels it covers (pasted alpha >= 0.5), exact; "hull" -- their convex hull, the way
+        annotators draw an object's mask (Ped2's masks are hand-drawn polygons around the whole object: rider and
+        bike together, the gaps between the legs included)."""
+        if shape not in GT_SHAPES:
+            raise ValueError(f"planted ground-truth shape must be one of {GT_SHAPES}, got {shape!r}")
         if not self.present[i]:
             return np.zeros((self.height, self.width), bool)
-        return self._warp(self.alpha, i) >= 0.5
+        mask = self._warp(self.alpha, i) >= 0.5
+        if shape == "hull" and mask.any():
+            ys, xs = np.nonzero(mask)
+            hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
+            filled = np.zeros(mask.shape, np.uint8)
+            cv2.fillConvexPoly(filled, hull, 1)
+            mask |= filled.astype(bool)
+        return mask
 
     def _read(self, i: int) -> np.ndarray:
         return self._paste(self.base.frame(i), i)
