@@ -137,3 +137,28 @@ def test_benchmark_options_and_overrides_are_told_apart(capsys):
     with pytest.raises(SystemExit):
         parse_with_overrides(ap, ["--frames", "3"], "segmenter.background.scope=clip")
     assert "unknown option(s) ['--frames']" in capsys.readouterr().err
+
+
+def test_hull_ground_truth_is_one_polygon_around_the_whole_object():
+    """A U-shaped object (two legs joined at the top, the gap between them open at the bottom): its convex hull is
+    its whole bounding rectangle, the gap included, as an annotator's polygon would be; the pasted pixels are not.
+    plant_prompts with gt="hull" boxes the same pixels and returns the hulls."""
+    base = ArrayClip(np.full((T, H, W, 3), 90, np.uint8), "base")
+    alpha = np.zeros((12, 8), np.float32)
+    alpha[:3, :] = 1.0        # the top bar
+    alpha[:, :2] = 1.0        # left leg
+    alpha[:, 6:] = 1.0        # right leg: the gap is columns 2-5 of rows 3-11
+    top_left = np.array([[np.nan, np.nan], [10, 5], [30, 20], [np.nan, np.nan], [np.nan, np.nan]], float)
+    clip = PlantedClip(base, np.full((12, 8, 3), 200, np.uint8), alpha, top_left, "u")
+    pasted, hull = clip.object_mask(1), clip.object_mask(1, "hull")
+    box = np.zeros((H, W), bool)
+    box[5:17, 10:18] = True
+    assert np.array_equal(hull, box)
+    assert pasted.sum() == alpha.sum() == 12 * 8 - 9 * 4 and np.all(hull[pasted])
+    assert not clip.object_mask(0, "hull").any()
+    with pytest.raises(ValueError, match="ground-truth shape must be one of"):
+        clip.object_mask(1, "polygon")
+    prompts_p, masks_p = bench.plant_prompts(clip, min_area=20)
+    prompts_h, masks_h = bench.plant_prompts(clip, min_area=20, gt="hull")
+    assert np.array_equal(prompts_p.xyxy, prompts_h.xyxy) and sorted(masks_h) == [1, 2]
+    assert np.array_equal(masks_h[1], hull) and np.array_equal(masks_p[1], pasted)

@@ -49,7 +49,8 @@ def test_in_run_figure_is_the_validation_cli_figure(tmp_path, capsys):
 def test_val_pixel_metrics_match_sklearn_on_the_planted_pixels(tmp_path):
     """val/pixel_ap and val/pixel_auroc recomputed independently: each fold's segmentation of its planted copy (the
     run's pipeline fitted on the other training clips), every pixel of every frame pooled, the planted object's
-    pasted pixels on its labelled frames as positives, sklearn's average precision and ROC AUC."""
+    ground truth on its labelled frames as positives (validation.pixel_gt: its pasted pixels, or their convex hull),
+    sklearn's average precision and ROC AUC."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from tao_lab.pipeline import Pipeline, load_dataset
@@ -58,24 +59,35 @@ def test_val_pixel_metrics_match_sklearn_on_the_planted_pixels(tmp_path):
 
     cfg = compose("eval", PLANTED, tmp_path)
     train = load_dataset(cfg).train
-    m = validation_metrics(cfg, train, "synthetic", show_progress=False).metrics
     specs = plant_specs(cfg.validation)
     planted = cached_planted_clips(train, planting_pipeline(cfg), specs, 0, False)
-    scores, truth = [], []
+    maps = []
     for v in range(len(train)):
-        clip = planted[specs[v % len(specs)].name][v]
         fold = Pipeline(cfg)
         fold.set_camera_clips(train)
         fold.fit_scorer([c for u, c in enumerate(train) if u != v])
-        maps = np.asarray(fold.segmentation(clip).score_maps, np.float32)
-        for i in range(clip.num_frames):
-            scores.append(maps[i].ravel())
-            truth.append((clip.object_mask(i) & bool(clip.labels[i])).ravel())
-    scores, truth = np.concatenate(scores), np.concatenate(truth)
-    assert truth.any() and (scores[truth] > 0).any()
-    assert m["val/pixel_ap"] == pytest.approx(average_precision_score(truth, scores), abs=1e-6)
-    assert m["val/pixel_auroc"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-6)
-    assert 0 < m["val/pixel_f1_max"] <= 1
+        maps.append(np.asarray(fold.segmentation(planted[specs[v % len(specs)].name][v]).score_maps, np.float32))
+    found = {}
+    for shape in ("pasted", "hull"):
+        m = validation_metrics(compose("eval", [*PLANTED, f"validation.pixel_gt={shape}"], tmp_path), train,
+                               "synthetic", show_progress=False).metrics
+        scores, truth = [], []
+        for v in range(len(train)):
+            clip = planted[specs[v % len(specs)].name][v]
+            for i in range(clip.num_frames):
+                scores.append(maps[v][i].ravel())
+                truth.append((clip.object_mask(i, shape) & bool(clip.labels[i])).ravel())
+        scores, truth = np.concatenate(scores), np.concatenate(truth)
+        assert truth.any() and (scores[truth] > 0).any()
+        assert m["val/pixel_ap"] == pytest.approx(average_precision_score(truth, scores), abs=1e-6)
+        assert m["val/pixel_auroc"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-6)
+        assert 0 < m["val/pixel_f1_max"] <= 1
+        found[shape] = (m, truth.sum())
+    assert found["hull"][1] > found["pasted"][1]  # the hull adds the pixels between the legs, around the outline
+    m = found["pasted"][0]
+    with pytest.raises(ValueError, match="validation.pixel_gt must be one of"):
+        validation_metrics(compose("eval", [*PLANTED, "validation.pixel_gt=outline"], tmp_path), train, "synthetic",
+                           show_progress=False)
     # pixel: false leaves them out (object metrics stay)
     off = validation_metrics(compose("eval", [*PLANTED, "validation.pixel=false"], tmp_path), train, "synthetic",
                              show_progress=False).metrics
