@@ -265,7 +265,8 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     seconds = time.perf_counter() - start
     metrics["time/validation_s"] = round(seconds, 3)
     what = "frame AUC per planted set" + (" + RBDC/TBDC on the planted objects" if want_object else "") + \
-        (" + pixel metrics on their pasted pixels" if want_pixel else "")
+        (f" + pixel metrics on their {'pasted pixels' if pixel_gt == 'pasted' else 'outlines (convex hull)'}"
+         if want_pixel else "")
     note = (f"val/: {what}, leave-one-clip-out on the {len(train)} training clips of {dataset_name} with "
             f"{len(specs)} planted sets (seed {seed}; test clips not read), {seconds:.1f} s")
     log.info(note)
