@@ -223,7 +223,8 @@ class SceneCheck:
         if self.scorer is None or not self.objects:
             return {}
         train = self.scorer.fusion__check_train.cpu().numpy()
-        return {name: (float(self.over[g] / self.objects), float(train[g])) for g, name in enumerate(self.scorer.groups)}
+        return {name: (float(self.over[g] / self.objects), float(train[g]))
+                for g, name in enumerate(self.scorer.groups)}
 
     def metrics(self, split: str) -> dict[str, float]:
         out = {}

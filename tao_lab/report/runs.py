@@ -10,6 +10,11 @@ from omegaconf import OmegaConf
 from tao_lab.types import Clip
 
 
+#: infer's report: the scene check table (tao_lab.evaluation.SceneCheck), with how to read it
+SCENE_CHECK_TITLE = ("Scene check: share of objects more than 0.5 above each group's normal level (label-free; a share "
+                     "far above the fit window's says that group fires on ordinary objects of this video)")
+
+
 def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores: np.ndarray, alarm_tau: float,
                        flagged: np.ndarray, gallery, fit_note: str, key_frame=None, event_crops=None) -> Path:
     """report.html: opens with the events (click one to seek the annotated video) and the score timeline."""
@@ -21,7 +26,9 @@ def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores:
     plot = timeline_png(frame_scores, tau=alarm_tau, fps=clip.fps, flagged=flagged,
                         title=f"frame anomaly score of {clip.clip_id} (red: flagged by the alarm)")
     config_text = OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg)))
-    shown = {k: v for k, v in summary.items() if k not in ("scorer", "files", "events", "alarm")}
+    shown = {k: v for k, v in summary.items() if k not in ("scorer", "files", "events", "alarm", "scene_check")}
+    check = [{"group": g, "whole video": f"{100 * v['video']:.2f}%", "fit window": f"{100 * v['fit_window']:.2f}%"}
+             for g, v in (summary.get("scene_check") or {}).items()]
     a = summary["alarm"]
     alarm_note = (f"Alarm: a frame is flagged when its score exceeds {a['threshold']:.4g}, fitted for a target "
                   f"false-alarm rate of {a['target_false_alarm_rate']:g} on normal frames by {a['method']} on "
@@ -44,7 +51,7 @@ def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores:
                         lead=lead, summary=shown, gallery=gallery, sections=sections,
                         gallery_title="Most anomalous objects (highest-scored frame of each top track; fragments "
                                       "only after every real object)",
-                        config_text=config_text)
+                        config_text=config_text, tables=[(SCENE_CHECK_TITLE, check)] if check else ())
 
 
 def write_online_report(out: Path, cfg, summary: dict) -> Path:
