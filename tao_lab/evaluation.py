@@ -105,7 +105,7 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
                     "frame metrics all clips with frame labels", len(masked_ids), len(clips), split,
                     len(masked_ids))
     overlays: list = []
-    scene_check = SceneCheck(pipe.scorer)
+    scene_check = SceneCheck(getattr(pipe, "scorer", None))
 
     pipe.prefetch(clips, split)
     for clip in progress(clips, f"evaluate {split}", pipe.show_progress):
