@@ -36,11 +36,12 @@ def test_the_cache_key_follows_the_declared_cache_version(tmp_path, monkeypatch)
 
     cfg = compose("eval", TINY_SYNTHETIC, tmp_path)
     pipe = Pipeline(cfg)
-    assert pipe.scorer_spec([])["code"] == AttributeScorer.cache_version == 2  # fits record their k-NN bank clips
+    # 3: fits record their k-NN bank clips (2) and the scene check's training shares (3)
+    assert pipe.scorer_spec([])["code"] == AttributeScorer.cache_version == 3
     monkeypatch.setattr(AttributeScorer, "cache_version", 1)
     assert "code" not in pipe.scorer_spec([])  # version 1 keeps the keys of fits made before versions existed
-    monkeypatch.setattr(AttributeScorer, "cache_version", 3)
-    assert pipe.scorer_spec([])["code"] == 3
+    monkeypatch.setattr(AttributeScorer, "cache_version", 4)
+    assert pipe.scorer_spec([])["code"] == 4
 
 
 def test_percentile_calibration_maps_min_to_0_and_the_upper_point_to_1(caplog):
