@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from tao_lab.cache import StageCache
 from tao_lab.dataset.label_check import check_labels_match_masks, check_mode
 from tao_lab.pipeline import Pipeline, progress
+from tao_lab.scene_check import SceneCheck
 from tao_lab.types import Clip, ObjectTable
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
                     "frame metrics all clips with frame labels", len(masked_ids), len(clips), split,
                     len(masked_ids))
     overlays: list = []
-    scene_check = SceneCheck(getattr(pipe, "scorer", None))
+    scene_check = SceneCheck(getattr(pipe, "scorer", None))  # label-free, tao_lab/scene_check.py
 
     pipe.prefetch(clips, split)
     for clip in progress(clips, f"evaluate {split}", pipe.show_progress):
@@ -197,41 +198,6 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
     metrics.update(scene_check.metrics(split))
     return EvalResult(metrics=metrics, per_video=per_video, curves=curves,
                       overlays=[(img, caption) for _, img, caption in overlays], per_kind=per_kind)
-
-
-class SceneCheck:
-    """Label-free: per fusion group of the scorer, the share of the evaluated objects whose excess over the group's
-    baseline exceeds ``SCENE_CHECK_EXCESS`` (AttributeScorer.excess_counts), next to the same share on the training
-    objects: ``<split>/scene_check_<group>`` and ``train/scene_check_<group>``. Nothing for scorers without it."""
-
-    def __init__(self, scorer):
-        self.scorer = scorer if hasattr(scorer, "excess_counts") else None
-        self.objects, self.over = 0, None
-
-    def add(self, scores) -> None:
-        if self.scorer is None or not scores.parts:
-            return
-        got = self.scorer.excess_counts(scores.parts)
-        if got is None:  # a fusion without group baselines
-            self.scorer = None
-            return
-        self.objects += got[0]
-        self.over = got[1] if self.over is None else self.over + got[1]
-
-    def shares(self) -> dict[str, tuple[float, float]]:
-        """{group: (share on the objects added, share on the training objects)}; empty without a scene check."""
-        if self.scorer is None or not self.objects:
-            return {}
-        train = self.scorer.fusion__check_train.cpu().numpy()
-        return {name: (float(self.over[g] / self.objects), float(train[g]))
-                for g, name in enumerate(self.scorer.groups)}
-
-    def metrics(self, split: str) -> dict[str, float]:
-        out = {}
-        for name, (here, train) in self.shares().items():
-            out[f"{split}/scene_check_{name}"] = here
-            out[f"train/scene_check_{name}"] = train
-        return out
 
 
 def _has_masks(clip: Clip) -> bool:

@@ -217,7 +217,7 @@ def _process(cfg, pipe, clip: Clip, chunks: list, sink, tau: float, alarm, n_fit
     tracks, segmented, prompts = [], [], []
     id_offset, obj_offset = 0, 0
     write_masks = sink.masks
-    from tao_lab.evaluation import SceneCheck
+    from tao_lab.scene_check import SceneCheck
 
     scene_check = SceneCheck(pipe.scorer)
     # pass 1: the pipeline chunk by chunk; masks go to disk right away, so one chunk's maps are in memory

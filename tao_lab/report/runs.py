@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from tao_lab.types import Clip
 
 
-#: infer's report: the scene check table (tao_lab.evaluation.SceneCheck), with how to read it
+#: infer's report: the scene check table (tao_lab.scene_check), with how to read it
 SCENE_CHECK_TITLE = ("Scene check: share of objects more than 0.5 above each group's normal level (label-free; a share "
                      "far above the fit window's says that group fires on ordinary objects of this video)")
 
