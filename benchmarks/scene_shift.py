@@ -43,11 +43,10 @@ def _rows(pipe, scorer, clips, quiet_group: str):
     (clip index, frame) (N, 2))."""
     from tao_lab.scorer import scene
 
-    baseline = scorer.fusion__baseline.cpu().numpy()[:, None]
     out = []
     for c, clip in enumerate(clips):
         tracks, feats = pipe.tracks(clip), pipe.features(clip)
-        excess = scorer._group_scores(scorer.object_parts(tracks, feats)) - baseline
+        excess = scorer.group_excess(scorer.object_parts(tracks, feats))
         place = scene.place_columns(feats, len(tracks))
         expected = scene.expected_height(scorer.scene__height.cpu().numpy(), place[:, :2])
         out.append((excess, excess[scorer.groups.index(quiet_group)] <= 0, place[:, 1], place[:, 3] / expected,

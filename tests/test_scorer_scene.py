@@ -524,5 +524,8 @@ def test_scene_check_counts_match_a_direct_count_and_the_training_share_is_recor
     n, over = scorer.excess_counts(scorer.object_parts(objs, feats))
     assert n == len(objs)
     np.testing.assert_allclose(scorer.fusion__check_train.numpy(), over / n, rtol=1e-12)
-    assert AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum").fit_clips(train).excess_counts(
-        parts) is None
+    np.testing.assert_allclose(scorer.group_excess(parts), excess, atol=1e-9)
+    plain_sum = AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum").fit_clips(train)
+    assert plain_sum.excess_counts(parts) is None
+    with pytest.raises(ValueError, match="group excesses need fusion='sum_excess'"):
+        plain_sum.group_excess(parts)

@@ -445,8 +445,15 @@ class AttributeScorer(ObjectScorer):
         shares there too."""
         if self.fusion != "sum_excess":
             return None
-        excess = self._group_scores(parts) - self.fusion__baseline.cpu().numpy()[:, None]
+        excess = self.group_excess(parts)
         return excess.shape[1], (excess > SCENE_CHECK_EXCESS).sum(axis=1).astype(np.int64)
+
+    def group_excess(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(groups, N) float64: each fusion group's score (``self.groups`` order) minus its training baseline, signed
+        (``fusion="sum_excess"`` only: the other fusions have no baselines)."""
+        if self.fusion != "sum_excess":
+            raise ValueError(f"group excesses need fusion='sum_excess' (group baselines), got fusion={self.fusion!r}")
+        return self._group_scores(parts) - self.fusion__baseline.cpu().numpy()[:, None]
 
     def _object_scores(self, objects: ObjectTable, parts: Mapping[str, np.ndarray]) -> np.ndarray:
         """(N,) float32 object scores: the fused parts, then (``fusion_track_window`` > 1) their running median
