@@ -28,6 +28,19 @@ from tao_lab.types import Clip, ObjectTable, Prompts  # noqa: E402
 from wandb_runs import read_wandb_run, wandb_run_dirs  # noqa: E402,F401 - offline W&B runs read back
 
 
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` imported as a module (registered in sys.modules: dataclasses look their module up
+    there)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared_path(*parts: str) -> Path:
     """A path under the shared data folder, ``../shared`` relative to the project root (it may not exist: tests
     that need it skip)."""

@@ -1,26 +1,15 @@
 """benchmarks/mask_ceiling.py: the oracle inputs are what they claim, every oracle row and key is marked, the
 label-free row equals eval's numbers, and the boxes segmenter fed oracle prompts reaches the known mask IoU."""
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, TINY_SYNTHETIC, ArrayClip, compose
+from helpers import TINY_SYNTHETIC, ArrayClip, compose, load_benchmark
 
 from tao_lab.metrics import MaskAgreement, tracks_from_masks
 from tao_lab.segmenter import FilledBoxSegmenter
 from tao_lab.types import ClipGT, ObjectScores, ObjectTable
 
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("mask_ceiling", ROOT / "benchmarks" / "mask_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_bench()
+bench = load_benchmark("mask_ceiling")
 
 H, W, T = 48, 64, 6
 

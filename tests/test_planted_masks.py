@@ -1,29 +1,17 @@
 """benchmarks/planted_masks.py and PlantedClip.object_mask: the planted object's pixels are where it was pasted,
 the prompts are the boxes around them, and the metrics of a segmenter that returns exactly those pixels (or filled
 boxes) are the known answers."""
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, ArrayClip
+from helpers import ArrayClip, load_benchmark
 
 from tao_lab.segmenter import FilledBoxSegmenter
 from tao_lab.types import ObjectTable, Segmentation
 from tao_lab.validation.planted import PlantedClip
 
 H, W, T = 40, 60, 5
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("planted_masks", ROOT / "benchmarks" / "planted_masks.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_bench()
+bench = load_benchmark("planted_masks")
 
 
 def planted_disc():

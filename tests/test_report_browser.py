@@ -2,13 +2,12 @@
 
 Slow (starts chromium; the second test runs infer): ``pytest -m slow tests/test_report_browser.py``.
 """
-import importlib.util
 import struct
 
 import numpy as np
 import pytest
 
-from helpers import ROOT
+from helpers import load_benchmark
 from tao_lab.report.browser import find_chromium
 
 pytestmark = [pytest.mark.slow,
@@ -41,10 +40,7 @@ def test_h264_plays_where_mp4v_is_refused(tmp_path):
 
 
 def test_infer_report_screenshot_and_video(tmp_path):
-    spec = importlib.util.spec_from_file_location("report_browser_check",
-                                                  ROOT / "benchmarks" / "report_browser_check.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("report_browser_check")
     assert bench.main(["--out", str(tmp_path)]) == 0
     png = (tmp_path / "run" / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

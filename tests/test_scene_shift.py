@@ -1,17 +1,10 @@
 """benchmarks/scene_shift.py: the share it prints, on hand-made excesses with known answers."""
-import importlib.util
-import os
-
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import load_benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("scene_shift", os.path.join(ROOT, "benchmarks", "scene_shift.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("scene_shift")
 
 
 def test_excess_shares_count_only_quiet_objects_above_the_threshold():

@@ -1,17 +1,10 @@
 """benchmarks/scoring_bench.py --variants: named override lists read from a YAML file, bad files refused."""
-import importlib.util
-import os
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("scoring_bench", os.path.join(ROOT, "benchmarks", "scoring_bench.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("scoring_bench")
 
 
 def test_variants_file_gives_named_override_lists_in_file_order(tmp_path):
