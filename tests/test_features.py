@@ -194,3 +194,22 @@ def test_deep_feature_refuses_a_pickled_model_unless_allowed(tmp_path):
     junk.write_bytes(np.random.default_rng(0).integers(0, 255, 4000, dtype=np.uint8).tobytes())
     with pytest.raises(CheckpointError, match=r"junk\.pth is not a file written by torch.save.*state dict"):
         DeepFeature(weights=str(junk), arch="resnet18", allow_pickle=True)._load()
+
+
+def test_flow_min_rows_keeps_the_flow_image_at_least_that_tall_on_every_frame_size():
+    """min_rows picks, per frame height, the coarsest DIS pyramid level whose image keeps >= min_rows rows: Ped2's
+    240 rows -> level 1 (its validated setting), 160 rows -> full resolution, 480 rows -> level 2; the level follows
+    the frame size from call to call, and the flow stays in original px/frame (a 2 px shift reads as 2 px)."""
+    import cv2
+
+    flow = FlowEstimator(min_rows=120)
+    assert [flow.level_for(r) for r in (120, 158, 160, 239, 240, 360, 480, 960)] == [0, 0, 0, 0, 1, 1, 2, 3]
+    rng = np.random.default_rng(0)
+    for rows, level in ((160, 0), (240, 1), (480, 2), (160, 0)):
+        texture = cv2.GaussianBlur(rng.integers(0, 255, (rows, 240)).astype(np.uint8), (5, 5), 0)
+        moved = np.roll(texture, 2, axis=1)
+        out = flow(moved, texture)  # pixels of `moved` come from 2 px to their left in `texture`
+        assert flow._dis.getFinestScale() == level
+        assert np.median(out[20:-20, 20:-20, 0]) == pytest.approx(-2.0, abs=0.3)
+    with pytest.raises(ValueError, match="min_rows must be >= 8"):
+        FlowEstimator(min_rows=4)
