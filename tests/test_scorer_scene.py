@@ -231,6 +231,16 @@ def test_sum_excess_fusion_subtracts_each_groups_training_baseline(tmp_path):
     assert loaded.fusion == "sum_excess" and np.array_equal(loaded.fusion__baseline.numpy(), base)
     with pytest.raises(ValueError, match="fusion_baseline"):
         AttributeScorer(fusion="sum_excess", fusion_baseline=120)
+    # one percentile per group: each group's own
+    per_group = AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum_excess",
+                                fusion_baseline={"motion": 50.0, "size": 99.0}).fit_clips(train)
+    assert np.allclose(per_group.fusion__baseline.numpy(), [np.percentile(motion, 50), np.percentile(size, 99)],
+                       atol=1e-5)
+    assert reloaded(per_group, tmp_path, objs, feats).fusion_baseline == {"motion": 50.0, "size": 99.0}
+    with pytest.raises(ValueError, match="must name every fusion group exactly"):
+        AttributeScorer(attributes=attrs, fusion="sum_excess", fusion_baseline={"motion": 90.0})
+    with pytest.raises(ValueError, match="fusion_baseline must be a percentile"):
+        AttributeScorer(attributes=attrs, fusion="sum_excess", fusion_baseline={"motion": 90.0, "size": 101.0})
 
 
 def test_frame_level_fusion_baseline_is_the_percentile_of_each_training_frames_highest_group_score(tmp_path):

@@ -122,7 +122,8 @@ class AttributeScorer(ObjectScorer):
             "max_excess" (the most anomalous group plus every other group's excess over its calibration point 1)
             or "sum_excess" (every group's excess over its own normal baseline, the ``fusion_baseline`` percentile
             of its training object scores, summed: the normal range of a group adds nothing).
-        fusion_baseline: percentile of a group's training object scores that ``fusion="sum_excess"`` subtracts.
+        fusion_baseline: percentile of a group's training object scores that ``fusion="sum_excess"`` subtracts; or
+            one per group, {group: percentile}, naming every group.
             Within a group (spec key ``group``) attributes always combine by max.
         fusion_baseline_level: what that percentile is taken over: "object" (every training object's group score)
             or "frame" (every training frame's highest group score among its objects: the level the most unusual
@@ -145,7 +146,8 @@ class AttributeScorer(ObjectScorer):
 
     def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
                  frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum",
-                 fusion_baseline: float = 90.0, fusion_baseline_level: str = "object", fusion_track_window: int = 1,
+                 fusion_baseline: float | Mapping[str, float] = 90.0, fusion_baseline_level: str = "object",
+                 fusion_track_window: int = 1,
                  fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
@@ -193,9 +195,14 @@ class AttributeScorer(ObjectScorer):
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
-        if not 0.0 <= float(fusion_baseline) <= 100.0:
-            raise ValueError(f"fusion_baseline must be a percentile in [0, 100], got {fusion_baseline!r}")
-        self.fusion_baseline = float(fusion_baseline)
+        fusion_baseline = to_plain(fusion_baseline)
+        per_group = fusion_baseline if isinstance(fusion_baseline, dict) else {None: fusion_baseline}
+        for value in per_group.values():
+            if not 0.0 <= float(value) <= 100.0:
+                raise ValueError(f"fusion_baseline must be a percentile in [0, 100] (or one per group), got "
+                                 f"{fusion_baseline!r}")
+        self.fusion_baseline = ({str(k): float(v) for k, v in fusion_baseline.items()}
+                                if isinstance(fusion_baseline, dict) else float(fusion_baseline))
         if fusion_baseline_level not in ("object", "frame"):
             raise ValueError(f"fusion_baseline_level must be 'object' or 'frame', got {fusion_baseline_level!r}")
         self.fusion_baseline_level = fusion_baseline_level
@@ -221,6 +228,9 @@ class AttributeScorer(ObjectScorer):
                                    "fusion_weights": fusion_weights,
                                    "fusion_reliability_percentile": self.fusion_reliability_percentile})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
+        if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
+            raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
+                             f"got {sorted(self.fusion_baseline)}")
         if fusion == "sum_excess":  # only then: checkpoints of the other fusions keep their keys
             self.register_buffer("fusion__baseline", torch.zeros(len(self.groups), dtype=torch.float64))
             self.register_buffer("fusion__weight", torch.ones(len(self.groups), dtype=torch.float64))
@@ -524,7 +534,9 @@ class AttributeScorer(ObjectScorer):
             groups = self._group_scores(parts)
             if self.fusion_baseline_level == "frame":
                 groups = _frame_maxima(groups, video, objects.frame)
-            self.fusion__baseline = torch.as_tensor(np.percentile(groups, self.fusion_baseline, axis=1),
+            percentile = [self.fusion_baseline[g] if isinstance(self.fusion_baseline, dict) else self.fusion_baseline
+                          for g in self.groups]
+            self.fusion__baseline = torch.as_tensor([np.percentile(row, p) for row, p in zip(groups, percentile)],
                                                     dtype=torch.float64)
             self.fusion__weight = torch.as_tensor(
                 self._reliability_weights(held_out, video, objects.frame) if reliability
