@@ -87,8 +87,13 @@ _ATTR_DEFAULTS: dict[str, Any] = {
     "footprint_edge": None,     # None = off; else objects whose box bottom lies within this fraction of the frame
                                 # height of its bottom edge have no value for the attribute (not fitted, score 0):
                                 # the frame cuts off their feet, so the footprint is not where they stand
+    "edge_calibration": False,  # calibrate objects touching a frame edge (cut boxes: partial crops, flow at the
+                                # border) against the training objects that touch an edge (needs the place feature)
     "group": None,              # fusion group (default: the attribute's name): max within a group, sum across
 }
+
+#: edge_calibration: fewer training objects at an edge than this keep the common calibration
+MIN_EDGE_OBJECTS = 50
 
 #: Model kinds and the fitted arrays each keeps (buffer ``<attribute>__<key>``).
 _MODEL_KEYS = {"gmm": ("gmm_w", "gmm_mu", "gmm_cov"), "knn": ("bank",), "occupancy": ("occ_logp",),
@@ -242,6 +247,8 @@ class AttributeScorer(ObjectScorer):
                 dtype = {"bank": torch.float32, "class_classes": torch.int64}.get(key, torch.float64)
                 self.register_buffer(f"{name}__{key}", torch.zeros(0, dtype=dtype))
             self.register_buffer(f"{name}__calib", torch.tensor([0.0, 1.0], dtype=torch.float64))
+            if s["edge_calibration"]:  # only then: checkpoints without it keep their keys
+                self.register_buffer(f"{name}__calib_edge", torch.tensor([0.0, 1.0], dtype=torch.float64))
             if s["model"] == "knn":  # the fit clip of every memory-bank row (held-out scoring, see score_clip)
                 self.register_buffer(f"{name}__bank_clip", torch.zeros(0, dtype=torch.int64))
         # the scene's perspective (expected box height over the footprint), only when an attribute reads scene.*
@@ -526,10 +533,17 @@ class AttributeScorer(ObjectScorer):
             raw = self._smooth(keyed, raw, s)
             lo, hi = percentile_range(raw, float(s["upper_percentile"]), f"attribute {name!r}")
             setattr(self, f"{name}__calib", torch.tensor([lo, hi], dtype=torch.float64))
-            parts[name] = self._calibrate(name, raw)
+            edge = (np.concatenate([self._at_edge(name, f, len(it[0])) for f, it in zip(feats, items)])
+                    if s["edge_calibration"] else None)
+            if edge is not None:
+                at = edge & np.isfinite(raw)
+                lo_e, hi_e = (percentile_range(raw[at], float(s["upper_percentile"]), f"attribute {name!r} at edges")
+                              if at.sum() >= MIN_EDGE_OBJECTS else (lo, hi))
+                setattr(self, f"{name}__calib_edge", torch.tensor([lo_e, hi_e], dtype=torch.float64))
+            parts[name] = self._calibrate(name, raw, edge)
             if reliability:  # the same attribute on clips its model never saw
                 held_out[name] = parts[name] if loo else self._calibrate(
-                    name, self._smooth(keyed, self._held_out_raw(name, model, kept, x, xy, context), s))
+                    name, self._smooth(keyed, self._held_out_raw(name, model, kept, x, xy, context), s), edge)
         if self.fusion == "sum_excess":  # each group's normal baseline, on the same training scores as calibration
             groups = self._group_scores(parts)
             if self.fusion_baseline_level == "frame":
@@ -594,10 +608,21 @@ class AttributeScorer(ObjectScorer):
         filled = np.where(np.isfinite(raw), raw, np.nan)
         return smooth_along_tracks(objects, filled, w).astype(np.float64)
 
-    def _calibrate(self, name: str, raw: np.ndarray) -> np.ndarray:
+    def _calibrate(self, name: str, raw: np.ndarray, edge: Optional[np.ndarray] = None) -> np.ndarray:
+        """Calibrated scores; with ``edge`` (N,) bool (``edge_calibration``), those rows on the edge objects' scale."""
         lo, hi = getattr(self, f"{name}__calib").cpu().numpy()
         cal = calibrate(raw, lo, hi)
+        if edge is not None and edge.any():
+            lo_e, hi_e = getattr(self, f"{name}__calib_edge").cpu().numpy()
+            cal = np.where(edge, calibrate(raw, lo_e, hi_e), cal)
         return np.where(np.isfinite(cal), cal, 0.0)  # objects without this attribute (NaN features) score 0
+
+    def _at_edge(self, name: str, features: Mapping[str, np.ndarray], n: int) -> Optional[np.ndarray]:
+        """(n,) bool: the objects whose box touches a frame edge (within 1 px), for an attribute with
+        ``edge_calibration``; None otherwise."""
+        if not self.specs[name]["edge_calibration"]:
+            return None
+        return scene.touches_edge(scene.place_columns(features, n))
 
     # ------------------------------------------------------------------ scoring
     def object_parts(self, objects: ObjectTable, features: Mapping[str, np.ndarray],
@@ -622,7 +647,8 @@ class AttributeScorer(ObjectScorer):
             raw = self._raw(name, self._model_from_buffers(name), self._inputs(name, objects, feats),
                             self._footprints(name, feats, n), exclude=exclude,
                             context=(np.zeros(n, np.int64), objects.track_id))
-            parts[name] = self._calibrate(name, self._smooth(objects, raw, s)).astype(np.float32)
+            parts[name] = self._calibrate(name, self._smooth(objects, raw, s),
+                                          self._at_edge(name, feats, n)).astype(np.float32)
         return parts
 
     def _bank_clips(self, name: str) -> np.ndarray:

@@ -51,6 +51,16 @@ def place_columns(features: Mapping[str, np.ndarray], n: int) -> np.ndarray:
     return p
 
 
+def touches_edge(place: np.ndarray, tolerance_px: float = 1.0) -> np.ndarray:
+    """(N,) bool: boxes touching a frame edge (within ``tolerance_px``), from the ``place`` columns (N, 6) of
+    :func:`place_columns`: cut by the frame, such an object shows only part of itself to every feature."""
+    p = np.asarray(place, np.float64).reshape(-1, 6)
+    fx, fy, w, h, width, height = (p[:, k] for k in range(6))
+    x1, x2 = (fx - w / 2) * width, (fx + w / 2) * width
+    y1, y2 = (fy - h) * height, fy * height
+    return (x1 <= tolerance_px) | (x2 >= width - tolerance_px) | (y1 <= tolerance_px) | (y2 >= height - tolerance_px)
+
+
 def cell_index(xy: np.ndarray, grid: Sequence[int]) -> np.ndarray:
     """(N,) int64 cell of each footprint (N, 2) in [0, 1]^2 on a (rows, cols) grid, row-major."""
     rows, cols = int(grid[0]), int(grid[1])
