@@ -539,3 +539,46 @@ def test_scene_check_counts_match_a_direct_count_and_the_training_share_is_recor
     assert plain_sum.excess_counts(parts) is None
     with pytest.raises(ValueError, match="group excesses need fusion='sum_excess'"):
         plain_sum.group_excess(parts)
+
+
+def _edge_rows(n_inner, n_edge, seed=0):
+    """Objects of one clip: n_inner in the middle of a 360x240 frame with speed ~1, n_edge cut by the left edge with
+    speed ~3 (the noisier measurement of a cut box), one row per frame."""
+    rng = np.random.default_rng(seed)
+    n = n_inner + n_edge
+    place = np.tile(np.array([0.5, 0.7, 0.05, 0.2, W, H], np.float32), (n, 1))
+    place[n_inner:, 0] = 0.01  # box from x = -5.4 px: touches the left edge
+    vel = np.zeros((n, 3 + BINS), np.float32)
+    vel[:, 0] = np.r_[rng.normal(1.0, 0.1, n_inner), rng.normal(3.0, 0.3, n_edge)]
+    fx, fy, w, h = place[:, 0] * W, place[:, 1] * H, place[:, 2] * W, place[:, 3] * H
+    xyxy = np.stack([fx - w / 2, fy - h, fx + w / 2, fy], 1)
+    return ObjectTable.build(np.arange(n), xyxy, track_id=np.arange(n)), {"velocity": vel, "place": place}
+
+
+def test_edge_calibration_puts_objects_cut_by_a_frame_edge_on_their_own_scale(tmp_path):
+    """edge_calibration: the training objects touching a frame edge get their own calibration (their minimum -> 0,
+    their 99.9th percentile -> 1), the others keep the common one (identical to the scorer without the option);
+    fewer than MIN_EDGE_OBJECTS edge objects keep the common scale for everyone."""
+    from tao_lab.scorer import AttributeScorer
+    from tao_lab.scorer.attribute import MIN_EDGE_OBJECTS
+
+    speed = {"feature": "velocity", "columns": [0], "model": "gmm", "tail": "upper", "calibration": "in_sample",
+             "upper_percentile": 99.9}
+    objs, feats = _edge_rows(400, 100)
+    edge = scene.touches_edge(feats["place"])
+    assert edge.sum() == 100 and not edge[:400].any()
+    plain = AttributeScorer(attributes={"speed": speed}, frame_sigma=0).fit_clips([(objs, feats, 500)])
+    own = AttributeScorer(attributes={"speed": {**speed, "edge_calibration": True}}, frame_sigma=0).fit_clips(
+        [(objs, feats, 500)])
+    p_plain, p_own = plain.object_parts(objs, feats)["speed"], own.object_parts(objs, feats)["speed"]
+    np.testing.assert_allclose(p_own[~edge], p_plain[~edge], rtol=1e-6)
+    assert p_own[edge].min() == pytest.approx(0.0, abs=1e-6)
+    assert np.percentile(p_own[edge], 99.9) == pytest.approx(1.0, abs=1e-4)
+    assert not np.allclose(p_own[edge], p_plain[edge], atol=0.05)  # a scale of their own, not the common one
+    reloaded(own, tmp_path, objs, feats, 500)  # the edge scale round-trips through the checkpoint
+    few_objs, few_feats = _edge_rows(400, MIN_EDGE_OBJECTS - 1)
+    few = AttributeScorer(attributes={"speed": {**speed, "edge_calibration": True}}, frame_sigma=0).fit_clips(
+        [(few_objs, few_feats, 500)])
+    few_plain = AttributeScorer(attributes={"speed": speed}, frame_sigma=0).fit_clips([(few_objs, few_feats, 500)])
+    np.testing.assert_allclose(few.object_parts(few_objs, few_feats)["speed"],
+                               few_plain.object_parts(few_objs, few_feats)["speed"], rtol=1e-6)
