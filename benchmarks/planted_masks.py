@@ -51,14 +51,17 @@ def plant_prompts(clip, min_area: int = 20, gt: str = "pasted"):
     ``min_area`` pixels, one box prompt around those pixels (obj_id 1, score 1) and its ground truth (``gt``: the
     pixels themselves, or their convex hull, ``PlantedClip.object_mask``; the box is the same)."""
     from tao_lab.types import Prompts
+    from tao_lab.validation.planted import GT_SHAPES, convex_hull_mask
 
+    if gt not in GT_SHAPES:
+        raise ValueError(f"ground truth must be one of {GT_SHAPES}, got {gt!r}")
     masks, boxes, frames = {}, [], []
     for i in np.flatnonzero(clip.present):
         mask = clip.object_mask(int(i))
         if int(mask.sum()) < min_area:
             continue
         ys, xs = np.nonzero(mask)
-        masks[int(i)] = mask if gt == "pasted" else clip.object_mask(int(i), gt)
+        masks[int(i)] = mask if gt == "pasted" else convex_hull_mask(mask)
         frames.append(int(i))
         boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
     n = len(frames)

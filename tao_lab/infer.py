@@ -197,8 +197,9 @@ def run_inference(cfg: DictConfig, logger=None) -> dict:
           f"{a['false_alarm_rate_on_held_out_fit_frames']:.4g} reached on {a['held_out_fit_frames']} held-out "
           f"fit frames ({a['calibration']})")
     if result.get("scene_check"):
-        print("  scene check (share of objects more than 0.5 above each group's normal level; whole video / fit "
-              "window, README \"Scene check\"):\n    " + ", ".join(
+        from tao_lab.scene_check import DESCRIPTION
+
+        print(f"  scene check: {DESCRIPTION}, whole video / fit window (README \"Scene check\"):\n    " + ", ".join(
                   f"{g} {v['video']:.4f} / {v['fit_window']:.4f}" for g, v in result["scene_check"].items()))
     print(f"  events: {len(result['events'])}")
     for ev in result["events"][:10]:

@@ -12,6 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tao_lab.scene_check import DESCRIPTION as SCENE_CHECK_DESCRIPTION
+
 PACKAGES = ("tao_lab", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "opencv-python", "hydra-core",
             "omegaconf", "lightning", "torchmetrics", "ultralytics", "sam2", "wandb")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +76,7 @@ def write_metrics(out_dir: Path, metrics: dict[str, float], per_video: list[dict
 
 
 LEVELS = (("frame", "Frame level"), ("pixel", "Pixel level"), ("object", "Object level"))
-SCENE_CHECK_TITLE = "Scene check (label-free): share of objects over 0.5 above each group's baseline, here / training"
+SCENE_CHECK_TITLE = f"Scene check: {SCENE_CHECK_DESCRIPTION}, here / training"
 # Keys that count things or give an operating point rather than measure quality.
 _BOOKKEEPING = ("_num_", "_frames_", "_macro_videos", "_threshold", "/frames")
 

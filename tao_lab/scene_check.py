@@ -7,6 +7,11 @@ training objects. ``eval.py`` reports it as ``<split>/scene_check_<group>`` and 
 """
 from __future__ import annotations
 
+#: An object counts when its excess over a group's baseline exceeds this (AttributeScorer.excess_counts).
+SCENE_CHECK_EXCESS = 0.5
+#: What the check reports, as every output (eval's table, infer's summary and report) words it.
+DESCRIPTION = f"share of objects more than {SCENE_CHECK_EXCESS:g} above each group's normal level (label-free)"
+
 
 class SceneCheck:
     """Label-free: per fusion group of the scorer, the share of the evaluated objects whose excess over the group's

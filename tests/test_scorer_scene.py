@@ -510,7 +510,7 @@ def test_scene_check_counts_match_a_direct_count_and_the_training_share_is_recor
     training objects' calibrated parts (every attribute calibrated in-sample here, so object_parts on the training
     clips reproduces them)."""
     from tao_lab.scorer import AttributeScorer
-    from tao_lab.scorer.attribute import SCENE_CHECK_EXCESS
+    from tao_lab.scene_check import SCENE_CHECK_EXCESS
 
     attrs = {"speed_place": dict(SCENE_ATTRIBUTES["speed_place"]),
              "size": dict(SCENE_ATTRIBUTES["size"]),

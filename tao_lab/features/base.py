@@ -73,13 +73,11 @@ class FlowEstimator:
     def __call__(self, frm: np.ndarray, to: np.ndarray) -> np.ndarray:
         """Flow (H,W,2) float32 at the pixels of ``frm`` pointing to ``to`` (dx, dy in px/frame)."""
         h, w = frm.shape
-        if self.min_rows is not None:
-            rows = max(8, int(round(h * self.scale))) if self.scale != 1.0 else h
-            if rows != self._level_rows:
-                self._dis.setFinestScale(self.level_for(rows))
-                self._level_rows = rows
+        size = (max(8, int(round(w * self.scale))), max(8, int(round(h * self.scale)))) if self.scale != 1.0 else (w, h)
+        if self.min_rows is not None and size[1] != self._level_rows:
+            self._dis.setFinestScale(self.level_for(size[1]))
+            self._level_rows = size[1]
         if self.scale != 1.0:
-            size = (max(8, int(round(w * self.scale))), max(8, int(round(h * self.scale))))
             a = cv2.resize(frm, size, interpolation=cv2.INTER_AREA)
             b = cv2.resize(to, size, interpolation=cv2.INTER_AREA)
             flow = self._dis.calc(a, b, None)

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from tao_lab.scene_check import DESCRIPTION as SCENE_CHECK_DESCRIPTION
 from tao_lab.types import Clip
 
 
 #: infer's report: the scene check table (tao_lab.scene_check), with how to read it
-SCENE_CHECK_TITLE = ("Scene check: share of objects more than 0.5 above each group's normal level (label-free; a share "
-                     "far above the fit window's says that group fires on ordinary objects of this video)")
+SCENE_CHECK_TITLE = (f"Scene check: {SCENE_CHECK_DESCRIPTION}; a share far above the fit window's says that group "
+                     f"fires on ordinary objects of this video")
 
 
 def write_infer_report(path: Path, cfg, clip: Clip, summary: dict, frame_scores: np.ndarray, alarm_tau: float,

@@ -41,6 +41,7 @@ from tao_lab.config import to_plain
 from tao_lab.scorer import scene
 from tao_lab.scorer.base import FitItem, ObjectScorer
 from tao_lab.scorer.calibration import calibrate, percentile_range
+from tao_lab.scene_check import SCENE_CHECK_EXCESS
 from tao_lab.scorer.common import frame_scores_from_objects, smooth_along_tracks, smooth_frame_scores
 from tao_lab.types import ObjectScores, ObjectTable
 
@@ -104,9 +105,6 @@ _PLACE_KEYS = ("place_loc", "place_scale")
 #: Ways attribute groups combine into the object score (see ``AttributeScorer``'s ``fusion``).
 FUSIONS = ("sum", "max", "max_excess", "sum_excess")
 
-#: Scene check (:meth:`AttributeScorer.excess_counts`): an object's excess over a group's baseline that counts.
-SCENE_CHECK_EXCESS = 0.5
-
 
 class AttributeScorer(ObjectScorer):
     """Density models over per-object attributes with training-only calibration (see the module docstring).
@@ -116,7 +114,7 @@ class AttributeScorer(ObjectScorer):
             (gmm|knn|class|occupancy|direction), components, covariance, tail (density|upper), k, metric
             (sqeuclidean|euclidean), max_bank, calibration (loo|in_sample), upper_percentile, weight, track_window,
             by_place, grid, place_prior, place_quantile, occupancy_sigma, min_speed, direction_prior, clip_prior,
-            footprint_edge, group.
+            footprint_edge, edge_calibration, group.
             None = :data:`DEFAULT_ATTRIBUTES` (the speed + appearance set of ``configs/scorer/attribute_speed.yaml``;
             the configured default, ``attribute.yaml``, adds the scene attributes, which need the place feature).
         frame_sigma: Gaussian smoothing of the frame scores along time (frames; 0 = none).
@@ -201,8 +199,7 @@ class AttributeScorer(ObjectScorer):
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
         fusion_baseline = to_plain(fusion_baseline)
-        per_group = fusion_baseline if isinstance(fusion_baseline, dict) else {None: fusion_baseline}
-        for value in per_group.values():
+        for value in (fusion_baseline.values() if isinstance(fusion_baseline, dict) else [fusion_baseline]):
             if not 0.0 <= float(value) <= 100.0:
                 raise ValueError(f"fusion_baseline must be a percentile in [0, 100] (or one per group), got "
                                  f"{fusion_baseline!r}")

@@ -55,6 +55,16 @@ class PlantSpec:
 GT_SHAPES = ("pasted", "hull")
 
 
+def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the filled convex hull of a mask's pixels (the mask itself included; empty stays empty)."""
+    if not mask.any():
+        return mask.copy()
+    ys, xs = np.nonzero(mask)
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.fillConvexPoly(filled, cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32)), 1)
+    return filled.astype(bool) | mask
+
+
 class PlantedClip(Clip):
     """``base`` with ``sprite`` (h,w,3 uint8, alpha h,w float in [0,1]) pasted with its top-left corner at
     ``top_left[i]`` (x, y floats; NaN = not in frame i), scaled by ``scale[i]`` (default 1: the sprite's own size;
@@ -98,13 +108,7 @@ class PlantedClip(Clip):
         if not self.present[i]:
             return np.zeros((self.height, self.width), bool)
         mask = self._warp(self.alpha, i) >= 0.5
-        if shape == "hull" and mask.any():
-            ys, xs = np.nonzero(mask)
-            hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
-            filled = np.zeros(mask.shape, np.uint8)
-            cv2.fillConvexPoly(filled, hull, 1)
-            mask |= filled.astype(bool)
-        return mask
+        return convex_hull_mask(mask) if shape == "hull" else mask
 
     def _read(self, i: int) -> np.ndarray:
         return self._paste(self.base.frame(i), i)
