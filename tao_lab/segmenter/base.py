@@ -84,13 +84,21 @@ class ClipSegmenterStream(SegmenterStream):
 
 class FrameSegmenterStream(SegmenterStream):
     """Masks cut on the current frame only: ``masks_of(frame, items) -> (masks (K,H,W) bool, pixel scores (K,H,W)
-    or None)`` for the objects a box-planning segmenter plans on the window's last frame (``segmenter.plan``)."""
+    or None)`` for the objects a box-planning segmenter plans on the window's last frame (``segmenter.plan``).
+    ``previous_frame`` is the frame of the step before (None on the first), for masks that need motion."""
 
     def __init__(self, segmenter, ctx, masks_of):
         super().__init__(ctx)
         self.segmenter, self.masks_of = segmenter, masks_of
+        self.previous_frame: Optional[np.ndarray] = None
 
     def step(self, frame, prompts, scores, num_frames):
+        try:
+            return self._step(frame, prompts, scores, num_frames)
+        finally:
+            self.previous_frame = frame
+
+    def _step(self, frame, prompts, scores, num_frames):
         if not len(prompts):
             return self.empty()
         items = self.segmenter.plan(prompts, scores, num_frames)[num_frames - 1]

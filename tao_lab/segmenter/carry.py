@@ -8,10 +8,13 @@ prompt of the same object, or until the track has been missing for more than ``m
 Optionally the same is done backwards for ``carry_backward`` frames before the object's first prompt: the prompt
 filter prompts a new object only once it is confirmed, often a few frames after its first anomalous box, and
 TAO's single SAM2 pass also masks an object on the frames before its prompt (sam2 conditions on all prompts).
+
+Every planned box also carries its track's velocity on that frame (:func:`track_velocity`), for segmenters that
+keep the pixels moving with the object (``ForegroundSegmenter(coherence=...)``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -31,6 +34,8 @@ class PlannedBox:
     point: np.ndarray  # (2,) float64 positive point (x, y), NaN when the prompt had none / carried frame
     score: float  # the object's anomaly score on this frame
     prompted: bool  # True on the prompt's own frame, False on carried frames
+    # (2,) float64 the track's velocity on this frame (dx, dy px/frame; track_velocity), NaN when not tracked
+    velocity: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
 
 
 def _point_box(point: np.ndarray, size: float) -> np.ndarray:
@@ -50,6 +55,24 @@ class _TrackIndex:
         for r in order[::-1]:  # the first row of a (track, frame) wins
             if objects.track_id[r] >= 0:
                 self.row_of[(int(objects.track_id[r]), int(objects.frame[r]))] = int(r)
+        self._paths: Optional[dict[int, tuple[np.ndarray, np.ndarray]]] = None
+
+    def velocity(self, tid: int, t: int) -> np.ndarray:
+        """The track's velocity on frame t (:func:`track_velocity` over its rows, one per frame)."""
+        if self._paths is None:  # every track's (frames, box centres), built on first use
+            by_track: dict[int, list[tuple[int, int]]] = {}
+            for (k, f), r in self.row_of.items():
+                by_track.setdefault(k, []).append((f, r))
+            self._paths = {}
+            for k, fr in by_track.items():
+                fr.sort()
+                b = self.objects.xyxy[[r for _, r in fr]].astype(np.float64)
+                self._paths[k] = (np.array([f for f, _ in fr], np.int64), (b[:, :2] + b[:, 2:]) / 2.0)
+        if tid not in self._paths:
+            return np.full(2, np.nan)
+        frames, centres = self._paths[tid]
+        return track_velocity(frames, centres, t)
+
 
     def associate(self, t: int, box: np.ndarray, point: np.ndarray, min_iou: float) -> Optional[int]:
         """Tracker id of the scored object on frame t that the prompt refers to, or None."""
@@ -70,6 +93,18 @@ class _TrackIndex:
                 cand = rows[inside]
                 return int(self.objects.track_id[cand[np.argmax(self.objects.score[cand])]])
         return None
+
+
+def track_velocity(frames: np.ndarray, centres: np.ndarray, t: int, half_window: int = 3) -> np.ndarray:
+    """(2,) px/frame: the median over the track's steps within ``half_window`` frames of t of the box centre's
+    displacement per frame (frames (n,) sorted, centres (n, 2)); NaN without two detections in the window.
+    A median over a few steps, because a box that merges with a neighbour for a frame or two jumps."""
+    inside = np.flatnonzero(np.abs(frames - t) <= half_window)
+    if len(inside) < 2:
+        return np.full(2, np.nan)
+    f, c = frames[inside], centres[inside]
+    steps = np.diff(c, axis=0) / np.diff(f)[:, None]
+    return np.median(steps, axis=0)
 
 
 def plan_boxes(prompts: Prompts, scores: Optional[ObjectScores], num_frames: int, max_carry: int = 25,
@@ -103,7 +138,7 @@ def plan_boxes(prompts: Prompts, scores: Optional[ObjectScores], num_frames: int
                 continue
             gap = 0
             plan[t].append(PlannedBox(oid, objects.xyxy[row].astype(np.float64), np.full(2, np.nan),
-                                      carried_score(prompt_score, row), False))
+                                      carried_score(prompt_score, row), False, index.velocity(tid, t)))
 
     for oid in np.unique(prompts.obj_id):
         rows = np.flatnonzero(prompts.obj_id == oid)
@@ -120,7 +155,8 @@ def plan_boxes(prompts: Prompts, scores: Optional[ObjectScores], num_frames: int
             if not np.isfinite(box).all():
                 row = index.row_of.get((tid, t)) if tid is not None else None
                 box = objects.xyxy[row].astype(np.float64) if row is not None else _point_box(point, point_box_size)
-            plan[t].append(PlannedBox(int(oid), box, point, score, True))
+            velocity = index.velocity(tid, t) if tid is not None else np.full(2, np.nan)
+            plan[t].append(PlannedBox(int(oid), box, point, score, True, velocity))
             if tid is None:
                 continue
             nxt = int(frames[k + 1]) if k + 1 < len(rows) else T

@@ -17,6 +17,12 @@ Pixel score (``pixel_score="object_x_strength"``, the default): a soft mask scal
 - the rest of the object's (enlarged) box: ``score x box_score x (1 - d / reach)``, d = distance (px) to the
   mask, reach = half the box's larger side (box_score <= floor): a soft margin that fades away from the mask;
 - everything else: 0.
+- with ``coherence`` on, mask pixels are also weighted by how well their optical flow agrees with the velocity of the
+  object's track (``w = exp(-d^2 / 2 s^2)``, d = |flow - track velocity| in px/frame, s = max(``coherence_tolerance``
+  x track speed, ``coherence_min_speed``)): when a box holds more than its object (a biker's box that took in the
+  walkers beside it, a loiterer passed by walkers), the pixels moving differently from the object rank lower
+  (``"score"``), or, beyond ``coherence_cut`` x s, leave the mask (``"mask"``, which also tightens the object's box
+  for RBDC). Objects without a track velocity (untracked prompts) are not weighted.
 Why: pooled pixel AUROC/AP/AUPRO rank every pixel of the test set. A constant per object ties all of an object's
 pixels, so the mask border (least certain) ranks with its core; ranking by foreground evidence within an object
 puts the most certain pixels first (precision, AP). Pixels of the box that the foreground missed (low-contrast
@@ -46,6 +52,11 @@ log = logging.getLogger(__name__)
 FOREGROUNDS = ("background_model", "frame_diff")
 FALLBACKS = ("box", "ellipse", "none")
 PIXEL_SCORES = ("object_x_strength", "object")
+COHERENCE = ("none", "score", "mask")
+
+
+def _grey(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
 
 
 class _FrameDifference:
@@ -121,6 +132,13 @@ class ForegroundSegmenter(CarryingSegmenter):
         box_score: the pixels of the object's enlarged box outside its mask get up to ``box_score x score``,
             fading with the distance to the mask (a soft margin, see the module docstring; 0 = mask pixels only).
             At most ``strength_floor``.
+        coherence: "none", "score" or "mask": weight mask pixels by the agreement of their optical flow with the
+            object's track velocity (module docstring); "mask" also removes the pixels beyond ``coherence_cut``.
+        coherence_tolerance: s = this fraction of the track's speed (px/frame) ...
+        coherence_min_speed: ... but at least this (px/frame): flow noise, and a standing object.
+        coherence_cut: "mask": pixels whose flow differs from the track's velocity by more than this many s leave
+            the mask (a mask that would lose all its pixels is kept whole).
+        flow: keyword arguments of tao_lab.features.FlowEstimator for the coherence flow (None = its defaults).
         max_carry, max_gap, carry_backward, min_track_iou, carry_score: the box plan (CarryingSegmenter).
     """
 
@@ -129,10 +147,12 @@ class ForegroundSegmenter(CarryingSegmenter):
                  min_fg_fraction: float = 0.05,                 fallback: str = "box", fill_holes: bool = True, largest_component: bool = False,
                  grabcut: bool = False, grabcut_iters: int = 3, pixel_score: str = "object_x_strength",
                  strength_floor: float = 0.25, strength_blur: float = 1.0, box_score: float = 0.1, max_carry: int = 25, max_gap: int = 3,
-                 carry_backward: int = 5, min_track_iou: float = 0.3, carry_score: str = "prompt"):
+                 carry_backward: int = 5, min_track_iou: float = 0.3, carry_score: str = "prompt",
+                 coherence: str = "none", coherence_tolerance: float = 0.5, coherence_min_speed: float = 1.0,
+                 coherence_cut: float = 2.0, flow: Optional[dict] = None):
         super().__init__(max_carry, max_gap, carry_backward, min_track_iou, carry_score)
         for name, value, choices in (("foreground", foreground, FOREGROUNDS), ("fallback", fallback, FALLBACKS),
-                                     ("pixel_score", pixel_score, PIXEL_SCORES)):
+                                     ("pixel_score", pixel_score, PIXEL_SCORES), ("coherence", coherence, COHERENCE)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         if not 0 < strength_floor <= 1:
@@ -163,6 +183,53 @@ class ForegroundSegmenter(CarryingSegmenter):
         if not 0 <= box_score <= strength_floor:
             raise ValueError(f"box_score must be in [0, strength_floor], got {box_score}")
         self.box_score = float(box_score)
+        for name, value in (("coherence_tolerance", coherence_tolerance), ("coherence_min_speed", coherence_min_speed),
+                            ("coherence_cut", coherence_cut)):
+            if not float(value) > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        self.coherence = coherence
+        self.coherence_tolerance = float(coherence_tolerance)
+        self.coherence_min_speed = float(coherence_min_speed)
+        self.coherence_cut = float(coherence_cut)
+        self.flow_options = dict(flow or {})
+        self._flow_estimator = None
+
+    def flow_estimator(self):
+        if self._flow_estimator is None:
+            from tao_lab.features.base import FlowEstimator
+
+            self._flow_estimator = FlowEstimator(**self.flow_options)
+        return self._flow_estimator
+
+    def pixel_flow(self, frame: np.ndarray, other: Optional[np.ndarray], other_is_previous: bool = True
+                   ) -> Optional[np.ndarray]:
+        """(H, W, 2) float32 motion of ``frame``'s pixels in px/frame (as tao_lab.features.FrameContext.flow: the
+        negated flow to the previous frame, or the flow to the next one), or None without another frame."""
+        if other is None:
+            return None
+        grey = _grey(frame)
+        other = _grey(other)
+        flow = self.flow_estimator()(grey, other)
+        return -flow if other_is_previous else flow
+
+    def coherence_weight(self, flow: np.ndarray, velocity: np.ndarray, region: tuple[slice, slice]) -> np.ndarray:
+        """(h, w) float32 in (0, 1] over ``region``: exp(-d^2 / 2 s^2), d = |flow - velocity| (module docstring)."""
+        v = np.asarray(velocity, np.float64)
+        s = max(self.coherence_tolerance * float(np.hypot(v[0], v[1])), self.coherence_min_speed)
+        d2 = ((flow[region] - v[None, None, :].astype(np.float32)) ** 2).sum(axis=-1)
+        return np.exp(-0.5 * d2 / (s * s)).astype(np.float32)
+
+    def _apply_coherence(self, mask: np.ndarray, factor: np.ndarray, flow: np.ndarray, item) -> None:
+        """In place: ``factor`` times the coherence weight inside the object's enlarged box; with "mask", the mask
+        pixels beyond ``coherence_cut`` x s leave the mask unless that would empty it."""
+        region = self._region(item.box, *mask.shape)
+        weight = self.coherence_weight(flow, item.velocity, region)
+        factor[region] *= weight
+        if self.coherence == "mask":
+            keep = weight >= np.exp(-0.5 * self.coherence_cut ** 2)
+            sub = mask[region]
+            if (sub & keep).any():
+                mask[region] = sub & keep
 
     def use_camera(self, backgrounds) -> None:
         """The camera backgrounds of the run's training clips (given by the pipeline; used with scope=camera)."""
@@ -273,19 +340,30 @@ class ForegroundSegmenter(CarryingSegmenter):
         if not needed:
             return builder.build()
         model = self._foreground_model(clip)
+        previous: tuple[int, Optional[np.ndarray]] = (-2, None)  # (index, frame) of the last decoded frame
         for t in needed:
             frame = clip.frame(t)
             diff, fg = model(t, frame)
             items = plan[t]
-            masks, pix = self.masks_at(t, frame, items, diff, fg, scores)
+            flow = None
+            if self._wants_flow(items) and T > 1:
+                if t > 0:
+                    flow = self.pixel_flow(frame, previous[1] if previous[0] == t - 1 else clip.frame(t - 1))
+                else:
+                    flow = self.pixel_flow(frame, clip.frame(1), other_is_previous=False)
+            previous = (t, frame)
+            masks, pix = self.masks_at(t, frame, items, diff, fg, scores, flow=flow)
             builder.set_frame(t, [it.obj_id for it in items], masks, [it.score for it in items], pix)
         return builder.build()
 
+    def _wants_flow(self, items: list) -> bool:
+        return self.coherence != "none" and any(np.isfinite(it.velocity).all() for it in items)
+
     def masks_at(self, t: int, frame: np.ndarray, items: list, diff: np.ndarray, fg: np.ndarray,
-                 scores: Optional[ObjectScores]) -> tuple[np.ndarray, np.ndarray]:
+                 scores: Optional[ObjectScores], flow: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
         """Masks and pixel scores of frame ``t``'s planned items; a subclass may read more of the frame's context
         from ``scores`` (pose_person: the detector class of each box)."""
-        return self.frame_masks(frame, items, diff, fg)
+        return self.frame_masks(frame, items, diff, fg, flow=flow)
 
     def stream(self, ctx):
         """Online: with ``foreground="background_model"``, the current frame's masks from the stream's background
@@ -299,15 +377,23 @@ class ForegroundSegmenter(CarryingSegmenter):
             log.info("segmenter.background.scope=camera is not available online: the stream's background is fitted "
                      "on its warm-up frames")
         background = ctx.background(self.background)
-        return FrameSegmenterStream(self, ctx, lambda frame, items: self.frame_masks(frame, items,
-                                                                                    *background.foreground(frame)))
+        stream = FrameSegmenterStream(self, ctx, None)
 
-    def frame_masks(self, frame: np.ndarray, items: list, diff: np.ndarray, fg: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
+        def masks_of(frame, items):
+            previous = stream.previous_frame
+            flow = self.pixel_flow(frame, previous) if self._wants_flow(items) and previous is not None else None
+            return self.frame_masks(frame, items, *background.foreground(frame), flow=flow)
+
+        stream.masks_of = masks_of
+        return stream
+
+    def frame_masks(self, frame: np.ndarray, items: list, diff: np.ndarray, fg: np.ndarray,
+                    flow: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
         """Masks (K,H,W) bool and pixel scores (K,H,W) float32 of one frame's planned objects.
 
-        The pixel score is the object's anomaly score times the foreground strength factor on its mask, plus the
-        soft margin around it (see the class docstring). Also the online step (:meth:`stream`), frame by frame.
+        The pixel score is the object's anomaly score times the foreground strength factor on its mask (times the
+        coherence weight when ``coherence`` is on and ``flow``, (H,W,2) px/frame of this frame's pixels, is given),
+        plus the soft margin around it (see the class docstring). Also the online step (:meth:`stream`).
         """
         H, W = frame.shape[:2]
         masks = np.zeros((len(items), H, W), dtype=bool)
@@ -316,5 +402,7 @@ class ForegroundSegmenter(CarryingSegmenter):
             masks[k], strength = self.object_mask(frame, it.box, diff, fg)
             factor = np.ones((H, W), np.float32) if self.pixel_score == "object" else \
                 self.strength_floor + (1.0 - self.strength_floor) * strength
+            if flow is not None and self.coherence != "none" and np.isfinite(it.velocity).all():
+                self._apply_coherence(masks[k], factor, flow, it)
             pix[k] = it.score * np.where(masks[k], factor, self.soft_margin(it.box, masks[k]))
         return masks, pix

@@ -101,8 +101,8 @@ class PosePersonSegmenter(ForegroundSegmenter):
         return (mask, prob) if mask.any() else None
 
     def frame_masks(self, frame: np.ndarray, items: list, diff: np.ndarray, fg: np.ndarray,
-                    classes: Optional[list] = None) -> tuple[np.ndarray, np.ndarray]:
-        masks, pix = super().frame_masks(frame, items, diff, fg)  # the classical masks: the fallback
+                    classes: Optional[list] = None, flow: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+        masks, pix = super().frame_masks(frame, items, diff, fg, flow=flow)  # the classical masks: the fallback
         classes = classes or [None] * len(items)
         rgb = None
         for k, it in enumerate(items):
@@ -120,8 +120,8 @@ class PosePersonSegmenter(ForegroundSegmenter):
             pix[k] = it.score * np.where(masks[k], factor, self.soft_margin(it.box, masks[k]))
         return masks, pix
 
-    def masks_at(self, t, frame, items, diff, fg, scores):
-        return self.frame_masks(frame, items, diff, fg, self.classes_of(t, items, scores))
+    def masks_at(self, t, frame, items, diff, fg, scores, flow=None):
+        return self.frame_masks(frame, items, diff, fg, self.classes_of(t, items, scores), flow=flow)
 
     def segment(self, clip: Clip, prompts: Prompts, scores: Optional[ObjectScores] = None) -> Segmentation:
         out = super().segment(clip, prompts, scores)
