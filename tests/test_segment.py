@@ -279,3 +279,124 @@ def test_classical_beats_filled_boxes_on_ped2_given_the_same_boxes():
     assert c["aupro@0.3"] >= b["aupro@0.3"] - 0.005, (c, b)
     # (mask IoU is not asserted: Ped2's GT masks are coarse blobs that include e.g. a bicycle's low-contrast
     # wheels, so a filled box overlaps them better than the foreground silhouette does)
+
+
+# ---------------------------------------------------------------------------------------------- motion coherence
+def two_disc_clip(T=48, H=96, W=180, seed=3):
+    """Textured background; disc A (r 11) moves right at 3 px/frame along row 60, disc B (r 9) left at 2 px/frame along
+    row 40: they pass each other around frame 28, where their boxes touch (one merged blob for a background-subtraction
+    detector). Returns (clip, A masks, B masks, A boxes, union boxes)."""
+    rng = np.random.default_rng(seed)
+    bg = (rng.integers(60, 120, (H // 8 + 1, W // 8 + 1, 1)) * np.ones((1, 1, 3))).astype(np.uint8)
+    bg = np.kron(bg, np.ones((8, 8, 1), np.uint8))[:H, :W]
+    yy, xx = np.mgrid[:H, :W]
+    tex_a = np.kron(rng.integers(150, 255, (H // 3 + 1, W // 3 + 1)), np.ones((3, 3), int))[:H, :W]
+    tex_b = np.kron(rng.integers(0, 50, (H // 3 + 1, W // 3 + 1)), np.ones((3, 3), int))[:H, :W]
+    frames, ma, mb, boxes_a, union = [], [], [], [], []
+    for t in range(T):
+        da, db = 3 * t, -2 * t
+        a = (xx + 0.5 - (10 + da)) ** 2 + (yy + 0.5 - 60) ** 2 <= 11 ** 2
+        b = (xx + 0.5 - (150 + db)) ** 2 + (yy + 0.5 - 40) ** 2 <= 9 ** 2
+        f = bg.astype(np.int16) + rng.normal(0, 3, (H, W, 3)).astype(np.int16)
+        f[a] = np.roll(tex_a, da, axis=1)[a][:, None]
+        f[b] = np.roll(tex_b, db, axis=1)[b][:, None]
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+        ma.append(a)
+        mb.append(b)
+        boxes_a.append(mask_box(a))
+        union.append(mask_box(a | b))
+    return ArrayClip(np.stack(frames)), np.stack(ma), np.stack(mb), np.stack(boxes_a), np.stack(union)
+
+
+PASSING = slice(25, 32)  # the frames where the two discs' boxes touch
+
+
+def test_track_velocity_known_answers():
+    from tao_lab.segmenter.carry import track_velocity
+
+    frames = np.arange(10)
+    centres = np.stack([2.0 * frames + 5, -0.5 * frames], axis=1)
+    np.testing.assert_allclose(track_velocity(frames, centres, 5), [2.0, -0.5])
+    # a gap of two frames: displacement per frame, not per detection
+    np.testing.assert_allclose(track_velocity(np.array([0, 2, 4]), np.array([[0, 0], [4, 2], [8, 4.0]]), 2), [2, 1])
+    # one merged frame where the box centre jumps: the median ignores it
+    jumped = centres.copy()
+    jumped[5] += [15.0, 9.0]
+    np.testing.assert_allclose(track_velocity(frames, jumped, 4, half_window=3), [2.0, -0.5])
+    assert np.isnan(track_velocity(frames[:1], centres[:1], 0)).all()
+    assert np.isnan(track_velocity(frames, centres, 40)).all()  # no detection within the window
+
+
+def test_plan_boxes_carry_the_track_velocity():
+    boxes = np.array([[10.0 + 2 * t, 20, 30 + 2 * t, 60] for t in range(8)])
+    scores = tracked_scores(boxes, track_id=4, jitter=0.0)
+    prompts = Prompts.from_boxes(np.array([2]), np.array([1]), boxes[[2]], np.array([2.0]))
+    plan = plan_boxes(prompts, scores, 8, max_carry=3)
+    planned = [it for items in plan for it in items]
+    assert len(planned) == 4  # the prompt frame and 3 carried frames
+    for it in planned:
+        np.testing.assert_allclose(it.velocity, [2.0, 0.0])
+    untracked = plan_boxes(prompts, None, 8)[2][0]  # no scored objects: no track, no velocity
+    assert np.isnan(untracked.velocity).all()
+
+
+def _coherence_run(mode, follow):
+    clip, ma, mb, boxes_a, union = two_disc_clip()
+    T = clip.num_frames
+    track = boxes_a if follow == "a" else np.stack([mask_box(m) for m in mb])
+    scores = tracked_scores(track, jitter=0.0)
+    prompts = Prompts.from_boxes(np.arange(T), np.ones(T, np.int64), union, np.full(T, 2.0))
+    seg = ForegroundSegmenter(background={"scope": "clip"}, box_score=0.0, coherence=mode, min_track_iou=0.05)
+    return seg.segment(clip, prompts, scores), ma, mb
+
+
+@pytest.mark.parametrize("follow", ["a", "b"])
+def test_coherence_keeps_the_pixels_that_move_with_the_track(follow):
+    """The prompt box holds two discs moving differently (3 px/frame right, 1 px/frame left); the track is one of
+    them. Without coherence the mask takes both; "mask" keeps the tracked disc's pixels and drops the other's;
+    "score" keeps both in the mask and ranks the other's pixels lower."""
+    frames = PASSING
+    for mode in ("none", "score", "mask"):
+        out, ma, mb = _coherence_run(mode, follow)
+        mine, other = (ma, mb) if follow == "a" else (mb, ma)
+        mask = out.instance_maps[frames] > 0
+        own = (mask & mine[frames]).sum() / mine[frames].sum()
+        theirs = (mask & other[frames]).sum() / other[frames].sum()
+        assert own > 0.85, (mode, own)  # the tracked object keeps its mask
+        if mode == "mask":
+            assert theirs < 0.25, (mode, theirs)
+            for t in range(PASSING.start, PASSING.stop):  # masks never leave the enlarged prompt box
+                x1, y1, x2, y2 = mask_box(ma[t] | mb[t])
+                m = out.instance_maps[t] > 0
+                assert not m[:, :int(x1 - 0.1 * (x2 - x1)) - 1].any() and not m[:, int(x2 + 0.1 * (x2 - x1)) + 2:].any()
+            continue
+        assert theirs > 0.85, (mode, theirs)  # the merged neighbour is in the mask
+        sm = out.score_maps[frames].astype(np.float32)
+        ratio = sm[other[frames] & mask].mean() / sm[mine[frames] & mask].mean()
+        assert (ratio < 0.1) if mode == "score" else (ratio > 0.4), (mode, ratio)
+
+
+def test_coherence_online_matches_the_clip():
+    """Online, the stream's previous frame gives the flow: the same frame's masks as segment() on the clip."""
+    from tao_lab.streaming import StreamContext
+
+    clip, ma, mb, boxes_a, union = two_disc_clip()
+    T = clip.num_frames
+    scores = tracked_scores(boxes_a, jitter=0.0)
+    prompts = Prompts.from_boxes(np.arange(T), np.ones(T, np.int64), union, np.full(T, 2.0))
+    seg = ForegroundSegmenter(background={"scope": "clip"}, box_score=0.0, coherence="mask", min_track_iou=0.05)
+    ctx = StreamContext(clip.height, clip.width, clip.fps, window=T)
+    stream = seg.stream(ctx)
+    ctx.fit(clip)  # the stream's background from the same frames as the clip's
+    offline = seg.segment(clip, prompts, scores)
+    for t in range(T):
+        window = scores.objects.frame <= t
+        now = ObjectScores(scores.objects.take(np.flatnonzero(window)), scores.frame_scores[:t + 1])
+        upto = np.flatnonzero(prompts.frame <= t)
+        window_prompts = Prompts(prompts.frame[upto], prompts.obj_id[upto], prompts.xyxy[upto], prompts.point[upto],
+                                 prompts.score[upto])
+        inst, _ = stream.step(clip.frame(t), window_prompts, now, t + 1)
+        if t in (26, 30):
+            assert iou(inst > 0, offline.instance_maps[t] > 0) > 0.9
+            assert ((inst > 0) & mb[t]).sum() < 0.25 * mb[t].sum()
+            assert ((inst > 0) & ma[t]).sum() > 0.85 * ma[t].sum()

@@ -1,6 +1,7 @@
 """Per-object features: extractors combined by :func:`extract_features` (one decoding pass per clip).
 
-Weight-free: :class:`VelocityFeature` (optical flow), :class:`BoxGeometryFeature`, :class:`PlaceFeature` (footprint
+Weight-free: :class:`VelocityFeature` (optical flow), :class:`MotionPatternFeature` (rigid or articulated motion),
+:class:`BoxGeometryFeature`, :class:`PlaceFeature` (footprint
 relative to the frame, for the scene-context attributes), :class:`CropAppearanceFeature`.
 From local model files (torch/ultralytics imported only when they run): :class:`DeepFeature`, :class:`PoseFeature`.
 """
@@ -9,9 +10,11 @@ from tao_lab.features.base import (FeatureExtractor, FeatureSet, FlowEstimator, 
                                    extract_features)
 from tao_lab.features.deep import DeepFeature
 from tao_lab.features.geometry import BoxGeometryFeature
+from tao_lab.features.motion_pattern import MotionPatternFeature
 from tao_lab.features.place import PlaceFeature
 from tao_lab.features.pose import PoseFeature
 from tao_lab.features.velocity import VelocityFeature
 
 __all__ = ["FeatureExtractor", "FeatureSet", "FlowEstimator", "FrameContext", "clip_boxes", "extract_features",
-           "VelocityFeature", "BoxGeometryFeature", "PlaceFeature", "CropAppearanceFeature", "DeepFeature", "PoseFeature"]
+           "VelocityFeature", "MotionPatternFeature", "BoxGeometryFeature", "PlaceFeature", "CropAppearanceFeature",
+           "DeepFeature", "PoseFeature"]

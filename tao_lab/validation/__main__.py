@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(default ../shared/datasets/ucsd_ped2)")
     parser.add_argument("--metric", choices=("micro", "macro"), default="micro",
                         help="cross-scene: frame AUC pooled over held-out clips (micro, default) or per clip (macro)")
+    parser.add_argument("--rigid-walkers", action="store_true",
+                        help="cross-scene: planted walkers are one cut-out translated rigidly (rounds 1-22) instead "
+                             "of an animated cut-out whose limbs move (the default from round 23)")
     parser.add_argument("--json", help="cross-scene: also write the AUC table (variant -> scene -> set) to this file")
     parser.add_argument("--alarm", help="cross-scene: YAML file {methods: [...], targets: [...], folds: [...]} of "
                                         "frame-alarm candidates to compare instead of scorer variants")
@@ -153,10 +156,11 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
     result = cross_scene_validate(cfg, {name: compose_config(base + o) for name, o in variants.items()},
                                   scenes, sets, str(ped2_dir), args.clips, args.frames, seed=args.seed,
                                   show_progress=bool(cfg.get("progress", True)), metric=args.metric,
-                                  fit_clips=args.fit_clips)
+                                  fit_clips=args.fit_clips, animate=not args.rigid_walkers)
     fitted_on = "all other clips" if args.fit_clips is None else f"{args.fit_clips} other clip(s)"
     print(f"\ncross-scene leave-one-clip-out frame AUC ({args.metric}) on planted behaviours, {args.clips} training "
-          f"clips x {args.frames} frames per scene, each fold fitted on {fitted_on} (seed {args.seed}; test clips "
+          f"clips x {args.frames} frames per scene, each fold fitted on {fitted_on}, "
+          f"{'rigid' if args.rigid_walkers else 'animated'} walkers (seed {args.seed}; test clips "
           f"not read), "
           f"{time.perf_counter() - start:.0f} s")
     print("labelled frames per scene and set: " + "; ".join(
@@ -169,6 +173,7 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
 
         record = {"scenes": result.scenes, "sets": result.sets, "clips": args.clips, "frames": args.frames,
                   "seed": args.seed, "metric": args.metric, "fit_clips": args.fit_clips, "variants": variants,
+                  "animated_walkers": not args.rigid_walkers,
                   "base_overrides": base,
                   "auc": result.auc, "mean": {v: result.mean(v) for v in result.auc}, "positives": result.positives}
         path = Path(args.json)

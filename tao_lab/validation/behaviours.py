@@ -37,13 +37,16 @@ clip keeps negatives; among a few candidate paths, the one keeping the object lo
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from tao_lab.types import Clip, ObjectTable
-from tao_lab.validation.planted import PlantedClip, cut_walker, make_box
+from tao_lab.validation.planted import PlantedClip, cut_walker, cut_walker_sequence, gait_index, make_box
+
+log = logging.getLogger(__name__)
 
 # fast_mild last: a set's index sets its depth bands, so the earlier sets (and their cached plants) stay as they were
 BEHAVIOURS = ("fast", "cart", "wrong_way", "off_path", "loiter", "fast_mild")
@@ -360,11 +363,15 @@ def _off_path(stats: SceneStats, rng, depth: int, n_max: int, aspect: float, rel
 
 
 def plant_behaviour(base: Clip, kind: str, stats: SceneStats, donor: Optional[tuple[Clip, ObjectTable]],
-                    rng: np.random.Generator, depth: int, tries: int = 30, candidates: int = 6) -> PlantedClip:
+                    rng: np.random.Generator, depth: int, tries: int = 30, candidates: int = 6,
+                    animate: bool = False) -> PlantedClip:
     """``base`` with one planted object of set ``kind`` (see the module docstring) at depth band ``depth``.
 
     stats: statistics of the scene's OTHER training clips; donor: (clip, its objects) to cut a walker from (every
-    set but ``cart``)."""
+    set but ``cart``); animate: a walker is cut from several consecutive frames of its donor track and moves its
+    limbs (:func:`tao_lab.validation.planted.cut_walker_sequence`; its gait advances with the distance it walks,
+    :func:`~tao_lab.validation.planted.gait_index`); without it, or when the donor has no such run, one cut-out is
+    translated rigidly."""
     if kind not in BEHAVIOURS:
         raise ValueError(f"unknown planted set {kind!r}: expected one of {BEHAVIOURS}")
     T = base.num_frames
@@ -376,9 +383,18 @@ def plant_behaviour(base: Clip, kind: str, stats: SceneStats, donor: Optional[tu
     else:
         if donor is None:
             raise ValueError(f"a {kind!r} plant needs a donor clip to cut a walker from")
-        sprite, alpha = cut_walker(donor[0], donor[1], rng)
+        sprite = None
+        if animate:
+            try:
+                sprite, alpha = cut_walker_sequence(donor[0], donor[1], rng)
+            except ValueError as err:
+                log.info("%s: rigid walker (%s)", base.clip_id, err)
+        if sprite is None:
+            sprite, alpha = cut_walker(donor[0], donor[1], rng)
         rel_height = 1.0
-    aspect = sprite.shape[1] / sprite.shape[0]
+    frames_of = sprite if sprite.ndim == 4 else sprite[None]  # (K, h, w, 3)
+    sprite_h, sprite_w = frames_of.shape[1:3]
+    aspect = sprite_w / sprite_h
     # a few candidate paths; the one showing the object longest mostly in view (and on the path, for fast and
     # cart) wins: a straight path can run into a nearby border or off the paths
     best = None
@@ -396,11 +412,13 @@ def plant_behaviour(base: Clip, kind: str, stats: SceneStats, donor: Optional[tu
             break
     if best is not None:
         foot, lab, _ = best
-        scale = rel_height * stats.local_height(np.nan_to_num(foot[:, 1], nan=stats.height / 2)) / sprite.shape[0]
-        top_left = np.stack([foot[:, 0] - scale * sprite.shape[1] / 2, foot[:, 1] - scale * sprite.shape[0]], 1)
+        scale = rel_height * stats.local_height(np.nan_to_num(foot[:, 1], nan=stats.height / 2)) / sprite_h
+        top_left = np.stack([foot[:, 0] - scale * sprite_w / 2, foot[:, 1] - scale * sprite_h], 1)
+        steps = np.linalg.norm(np.diff(foot, axis=0, prepend=foot[:1]), axis=1)
+        index = gait_index(steps, stats.local_speed(np.nan_to_num(foot[:, 1], nan=stats.height / 2)), len(frames_of))
         digest = hashlib.sha1(sprite.tobytes() + alpha.tobytes() + np.nan_to_num(top_left, nan=-1).tobytes()
-                              + scale.tobytes()).hexdigest()
+                              + scale.tobytes() + index.tobytes()).hexdigest()
         return PlantedClip(base, sprite, alpha, top_left, f"{kind}:d{depth}:{digest[:10]}", scale=scale,
-                           labels=lab)
+                           labels=lab, sprite_index=index)
     raise ValueError(f"could not place a {kind!r} object at depth {depth} in {base.clip_id} "
                      f"({base.width}x{base.height}, {T} frames)")

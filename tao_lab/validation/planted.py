@@ -70,20 +70,36 @@ class PlantedClip(Clip):
     ``top_left[i]`` (x, y floats; NaN = not in frame i), scaled by ``scale[i]`` (default 1: the sprite's own size;
     a per-frame scale lets an object grow and shrink as it moves in depth). ``labels`` (T,) bool marks the
     anomalous frames: by default every frame holding the object; behaviour plants (a loiterer that walks in
-    normally, then stands) pass their own, a subset of the frames holding it."""
+    normally, then stands) pass their own, a subset of the frames holding it.
+
+    An animated object (a walker whose limbs move) passes a sequence of K sprites, (K,h,w,3) and alphas (K,h,w),
+    and ``sprite_index`` (T,) int: the sprite pasted on frame i (default 0)."""
 
     def __init__(self, base: Clip, sprite: np.ndarray, alpha: np.ndarray, top_left: np.ndarray, tag: str,
-                 scale: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None):
+                 scale: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None,
+                 sprite_index: Optional[np.ndarray] = None):
         super().__init__(f"{base.clip_id}+{tag}", base.num_frames, base.height, base.width, base.fps, gt=None,
                          source=f"{base.source}+plant:{tag}")
-        self.base, self.sprite, self.alpha = base, sprite.astype(np.float32), alpha.astype(np.float32)
+        sprites = np.asarray(sprite, np.float32)
+        alphas = np.asarray(alpha, np.float32)
+        self.sprites = sprites if sprites.ndim == 4 else sprites[None]
+        self.alphas = alphas if alphas.ndim == 3 else alphas[None]
+        if self.sprites.shape[:3] != self.alphas.shape:
+            raise ValueError(f"sprites {self.sprites.shape} and alphas {self.alphas.shape} differ in shape")
+        self.base = base
+        self.sprite, self.alpha = self.sprites[0], self.alphas[0]  # the first (the only one of a rigid object)
         self.top_left = np.asarray(top_left, np.float64)
         self.present = np.isfinite(self.top_left[:, 0])
         self.scale = np.ones(base.num_frames) if scale is None else np.asarray(scale, np.float64)
         self.labels = self.present.copy() if labels is None else np.asarray(labels, bool) & self.present
+        self.sprite_index = np.zeros(base.num_frames, np.int64) if sprite_index is None else \
+            np.asarray(sprite_index, np.int64)
+        if len(self.sprite_index) != base.num_frames or not (
+                (self.sprite_index >= 0) & (self.sprite_index < len(self.sprites))).all():
+            raise ValueError(f"sprite_index must hold {base.num_frames} indices into {len(self.sprites)} sprites")
 
     def _warp(self, image: np.ndarray, i: int) -> np.ndarray:
-        """``image`` (the sprite or its alpha) on frame i's grid: sub-pixel position and scale, bilinear."""
+        """``image`` (a sprite or its alpha) on frame i's grid: sub-pixel position and scale, bilinear."""
         x, y = self.top_left[i]
         s = float(self.scale[i])
         m = np.float32([[s, 0, x], [0, s, y]])
@@ -93,8 +109,9 @@ class PlantedClip(Clip):
     def _paste(self, frame: np.ndarray, i: int) -> np.ndarray:
         if not self.present[i]:
             return frame
-        a = self._warp(self.alpha, i)[..., None]
-        out = frame.astype(np.float32) * (1 - a) + self._warp(self.sprite, i) * a
+        k = self.sprite_index[i]
+        a = self._warp(self.alphas[k], i)[..., None]
+        out = frame.astype(np.float32) * (1 - a) + self._warp(self.sprites[k], i) * a
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
     def object_mask(self, i: int, shape: str = "pasted") -> np.ndarray:
@@ -107,7 +124,7 @@ class PlantedClip(Clip):
             raise ValueError(f"planted ground-truth shape must be one of {GT_SHAPES}, got {shape!r}")
         if not self.present[i]:
             return np.zeros((self.height, self.width), bool)
-        mask = self._warp(self.alpha, i) >= 0.5
+        mask = self._warp(self.alphas[self.sprite_index[i]], i) >= 0.5
         return convex_hull_mask(mask) if shape == "hull" else mask
 
     def _read(self, i: int) -> np.ndarray:
@@ -152,6 +169,66 @@ def cut_walker(donor: Clip, objects: ObjectTable, rng: np.random.Generator,
         alpha = cv2.GaussianBlur(mask.astype(np.float32), (3, 3), 0)
         return crop.copy(), alpha
     raise ValueError(f"no usable object to cut a sprite from in donor clip {donor.clip_id}")
+
+
+def cut_walker_sequence(donor: Clip, objects: ObjectTable, rng: np.random.Generator, min_height: float = 0.08,
+                        max_height: float = 0.35, threshold: float = 20.0, min_frames: int = 8, max_frames: int = 40
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """An animated cut-out of one walker of ``donor``: its crops on ``min_frames``-``max_frames`` consecutive frames
+    of its track (sprites (K,h,w,3) uint8, alphas (K,h,w) float32, every crop resized to the run's median box), so a
+    pasted walker moves its limbs as it did. The frames qualify as :func:`cut_walker`'s single frame does (upright,
+    ``min_height``-``max_height`` of the frame high, at least 30 % foreground against the donor's median
+    background), and the box's height stays within 20 % of the run's median (a box merged with a neighbour for a
+    frame breaks the run). Raises ValueError when no track has such a run."""
+    if len(objects) == 0:
+        raise ValueError(f"donor clip {donor.clip_id} has no objects to cut a sprite from")
+    wh = objects.xyxy[:, 2:] - objects.xyxy[:, :2]
+    aspect = wh[:, 1] / np.maximum(wh[:, 0], 1)
+    ok = (aspect >= 1.3) & (aspect <= 4.0) & (wh[:, 1] >= min_height * donor.height) \
+        & (wh[:, 1] <= max_height * donor.height) & (objects.track_id >= 0)
+    runs = []  # (track rows in frame order) of consecutive qualifying frames
+    for tid in np.unique(objects.track_id[ok]):
+        rows = np.flatnonzero(ok & (objects.track_id == tid))
+        rows = rows[np.argsort(objects.frame[rows], kind="stable")]
+        breaks = np.flatnonzero(np.diff(objects.frame[rows]) != 1) + 1
+        runs += [r for r in np.split(rows, breaks) if len(r) >= min_frames]
+    bg = None
+    for r in (runs[i] for i in rng.permutation(len(runs))[:20]):
+        r = r[:max_frames]
+        h = wh[r, 1]
+        if np.abs(h / np.median(h) - 1).max() > 0.2:
+            continue
+        bg = _median_background(donor) if bg is None else bg
+        size = (int(round(np.median(wh[r, 0]))), int(round(np.median(h))))
+        sprites, alphas = [], []
+        for j in r:
+            x1, y1, x2, y2 = np.round(objects.xyxy[j]).astype(int)
+            x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, donor.width), min(y2, donor.height)
+            if x2 - x1 < 4 or y2 - y1 < 8:
+                break
+            crop = donor.frame(int(objects.frame[j]))[y1:y2, x1:x2]
+            diff = np.abs(crop.astype(np.float32) - bg[y1:y2, x1:x2]).max(axis=2)
+            mask = cv2.morphologyEx((diff > threshold).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+            if mask.mean() < 0.3:
+                break
+            sprites.append(cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR))
+            alphas.append(cv2.resize(cv2.GaussianBlur(mask.astype(np.float32), (3, 3), 0), size,
+                                     interpolation=cv2.INTER_LINEAR))
+        if len(sprites) >= min_frames:
+            return np.stack(sprites), np.stack(alphas).astype(np.float32)
+    raise ValueError(f"no track of donor clip {donor.clip_id} shows a walker on {min_frames} consecutive frames")
+
+
+def gait_index(steps: np.ndarray, normal_speed: np.ndarray, num_sprites: int) -> np.ndarray:
+    """(T,) int: which of an animated walker's ``num_sprites`` sprites to paste on each frame. The gait advances one
+    sprite per frame of walking at the local normal speed (``steps`` (T,) px moved since the previous frame,
+    ``normal_speed`` (T,) px/frame), so a fast walker's limbs move faster and a standing one's not at all; it runs
+    back and forth over the sequence (0, 1, .., K-1, K-2, .., 1, 0, ..). NaN steps (not in frame) count 0."""
+    if num_sprites <= 1:
+        return np.zeros(len(steps), np.int64)
+    rate = np.nan_to_num(np.asarray(steps, np.float64) / np.maximum(np.asarray(normal_speed, np.float64), 1e-6))
+    phase = np.floor(np.cumsum(np.clip(rate, 0.0, 8.0))).astype(np.int64) % (2 * num_sprites - 2)
+    return np.where(phase < num_sprites, phase, 2 * num_sprites - 2 - phase)
 
 
 def make_box(height: int, rng: np.random.Generator, grey: bool = False) -> tuple[np.ndarray, np.ndarray]:
