@@ -81,6 +81,8 @@ _ATTR_DEFAULTS: dict[str, Any] = {
     "place_prior": 50.0,        # by_place: a cell's statistics are shrunk to the global ones by n / (n + prior)
     "place_quantile": 90.0,     # by_place="ratio": the reference value is this percentile of the cell's values
     "occupancy_sigma": 1.0,     # occupancy: Gaussian blur of the footprint histogram (cells)
+    "occupancy_height_sigma": None,  # occupancy: None = occupancy_sigma; else every footprint spreads by this many
+                                # expected body heights at its place (perspective), on the grid's cells
     "min_speed": 0.5,           # direction: px/frame below which an object has no direction (scores 0)
     "direction_prior": 20.0,    # direction: pseudo-objects with the scene's directions added to every cell
     "clip_prior": None,         # occupancy, direction: None = off; else the scored clip's other tracks join the
@@ -187,6 +189,11 @@ class AttributeScorer(ObjectScorer):
                 if not float(s["clip_prior"]) > 0:
                     raise ValueError(f"attribute {name!r}: clip_prior must be > 0 (a number of objects) or null "
                                      f"(off), got {s['clip_prior']!r}")
+            if s["occupancy_height_sigma"] is not None and (s["model"] != "occupancy"
+                                                           or not float(s["occupancy_height_sigma"]) > 0):
+                raise ValueError(f"attribute {name!r}: occupancy_height_sigma is a number of body heights > 0 for "
+                                 f"model occupancy (or null), got {s['occupancy_height_sigma']!r} for model "
+                                 f"{s['model']!r}")
             if s["footprint_edge"] is not None and not 0.0 <= float(s["footprint_edge"]) < 0.5:
                 raise ValueError(f"attribute {name!r}: footprint_edge must be a fraction of the frame height in "
                                  f"[0, 0.5) or null (off), got {s['footprint_edge']!r}")
@@ -249,8 +256,11 @@ class AttributeScorer(ObjectScorer):
             if s["model"] == "knn":  # the fit clip of every memory-bank row (held-out scoring, see score_clip)
                 self.register_buffer(f"{name}__bank_clip", torch.zeros(0, dtype=torch.int64))
         # the scene's perspective (expected box height over the footprint), only when an attribute reads scene.*
+        # or spreads its occupancy by body heights
         self.uses_scene = any(str(s["feature"]).startswith("scene.") for s in self.specs.values())
-        if self.uses_scene:
+        self.uses_height = self.uses_scene or any(s["occupancy_height_sigma"] is not None
+                                                  for s in self.specs.values())
+        if self.uses_height:
             self.register_buffer("scene__height", torch.zeros(4, dtype=torch.float64))
         self.register_buffer("train_scores", torch.zeros(0))
 
@@ -332,6 +342,10 @@ class AttributeScorer(ObjectScorer):
             table = fit_class_table(x[kept, 0])
             return {"class_classes": table["classes"], "class_nll": table["nll"]}, kept
         if s["model"] == "occupancy":
+            if s["occupancy_height_sigma"] is not None:
+                return {"occ_logp": scene.fit_occupancy_perspective(
+                    x[kept], s["grid"], self.scene__height.cpu().numpy(), float(s["occupancy_height_sigma"]),
+                    self._fit_aspect, seed=self.seed)}, kept
             return {"occ_logp": scene.fit_occupancy(x[kept], s["grid"], s["occupancy_sigma"])}, kept
         if s["model"] == "direction":
             return {"dir_logp": scene.fit_direction(xy[kept], x[kept], s["grid"], s["direction_prior"],
@@ -493,10 +507,12 @@ class AttributeScorer(ObjectScorer):
         track_key = np.where(objects.track_id >= 0, objects.track_id + video * (1 << 32), -1)
         keyed = ObjectTable(objects.frame, objects.xyxy, objects.score, track_key, objects.cls)
         n_videos = len(items)
-        if self.uses_scene:
+        if self.uses_height:
             place = np.concatenate([scene.place_columns(it[1], len(it[0])) for it in items])
             self.scene__height = torch.as_tensor(scene.fit_expected_height(place[:, :2], place[:, 3]),
                                                  dtype=torch.float64)
+            # frame width / height (occupancy_height_sigma measures distances in frame heights); fitting only
+            self._fit_aspect = float(np.median(place[:, 4] / np.maximum(place[:, 5], 1e-9)))
         feats = [self._features(it[0], it[1]) for it in items]
         parts = {}
         reliability = self.fusion == "sum_excess" and self.fusion_weights == "reliability"

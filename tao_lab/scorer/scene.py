@@ -238,6 +238,35 @@ def fit_occupancy(xy: np.ndarray, grid: Sequence[int], sigma: float = 1.0) -> np
     return np.log(hist / hist.sum())
 
 
+def fit_occupancy_perspective(xy: np.ndarray, grid: Sequence[int], height_model: np.ndarray, sigma_heights: float,
+                              aspect: float, max_points: int = 5000, seed: int = 0) -> np.ndarray:
+    """(rows, cols) log-probability of a footprint falling in each cell, like :func:`fit_occupancy`, but every
+    training footprint spreads as a Gaussian of ``sigma_heights`` expected body heights AT THAT FOOTPRINT
+    (:func:`expected_height`) instead of a fixed number of cells: a step of one body height beside a path is as odd
+    near the camera, where it is many pixels, as far away, where it is few. Each footprint's mass (1) is spread over
+    the cells by its kernel evaluated at the cell centres; half a pseudo-count is spread over the frame.
+    xy: frame-relative footprints (N, 2); aspect: frame width / height (distances are measured in frame heights);
+    at most ``max_points`` footprints are used (a seeded random subset)."""
+    rows, cols = int(grid[0]), int(grid[1])
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    xy = xy[np.isfinite(xy).all(1)]
+    if len(xy) > max_points:
+        xy = xy[np.random.default_rng(seed).choice(len(xy), max_points, replace=False)]
+    cy, cx = np.meshgrid((np.arange(rows) + 0.5) / rows, (np.arange(cols) + 0.5) / cols, indexing="ij")
+    centres = np.stack([cx.ravel(), cy.ravel()], 1)
+    hist = np.zeros(rows * cols)
+    sigma = np.maximum(float(sigma_heights) * expected_height(height_model, xy), 1e-4)  # in frame heights
+    for start in range(0, len(xy), 1024):
+        p, s = xy[start:start + 1024], sigma[start:start + 1024]
+        d2 = ((centres[None, :, 0] - p[:, None, 0]) * aspect) ** 2 + (centres[None, :, 1] - p[:, None, 1]) ** 2
+        k = np.exp(-0.5 * d2 / (s[:, None] ** 2))
+        nearest = np.argmin(d2, axis=1)  # a kernel narrower than a cell keeps its mass in the nearest cell
+        k[np.arange(len(p)), nearest] += 1e-12
+        hist += (k / k.sum(axis=1, keepdims=True)).sum(axis=0)
+    hist = hist.reshape(rows, cols) + 0.5 / (rows * cols)
+    return np.log(hist / hist.sum())
+
+
 def occupancy_score(xy: np.ndarray, logp: np.ndarray) -> np.ndarray:
     """(N,) -log probability of each footprint's cell (higher = where normal objects rarely are)."""
     rows, cols = logp.shape
