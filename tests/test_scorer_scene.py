@@ -582,3 +582,72 @@ def test_edge_calibration_puts_objects_cut_by_a_frame_edge_on_their_own_scale(tm
     few_plain = AttributeScorer(attributes={"speed": speed}, frame_sigma=0).fit_clips([(few_objs, few_feats, 500)])
     np.testing.assert_allclose(few.object_parts(few_objs, few_feats)["speed"],
                                few_plain.object_parts(few_objs, few_feats)["speed"], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- place in body heights
+def test_perspective_occupancy_spreads_each_footprint_by_its_own_body_height():
+    model = np.array([0.0, 0.0, 0.4, 0.01])  # expected height = 0.4 x foot y (frame heights)
+    rows, cols, aspect = 40, 60, 1.5
+    far = np.array([[0.5, 0.25]])  # expected height 0.1: sigma 0.05 frame heights at 0.5 body heights
+    near = np.array([[0.5, 0.75]])  # expected height 0.3: sigma 0.15
+    for xy, sigma in ((far, 0.05), (near, 0.15)):
+        logp = scene.fit_occupancy_perspective(xy, [rows, cols], model, 0.5, aspect)
+        assert np.exp(logp).sum() == pytest.approx(1.0)
+        p = np.exp(logp) - 0.5 / (rows * cols) / 1.5  # minus the pseudo-count (mass 1 + 0.5 in all)
+        r0 = int(xy[0, 1] * rows)  # the footprint's cell row (the footprint sits on a cell corner: 2 rows tie)
+        c0 = int(xy[0, 0] * cols)
+        # along the column of cells through the footprint, p falls off as exp(-d^2 / 2 sigma^2)
+        d = (np.arange(rows) + 0.5) / rows - xy[0, 1]
+        col = p[:, c0]
+        near_rows = np.flatnonzero(np.abs(d) < 2 * sigma)
+        ratio = col[near_rows] / col[r0]
+        np.testing.assert_allclose(ratio, np.exp(-0.5 * (d[near_rows] ** 2 - d[r0] ** 2) / sigma ** 2), rtol=1e-6)
+        # horizontally the distance counts in frame heights too (x times the aspect)
+        dx = ((np.arange(cols) + 0.5) / cols - xy[0, 0]) * aspect
+        row = p[r0]
+        near_cols = np.flatnonzero(np.abs(dx) < 2 * sigma)
+        np.testing.assert_allclose(row[near_cols] / row[c0],
+                                   np.exp(-0.5 * (dx[near_cols] ** 2 - dx[c0] ** 2) / sigma ** 2), rtol=1e-6)
+
+
+def _two_paths_place(spec):
+    """A place attribute fitted on clips with two paths, far (small walkers, row 0.5) and near (large ones, 0.9)."""
+    from tao_lab.scorer import AttributeScorer
+
+    def clip(seed):
+        rng = np.random.default_rng(seed)
+        parts = [make_track(seed * 100 + t, rng.uniform(0.05, 0.85), y + rng.normal(0, 0.005), 60,
+                            start=int(rng.integers(0, 60)), rng=rng) for t, y in enumerate([0.5, 0.9] * 16)]
+        return (*concat(parts), 120)
+
+    clips = [clip(s) for s in range(3)]
+    return AttributeScorer(attributes={"place": spec}, frame_sigma=0).fit_clips(clips), clips
+
+
+PLACE_IN_HEIGHTS = {"model": "occupancy", "calibration": "loo", "grid": [24, 32], "occupancy_height_sigma": 0.5}
+
+
+def test_place_in_body_heights_flags_a_step_off_the_path_near_and_far():
+    """A walker one body height above each of the two paths: with the spread in body heights both steps are flagged;
+    with the default's fixed blur (one cell of 8x8) the far step, a few pixels, is not."""
+
+    def step_up(scorer, y):
+        on = parts_of(scorer, make_track(9100, 0.5, y, 10), "place").mean()
+        return parts_of(scorer, make_track(9101, 0.5, y - rel_height(y), 10), "place").mean() - on
+
+    heights, _ = _two_paths_place(PLACE_IN_HEIGHTS)
+    cells, _ = _two_paths_place({"model": "occupancy", "calibration": "loo", "grid": [8, 8]})
+    assert step_up(heights, 0.5) > 0.3 and step_up(heights, 0.9) > 0.3  # measured 0.61 / 0.41
+    assert step_up(cells, 0.5) < 0.2  # measured 0.04
+
+
+def test_place_in_body_heights_round_trips_and_refuses_bad_values(tmp_path):
+    from tao_lab.scorer import AttributeScorer
+
+    heights, clips = _two_paths_place(PLACE_IN_HEIGHTS)
+    loaded = reloaded(heights, tmp_path, *clips[0][:2], num_frames=120)
+    assert np.array_equal(loaded.place__occ_logp.numpy(), heights.place__occ_logp.numpy())
+    spec = PLACE_IN_HEIGHTS
+    for bad in ({"occupancy_height_sigma": 0}, {"occupancy_height_sigma": 0.5, "model": "knn"}):
+        with pytest.raises(ValueError, match="occupancy_height_sigma"):
+            AttributeScorer(attributes={"place": {**spec, **bad}})

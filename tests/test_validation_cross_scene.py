@@ -278,7 +278,8 @@ def test_cross_scene_protocol_prints_one_scene_by_set_table(compose_cfg):
     from tao_lab.pipeline import Pipeline, instantiate
     from tao_lab.validation.cross_scene import build_scenes
 
-    scene = build_scenes(cfg, ["synthetic_persp"], ["fast", "loiter"], None, 3, 70, show_progress=False)[0]
+    scene = build_scenes(cfg, ["synthetic_persp"], ["fast", "loiter"], None, 3, 70, show_progress=False,
+                         animate=True)[0]  # cross_scene_validate plants animated walkers by default
     pipe = Pipeline(cfg)
     pipe.set_camera_clips(cameras=[scene.train])  # the scene is its own camera (the default detector's background)
     scores, labels = [], []
