@@ -400,3 +400,7 @@ def test_coherence_online_matches_the_clip():
             assert iou(inst > 0, offline.instance_maps[t] > 0) > 0.9
             assert ((inst > 0) & mb[t]).sum() < 0.25 * mb[t].sum()
             assert ((inst > 0) & ma[t]).sum() > 0.85 * ma[t].sum()
+    import pickle  # a used segmenter still pickles (process workers): its OpenCV flow object is left behind
+
+    again = pickle.loads(pickle.dumps(seg))
+    np.testing.assert_array_equal(again.segment(clip, prompts, scores).instance_maps, offline.instance_maps)

@@ -24,6 +24,11 @@ def clip_boxes(xyxy: np.ndarray, height: int, width: int, min_size: int = 1) -> 
     return np.stack([x1, y1, x2, y2], axis=1).astype(np.int64)
 
 
+def grey_uint8(frame: np.ndarray) -> np.ndarray:
+    """uint8 (H,W) grey image of a BGR (H,W,3) or grey (H,W) frame (what the DIS optical flow takes)."""
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+
+
 class FlowEstimator:
     """Dense optical flow between consecutive grey frames with OpenCV DIS.
 
@@ -110,7 +115,7 @@ class FrameContext:
     @property
     def grey(self) -> np.ndarray:
         if self._grey is None:
-            self._grey = cv2.cvtColor(self.frame, cv2.COLOR_BGR2GRAY) if self.frame.ndim == 3 else self.frame
+            self._grey = grey_uint8(self.frame)
         return self._grey
 
     @property
@@ -119,9 +124,7 @@ class FrameContext:
             if self._prev_grey is not None:
                 self._flow = -self._flow_estimator(self.grey, self._prev_grey)
             elif self._next_frame is not None:
-                nxt = self._next_frame
-                nxt = cv2.cvtColor(nxt, cv2.COLOR_BGR2GRAY) if nxt.ndim == 3 else nxt
-                self._flow = self._flow_estimator(self.grey, nxt)
+                self._flow = self._flow_estimator(self.grey, grey_uint8(self._next_frame))
             else:
                 self._flow = np.zeros(self.grey.shape + (2,), np.float32)
         return self._flow
@@ -265,7 +268,7 @@ class FeatureStream:
             e.begin(info)
 
     def prime(self, frame: np.ndarray) -> None:
-        self._prev_grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+        self._prev_grey = grey_uint8(frame)
 
     def step(self, index: int, frame: np.ndarray, boxes: np.ndarray,
              classes: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:

@@ -73,7 +73,6 @@ class _TrackIndex:
         frames, centres = self._paths[tid]
         return track_velocity(frames, centres, t)
 
-
     def associate(self, t: int, box: np.ndarray, point: np.ndarray, min_iou: float) -> Optional[int]:
         """Tracker id of the scored object on frame t that the prompt refers to, or None."""
         rows = self.by_frame.get(t)

@@ -16,13 +16,13 @@ Pixel score (``pixel_score="object_x_strength"``, the default): a soft mask scal
   blurred);
 - the rest of the object's (enlarged) box: ``score x box_score x (1 - d / reach)``, d = distance (px) to the
   mask, reach = half the box's larger side (box_score <= floor): a soft margin that fades away from the mask;
-- everything else: 0.
 - with ``coherence`` on, mask pixels are also weighted by how well their optical flow agrees with the velocity of the
   object's track (``w = exp(-d^2 / 2 s^2)``, d = |flow - track velocity| in px/frame, s = max(``coherence_tolerance``
   x track speed, ``coherence_min_speed``)): when a box holds more than its object (a biker's box that took in the
   walkers beside it, a loiterer passed by walkers), the pixels moving differently from the object rank lower
   (``"score"``), or, beyond ``coherence_cut`` x s, leave the mask (``"mask"``, which also tightens the object's box
-  for RBDC). Objects without a track velocity (untracked prompts) are not weighted.
+  for RBDC). Objects without a track velocity (untracked prompts) are not weighted;
+- everything else: 0.
 Why: pooled pixel AUROC/AP/AUPRO rank every pixel of the test set. A constant per object ties all of an object's
 pixels, so the mask border (least certain) ranks with its core; ranking by foreground evidence within an object
 puts the most certain pixels first (precision, AP). Pixels of the box that the foreground missed (low-contrast
@@ -53,10 +53,6 @@ FOREGROUNDS = ("background_model", "frame_diff")
 FALLBACKS = ("box", "ellipse", "none")
 PIXEL_SCORES = ("object_x_strength", "object")
 COHERENCE = ("none", "score", "mask")
-
-
-def _grey(frame: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
 
 
 class _FrameDifference:
@@ -194,6 +190,9 @@ class ForegroundSegmenter(CarryingSegmenter):
         self.flow_options = dict(flow or {})
         self._flow_estimator = None
 
+    def __getstate__(self):  # the OpenCV flow object does not pickle (workers build their own)
+        return {**self.__dict__, "_flow_estimator": None}
+
     def flow_estimator(self):
         if self._flow_estimator is None:
             from tao_lab.features.base import FlowEstimator
@@ -205,11 +204,11 @@ class ForegroundSegmenter(CarryingSegmenter):
                    ) -> Optional[np.ndarray]:
         """(H, W, 2) float32 motion of ``frame``'s pixels in px/frame (as tao_lab.features.FrameContext.flow: the
         negated flow to the previous frame, or the flow to the next one), or None without another frame."""
+        from tao_lab.features.base import grey_uint8
+
         if other is None:
             return None
-        grey = _grey(frame)
-        other = _grey(other)
-        flow = self.flow_estimator()(grey, other)
+        flow = self.flow_estimator()(grey_uint8(frame), grey_uint8(other))
         return -flow if other_is_previous else flow
 
     def coherence_weight(self, flow: np.ndarray, velocity: np.ndarray, region: tuple[slice, slice]) -> np.ndarray:
