@@ -18,18 +18,25 @@ class CropAppearanceFeature(FeatureExtractor):
             orientation bins weighted by gradient magnitude, each 2x2-cell block L2-normalised, 3 x 3 blocks),
             then L2-normalised, D = 324 for any size divisible by 4.
         pad: fraction of the box size added on every side before cropping (context around the object).
+        shape: "box" -> the (padded) box is resized to the square thumbnail, whatever its aspect (a wide cart and a
+            tall walker fill it alike); "square" -> a square around the box's centre, as wide as the box's longer
+            side, is resized, so the thumbnail keeps the object's shape (a wide object is wide in it, with context
+            above and below; the part of the square outside the frame repeats the frame's border).
     """
 
     name = "appearance"
 
-    def __init__(self, size: int = 16, kind: str = "grey", pad: float = 0.0):
+    def __init__(self, size: int = 16, kind: str = "grey", pad: float = 0.0, shape: str = "box"):
         if kind not in ("grey", "hog"):
             raise ValueError(f"unknown appearance kind {kind!r}: expected 'grey' or 'hog'")
+        if shape not in ("box", "square"):
+            raise ValueError(f"unknown appearance crop shape {shape!r}: expected 'box' or 'square'")
         if kind == "hog" and size % 4:
             raise ValueError(f"hog needs a size divisible by 4, got {size}")
         self.size = int(size)
         self.kind = kind
         self.pad = float(pad)
+        self.shape = shape
 
     @property
     def dim(self) -> int:
@@ -43,8 +50,10 @@ class CropAppearanceFeature(FeatureExtractor):
             bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
             b += np.stack([-bw, -bh, bw, bh], axis=1) * self.pad
         out = np.zeros((len(b), self.dim), np.float32)
-        for r, (x1, y1, x2, y2) in enumerate(clip_boxes(b, h, w)):
-            thumb = cv2.resize(grey[y1:y2, x1:x2], (self.size, self.size), interpolation=cv2.INTER_AREA)
+        crops = _square_crops(grey, b) if self.shape == "square" else \
+            (grey[y1:y2, x1:x2] for x1, y1, x2, y2 in clip_boxes(b, h, w))
+        for r, crop in enumerate(crops):
+            thumb = cv2.resize(crop, (self.size, self.size), interpolation=cv2.INTER_AREA)
             if self.kind == "grey":
                 v = thumb.astype(np.float32).ravel()
                 v -= v.mean()
@@ -52,6 +61,27 @@ class CropAppearanceFeature(FeatureExtractor):
                 v = _hog(thumb)
             out[r] = v / max(float(np.linalg.norm(v)), 1e-6)
         return out
+
+
+def _square_crops(grey: np.ndarray, boxes: np.ndarray):
+    """Per box (K,4 xyxy), the square crop around its centre with the side of its longer edge (at least 1 px); the
+    part outside the frame repeats the border pixels."""
+    h, w = grey.shape
+
+    def span(lo: int, side: int, size: int) -> tuple[int, int, int, int]:
+        a = min(max(lo, 0), size - 1)  # the part inside the frame: [a, b)
+        b = max(min(lo + side, size), a + 1)
+        before = min(max(a - lo, 0), side - (b - a))
+        return a, b, before, side - (b - a) - before
+
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64):
+        side = max(int(round(max(x2 - x1, y2 - y1))), 1)
+        ax, bx, left, right = span(int(round((x1 + x2 - side) / 2)), side, w)
+        ay, by, top, bottom = span(int(round((y1 + y2 - side) / 2)), side, h)
+        crop = grey[ay:by, ax:bx]
+        if top or bottom or left or right:
+            crop = cv2.copyMakeBorder(crop, top, bottom, left, right, cv2.BORDER_REPLICATE)
+        yield crop
 
 
 def _hog(thumb: np.ndarray, bins: int = 9) -> np.ndarray:
