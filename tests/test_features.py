@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tao_lab.features import (BoxGeometryFeature, CropAppearanceFeature, DeepFeature, FeatureSet, FlowEstimator,
+from tao_lab.features import (FrameContext, BoxGeometryFeature, CropAppearanceFeature, DeepFeature, FeatureSet, FlowEstimator,
                               PoseFeature, VelocityFeature, extract_features)
 from tao_lab.types import ObjectTable
 from helpers import MovingSquareClip
@@ -72,6 +72,27 @@ def test_appearance_descriptors():
     h = extract_features(clip, half, [CropAppearanceFeature(size=16, kind="hog")], progress=False)["appearance"]
     per_bin = h.reshape(-1, 9).sum(0)
     assert per_bin.argmax() in (0, 8)  # gradient direction ~0 or ~pi: a vertical edge
+
+
+def test_square_appearance_crops_keep_the_object_shape():
+    """A dark object 30 px wide and 10 px high on a bright frame: resized as a box it fills the whole thumbnail; as a
+    square around its centre (30 x 30) it fills the middle third of the rows, with the bright ground above and
+    below. Near the frame's corner the square repeats the border pixels and still has the box's longer side."""
+    from tao_lab.features.appearance import _square_crops
+
+    frame = np.full((60, 80), 200, np.uint8)
+    frame[25:35, 20:50] = 20
+    ctx = FrameContext(0, np.repeat(frame[..., None], 3, axis=2), None, None, None)
+    box = np.array([[20, 25, 50, 35]], np.float32)
+    stretched = CropAppearanceFeature(size=9).compute(ctx, box).reshape(9, 9)
+    assert np.ptp(stretched) < 1e-6  # uniform: the shape is gone
+    square = CropAppearanceFeature(size=9, shape="square").compute(ctx, box).reshape(9, 9)
+    assert np.all(square[3:6] < 0) and np.all(square[:3] > 0) and np.all(square[6:] > 0)
+    ramp = np.tile(np.arange(80, dtype=np.uint8), (60, 1))  # grey level = column
+    crop = next(_square_crops(ramp, np.array([[70, 0, 80, 40]], np.float64)))  # 40 x 40 around (75, 20): x 55..94
+    assert crop.shape == (40, 40) and np.array_equal(crop[0], np.minimum(np.arange(55, 95), 79))
+    with pytest.raises(ValueError, match="crop shape"):
+        CropAppearanceFeature(shape="circle")
 
 
 def test_extract_features_decodes_each_frame_once_and_aligns_rows():
