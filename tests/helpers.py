@@ -174,6 +174,23 @@ def reference_objects(n=40, height=30, num_frames=60):
     return ObjectTable.build(np.arange(n) % num_frames, xyxy)
 
 
+def walking_tracks():
+    """Walkers on a band of rows 50-100 going +x or -x, height 0.4 x row, speed 0.02 x row px/frame (perspective:
+    near rows larger and faster); nothing ever above row 45 or below row 105."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for tid in range(40):
+        y = rng.uniform(50, 100)
+        v = 0.02 * y * (1 if tid % 2 else -1)
+        h = 0.4 * y
+        x0 = rng.uniform(20, 140)
+        for i in range(30):
+            x = x0 + v * i
+            rows.append((i, x - 0.15 * h, y - h, x + 0.15 * h, y, tid))
+    a = np.array(rows)
+    return ObjectTable.build(a[:, 0], a[:, 1:5], track_id=a[:, 5].astype(int))
+
+
 def make_clip(rng, num_frames=40, per_frame=3, fast=()):
     """Objects of one clip: `per_frame` walkers per frame (speed ~1 px/frame, 2-D appearance blob), each a track;
     frames in `fast` get one extra object moving 6 px/frame with an unusual appearance."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import grey_clip
+from helpers import grey_clip, walking_tracks
 from tao_lab.features import MotionPatternFeature
 from tao_lab.features.base import FrameContext
 from tao_lab.online import BufferClip
@@ -76,22 +76,9 @@ def test_planted_clip_pastes_the_indexed_sprite():
         PlantedClip(base, sprites, alphas[:2], top_left, "bad")
 
 
-def _normal_tracks():
-    rng = np.random.default_rng(5)
-    rows = []
-    for tid in range(40):
-        y = rng.uniform(50, 100)
-        v = 0.02 * y * (1 if tid % 2 else -1)
-        h = 0.4 * y
-        x0 = rng.uniform(20, 140)
-        rows += [(i, x0 + v * i - 0.15 * h, y - h, x0 + v * i + 0.15 * h, y, tid) for i in range(30)]
-    a = np.array(rows)
-    return ObjectTable.build(a[:, 0], a[:, 1:5], track_id=a[:, 5].astype(int))
-
-
 @pytest.mark.parametrize("kind", [k for k in BEHAVIOURS if k != "cart"])
 def test_animated_plants_walk_with_their_limbs_and_stand_still_when_loitering(kind):
-    st = SceneStats.fit([_normal_tracks()], 160, 120)
+    st = SceneStats.fit([walking_tracks()], 160, 120)
     base = grey_clip(num_frames=120)
     clip = plant_behaviour(base, kind, st, walking_donor(), np.random.default_rng(1), depth=1, animate=True)
     assert len(clip.sprites) > 1

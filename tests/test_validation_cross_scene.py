@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import walking_tracks
 from tao_lab.online import BufferClip
 from tao_lab.types import ObjectTable
 from tao_lab.validation.behaviours import BEHAVIOURS, SceneStats, plant_behaviour
@@ -118,23 +119,6 @@ def grey_clip(value=128, clip_id="bg"):
     return BufferClip([base.copy() for _ in range(T)], clip_id=clip_id)
 
 
-def normal_tracks():
-    """Walkers on a band of rows 50-100 going +x or -x, height 0.4 x row, speed 0.02 x row px/frame (perspective:
-    near rows larger and faster); nothing ever above row 45 or below row 105."""
-    rng = np.random.default_rng(5)
-    rows = []
-    for tid in range(40):
-        y = rng.uniform(50, 100)
-        v = 0.02 * y * (1 if tid % 2 else -1)
-        h = 0.4 * y
-        x0 = rng.uniform(20, 140)
-        for i in range(30):
-            x = x0 + v * i
-            rows.append((i, x - 0.15 * h, y - h, x + 0.15 * h, y, tid))
-    a = np.array(rows)
-    return ObjectTable.build(a[:, 0], a[:, 1:5], track_id=a[:, 5].astype(int))
-
-
 def donor_clip():
     frames = []
     for i in range(T):
@@ -146,14 +130,14 @@ def donor_clip():
 
 
 def test_scene_statistics_recover_size_speed_place_and_direction():
-    st = SceneStats.fit([normal_tracks()], W, H)
+    st = SceneStats.fit([walking_tracks()], W, H)
     assert st.local_height(80) == pytest.approx(32, rel=0.05) and st.local_height(60) == pytest.approx(24, rel=0.05)
     assert st.local_speed(80) == pytest.approx(1.6, rel=0.05)
     assert st.is_occupied(np.array([[80, 75]]))[0] and not st.is_occupied(np.array([[80, 20], [80, 115]])).any()
     counts = st.direction_counts(np.array([80.0, 75.0]))
     assert counts[0] > 0 and counts[4] > 0 and counts[2] == 0 and counts[6] == 0  # +-x seen, +-y never
     assert set(st.least_seen_directions(np.array([80.0, 75.0]))) == {2, 6}  # two-way path: across
-    one_way = normal_tracks()
+    one_way = walking_tracks()
     one_way = one_way.take(one_way.track_id % 2 == 1)  # only the walkers going +x
     st1 = SceneStats.fit([one_way], W, H)
     assert list(st1.least_seen_directions(np.array([80.0, 75.0]))) == [4]  # one-way path: the opposite way
@@ -169,7 +153,7 @@ def _motion(clip, frames):
 @pytest.mark.parametrize("kind", BEHAVIOURS)
 @pytest.mark.parametrize("depth", [0, 2])
 def test_planted_set_object_is_where_and_how_the_labels_say(kind, depth):
-    st = SceneStats.fit([normal_tracks()], W, H)
+    st = SceneStats.fit([walking_tracks()], W, H)
     base = grey_clip()
     clip = plant_behaviour(base, kind, st, donor_clip(), np.random.default_rng(depth), depth=depth)
     lab = np.flatnonzero(clip.labels)
@@ -227,7 +211,7 @@ def test_planted_set_object_is_where_and_how_the_labels_say(kind, depth):
 
 
 def test_planted_sets_refuse_bad_input():
-    st = SceneStats.fit([normal_tracks()], W, H)
+    st = SceneStats.fit([walking_tracks()], W, H)
     with pytest.raises(ValueError, match="unknown planted set"):
         plant_behaviour(grey_clip(), "teleport", st, donor_clip(), np.random.default_rng(0), 0)
     with pytest.raises(ValueError, match="donor"):
@@ -237,7 +221,7 @@ def test_planted_sets_refuse_bad_input():
 
 
 def test_warped_planted_clip_keeps_labels_only_where_the_object_stays_in_view():
-    st = SceneStats.fit([normal_tracks()], W, H)
+    st = SceneStats.fit([walking_tracks()], W, H)
     clip = plant_behaviour(grey_clip(), "fast", st, donor_clip(), np.random.default_rng(0), depth=1)
     ident = WarpedClip(clip, np.eye(3), "identity")
     assert np.array_equal(ident.labels, clip.labels)
