@@ -331,12 +331,13 @@ def test_plan_boxes_carry_the_track_velocity():
     boxes = np.array([[10.0 + 2 * t, 20, 30 + 2 * t, 60] for t in range(8)])
     scores = tracked_scores(boxes, track_id=4, jitter=0.0)
     prompts = Prompts.from_boxes(np.array([2]), np.array([1]), boxes[[2]], np.array([2.0]))
-    plan = plan_boxes(prompts, scores, 8, max_carry=3)
+    assert all(np.isnan(it.velocity).all() for items in plan_boxes(prompts, scores, 8, max_carry=3) for it in items)
+    plan = plan_boxes(prompts, scores, 8, max_carry=3, track_velocities=True)
     planned = [it for items in plan for it in items]
     assert len(planned) == 4  # the prompt frame and 3 carried frames
     for it in planned:
         np.testing.assert_allclose(it.velocity, [2.0, 0.0])
-    untracked = plan_boxes(prompts, None, 8)[2][0]  # no scored objects: no track, no velocity
+    untracked = plan_boxes(prompts, None, 8, track_velocities=True)[2][0]  # no scored objects: no track, no velocity
     assert np.isnan(untracked.velocity).all()
 
 

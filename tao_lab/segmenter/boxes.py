@@ -39,10 +39,13 @@ class CarryingSegmenter(Segmenter):
         self.min_track_iou = float(min_track_iou)
         self.carry_score = carry_score
 
+    #: whether the planned boxes carry their tracks' velocities (plan_boxes' track_velocities)
+    track_velocities = False
+
     def plan(self, prompts: Prompts, scores: Optional[ObjectScores], num_frames: int) -> list[list[PlannedBox]]:
         return plan_boxes(prompts, scores, num_frames, max_carry=self.max_carry, max_gap=self.max_gap,
                           carry_backward=self.carry_backward, min_track_iou=self.min_track_iou,
-                          carry_score=self.carry_score)
+                          carry_score=self.carry_score, track_velocities=self.track_velocities)
 
 
 class FilledBoxSegmenter(CarryingSegmenter):

@@ -184,6 +184,7 @@ class ForegroundSegmenter(CarryingSegmenter):
             if not float(value) > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         self.coherence = coherence
+        self.track_velocities = coherence != "none"  # the plan's boxes carry their tracks' velocities
         self.coherence_tolerance = float(coherence_tolerance)
         self.coherence_min_speed = float(coherence_min_speed)
         self.coherence_cut = float(coherence_cut)
