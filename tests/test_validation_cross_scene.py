@@ -304,3 +304,45 @@ def test_fold_clips_hold_every_clip_out_once_and_fit_on_the_next_ones():
     assert all(v not in fold_clips(v, 5, k) for v in range(5) for k in range(1, 5))
     with pytest.raises(ValueError, match="only 3 other clips"):
         fold_clips(0, 4, 4)
+
+
+def test_results_averaged_over_plantings_match_a_direct_mean():
+    from tao_lab.validation.cross_scene import CrossSceneResult, average_results
+
+    def result(cells, positives):
+        r = CrossSceneResult(["a", "b"], ["fast", "loiter"])
+        r.auc = {"v": {"a": {"fast": cells[0], "loiter": cells[1]}, "b": {"fast": cells[2], "loiter": cells[3]}}}
+        r.positives = {"a": {"fast": positives, "loiter": 1}, "b": {"fast": 2, "loiter": 3}}
+        return r
+
+    one, two = result([0.9, 0.5, np.nan, 0.7], 10), result([0.7, 0.6, 0.8, np.nan], 5)
+    avg = average_results([one, two])
+    assert avg.auc["v"]["a"] == pytest.approx({"fast": 0.8, "loiter": 0.55})
+    assert avg.auc["v"]["b"] == pytest.approx({"fast": 0.8, "loiter": 0.7})  # a NaN cell counts as missing
+    assert avg.positives["a"]["fast"] == 15 and avg.positives["b"]["loiter"] == 6
+    assert avg.mean("v") == pytest.approx(np.mean([0.8, 0.55, 0.8, 0.7]))
+    other = result([0.5] * 4, 1)
+    other.sets = ["fast", "cart"]
+    with pytest.raises(ValueError, match="differ"):
+        average_results([one, other])
+
+
+def test_validation_cli_averages_seeds(tmp_path):
+    import json
+
+    from tao_lab.validation.__main__ import main
+
+    args = ["--scenes", "synthetic", "--sets", "fast,wrong_way", "--clips", "2", "--frames", "60", "progress=false"]
+    records = {}
+    for name, extra in (("both", ["--seeds", "0,1"]), ("0", ["--seed", "0"]), ("1", ["--seed", "1"])):
+        assert main([*args, *extra, "--json", str(tmp_path / f"{name}.json")]) == 0
+        records[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    both = records["both"]
+    assert both["seed"] == [0, 1]
+    assert both["mean_per_seed"]["configured"] == pytest.approx(
+        [records["0"]["mean"]["configured"], records["1"]["mean"]["configured"]])
+    for k in ("fast", "wrong_way"):
+        assert both["auc"]["configured"]["synthetic"][k] == pytest.approx(
+            np.nanmean([records[s]["auc"]["configured"]["synthetic"][k] for s in ("0", "1")]))
+    with pytest.raises(SystemExit):
+        main([*args, "--seeds", "0,0"])

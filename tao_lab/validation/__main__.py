@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", help="YAML file {name: [overrides]} (default: the configured scorer only)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the planted objects (default 0)")
+    parser.add_argument("--seeds", help="cross-scene: a comma list of seeds; every cell is the mean over the plantings "
+                                        "(each seed's MEAN is printed too); replaces --seed")
     parser.add_argument("--scenes", help="cross-scene protocol: 'default', 'all' or a comma list of scenes")
     parser.add_argument("--sets", default="all", help="cross-scene: 'all' or a comma list of planted sets")
     parser.add_argument("--clips", type=int, default=4,
@@ -104,6 +106,19 @@ def _names(value: str, default: tuple, every: tuple, flag: str, parser) -> list[
     return names
 
 
+def _seeds(args, parser) -> list[int]:
+    """The plantings: --seeds (a comma list) or --seed."""
+    if not args.seeds:
+        return [int(args.seed)]
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--seeds: expected a comma list of integers, got {args.seeds!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        parser.error(f"--seeds: expected distinct integers, got {args.seeds!r}")
+    return seeds
+
+
 def _scene_setup(args, parser) -> tuple[list[str], list[str], Path]:
     """The cross-scene protocols' scenes, planted sets and Ped2 folder from the command line (checked)."""
     from tao_lab.validation.behaviours import BEHAVIOURS
@@ -148,32 +163,41 @@ def _alarm(args, parser, base: list[str]) -> int:
 
 def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) -> int:
     from tao_lab.config import compose_config
-    from tao_lab.validation.cross_scene import cross_scene_validate
+    from tao_lab.validation.cross_scene import average_results, cross_scene_validate
 
     scenes, sets, ped2_dir = _scene_setup(args, parser)
+    seeds = _seeds(args, parser)
     cfg = compose_config(base)
     start = time.perf_counter()
-    result = cross_scene_validate(cfg, {name: compose_config(base + o) for name, o in variants.items()},
-                                  scenes, sets, str(ped2_dir), args.clips, args.frames, seed=args.seed,
-                                  show_progress=bool(cfg.get("progress", True)), metric=args.metric,
-                                  fit_clips=args.fit_clips, animate=not args.rigid_walkers)
+    per_seed = [cross_scene_validate(cfg, {name: compose_config(base + o) for name, o in variants.items()},
+                                     scenes, sets, str(ped2_dir), args.clips, args.frames, seed=sd,
+                                     show_progress=bool(cfg.get("progress", True)), metric=args.metric,
+                                     fit_clips=args.fit_clips, animate=not args.rigid_walkers) for sd in seeds]
+    result = average_results(per_seed)
     fitted_on = "all other clips" if args.fit_clips is None else f"{args.fit_clips} other clip(s)"
+    planted_with = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean over seeds {','.join(map(str, seeds))}"
     print(f"\ncross-scene leave-one-clip-out frame AUC ({args.metric}) on planted behaviours, {args.clips} training "
           f"clips x {args.frames} frames per scene, each fold fitted on {fitted_on}, "
-          f"{'rigid' if args.rigid_walkers else 'animated'} walkers (seed {args.seed}; test clips "
-          f"not read), "
+          f"{'rigid' if args.rigid_walkers else 'animated'} walkers ({planted_with}; test clips not read), "
           f"{time.perf_counter() - start:.0f} s")
-    print("labelled frames per scene and set: " + "; ".join(
+    summed = " (summed over the seeds)" if len(seeds) > 1 else ""
+    print(f"labelled frames per scene and set{summed}: " + "; ".join(
         f"{s}: " + ",".join(str(result.positives[s][k]) for k in result.sets) for s in result.scenes))
     print(result.tables())
+    if len(seeds) > 1:
+        width = max(len("variant"), *(len(v) for v in result.auc))
+        print("\nMEAN per seed:\n" + f"{'variant':<{width}} | " + " | ".join(f"{f'seed {sd}':>9}" for sd in seeds))
+        for v in result.auc:
+            print(f"{v:<{width}} | " + " | ".join(f"{r.mean(v):9.4f}" for r in per_seed))
     if args.json:
         import json
 
         from tao_lab.run_info import _atomic_write
 
         record = {"scenes": result.scenes, "sets": result.sets, "clips": args.clips, "frames": args.frames,
-                  "seed": args.seed, "metric": args.metric, "fit_clips": args.fit_clips, "variants": variants,
-                  "animated_walkers": not args.rigid_walkers,
+                  "seed": seeds[0] if len(seeds) == 1 else seeds,
+                  "mean_per_seed": {v: [r.mean(v) for r in per_seed] for v in result.auc}, "metric": args.metric,
+                  "fit_clips": args.fit_clips, "variants": variants, "animated_walkers": not args.rigid_walkers,
                   "base_overrides": base,
                   "auc": result.auc, "mean": {v: result.mean(v) for v in result.auc}, "positives": result.positives}
         path = Path(args.json)

@@ -231,6 +231,26 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     return result
 
 
+def average_results(results: Sequence[CrossSceneResult]) -> CrossSceneResult:
+    """One result whose every cell is the mean over ``results`` (the same variants, scenes, sets and metric, e.g. the
+    same protocol planted with several seeds; NaN cells are skipped) and whose positives are summed: a paired
+    difference of 0.005 on one planting is inside the spread of plantings (README), the mean over several is not."""
+    if not results:
+        raise ValueError("average_results needs at least one result")
+    first = results[0]
+    for r in results[1:]:
+        if (r.scenes, r.sets, r.metric, list(r.auc)) != (first.scenes, first.sets, first.metric, list(first.auc)):
+            raise ValueError("average_results: the results differ in scenes, sets, metric or variants")
+    out = CrossSceneResult(list(first.scenes), list(first.sets), first.metric)
+    with np.errstate(all="ignore"), _quiet():
+        for v in first.auc:
+            out.auc[v] = {sc: {k: float(np.nanmean([r.auc[v][sc][k] for r in results])) for k in first.sets}
+                          for sc in first.scenes}
+    out.positives = {sc: {k: int(sum(r.positives[sc][k] for r in results)) for k in first.sets}
+                     for sc in first.scenes}
+    return out
+
+
 def fold_clips(held_out: int, num_clips: int, fit_clips: Optional[int] = None) -> list[int]:
     """The clips a fold fits on: every clip but the held-out one, or only the ``fit_clips`` that follow it
     (cyclically), so each clip is still held out once and every fit set has the same size."""
