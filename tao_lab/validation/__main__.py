@@ -169,8 +169,8 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
     seeds = _seeds(args, parser)
     cfg = compose_config(base)
     start = time.perf_counter()
-    per_seed = [cross_scene_validate(cfg, {name: compose_config(base + o) for name, o in variants.items()},
-                                     scenes, sets, str(ped2_dir), args.clips, args.frames, seed=sd,
+    composed = {name: compose_config(base + o) for name, o in variants.items()}
+    per_seed = [cross_scene_validate(cfg, composed, scenes, sets, str(ped2_dir), args.clips, args.frames, seed=sd,
                                      show_progress=bool(cfg.get("progress", True)), metric=args.metric,
                                      fit_clips=args.fit_clips, animate=not args.rigid_walkers) for sd in seeds]
     result = average_results(per_seed)

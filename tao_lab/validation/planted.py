@@ -140,6 +140,31 @@ def _median_background(clip: Clip, samples: int = 40) -> np.ndarray:
     return np.median(np.stack([clip.frame(int(i)) for i in idx]), axis=0).astype(np.float32)
 
 
+def _upright(donor: Clip, objects: ObjectTable, min_height: float, max_height: float) -> np.ndarray:
+    """(N,) bool: detections taller than wide (1.3-4x) and ``min_height``-``max_height`` of the frame high."""
+    wh = objects.xyxy[:, 2:] - objects.xyxy[:, :2]
+    aspect = wh[:, 1] / np.maximum(wh[:, 0], 1)
+    return (aspect >= 1.3) & (aspect <= 4.0) & (wh[:, 1] >= min_height * donor.height) \
+        & (wh[:, 1] <= max_height * donor.height)
+
+
+def _cut_out(donor: Clip, objects: ObjectTable, j: int, background: np.ndarray, threshold: float
+             ) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(crop uint8 (h,w,3), alpha float32 (h,w)) of detection j of ``donor``: its pixels differing from the median
+    ``background`` by more than ``threshold`` grey levels (closed, then lightly blurred), or None when the box is
+    tiny or less than 30 % of it is foreground (not one object standing out)."""
+    x1, y1, x2, y2 = np.round(objects.xyxy[j]).astype(int)
+    x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, donor.width), min(y2, donor.height)
+    if x2 - x1 < 4 or y2 - y1 < 8:
+        return None
+    crop = donor.frame(int(objects.frame[j]))[y1:y2, x1:x2]
+    diff = np.abs(crop.astype(np.float32) - background[y1:y2, x1:x2]).max(axis=2)
+    mask = cv2.morphologyEx((diff > threshold).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    if mask.mean() < 0.3:
+        return None
+    return crop.copy(), cv2.GaussianBlur(mask.astype(np.float32), (3, 3), 0)
+
+
 def cut_walker(donor: Clip, objects: ObjectTable, rng: np.random.Generator,
                min_height: float = 0.08, max_height: float = 0.35, threshold: float = 20.0
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -148,26 +173,13 @@ def cut_walker(donor: Clip, objects: ObjectTable, rng: np.random.Generator,
     pixels are those differing from the donor's median background by more than ``threshold`` grey levels."""
     if len(objects) == 0:
         raise ValueError(f"donor clip {donor.clip_id} has no objects to cut a sprite from")
-    wh = objects.xyxy[:, 2:] - objects.xyxy[:, :2]
-    aspect = wh[:, 1] / np.maximum(wh[:, 0], 1)
-    ok = (aspect >= 1.3) & (aspect <= 4.0) & (wh[:, 1] >= min_height * donor.height) \
-        & (wh[:, 1] <= max_height * donor.height)
+    ok = _upright(donor, objects, min_height, max_height)
     candidates = np.flatnonzero(ok) if ok.any() else np.arange(len(objects))
     bg = _median_background(donor)
     for j in rng.permutation(candidates)[:50]:
-        x1, y1, x2, y2 = np.round(objects.xyxy[j]).astype(int)
-        x1, y1 = max(x1, 0), max(y1, 0)
-        x2, y2 = min(x2, donor.width), min(y2, donor.height)
-        if x2 - x1 < 4 or y2 - y1 < 8:
-            continue
-        frame = donor.frame(int(objects.frame[j]))
-        crop = frame[y1:y2, x1:x2]
-        diff = np.abs(crop.astype(np.float32) - bg[y1:y2, x1:x2]).max(axis=2)
-        mask = cv2.morphologyEx((diff > threshold).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
-        if mask.mean() < 0.3:
-            continue
-        alpha = cv2.GaussianBlur(mask.astype(np.float32), (3, 3), 0)
-        return crop.copy(), alpha
+        got = _cut_out(donor, objects, int(j), bg, threshold)
+        if got is not None:
+            return got
     raise ValueError(f"no usable object to cut a sprite from in donor clip {donor.clip_id}")
 
 
@@ -182,16 +194,14 @@ def cut_walker_sequence(donor: Clip, objects: ObjectTable, rng: np.random.Genera
     frame breaks the run). Raises ValueError when no track has such a run."""
     if len(objects) == 0:
         raise ValueError(f"donor clip {donor.clip_id} has no objects to cut a sprite from")
-    wh = objects.xyxy[:, 2:] - objects.xyxy[:, :2]
-    aspect = wh[:, 1] / np.maximum(wh[:, 0], 1)
-    ok = (aspect >= 1.3) & (aspect <= 4.0) & (wh[:, 1] >= min_height * donor.height) \
-        & (wh[:, 1] <= max_height * donor.height) & (objects.track_id >= 0)
+    ok = _upright(donor, objects, min_height, max_height) & (objects.track_id >= 0)
     runs = []  # (track rows in frame order) of consecutive qualifying frames
     for tid in np.unique(objects.track_id[ok]):
         rows = np.flatnonzero(ok & (objects.track_id == tid))
         rows = rows[np.argsort(objects.frame[rows], kind="stable")]
         breaks = np.flatnonzero(np.diff(objects.frame[rows]) != 1) + 1
         runs += [r for r in np.split(rows, breaks) if len(r) >= min_frames]
+    wh = objects.xyxy[:, 2:] - objects.xyxy[:, :2]
     bg = None
     for r in (runs[i] for i in rng.permutation(len(runs))[:20]):
         r = r[:max_frames]
@@ -202,18 +212,11 @@ def cut_walker_sequence(donor: Clip, objects: ObjectTable, rng: np.random.Genera
         size = (int(round(np.median(wh[r, 0]))), int(round(np.median(h))))
         sprites, alphas = [], []
         for j in r:
-            x1, y1, x2, y2 = np.round(objects.xyxy[j]).astype(int)
-            x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, donor.width), min(y2, donor.height)
-            if x2 - x1 < 4 or y2 - y1 < 8:
+            got = _cut_out(donor, objects, int(j), bg, threshold)
+            if got is None:
                 break
-            crop = donor.frame(int(objects.frame[j]))[y1:y2, x1:x2]
-            diff = np.abs(crop.astype(np.float32) - bg[y1:y2, x1:x2]).max(axis=2)
-            mask = cv2.morphologyEx((diff > threshold).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
-            if mask.mean() < 0.3:
-                break
-            sprites.append(cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR))
-            alphas.append(cv2.resize(cv2.GaussianBlur(mask.astype(np.float32), (3, 3), 0), size,
-                                     interpolation=cv2.INTER_LINEAR))
+            sprites.append(cv2.resize(got[0], size, interpolation=cv2.INTER_LINEAR))
+            alphas.append(cv2.resize(got[1], size, interpolation=cv2.INTER_LINEAR))
         if len(sprites) >= min_frames:
             return np.stack(sprites), np.stack(alphas).astype(np.float32)
     raise ValueError(f"no track of donor clip {donor.clip_id} shows a walker on {min_frames} consecutive frames")
