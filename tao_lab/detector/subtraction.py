@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -10,6 +10,7 @@ import numpy as np
 from tao_lab.detector.background import BackgroundModel
 from tao_lab.detector.base import Detector, DetectorStream
 from tao_lab.detector.camera import CameraBackgrounds, fit_background, split_background_options
+from tao_lab.detector.motion_split import motion_cuts
 from tao_lab.types import Clip, ObjectTable
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,9 @@ class BackgroundSubtractionDetector(Detector):
     ``split_aspect`` times its height is split at the valleys of its column profile (the number of foreground
     pixels per column): places where the blob is much thinner than its peaks (below ``split_valley`` times the
     smaller neighbouring peak) separate two objects. Pieces narrower than ``min_width`` are not split off.
+    With ``split_motion`` > 0 every piece is also cut where its left and right sides move apart in the optical flow
+    to the previous frame (:mod:`tao_lab.detector.motion_split`: a biker beside walkers, walkers passing the other
+    way); the flow is computed only on frames that have a piece wide enough to cut.
 
     Args:
         background: keyword arguments of :class:`BackgroundModel` (num_samples, blur, k, min_threshold, ...), plus
@@ -35,12 +39,20 @@ class BackgroundSubtractionDetector(Detector):
         split_valley: a column-profile valley splits when it is below this fraction of both neighbouring peaks.
         min_width: minimum width (px) of a piece produced by splitting.
         score_scale: the box score is min(1, mean background difference inside the blob / score_scale); grey levels.
+        split_motion: a piece is cut where the mean flows of its two sides differ by more than this (px/frame) and
+            by more than ``split_motion_ratio`` times the faster side's speed (0 = never).
+        split_motion_ratio: see ``split_motion``.
+        flow: keyword arguments of :class:`tao_lab.features.FlowEstimator` for that flow (None = its defaults).
     Output: ``cls`` = 0, ``score`` in (0, 1], ``track_id`` = -1.
     """
 
     def __init__(self, background: Optional[dict] = None, min_area: int = 40, dilate: int = 5,
                  split_aspect: float = 0.9, split_valley: float = 0.5, min_width: int = 6,
-                 score_scale: float = 40.0):
+                 score_scale: float = 40.0, split_motion: float = 0.0, split_motion_ratio: float = 0.5,
+                 flow: Optional[dict] = None):
+        if split_motion < 0 or split_motion_ratio < 0:
+            raise ValueError(f"detector.split_motion and split_motion_ratio must be >= 0, got {split_motion!r} and "
+                             f"{split_motion_ratio!r}")
         self.background_kwargs, self.scope, self.camera_options = split_background_options(
             background, "detector.background")
         self.camera: Optional[CameraBackgrounds] = None
@@ -50,6 +62,23 @@ class BackgroundSubtractionDetector(Detector):
         self.split_valley = float(split_valley)
         self.min_width = int(min_width)
         self.score_scale = float(score_scale)
+        self.split_motion = float(split_motion)
+        self.split_motion_ratio = float(split_motion_ratio)
+        self.flow_options = dict(flow or {})
+        self._flow_estimator = None
+
+    def __getstate__(self):  # the OpenCV flow object does not pickle (workers build their own)
+        return {**self.__dict__, "_flow_estimator": None}
+
+    def _motion(self, frame: np.ndarray, previous: Optional[np.ndarray]) -> Optional["_LazyFlow"]:
+        """The on-demand motion of ``frame``'s pixels against ``previous`` (None: no motion split)."""
+        if self.split_motion <= 0 or previous is None:
+            return None
+        if self._flow_estimator is None:
+            from tao_lab.features.base import FlowEstimator
+
+            self._flow_estimator = FlowEstimator(**self.flow_options)
+        return _LazyFlow(self._flow_estimator, frame, previous)
 
     def use_camera(self, backgrounds: CameraBackgrounds) -> None:
         """The camera backgrounds of the run's training clips (given by the pipeline; used with scope=camera)."""
@@ -63,9 +92,12 @@ class BackgroundSubtractionDetector(Detector):
     def detect(self, clip: Clip) -> ObjectTable:
         model = self.background_model(clip)
         rows_f, rows_b, rows_s = [], [], []
+        previous = None
         for i, frame in enumerate(clip.frames()):
             diff = model.difference(frame)
-            boxes, scores = self.boxes_from_mask(model.clean(diff > model.threshold), diff)
+            boxes, scores = self.boxes_from_mask(model.clean(diff > model.threshold), diff,
+                                                 self._motion(frame, previous))
+            previous = frame
             rows_f.append(np.full(len(boxes), i))
             rows_b.append(boxes)
             rows_s.append(scores)
@@ -81,16 +113,21 @@ class BackgroundSubtractionDetector(Detector):
             log.info("detector.background.scope=camera is not available online: the stream's background is fitted "
                      "on its warm-up frames")
         background = ctx.background(self.background_kwargs)
+        previous: list[Optional[np.ndarray]] = [None]
 
         def step(frame: np.ndarray) -> ObjectTable:
             diff, fg = background.foreground(frame)
-            boxes, scores = self.boxes_from_mask(fg, diff)
+            boxes, scores = self.boxes_from_mask(fg, diff, self._motion(frame, previous[0]))
+            previous[0] = frame
             return ObjectTable.build(np.zeros(len(boxes)), boxes, scores)
 
         return DetectorStream(step)
 
-    def boxes_from_mask(self, mask: np.ndarray, diff: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes (K,4) xyxy float32 and scores (K,) of one frame's foreground mask (H,W) bool."""
+    def boxes_from_mask(self, mask: np.ndarray, diff: Optional[np.ndarray] = None,
+                        motion: Optional[Callable[..., np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (K,4) xyxy float32 and scores (K,) of one frame's foreground mask (H,W) bool; ``motion`` (y1, y2,
+        x1, x2) -> (y2-y1, x2-x1, 2) px/frame flow of the frame's pixels there, called only for a piece that may be
+        cut by motion (None = no motion split)."""
         fg = mask.astype(np.uint8)
         grouped = fg
         if self.dilate > 1:
@@ -102,7 +139,7 @@ class BackgroundSubtractionDetector(Detector):
             comp = (labels[y:y + h, x:x + w] == lab) & (fg[y:y + h, x:x + w] > 0)
             if comp.sum() < self.min_area:
                 continue
-            for x1, y1, x2, y2 in self._split(comp):
+            for x1, y1, x2, y2 in self._pieces(comp, (x, y), motion):
                 piece = comp[y1:y2, x1:x2]
                 area = int(piece.sum())
                 if area < self.min_area:
@@ -116,6 +153,24 @@ class BackgroundSubtractionDetector(Detector):
                     d = diff[y + y1:y + y2, x + x1:x + x2][piece]
                     scores.append(min(1.0, float(d.mean()) / self.score_scale))
         return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32)
+
+    def _pieces(self, comp: np.ndarray, origin: tuple[int, int], motion: Optional[Callable[..., np.ndarray]]
+                ) -> list[tuple[int, int, int, int]]:
+        """The column-profile pieces of a component, each cut again where its sides move apart (with ``motion``)."""
+        pieces = self._split(comp)
+        if motion is None:
+            return pieces
+        x, y = origin
+        out = []
+        for x1, y1, x2, y2 in pieces:
+            piece = comp[y1:y2, x1:x2]
+            if x2 - x1 < 2 * self.min_width or piece.sum() < 2 * self.min_area:
+                out.append((x1, y1, x2, y2))
+                continue
+            flow = motion(y + y1, y + y2, x + x1, x + x2)
+            cuts = motion_cuts(piece, flow, self.min_width, self.min_area, self.split_motion, self.split_motion_ratio)
+            out.extend((x1 + a, y1, x1 + b, y2) for a, b in cuts)
+        return out
 
     def _split(self, comp: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Sub-boxes (x1,y1,x2,y2 relative to the component box) of one component; the whole box if unsplit."""
@@ -138,3 +193,21 @@ class BackgroundSubtractionDetector(Detector):
                 start = c
         edges = [0] + cuts + [w]
         return [(a, 0, b, h) for a, b in zip(edges[:-1], edges[1:])]
+
+
+class _LazyFlow:
+    """The motion (px/frame, the negated DIS flow to ``previous``, as tao_lab.features.FrameContext's) of
+    ``frame``'s pixels in a region; the whole frame's flow is computed on the first call only, so a frame without a
+    blob wide enough to cut pays for none (one flow of the frame is cheaper than one per blob: DIS's cost per call)."""
+
+    def __init__(self, estimator, frame: np.ndarray, previous: np.ndarray):
+        self.estimator, self.frame, self.previous = estimator, frame, previous
+        self.flow: Optional[np.ndarray] = None
+
+    def __call__(self, y1: int, y2: int, x1: int, x2: int) -> np.ndarray:
+        """(y2-y1, x2-x1, 2) motion of the frame's pixels [y1:y2, x1:x2]."""
+        if self.flow is None:
+            from tao_lab.features.base import grey_uint8
+
+            self.flow = -self.estimator(grey_uint8(self.frame), grey_uint8(self.previous))
+        return self.flow[y1:y2, x1:x2]

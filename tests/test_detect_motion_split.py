@@ -1,0 +1,135 @@
+"""Motion split of merged blobs (tao_lab.detector.motion_split, BackgroundSubtractionDetector.split_motion)."""
+import pickle
+
+import numpy as np
+import pytest
+
+from tao_lab.boxes import box_iou as iou_matrix
+from tao_lab.detector import BackgroundSubtractionDetector
+from tao_lab.detector.motion_split import motion_cuts
+from tao_lab.types import Clip
+
+CUT = dict(min_width=6, min_area=40, min_speed=1.0, ratio=0.5)
+
+
+def _blob(widths, speeds, h=30):
+    """A solid blob of side-by-side parts of the given widths, each moving at (speed, 0) px/frame."""
+    comp = np.ones((h, sum(widths)), bool)
+    flow = np.zeros((h, sum(widths), 2), np.float32)
+    x = 0
+    for w, v in zip(widths, speeds):
+        flow[:, x:x + w, 0] = v
+        x += w
+    return comp, flow
+
+
+def test_parts_moving_apart_are_cut_at_their_border():
+    comp, flow = _blob([14, 10], [4.0, 1.0])  # a biker beside a walker
+    assert motion_cuts(comp, flow, **CUT) == [(0, 14), (14, 24)]
+    comp, flow = _blob([10, 10], [1.0, -1.0])  # two walkers passing the other way
+    assert motion_cuts(comp, flow, **CUT) == [(0, 10), (10, 20)]
+    comp, flow = _blob([10, 12, 10], [1.0, 4.0, -1.0])  # three: one cut by default, the parts cut again with depth 2
+    assert len(motion_cuts(comp, flow, **CUT)) == 2
+    assert motion_cuts(comp, flow, **CUT, depth=2) == [(0, 10), (10, 22), (22, 32)]
+
+
+def test_the_cut_sits_where_a_smooth_flow_crosses_between_the_parts():
+    # DIS's flow ramps across a border; the cut goes to the ramp's middle, not towards the smaller part
+    comp, flow = _blob([20], [1.0])
+    flow[:, :, 0] = np.interp(np.arange(20), [5, 11], [1.0, 4.0])  # 1 px/frame up to column 5, 4 from column 11
+    assert motion_cuts(comp, flow, **CUT) == [(0, 8), (8, 20)] or motion_cuts(comp, flow, **CUT) == [(0, 9), (9, 20)]
+
+
+def test_parts_moving_together_are_not_cut():
+    comp, flow = _blob([12, 12], [1.0, 1.4])  # two walkers side by side: gap 0.4 < 1 px/frame
+    assert motion_cuts(comp, flow, **CUT) == [(0, 24)]
+    comp, flow = _blob([12, 12], [6.0, 7.5])  # a fast object's own flow noise: gap 1.5 < 0.5 x 7.5
+    assert motion_cuts(comp, flow, **CUT) == [(0, 24)]
+    comp, flow = _blob([30], [1.0])
+    comp[:, 8:16] = False  # a gap: columns without foreground count for nothing
+    assert motion_cuts(comp, flow, **CUT) == [(0, 30)]
+
+
+def test_a_walkers_swinging_legs_do_not_cut_it():
+    # one walker at 2 px/frame whose legs (bottom third) swing hard: the back leg at -2 px/frame, the front one
+    # at 6, the arms at the sides likewise; every column's median is the body's own motion
+    comp, flow = _blob([14], [2.0], h=36)
+    flow[24:, :7, 0], flow[24:, 7:, 0] = -2.0, 6.0
+    flow[8:20, :2, 0], flow[8:20, 12:, 0] = 6.0, -2.0
+    assert motion_cuts(comp, flow, **CUT) == [(0, 14)]
+    # the same legs with pixel means per column would cut it: the guard is the median, not the bar
+    means = (flow * comp[..., None]).sum(0) / comp.sum(0)[:, None]
+    assert abs(means[:7, 0].mean() - means[7:, 0].mean()) > max(1.0, 0.5 * means[7:, 0].mean())
+
+
+def test_cut_rejects_mismatched_flow():
+    with pytest.raises(ValueError, match="does not match"):
+        motion_cuts(np.ones((5, 20), bool), np.zeros((5, 19, 2)), **CUT)
+
+
+class _PassingClip(Clip):
+    """Textured tall objects on a textured background: a fast one (4 px/frame) overtakes a slow one (1 px/frame);
+    from about frame 8 to 20 they touch or overlap and background subtraction sees one blob."""
+
+    SIZE = (12, 34)  # width, height
+
+    def __init__(self, num_frames=36):
+        super().__init__("passing", num_frames, 96, 200, source="passing")
+        rng = np.random.default_rng(0)
+        self.bg = rng.integers(40, 120, (96, 200)).astype(np.uint8)
+        self.texture = [rng.integers(150, 255, self.SIZE[::-1]).astype(np.uint8) for _ in range(2)]
+
+    def box(self, i, k):
+        x0, v = ((10, 4), (50, 1))[k]
+        w, h = self.SIZE
+        return np.array([x0 + v * i, 30, x0 + v * i + w, 30 + h], np.float32)
+
+    def _read(self, i):
+        img = self.bg.copy()
+        for k in (1, 0):  # the fast one passes in front
+            x1, y1, x2, y2 = self.box(i, k).astype(int)
+            if 0 <= x1 and x2 <= 200:
+                img[y1:y2, x1:x2] = self.texture[k]
+        return np.repeat(img[..., None], 3, axis=2)
+
+
+def test_detector_cuts_a_merged_blob_by_motion_and_not_otherwise():
+    clip = _PassingClip()
+    merged = [i for i in range(1, clip.num_frames)
+              if clip.box(i, 0)[2] >= clip.box(i, 1)[0] - 2 and clip.box(i, 0)[0] <= clip.box(i, 1)[2] + 2]
+    side_by_side = [i for i in merged if abs(clip.box(i, 0)[0] - clip.box(i, 1)[0]) >= 10]  # each shows >= 10 cols
+    assert len(side_by_side) >= 4
+    plain = BackgroundSubtractionDetector(min_width=6).detect(clip)
+    split = BackgroundSubtractionDetector(min_width=6, split_motion=1.0).detect(clip)
+    for i in side_by_side:
+        assert (plain.frame == i).sum() == 1, f"frame {i}: the plain detector should see one merged blob"
+        rows = split.xyxy[split.frame == i]
+        assert len(rows) == 2, f"frame {i}: {len(rows)} boxes"
+        # the fast object's box is its own visible part; the slow one's box is what of it shows
+        assert iou_matrix(rows, clip.box(i, 0)).max() > 0.6
+    apart = [i for i in range(1, clip.num_frames) if (plain.frame == i).sum() == 2]
+    assert len(apart) >= 10
+    for i in apart:  # the plain detector already separates them: nothing changes
+        np.testing.assert_array_equal(split.xyxy[split.frame == i], plain.xyxy[plain.frame == i])
+    # the first frame has no previous one: no motion, no cut
+    np.testing.assert_array_equal(split.xyxy[split.frame == 0], plain.xyxy[plain.frame == 0])
+
+
+def test_motion_split_online_equals_offline_and_pickles(tmp_path):
+    from tao_lab.streaming import StreamContext
+
+    clip = _PassingClip()
+    det = BackgroundSubtractionDetector(min_width=6, split_motion=1.0)
+    offline = det.detect(clip)
+    det = pickle.loads(pickle.dumps(det))  # a used detector (its flow object) goes to a worker
+    ctx = StreamContext(clip.height, clip.width, clip.fps)
+    stream = det.stream(ctx)
+    ctx.fit(clip)  # warm-up = the whole clip: the same background model as offline
+    for i, frame in enumerate(clip.frames()):
+        rows = stream.step(frame).xyxy
+        np.testing.assert_array_equal(rows, offline.xyxy[offline.frame == i])
+
+
+def test_negative_settings_are_refused():
+    with pytest.raises(ValueError, match="split_motion"):
+        BackgroundSubtractionDetector(split_motion=-1)
