@@ -126,8 +126,9 @@ def test_validation_refuses_trainer_scorers(compose_cfg):
 
 
 def test_plants_are_cut_from_per_clip_background_tracks_whatever_the_detectors_scope(compose_cfg):
-    """planting_pipeline: the run's config with every detector background per clip (hybrid's nested part too), so
-    the planted objects are the same for variants of the background scope; everything else is the run's."""
+    """planting_pipeline: the run's config with every detector background per clip and no motion split (hybrid's
+    nested part too), so the planted objects are the same for variants of the background scope and of the motion
+    split; everything else is the run's."""
     from tao_lab.validation.protocol import planting_pipeline
 
     camera = compose_cfg("eval", ["detector.background.scope=camera", "scorer.frame_sigma=1"])
@@ -136,8 +137,13 @@ def test_plants_are_cut_from_per_clip_background_tracks_whatever_the_detectors_s
     assert planter.cfg.scorer.frame_sigma == 1 and planter.cfg.detector.min_area == camera.detector.min_area
     clip = compose_cfg("eval", ["detector.background.scope=clip"])
     assert planter.caches["detect"].key == planting_pipeline(clip).caches["detect"].key
-    hybrid = planting_pipeline(compose_cfg("eval", ["detector=hybrid", "detector.background.background.scope=camera"]))
+    hybrid = planting_pipeline(compose_cfg("eval", ["detector=hybrid", "detector.background.background.scope=camera",
+                                                    "detector.background.split_motion=1.0"]))
     assert hybrid.cfg.detector.background.background.scope == "clip"
+    assert hybrid.cfg.detector.background.split_motion == 0.0
+    split = compose_cfg("eval", ["detector.split_motion=1.0"])
+    assert planting_pipeline(split).cfg.detector.split_motion == 0.0 and split.detector.split_motion == 1.0
+    assert planting_pipeline(split).caches["detect"].key == planting_pipeline(clip).caches["detect"].key
 
 
 def test_cut_threshold_keeps_the_faint_parts_of_a_walker():

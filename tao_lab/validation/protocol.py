@@ -62,13 +62,16 @@ def _seed(*parts) -> int:
 
 def planting_pipeline(cfg: DictConfig) -> Pipeline:
     """The pipeline whose tracks the planted objects are cut from and placed by: the run's, with every background
-    of its detector per clip (``background.scope: clip``). What is planted then does not change with the detector's
-    background scope, so variants of it are compared on the same plants and rounds stay comparable."""
+    of its detector per clip (``background.scope: clip``) and no motion split (``split_motion: 0``). What is planted
+    then does not change with the detector's background scope or motion split, so variants of them are compared on
+    the same plants and rounds stay comparable."""
     from tao_lab.detector.camera import scoped_backgrounds
 
     plain = OmegaConf.to_container(cfg, resolve=False)
     for owner in scoped_backgrounds(plain.get("detector")):
         owner["background"]["scope"] = "clip"
+        if "split_motion" in owner:
+            owner["split_motion"] = 0.0
     return Pipeline(OmegaConf.create(plain))
 
 
