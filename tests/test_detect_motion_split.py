@@ -133,3 +133,40 @@ def test_motion_split_online_equals_offline_and_pickles(tmp_path):
 def test_negative_settings_are_refused():
     with pytest.raises(ValueError, match="split_motion"):
         BackgroundSubtractionDetector(split_motion=-1)
+
+
+def test_min_aspect_keeps_slivers_from_being_cut_off():
+    # a blob whose first 6 columns move apart from the rest: a part 6 px wide and 30 high (aspect 0.2); the bound
+    # vetoes the cut (it does not move it)
+    comp, flow = _blob([6, 24], [3.0, 1.0])
+    assert motion_cuts(comp, flow, **CUT) == [(0, 6), (6, 30)]
+    assert motion_cuts(comp, flow, **CUT, min_aspect=0.25) == [(0, 30)]
+    # parts as wide as people (12 px = 0.4 x 30) are still cut
+    comp, flow = _blob([12, 18], [3.0, 1.0])
+    assert motion_cuts(comp, flow, **CUT, min_aspect=0.25) == [(0, 12), (12, 30)]
+    # the bound reads each part's own box: a short part (the top half of its columns only) is 12 / 15 wide enough
+    comp, flow = _blob([12, 18], [3.0, 1.0])
+    comp[15:, :12] = False
+    assert motion_cuts(comp, flow, **CUT, min_aspect=0.25) == [(0, 12), (12, 30)]
+    comp[:, :12] = False
+    comp[:4, :12] = True  # 12 wide, 4 high; the other part 18 x 30
+    assert motion_cuts(comp, flow, min_width=6, min_area=10, min_speed=1.0, ratio=0.5, min_aspect=0.7) == [(0, 30)]
+
+
+def test_part_boxes_match_a_direct_computation():
+    from tao_lab.detector.motion_split import _wide_enough
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        comp = rng.random((25, 30)) < 0.15
+        comp[:, rng.integers(0, 30, 5)] = False
+        cuts = np.arange(1, 30)
+        for aspect in (0.2, 0.5, 1.0, 3.0):
+            direct = []
+            for c in cuts:
+                ok = True
+                for part in (comp[:, :c], comp[:, c:]):
+                    ys, xs = np.nonzero(part)
+                    ok &= len(xs) > 0 and (xs.max() - xs.min() + 1) >= aspect * (ys.max() - ys.min() + 1)
+                direct.append(ok)
+            np.testing.assert_array_equal(_wide_enough(comp, cuts, aspect), direct)

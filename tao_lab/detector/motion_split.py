@@ -16,7 +16,7 @@ import numpy as np
 
 
 def motion_cuts(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: int, min_speed: float,
-                ratio: float, depth: int = 1) -> list[tuple[int, int]]:
+                ratio: float, depth: int = 1, min_aspect: float = 0.0) -> list[tuple[int, int]]:
     """Column ranges [(a, b), ...] (relative to the blob's box, left to right, covering [0, w)) of the parts of one
     blob whose sides move apart; [(0, w)] when it is not cut.
 
@@ -29,20 +29,22 @@ def motion_cuts(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: in
         ratio: ... and by more than this fraction of the faster part's speed.
         depth: cuts in a row (1: at most two parts; a part is not cut again, because DIS's flow ramps across a
             border over about a patch and a narrow part holding such a ramp would be cut once more).
+        min_aspect: each part's box (around its foreground pixels) must be at least this many times its height
+            wide: a sliver narrower than any object is the edge of one, not an object (0 = no bound).
     """
     h, w = comp.shape
     if comp.shape != flow.shape[:2]:
         raise ValueError(f"flow {flow.shape} does not match the blob {comp.shape}")
-    cut = _best_cut(comp, flow, min_width, min_area, min_speed, ratio) if depth > 0 else None
+    cut = _best_cut(comp, flow, min_width, min_area, min_speed, ratio, min_aspect) if depth > 0 else None
     if cut is None:
         return [(0, w)]
-    left = motion_cuts(comp[:, :cut], flow[:, :cut], min_width, min_area, min_speed, ratio, depth - 1)
-    right = motion_cuts(comp[:, cut:], flow[:, cut:], min_width, min_area, min_speed, ratio, depth - 1)
+    left = motion_cuts(comp[:, :cut], flow[:, :cut], min_width, min_area, min_speed, ratio, depth - 1, min_aspect)
+    right = motion_cuts(comp[:, cut:], flow[:, cut:], min_width, min_area, min_speed, ratio, depth - 1, min_aspect)
     return left + [(a + cut, b + cut) for a, b in right]
 
 
 def _best_cut(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: int, min_speed: float,
-              ratio: float) -> int | None:
+              ratio: float, min_aspect: float = 0.0) -> int | None:
     """The column where the blob is cut (left part = columns before it), or None."""
     h, w = comp.shape
     if w < 2 * max(min_width, 1):
@@ -75,7 +77,10 @@ def _best_cut(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: int,
     wrong_right = np.cumsum(np.where(right_side | (pixels == 0), 0.0, pixels)[::-1])[::-1]
     wrong = wrong_left + np.append(wrong_right, 0.0)[cuts]                        # ... and left-side ones right of it
     best = np.flatnonzero(wrong == wrong.min())
-    return int(cuts[best[len(best) // 2]])
+    cut = int(cuts[best[len(best) // 2]])
+    if min_aspect > 0 and not _wide_enough(comp, np.array([cut]), min_aspect)[0]:
+        return None  # a sliver narrower than any object is the edge of one (its flow straddles the border)
+    return cut
 
 
 def _column_medians(comp: np.ndarray, flow: np.ndarray, pixels: np.ndarray) -> np.ndarray:
@@ -88,3 +93,26 @@ def _column_medians(comp: np.ndarray, flow: np.ndarray, pixels: np.ndarray) -> n
         out[:, d] = np.take_along_axis(values, middle[None, :], axis=0)[0]
     out[pixels == 0] = 0.0
     return out
+
+
+def _wide_enough(comp: np.ndarray, cuts: np.ndarray, min_aspect: float) -> np.ndarray:
+    """(len(cuts),) bool: both parts of each cut (columns [0, c) and [c, w)) have a box around their foreground
+    pixels at least ``min_aspect`` times as wide as high (a part without pixels is not)."""
+    h, w = comp.shape
+    has = comp.any(axis=0)
+    rows = np.arange(h)[:, None]
+    top = np.where(comp, rows, h).min(axis=0)                                     # (w,) first foreground row
+    bottom = np.where(comp, rows + 1, 0).max(axis=0)                              # one past the last
+    cols = np.arange(w)
+    # left part [0, c): running extremes from the left, read at c - 1
+    lo_l, hi_l = np.minimum.accumulate(top)[cuts - 1], np.maximum.accumulate(bottom)[cuts - 1]
+    first_l = np.where(has, cols, w).min()
+    last_l = np.maximum.accumulate(np.where(has, cols, -1))[cuts - 1]
+    # right part [c, w): running extremes from the right, read at c
+    lo_r = np.minimum.accumulate(top[::-1])[::-1][cuts]
+    hi_r = np.maximum.accumulate(bottom[::-1])[::-1][cuts]
+    first_r = np.minimum.accumulate(np.where(has, cols, w)[::-1])[::-1][cuts]
+    last_r = np.where(has, cols, -1).max()
+    wl, hl = last_l - first_l + 1, hi_l - lo_l
+    wr, hr = last_r - first_r + 1, hi_r - lo_r
+    return (hl > 0) & (hr > 0) & (wl >= min_aspect * hl) & (wr >= min_aspect * hr)

@@ -42,6 +42,8 @@ class BackgroundSubtractionDetector(Detector):
         split_motion: a piece is cut where the mean flows of its two sides differ by more than this (px/frame) and
             by more than ``split_motion_ratio`` times the faster side's speed (0 = never).
         split_motion_ratio: see ``split_motion``.
+        split_motion_aspect: each part of a motion cut must be at least this many times its height wide (its box
+            around its pixels; 0 = no bound).
         flow: keyword arguments of :class:`tao_lab.features.FlowEstimator` for that flow (None = its defaults).
     Output: ``cls`` = 0, ``score`` in (0, 1], ``track_id`` = -1.
     """
@@ -49,10 +51,10 @@ class BackgroundSubtractionDetector(Detector):
     def __init__(self, background: Optional[dict] = None, min_area: int = 40, dilate: int = 5,
                  split_aspect: float = 0.9, split_valley: float = 0.5, min_width: int = 6,
                  score_scale: float = 40.0, split_motion: float = 0.0, split_motion_ratio: float = 0.5,
-                 flow: Optional[dict] = None):
-        if split_motion < 0 or split_motion_ratio < 0:
-            raise ValueError(f"detector.split_motion and split_motion_ratio must be >= 0, got {split_motion!r} and "
-                             f"{split_motion_ratio!r}")
+                 split_motion_aspect: float = 0.0, flow: Optional[dict] = None):
+        if min(split_motion, split_motion_ratio, split_motion_aspect) < 0:
+            raise ValueError(f"detector.split_motion, split_motion_ratio and split_motion_aspect must be >= 0, got "
+                             f"{split_motion!r}, {split_motion_ratio!r} and {split_motion_aspect!r}")
         self.background_kwargs, self.scope, self.camera_options = split_background_options(
             background, "detector.background")
         self.camera: Optional[CameraBackgrounds] = None
@@ -64,6 +66,7 @@ class BackgroundSubtractionDetector(Detector):
         self.score_scale = float(score_scale)
         self.split_motion = float(split_motion)
         self.split_motion_ratio = float(split_motion_ratio)
+        self.split_motion_aspect = float(split_motion_aspect)
         self.flow_options = dict(flow or {})
         self._flow_estimator = None
 
@@ -168,7 +171,8 @@ class BackgroundSubtractionDetector(Detector):
                 out.append((x1, y1, x2, y2))
                 continue
             flow = motion(y + y1, y + y2, x + x1, x + x2)
-            cuts = motion_cuts(piece, flow, self.min_width, self.min_area, self.split_motion, self.split_motion_ratio)
+            cuts = motion_cuts(piece, flow, self.min_width, self.min_area, self.split_motion, self.split_motion_ratio,
+                               min_aspect=self.split_motion_aspect)
             out.extend((x1 + a, y1, x1 + b, y2) for a, b in cuts)
         return out
 
