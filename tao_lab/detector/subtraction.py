@@ -50,8 +50,8 @@ class BackgroundSubtractionDetector(Detector):
 
     def __init__(self, background: Optional[dict] = None, min_area: int = 40, dilate: int = 5,
                  split_aspect: float = 0.9, split_valley: float = 0.5, min_width: int = 6,
-                 score_scale: float = 40.0, split_motion: float = 0.0, split_motion_ratio: float = 0.5,
-                 split_motion_aspect: float = 0.0, flow: Optional[dict] = None):
+                 score_scale: float = 40.0, split_motion: float = 1.0, split_motion_ratio: float = 0.5,
+                 split_motion_aspect: float = 0.25, flow: Optional[dict] = None):
         if min(split_motion, split_motion_ratio, split_motion_aspect) < 0:
             raise ValueError(f"detector.split_motion, split_motion_ratio and split_motion_aspect must be >= 0, got "
                              f"{split_motion!r}, {split_motion_ratio!r} and {split_motion_aspect!r}")
@@ -73,15 +73,20 @@ class BackgroundSubtractionDetector(Detector):
     def __getstate__(self):  # the OpenCV flow object does not pickle (workers build their own)
         return {**self.__dict__, "_flow_estimator": None}
 
-    def _motion(self, frame: np.ndarray, previous: Optional[np.ndarray]) -> Optional["_LazyFlow"]:
-        """The on-demand motion of ``frame``'s pixels against ``previous`` (None: no motion split)."""
+    def _motion(self, frame: np.ndarray, previous: Optional[np.ndarray], memo: Optional[tuple] = None
+                ) -> Optional["_LazyFlow"]:
+        """The on-demand motion of ``frame``'s pixels against ``previous`` (None: no motion split); ``memo`` =
+        (clip, frame index): leave the flow for the features of that clip (tao_lab.features.flow_memo)."""
         if self.split_motion <= 0 or previous is None:
             return None
+        return _LazyFlow(self.flow_estimator(), frame, previous, memo)
+
+    def flow_estimator(self):
         if self._flow_estimator is None:
             from tao_lab.features.base import FlowEstimator
 
             self._flow_estimator = FlowEstimator(**self.flow_options)
-        return _LazyFlow(self._flow_estimator, frame, previous)
+        return self._flow_estimator
 
     def use_camera(self, backgrounds: CameraBackgrounds) -> None:
         """The camera backgrounds of the run's training clips (given by the pipeline; used with scope=camera)."""
@@ -99,7 +104,7 @@ class BackgroundSubtractionDetector(Detector):
         for i, frame in enumerate(clip.frames()):
             diff = model.difference(frame)
             boxes, scores = self.boxes_from_mask(model.clean(diff > model.threshold), diff,
-                                                 self._motion(frame, previous))
+                                                 self._motion(frame, previous, (clip, i)))
             previous = frame
             rows_f.append(np.full(len(boxes), i))
             rows_b.append(boxes)
@@ -202,10 +207,12 @@ class BackgroundSubtractionDetector(Detector):
 class _LazyFlow:
     """The motion (px/frame, the negated DIS flow to ``previous``, as tao_lab.features.FrameContext's) of
     ``frame``'s pixels in a region; the whole frame's flow is computed on the first call only, so a frame without a
-    blob wide enough to cut pays for none (one flow of the frame is cheaper than one per blob: DIS's cost per call)."""
+    blob wide enough to cut pays for none (one flow of the frame is cheaper than one per blob: DIS's cost per call).
+    With ``memo`` = (clip, index) the flow is left for that clip's features (tao_lab.features.flow_memo), which
+    need the same flow of the same frame."""
 
-    def __init__(self, estimator, frame: np.ndarray, previous: np.ndarray):
-        self.estimator, self.frame, self.previous = estimator, frame, previous
+    def __init__(self, estimator, frame: np.ndarray, previous: np.ndarray, memo: Optional[tuple] = None):
+        self.estimator, self.frame, self.previous, self.memo = estimator, frame, previous, memo
         self.flow: Optional[np.ndarray] = None
 
     def __call__(self, y1: int, y2: int, x1: int, x2: int) -> np.ndarray:
@@ -213,5 +220,11 @@ class _LazyFlow:
         if self.flow is None:
             from tao_lab.features.base import grey_uint8
 
-            self.flow = -self.estimator(grey_uint8(self.frame), grey_uint8(self.previous))
+            grey, previous = grey_uint8(self.frame), grey_uint8(self.previous)
+            self.flow = -self.estimator(grey, previous)
+            if self.memo is not None:
+                from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
+
+                clip, index = self.memo
+                SHARED_FLOWS.put(clip_key(clip, self.estimator.signature), index, self.flow, grey, previous)
         return self.flow[y1:y2, x1:x2]

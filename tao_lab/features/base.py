@@ -62,6 +62,9 @@ class FlowEstimator:
         self.preset = preset
         self.scale = float(scale)
         self.min_rows = None if min_rows is None else int(min_rows)
+        # what determines the flow (tao_lab.features.flow_memo: flows computed elsewhere with equal settings are reused)
+        self.signature = (preset, self.scale, finest_scale, patch_size, patch_stride, gd_iterations, var_iterations,
+                          self.min_rows)
         self._level_rows: Optional[int] = None  # the frame height the DIS level was last set for (min_rows)
         self._dis = cv2.DISOpticalFlow_create(self._PRESETS[preset])
         for value, setter in ((finest_scale, self._dis.setFinestScale), (patch_size, self._dis.setPatchSize),
@@ -102,8 +105,9 @@ class FrameContext:
 
     def __init__(self, index: int, frame: np.ndarray, flow_estimator: FlowEstimator,
                  prev_grey: Optional[np.ndarray], next_frame: Optional[np.ndarray],
-                 classes: Optional[np.ndarray] = None):
+                 classes: Optional[np.ndarray] = None, memo_key=None):
         self.index = index
+        self._memo_key = memo_key  # where the detector may have left this frame's flow (features.flow_memo)
         self.frame = frame
         self.classes = classes
         self._flow_estimator = flow_estimator
@@ -122,7 +126,12 @@ class FrameContext:
     def flow(self) -> np.ndarray:
         if self._flow is None:
             if self._prev_grey is not None:
-                self._flow = -self._flow_estimator(self.grey, self._prev_grey)
+                known = None
+                if self._memo_key is not None:
+                    from tao_lab.features.flow_memo import SHARED_FLOWS
+
+                    known = SHARED_FLOWS.take(self._memo_key, self.index, self.grey, self._prev_grey)
+                self._flow = known if known is not None else -self._flow_estimator(self.grey, self._prev_grey)
             elif self._next_frame is not None:
                 self._flow = self._flow_estimator(self.grey, grey_uint8(self._next_frame))
             else:
@@ -190,10 +199,13 @@ def extract_features(clip: Clip, objects: ObjectTable,
             bar = None
     prev_grey = None
     pending = None  # frame 0 waits for frame 1 (its flow needs the next frame)
+    from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
+
+    memo_key = clip_key(clip, flow.signature)  # flows the detector computed for this clip (motion split)
 
     def process(i: int, frame: np.ndarray, prev: Optional[np.ndarray], nxt: Optional[np.ndarray]) -> np.ndarray:
         rows = order[starts[i]:starts[i + 1]]
-        ctx = FrameContext(i, frame, flow, prev, nxt, objects.cls[rows])
+        ctx = FrameContext(i, frame, flow, prev, nxt, objects.cls[rows], memo_key)
         if len(rows):
             boxes = objects.xyxy[rows]
             for e in exts:
@@ -212,6 +224,7 @@ def extract_features(clip: Clip, objects: ObjectTable,
         prev_grey = process(i, frame, prev_grey, None)
     if pending is not None:
         process(0, pending, None, None)
+    SHARED_FLOWS.drop(memo_key)
     for e in exts:
         e.end()
     if bar is not None:
