@@ -78,3 +78,33 @@ def test_default_configs_share_the_flow(compose_cfg):
     cfg = compose_cfg("eval", [])
     detector = FlowEstimator(**cfg.detector.flow).signature
     assert cfg.detector.split_motion > 0 and detector == FlowEstimator(**cfg.features.flow).signature
+
+
+def test_online_features_take_the_detector_steps_flow_and_equal_their_own():
+    from tao_lab.streaming import StreamContext
+
+    clip = MovingSquareClip(num_frames=30, width=200, squares=((10, 30, 4, 0, 20, 230), (60, 34, 1, 0, 20, 200)))
+    features = FeatureSet({"velocity": VelocityFeature()}, flow={"preset": "fast", "finest_scale": 1})
+
+    def run(share: bool):
+        ctx = StreamContext(clip.height, clip.width, clip.fps)
+        if not share:
+            ctx.flows = None
+        detector = BackgroundSubtractionDetector(split_motion=1.0).stream(ctx)
+        stream = features.stream(ctx)
+        ctx.fit(clip)
+        taken = []
+        if share:
+            original = ctx.flows.take
+            ctx.flows.take = lambda *a: taken.append(original(*a)) or taken[-1]
+        out = []
+        for i, frame in enumerate(clip.frames()):
+            boxes = detector.step(frame).xyxy
+            out.append(stream.step(i, frame, boxes)["velocity"])
+        return out, sum(t is not None for t in taken)
+
+    shared, used = run(True)
+    own, _ = run(False)
+    assert used >= 20
+    for a, b in zip(shared, own):
+        np.testing.assert_array_equal(a, b)

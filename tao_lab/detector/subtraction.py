@@ -73,13 +73,19 @@ class BackgroundSubtractionDetector(Detector):
     def __getstate__(self):  # the OpenCV flow object does not pickle (workers build their own)
         return {**self.__dict__, "_flow_estimator": None}
 
-    def _motion(self, frame: np.ndarray, previous: Optional[np.ndarray], memo: Optional[tuple] = None
+    def _motion(self, frame: np.ndarray, previous: Optional[np.ndarray], memo=None, key=None, index: int = 0
                 ) -> Optional["_LazyFlow"]:
-        """The on-demand motion of ``frame``'s pixels against ``previous`` (None: no motion split); ``memo`` =
-        (clip, frame index): leave the flow for the features of that clip (tao_lab.features.flow_memo)."""
+        """The on-demand motion of ``frame``'s pixels against ``previous`` (None: no motion split); with ``memo``
+        (a :class:`tao_lab.features.flow_memo.FlowMemo`) the flow is left there under (``key``, ``index``) for the
+        features, which need the same flow of the same frame."""
         if self.split_motion <= 0 or previous is None:
             return None
-        return _LazyFlow(self.flow_estimator(), frame, previous, memo)
+        estimator = self.flow_estimator()
+        keep = None
+        if memo is not None:
+            def keep(flow, grey, previous_grey):
+                memo.put(key, index, flow, grey, previous_grey)
+        return _LazyFlow(estimator, frame, previous, keep)
 
     def flow_estimator(self):
         if self._flow_estimator is None:
@@ -101,10 +107,13 @@ class BackgroundSubtractionDetector(Detector):
         model = self.background_model(clip)
         rows_f, rows_b, rows_s = [], [], []
         previous = None
+        from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
+
+        key = clip_key(clip, self.flow_estimator().signature) if self.split_motion > 0 else None
         for i, frame in enumerate(clip.frames()):
             diff = model.difference(frame)
             boxes, scores = self.boxes_from_mask(model.clean(diff > model.threshold), diff,
-                                                 self._motion(frame, previous, (clip, i)))
+                                                 self._motion(frame, previous, SHARED_FLOWS, key, i))
             previous = frame
             rows_f.append(np.full(len(boxes), i))
             rows_b.append(boxes)
@@ -125,7 +134,8 @@ class BackgroundSubtractionDetector(Detector):
 
         def step(frame: np.ndarray) -> ObjectTable:
             diff, fg = background.foreground(frame)
-            boxes, scores = self.boxes_from_mask(fg, diff, self._motion(frame, previous[0]))
+            boxes, scores = self.boxes_from_mask(fg, diff, self._motion(frame, previous[0], getattr(ctx, "flows", None),
+                                                                         self.flow_estimator().signature))
             previous[0] = frame
             return ObjectTable.build(np.zeros(len(boxes)), boxes, scores)
 
@@ -208,11 +218,11 @@ class _LazyFlow:
     """The motion (px/frame, the negated DIS flow to ``previous``, as tao_lab.features.FrameContext's) of
     ``frame``'s pixels in a region; the whole frame's flow is computed on the first call only, so a frame without a
     blob wide enough to cut pays for none (one flow of the frame is cheaper than one per blob: DIS's cost per call).
-    With ``memo`` = (clip, index) the flow is left for that clip's features (tao_lab.features.flow_memo), which
-    need the same flow of the same frame."""
+    ``keep(flow, grey, previous_grey)``, if given, receives the flow once computed (for the features, which need the
+    same flow of the same frame: tao_lab.features.flow_memo)."""
 
-    def __init__(self, estimator, frame: np.ndarray, previous: np.ndarray, memo: Optional[tuple] = None):
-        self.estimator, self.frame, self.previous, self.memo = estimator, frame, previous, memo
+    def __init__(self, estimator, frame: np.ndarray, previous: np.ndarray, keep: Optional[Callable] = None):
+        self.estimator, self.frame, self.previous, self.keep = estimator, frame, previous, keep
         self.flow: Optional[np.ndarray] = None
 
     def __call__(self, y1: int, y2: int, x1: int, x2: int) -> np.ndarray:
@@ -222,9 +232,6 @@ class _LazyFlow:
 
             grey, previous = grey_uint8(self.frame), grey_uint8(self.previous)
             self.flow = -self.estimator(grey, previous)
-            if self.memo is not None:
-                from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
-
-                clip, index = self.memo
-                SHARED_FLOWS.put(clip_key(clip, self.estimator.signature), index, self.flow, grey, previous)
+            if self.keep is not None:
+                self.keep(self.flow, grey, previous)
         return self.flow[y1:y2, x1:x2]

@@ -6,7 +6,7 @@ the grey image and the optical flow lazily, only if some extractor asks for them
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -105,9 +105,11 @@ class FrameContext:
 
     def __init__(self, index: int, frame: np.ndarray, flow_estimator: FlowEstimator,
                  prev_grey: Optional[np.ndarray], next_frame: Optional[np.ndarray],
-                 classes: Optional[np.ndarray] = None, memo_key=None):
+                 classes: Optional[np.ndarray] = None,
+                 known_flow: Optional[Callable[[np.ndarray, np.ndarray], Optional[np.ndarray]]] = None):
         self.index = index
-        self._memo_key = memo_key  # where the detector may have left this frame's flow (features.flow_memo)
+        # (grey, previous grey) -> this frame's flow if the detector left it (tao_lab.features.flow_memo), else None
+        self._known_flow = known_flow
         self.frame = frame
         self.classes = classes
         self._flow_estimator = flow_estimator
@@ -126,11 +128,7 @@ class FrameContext:
     def flow(self) -> np.ndarray:
         if self._flow is None:
             if self._prev_grey is not None:
-                known = None
-                if self._memo_key is not None:
-                    from tao_lab.features.flow_memo import SHARED_FLOWS
-
-                    known = SHARED_FLOWS.take(self._memo_key, self.index, self.grey, self._prev_grey)
+                known = None if self._known_flow is None else self._known_flow(self.grey, self._prev_grey)
                 self._flow = known if known is not None else -self._flow_estimator(self.grey, self._prev_grey)
             elif self._next_frame is not None:
                 self._flow = self._flow_estimator(self.grey, grey_uint8(self._next_frame))
@@ -205,7 +203,8 @@ def extract_features(clip: Clip, objects: ObjectTable,
 
     def process(i: int, frame: np.ndarray, prev: Optional[np.ndarray], nxt: Optional[np.ndarray]) -> np.ndarray:
         rows = order[starts[i]:starts[i + 1]]
-        ctx = FrameContext(i, frame, flow, prev, nxt, objects.cls[rows], memo_key)
+        ctx = FrameContext(i, frame, flow, prev, nxt, objects.cls[rows],
+                           lambda grey, previous: SHARED_FLOWS.take(memo_key, i, grey, previous))
         if len(rows):
             boxes = objects.xyxy[rows]
             for e in exts:
@@ -262,7 +261,8 @@ class FeatureSet:
 
     def stream(self, ctx) -> "FeatureStream":
         """The per-frame form (online) of :meth:`extract`, with the same extractors and flow settings."""
-        return FeatureStream(self.extractors, FlowEstimator(**self.flow_kwargs), ctx.info)
+        return FeatureStream(self.extractors, FlowEstimator(**self.flow_kwargs), ctx.info,
+                             getattr(ctx, "flows", None))
 
 
 class FeatureStream:
@@ -273,9 +273,10 @@ class FeatureStream:
     before the first step (the last warm-up frame), so the first step gets real flow too.
     """
 
-    def __init__(self, extractors: Mapping[str, FeatureExtractor], flow: FlowEstimator, info: Clip):
+    def __init__(self, extractors: Mapping[str, FeatureExtractor], flow: FlowEstimator, info: Clip, flows=None):
         self.extractors = list(extractors.values())
         self.flow = flow
+        self.flows = flows  # the stream's FlowMemo: the frame's flow if the detector computed it (motion split)
         self._prev_grey: Optional[np.ndarray] = None
         for e in self.extractors:
             e.begin(info)
@@ -286,7 +287,9 @@ class FeatureStream:
     def step(self, index: int, frame: np.ndarray, boxes: np.ndarray,
              classes: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
         """``classes``: the boxes' ``cls`` (None = unknown), for extractors that depend on it (pose)."""
-        ctx = FrameContext(index, frame, self.flow, self._prev_grey, None, classes)
+        known = None if self.flows is None else (
+            lambda grey, previous: self.flows.take(self.flow.signature, 0, grey, previous))
+        ctx = FrameContext(index, frame, self.flow, self._prev_grey, None, classes, known)
         k = len(boxes)
         out = {e.name: (np.asarray(e.compute(ctx, boxes), np.float32).reshape(k, e.dim) if k
                         else np.zeros((0, e.dim), np.float32)) for e in self.extractors}

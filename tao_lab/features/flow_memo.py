@@ -11,7 +11,8 @@ equal the reader's (clips built in code may share a source); anything else is co
 ``clip_bytes`` per clip (later frames are not kept: the features compute them) and the ``clips`` most recent
 clips (a clip whose features never ran, e.g. its detections were needed alone, is dropped when newer clips come);
 the features drop their clip's leftovers when they finish. Thread-safe (parallel extraction runs one clip per
-thread).
+thread). Online, each stream has a memo of its own (:class:`tao_lab.streaming.StreamContext` ``flows``) holding the
+last frame's flow: the detector's step leaves it, the features' step of the same frame takes it.
 """
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ class FlowMemo:
                 while len(self._store) > self.clips:
                     old, _ = self._store.popitem(last=False)
                     self._bytes.pop(old, None)
+            replaced = self._store[key].pop(int(index), None)
+            if replaced is not None:
+                self._bytes[key] -= replaced[3]
             if self._bytes[key] + size > self.clip_bytes:
                 return
             self._store[key][int(index)] = (flow, grey, previous_grey, size)
