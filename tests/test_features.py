@@ -234,3 +234,15 @@ def test_flow_min_rows_keeps_the_flow_image_at_least_that_tall_on_every_frame_si
         assert np.median(out[20:-20, 20:-20, 0]) == pytest.approx(-2.0, abs=0.3)
     with pytest.raises(ValueError, match="min_rows must be >= 8"):
         FlowEstimator(min_rows=4)
+
+
+def test_flow_estimator_pickles_and_its_copy_computes_the_same_flow():
+    import pickle
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (60, 80), dtype=np.uint8)
+    b = np.roll(a, 2, axis=1)
+    est = FlowEstimator(preset="fast", finest_scale=1, min_rows=30)
+    copy = pickle.loads(pickle.dumps(est))
+    assert copy.signature == est.signature
+    np.testing.assert_array_equal(copy(a, b), est(a, b))

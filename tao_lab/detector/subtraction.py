@@ -11,6 +11,7 @@ from tao_lab.detector.background import BackgroundModel
 from tao_lab.detector.base import Detector, DetectorStream
 from tao_lab.detector.camera import CameraBackgrounds, fit_background, split_background_options
 from tao_lab.detector.motion_split import motion_cuts
+from tao_lab.features.base import FlowEstimator
 from tao_lab.types import Clip, ObjectTable
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,7 @@ class BackgroundSubtractionDetector(Detector):
         self.split_motion = float(split_motion)
         self.split_motion_ratio = float(split_motion_ratio)
         self.split_motion_aspect = float(split_motion_aspect)
-        self.flow_options = dict(flow or {})
-        self._flow_estimator = None
-
-    def __getstate__(self):  # the OpenCV flow object does not pickle (workers build their own)
-        return {**self.__dict__, "_flow_estimator": None}
+        self.flow_estimator = FlowEstimator(**dict(flow or {}))
 
     def _motion(self, frame: np.ndarray, previous: Optional[np.ndarray], memo=None, key=None, index: int = 0
                 ) -> Optional["_LazyFlow"]:
@@ -80,19 +77,11 @@ class BackgroundSubtractionDetector(Detector):
         features, which need the same flow of the same frame."""
         if self.split_motion <= 0 or previous is None:
             return None
-        estimator = self.flow_estimator()
         keep = None
         if memo is not None:
             def keep(flow, grey, previous_grey):
                 memo.put(key, index, flow, grey, previous_grey)
-        return _LazyFlow(estimator, frame, previous, keep)
-
-    def flow_estimator(self):
-        if self._flow_estimator is None:
-            from tao_lab.features.base import FlowEstimator
-
-            self._flow_estimator = FlowEstimator(**self.flow_options)
-        return self._flow_estimator
+        return _LazyFlow(self.flow_estimator, frame, previous, keep)
 
     def use_camera(self, backgrounds: CameraBackgrounds) -> None:
         """The camera backgrounds of the run's training clips (given by the pipeline; used with scope=camera)."""
@@ -109,7 +98,7 @@ class BackgroundSubtractionDetector(Detector):
         previous = None
         from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
 
-        key = clip_key(clip, self.flow_estimator().signature) if self.split_motion > 0 else None
+        key = clip_key(clip, self.flow_estimator.signature) if self.split_motion > 0 else None
         for i, frame in enumerate(clip.frames()):
             diff = model.difference(frame)
             boxes, scores = self.boxes_from_mask(model.clean(diff > model.threshold), diff,
@@ -135,7 +124,7 @@ class BackgroundSubtractionDetector(Detector):
         def step(frame: np.ndarray) -> ObjectTable:
             diff, fg = background.foreground(frame)
             boxes, scores = self.boxes_from_mask(fg, diff, self._motion(frame, previous[0], getattr(ctx, "flows", None),
-                                                                         self.flow_estimator().signature))
+                                                                         self.flow_estimator.signature))
             previous[0] = frame
             return ObjectTable.build(np.zeros(len(boxes)), boxes, scores)
 

@@ -55,6 +55,9 @@ class FlowEstimator:
                  patch_size: Optional[int] = None, patch_stride: Optional[int] = None,
                  gd_iterations: Optional[int] = None, var_iterations: Optional[int] = None,
                  min_rows: Optional[int] = None):
+        self._args = dict(preset=preset, scale=scale, finest_scale=finest_scale, patch_size=patch_size,
+                          patch_stride=patch_stride, gd_iterations=gd_iterations, var_iterations=var_iterations,
+                          min_rows=min_rows)
         if preset not in self._PRESETS:
             raise ValueError(f"unknown DIS preset {preset!r}: expected one of {sorted(self._PRESETS)}")
         if min_rows is not None and int(min_rows) < 8:
@@ -73,6 +76,12 @@ class FlowEstimator:
                               (var_iterations, self._dis.setVariationalRefinementIterations)):
             if value is not None:
                 setter(int(value))
+
+    def __getstate__(self):  # the OpenCV DIS object does not pickle: a copy (e.g. in a worker process) rebuilds it
+        return self._args
+
+    def __setstate__(self, args):
+        self.__init__(**args)
 
     def level_for(self, rows: int) -> int:
         """The finest pyramid level ``min_rows`` gives an image of ``rows`` rows."""

@@ -188,18 +188,9 @@ class ForegroundSegmenter(CarryingSegmenter):
         self.coherence_tolerance = float(coherence_tolerance)
         self.coherence_min_speed = float(coherence_min_speed)
         self.coherence_cut = float(coherence_cut)
-        self.flow_options = dict(flow or {})
-        self._flow_estimator = None
+        from tao_lab.features.base import FlowEstimator
 
-    def __getstate__(self):  # the OpenCV flow object does not pickle (workers build their own)
-        return {**self.__dict__, "_flow_estimator": None}
-
-    def flow_estimator(self):
-        if self._flow_estimator is None:
-            from tao_lab.features.base import FlowEstimator
-
-            self._flow_estimator = FlowEstimator(**self.flow_options)
-        return self._flow_estimator
+        self.flow_estimator = FlowEstimator(**dict(flow or {}))  # pickles (rebuilt in a worker process)
 
     def pixel_flow(self, frame: np.ndarray, other: Optional[np.ndarray], other_is_previous: bool = True
                    ) -> Optional[np.ndarray]:
@@ -209,7 +200,7 @@ class ForegroundSegmenter(CarryingSegmenter):
 
         if other is None:
             return None
-        flow = self.flow_estimator()(grey_uint8(frame), grey_uint8(other))
+        flow = self.flow_estimator(grey_uint8(frame), grey_uint8(other))
         return -flow if other_is_previous else flow
 
     def coherence_weight(self, flow: np.ndarray, velocity: np.ndarray, region: tuple[slice, slice]) -> np.ndarray:
