@@ -62,7 +62,7 @@ class StreamContext:
         self.window = int(window)
         self.background_refit = int(background_refit)
         self._background = None
-        from tao_lab.features.flow_memo import FlowMemo
+        from tao_lab.features.flow_memo import FlowMemo  # lazily: tao_lab.features imports OpenCV
 
         self.flows = FlowMemo(clips=1)  # the current frame's flow, left by the detector for the features
 

@@ -88,10 +88,10 @@ def test_online_features_take_the_detector_steps_flow_and_equal_their_own():
 
     def run(share: bool):
         ctx = StreamContext(clip.height, clip.width, clip.fps)
-        if not share:
-            ctx.flows = None
         detector = BackgroundSubtractionDetector(split_motion=1.0).stream(ctx)
         stream = features.stream(ctx)
+        if not share:
+            stream.flows = None  # the features compute every flow themselves
         ctx.fit(clip)
         taken = []
         if share:

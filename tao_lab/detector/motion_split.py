@@ -16,9 +16,10 @@ import numpy as np
 
 
 def motion_cuts(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: int, min_speed: float,
-                ratio: float, depth: int = 1, min_aspect: float = 0.0) -> list[tuple[int, int]]:
-    """Column ranges [(a, b), ...] (relative to the blob's box, left to right, covering [0, w)) of the parts of one
-    blob whose sides move apart; [(0, w)] when it is not cut.
+                ratio: float, min_aspect: float = 0.0) -> list[tuple[int, int]]:
+    """Column ranges [(0, c), (c, w)] (relative to the blob's box) of the two parts of one blob whose sides move
+    apart, or [(0, w)] when it is not cut. One cut only: DIS's flow ramps across a border over about a patch, so a
+    narrow part holding such a ramp would be cut once more.
 
     Args:
         comp: (h, w) bool, the blob's foreground pixels inside its box.
@@ -27,20 +28,14 @@ def motion_cuts(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: in
         min_area: smallest number of foreground pixels of a part.
         min_speed: the two parts' mean flows must differ by more than this (px/frame) ...
         ratio: ... and by more than this fraction of the faster part's speed.
-        depth: cuts in a row (1: at most two parts; a part is not cut again, because DIS's flow ramps across a
-            border over about a patch and a narrow part holding such a ramp would be cut once more).
         min_aspect: each part's box (around its foreground pixels) must be at least this many times its height
             wide: a sliver narrower than any object is the edge of one, not an object (0 = no bound).
     """
-    h, w = comp.shape
+    w = comp.shape[1]
     if comp.shape != flow.shape[:2]:
         raise ValueError(f"flow {flow.shape} does not match the blob {comp.shape}")
-    cut = _best_cut(comp, flow, min_width, min_area, min_speed, ratio, min_aspect) if depth > 0 else None
-    if cut is None:
-        return [(0, w)]
-    left = motion_cuts(comp[:, :cut], flow[:, :cut], min_width, min_area, min_speed, ratio, depth - 1, min_aspect)
-    right = motion_cuts(comp[:, cut:], flow[:, cut:], min_width, min_area, min_speed, ratio, depth - 1, min_aspect)
-    return left + [(a + cut, b + cut) for a, b in right]
+    cut = _best_cut(comp, flow, min_width, min_area, min_speed, ratio, min_aspect)
+    return [(0, w)] if cut is None else [(0, cut), (cut, w)]
 
 
 def _best_cut(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: int, min_speed: float,
@@ -78,7 +73,7 @@ def _best_cut(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: int,
     wrong = wrong_left + np.append(wrong_right, 0.0)[cuts]                        # ... and left-side ones right of it
     best = np.flatnonzero(wrong == wrong.min())
     cut = int(cuts[best[len(best) // 2]])
-    if min_aspect > 0 and not _wide_enough(comp, np.array([cut]), min_aspect)[0]:
+    if min_aspect > 0 and not (_wide_enough(comp[:, :cut], min_aspect) and _wide_enough(comp[:, cut:], min_aspect)):
         return None  # a sliver narrower than any object is the edge of one (its flow straddles the border)
     return cut
 
@@ -95,24 +90,7 @@ def _column_medians(comp: np.ndarray, flow: np.ndarray, pixels: np.ndarray) -> n
     return out
 
 
-def _wide_enough(comp: np.ndarray, cuts: np.ndarray, min_aspect: float) -> np.ndarray:
-    """(len(cuts),) bool: both parts of each cut (columns [0, c) and [c, w)) have a box around their foreground
-    pixels at least ``min_aspect`` times as wide as high (a part without pixels is not)."""
-    h, w = comp.shape
-    has = comp.any(axis=0)
-    rows = np.arange(h)[:, None]
-    top = np.where(comp, rows, h).min(axis=0)                                     # (w,) first foreground row
-    bottom = np.where(comp, rows + 1, 0).max(axis=0)                              # one past the last
-    cols = np.arange(w)
-    # left part [0, c): running extremes from the left, read at c - 1
-    lo_l, hi_l = np.minimum.accumulate(top)[cuts - 1], np.maximum.accumulate(bottom)[cuts - 1]
-    first_l = np.where(has, cols, w).min()
-    last_l = np.maximum.accumulate(np.where(has, cols, -1))[cuts - 1]
-    # right part [c, w): running extremes from the right, read at c
-    lo_r = np.minimum.accumulate(top[::-1])[::-1][cuts]
-    hi_r = np.maximum.accumulate(bottom[::-1])[::-1][cuts]
-    first_r = np.minimum.accumulate(np.where(has, cols, w)[::-1])[::-1][cuts]
-    last_r = np.where(has, cols, -1).max()
-    wl, hl = last_l - first_l + 1, hi_l - lo_l
-    wr, hr = last_r - first_r + 1, hi_r - lo_r
-    return (hl > 0) & (hr > 0) & (wl >= min_aspect * hl) & (wr >= min_aspect * hr)
+def _wide_enough(part: np.ndarray, min_aspect: float) -> bool:
+    """Whether the box around ``part``'s foreground pixels is at least ``min_aspect`` times as wide as high."""
+    rows, cols = np.nonzero(part.any(axis=1))[0], np.nonzero(part.any(axis=0))[0]
+    return len(cols) > 0 and cols[-1] - cols[0] + 1 >= min_aspect * (rows[-1] - rows[0] + 1)

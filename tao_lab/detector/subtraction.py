@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Callable, Optional
 
 import cv2
@@ -12,6 +13,7 @@ from tao_lab.detector.base import Detector, DetectorStream
 from tao_lab.detector.camera import CameraBackgrounds, fit_background, split_background_options
 from tao_lab.detector.motion_split import motion_cuts
 from tao_lab.features.base import FlowEstimator
+from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
 from tao_lab.types import Clip, ObjectTable
 
 log = logging.getLogger(__name__)
@@ -70,17 +72,13 @@ class BackgroundSubtractionDetector(Detector):
         self.split_motion_aspect = float(split_motion_aspect)
         self.flow_estimator = FlowEstimator(**dict(flow or {}))
 
-    def _motion(self, frame: np.ndarray, previous: Optional[np.ndarray], memo=None, key=None, index: int = 0
+    def _motion(self, frame: np.ndarray, previous: Optional[np.ndarray], keep: Optional[Callable] = None
                 ) -> Optional["_LazyFlow"]:
-        """The on-demand motion of ``frame``'s pixels against ``previous`` (None: no motion split); with ``memo``
-        (a :class:`tao_lab.features.flow_memo.FlowMemo`) the flow is left there under (``key``, ``index``) for the
-        features, which need the same flow of the same frame."""
+        """The on-demand motion of ``frame``'s pixels against ``previous`` (None: no motion split); ``keep(flow,
+        grey, previous_grey)`` receives the flow once computed (for the features, which need the same flow of the
+        same frame: tao_lab.features.flow_memo)."""
         if self.split_motion <= 0 or previous is None:
             return None
-        keep = None
-        if memo is not None:
-            def keep(flow, grey, previous_grey):
-                memo.put(key, index, flow, grey, previous_grey)
         return _LazyFlow(self.flow_estimator, frame, previous, keep)
 
     def use_camera(self, backgrounds: CameraBackgrounds) -> None:
@@ -96,13 +94,12 @@ class BackgroundSubtractionDetector(Detector):
         model = self.background_model(clip)
         rows_f, rows_b, rows_s = [], [], []
         previous = None
-        from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
-
-        key = clip_key(clip, self.flow_estimator.signature) if self.split_motion > 0 else None
+        key = clip_key(clip, self.flow_estimator.signature)
         for i, frame in enumerate(clip.frames()):
             diff = model.difference(frame)
+            keep = partial(SHARED_FLOWS.put, key, i)
             boxes, scores = self.boxes_from_mask(model.clean(diff > model.threshold), diff,
-                                                 self._motion(frame, previous, SHARED_FLOWS, key, i))
+                                                 self._motion(frame, previous, keep))
             previous = frame
             rows_f.append(np.full(len(boxes), i))
             rows_b.append(boxes)
@@ -123,8 +120,8 @@ class BackgroundSubtractionDetector(Detector):
 
         def step(frame: np.ndarray) -> ObjectTable:
             diff, fg = background.foreground(frame)
-            boxes, scores = self.boxes_from_mask(fg, diff, self._motion(frame, previous[0], getattr(ctx, "flows", None),
-                                                                         self.flow_estimator.signature))
+            keep = partial(ctx.flows.put, self.flow_estimator.signature, 0)  # the stream's current frame
+            boxes, scores = self.boxes_from_mask(fg, diff, self._motion(frame, previous[0], keep))
             previous[0] = frame
             return ObjectTable.build(np.zeros(len(boxes)), boxes, scores)
 

@@ -11,6 +11,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
+from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
 from tao_lab.types import Clip, ObjectTable
 
 
@@ -65,9 +66,6 @@ class FlowEstimator:
         self.preset = preset
         self.scale = float(scale)
         self.min_rows = None if min_rows is None else int(min_rows)
-        # what determines the flow (tao_lab.features.flow_memo: flows computed elsewhere with equal settings are reused)
-        self.signature = (preset, self.scale, finest_scale, patch_size, patch_stride, gd_iterations, var_iterations,
-                          self.min_rows)
         self._level_rows: Optional[int] = None  # the frame height the DIS level was last set for (min_rows)
         self._dis = cv2.DISOpticalFlow_create(self._PRESETS[preset])
         for value, setter in ((finest_scale, self._dis.setFinestScale), (patch_size, self._dis.setPatchSize),
@@ -76,6 +74,11 @@ class FlowEstimator:
                               (var_iterations, self._dis.setVariationalRefinementIterations)):
             if value is not None:
                 setter(int(value))
+
+    @property
+    def signature(self) -> tuple:
+        """What determines the flow: the settings (tao_lab.features.flow_memo reuses flows of equal settings)."""
+        return tuple(self._args.values())
 
     def __getstate__(self):  # the OpenCV DIS object does not pickle: a copy (e.g. in a worker process) rebuilds it
         return self._args
@@ -206,8 +209,6 @@ def extract_features(clip: Clip, objects: ObjectTable,
             bar = None
     prev_grey = None
     pending = None  # frame 0 waits for frame 1 (its flow needs the next frame)
-    from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
-
     memo_key = clip_key(clip, flow.signature)  # flows the detector computed for this clip (motion split)
 
     def process(i: int, frame: np.ndarray, prev: Optional[np.ndarray], nxt: Optional[np.ndarray]) -> np.ndarray:
@@ -270,8 +271,7 @@ class FeatureSet:
 
     def stream(self, ctx) -> "FeatureStream":
         """The per-frame form (online) of :meth:`extract`, with the same extractors and flow settings."""
-        return FeatureStream(self.extractors, FlowEstimator(**self.flow_kwargs), ctx.info,
-                             getattr(ctx, "flows", None))
+        return FeatureStream(self.extractors, FlowEstimator(**self.flow_kwargs), ctx.info, ctx.flows)
 
 
 class FeatureStream:
