@@ -22,7 +22,10 @@ max, max_excess, or the sum of each group's excess over its training baseline (`
 
 Frame score (per clip): max over the frame's objects of the object score (``frame_reduce="max"``), or AIVAD's sum
 over attributes of the weighted per-attribute max (``"sum_of_max"``); a frame with no object gets 0, the
-calibrated training minimum; then Gaussian smoothing along time with ``frame_sigma`` frames.
+calibrated training minimum. With ``frame_crowd_baseline`` (max only) the frame score is measured against normal
+frames as crowded: minus the level (that percentile) of the held-out training frame scores of frames with as many
+objects (:func:`crowd_levels`), because the max over more objects, and a crowd's walkers pushed to unusual places,
+reach higher on normal frames. Then Gaussian smoothing along time with ``frame_sigma`` frames.
 
 Every fitted quantity (mixture parameters, memory banks, calibration, the calibrated training object scores) is a
 registered buffer: ``save_checkpoint`` / ``load_from_checkpoint`` restore the scorer exactly.
@@ -143,6 +146,9 @@ class AttributeScorer(ObjectScorer):
             training frames, of the frame's highest excess of that group.
         dwell_radius: the ``scene.dwell`` quantity counts the frames a track stays within this many expected body
             heights of its current footprint.
+        frame_crowd_baseline: None (off) or a percentile: ``frame_reduce="max"`` only, the frame score minus that
+            percentile of the training frame scores among frames with as many objects (held out: every training
+            clip scored by models fitted on the others; see :func:`crowd_levels`).
     """
 
     #: 2: fits record the fit clip of every k-NN memory-bank row (held-out scoring of the fit clips)
@@ -153,7 +159,8 @@ class AttributeScorer(ObjectScorer):
                  frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum",
                  fusion_baseline: float | Mapping[str, float] = 90.0, fusion_baseline_level: str = "object",
                  fusion_track_window: int = 1,
-                 fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0):
+                 fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0,
+                 frame_crowd_baseline: Optional[float] = None):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -228,6 +235,15 @@ class AttributeScorer(ObjectScorer):
             raise ValueError(f"fusion_reliability_percentile must be in (0, 100], got "
                              f"{fusion_reliability_percentile!r}")
         self.fusion_reliability_percentile = float(fusion_reliability_percentile)
+        if frame_crowd_baseline is not None:
+            if not 0.0 < float(frame_crowd_baseline) <= 100.0:
+                raise ValueError(f"frame_crowd_baseline must be a percentile in (0, 100] or null (off), got "
+                                 f"{frame_crowd_baseline!r}")
+            if frame_reduce != "max":
+                raise ValueError(f"frame_crowd_baseline measures the max over a frame's objects against crowds "
+                                 f"as large: it needs frame_reduce='max', got {frame_reduce!r}")
+            frame_crowd_baseline = float(frame_crowd_baseline)
+        self.frame_crowd_baseline = frame_crowd_baseline
         self.save_hyperparameters({"attributes": {k: dict(v) for k, v in attributes.items()},
                                    "frame_sigma": self.frame_sigma, "frame_reduce": frame_reduce, "seed": self.seed,
                                    "dwell_radius": self.dwell_radius, "fusion": fusion,
@@ -235,7 +251,8 @@ class AttributeScorer(ObjectScorer):
                                    "fusion_baseline_level": fusion_baseline_level,
                                    "fusion_track_window": self.fusion_track_window,
                                    "fusion_weights": fusion_weights,
-                                   "fusion_reliability_percentile": self.fusion_reliability_percentile})
+                                   "fusion_reliability_percentile": self.fusion_reliability_percentile,
+                                   "frame_crowd_baseline": self.frame_crowd_baseline})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -263,6 +280,9 @@ class AttributeScorer(ObjectScorer):
         if self.uses_height:
             self.register_buffer("scene__height", torch.zeros(4, dtype=torch.float64))
         self.register_buffer("train_scores", torch.zeros(0))
+        if self.frame_crowd_baseline is not None:  # only then: other checkpoints keep their keys
+            # level of normal frames per object count (index = count; the last entry serves larger crowds)
+            self.register_buffer("frame__crowd_level", torch.zeros(0, dtype=torch.float64))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -520,6 +540,11 @@ class AttributeScorer(ObjectScorer):
             log.warning("fusion_weights='reliability' needs >= 2 training clips (it scores each clip with models "
                         "fitted on the others); every group weighs 1")
             reliability = False
+        crowd = self.frame_crowd_baseline is not None
+        if crowd and n_videos < 2:
+            log.warning("frame_crowd_baseline: one training clip, so the crowd levels come from scores of the clip "
+                        "the models were fitted on (held out needs >= 2 clips)")
+        need_held_out = reliability or (crowd and n_videos >= 2)
         held_out: dict[str, np.ndarray] = {}
         context = (video, keyed.track_id)  # clip and track of every training row (clip_prior models, held-out fits)
         for name, s in self.specs.items():
@@ -554,7 +579,7 @@ class AttributeScorer(ObjectScorer):
                               if at.sum() >= MIN_EDGE_OBJECTS else (lo, hi))
                 setattr(self, f"{name}__calib_edge", torch.tensor([lo_e, hi_e], dtype=torch.float64))
             parts[name] = self._calibrate(name, raw, edge)
-            if reliability:  # the same attribute on clips its model never saw
+            if need_held_out:  # the same attribute on clips its model never saw
                 held_out[name] = parts[name] if loo else self._calibrate(
                     name, self._smooth(keyed, self._held_out_raw(name, model, kept, x, xy, context), s), edge)
         if self.fusion == "sum_excess":  # each group's normal baseline, on the same training scores as calibration
@@ -570,6 +595,10 @@ class AttributeScorer(ObjectScorer):
                 else np.ones(len(self.groups)), dtype=torch.float64)
             n, over = self.excess_counts(parts)
             self.fusion__check_train = torch.as_tensor(over / max(n, 1), dtype=torch.float64)
+        if crowd:  # fused last: the held-out object scores need the baselines and weights above
+            held_scores = self._object_scores(keyed, held_out if need_held_out else parts)
+            self.frame__crowd_level = torch.as_tensor(
+                crowd_levels(held_scores, video, objects.frame, self.frame_crowd_baseline), dtype=torch.float64)
         self.train_scores = torch.as_tensor(self._object_scores(keyed, parts), dtype=torch.float32)
         self.fitted.fill_(True)
         return self
@@ -686,6 +715,10 @@ class AttributeScorer(ObjectScorer):
         score = self._object_scores(objects, parts) if len(objects) else np.zeros(0, np.float32)
         if self.frame_reduce == "max":
             frame = frame_scores_from_objects(objects.frame, score, num_frames)
+            if self.frame_crowd_baseline is not None:
+                level = self.frame__crowd_level.cpu().numpy()
+                count = np.bincount(np.asarray(objects.frame, np.int64), minlength=int(num_frames))
+                frame = (frame - level[np.minimum(count, len(level) - 1)]).astype(np.float32)
         else:
             per_frame = {name: frame_scores_from_objects(objects.frame, parts[name], num_frames)
                          for name in self.specs}
@@ -697,6 +730,59 @@ class AttributeScorer(ObjectScorer):
         leave-one-video-out for ``calibration: loo``, in-sample for ``in_sample``); fit thresholds on these."""
         self._require_fitted()
         return self.train_scores.cpu().numpy().copy()
+
+
+#: crowd_levels: a count's level is a percentile over at least this many frames (consecutive counts pool until
+#: they hold as many): a 90th percentile of fewer frames would rest on a handful of frames above it.
+CROWD_MIN_FRAMES = 50
+
+
+def crowd_levels(scores: np.ndarray, video: np.ndarray, frame: np.ndarray, percentile: float,
+                 min_frames: int = CROWD_MIN_FRAMES) -> np.ndarray:
+    """(max count + 1,) level of normal frame scores per object count, from object ``scores`` (N,) of normal clips
+    (``video``, ``frame`` of every object).
+
+    Every (video, frame) with objects gives its count and its frame score (the max over its objects). Consecutive
+    counts pool into bins of at least ``min_frames`` frames (a short last bin joins the one before); a bin's level is
+    the ``percentile`` of its frame scores; the levels are made non-decreasing in the count (weighted isotonic
+    regression: a larger crowd is not expected to score lower), and each count takes its bin's level; counts below
+    the smallest seen (0 included) take the first level.
+    """
+    scores = np.asarray(scores, np.float64)
+    if len(scores) == 0:
+        raise ValueError("crowd_levels needs at least one object")
+    _, index, count = np.unique(np.stack([np.asarray(video), np.asarray(frame)]), axis=1, return_inverse=True,
+                                return_counts=True)
+    index = np.asarray(index).reshape(-1)
+    frame_max = np.full(len(count), -np.inf)
+    np.maximum.at(frame_max, index, scores)
+    bins, lo, held = [], 0, 0  # (first count, last count) of each bin
+    values, frames_per = np.unique(count, return_counts=True)
+    for v, m in zip(values, frames_per):
+        held += int(m)
+        if held >= min_frames:
+            bins.append((lo, int(v)))
+            lo, held = int(v) + 1, 0
+    if held:  # the short rest joins the last bin (or is the only one)
+        bins = bins[:-1] + [(bins[-1][0] if bins else 0, int(values[-1]))]
+    members = [(count >= a) & (count <= b) for a, b in bins]
+    level = _isotonic([np.percentile(frame_max[m], percentile) for m in members], [m.sum() for m in members])
+    out = np.empty(int(values[-1]) + 1)
+    for (a, b), v in zip(bins, level):
+        out[a:b + 1] = v
+    return out
+
+
+def _isotonic(y: list, w: list) -> np.ndarray:
+    """Weighted least-squares non-decreasing fit of y (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, weight, length]
+    for v, wt in zip(y, w):
+        blocks.append([float(v), float(wt), 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            v2, w2, n2 = blocks.pop()
+            v1, w1, n1 = blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    return np.concatenate([np.full(n, v) for v, _, n in blocks])
 
 
 def _frame_maxima(values: np.ndarray, video: np.ndarray, frame: np.ndarray) -> np.ndarray:
