@@ -5,7 +5,9 @@ tao_lab.segmenter.carry) is cut out of the frame's foreground: from the clip's b
 (tao_lab.detector.background.BackgroundModel, fitted on the clip itself, or with ``background.scope: camera`` on the
 camera's training clips, tao_lab.detector.camera) or from frame differencing (against the
 median of a few neighbouring frames).
-Holes are filled; optionally only the largest blob is kept and GrabCut refines the mask. When the box holds too
+Holes are filled; optionally only the largest blob is kept, GrabCut refines the mask, and the mask becomes convex
+hulls (``hull``: of each blob, or of the whole mask), the way annotators outline an object (rider and bike in one
+polygon, the gap between the legs included) where the foreground has only its parts. When the box holds too
 little foreground (a stopped object, a missed detection) the mask falls back to the filled box or its inscribed
 ellipse, so an object is never dropped by the segmenter.
 
@@ -53,6 +55,22 @@ FOREGROUNDS = ("background_model", "frame_diff")
 FALLBACKS = ("box", "ellipse", "none")
 PIXEL_SCORES = ("object_x_strength", "object")
 COHERENCE = ("none", "score", "mask")
+HULLS = ("none", "component", "object")
+
+
+def convex_hulls(mask: np.ndarray, per_component: bool) -> np.ndarray:
+    """(h, w) bool: the convex hull of each 8-connected blob of ``mask`` (``per_component``) or of all its pixels,
+    filled (pixel centres; the hull of pixels inside the array stays inside it)."""
+    out = np.zeros(mask.shape, np.uint8)
+    if per_component:
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for contour in contours:
+            cv2.fillConvexPoly(out, cv2.convexHull(contour), 1)
+    else:
+        points = cv2.findNonZero(mask.astype(np.uint8))
+        if points is not None:
+            cv2.fillConvexPoly(out, cv2.convexHull(points), 1)
+    return out.astype(bool) | mask
 
 
 class _FrameDifference:
@@ -120,6 +138,10 @@ class ForegroundSegmenter(CarryingSegmenter):
         fallback: mask when the box holds too little foreground: "box" (filled box), "ellipse", "none" (no mask).
         fill_holes: fill holes inside the mask (people in uniform clothes have low-contrast cores).
         largest_component: keep only the largest connected blob inside the box.
+        hull: "none"; "component" (each connected blob of the mask becomes its convex hull: the gaps and concave
+            parts of one blob are filled, separate blobs stay separate) or "object" (the mask becomes the convex hull
+            of all its pixels: parts of one object that the foreground left apart join, and so do neighbours caught
+            in the box). Hull pixels the foreground missed have strength 0 and score at the floor.
         grabcut: refine the mask with GrabCut (slow: it runs per object and frame; docs/MEASUREMENTS.md).
         grabcut_iters: GrabCut iterations.
         pixel_score: "object_x_strength" (the default, see the module docstring) or "object" (constant per object).
@@ -141,14 +163,15 @@ class ForegroundSegmenter(CarryingSegmenter):
     def __init__(self, foreground: str = "background_model", background: Optional[dict] = None, diff_gap: int = 8,
                  diff_neighbours: int = 2, diff_threshold: float = 15.0, box_margin: float = 0.1,
                  min_fg_fraction: float = 0.05,                 fallback: str = "box", fill_holes: bool = True, largest_component: bool = False,
-                 grabcut: bool = False, grabcut_iters: int = 3, pixel_score: str = "object_x_strength",
+                 hull: str = "none", grabcut: bool = False, grabcut_iters: int = 3, pixel_score: str = "object_x_strength",
                  strength_floor: float = 0.25, strength_blur: float = 1.0, box_score: float = 0.1, max_carry: int = 25, max_gap: int = 3,
                  carry_backward: int = 5, min_track_iou: float = 0.3, carry_score: str = "prompt",
                  coherence: str = "none", coherence_tolerance: float = 0.5, coherence_min_speed: float = 1.0,
                  coherence_cut: float = 2.0, flow: Optional[dict] = None):
         super().__init__(max_carry, max_gap, carry_backward, min_track_iou, carry_score)
         for name, value, choices in (("foreground", foreground, FOREGROUNDS), ("fallback", fallback, FALLBACKS),
-                                     ("pixel_score", pixel_score, PIXEL_SCORES), ("coherence", coherence, COHERENCE)):
+                                     ("pixel_score", pixel_score, PIXEL_SCORES), ("coherence", coherence, COHERENCE),
+                                     ("hull", hull, HULLS)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         if not 0 < strength_floor <= 1:
@@ -171,6 +194,7 @@ class ForegroundSegmenter(CarryingSegmenter):
         self.fallback = fallback
         self.fill_holes = bool(fill_holes)
         self.largest_component = bool(largest_component)
+        self.hull = hull
         self.grabcut = bool(grabcut)
         self.grabcut_iters = int(grabcut_iters)
         self.pixel_score = pixel_score
@@ -292,6 +316,8 @@ class ForegroundSegmenter(CarryingSegmenter):
                 mask[region] = sub
         if mask.any() and self.fill_holes:
             mask[region] = ndimage.binary_fill_holes(mask[region])
+        if mask.any() and self.hull != "none":
+            mask[region] = convex_hulls(mask[region], per_component=self.hull == "component")
         box_area = max((box[2] - box[0]) * (box[3] - box[1]), 1.0)
         strength = np.zeros((H, W), dtype=np.float32)
         if mask.sum() < self.min_fg_fraction * box_area:
