@@ -59,7 +59,8 @@ def test_crowd_levels_pool_sparse_counts_and_fill_unseen_ones():
     frame = np.r_[np.arange(40), np.repeat(np.arange(40, 80), 6)]
     score = np.r_[np.linspace(0, 1, 40), np.repeat(np.linspace(2, 3, 40), 6)]
     one = crowd_levels(score, video, frame, 50.0)
-    assert one.shape == (7,) and np.allclose(one, np.percentile(np.r_[np.linspace(0, 1, 40), np.linspace(2, 3, 40)], 50))
+    pooled = np.percentile(np.r_[np.linspace(0, 1, 40), np.linspace(2, 3, 40)], 50)
+    assert one.shape == (7,) and np.allclose(one, pooled)
     two = crowd_levels(score, video, frame, 50.0, min_frames=40)
     assert np.allclose(two[:2], 0.5) and np.allclose(two[2:], 2.5)
     with pytest.raises(ValueError, match="at least one object"):

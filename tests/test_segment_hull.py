@@ -80,9 +80,10 @@ def _ring_clip(T=16, H=80, W=200):
 @pytest.mark.parametrize("hull", ["component", "object"])
 def test_hull_masks_cover_the_outlined_object_and_stay_in_the_enlarged_box(hull):
     """A ring whose centre is background, segmented with fill_holes off (standing in for an object whose foreground
-    is open, e.g. a rider and a bike frame): the plain mask is the ring; with hull masks the whole disc is
-    covered (recall > 99 % against < 80 %; the foreground is a pixel wider than the ring, so IoU is lower), hull pixels the foreground missed score at the
-    floor (0.25 x the object score), and no mask pixel leaves the box enlarged by box_margin."""
+    is open, e.g. a rider and a bike frame): the plain mask is the ring; with hull masks the whole disc is covered
+    (recall > 99 % against < 80 %; the foreground is a pixel wider than the ring, so IoU says less), hull pixels the
+    foreground missed score at the floor (0.25 x the object score), and no mask pixel leaves the box enlarged by
+    box_margin (0.1 x 28 px per side)."""
     clip, discs, boxes = _ring_clip()
     T = len(boxes)
     objects = ObjectTable.build(np.arange(T), boxes, np.full(T, 2.0), np.zeros(T))

@@ -162,9 +162,10 @@ class ForegroundSegmenter(CarryingSegmenter):
 
     def __init__(self, foreground: str = "background_model", background: Optional[dict] = None, diff_gap: int = 8,
                  diff_neighbours: int = 2, diff_threshold: float = 15.0, box_margin: float = 0.1,
-                 min_fg_fraction: float = 0.05,                 fallback: str = "box", fill_holes: bool = True, largest_component: bool = False,
-                 hull: str = "none", grabcut: bool = False, grabcut_iters: int = 3, pixel_score: str = "object_x_strength",
-                 strength_floor: float = 0.25, strength_blur: float = 1.0, box_score: float = 0.1, max_carry: int = 25, max_gap: int = 3,
+                 min_fg_fraction: float = 0.05, fallback: str = "box", fill_holes: bool = True,
+                 largest_component: bool = False, hull: str = "none", grabcut: bool = False, grabcut_iters: int = 3,
+                 pixel_score: str = "object_x_strength", strength_floor: float = 0.25, strength_blur: float = 1.0,
+                 box_score: float = 0.1, max_carry: int = 25, max_gap: int = 3,
                  carry_backward: int = 5, min_track_iou: float = 0.3, carry_score: str = "prompt",
                  coherence: str = "none", coherence_tolerance: float = 0.5, coherence_min_speed: float = 1.0,
                  coherence_cut: float = 2.0, flow: Optional[dict] = None):
