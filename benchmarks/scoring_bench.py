@@ -10,7 +10,9 @@
 Builds detector / tracker / features / scorer / threshold from the project's Hydra configs (the defaults, or
 ``group=option`` / ``key=value`` overrides given after the options), runs them on every Ped2 training clip (to fit
 the scorer and the threshold) and every test clip, and prints
-- frames/s per stage (detect, track, features, score) on the test frames, and for the four together;
+- frames/s per stage (detect, track, features, score) on the test frames, and for the four together; with
+  ``--masks`` also the prompt filter and the segmenter on the flagged objects (stages prompts, segment) and the six
+  together: frames in, masks out;
 - frame AUC micro (sklearn roc_auc_score on all test frames pooled, labels from labels/frame_labels_ped2.npy)
   and macro (mean of per-clip AUCs, one-class clips skipped);
 - object diagnostics that bound RBDC/TBDC: the fraction of GT anomalous regions (8-connected components of the
@@ -22,7 +24,8 @@ does the same per scorer option, and ``--variants FILE`` per named list of overr
 ``name: [override, ...]``, the format of ``python -m tao_lab.validation --variants``). ``--stage-cache``
 reads detections from (and writes them to) the project's stage cache, as ``extract.py`` / ``eval.py`` do (hybrid
 re-uses cached YOLO and background detections): detect frames/s then measure loading, so take the detectors'
-speed from a run without it or from the cache-filling run's log. ``--no-parallel`` skips the second, parallel pass.
+speed from a run without it or from the cache-filling run's log. ``--no-parallel`` skips the second, parallel pass
+(which runs the four scoring stages only).
 Settings are never chosen here: this only measures the configured pipeline.
 """
 from __future__ import annotations
@@ -46,7 +49,8 @@ def build_stages(overrides: list[str]):
     from tao_lab.config import compose_config
 
     cfg = compose_config(overrides, config_name="pipeline")
-    return {g: instantiate(cfg[g]) for g in ("detector", "tracker", "features", "scorer", "threshold")}, cfg
+    groups = ("detector", "tracker", "features", "scorer", "threshold", "prompt_filter", "segmenter")
+    return {g: instantiate(cfg[g]) for g in groups}, cfg
 
 
 def gt_regions(mask: np.ndarray, min_area: int = 20) -> np.ndarray:
@@ -128,6 +132,8 @@ def main(argv=None) -> dict:
                     help="YAML file {name: [override, ...]}: each named override list side by side")
     ap.add_argument("--stage-cache", action="store_true", help="detections through the project's stage cache")
     ap.add_argument("--no-parallel", action="store_true", help="skip the parallel pass")
+    ap.add_argument("--masks", action="store_true",
+                    help="also time the prompt filter and the segmenter (frames in, masks out)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scorer.frame_sigma=5 tracker=none")
     args = ap.parse_args(argv)
     if sum(bool(x) for x in (args.detector, args.scorer, args.variants)) > 1:
@@ -152,7 +158,7 @@ def main(argv=None) -> dict:
         print(f"\n===== {option}: {' '.join(over)}")
         rows[option] = bench(args, over)
     keys = ["frame_auc_micro", "frame_auc_macro", "region_recall_any", "region_recall_flagged",
-            "flagged_per_normal_frame", "fps_total", "fps_parallel", "train_objects", "test_tracks"]
+            "flagged_per_normal_frame", "fps_total", "fps_masks", "fps_parallel", "train_objects", "test_tracks"]
     print("\n" + " | ".join(["detector" if args.detector else "scorer" if args.scorer else "variant", *keys]))
     for option, r in rows.items():
         print(" | ".join([option, *(f"{r[k]:.4f}" if isinstance(r.get(k), float) else str(r.get(k, "-"))
@@ -178,7 +184,11 @@ def bench(args, overrides: list[str]) -> dict:
         print(f"  {g}: {cfg[g]['_target_']}")
     from tao_lab.detector.camera import CameraBackgrounds
 
-    use_camera(det, CameraBackgrounds(data.train))  # scope=camera: fitted on the training clips (in the detect times)
+    cameras = CameraBackgrounds(data.train)
+    use_camera(det, cameras)  # scope=camera: fitted on the training clips (in the detect times)
+    segmenter = stages["segmenter"]
+    if args.masks and hasattr(segmenter, "use_camera"):
+        segmenter.use_camera(cameras)  # the same fitted backgrounds (the segmenter's scope=camera)
 
     cpu: dict = defaultdict(float)  # process CPU seconds per stage (all threads): contention-free cost
 
@@ -225,9 +235,22 @@ def bench(args, overrides: list[str]) -> dict:
     scored = [timed("score", times, scorer.score_clip, o, f, clip.num_frames) for clip, o, f in test]
     n = sum(c.num_frames for c in data.test)
     total = sum(times.values())
+    mask_s = None
+    if args.masks:  # frames in, masks out: the objects above the threshold become prompts, then masks
+        from tao_lab.types import Prompts
+
+        def prompts_of(clip, s):
+            flagged = s.objects.take(np.asarray(threshold(s.objects.score), bool))
+            return stages["prompt_filter"](flagged, clip.num_frames) if len(flagged) else Prompts.empty()
+
+        for (clip, _, _), s in zip(test, scored):
+            prompts = timed("prompts", times, prompts_of, clip, s)
+            timed("segment", times, segmenter.segment, clip, prompts, s)  # score maps dropped at once (memory)
+        mask_s = sum(times.values())
     print("test frames/s per stage (wall clock): " + ", ".join(f"{k} {n / v:.1f}" for k, v in times.items())
-          + f"; all four {n / total:.1f} ({total:.1f} s for {n} frames)")
-    total_cpu = sum(cpu.values())
+          + f"; all four {n / total:.1f} ({total:.1f} s for {n} frames)"
+          + (f"; frames -> masks, all six {n / mask_s:.1f} ({mask_s:.1f} s)" if mask_s else ""))
+    total_cpu = sum(cpu[k] for k in ("detect", "track", "features", "score"))
     print("test frames per CPU-second per stage (process time of all threads; the machine is shared): "
           + ", ".join(f"{k} {n / max(v, 1e-9):.1f}" for k, v in cpu.items()) + f"; all four {n / total_cpu:.1f}")
     print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
@@ -235,6 +258,7 @@ def bench(args, overrides: list[str]) -> dict:
     # the same four stages, clips spread over one thread per core (each thread with its own detector, tracker and
     # feature set; OpenCV and numpy release the GIL); the scores must be identical to the sequential run
     results = {"fps": {k: n / v for k, v in times.items()}, "fps_total": n / total,
+               "fps_masks": n / mask_s if mask_s else None,
                "fps_cpu": {k: n / max(v, 1e-9) for k, v in cpu.items()}, "fps_cpu_total": n / total_cpu,
                "train_objects": int(len(scorer.train_object_scores())),
                "test_tracks": int(sum(len(np.unique(o.track_id)) for _, o, _ in test))}
