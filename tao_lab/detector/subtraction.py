@@ -28,7 +28,9 @@ class BackgroundSubtractionDetector(Detector):
     smaller neighbouring peak) separate two objects. Pieces narrower than ``min_width`` are not split off.
     With ``split_motion`` > 0 every piece is also cut where its left and right sides move apart in the optical flow
     to the previous frame (:mod:`tao_lab.detector.motion_split`: a biker beside walkers, walkers passing the other
-    way); the flow is computed only on frames that have a piece wide enough to cut.
+    way); the flow is computed only on frames that have a piece wide enough to cut. With ``split_motion_rows`` each
+    part is also cut once along a row where its upper and lower parts move apart (people one behind the other in
+    depth, stacked in the image).
 
     Args:
         background: keyword arguments of :class:`BackgroundModel` (num_samples, blur, k, min_threshold, ...), plus
@@ -47,6 +49,8 @@ class BackgroundSubtractionDetector(Detector):
         split_motion_ratio: see ``split_motion``.
         split_motion_aspect: each part of a motion cut must be at least this many times its height wide (its box
             around its pixels; 0 = no bound).
+        split_motion_rows: also cut each part once along a row, with the same settings (the aspect bound then keeps
+            each part at least ``split_motion_aspect`` times as tall as wide).
         flow: keyword arguments of :class:`tao_lab.features.FlowEstimator` for that flow (None = its defaults).
     Output: ``cls`` = 0, ``score`` in (0, 1], ``track_id`` = -1.
     """
@@ -54,7 +58,7 @@ class BackgroundSubtractionDetector(Detector):
     def __init__(self, background: Optional[dict] = None, min_area: int = 40, dilate: int = 5,
                  split_aspect: float = 0.9, split_valley: float = 0.5, min_width: int = 6,
                  score_scale: float = 40.0, split_motion: float = 1.0, split_motion_ratio: float = 0.5,
-                 split_motion_aspect: float = 0.25, flow: Optional[dict] = None):
+                 split_motion_aspect: float = 0.25, split_motion_rows: bool = False, flow: Optional[dict] = None):
         if min(split_motion, split_motion_ratio, split_motion_aspect) < 0:
             raise ValueError(f"detector.split_motion, split_motion_ratio and split_motion_aspect must be >= 0, got "
                              f"{split_motion!r}, {split_motion_ratio!r} and {split_motion_aspect!r}")
@@ -70,6 +74,7 @@ class BackgroundSubtractionDetector(Detector):
         self.split_motion = float(split_motion)
         self.split_motion_ratio = float(split_motion_ratio)
         self.split_motion_aspect = float(split_motion_aspect)
+        self.split_motion_rows = bool(split_motion_rows)
         self.flow_estimator = FlowEstimator(**dict(flow or {}))
 
     def _motion(self, frame: np.ndarray, previous: Optional[np.ndarray], keep: Optional[Callable] = None
@@ -168,14 +173,32 @@ class BackgroundSubtractionDetector(Detector):
         out = []
         for x1, y1, x2, y2 in pieces:
             piece = comp[y1:y2, x1:x2]
-            if x2 - x1 < 2 * self.min_width or piece.sum() < 2 * self.min_area:
-                out.append((x1, y1, x2, y2))
-                continue
-            flow = motion(y + y1, y + y2, x + x1, x + x2)
-            cuts = motion_cuts(piece, flow, self.min_width, self.min_area, self.split_motion, self.split_motion_ratio,
-                               min_aspect=self.split_motion_aspect)
-            out.extend((x1 + a, y1, x1 + b, y2) for a, b in cuts)
+            parts = [(x1, y1, x2, y2)]
+            if x2 - x1 >= 2 * self.min_width and piece.sum() >= 2 * self.min_area:
+                flow = motion(y + y1, y + y2, x + x1, x + x2)
+                cuts = motion_cuts(piece, flow, self.min_width, self.min_area, self.split_motion,
+                                   self.split_motion_ratio, min_aspect=self.split_motion_aspect)
+                parts = [(x1 + a, y1, x1 + b, y2) for a, b in cuts]
+            if self.split_motion_rows:
+                parts = [row for part in parts for row in self._row_cut(comp, part, origin, motion)]
+            out.extend(parts)
         return out
+
+    def _row_cut(self, comp: np.ndarray, part: tuple[int, int, int, int], origin: tuple[int, int],
+                 motion: Callable[..., np.ndarray]) -> list[tuple[int, int, int, int]]:
+        """``part`` (x1, y1, x2, y2 in the component's box) cut once along a row where its upper and lower parts
+        move apart (objects stacked in the image at different depths): the column cut on the transposed part,
+        with the same settings; the aspect bound then keeps each part at least ``split_motion_aspect`` times as
+        tall as wide (a strip at a blob's top or bottom edge is not an object)."""
+        x1, y1, x2, y2 = part
+        piece = comp[y1:y2, x1:x2]
+        if y2 - y1 < 2 * self.min_width or piece.sum() < 2 * self.min_area:
+            return [part]
+        x, y = origin
+        flow = motion(y + y1, y + y2, x + x1, x + x2)
+        cuts = motion_cuts(piece.T, flow.transpose(1, 0, 2), self.min_width, self.min_area, self.split_motion,
+                           self.split_motion_ratio, min_aspect=self.split_motion_aspect)
+        return [(x1, y1 + a, x2, y1 + b) for a, b in cuts]
 
     def _split(self, comp: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Sub-boxes (x1,y1,x2,y2 relative to the component box) of one component; the whole box if unsplit."""
