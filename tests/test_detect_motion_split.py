@@ -66,30 +66,44 @@ def test_cut_rejects_mismatched_flow():
         motion_cuts(np.ones((5, 20), bool), np.zeros((5, 19, 2)), **CUT)
 
 
-class _PassingClip(Clip):
-    """Textured tall objects on a textured background: a fast one (4 px/frame) overtakes a slow one (1 px/frame);
-    from about frame 8 to 20 they touch or overlap and background subtraction sees one blob."""
+class _TexturedPair(Clip):
+    """Two textured objects on a textured background, each on a straight path (x0, px/frame, top row); painted in
+    ``ORDER`` (the last in front)."""
 
-    SIZE = (12, 34)  # width, height
+    SIZE: tuple = ()  # width, height
+    PATHS: tuple = ()
+    ORDER: tuple = (0, 1)
 
-    def __init__(self, num_frames=36):
-        super().__init__("passing", num_frames, 96, 200, source="passing")
-        rng = np.random.default_rng(0)
-        self.bg = rng.integers(40, 120, (96, 200)).astype(np.uint8)
+    def __init__(self, name, num_frames, height, width, seed):
+        super().__init__(name, num_frames, height, width, source=name)
+        rng = np.random.default_rng(seed)
+        self.bg = rng.integers(40, 120, (height, width)).astype(np.uint8)
         self.texture = [rng.integers(150, 255, self.SIZE[::-1]).astype(np.uint8) for _ in range(2)]
 
     def box(self, i, k):
-        x0, v = ((10, 4), (50, 1))[k]
+        x0, v, y0 = self.PATHS[k]
         w, h = self.SIZE
-        return np.array([x0 + v * i, 30, x0 + v * i + w, 30 + h], np.float32)
+        return np.array([x0 + v * i, y0, x0 + v * i + w, y0 + h], np.float32)
 
     def _read(self, i):
         img = self.bg.copy()
-        for k in (1, 0):  # the fast one passes in front
+        for k in self.ORDER:
             x1, y1, x2, y2 = self.box(i, k).astype(int)
-            if 0 <= x1 and x2 <= 200:
+            if 0 <= x1 and x2 <= self.width:
                 img[y1:y2, x1:x2] = self.texture[k]
         return np.repeat(img[..., None], 3, axis=2)
+
+
+class _PassingClip(_TexturedPair):
+    """Tall objects: a fast one (4 px/frame) overtakes a slow one (1 px/frame), passing in front of it; from about
+    frame 8 to 20 they touch or overlap and background subtraction sees one blob."""
+
+    SIZE = (12, 34)
+    PATHS = ((10, 4, 30), (50, 1, 30))
+    ORDER = (1, 0)
+
+    def __init__(self, num_frames=36):
+        super().__init__("passing", num_frames, 96, 200, seed=0)
 
 
 def test_detector_cuts_a_merged_blob_by_motion_and_not_otherwise():
@@ -152,31 +166,16 @@ def test_min_aspect_keeps_slivers_from_being_cut_off():
     assert motion_cuts(comp, flow, min_width=6, min_area=10, min_speed=1.0, ratio=0.5, min_aspect=0.7) == [(0, 30)]
 
 
-class _StackedClip(Clip):
-    """Two textured objects one above the other (touching: background subtraction sees one blob while they overlap
-    in x), the upper one walking right at 1 px/frame, the lower one left at 1 px/frame (each pixel is covered on a
-    quarter of the frames at most, so the clip's median background is clean)."""
+class _StackedClip(_TexturedPair):
+    """Two objects one above the other (touching: background subtraction sees one blob while they overlap in x), the
+    upper one walking right at 1 px/frame, the lower one left at 1 px/frame (each pixel is covered on a quarter of
+    the frames at most, so the clip's median background is clean)."""
 
-    SIZE = (20, 22)  # width, height
+    SIZE = (20, 22)
+    PATHS = ((60, 1, 30), (140, -1, 52))
 
     def __init__(self, num_frames=80):
-        super().__init__("stacked", num_frames, 120, 240, source="stacked")
-        rng = np.random.default_rng(1)
-        self.bg = rng.integers(40, 120, (120, 240)).astype(np.uint8)
-        self.texture = [rng.integers(150, 255, self.SIZE[::-1]).astype(np.uint8) for _ in range(2)]
-
-    def box(self, i, k):
-        x0, v, y0 = ((60, 1, 30), (140, -1, 52))[k]
-        w, h = self.SIZE
-        return np.array([x0 + v * i, y0, x0 + v * i + w, y0 + h], np.float32)
-
-    def _read(self, i):
-        img = self.bg.copy()
-        for k in (0, 1):
-            x1, y1, x2, y2 = self.box(i, k).astype(int)
-            if 0 <= x1 and x2 <= 240:
-                img[y1:y2, x1:x2] = self.texture[k]
-        return np.repeat(img[..., None], 3, axis=2)
+        super().__init__("stacked", num_frames, 120, 240, seed=1)
 
 
 def test_row_cut_separates_objects_stacked_in_the_image():
