@@ -43,13 +43,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def build_stages(overrides: list[str]):
+def build_stages(overrides: list[str], masks: bool = False):
+    """The configured stages {group: object} and the config; the prompt filter and the segmenter only with
+    ``masks`` (a segmenter may need weights that a scoring-only run does not)."""
     from hydra.utils import instantiate
 
     from tao_lab.config import compose_config
 
     cfg = compose_config(overrides, config_name="pipeline")
-    groups = ("detector", "tracker", "features", "scorer", "threshold", "prompt_filter", "segmenter")
+    groups = ("detector", "tracker", "features", "scorer", "threshold") + (("prompt_filter", "segmenter") if masks
+                                                                          else ())
     return {g: instantiate(cfg[g]) for g in groups}, cfg
 
 
@@ -174,7 +177,7 @@ def bench(args, overrides: list[str]) -> dict:
 
     from tao_lab.dataset import load_ucsd
 
-    stages, cfg = build_stages(overrides)
+    stages, cfg = build_stages(overrides, masks=args.masks)
     det, trk, feats, scorer, threshold = (stages[k] for k in ("detector", "tracker", "features", "scorer",
                                                               "threshold"))
     data = load_ucsd(args.data_dir, "ped2", max_clips=args.max_clips)
@@ -186,8 +189,8 @@ def bench(args, overrides: list[str]) -> dict:
 
     cameras = CameraBackgrounds(data.train)
     use_camera(det, cameras)  # scope=camera: fitted on the training clips (in the detect times)
-    segmenter = stages["segmenter"]
-    if args.masks and hasattr(segmenter, "use_camera"):
+    segmenter = stages.get("segmenter")
+    if hasattr(segmenter, "use_camera"):
         segmenter.use_camera(cameras)  # the same fitted backgrounds (the segmenter's scope=camera)
 
     cpu: dict = defaultdict(float)  # process CPU seconds per stage (all threads): contention-free cost

@@ -52,6 +52,19 @@ def test_crowd_levels_match_a_direct_computation():
     assert np.all(np.diff(got) >= 0) and got[-1] > got[1]  # more objects, higher normal maxima
 
 
+def test_crowd_levels_pool_a_crowd_that_scores_lower_with_the_one_before_weighted_by_frames():
+    """Known answer of the non-decreasing fit: 50 frames of 1 object scoring 1, 50 of 2 scoring 3 and 150 of 3
+    scoring 2. The 3-object level is below the 2-object one, so the two pool into their frame-weighted mean,
+    (50 x 3 + 150 x 2) / 200 = 2.25; the 1-object level (and count 0) stays 1."""
+    video, frame, score = [], [], []
+    for f, (n, value) in enumerate([(1, 1.0)] * 50 + [(2, 3.0)] * 50 + [(3, 2.0)] * 150):
+        video += [0] * n
+        frame += [f] * n
+        score += [value] * n
+    got = crowd_levels(np.array(score), np.array(video), np.array(frame), 90.0)
+    assert np.allclose(got, [1.0, 1.0, 2.25, 2.25])
+
+
 def test_crowd_levels_pool_sparse_counts_and_fill_unseen_ones():
     """40 frames of 1 object and 40 of 6: the first bin (counts 0-1) has too few frames and pools up to 6; with
     min_frames 40 each count is its own bin and the counts between take the next seen count's bin."""

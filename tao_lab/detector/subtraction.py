@@ -171,34 +171,33 @@ class BackgroundSubtractionDetector(Detector):
             return pieces
         x, y = origin
         out = []
-        for x1, y1, x2, y2 in pieces:
-            piece = comp[y1:y2, x1:x2]
-            parts = [(x1, y1, x2, y2)]
-            if x2 - x1 >= 2 * self.min_width and piece.sum() >= 2 * self.min_area:
-                flow = motion(y + y1, y + y2, x + x1, x + x2)
-                cuts = motion_cuts(piece, flow, self.min_width, self.min_area, self.split_motion,
-                                   self.split_motion_ratio, min_aspect=self.split_motion_aspect)
-                parts = [(x1 + a, y1, x1 + b, y2) for a, b in cuts]
+        for piece in pieces:
+            parts = self._motion_cut(comp, piece, origin, motion)
             if self.split_motion_rows:
-                parts = [row for part in parts for row in self._row_cut(comp, part, origin, motion)]
+                parts = [row for part in parts for row in self._motion_cut(comp, part, origin, motion, rows=True)]
             out.extend(parts)
         return out
 
-    def _row_cut(self, comp: np.ndarray, part: tuple[int, int, int, int], origin: tuple[int, int],
-                 motion: Callable[..., np.ndarray]) -> list[tuple[int, int, int, int]]:
-        """``part`` (x1, y1, x2, y2 in the component's box) cut once along a row where its upper and lower parts
-        move apart (objects stacked in the image at different depths): the column cut on the transposed part,
-        with the same settings; the aspect bound then keeps each part at least ``split_motion_aspect`` times as
-        tall as wide (a strip at a blob's top or bottom edge is not an object)."""
+    def _motion_cut(self, comp: np.ndarray, part: tuple[int, int, int, int], origin: tuple[int, int],
+                    motion: Callable[..., np.ndarray], rows: bool = False) -> list[tuple[int, int, int, int]]:
+        """``part`` (x1, y1, x2, y2 in the component's box) cut once where its two sides move apart: its left and
+        right sides, or with ``rows`` its upper and lower parts (objects stacked in the image at different depths:
+        the same cut on the transposed part, so the aspect bound then keeps each part at least
+        ``split_motion_aspect`` times as tall as wide). A part too small to hold two parts is returned whole, and
+        its frame's flow is not computed for it."""
         x1, y1, x2, y2 = part
         piece = comp[y1:y2, x1:x2]
-        if y2 - y1 < 2 * self.min_width or piece.sum() < 2 * self.min_area:
+        if (y2 - y1 if rows else x2 - x1) < 2 * self.min_width or piece.sum() < 2 * self.min_area:
             return [part]
         x, y = origin
         flow = motion(y + y1, y + y2, x + x1, x + x2)
-        cuts = motion_cuts(piece.T, flow.transpose(1, 0, 2), self.min_width, self.min_area, self.split_motion,
-                           self.split_motion_ratio, min_aspect=self.split_motion_aspect)
-        return [(x1, y1 + a, x2, y1 + b) for a, b in cuts]
+        if rows:
+            piece, flow = piece.T, flow.transpose(1, 0, 2)
+        cuts = motion_cuts(piece, flow, self.min_width, self.min_area, self.split_motion, self.split_motion_ratio,
+                           min_aspect=self.split_motion_aspect)
+        if rows:
+            return [(x1, y1 + a, x2, y1 + b) for a, b in cuts]
+        return [(x1 + a, y1, x1 + b, y2) for a, b in cuts]
 
     def _split(self, comp: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Sub-boxes (x1,y1,x2,y2 relative to the component box) of one component; the whole box if unsplit."""

@@ -765,24 +765,15 @@ def crowd_levels(scores: np.ndarray, video: np.ndarray, frame: np.ndarray, perce
             lo, held = int(v) + 1, 0
     if held:  # the short rest joins the last bin (or is the only one)
         bins = bins[:-1] + [(bins[-1][0] if bins else 0, int(values[-1]))]
+    from sklearn.isotonic import isotonic_regression
+
     members = [(count >= a) & (count <= b) for a, b in bins]
-    level = _isotonic([np.percentile(frame_max[m], percentile) for m in members], [m.sum() for m in members])
+    level = isotonic_regression([np.percentile(frame_max[m], percentile) for m in members],
+                                sample_weight=[float(m.sum()) for m in members])
     out = np.empty(int(values[-1]) + 1)
     for (a, b), v in zip(bins, level):
         out[a:b + 1] = v
     return out
-
-
-def _isotonic(y: list, w: list) -> np.ndarray:
-    """Weighted least-squares non-decreasing fit of y (pool adjacent violators)."""
-    blocks: list[list[float]] = []  # [mean, weight, length]
-    for v, wt in zip(y, w):
-        blocks.append([float(v), float(wt), 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            v2, w2, n2 = blocks.pop()
-            v1, w1, n1 = blocks.pop()
-            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
-    return np.concatenate([np.full(n, v) for v, _, n in blocks])
 
 
 def _frame_maxima(values: np.ndarray, video: np.ndarray, frame: np.ndarray) -> np.ndarray:
