@@ -178,16 +178,27 @@ class _StackedClip(_TexturedPair):
         super().__init__("stacked", num_frames, 120, 240, seed=1)
 
 
-def test_row_cut_separates_objects_stacked_in_the_image():
+class _TallStackedClip(_StackedClip):
+    """The stacked pair as two people: 14 px wide, 30 high."""
+
+    SIZE = (14, 30)
+    PATHS = ((60, 1, 20), (120, -1, 50))
+
+
+@pytest.mark.parametrize("clip_type, rows_options", [
+    (_StackedClip, {}), (_TallStackedClip, {"split_motion_rows_aspect": 1.0, "split_motion_rows_flow": "mean"})])
+def test_row_cut_separates_objects_stacked_in_the_image(clip_type, rows_options):
     """While the two objects overlap in x by at least 3/4 of their width, the column cuts alone leave one box over
     both; with split_motion_rows the box is cut between them and each object has its own box (IoU > 0.6) on all but
-    at most one of those frames; where the objects are apart, nothing changes."""
-    clip = _StackedClip()
+    at most one of those frames; where the objects are apart, nothing changes. The same with round 4's row cut (parts
+    at least as tall as wide, rows' mean flow) on two objects shaped like people."""
+    clip = clip_type()
     stacked = [i for i in range(1, clip.num_frames)
-               if min(clip.box(i, 0)[2], clip.box(i, 1)[2]) - max(clip.box(i, 0)[0], clip.box(i, 1)[0]) >= 15]
+               if min(clip.box(i, 0)[2], clip.box(i, 1)[2]) - max(clip.box(i, 0)[0], clip.box(i, 1)[0])
+               >= 0.75 * clip.SIZE[0]]
     assert len(stacked) >= 3
     cols = BackgroundSubtractionDetector(split_motion=1.0).detect(clip)
-    rows = BackgroundSubtractionDetector(split_motion=1.0, split_motion_rows=True).detect(clip)
+    rows = BackgroundSubtractionDetector(split_motion=1.0, split_motion_rows=True, **rows_options).detect(clip)
     separated = 0
     for i in stacked:
         assert (cols.frame == i).sum() == 1, f"frame {i}: the column cut alone should leave one box"
@@ -213,6 +224,59 @@ def test_row_cut_leaves_a_walker_with_swinging_legs_whole():
     flow[24:, w // 2:, 0] = 0.0  # standing leg
     det = BackgroundSubtractionDetector(split_motion=1.0, split_motion_rows=True, min_width=6, min_area=20)
     assert det._pieces(comp, (0, 0), lambda y1, y2, x1, x2: flow[y1:y2, x1:x2]) == [(0, 0, w, h)]
+
+
+def _legs_walker(body_speed: float, h: int = 40, w: int = 12):
+    """A walker's blob: torso rows (0-24) at ``body_speed``, leg rows with the swinging leg at twice that and the
+    standing one still (their mean is the body's speed)."""
+    comp = np.ones((h, w), bool)
+    flow = np.zeros((h, w, 2))
+    flow[:24, :, 0] = body_speed
+    flow[24:, : w // 2, 0] = 2 * body_speed
+    return comp, flow
+
+
+def test_row_mean_follows_a_walkers_legs_where_the_median_does_not():
+    """At 1.5 px/frame the legs' lower-middle value is the standing leg (0): the median rows cut the walker at its
+    hips, the mean rows (1.5, the body's speed) do not; the columns' median is not changed by the option."""
+    comp, flow = _legs_walker(1.5)
+    rows = lambda y1, y2, x1, x2: flow[y1:y2, x1:x2]
+    options = dict(split_motion=1.0, split_motion_rows=True, min_width=6, min_area=20)
+    assert BackgroundSubtractionDetector(**options)._pieces(comp, (0, 0), rows) == [(0, 0, 12, 24), (0, 24, 12, 40)]
+    mean = BackgroundSubtractionDetector(**options, split_motion_rows_flow="mean")
+    assert mean._pieces(comp, (0, 0), rows) == [(0, 0, 12, 40)]
+    # the same statistic on its own: row means of the transposed blob
+    assert motion_cuts(comp.T, flow.transpose(1, 0, 2), 6, 20, 1.0, 0.5, column_flow="mean") == [(0, 40)]
+    assert motion_cuts(comp.T, flow.transpose(1, 0, 2), 6, 20, 1.0, 0.5) == [(0, 24), (24, 40)]
+    # two objects stacked and moving apart are still cut with the mean, at their border
+    comp, flow = np.ones((60, 12), bool), np.zeros((60, 12, 2))
+    flow[:28, :, 0], flow[28:, :, 0] = 1.0, -1.0
+    assert mean._pieces(comp, (0, 0), lambda y1, y2, x1, x2: flow[y1:y2, x1:x2]) == [(0, 0, 12, 28), (0, 28, 12, 60)]
+    with pytest.raises(ValueError, match="column_flow"):
+        motion_cuts(comp, flow, **CUT, column_flow="mode")
+
+
+def test_row_aspect_keeps_each_row_part_person_shaped():
+    """A 14 px wide walker whose feet (the bottom 8 rows) move apart from the rest: round 3's bound (a part a quarter
+    as tall as wide) lets the flat feet strip be cut off; split_motion_rows_aspect 1.0 (each part at least as tall
+    as wide) vetoes it, and still cuts two people stacked (parts 28 and 32 px high, 12 wide); None = the columns'
+    bound; bad settings are refused."""
+    comp, flow = np.ones((40, 14), bool), np.zeros((40, 14, 2))
+    flow[:32, :, 0], flow[32:, :, 0] = 2.0, -1.0
+    feet = lambda y1, y2, x1, x2: flow[y1:y2, x1:x2]
+    options = dict(split_motion=1.0, split_motion_rows=True, min_width=6, min_area=20)
+    assert BackgroundSubtractionDetector(**options)._pieces(comp, (0, 0), feet) == [(0, 0, 14, 32), (0, 32, 14, 40)]
+    person = BackgroundSubtractionDetector(**options, split_motion_rows_aspect=1.0)
+    assert person._pieces(comp, (0, 0), feet) == [(0, 0, 14, 40)]
+    stacked = np.zeros((60, 12, 2))
+    stacked[:28, :, 0], stacked[28:, :, 0] = 1.0, -1.0
+    assert person._pieces(np.ones((60, 12), bool), (0, 0), lambda y1, y2, x1, x2: stacked[y1:y2, x1:x2]) == [
+        (0, 0, 12, 28), (0, 28, 12, 60)]
+    assert BackgroundSubtractionDetector(split_motion_aspect=0.4).split_motion_rows_aspect == 0.4
+    with pytest.raises(ValueError, match="split_motion_rows_aspect"):
+        BackgroundSubtractionDetector(split_motion_rows_aspect=-1.0)
+    with pytest.raises(ValueError, match="split_motion_rows_flow"):
+        BackgroundSubtractionDetector(split_motion_rows_flow="max")
 
 
 def test_row_cut_online_equals_offline():

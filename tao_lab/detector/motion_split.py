@@ -16,7 +16,7 @@ import numpy as np
 
 
 def motion_cuts(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: int, min_speed: float,
-                ratio: float, min_aspect: float = 0.0) -> list[tuple[int, int]]:
+                ratio: float, min_aspect: float = 0.0, column_flow: str = "median") -> list[tuple[int, int]]:
     """Column ranges [(0, c), (c, w)] (relative to the blob's box) of the two parts of one blob whose sides move
     apart, or [(0, w)] when it is not cut. One cut only: DIS's flow ramps across a border over about a patch, so a
     narrow part holding such a ramp would be cut once more.
@@ -30,22 +30,28 @@ def motion_cuts(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: in
         ratio: ... and by more than this fraction of the faster part's speed.
         min_aspect: each part's box (around its foreground pixels) must be at least this many times its height
             wide: a sliver narrower than any object is the edge of one, not an object (0 = no bound).
+        column_flow: how a column's foreground pixels give its flow: "median" (a walker's limbs, less than half of
+            a column, do not move it) or "mean" (for a cut along rows on the transposed blob: a row through a walker's
+            legs is all legs, and their mean follows the body, the stance leg still and the swinging one at about
+            twice the body's speed, where the median falls to either leg).
     """
     w = comp.shape[1]
     if comp.shape != flow.shape[:2]:
         raise ValueError(f"flow {flow.shape} does not match the blob {comp.shape}")
-    cut = _best_cut(comp, flow, min_width, min_area, min_speed, ratio, min_aspect)
+    if column_flow not in ("median", "mean"):
+        raise ValueError(f"column_flow must be 'median' or 'mean', got {column_flow!r}")
+    cut = _best_cut(comp, flow, min_width, min_area, min_speed, ratio, min_aspect, column_flow)
     return [(0, w)] if cut is None else [(0, cut), (cut, w)]
 
 
 def _best_cut(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: int, min_speed: float,
-              ratio: float, min_aspect: float = 0.0) -> int | None:
+              ratio: float, min_aspect: float = 0.0, column_flow: str = "median") -> int | None:
     """The column where the blob is cut (left part = columns before it), or None."""
     h, w = comp.shape
     if w < 2 * max(min_width, 1):
         return None
     pixels = comp.sum(axis=0)                                                     # (w,) foreground per column
-    column = _column_medians(comp, flow, pixels)                                  # (w, 2) each column's median flow
+    column = (_column_medians if column_flow == "median" else _column_means)(comp, flow, pixels)  # (w, 2)
     pixels = pixels.astype(np.float64)
     count = np.cumsum(pixels)                                                     # pixels in columns [0, c]
     moved = np.cumsum(column * pixels[:, None], axis=0)                           # their flow, column medians
@@ -88,6 +94,12 @@ def _column_medians(comp: np.ndarray, flow: np.ndarray, pixels: np.ndarray) -> n
         out[:, d] = np.take_along_axis(values, middle[None, :], axis=0)[0]
     out[pixels == 0] = 0.0
     return out
+
+
+def _column_means(comp: np.ndarray, flow: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """(w, 2) per column the mean flow over its foreground pixels; 0 where none."""
+    total = np.einsum("hw,hwd->wd", comp.astype(np.float64), flow.astype(np.float64))
+    return total / np.maximum(pixels, 1)[:, None]
 
 
 def _wide_enough(part: np.ndarray, min_aspect: float) -> bool:

@@ -50,7 +50,13 @@ class BackgroundSubtractionDetector(Detector):
         split_motion_aspect: each part of a motion cut must be at least this many times its height wide (its box
             around its pixels; 0 = no bound).
         split_motion_rows: also cut each part once along a row, with the same settings (the aspect bound then keeps
-            each part at least ``split_motion_aspect`` times as tall as wide).
+            each part at least ``split_motion_rows_aspect`` times as tall as wide).
+        split_motion_rows_aspect: each part of a row cut at least this many times its width tall (its box around its
+            pixels; None = ``split_motion_aspect``, motion split round 3). 1.0 asks each part to be shaped like a
+            standing person: the feet of one walker or half of a cart cut off along a row are flatter than that.
+        split_motion_rows_flow: how each row's foreground pixels give its flow for the row cut: "median" (as the
+            columns', round 3) or "mean" (a row through a walker's legs is all legs: their mean follows the body,
+            their median falls to the still or the swinging leg).
         flow: keyword arguments of :class:`tao_lab.features.FlowEstimator` for that flow (None = its defaults).
     Output: ``cls`` = 0, ``score`` in (0, 1], ``track_id`` = -1.
     """
@@ -58,10 +64,15 @@ class BackgroundSubtractionDetector(Detector):
     def __init__(self, background: Optional[dict] = None, min_area: int = 40, dilate: int = 5,
                  split_aspect: float = 0.9, split_valley: float = 0.5, min_width: int = 6,
                  score_scale: float = 40.0, split_motion: float = 1.0, split_motion_ratio: float = 0.5,
-                 split_motion_aspect: float = 0.25, split_motion_rows: bool = False, flow: Optional[dict] = None):
-        if min(split_motion, split_motion_ratio, split_motion_aspect) < 0:
-            raise ValueError(f"detector.split_motion, split_motion_ratio and split_motion_aspect must be >= 0, got "
-                             f"{split_motion!r}, {split_motion_ratio!r} and {split_motion_aspect!r}")
+                 split_motion_aspect: float = 0.25, split_motion_rows: bool = False,
+                 split_motion_rows_aspect: Optional[float] = None, split_motion_rows_flow: str = "median",
+                 flow: Optional[dict] = None):
+        if split_motion_rows_aspect is None:
+            split_motion_rows_aspect = split_motion_aspect
+        if min(split_motion, split_motion_ratio, split_motion_aspect, split_motion_rows_aspect) < 0:
+            raise ValueError(f"detector.split_motion, split_motion_ratio, split_motion_aspect and "
+                             f"split_motion_rows_aspect must be >= 0, got {split_motion!r}, {split_motion_ratio!r}, "
+                             f"{split_motion_aspect!r} and {split_motion_rows_aspect!r}")
         self.background_kwargs, self.scope, self.camera_options = split_background_options(
             background, "detector.background")
         self.camera: Optional[CameraBackgrounds] = None
@@ -75,6 +86,10 @@ class BackgroundSubtractionDetector(Detector):
         self.split_motion_ratio = float(split_motion_ratio)
         self.split_motion_aspect = float(split_motion_aspect)
         self.split_motion_rows = bool(split_motion_rows)
+        self.split_motion_rows_aspect = float(split_motion_rows_aspect)
+        if split_motion_rows_flow not in ("median", "mean"):
+            raise ValueError(f"detector.split_motion_rows_flow must be median or mean, got {split_motion_rows_flow!r}")
+        self.split_motion_rows_flow = split_motion_rows_flow
         self.flow_estimator = FlowEstimator(**dict(flow or {}))
 
     def _motion(self, frame: np.ndarray, previous: Optional[np.ndarray], keep: Optional[Callable] = None
@@ -182,8 +197,8 @@ class BackgroundSubtractionDetector(Detector):
                     motion: Callable[..., np.ndarray], rows: bool = False) -> list[tuple[int, int, int, int]]:
         """``part`` (x1, y1, x2, y2 in the component's box) cut once where its two sides move apart: its left and
         right sides, or with ``rows`` its upper and lower parts (objects stacked in the image at different depths:
-        the same cut on the transposed part, so the aspect bound then keeps each part at least
-        ``split_motion_aspect`` times as tall as wide). A part too small to hold two parts is returned whole, and
+        the same cut on the transposed part, with the aspect bound ``split_motion_rows_aspect``: each part at least
+        that many times as tall as wide). A part too small to hold two parts is returned whole, and
         its frame's flow is not computed for it."""
         x1, y1, x2, y2 = part
         piece = comp[y1:y2, x1:x2]
@@ -194,7 +209,8 @@ class BackgroundSubtractionDetector(Detector):
         if rows:
             piece, flow = piece.T, flow.transpose(1, 0, 2)
         cuts = motion_cuts(piece, flow, self.min_width, self.min_area, self.split_motion, self.split_motion_ratio,
-                           min_aspect=self.split_motion_aspect)
+                           min_aspect=self.split_motion_rows_aspect if rows else self.split_motion_aspect,
+                           column_flow=self.split_motion_rows_flow if rows else "median")
         if rows:
             return [(x1, y1 + a, x2, y1 + b) for a, b in cuts]
         return [(x1 + a, y1, x1 + b, y2) for a, b in cuts]
