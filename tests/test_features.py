@@ -246,3 +246,30 @@ def test_flow_estimator_pickles_and_its_copy_computes_the_same_flow():
     copy = pickle.loads(pickle.dumps(est))
     assert copy.signature == est.signature
     np.testing.assert_array_equal(copy(a, b), est(a, b))
+
+
+def test_velocity_edge_band_leaves_the_border_flow_out():
+    """A flow of 1 px/frame to the right with a 6 px/frame artefact in the 16 px next to the left edge: a box touching
+    the edge reads the artefact with every pixel counted and the object's own motion with edge_band=16; a box wholly
+    inside the band has no reliable pixel (zeros); a box away from the edges reads the same either way."""
+    from types import SimpleNamespace
+
+    flow = np.zeros((60, 80, 2), np.float32)
+    flow[..., 0] = 1.0
+    flow[:, :16, 0] = 6.0
+    ctx = SimpleNamespace(flow=flow)
+    boxes = np.array([[0, 10, 30, 50], [2, 20, 12, 40], [30, 20, 50, 40]], np.float32)
+    every = VelocityFeature(bins=4).compute(ctx, boxes)
+    band = VelocityFeature(bins=4, edge_band=16).compute(ctx, boxes)
+    assert every[0, 1] == pytest.approx(6.0) and every[0, 2] == pytest.approx(6.0)
+    np.testing.assert_allclose(band[0], [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0], atol=1e-6)
+    assert every[1, 0] == pytest.approx(6.0) and not band[1].any()
+    np.testing.assert_array_equal(band[2], every[2])
+    # every edge counts: the same artefact along the bottom edge
+    flow_b = np.zeros((60, 80, 2), np.float32)
+    flow_b[..., 0] = 1.0
+    flow_b[44:, :, 0] = 6.0
+    bottom = VelocityFeature(bins=4, edge_band=16).compute(SimpleNamespace(flow=flow_b), np.array([[30, 20, 50, 60.0]]))
+    np.testing.assert_allclose(bottom[0, :3], [1.0, 1.0, 1.0], atol=1e-6)
+    with pytest.raises(ValueError, match="edge_band"):
+        VelocityFeature(edge_band=-1)

@@ -27,16 +27,24 @@ class VelocityFeature(FeatureExtractor):
         moving_threshold: px/frame; slower pixels count as static background (JPEG noise and jitter give flow of
             about 0.1-0.3 px/frame; a slow walker moves about 0.5-1 px/frame).
         cell: window size (px) of ``speed_cell_max``.
+        edge_band: pixels closer than this (px) to any frame edge are left out of every column. The optical flow is
+            least reliable there (DIS's patches are clipped by the border, and an object entering or leaving shows
+            pixels that have no match in the other frame): on Ped2's training clips a track's speed at the side edges
+            reads 1.4x its speed inside at the 90th percentile (1.2x between its own inside frames). A box with no
+            pixel outside the band gets zeros (no reliable motion). 0 = every pixel counts.
     """
 
     name = "velocity"
     columns = ("speed", "speed_p90", "speed_cell_max")
 
-    def __init__(self, bins: int = 8, moving_threshold: float = 0.5, cell: int = 8):
+    def __init__(self, bins: int = 8, moving_threshold: float = 0.5, cell: int = 8, edge_band: int = 0):
         if bins < 1:
             raise ValueError(f"bins must be >= 1, got {bins}")
         if cell < 1:
             raise ValueError(f"cell must be >= 1, got {cell}")
+        if edge_band < 0:
+            raise ValueError(f"edge_band must be >= 0 px, got {edge_band}")
+        self.edge_band = int(edge_band)
         self.bins = int(bins)
         self.moving_threshold = float(moving_threshold)
         self.cell = int(cell)
@@ -52,7 +60,12 @@ class VelocityFeature(FeatureExtractor):
         cell_mean = cv2.blur(mag_full, (self.cell, self.cell), borderType=cv2.BORDER_REFLECT)
         half = self.cell // 2
         out = np.zeros((len(boxes), self.dim), np.float32)
+        band = self.edge_band
         for r, (x1, y1, x2, y2) in enumerate(clip_boxes(boxes, h, w)):
+            if band:  # only the box's pixels at least `band` px inside the frame
+                x1, y1, x2, y2 = max(x1, band), max(y1, band), min(x2, w - band), min(y2, h - band)
+                if x2 <= x1 or y2 <= y1:
+                    continue  # nothing reliable: zeros
             mag = mag_full[y1:y2, x1:x2].ravel()
             k = int(0.9 * (len(mag) - 1))  # the 90th percentile as an order statistic (lower neighbour)
             out[r, 1] = np.partition(mag, k)[k]
