@@ -99,12 +99,13 @@ def test_scene_check_matches_a_direct_count_over_the_test_objects(first_run):
     """test/scene_check_<group> = the share of the test objects whose excess over the group's baseline exceeds 0.5;
     recomputed here from the pipeline's scores of the test clips."""
     from helpers import compose
-    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.pipeline import Pipeline, camera_clips, load_dataset
 
     tmp, _, m = first_run
     cfg = compose("eval", E2E_DATA, tmp)
     pipe = Pipeline(cfg)
     dataset = load_dataset(cfg)
+    pipe.set_camera_clips(camera_clips(cfg, dataset))  # as eval does: the detector's camera background
     pipe.fit_scorer(dataset.train)
     scorer = pipe.scorer
     base = scorer.fusion__baseline.numpy()
