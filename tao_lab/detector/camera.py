@@ -8,8 +8,9 @@ person who stood in one of them.
 The one interface: the :class:`tao_lab.pipeline.Pipeline` owns a :class:`CameraBackgrounds` built from the run's
 training clips (``Pipeline.set_camera_clips``) and hands it to every stage that opts in through a
 ``use_camera(backgrounds)`` method (the background-subtraction detector, the hybrid detector's background part, the
-classical segmenter). A stage opts in per config with ``background.scope: camera``; ``scope: clip`` (the default) is
-today's per-clip background and ignores the provider.
+classical segmenter). A stage opts in per config with ``background.scope: camera`` (the configured default of the
+detector and the segmenter); ``scope: clip`` (the classes' default) is the per-clip background and ignores the
+provider.
 
 Which clips are "the same camera": the training clips with the same frame size as the clip (ASSUMPTION: one static
 camera per frame size, true for UCSD Ped2 and Avenue). A clip is never part of its own camera background: training
