@@ -54,7 +54,7 @@ def _best_cut(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: int,
     column = (_column_medians if column_flow == "median" else _column_means)(comp, flow, pixels)  # (w, 2)
     pixels = pixels.astype(np.float64)
     count = np.cumsum(pixels)                                                     # pixels in columns [0, c]
-    moved = np.cumsum(column * pixels[:, None], axis=0)                           # their flow, column medians
+    moved = np.cumsum(column * pixels[:, None], axis=0)                           # their flow, per-column values
     total, total_flow = count[-1], moved[-1]
     cuts = np.arange(max(min_width, 1), w - max(min_width, 1) + 1)               # left part = columns [0, c)
     n_left, n_right = count[cuts - 1], total - count[cuts - 1]
