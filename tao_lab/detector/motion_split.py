@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+COLUMN_FLOWS = ("median", "mean")  # how a column's (or, transposed, a row's) foreground pixels give its flow
+
 
 def motion_cuts(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: int, min_speed: float,
                 ratio: float, min_aspect: float = 0.0, column_flow: str = "median") -> list[tuple[int, int]]:
@@ -38,8 +40,8 @@ def motion_cuts(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: in
     w = comp.shape[1]
     if comp.shape != flow.shape[:2]:
         raise ValueError(f"flow {flow.shape} does not match the blob {comp.shape}")
-    if column_flow not in ("median", "mean"):
-        raise ValueError(f"column_flow must be 'median' or 'mean', got {column_flow!r}")
+    if column_flow not in COLUMN_FLOWS:
+        raise ValueError(f"column_flow must be one of {COLUMN_FLOWS}, got {column_flow!r}")
     cut = _best_cut(comp, flow, min_width, min_area, min_speed, ratio, min_aspect, column_flow)
     return [(0, w)] if cut is None else [(0, cut), (cut, w)]
 

@@ -11,7 +11,7 @@ import numpy as np
 from tao_lab.detector.background import BackgroundModel
 from tao_lab.detector.base import Detector, DetectorStream
 from tao_lab.detector.camera import CameraBackgrounds, fit_background, split_background_options
-from tao_lab.detector.motion_split import motion_cuts
+from tao_lab.detector.motion_split import COLUMN_FLOWS, motion_cuts
 from tao_lab.features.base import FlowEstimator
 from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
 from tao_lab.types import Clip, ObjectTable
@@ -87,8 +87,9 @@ class BackgroundSubtractionDetector(Detector):
         self.split_motion_aspect = float(split_motion_aspect)
         self.split_motion_rows = bool(split_motion_rows)
         self.split_motion_rows_aspect = float(split_motion_rows_aspect)
-        if split_motion_rows_flow not in ("median", "mean"):
-            raise ValueError(f"detector.split_motion_rows_flow must be median or mean, got {split_motion_rows_flow!r}")
+        if split_motion_rows_flow not in COLUMN_FLOWS:
+            raise ValueError(f"detector.split_motion_rows_flow must be one of {COLUMN_FLOWS}, got "
+                             f"{split_motion_rows_flow!r}")
         self.split_motion_rows_flow = split_motion_rows_flow
         self.flow_estimator = FlowEstimator(**dict(flow or {}))
 

@@ -31,7 +31,9 @@ class VelocityFeature(FeatureExtractor):
             least reliable there (DIS's patches are clipped by the border, and an object entering or leaving shows
             pixels that have no match in the other frame): on Ped2's training clips a track's speed at the side edges
             reads 1.4x its speed inside at the 90th percentile (1.2x between its own inside frames). A box with no
-            pixel outside the band gets zeros (no reliable motion). 0 = every pixel counts.
+            pixel outside the band gets zeros (no reliable motion); a box left narrower than a cell reads
+            speed_cell_max from the cell around its centre, as any small box does, which may reach into the band.
+            0 = every pixel counts.
     """
 
     name = "velocity"
