@@ -273,3 +273,30 @@ def test_velocity_edge_band_leaves_the_border_flow_out():
     np.testing.assert_allclose(bottom[0, :3], [1.0, 1.0, 1.0], atol=1e-6)
     with pytest.raises(ValueError, match="edge_band"):
         VelocityFeature(edge_band=-1)
+
+
+def test_velocity_edge_fallback_whole_reads_a_box_with_too_little_inside():
+    """edge_fallback=whole: a box with at least one cell (8 px) on both axes inside the 16 px band reads only those
+    pixels (as zeros mode); a box with less inside reads its whole box, artefact included, where zeros mode reads
+    zeros; the boundary is exactly one cell; a bad value is refused."""
+    from types import SimpleNamespace
+
+    flow = np.zeros((60, 80, 2), np.float32)
+    flow[..., 0] = 1.0
+    flow[:, :16, 0] = 6.0
+    ctx = SimpleNamespace(flow=flow)
+    # 0: 14 px inside the band (x 16..30); 1: wholly in the band; 2: 7 px inside (< one cell); 3: exactly 8 px inside
+    boxes = np.array([[0, 20, 30, 40], [2, 20, 12, 40], [0, 20, 23, 40], [0, 20, 24, 40]], np.float32)
+    every = VelocityFeature(bins=4).compute(ctx, boxes)
+    zeros = VelocityFeature(bins=4, edge_band=16).compute(ctx, boxes)
+    whole = VelocityFeature(bins=4, edge_band=16, edge_fallback="whole").compute(ctx, boxes)
+    np.testing.assert_array_equal(whole[0], zeros[0])
+    assert whole[0, 2] == pytest.approx(1.0)
+    assert not zeros[1].any()
+    np.testing.assert_array_equal(whole[1], every[1])
+    assert whole[1, 0] == pytest.approx(6.0)
+    np.testing.assert_array_equal(whole[2], every[2])
+    assert whole[2, 2] == pytest.approx(6.0) and zeros[2, 2] < 2.0  # zeros mode: a cell mostly inside the band
+    np.testing.assert_allclose(whole[3, :3], [1.0, 1.0, 1.0], atol=1e-6)
+    with pytest.raises(ValueError, match="edge_fallback"):
+        VelocityFeature(edge_band=16, edge_fallback="nearest")

@@ -34,19 +34,30 @@ class VelocityFeature(FeatureExtractor):
             pixel outside the band gets zeros (no reliable motion); a box left narrower than a cell reads
             speed_cell_max from the cell around its centre, as any small box does, which may reach into the band.
             0 = every pixel counts.
+        edge_fallback: what a box with too little left inside the band reads. "zeros": a box with no pixel outside
+            the band reads zeros (edge band round 1: on small frames a fast object wholly in the band was then
+            missed); "whole": a box left narrower or shorter than one ``cell`` inside the band is read over its
+            whole box, as without the band (an inflated reading beats none).
     """
 
     name = "velocity"
     columns = ("speed", "speed_p90", "speed_cell_max")
 
-    def __init__(self, bins: int = 8, moving_threshold: float = 0.5, cell: int = 8, edge_band: int = 0):
+    #: ``edge_fallback`` values (see the class docstring).
+    EDGE_FALLBACKS = ("zeros", "whole")
+
+    def __init__(self, bins: int = 8, moving_threshold: float = 0.5, cell: int = 8, edge_band: int = 0,
+                 edge_fallback: str = "zeros"):
         if bins < 1:
             raise ValueError(f"bins must be >= 1, got {bins}")
         if cell < 1:
             raise ValueError(f"cell must be >= 1, got {cell}")
         if edge_band < 0:
             raise ValueError(f"edge_band must be >= 0 px, got {edge_band}")
+        if edge_fallback not in self.EDGE_FALLBACKS:
+            raise ValueError(f"edge_fallback must be one of {self.EDGE_FALLBACKS}, got {edge_fallback!r}")
         self.edge_band = int(edge_band)
+        self.edge_fallback = edge_fallback
         self.bins = int(bins)
         self.moving_threshold = float(moving_threshold)
         self.cell = int(cell)
@@ -65,9 +76,14 @@ class VelocityFeature(FeatureExtractor):
         band = self.edge_band
         for r, (x1, y1, x2, y2) in enumerate(clip_boxes(boxes, h, w)):
             if band:  # only the box's pixels at least `band` px inside the frame
-                x1, y1, x2, y2 = max(x1, band), max(y1, band), min(x2, w - band), min(y2, h - band)
-                if x2 <= x1 or y2 <= y1:
+                ix1, iy1, ix2, iy2 = max(x1, band), max(y1, band), min(x2, w - band), min(y2, h - band)
+                if self.edge_fallback == "whole":
+                    if ix2 - ix1 >= self.cell and iy2 - iy1 >= self.cell:
+                        x1, y1, x2, y2 = ix1, iy1, ix2, iy2
+                elif ix2 <= ix1 or iy2 <= iy1:
                     continue  # nothing reliable: zeros
+                else:
+                    x1, y1, x2, y2 = ix1, iy1, ix2, iy2
             mag = mag_full[y1:y2, x1:x2].ravel()
             k = int(0.9 * (len(mag) - 1))  # the 90th percentile as an order statistic (lower neighbour)
             out[r, 1] = np.partition(mag, k)[k]
