@@ -310,3 +310,34 @@ def test_scoped_backgrounds_finds_every_scoped_background_of_a_stage_config():
     assert spec["background"] == {"k": 4.0} and spec["extra"] == [{"background": None}]
     assert spec["parts"]["bg"]["background"] == {"scope": "camera"} and len(spec["camera_clips"]) == 2
     assert cfg["background"] == {"scope": "clip", "k": 4.0}  # the config given is not changed
+
+
+def test_background_parts_separates_the_background_from_the_noise():
+    """benchmarks/background_parts.py's four combinations on hand-set models: region R is 30 grey levels off a flat
+    background and hidden only by the clip's own inflated noise (threshold 40 there); region Q is 30 off the clip's own
+    background but matches the camera's. Each combination must see exactly the regions its parts imply."""
+    from benchmarks.background_parts import foreground_parts
+
+    h, w = 20, 40
+    plain = dict(blur=0, normalize_brightness=False, k=4.0, min_threshold=12.0, shadow_ratio=None, morph=0)
+    own, camera = BackgroundModel(**plain), BackgroundModel(**plain)
+    flat = np.full((h, w), 100.0, np.float32)
+    own._set_background(flat)
+    sigma = np.zeros((h, w), np.float32)
+    sigma[0:10, 0:10] = 10.0  # R: the clip's own noise inflated (threshold 40)
+    own._set_sigma(sigma)
+    cam_bg = flat.copy()
+    cam_bg[10:20, 20:30] = 130.0  # Q: the camera's background differs
+    camera._set_background(cam_bg)
+    camera._set_sigma(np.zeros((h, w), np.float32))
+    frame = np.full((h, w), 100, np.uint8)
+    frame[0:10, 0:10] = 130
+    frame[10:20, 20:30] = 130
+    parts = foreground_parts(own, camera, [frame])
+    region = 100 / (h * w)  # one 10x10 region's share of the frame
+    assert parts["own"] == pytest.approx(region)  # Q only
+    assert parts["cam_bg"] == pytest.approx(0.0)  # R hidden by the own noise, Q matches the camera's background
+    assert parts["cam_sd"] == pytest.approx(2 * region)  # R and Q
+    assert parts["default"] == pytest.approx(region)  # R only
+    assert parts["raised_own"] == pytest.approx(region) and parts["raised_camera"] == 0.0
+    assert np.isnan(parts["shadow_share"])  # no shadow test configured
