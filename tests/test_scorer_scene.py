@@ -122,6 +122,38 @@ def test_dwell_counts_frames_within_the_radius():
     assert scene.dwell_frames(untracked, np.zeros((10, 2)), np.ones(10)).tolist() == [0] * 10
 
 
+def test_still_dwell_counts_only_the_stays_still_detections():
+    """dwell_frames(still=...): the same stays, counting only the detections at which the object was still; a walker
+    that stays within the radius while moving (into the depth of the picture) counts nothing."""
+    f = np.arange(10)
+    x = np.array([0, 10, 20, 30, 31, 32, 31, 30, 31, 60], float)
+    objs = ObjectTable.build(f, np.zeros((10, 4)), track_id=np.zeros(10))
+    still = np.array([0, 0, 0, 1, 1, 0, 1, 1, 1, 1], bool)
+    d = scene.dwell_frames(objs, np.stack([x, np.zeros(10)], 1), np.full(10, 5.0), still)
+    # stay from frame 3: still detections among frames 3..i; frame 9 jumped away and starts a new stay (still: 1)
+    assert d.tolist() == [0, 0, 0, 1, 2, 2, 3, 4, 5, 1]
+    moving = scene.dwell_frames(objs, np.zeros((10, 2)), np.full(10, 5.0), np.zeros(10, bool))
+    assert moving.tolist() == [0] * 10
+
+
+def test_dwell_still_speed_reads_the_velocity_features_p90_column():
+    """derived_quantities(dwell_still_speed=0.5): a track whose box's 90th-percentile flow is 0.2 px/frame is still,
+    one at 1.0 is not (both stay put); without the velocity feature the option is refused with a clear message."""
+    n = 6
+    objs = ObjectTable.build(np.r_[np.arange(3), np.arange(3)], np.tile([[10, 10, 20, 40]], (n, 1)),
+                             track_id=np.r_[np.zeros(3), np.ones(3)])
+    place = np.tile([[0.15, 0.4, 0.1, 0.3, 100.0, 100.0]], (n, 1))
+    velocity = np.zeros((n, 11))
+    velocity[:3, 1], velocity[3:, 1] = 0.2, 1.0
+    height = np.array([0.3, 0.0, 0.0, 0.01])
+    out = scene.derived_quantities(objs, {"place": place, "velocity": velocity}, height, 0.5, dwell_still_speed=0.5)
+    assert out["scene.dwell"][:, 0].tolist() == [1, 2, 3, 0, 0, 0]
+    plain = scene.derived_quantities(objs, {"place": place, "velocity": velocity}, height, 0.5)
+    assert plain["scene.dwell"][:, 0].tolist() == [0, 1, 2, 0, 1, 2]
+    with pytest.raises(ValueError, match="dwell_still_speed needs the velocity feature"):
+        scene.derived_quantities(objs, {"place": place}, height, 0.5, dwell_still_speed=0.5)
+
+
 def test_place_norm_shrinks_sparse_cells_to_the_global_reference():
     xy = np.array([[0.1, 0.1]] * 1000 + [[0.9, 0.9]] * 2)
     x = np.concatenate([np.full(1000, 1.0), np.full(2, 100.0)])[:, None]

@@ -146,6 +146,8 @@ class AttributeScorer(ObjectScorer):
             training frames, of the frame's highest excess of that group.
         dwell_radius: the ``scene.dwell`` quantity counts the frames a track stays within this many expected body
             heights of its current footprint.
+        dwell_still_speed: None (off) or px/frame: ``scene.dwell`` counts only the stay's detections whose box's
+            90th-percentile flow is below this (the object was still there; :func:`tao_lab.scorer.scene.dwell_frames`).
         frame_crowd_baseline: None (off) or a percentile: ``frame_reduce="max"`` only, the frame score minus that
             percentile of the training frame scores among frames with as many objects (held out: every training
             clip scored by models fitted on the others; see :func:`crowd_levels`).
@@ -160,7 +162,7 @@ class AttributeScorer(ObjectScorer):
                  fusion_baseline: float | Mapping[str, float] = 90.0, fusion_baseline_level: str = "object",
                  fusion_track_window: int = 1,
                  fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0,
-                 frame_crowd_baseline: Optional[float] = None):
+                 frame_crowd_baseline: Optional[float] = None, dwell_still_speed: Optional[float] = None):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -209,6 +211,10 @@ class AttributeScorer(ObjectScorer):
         self.frame_reduce = frame_reduce
         self.seed = int(seed)
         self.dwell_radius = float(dwell_radius)
+        if dwell_still_speed is not None and not float(dwell_still_speed) > 0:
+            raise ValueError(f"dwell_still_speed must be a speed in px/frame > 0 or null (off), got "
+                             f"{dwell_still_speed!r}")
+        self.dwell_still_speed = None if dwell_still_speed is None else float(dwell_still_speed)
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
@@ -252,7 +258,8 @@ class AttributeScorer(ObjectScorer):
                                    "fusion_track_window": self.fusion_track_window,
                                    "fusion_weights": fusion_weights,
                                    "fusion_reliability_percentile": self.fusion_reliability_percentile,
-                                   "frame_crowd_baseline": self.frame_crowd_baseline})
+                                   "frame_crowd_baseline": self.frame_crowd_baseline,
+                                   "dwell_still_speed": self.dwell_still_speed})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -314,7 +321,8 @@ class AttributeScorer(ObjectScorer):
         """The extracted features plus, when an attribute reads them, the derived ``scene.*`` quantities."""
         if not self.uses_scene:
             return features
-        derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius)
+        derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius,
+                                           self.dwell_still_speed)
         return {**features, **derived}
 
     def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:

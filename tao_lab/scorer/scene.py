@@ -29,7 +29,7 @@ grid over the frame.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -108,12 +108,15 @@ def expected_height(model: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return np.maximum(a + b * xy[:, 0] + c * xy[:, 1], max(floor, 1e-4))
 
 
-def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
+def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarray,
+                 still: Optional[np.ndarray] = None) -> np.ndarray:
     """(N,) frames each object's track has stayed within ``radius_px`` (N,) of its current footprint (N, 2) px.
 
     For detection i of a track: the frames since the track's last detection farther than the radius from where i
     stands (or since the track started). A walker passing by keeps it near the time to cross a radius; someone who
     stays accumulates it. Untracked objects (track_id < 0) get 0.
+    ``still`` (N,) bool: instead, the number of the stay's detections (i's included) at which the object was still.
+    A walker going into the depth of the picture stays within the radius for long but is not still at any of them.
     """
     n = len(objects)
     out = np.zeros(n, np.float64)
@@ -135,12 +138,17 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
             far = (d > r[rows, None]) & (np.arange(length)[None, :] < rows[:, None])
             any_far = far.any(1)
             last_far = np.where(any_far, length - 1 - np.argmax(far[:, ::-1], axis=1), -1)
-            out[seg[rows]] = f[rows] - f[last_far + 1]
+            if still is None:
+                out[seg[rows]] = f[rows] - f[last_far + 1]
+            else:  # still detections in (last_far, i]
+                counted = np.concatenate([[0], np.cumsum(still[seg])])
+                out[seg[rows]] = counted[rows + 1] - counted[last_far + 1]
     return out
 
 
 def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray], height_model: np.ndarray,
-                       dwell_radius: float = 0.5) -> dict[str, np.ndarray]:
+                       dwell_radius: float = 0.5, dwell_still_speed: Optional[float] = None
+                       ) -> dict[str, np.ndarray]:
     """Per-object quantities the scene attributes read, keyed ``scene.<name>`` (rows aligned with objects).
 
     - ``scene.speed_rel`` (N, 3): the velocity feature's columns 0-2 (mean moving-pixel speed, box 90th percentile,
@@ -148,7 +156,9 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
       heights per frame, comparable across depths. NaN columns when there is no ``velocity`` feature.
     - ``scene.size`` (N, 3): log of width, height and area relative to the expected height (1 = a normal person's
       height at that place): a cart or a car is larger and wider than what normally stands there.
-    - ``scene.dwell`` (N, 1): :func:`dwell_frames` with a radius of ``dwell_radius`` expected heights.
+    - ``scene.dwell`` (N, 1): :func:`dwell_frames` with a radius of ``dwell_radius`` expected heights; with
+      ``dwell_still_speed`` (px/frame) only the stay's detections whose box's 90th-percentile flow (the velocity
+      feature's ``speed_p90``) is below it count: frames the object stayed AND was still.
     """
     n = len(objects)
     p = place_columns(features, n)
@@ -164,7 +174,14 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
     w, h = np.maximum(p[:, 2], 1e-6), np.maximum(p[:, 3], 1e-6)
     out["scene.size"] = np.stack([np.log(w / eh), np.log(h / eh), np.log(w * h / eh ** 2)], 1).astype(np.float32)
     foot_px = np.stack([xy[:, 0] * p[:, 4], xy[:, 1] * p[:, 5]], 1)
-    out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * eh_px)[:, None].astype(np.float32)
+    still = None
+    if dwell_still_speed is not None:
+        if "velocity" not in features:
+            raise ValueError("dwell_still_speed needs the velocity feature (its speed_p90 column) to tell a still "
+                             "object from a moving one: add features.extractors.velocity or set dwell_still_speed null")
+        speed_p90 = np.asarray(features["velocity"], np.float64).reshape(n, -1)[:, 1] if n else np.zeros(0)
+        still = speed_p90 < float(dwell_still_speed)
+    out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * eh_px, still)[:, None].astype(np.float32)
     return out
 
 
