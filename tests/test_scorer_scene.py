@@ -275,6 +275,33 @@ def test_sum_excess_fusion_subtracts_each_groups_training_baseline(tmp_path):
         AttributeScorer(attributes=attrs, fusion="sum_excess", fusion_baseline={"motion": 90.0, "size": 101.0})
 
 
+def test_fusion_group_cap_bounds_each_group_before_the_excess(tmp_path):
+    """fusion_group_cap=c: an object scores the sum of min(group, c) minus each baseline (clipped at 0), recomputed
+    here from its parts; the fast far-away object's motion group is above the cap, so the cap changes its score; the
+    cap round-trips through the checkpoint and a cap <= 0 is refused."""
+    from tao_lab.scorer import AttributeScorer
+
+    train = [normal_clip(s) for s in range(4)]
+    attrs = {k: SCENE_ATTRIBUTES[k] for k in ("speed_place", "speed_rel", "size")}
+    objs, feats = make_track(9013, 0.2, 0.52, 30, speed_rel=0.2)
+    free = AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum_excess").fit_clips(train)
+    p = free.score_clip(objs, feats, 40).parts
+    motion = np.maximum(p["speed_place"], p["speed_rel"])
+    cap = 0.5 * float(motion.max())
+    assert cap > float(free.fusion__baseline.numpy()[0])  # the cap is above the motion group's baseline
+    capped = AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum_excess",
+                             fusion_group_cap=cap).fit_clips(train)
+    res = capped.score_clip(objs, feats, 40)
+    base = capped.fusion__baseline.numpy()
+    groups = [np.minimum(motion, cap), np.minimum(res.parts["size"], cap)]
+    expected = sum(np.clip(g - b, 0, None) for g, b in zip(groups, base))
+    assert np.allclose(res.objects.score, expected, atol=1e-5)
+    assert res.objects.score.max() < free.score_clip(objs, feats, 40).objects.score.max()
+    assert reloaded(capped, tmp_path, objs, feats).fusion_group_cap == pytest.approx(cap)
+    with pytest.raises(ValueError, match="fusion_group_cap"):
+        AttributeScorer(attributes=attrs, fusion="sum_excess", fusion_group_cap=0)
+
+
 def test_frame_level_fusion_baseline_is_the_percentile_of_each_training_frames_highest_group_score(tmp_path):
     """fusion_baseline_level=frame: a group's baseline is the stated percentile, over the training frames that
     have objects, of the frame's highest group score (recomputed here frame by frame with a dict, independently of

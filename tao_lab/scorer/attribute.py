@@ -137,6 +137,10 @@ class AttributeScorer(ObjectScorer):
             or "frame" (every training frame's highest group score among its objects: the level the most unusual
             normal object of a frame reaches, so a group that is noisy in a crowd gets a higher bar in a crowded
             camera, where the frame score, a max over many objects, would otherwise pick up its noise).
+        fusion_group_cap: None (off) or a calibrated score: every fusion group's score is at most this before the
+            groups combine. Calibrated 1 is the training objects' ``upper_percentile`` point; far above it a mixture's
+            upper tail grows without bound (about quadratically in the raw value), so one group's measurement error
+            (a flow glitch at the frame edge, a blob merged for a frame) can outweigh what every other group says.
         fusion_track_window: running median of the fused object score along each track, over this many detections
             (1 = off): an anomaly that lasts keeps its score, a one-off excess of a normal walker is removed.
         fusion_weights: ``fusion="sum_excess"`` only: "equal" (every group's excess counts once) or "reliability"
@@ -160,7 +164,7 @@ class AttributeScorer(ObjectScorer):
     def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
                  frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum",
                  fusion_baseline: float | Mapping[str, float] = 90.0, fusion_baseline_level: str = "object",
-                 fusion_track_window: int = 1,
+                 fusion_track_window: int = 1, fusion_group_cap: Optional[float] = None,
                  fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0,
                  frame_crowd_baseline: Optional[float] = None, dwell_still_speed: Optional[float] = None):
         super().__init__()
@@ -231,6 +235,9 @@ class AttributeScorer(ObjectScorer):
         if int(fusion_track_window) < 1:
             raise ValueError(f"fusion_track_window must be >= 1 (1 = off), got {fusion_track_window!r}")
         self.fusion_track_window = int(fusion_track_window)
+        if fusion_group_cap is not None and not float(fusion_group_cap) > 0:
+            raise ValueError(f"fusion_group_cap must be a calibrated score > 0 or null (off), got {fusion_group_cap!r}")
+        self.fusion_group_cap = None if fusion_group_cap is None else float(fusion_group_cap)
         if fusion_weights not in ("equal", "reliability"):
             raise ValueError(f"fusion_weights must be 'equal' or 'reliability', got {fusion_weights!r}")
         if fusion_weights == "reliability" and fusion != "sum_excess":
@@ -256,6 +263,7 @@ class AttributeScorer(ObjectScorer):
                                    "fusion_baseline": self.fusion_baseline,
                                    "fusion_baseline_level": fusion_baseline_level,
                                    "fusion_track_window": self.fusion_track_window,
+                                   "fusion_group_cap": self.fusion_group_cap,
                                    "fusion_weights": fusion_weights,
                                    "fusion_reliability_percentile": self.fusion_reliability_percentile,
                                    "frame_crowd_baseline": self.frame_crowd_baseline,
@@ -461,13 +469,15 @@ class AttributeScorer(ObjectScorer):
             setattr(self, key, torch.as_tensor(v, dtype=getattr(self, key).dtype))
 
     def _group_scores(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
-        """(groups, N): per fusion group (``self.groups`` order) the max of its weighted calibrated parts."""
+        """(groups, N): per fusion group (``self.groups`` order) the max of its weighted calibrated parts, at most
+        ``fusion_group_cap``."""
         groups: dict[str, np.ndarray] = {}
         for name, s in self.specs.items():
             v = float(s["weight"]) * np.asarray(parts[name], np.float64)
             g = s["group"]
             groups[g] = v if g not in groups else np.maximum(groups[g], v)
-        return np.stack([groups[g] for g in self.groups])
+        stacked = np.stack([groups[g] for g in self.groups])
+        return stacked if self.fusion_group_cap is None else np.minimum(stacked, self.fusion_group_cap)
 
     def _fuse(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
         """Object score: weighted calibrated parts, max within a fusion group (correlated attributes such as two
