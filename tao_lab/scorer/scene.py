@@ -132,6 +132,7 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
         f = objects.frame[seg].astype(np.float64)
         r = radius_px[seg]
         length = len(seg)
+        counted = None if still is None else np.concatenate([[0], np.cumsum(still[seg])])  # still detections so far
         for s in range(0, length, 1024):  # row chunks keep the distance matrix small on very long tracks
             rows = np.arange(s, min(s + 1024, length))
             d = np.hypot(p[rows, None, 0] - p[None, :, 0], p[rows, None, 1] - p[None, :, 1])
@@ -141,7 +142,6 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
             if still is None:
                 out[seg[rows]] = f[rows] - f[last_far + 1]
             else:  # still detections in (last_far, i]
-                counted = np.concatenate([[0], np.cumsum(still[seg])])
                 out[seg[rows]] = counted[rows + 1] - counted[last_far + 1]
     return out
 
