@@ -21,7 +21,6 @@ Extra arguments are Hydra overrides of the pipeline config.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
@@ -36,25 +35,27 @@ COMBINATIONS = ("own", "cam_bg", "cam_sd", "default")
 
 def foreground_parts(own, camera, frames) -> dict:
     """Mean foreground share per frame (0..1) of the four combinations of background and noise of two fitted
-    BackgroundModels of one clip (``own``: scope clip; ``camera``: scope camera), plus the shadow test's share."""
-    cam_bg = copy.copy(own)
-    cam_bg._set_background(camera.background)  # the camera's background, the clip's own gain reference and noise
-    models = {"own": (own, own.threshold), "cam_bg": (cam_bg, own.threshold), "cam_sd": (own, camera.threshold),
-              "default": (camera, camera.threshold)}
-    shares = {name: [] for name in models}
-    raw = shadow = 0
+    BackgroundModels of one clip (``own``: scope clip; ``camera``: scope camera), the shares of pixels whose threshold
+    is above the ``min_threshold`` floor, and the share of the camera model's raw foreground its shadow test removes."""
+    cam_bg = own.replaced(background=camera.background)  # the camera's background with the clip's own noise
+    # (share name, model whose difference is thresholded, threshold): each model's difference is computed once
+    combos = (("own", "own", own.threshold), ("cam_bg", "cam_bg", own.threshold),
+              ("cam_sd", "own", camera.threshold), ("default", "camera", camera.threshold))
+    models = {"own": own, "cam_bg": cam_bg, "camera": camera}
+    shares = {name: [] for name, _, _ in combos}
+    raw = removed = 0
     for frame in frames:
-        for name, (model, threshold) in models.items():
-            shares[name].append(float(model.clean(model.difference(frame) > threshold).mean()))
-        if camera.shadow_ratio is not None:
-            grey = camera.normalized(frame)
-            above = np.abs(grey - camera.background) > camera.threshold
+        diffs = {key: model.difference(frame) for key, model in models.items()}
+        for name, key, threshold in combos:
+            shares[name].append(float(models[key].clean(diffs[key] > threshold).mean()))
+        if camera.shadow_ratio is not None:  # difference() zeroes the shadow pixels; the raw difference keeps them
+            above = np.abs(camera.normalized(frame) - camera.background) > camera.threshold
             raw += int(above.sum())
-            shadow += int((above & camera._shadow(grey)).sum())
+            removed += int((above & ~(diffs["camera"] > camera.threshold)).sum())
     out = {name: float(np.mean(v)) for name, v in shares.items()}
     floor = camera.min_threshold + 1e-3
     out.update(raised_own=float(np.mean(own.threshold > floor)), raised_camera=float(np.mean(camera.threshold > floor)),
-               shadow_share=shadow / raw if raw else float("nan"))
+               shadow_share=removed / raw if raw else float("nan"))
     return out
 
 

@@ -320,16 +320,15 @@ def test_background_parts_separates_the_background_from_the_noise():
 
     h, w = 20, 40
     plain = dict(blur=0, normalize_brightness=False, k=4.0, min_threshold=12.0, shadow_ratio=None, morph=0)
-    own, camera = BackgroundModel(**plain), BackgroundModel(**plain)
-    flat = np.full((h, w), 100.0, np.float32)
-    own._set_background(flat)
+    flat = np.full((h, w), 100, np.uint8)
+    fitted = BackgroundModel(**plain).fit_frames([flat] * 3)  # background 100, no noise (threshold = the 12 floor)
     sigma = np.zeros((h, w), np.float32)
     sigma[0:10, 0:10] = 10.0  # R: the clip's own noise inflated (threshold 40)
-    own._set_sigma(sigma)
-    cam_bg = flat.copy()
+    own = fitted.replaced(sigma=sigma)
+    cam_bg = np.full((h, w), 100.0, np.float32)
     cam_bg[10:20, 20:30] = 130.0  # Q: the camera's background differs
-    camera._set_background(cam_bg)
-    camera._set_sigma(np.zeros((h, w), np.float32))
+    camera = fitted.replaced(background=cam_bg)
+    assert np.array_equal(fitted.threshold, np.full((h, w), 12.0)) and own.threshold[0, 0] == 40.0
     frame = np.full((h, w), 100, np.uint8)
     frame[0:10, 0:10] = 130
     frame[10:20, 20:30] = 130

@@ -22,6 +22,8 @@ All images are grey float32 in grey levels (0..255) after a small Gaussian blur.
 """
 from __future__ import annotations
 
+import copy
+
 from typing import Iterable, Optional
 
 import cv2
@@ -134,6 +136,20 @@ class BackgroundModel:
     def _set_sigma(self, sigma: np.ndarray) -> None:
         self.sigma = sigma.astype(np.float32)
         self.threshold = np.maximum(self.k * self.sigma, self.min_threshold).astype(np.float32)
+
+    def replaced(self, background: Optional[np.ndarray] = None, sigma: Optional[np.ndarray] = None
+                 ) -> "BackgroundModel":
+        """A copy with the given (H,W) grey-level background and/or per-pixel noise put in place of this model's
+        (the gain reference and the thresholds follow them); e.g. to take a camera background apart into its
+        background and its noise (benchmarks/background_parts.py)."""
+        self._check()
+        out = copy.copy(self)
+        out._samples = None
+        if background is not None:
+            out._set_background(np.asarray(background, np.float32))
+        if sigma is not None:
+            out._set_sigma(np.asarray(sigma, np.float32))
+        return out
 
     def gain_to(self, reference: np.ndarray) -> float:
         """Global gain that brings this (fitted) background to the brightness of ``reference`` (H,W) grey levels:

@@ -75,15 +75,14 @@ class VelocityFeature(FeatureExtractor):
         out = np.zeros((len(boxes), self.dim), np.float32)
         band = self.edge_band
         for r, (x1, y1, x2, y2) in enumerate(clip_boxes(boxes, h, w)):
-            if band:  # only the box's pixels at least `band` px inside the frame
+            if band:  # only the box's pixels at least `band` px inside the frame, when enough of them are left
                 ix1, iy1, ix2, iy2 = max(x1, band), max(y1, band), min(x2, w - band), min(y2, h - band)
-                if self.edge_fallback == "whole":
-                    if ix2 - ix1 >= self.cell and iy2 - iy1 >= self.cell:
-                        x1, y1, x2, y2 = ix1, iy1, ix2, iy2
-                elif ix2 <= ix1 or iy2 <= iy1:
-                    continue  # nothing reliable: zeros
-                else:
+                least = self.cell if self.edge_fallback == "whole" else 1
+                if ix2 - ix1 >= least and iy2 - iy1 >= least:
                     x1, y1, x2, y2 = ix1, iy1, ix2, iy2
+                elif self.edge_fallback == "zeros":
+                    continue  # nothing reliable: zeros
+                # "whole": too little inside the band, the whole box is read
             mag = mag_full[y1:y2, x1:x2].ravel()
             k = int(0.9 * (len(mag) - 1))  # the 90th percentile as an order statistic (lower neighbour)
             out[r, 1] = np.partition(mag, k)[k]
