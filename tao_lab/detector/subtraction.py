@@ -25,7 +25,9 @@ class BackgroundSubtractionDetector(Detector):
     Groups of walkers often merge into one blob as wide as a bike or a cart. A blob wider than
     ``split_aspect`` times its height is split at the valleys of its column profile (the number of foreground
     pixels per column): places where the blob is much thinner than its peaks (below ``split_valley`` times the
-    smaller neighbouring peak) separate two objects. Pieces narrower than ``min_width`` are not split off.
+    smaller neighbouring peak) separate two objects. Pieces narrower than ``min_width`` are not split off. With
+    ``split_rows_valley`` > 0 each piece is cut the same way at the valleys of its row profile (walkers one behind
+    the other, stacked in the image), each part holding at least ``split_rows_share`` of its pixels.
     With ``split_motion`` > 0 every piece is also cut where its left and right sides move apart in the optical flow
     to the previous frame (:mod:`tao_lab.detector.motion_split`: a biker beside walkers, walkers passing the other
     way); the flow is computed only on frames that have a piece wide enough to cut. With ``split_motion_rows`` each
@@ -57,6 +59,19 @@ class BackgroundSubtractionDetector(Detector):
         split_motion_rows_flow: how each row's foreground pixels give its flow for the row cut: "median" (as the
             columns', round 3) or "mean" (a row through a walker's legs is all legs: their mean follows the body,
             their median falls to the still or the swinging leg).
+        split_rows_valley: each column piece is also cut along the rows where its row profile (foreground pixels per
+            row) falls below this fraction of its peaks above and below (0 = never): people one behind the other in
+            depth, stacked in the image and joined by a thin bridge of foreground.
+        split_rows_share: each part of a row cut holds at least this share of the piece's foreground pixels (a head
+            above the neck, a foot below the ankle stay on their body).
+        split_rows_length: each part of a row cut is at least this share of the blob's height tall (the legs below
+            a gap the threshold left at the knees are shorter than that; the walker behind another is not).
+        split_rows_height: only a blob at least this many times as tall as the clip's expected blob height at its
+            footprint is cut along rows (one walker's legs and waist make valleys too; a stack of two does not fit
+            one body's height). The expected height is a robust plane over the footprint
+            (:func:`tao_lab.scorer.scene.fit_expected_height`) fitted on the unsplit blobs of
+            ``split_rows_fit_frames`` frames spread over the clip (fewer than 20 blobs: no row cut in that clip).
+            Online there is no row cut (no clip to fit on).
         flow: keyword arguments of :class:`tao_lab.features.FlowEstimator` for that flow (None = its defaults).
     Output: ``cls`` = 0, ``score`` in (0, 1], ``track_id`` = -1.
     """
@@ -66,6 +81,8 @@ class BackgroundSubtractionDetector(Detector):
                  score_scale: float = 40.0, split_motion: float = 1.0, split_motion_ratio: float = 0.5,
                  split_motion_aspect: float = 0.25, split_motion_rows: bool = False,
                  split_motion_rows_aspect: Optional[float] = None, split_motion_rows_flow: str = "median",
+                 split_rows_valley: float = 0.0, split_rows_share: float = 0.25,
+                 split_rows_length: float = 0.4, split_rows_height: float = 1.35, split_rows_fit_frames: int = 30,
                  flow: Optional[dict] = None):
         if split_motion_rows_aspect is None:
             split_motion_rows_aspect = split_motion_aspect
@@ -91,6 +108,17 @@ class BackgroundSubtractionDetector(Detector):
             raise ValueError(f"detector.split_motion_rows_flow must be one of {COLUMN_FLOWS}, got "
                              f"{split_motion_rows_flow!r}")
         self.split_motion_rows_flow = split_motion_rows_flow
+        if not (0 <= split_rows_valley < 1 and 0 <= split_rows_share < 0.5 and 0 <= split_rows_length < 0.5):
+            raise ValueError(f"detector.split_rows_valley must be in [0, 1), split_rows_share and split_rows_length in "
+                             f"[0, 0.5), got {split_rows_valley!r}, {split_rows_share!r} and {split_rows_length!r}")
+        self.split_rows_valley = float(split_rows_valley)
+        self.split_rows_share = float(split_rows_share)
+        self.split_rows_length = float(split_rows_length)
+        if split_rows_height <= 0 or split_rows_fit_frames < 1:
+            raise ValueError(f"detector.split_rows_height must be > 0 and split_rows_fit_frames >= 1, got "
+                             f"{split_rows_height!r} and {split_rows_fit_frames!r}")
+        self.split_rows_height = float(split_rows_height)
+        self.split_rows_fit_frames = int(split_rows_fit_frames)
         self.flow_estimator = FlowEstimator(**dict(flow or {}))
 
     def _motion(self, frame: np.ndarray, previous: Optional[np.ndarray], keep: Optional[Callable] = None
@@ -113,6 +141,7 @@ class BackgroundSubtractionDetector(Detector):
 
     def detect(self, clip: Clip) -> ObjectTable:
         model = self.background_model(clip)
+        height = self.expected_height(clip, model)
         rows_f, rows_b, rows_s = [], [], []
         previous = None
         key = clip_key(clip, self.flow_estimator.signature)
@@ -120,7 +149,7 @@ class BackgroundSubtractionDetector(Detector):
             diff = model.difference(frame)
             keep = partial(SHARED_FLOWS.put, key, i)
             boxes, scores = self.boxes_from_mask(model.clean(diff > model.threshold), diff,
-                                                 self._motion(frame, previous, keep))
+                                                 self._motion(frame, previous, keep), height)
             previous = frame
             rows_f.append(np.full(len(boxes), i))
             rows_b.append(boxes)
@@ -129,6 +158,25 @@ class BackgroundSubtractionDetector(Detector):
             return ObjectTable.empty()
         frame = np.concatenate(rows_f)
         return ObjectTable.build(frame, np.concatenate(rows_b).reshape(-1, 4), np.concatenate(rows_s))
+
+    def expected_height(self, clip: Clip, model: BackgroundModel) -> Optional[Callable[[float, float], float]]:
+        """(foot_x, foot_y) px -> the clip's expected blob height (px) there, for the row cut (None: no row cut,
+        because ``split_rows_valley`` is 0 or the clip shows too few blobs to fit it on)."""
+        if self.split_rows_valley <= 0:
+            return None
+        from tao_lab.scorer.scene import expected_height, fit_expected_height
+
+        feet, heights = [], []
+        for i in np.unique(np.linspace(0, len(clip) - 1, self.split_rows_fit_frames).round().astype(int)):
+            frame = clip.frame(int(i))
+            boxes, _ = self.boxes_from_mask(model.clean(model.difference(frame) > model.threshold))
+            feet.append(np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]]))
+            heights.append(boxes[:, 3] - boxes[:, 1])
+        heights = np.concatenate(heights) if heights else np.zeros(0)
+        if len(heights) < 20:
+            return None
+        plane = fit_expected_height(np.concatenate(feet), heights)
+        return lambda x, y: float(expected_height(plane, np.array([[x, y]]))[0])
 
     def stream(self, ctx) -> DetectorStream:
         """Online: the blobs of each frame against the stream's background model (fitted once on the warm-up
@@ -149,10 +197,12 @@ class BackgroundSubtractionDetector(Detector):
         return DetectorStream(step)
 
     def boxes_from_mask(self, mask: np.ndarray, diff: Optional[np.ndarray] = None,
-                        motion: Optional[Callable[..., np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray]:
+                        motion: Optional[Callable[..., np.ndarray]] = None,
+                        height: Optional[Callable[[float, float], float]] = None) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (K,4) xyxy float32 and scores (K,) of one frame's foreground mask (H,W) bool; ``motion`` (y1, y2,
         x1, x2) -> (y2-y1, x2-x1, 2) px/frame flow of the frame's pixels there, called only for a piece that may be
-        cut by motion (None = no motion split)."""
+        cut by motion (None = no motion split); ``height`` (foot_x, foot_y) -> expected blob height px there
+        (:meth:`expected_height`; None = no row cut)."""
         fg = mask.astype(np.uint8)
         grouped = fg
         if self.dilate > 1:
@@ -164,7 +214,7 @@ class BackgroundSubtractionDetector(Detector):
             comp = (labels[y:y + h, x:x + w] == lab) & (fg[y:y + h, x:x + w] > 0)
             if comp.sum() < self.min_area:
                 continue
-            for x1, y1, x2, y2 in self._pieces(comp, (x, y), motion):
+            for x1, y1, x2, y2 in self._pieces(comp, (x, y), motion, height):
                 piece = comp[y1:y2, x1:x2]
                 area = int(piece.sum())
                 if area < self.min_area:
@@ -179,10 +229,11 @@ class BackgroundSubtractionDetector(Detector):
                     scores.append(min(1.0, float(d.mean()) / self.score_scale))
         return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32)
 
-    def _pieces(self, comp: np.ndarray, origin: tuple[int, int], motion: Optional[Callable[..., np.ndarray]]
-                ) -> list[tuple[int, int, int, int]]:
-        """The column-profile pieces of a component, each cut again where its sides move apart (with ``motion``)."""
-        pieces = self._split(comp)
+    def _pieces(self, comp: np.ndarray, origin: tuple[int, int], motion: Optional[Callable[..., np.ndarray]],
+                height: Optional[Callable[[float, float], float]] = None) -> list[tuple[int, int, int, int]]:
+        """The profile pieces of a component (:meth:`_split`), each cut again where its sides move apart (with
+        ``motion``)."""
+        pieces = self._split(comp, origin, height)
         if motion is None:
             return pieces
         x, y = origin
@@ -216,27 +267,65 @@ class BackgroundSubtractionDetector(Detector):
             return [(x1, y1 + a, x2, y1 + b) for a, b in cuts]
         return [(x1 + a, y1, x1 + b, y2) for a, b in cuts]
 
-    def _split(self, comp: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Sub-boxes (x1,y1,x2,y2 relative to the component box) of one component; the whole box if unsplit."""
+    def _split(self, comp: np.ndarray, origin: tuple[int, int] = (0, 0),
+               height: Optional[Callable[[float, float], float]] = None) -> list[tuple[int, int, int, int]]:
+        """Sub-boxes (x1,y1,x2,y2 relative to the component box at ``origin`` in the frame) of one component; the
+        whole box if unsplit: its column-profile pieces, each taller than ``split_rows_height`` times ``height`` at
+        its footprint cut again at the valleys of its row profile."""
         h, w = comp.shape
-        if self.split_aspect <= 0 or w <= self.split_aspect * h or w < 2 * self.min_width:
-            return [(0, 0, w, h)]
-        profile = comp.sum(axis=0).astype(np.float32)
-        profile = np.convolve(profile, np.ones(3, np.float32) / 3, mode="same")
-        cuts = []
-        start = 0
-        for c in range(self.min_width, w - self.min_width):
-            if c - start < self.min_width:
+        columns = [(0, w)]
+        if self.split_aspect > 0 and w > self.split_aspect * h and w >= 2 * self.min_width:
+            columns = valley_cuts(comp.sum(axis=0), self.min_width, self.split_valley)
+        if height is None:
+            return [(a, 0, b, h) for a, b in columns]
+        pieces = []
+        for a, b in columns:
+            rows = comp[:, a:b].sum(axis=1)
+            filled = np.nonzero(rows)[0]
+            cols = np.nonzero(comp[:, a:b].any(axis=0))[0]
+            if len(filled) == 0:
+                pieces.append((a, 0, b, h))
                 continue
-            v = profile[c]
-            if v > profile[c - 1] or v > profile[c + 1]:
-                continue  # not a local minimum
-            left, right = profile[start:c].max(), profile[c + 1:].max()
-            if v < self.split_valley * min(left, right):
-                cuts.append(c)
-                start = c
-        edges = [0] + cuts + [w]
-        return [(a, 0, b, h) for a, b in zip(edges[:-1], edges[1:])]
+            top, bottom = int(filled[0]), int(filled[-1]) + 1
+            foot_x = origin[0] + a + (cols[0] + cols[-1] + 1) / 2
+            if bottom - top < self.split_rows_height * height(foot_x, origin[1] + bottom):
+                pieces.append((a, 0, b, h))
+                continue
+            min_height = max(self.min_width, int(np.ceil(self.split_rows_length * (bottom - top))))
+            cuts = valley_cuts(rows, min_height, self.split_rows_valley, self.split_rows_share)
+            pieces.extend((a, y1, b, y2) for y1, y2 in cuts)
+        return pieces
+
+
+def valley_cuts(profile: np.ndarray, min_length: int, valley: float, min_share: float = 0.0
+                ) -> list[tuple[int, int]]:
+    """Consecutive [start, stop) parts of a blob's profile (foreground pixels per column or row), cut at the valleys:
+    local minima of the profile (smoothed over 3 bins) below ``valley`` times the highest profile on either side.
+    Each part is at least ``min_length`` bins long and, with ``min_share`` > 0, holds at least that share of the
+    profile's pixels on each side of a cut (so a head above a neck or a foot below an ankle is not cut off a
+    person). One part [0, len) when no valley qualifies."""
+    raw = np.asarray(profile, np.float32)
+    n = len(raw)
+    smooth = np.convolve(raw, np.ones(3, np.float32) / 3, mode="same")
+    cumulative = np.concatenate([[0.0], np.cumsum(raw, dtype=np.float64)])
+    total = cumulative[-1]
+    cuts: list[int] = []
+    start = 0
+    for c in range(min_length, n - min_length):
+        if c - start < min_length:
+            continue
+        v = smooth[c]
+        if v > smooth[c - 1] or v > smooth[c + 1]:
+            continue  # not a local minimum
+        before, after = smooth[start:c].max(), smooth[c + 1:].max()
+        if v >= valley * min(before, after):
+            continue
+        if min_share > 0 and min(cumulative[c] - cumulative[start], total - cumulative[c]) < min_share * total:
+            continue
+        cuts.append(c)
+        start = c
+    edges = [0] + cuts + [n]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 class _LazyFlow:

@@ -62,9 +62,9 @@ def _seed(*parts) -> int:
 
 def planting_pipeline(cfg: DictConfig) -> Pipeline:
     """The pipeline whose tracks the planted objects are cut from and placed by: the run's, with every background
-    of its detector per clip (``background.scope: clip``) and no motion split (``split_motion: 0``). What is planted
-    then does not change with the detector's background scope or motion split, so variants of them are compared on
-    the same plants and rounds stay comparable."""
+    of its detector per clip (``background.scope: clip``), no motion split (``split_motion: 0``) and no row cut
+    (``split_rows_valley: 0``). What is planted then does not change with the detector's background scope or splits,
+    so variants of them are compared on the same plants and rounds stay comparable."""
     from tao_lab.detector.camera import scoped_backgrounds
 
     plain = OmegaConf.to_container(cfg, resolve=False)
@@ -72,6 +72,8 @@ def planting_pipeline(cfg: DictConfig) -> Pipeline:
         owner["background"]["scope"] = "clip"
         if "split_motion" in owner:
             owner["split_motion"] = 0.0
+        if "split_rows_valley" in owner:
+            owner["split_rows_valley"] = 0.0
     return Pipeline(OmegaConf.create(plain))
 
 
