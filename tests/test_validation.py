@@ -144,6 +144,9 @@ def test_plants_are_cut_from_per_clip_background_tracks_whatever_the_detectors_s
     split = compose_cfg("eval", ["detector.split_motion=1.0"])
     assert planting_pipeline(split).cfg.detector.split_motion == 0.0 and split.detector.split_motion == 1.0
     assert planting_pipeline(split).caches["detect"].key == planting_pipeline(clip).caches["detect"].key
+    rows = compose_cfg("eval", ["detector.split_rows_valley=0.5"])
+    assert planting_pipeline(rows).cfg.detector.split_rows_valley == 0.0 and rows.detector.split_rows_valley == 0.5
+    assert planting_pipeline(rows).caches["detect"].key == planting_pipeline(clip).caches["detect"].key
 
 
 def test_cut_threshold_keeps_the_faint_parts_of_a_walker():
