@@ -602,7 +602,8 @@ def splits_needed(cfg: DictConfig, evaluate: bool = True) -> tuple[str, ...]:
 
 
 def load_dataset(cfg: DictConfig, splits: Optional[Iterable[str]] = None) -> Dataset:
-    """Builds ``cfg.dataset``. ``splits``: read only these (for readers with a ``splits`` argument), so a copy
+    """Builds ``cfg.dataset``, its clips at the working resolution (``cfg.working_height``:
+    :mod:`tao_lab.dataset.resize`). ``splits``: read only these (for readers with a ``splits`` argument), so a copy
     without training videos (e.g. ../shared/datasets/avenue_partial) serves an unsupervised or checkpoint run; an
     explicit ``dataset.splits`` in the config wins."""
     kwargs = {}
@@ -611,7 +612,9 @@ def load_dataset(cfg: DictConfig, splits: Optional[Iterable[str]] = None) -> Dat
     dataset = instantiate(cfg.dataset, **kwargs)
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset config built a {type(dataset).__name__}, expected tao_lab.types.Dataset")
-    return dataset
+    from tao_lab.dataset.resize import dataset_at_working_resolution
+
+    return dataset_at_working_resolution(dataset, cfg.get("working_height"))
 
 
 def _uses_litert_features(features_cfg) -> bool:

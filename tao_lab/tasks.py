@@ -326,7 +326,8 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     metrics["time/total_s"] = round(time.perf_counter() - start, 3)
     metrics["test/frames"] = float(test_frames)
     _log_cache(pipe)
-    write_metrics(output_dir(cfg), {**metrics, **objective_note(cfg)}, result.per_video)
+    notes = {**objective_note(cfg), **_resolution_note(cfg, dataset.test)}
+    write_metrics(output_dir(cfg), {**metrics, **notes}, result.per_video)
     if logger is not None:
         logger.log_metrics(metrics)
         logger.log_table("test/per_video", result.per_video)
@@ -349,10 +350,21 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
         rest = metrics["time/total_s"] - extra
         print(f"validation cost: {extra:.1f} s on top of {rest:.1f} s for the rest of the run "
               f"(+{100 * extra / max(rest, 1e-9):.0f}%)")
-    for line in objective_note(cfg).values():
+    for line in notes.values():
         print(line)
     print(f"run dir: {output_dir(cfg)}")
     return metrics
+
+
+def _resolution_note(cfg: DictConfig, clips) -> dict[str, str]:
+    """``{"working_resolution": ...}`` when test clips were processed shrunk (cfg.working_height), else ``{}``."""
+    from tao_lab.dataset.resize import working_resolution_note
+
+    size = working_resolution_note(clips)
+    if size is None:
+        return {}
+    return {"working_resolution": f"NOTE: processed at {size} (working_height={cfg.get('working_height')}): boxes, "
+                                  f"masks, pixel and object metrics are in those pixels (GT masks area-averaged)"}
 
 
 def _write_per_kind(run_dir, rows: list[dict]) -> None:

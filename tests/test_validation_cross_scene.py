@@ -10,7 +10,7 @@ from helpers import walking_tracks
 from tao_lab.online import BufferClip
 from tao_lab.types import ObjectTable
 from tao_lab.validation.behaviours import BEHAVIOURS, SceneStats, plant_behaviour
-from tao_lab.validation.scenes import WARPS, WarpedClip, homography, warp_points
+from tao_lab.validation.scenes import SCALES, WARPS, WarpedClip, homography, scale_scene, warp_points
 
 H, W, T = 120, 160, 120
 
@@ -71,6 +71,35 @@ def test_warped_clip_moves_objects_as_the_homography_says(name):
         assert speeds[200] > 1.5 * speeds[40]
     elif name == "ped2_high":
         assert speeds[40] > 1.3 * speeds[200]
+
+
+@pytest.mark.parametrize("name", sorted(SCALES))
+def test_resized_camera_scales_frames_objects_and_speeds(name):
+    clip = _dot_clip(120, 5.0, size=5)
+    (resized,) = scale_scene(name, [clip])
+    s = SCALES[name]
+    size = {"ped2_small": (216, 144), "ped2_large": (576, 384)}[name]
+    assert (resized.width, resized.height) == size and resized.frame(0).shape == (size[1], size[0], 3)
+    assert resized.source != clip.source and resized.num_frames == clip.num_frames
+    # the dot's centre and its speed scale by s (the resampling keeps the centre of mass): its pixels' centres
+    # average (159.5, 119.5) in frame 2, i.e. pixel-corner coordinates (160, 120), which map to (160, 120) * s
+    c0, c1 = (_mass_centre(resized.frame(i)) for i in (2, 17))
+    np.testing.assert_allclose(c0, np.array([160.0, 120.0]) * s - 0.5, atol=0.3)
+    np.testing.assert_allclose(np.linalg.norm(c1 - c0) / 15, 5.0 * s, atol=0.1)
+    # the dot's grey mass (bright minus background) scales with the area, s^2
+    mass = lambda f: (f[..., 0].astype(float) - 100).sum()
+    np.testing.assert_allclose(mass(resized.frame(2)), mass(clip.frame(2)) * s * s, rtol=0.03)
+
+
+def test_unknown_resized_camera_is_refused():
+    with pytest.raises(ValueError, match="unknown resized camera"):
+        scale_scene("ped2_tiny", [_dot_clip(120, 5.0)])
+
+
+def _mass_centre(frame):
+    w = frame[..., 0].astype(float) - 100
+    ys, xs = np.mgrid[0:frame.shape[0], 0:frame.shape[1]]
+    return np.array([(w * xs).sum() / w.sum(), (w * ys).sum() / w.sum()])
 
 
 # ----- perspective synthetic scenes ----------------------------------------------------------------------------

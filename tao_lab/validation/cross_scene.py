@@ -25,7 +25,7 @@ from tao_lab.pipeline import Pipeline, instantiate, progress
 from tao_lab.types import Clip
 from tao_lab.validation.behaviours import BEHAVIOURS, NUM_DEPTHS, SceneStats, plant_behaviour
 from tao_lab.validation.protocol import planting_pipeline
-from tao_lab.validation.scenes import (DEFAULT_SCENES, SCENES, WARPS, ped2_train_clips,
+from tao_lab.validation.scenes import (DEFAULT_SCENES, SCALES, SCENES, WARPS, ped2_train_clips, scale_scene,
                                        synthetic_scene, warp_scene)
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str
     planter = planting_pipeline(base_cfg)  # the plants do not depend on the detector's background scope
     out: list[SceneClips] = []
     ped2: Optional[list[Clip]] = None
-    if any(s == "ped2" or s in WARPS for s in scenes):
+    if any(s == "ped2" or s in WARPS or s in SCALES for s in scenes):
         if not ped2_dir:
             raise ValueError("the Ped2 scenes need the Ped2 folder: --ped2-dir ../shared/datasets/ucsd_ped2")
         ped2 = ped2_train_clips(ped2_dir, num_clips, num_frames)
@@ -160,6 +160,8 @@ def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str
             train = ped2
         elif name in WARPS:
             train = warp_scene(name, ped2)
+        elif name in SCALES:
+            train = scale_scene(name, ped2)
         else:
             train = synthetic_scene(name, num_clips, num_frames)
         out.append(plant_scene(name, train, planter, sets, seed, show_progress, animate))
@@ -196,21 +198,22 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     for sc in built:
         result.positives[sc.name] = {k: int(sum(c.labels.sum() for c in clips if c is not None))
                                      for k, clips in sc.planted.items()}
-    front_ends: dict[str, Pipeline] = {}  # one extraction per distinct detector/tracker/features
-    cameras = [sc.train for sc in built]  # one camera per scene
+    front_ends: dict[tuple, Pipeline] = {}  # one extraction per distinct detector/tracker/features and resolution
     for name, cfg in variants.items():
+        # the same plants for every variant, each seen at the variant's working resolution (tao_lab.dataset.resize)
+        scenes_seen = [_at_working_resolution(sc, cfg.get("working_height")) for sc in built]
         pipe = Pipeline(cfg)
-        pipe.set_camera_clips(cameras=cameras)
-        key = pipe.caches["features"].key
+        pipe.set_camera_clips(cameras=[sc.train for sc in scenes_seen])  # one camera per scene
+        key = (pipe.caches["features"].key, cfg.get("working_height"))
         if key not in front_ends:
             front_ends[key] = pipe
             if pipe.cache_dir is not None:  # fill the cache first, in parallel
-                every = [c for sc in built for c in
+                every = [c for sc in scenes_seen for c in
                          [*sc.train, *(p for clips in sc.planted.values() for p in clips if p is not None)]]
                 pipe.extract(every, name)
         pipe = front_ends[key]
         result.auc[name] = {}
-        for sc in built:
+        for sc in scenes_seen:
             items = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in sc.train]
             scores: dict[str, list[np.ndarray]] = {k: [] for k in sets}
             labels: dict[str, list[np.ndarray]] = {k: [] for k in sets}
@@ -229,6 +232,16 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                 k: _auc(scores[k], labels[k], metric) for k in sets}
             log.info("%s / %s: %s", name, sc.name, result.auc[name][sc.name])
     return result
+
+
+def _at_working_resolution(scene: SceneClips, working_height) -> SceneClips:
+    """``scene`` with its training and planted clips at the working resolution (itself when none is taller)."""
+    from tao_lab.dataset.resize import at_working_resolution
+
+    out = SceneClips(scene.name, at_working_resolution(scene.train, working_height))
+    out.planted = {k: [None if c is None else at_working_resolution([c], working_height)[0] for c in clips]
+                   for k, clips in scene.planted.items()}
+    return out
 
 
 def average_results(results: Sequence[CrossSceneResult]) -> CrossSceneResult:

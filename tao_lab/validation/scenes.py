@@ -17,6 +17,17 @@ ped2_oblique  a camera turned sideways: the left side as in Ped2, the right side
               half of the height): speeds and sizes now change along x too
 ============= ==================================================================================================
 
+Resized cameras (:data:`SCALES`): the Ped2 frame scaled as a whole (area-averaged when shrinking, as a camera of
+fewer pixels integrates the light of a larger patch; bilinear when enlarging), so every object, speed and texture
+shrinks or grows by the same factor:
+
+============= ==================================================================================================
+ped2_small    0.6x (216x144): a lower-resolution or farther camera; Ped2's median walker (34-36 px tall) is
+              about 21 px, its farthest ones about 12 px, as on the 158x238 frames of the UCSD Ped1 camera
+ped2_large    1.6x (576x384, bilinear): a nearer camera with more pixels per person (walkers 55-100 px tall, as
+              on CUHK Avenue's 640x360 frames); no detail is added, only sizes and px/frame speeds grow
+============= ==================================================================================================
+
 Each simulated camera is a scene of its own: its planted objects are placed with the statistics of its own
 (warped) training clips. A planted clip can also be warped (:class:`WarpedClip`): its labels are then kept where
 the planted object is still in the simulated camera's (cropped) view.
@@ -42,8 +53,10 @@ WARPS: dict[str, tuple[str, tuple[tuple[float, float], ...]]] = {
     "ped2_high": ("higher camera: far rows 1.6x (flatter)", ((0.19, 0.0), (0.81, 0.0), (1.0, 1.0), (0.0, 1.0))),
     "ped2_oblique": ("camera turned sideways: right side 2x", ((0.0, 0.0), (1.0, 0.25), (1.0, 0.75), (0.0, 1.0))),
 }
+#: name -> scale of the whole frame (output size = round(scale x Ped2's size)).
+SCALES: dict[str, float] = {"ped2_small": 0.6, "ped2_large": 1.6}
 SYNTHETIC_SCENES = {"synthetic": 1.0, "synthetic_persp": 3.0}  # name -> perspective (near/far scale ratio)
-SCENES = ("ped2", *WARPS, *SYNTHETIC_SCENES)
+SCENES = ("ped2", *WARPS, *SCALES, *SYNTHETIC_SCENES)
 DEFAULT_SCENES = ("ped2", "ped2_low", "ped2_oblique", "synthetic", "synthetic_persp")
 
 
@@ -65,14 +78,18 @@ def warp_points(H: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 class WarpedClip(Clip):
-    """``base`` seen through homography ``H`` (same frame size). When ``base`` carries planted-object ``labels``,
-    they are kept where the planted object's box, mapped by H, still covers >= 25 % of its own area in view."""
+    """``base`` seen through homography ``H`` (same frame size, or ``size`` = (width, height)). When ``base`` carries
+    planted-object ``labels``, they are kept where the planted object's box, mapped by H, still covers >= 25 % of its
+    own area in view. ``area``: H is a pure scaling, resampled with cv2.resize (area averaging when shrinking, as a
+    camera with fewer pixels integrates a larger patch; bilinear when enlarging)."""
 
-    def __init__(self, base: Clip, H: np.ndarray, tag: str):
+    def __init__(self, base: Clip, H: np.ndarray, tag: str, size: Optional[tuple[int, int]] = None,
+                 area: bool = False):
         digest = hashlib.sha1(np.asarray(H, np.float64).tobytes()).hexdigest()[:10]
-        super().__init__(f"{base.clip_id}@{tag}", base.num_frames, base.height, base.width, base.fps, gt=None,
-                         source=f"{base.source}+warp:{tag}:{digest}")
-        self.base, self.H = base, np.asarray(H, np.float64)
+        width, height = size if size is not None else (base.width, base.height)
+        super().__init__(f"{base.clip_id}@{tag}", base.num_frames, int(height), int(width), base.fps, gt=None,
+                         source=f"{base.source}+warp:{tag}:{digest}:{int(width)}x{int(height)}")
+        self.base, self.H, self.area = base, np.asarray(H, np.float64), bool(area)
         if hasattr(base, "labels"):
             self.labels = np.asarray(base.labels, bool) & self._in_view()
 
@@ -94,6 +111,10 @@ class WarpedClip(Clip):
         return out
 
     def _warp(self, frame: np.ndarray) -> np.ndarray:
+        if self.area:
+            shrink = self.width * self.height < self.base.width * self.base.height
+            return cv2.resize(frame, (self.width, self.height),
+                              interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         return cv2.warpPerspective(frame, self.H, (self.width, self.height), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REPLICATE)
 
@@ -108,6 +129,18 @@ class WarpedClip(Clip):
 def warp_scene(name: str, clips: list[Clip]) -> list[WarpedClip]:
     """The clips (Ped2 training clips, planted or not) seen by simulated camera ``name``."""
     return [WarpedClip(c, homography(name, c.width, c.height), name) for c in clips]
+
+
+def scale_scene(name: str, clips: list[Clip]) -> list[WarpedClip]:
+    """The clips (Ped2 training clips) seen by resized camera ``name`` (:data:`SCALES`)."""
+    if name not in SCALES:
+        raise ValueError(f"unknown resized camera {name!r}: expected one of {tuple(SCALES)}")
+    out = []
+    for c in clips:
+        width, height = int(round(SCALES[name] * c.width)), int(round(SCALES[name] * c.height))
+        H = np.diag([width / c.width, height / c.height, 1.0])
+        out.append(WarpedClip(c, H, name, size=(width, height), area=True))
+    return out
 
 
 def ped2_train_clips(data_dir: str, num_clips: Optional[int], num_frames: Optional[int]) -> list[Clip]:

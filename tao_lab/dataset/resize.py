@@ -1,0 +1,104 @@
+"""Working resolution: clips taller than ``working_height`` rows are processed shrunk to that height.
+
+Every pixel size of the weight-free default (the detector's blur, opening, dilation, smallest blob and piece, the
+flow's cell, the speeds in px/frame its thresholds read) was chosen on 240-row Ped2 frames and 160-row synthetic ones.
+On a camera with more pixels per person the same numbers fragment people and misread their motion (the cross-scene
+validation's ``ped2_large`` scene: Ped2's training clips enlarged 1.6x), and every stage costs more. A
+:class:`ResizedClip` is the clip seen at the working resolution: frames area-averaged (as a camera with fewer pixels),
+ground-truth masks area-averaged and thresholded at half a pixel, ground-truth boxes scaled. Everything downstream,
+metrics included, is then in working-resolution pixels; the run says so in its log and metrics.json
+(``working_resolution``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from tao_lab.types import Clip, ClipGT, Dataset, ObjectTable
+
+log = logging.getLogger(__name__)
+
+
+def working_size(height: int, width: int, working_height: Optional[int]) -> tuple[int, int]:
+    """(height, width) a clip of ``height`` x ``width`` is processed at: unchanged when ``working_height`` is None or
+    not below ``height``; else ``working_height`` rows and the width in proportion (rounded, at least 1)."""
+    if working_height is None or int(working_height) >= int(height):
+        return int(height), int(width)
+    if int(working_height) < 16:
+        raise ValueError(f"working_height must be >= 16 rows (or null = the clips' own), got {working_height!r}")
+    scale = int(working_height) / int(height)
+    return int(working_height), max(1, int(round(width * scale)))
+
+
+class ResizedClip(Clip):
+    """``base`` at ``size`` = (height, width), smaller than its own: frames and ground-truth masks area-averaged,
+    ground-truth boxes scaled. Its source names the size (stage caches keep resolutions apart); its id stays."""
+
+    def __init__(self, base: Clip, size: tuple[int, int]):
+        height, width = int(size[0]), int(size[1])
+        if height > base.height or width > base.width:
+            raise ValueError(f"ResizedClip only shrinks: {base.height}x{base.width} -> {height}x{width}")
+        gt = None
+        if base.gt is not None:
+            gt = ClipGT(frame_labels=base.gt.frame_labels,
+                        mask=None if base.gt.mask is None else self._mask,
+                        tracks=None if base.gt.tracks is None else self._scaled(base.gt.tracks, base, width, height))
+        super().__init__(base.clip_id, base.num_frames, height, width, base.fps, gt=gt,
+                         source=f"{base.source}+resize:{width}x{height}")
+        self.base = base
+        if hasattr(base, "labels"):  # a planted clip's frame labels (the validation's) do not change with the size
+            self.labels = base.labels
+
+    @staticmethod
+    def _scaled(tracks: ObjectTable, base: Clip, width: int, height: int) -> ObjectTable:
+        factor = np.array([width / base.width, height / base.height] * 2, np.float32)
+        return ObjectTable(tracks.frame, tracks.xyxy * factor, tracks.score, tracks.track_id, tracks.cls)
+
+    def _shrink(self, image: np.ndarray) -> np.ndarray:
+        return cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
+
+    def _mask(self, i: int) -> np.ndarray:
+        """The base clip's mask of frame i, area-averaged: a pixel is anomalous when at least half of it was."""
+        mask = np.asarray(self.base.gt.mask(i), bool)
+        return self._shrink(mask.astype(np.float32)) >= 0.5
+
+    def _read(self, i: int) -> np.ndarray:
+        return self._shrink(self.base.frame(i))
+
+    def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
+        for frame in self.base.frames(start, stop):
+            yield self._shrink(frame)
+
+
+def at_working_resolution(clips: Sequence[Clip], working_height: Optional[int]) -> list[Clip]:
+    """``clips`` with every clip taller than ``working_height`` rows replaced by its :class:`ResizedClip`."""
+    out = []
+    for clip in clips:
+        size = working_size(clip.height, clip.width, working_height)
+        out.append(clip if size == (clip.height, clip.width) else ResizedClip(clip, size))
+    return out
+
+
+def dataset_at_working_resolution(dataset: Dataset, working_height: Optional[int]) -> Dataset:
+    """``dataset`` with its clips at the working resolution (the same object when no clip is taller); logs it."""
+    train = at_working_resolution(dataset.train, working_height)
+    test = at_working_resolution(dataset.test, working_height)
+    resized = [c for c in (*train, *test) if isinstance(c, ResizedClip)]
+    if not resized:
+        return dataset
+    first = resized[0]
+    log.info("working_height=%s: %d clip(s) processed shrunk (e.g. %s: %dx%d -> %dx%d); boxes, masks and pixel "
+             "metrics are in working-resolution pixels", working_height, len(resized), first.clip_id,
+             first.base.width, first.base.height, first.width, first.height)
+    return type(dataset)(**{**dataset.__dict__, "train": train, "test": test})
+
+
+def working_resolution_note(clips: Sequence[Clip]) -> Optional[str]:
+    """"WxH from W0xH0" for the first resized clip among ``clips`` (None when none is resized): for metrics.json."""
+    for clip in clips:
+        if isinstance(clip, ResizedClip):
+            return f"{clip.width}x{clip.height} from {clip.base.width}x{clip.base.height}"
+    return None
