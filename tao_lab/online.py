@@ -91,7 +91,8 @@ class OnlinePipeline:
     """
 
     def __init__(self, pipe, buffer_frames: int = 16, fps: float = 25.0, background_refit: int = 0,
-                 keep_frames: bool = True):
+                 keep_frames: bool = True, working_height: Optional[int] = None,
+                 working_min_height: Optional[int] = None):
         if buffer_frames < 2:
             raise ValueError(f"buffer_frames must be >= 2, got {buffer_frames}")
         self.pipe = pipe
@@ -99,6 +100,8 @@ class OnlinePipeline:
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.background_refit = int(background_refit)
         self.keep_frames = bool(keep_frames)
+        # frames taller than this are processed shrunk to it, as offline (tao_lab.dataset.resize; None = as they come)
+        self.working_height, self.working_min_height = working_height, working_min_height
         self.timings: dict[str, float] = {}
         self.index = 0
         self.stages: dict[str, Any] = {}  # the stages' per-frame forms, built by warmup()
@@ -115,7 +118,8 @@ class OnlinePipeline:
         if cfg.get("ckpt_path"):
             pipe.fit_scorer([], ckpt_path=cfg.ckpt_path)
         return cls(pipe, buffer_frames=int(cfg.get("buffer_frames", 16)), fps=fps,
-                   background_refit=int(cfg.get("background_refit", 0) or 0))
+                   background_refit=int(cfg.get("background_refit", 0) or 0),
+                   working_height=cfg.get("working_height"), working_min_height=cfg.get("working_min_height"))
 
     @property
     def fitted(self) -> bool:
@@ -231,6 +235,27 @@ class OnlinePipeline:
                            frame=frame if self.keep_frames else None)
 
     # ----- driving a source -------------------------------------------------------------------------------
+    def _at_working_resolution(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """The stream's frames at the working resolution (taller than ``working_height``: shrunk to it, area-averaged;
+        shorter than ``working_min_height``: enlarged to it, bilinear), as offline."""
+        import cv2
+
+        from tao_lab.dataset.resize import working_size
+
+        noted = False
+        for frame in frames:
+            h, w = frame.shape[:2]
+            size = working_size(h, w, self.working_height, self.working_min_height)
+            if size == (h, w):
+                yield frame
+                continue
+            if not noted:
+                log.info("working resolution: the stream's %dx%d frames are processed at %dx%d (boxes and masks in "
+                         "those pixels)", w, h, size[1], size[0])
+                noted = True
+            shrink = size[0] < h
+            yield cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
     def run(self, source: Source, max_frames: Optional[int] = None, fit_seconds: float = 10.0,
             live: Optional[bool] = None, reconnect: Optional[Mapping] = None) -> Iterator[OnlineFrame]:
         """Opens ``source`` and yields one OnlineFrame per frame after the warm-up.
@@ -245,7 +270,7 @@ class OnlinePipeline:
         try:
             if self.source.fps:
                 self.fps = self.source.fps
-            frames = iter(self.source)
+            frames = self._at_working_resolution(iter(self.source))
             n_warm = max(2, int(round(float(fit_seconds) * self.fps)))
             if max_frames is not None and n_warm >= max_frames:
                 raise ValueError(f"max_frames={max_frames} leaves nothing after the {n_warm} warm-up frames "

@@ -357,14 +357,16 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
 
 
 def _resolution_note(cfg: DictConfig, clips) -> dict[str, str]:
-    """``{"working_resolution": ...}`` when test clips were processed shrunk (cfg.working_height), else ``{}``."""
+    """``{"working_resolution": ...}`` when test clips were processed resized (cfg.working_height /
+    working_min_height), else ``{}``."""
     from tao_lab.dataset.resize import working_resolution_note
 
     size = working_resolution_note(clips)
     if size is None:
         return {}
-    return {"working_resolution": f"NOTE: processed at {size} (working_height={cfg.get('working_height')}): boxes, "
-                                  f"masks, pixel and object metrics are in those pixels (GT masks area-averaged)"}
+    return {"working_resolution": f"NOTE: processed at {size} (working_height={cfg.get('working_height')}, "
+                                  f"working_min_height={cfg.get('working_min_height')}): boxes, masks, pixel and "
+                                  f"object metrics are in those pixels (GT masks resampled with the frames)"}
 
 
 def _write_per_kind(run_dir, rows: list[dict]) -> None:

@@ -1,12 +1,14 @@
-"""Working resolution: clips taller than ``working_height`` rows are processed shrunk to that height.
+"""Working resolution: clips taller than ``working_height`` rows are processed shrunk to that height, clips shorter
+than ``working_min_height`` enlarged to it.
 
 Every pixel size of the weight-free default (the detector's blur, opening, dilation, smallest blob and piece, the
 flow's cell, the speeds in px/frame its thresholds read) was chosen on 240-row Ped2 frames and 160-row synthetic ones.
 On a camera with more pixels per person the same numbers fragment people and misread their motion (the cross-scene
-validation's ``ped2_large`` scene: Ped2's training clips enlarged 1.6x), and every stage costs more. A
-:class:`ResizedClip` is the clip seen at the working resolution: frames area-averaged (as a camera with fewer pixels),
-ground-truth masks area-averaged and thresholded at half a pixel, ground-truth boxes scaled. Everything downstream,
-metrics included, is then in working-resolution pixels; the run says so in its log and metrics.json
+validation's ``ped2_large`` scene: Ped2's training clips enlarged 1.6x), and every stage costs more; on a camera
+with fewer (``ped2_small``, 0.6x) small people fall under them. A :class:`ResizedClip` is the clip seen at the
+working resolution: frames area-averaged when shrunk (as a camera with fewer pixels), bilinear when enlarged;
+ground-truth masks resampled the same way and thresholded at half a pixel, ground-truth boxes scaled. Everything
+downstream, metrics included, is then in working-resolution pixels; the run says so in its log and metrics.json
 (``working_resolution``).
 """
 from __future__ import annotations
@@ -22,25 +24,40 @@ from tao_lab.types import Clip, ClipGT, Dataset, ObjectTable
 log = logging.getLogger(__name__)
 
 
-def working_size(height: int, width: int, working_height: Optional[int]) -> tuple[int, int]:
-    """(height, width) a clip of ``height`` x ``width`` is processed at: unchanged when ``working_height`` is None or
-    not below ``height``; else ``working_height`` rows and the width in proportion (rounded, at least 1)."""
-    if working_height is None or int(working_height) >= int(height):
+def working_bounds(cfg) -> tuple[Optional[int], Optional[int]]:
+    """(working_height, working_min_height) of a run's config (None = no bound)."""
+    return cfg.get("working_height"), cfg.get("working_min_height")
+
+
+def working_size(height: int, width: int, working_height: Optional[int],
+                 min_height: Optional[int] = None) -> tuple[int, int]:
+    """(height, width) a clip of ``height`` x ``width`` is processed at: ``working_height`` rows when taller than
+    that, ``min_height`` rows when shorter than that, else unchanged (None = no bound); the width in proportion
+    (rounded, at least 1)."""
+    for name, value in (("working_height", working_height), ("working_min_height", min_height)):
+        if value is not None and int(value) < 16:
+            raise ValueError(f"{name} must be >= 16 rows (or null = the clips' own), got {value!r}")
+    if working_height is not None and min_height is not None and int(min_height) > int(working_height):
+        raise ValueError(f"working_min_height ({min_height}) must not exceed working_height ({working_height})")
+    target = int(height)
+    if working_height is not None and int(height) > int(working_height):
+        target = int(working_height)
+    elif min_height is not None and int(height) < int(min_height):
+        target = int(min_height)
+    if target == int(height):
         return int(height), int(width)
-    if int(working_height) < 16:
-        raise ValueError(f"working_height must be >= 16 rows (or null = the clips' own), got {working_height!r}")
-    scale = int(working_height) / int(height)
-    return int(working_height), max(1, int(round(width * scale)))
+    return target, max(1, int(round(width * target / int(height))))
 
 
 class ResizedClip(Clip):
-    """``base`` at ``size`` = (height, width), smaller than its own: frames and ground-truth masks area-averaged,
-    ground-truth boxes scaled. Its source names the size (stage caches keep resolutions apart); its id stays."""
+    """``base`` at ``size`` = (height, width): frames and ground-truth masks area-averaged when shrunk, bilinear when
+    enlarged, ground-truth boxes scaled. Its source names the size (stage caches keep resolutions apart); its id
+    stays."""
 
     def __init__(self, base: Clip, size: tuple[int, int]):
         height, width = int(size[0]), int(size[1])
-        if height > base.height or width > base.width:
-            raise ValueError(f"ResizedClip only shrinks: {base.height}x{base.width} -> {height}x{width}")
+        if (height - base.height) * (width - base.width) < 0:
+            raise ValueError(f"ResizedClip scales both sides alike: {base.height}x{base.width} -> {height}x{width}")
         gt = None
         if base.gt is not None:
             gt = ClipGT(frame_labels=base.gt.frame_labels,
@@ -49,6 +66,7 @@ class ResizedClip(Clip):
         super().__init__(base.clip_id, base.num_frames, height, width, base.fps, gt=gt,
                          source=f"{base.source}+resize:{width}x{height}")
         self.base = base
+        self.interpolation = cv2.INTER_AREA if height * width <= base.height * base.width else cv2.INTER_LINEAR
         if hasattr(base, "labels"):  # a planted clip's frame labels (the validation's) do not change with the size
             self.labels = base.labels
 
@@ -58,10 +76,10 @@ class ResizedClip(Clip):
         return ObjectTable(tracks.frame, tracks.xyxy * factor, tracks.score, tracks.track_id, tracks.cls)
 
     def _shrink(self, image: np.ndarray) -> np.ndarray:
-        return cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        return cv2.resize(image, (self.width, self.height), interpolation=self.interpolation)
 
     def _mask(self, i: int) -> np.ndarray:
-        """The base clip's mask of frame i, area-averaged: a pixel is anomalous when at least half of it was."""
+        """The base clip's mask of frame i, resampled: a pixel is anomalous when at least half of it was."""
         mask = np.asarray(self.base.gt.mask(i), bool)
         return self._shrink(mask.astype(np.float32)) >= 0.5
 
@@ -73,26 +91,29 @@ class ResizedClip(Clip):
             yield self._shrink(frame)
 
 
-def at_working_resolution(clips: Sequence[Clip], working_height: Optional[int]) -> list[Clip]:
-    """``clips`` with every clip taller than ``working_height`` rows replaced by its :class:`ResizedClip`."""
+def at_working_resolution(clips: Sequence[Clip], working_height: Optional[int],
+                          min_height: Optional[int] = None) -> list[Clip]:
+    """``clips`` with every clip taller than ``working_height`` or shorter than ``min_height`` rows replaced by its
+    :class:`ResizedClip`."""
     out = []
     for clip in clips:
-        size = working_size(clip.height, clip.width, working_height)
+        size = working_size(clip.height, clip.width, working_height, min_height)
         out.append(clip if size == (clip.height, clip.width) else ResizedClip(clip, size))
     return out
 
 
-def dataset_at_working_resolution(dataset: Dataset, working_height: Optional[int]) -> Dataset:
-    """``dataset`` with its clips at the working resolution (the same object when no clip is taller); logs it."""
-    train = at_working_resolution(dataset.train, working_height)
-    test = at_working_resolution(dataset.test, working_height)
+def dataset_at_working_resolution(dataset: Dataset, working_height: Optional[int],
+                                  min_height: Optional[int] = None) -> Dataset:
+    """``dataset`` with its clips at the working resolution (the same object when no clip is resized); logs it."""
+    train = at_working_resolution(dataset.train, working_height, min_height)
+    test = at_working_resolution(dataset.test, working_height, min_height)
     resized = [c for c in (*train, *test) if isinstance(c, ResizedClip)]
     if not resized:
         return dataset
     first = resized[0]
-    log.info("working_height=%s: %d clip(s) processed shrunk (e.g. %s: %dx%d -> %dx%d); boxes, masks and pixel "
-             "metrics are in working-resolution pixels", working_height, len(resized), first.clip_id,
-             first.base.width, first.base.height, first.width, first.height)
+    log.info("working_height=%s, working_min_height=%s: %d clip(s) processed resized (e.g. %s: %dx%d -> %dx%d); "
+             "boxes, masks and pixel metrics are in working-resolution pixels", working_height, min_height,
+             len(resized), first.clip_id, first.base.width, first.base.height, first.width, first.height)
     return type(dataset)(**{**dataset.__dict__, "train": train, "test": test})
 
 

@@ -201,10 +201,11 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     front_ends: dict[tuple, Pipeline] = {}  # one extraction per distinct detector/tracker/features and resolution
     for name, cfg in variants.items():
         # the same plants for every variant, each seen at the variant's working resolution (tao_lab.dataset.resize)
-        scenes_seen = [_at_working_resolution(sc, cfg.get("working_height")) for sc in built]
+        bounds = (cfg.get("working_height"), cfg.get("working_min_height"))
+        scenes_seen = [_at_working_resolution(sc, bounds) for sc in built]
         pipe = Pipeline(cfg)
         pipe.set_camera_clips(cameras=[sc.train for sc in scenes_seen])  # one camera per scene
-        key = (pipe.caches["features"].key, cfg.get("working_height"))
+        key = (pipe.caches["features"].key, bounds)
         if key not in front_ends:
             front_ends[key] = pipe
             if pipe.cache_dir is not None:  # fill the cache first, in parallel
@@ -234,12 +235,13 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     return result
 
 
-def _at_working_resolution(scene: SceneClips, working_height) -> SceneClips:
-    """``scene`` with its training and planted clips at the working resolution (itself when none is taller)."""
+def _at_working_resolution(scene: SceneClips, bounds: tuple) -> SceneClips:
+    """``scene`` with its training and planted clips at the working resolution, ``bounds`` = (working_height,
+    working_min_height) (the same clips when none is resized)."""
     from tao_lab.dataset.resize import at_working_resolution
 
-    out = SceneClips(scene.name, at_working_resolution(scene.train, working_height))
-    out.planted = {k: [None if c is None else at_working_resolution([c], working_height)[0] for c in clips]
+    out = SceneClips(scene.name, at_working_resolution(scene.train, *bounds))
+    out.planted = {k: [None if c is None else at_working_resolution([c], *bounds)[0] for c in clips]
                    for k, clips in scene.planted.items()}
     return out
 
