@@ -124,3 +124,15 @@ def test_online_frames_are_shrunk_like_offline_clips():
     np.testing.assert_array_equal(frames[0], ResizedClip(base, (48, 64)).frame(1))  # exactly the offline frame
     same = OnlinePipeline(pipe=None)                                                   # null: as they come
     assert next(same._at_working_resolution(iter([base.frame(1)]))).shape == (96, 128, 3)
+
+
+def test_planted_speeds_follow_the_working_resolution():
+    """A planted walker at 4 px/frame in a 96-row camera is the same walker at 8 px/frame when the run sees that
+    camera at 192 rows; clips at their own size keep the speeds."""
+    from tao_lab.validation.protocol import DEFAULT_PLANTS, specs_at_working_resolution
+
+    base = _LabelledSquares()
+    doubled = specs_at_working_resolution(DEFAULT_PLANTS, [ResizedClip(base, (192, 256))] * 2)
+    assert [s.speed for s in doubled] == [(2 * s.speed[0], 2 * s.speed[1]) for s in DEFAULT_PLANTS]
+    assert [(s.name, s.kind, s.duration) for s in doubled] == [(s.name, s.kind, s.duration) for s in DEFAULT_PLANTS]
+    assert specs_at_working_resolution(DEFAULT_PLANTS, [base, base]) == tuple(DEFAULT_PLANTS)

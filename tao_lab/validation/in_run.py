@@ -176,7 +176,7 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     from tao_lab.metrics import PixelMetrics, frame_metrics, rbdc_tbdc
     from tao_lab.pipeline import Pipeline, progress
     from tao_lab.scorer.base import scorer_class
-    from tao_lab.validation.protocol import planting_pipeline
+    from tao_lab.validation.protocol import planting_pipeline, specs_at_working_resolution
 
     vcfg = OmegaConf.select(cfg, "validation")
     kind = "none" if vcfg is None else str(vcfg.get("kind", "planted"))
@@ -216,6 +216,7 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     pipe = Pipeline(cfg)
     pipe.set_camera_clips(train)  # scope=camera: each clip (and its plants) left out of its own camera background
     try:
+        specs = specs_at_working_resolution(specs, train)  # the same anomalies at the run's working resolution
         planted = cached_planted_clips(train, planting_pipeline(cfg), specs, seed, show)
     except ValueError as exc:  # e.g. no object to cut a walker from, nowhere to enter: say so, keep the run
         note = f"val/ skipped: could not plant anomalies into the training clips of {dataset_name}: {exc}"

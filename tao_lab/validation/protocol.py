@@ -10,6 +10,7 @@ the detector, tracker or features get their own extraction (cached as usual, by 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import zlib
 from dataclasses import dataclass, field
@@ -58,6 +59,23 @@ class ValidationResult:
 
 def _seed(*parts) -> int:
     return zlib.crc32("|".join(map(str, parts)).encode())
+
+
+def specs_at_working_resolution(specs: Sequence[PlantSpec], train: Sequence[Clip]) -> tuple[PlantSpec, ...]:
+    """``specs`` with their speeds (px/frame of the camera's own frames) in the pixels the training clips are
+    processed at: a walker planted at 4 px/frame into a 160-row camera is the same walker at 6 px/frame when the run
+    sees that camera at 240 rows (``working_min_height``; :class:`tao_lab.dataset.resize.ResizedClip`). Sizes need no
+    such care: walkers are cut from the (resized) clips and boxes sized from their objects."""
+    from tao_lab.dataset.resize import ResizedClip
+
+    factors = sorted({round(c.height / c.base.height, 6) if isinstance(c, ResizedClip) else 1.0 for c in train})
+    if factors == [1.0] or not factors:
+        return tuple(specs)
+    if len(factors) > 1:
+        log.warning("training clips processed at %d different scales %s: the planted speeds use the first's",
+                    len(factors), factors)
+    f = factors[0]
+    return tuple(dataclasses.replace(s, speed=(s.speed[0] * f, s.speed[1] * f)) for s in specs)
 
 
 def planting_pipeline(cfg: DictConfig) -> Pipeline:
@@ -110,6 +128,7 @@ def validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig], train: Se
             raise ValueError(f"variant {name!r}: {cfg.scorer._target_} is trained with a Lightning Trainer; "
                              "this validation refits the scorer once per held-out clip and supports scorers "
                              "fitted without one (scorer=attribute)")
+    plants = specs_at_working_resolution(plants, train)
     planted = planted_clips(train, planting_pipeline(base_cfg), plants, seed, show_progress)
     result = ValidationResult([p.name for p in plants])
     front_ends: dict[str, tuple[Pipeline, list]] = {}  # one extraction per distinct detector/tracker/features
