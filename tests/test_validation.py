@@ -125,6 +125,15 @@ def test_validation_refuses_trainer_scorers(compose_cfg):
         validate(cfg, {"mae": cfg}, [], show_progress=False)
 
 
+def test_validation_refuses_variants_of_the_working_resolution(compose_cfg):
+    """Its clips are read once at the base config's resolution: a variant that resizes them cannot be compared."""
+    from tao_lab.validation import validate
+
+    cfg = compose_cfg("eval", ["dataset.num_train_clips=2"])
+    with pytest.raises(ValueError, match="working_height"):
+        validate(cfg, {"default": cfg, "small": compose_cfg("eval", ["working_height=100"])}, [], show_progress=False)
+
+
 def test_plants_are_cut_from_per_clip_background_tracks_whatever_the_detectors_scope(compose_cfg):
     """planting_pipeline: the run's config with every detector background per clip and no motion split (hybrid's
     nested part too), so the planted objects are the same for variants of the background scope and of the motion

@@ -164,7 +164,7 @@ class BackgroundSubtractionDetector(Detector):
         because ``split_rows_valley`` is 0 or the clip shows too few blobs to fit it on)."""
         if self.split_rows_valley <= 0:
             return None
-        from tao_lab.scorer.scene import expected_height, fit_expected_height
+        from tao_lab.scorer import scene  # the scorer's perspective model: a robust plane of height over the footprint
 
         feet, heights = [], []
         for i in np.unique(np.linspace(0, len(clip) - 1, self.split_rows_fit_frames).round().astype(int)):
@@ -175,8 +175,8 @@ class BackgroundSubtractionDetector(Detector):
         heights = np.concatenate(heights) if heights else np.zeros(0)
         if len(heights) < 20:
             return None
-        plane = fit_expected_height(np.concatenate(feet), heights)
-        return lambda x, y: float(expected_height(plane, np.array([[x, y]]))[0])
+        plane = scene.fit_expected_height(np.concatenate(feet), heights)  # in px here (the plane is linear)
+        return lambda x, y: float(scene.expected_height(plane, np.array([[x, y]]))[0])
 
     def stream(self, ctx) -> DetectorStream:
         """Online: the blobs of each frame against the stream's background model (fitted once on the warm-up

@@ -128,6 +128,13 @@ def validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig], train: Se
             raise ValueError(f"variant {name!r}: {cfg.scorer._target_} is trained with a Lightning Trainer; "
                              "this validation refits the scorer once per held-out clip and supports scorers "
                              "fitted without one (scorer=attribute)")
+    from tao_lab.dataset.resize import working_bounds
+
+    for name, cfg in variants.items():  # the clips were read at the base config's resolution
+        if working_bounds(cfg) != working_bounds(base_cfg):
+            raise ValueError(f"variant {name!r} changes working_height / working_min_height, which this protocol "
+                             "cannot compare (its clips are read once); compare resolutions with --scenes, which "
+                             "resizes per variant, or set them in the base overrides")
     plants = specs_at_working_resolution(plants, train)
     planted = planted_clips(train, planting_pipeline(base_cfg), plants, seed, show_progress)
     result = ValidationResult([p.name for p in plants])
