@@ -375,3 +375,27 @@ def test_validation_cli_averages_seeds(tmp_path):
             np.nanmean([records[s]["auc"]["configured"]["synthetic"][k] for s in ("0", "1")]))
     with pytest.raises(SystemExit):
         main([*args, "--seeds", "0,0"])
+
+
+def test_cross_scene_variants_see_the_same_plants_at_their_own_working_resolution(compose_cfg, monkeypatch):
+    """A working_height variant scores the very plants of the default, shrunk (tao_lab.dataset.resize)."""
+    from tao_lab.dataset.resize import ResizedClip
+    from tao_lab.pipeline import Pipeline
+    from tao_lab.validation.cross_scene import cross_scene_validate
+
+    seen: dict = {}
+    tracks = Pipeline.tracks
+
+    def recording(self, clip):
+        seen.setdefault(self.cfg.get("working_height"), set()).add(
+            (clip.height, clip.base.source if isinstance(clip, ResizedClip) else clip.source))
+        return tracks(self, clip)
+
+    monkeypatch.setattr(Pipeline, "tracks", recording)
+    cfg = compose_cfg("eval", [])
+    variants = {"default": cfg, "small": compose_cfg("eval", ["working_height=100"])}
+    result = cross_scene_validate(cfg, variants, scenes=["synthetic"], sets=["fast"], num_clips=3, num_frames=70,
+                                  show_progress=False)
+    assert {h for h, _ in seen[None]} == {160} and {h for h, _ in seen[100]} == {100}
+    assert {s for _, s in seen[100]} <= {s for _, s in seen[None]}  # the same clips and plants, resized
+    assert all(np.isfinite(result.auc[v]["synthetic"]["fast"]) for v in variants)

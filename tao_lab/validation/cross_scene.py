@@ -187,6 +187,8 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
         raise ValueError(f"fit_clips must be >= 1 (or None = all other clips), got {fit_clips!r}")
     from tao_lab.scorer.base import scorer_class
 
+    from tao_lab.dataset.resize import working_bounds
+
     for name, cfg in variants.items():
         if scorer_class(cfg.scorer._target_).needs_trainer:
             raise ValueError(f"variant {name!r}: {cfg.scorer._target_} is trained with a Lightning Trainer; "
@@ -201,7 +203,7 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     front_ends: dict[tuple, Pipeline] = {}  # one extraction per distinct detector/tracker/features and resolution
     for name, cfg in variants.items():
         # the same plants for every variant, each seen at the variant's working resolution (tao_lab.dataset.resize)
-        bounds = (cfg.get("working_height"), cfg.get("working_min_height"))
+        bounds = working_bounds(cfg)
         scenes_seen = [_at_working_resolution(sc, bounds) for sc in built]
         pipe = Pipeline(cfg)
         pipe.set_camera_clips(cameras=[sc.train for sc in scenes_seen])  # one camera per scene
