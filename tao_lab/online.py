@@ -238,9 +238,7 @@ class OnlinePipeline:
     def _at_working_resolution(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         """The stream's frames at the working resolution (taller than ``working_height``: shrunk to it, area-averaged;
         shorter than ``working_min_height``: enlarged to it, bilinear), as offline."""
-        import cv2
-
-        from tao_lab.dataset.resize import working_size
+        from tao_lab.dataset.resize import resample, working_size
 
         noted = False
         for frame in frames:
@@ -253,8 +251,7 @@ class OnlinePipeline:
                 log.info("working resolution: the stream's %dx%d frames are processed at %dx%d (boxes and masks in "
                          "those pixels)", w, h, size[1], size[0])
                 noted = True
-            shrink = size[0] < h
-            yield cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            yield resample(frame, *size)
 
     def run(self, source: Source, max_frames: Optional[int] = None, fit_seconds: float = 10.0,
             live: Optional[bool] = None, reconnect: Optional[Mapping] = None) -> Iterator[OnlineFrame]:

@@ -13,6 +13,7 @@ downstream, metrics included, is then in working-resolution pixels; the run says
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Iterator, Optional, Sequence
 
@@ -49,12 +50,19 @@ def working_size(height: int, width: int, working_height: Optional[int],
     return target, max(1, int(round(width * target / int(height))))
 
 
-class ResizedClip(Clip):
-    """``base`` at ``size`` = (height, width): frames and ground-truth masks area-averaged when shrunk, bilinear when
-    enlarged, ground-truth boxes scaled. Its source names the size (stage caches keep resolutions apart); its id
-    stays."""
+def resample(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` at ``height`` x ``width``: area-averaged when it shrinks (as a camera with fewer pixels integrates a
+    larger patch), bilinear when it grows."""
+    shrink = height * width <= image.shape[0] * image.shape[1]
+    return cv2.resize(image, (int(width), int(height)), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
-    def __init__(self, base: Clip, size: tuple[int, int]):
+
+class ResizedClip(Clip):
+    """``base`` at ``size`` = (height, width) (:func:`resample`: frames and ground-truth masks), ground-truth boxes
+    scaled. Its source names the size (stage caches keep resolutions apart); its id stays unless ``clip_id`` is
+    given."""
+
+    def __init__(self, base: Clip, size: tuple[int, int], clip_id: Optional[str] = None):
         height, width = int(size[0]), int(size[1])
         if (height - base.height) * (width - base.width) < 0:
             raise ValueError(f"ResizedClip scales both sides alike: {base.height}x{base.width} -> {height}x{width}")
@@ -63,10 +71,9 @@ class ResizedClip(Clip):
             gt = ClipGT(frame_labels=base.gt.frame_labels,
                         mask=None if base.gt.mask is None else self._mask,
                         tracks=None if base.gt.tracks is None else self._scaled(base.gt.tracks, base, width, height))
-        super().__init__(base.clip_id, base.num_frames, height, width, base.fps, gt=gt,
+        super().__init__(clip_id or base.clip_id, base.num_frames, height, width, base.fps, gt=gt,
                          source=f"{base.source}+resize:{width}x{height}")
         self.base = base
-        self.interpolation = cv2.INTER_AREA if height * width <= base.height * base.width else cv2.INTER_LINEAR
         if hasattr(base, "labels"):  # a planted clip's frame labels (the validation's) do not change with the size
             self.labels = base.labels
 
@@ -75,20 +82,17 @@ class ResizedClip(Clip):
         factor = np.array([width / base.width, height / base.height] * 2, np.float32)
         return ObjectTable(tracks.frame, tracks.xyxy * factor, tracks.score, tracks.track_id, tracks.cls)
 
-    def _shrink(self, image: np.ndarray) -> np.ndarray:
-        return cv2.resize(image, (self.width, self.height), interpolation=self.interpolation)
-
     def _mask(self, i: int) -> np.ndarray:
         """The base clip's mask of frame i, resampled: a pixel is anomalous when at least half of it was."""
         mask = np.asarray(self.base.gt.mask(i), bool)
-        return self._shrink(mask.astype(np.float32)) >= 0.5
+        return resample(mask.astype(np.float32), self.height, self.width) >= 0.5
 
     def _read(self, i: int) -> np.ndarray:
-        return self._shrink(self.base.frame(i))
+        return resample(self.base.frame(i), self.height, self.width)
 
     def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
         for frame in self.base.frames(start, stop):
-            yield self._shrink(frame)
+            yield resample(frame, self.height, self.width)
 
 
 def at_working_resolution(clips: Sequence[Clip], working_height: Optional[int],
@@ -114,7 +118,7 @@ def dataset_at_working_resolution(dataset: Dataset, working_height: Optional[int
     log.info("working_height=%s, working_min_height=%s: %d clip(s) processed resized (e.g. %s: %dx%d -> %dx%d); "
              "boxes, masks and pixel metrics are in working-resolution pixels", working_height, min_height,
              len(resized), first.clip_id, first.base.width, first.base.height, first.width, first.height)
-    return type(dataset)(**{**dataset.__dict__, "train": train, "test": test})
+    return dataclasses.replace(dataset, train=train, test=test)
 
 
 def working_resolution_note(clips: Sequence[Clip]) -> Optional[str]:

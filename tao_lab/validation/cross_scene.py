@@ -185,9 +185,8 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
         raise ValueError(f"metric must be 'micro' or 'macro', got {metric!r}")
     if fit_clips is not None and int(fit_clips) < 1:
         raise ValueError(f"fit_clips must be >= 1 (or None = all other clips), got {fit_clips!r}")
-    from tao_lab.scorer.base import scorer_class
-
     from tao_lab.dataset.resize import working_bounds
+    from tao_lab.scorer.base import scorer_class
 
     for name, cfg in variants.items():
         if scorer_class(cfg.scorer._target_).needs_trainer:

@@ -78,18 +78,14 @@ def warp_points(H: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 class WarpedClip(Clip):
-    """``base`` seen through homography ``H`` (same frame size, or ``size`` = (width, height)). When ``base`` carries
-    planted-object ``labels``, they are kept where the planted object's box, mapped by H, still covers >= 25 % of its
-    own area in view. ``area``: H is a pure scaling, resampled with cv2.resize (area averaging when shrinking, as a
-    camera with fewer pixels integrates a larger patch; bilinear when enlarging)."""
+    """``base`` seen through homography ``H`` (same frame size). When ``base`` carries planted-object ``labels``,
+    they are kept where the planted object's box, mapped by H, still covers >= 25 % of its own area in view."""
 
-    def __init__(self, base: Clip, H: np.ndarray, tag: str, size: Optional[tuple[int, int]] = None,
-                 area: bool = False):
+    def __init__(self, base: Clip, H: np.ndarray, tag: str):
         digest = hashlib.sha1(np.asarray(H, np.float64).tobytes()).hexdigest()[:10]
-        width, height = size if size is not None else (base.width, base.height)
-        super().__init__(f"{base.clip_id}@{tag}", base.num_frames, int(height), int(width), base.fps, gt=None,
-                         source=f"{base.source}+warp:{tag}:{digest}:{int(width)}x{int(height)}")
-        self.base, self.H, self.area = base, np.asarray(H, np.float64), bool(area)
+        super().__init__(f"{base.clip_id}@{tag}", base.num_frames, base.height, base.width, base.fps, gt=None,
+                         source=f"{base.source}+warp:{tag}:{digest}")
+        self.base, self.H = base, np.asarray(H, np.float64)
         if hasattr(base, "labels"):
             self.labels = np.asarray(base.labels, bool) & self._in_view()
 
@@ -111,10 +107,6 @@ class WarpedClip(Clip):
         return out
 
     def _warp(self, frame: np.ndarray) -> np.ndarray:
-        if self.area:
-            shrink = self.width * self.height < self.base.width * self.base.height
-            return cv2.resize(frame, (self.width, self.height),
-                              interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         return cv2.warpPerspective(frame, self.H, (self.width, self.height), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REPLICATE)
 
@@ -131,16 +123,15 @@ def warp_scene(name: str, clips: list[Clip]) -> list[WarpedClip]:
     return [WarpedClip(c, homography(name, c.width, c.height), name) for c in clips]
 
 
-def scale_scene(name: str, clips: list[Clip]) -> list[WarpedClip]:
-    """The clips (Ped2 training clips) seen by resized camera ``name`` (:data:`SCALES`)."""
+def scale_scene(name: str, clips: list[Clip]) -> list[Clip]:
+    """The clips (Ped2 training clips) seen by resized camera ``name`` (:data:`SCALES`): the working resolution's
+    clip view (:class:`tao_lab.dataset.resize.ResizedClip`), tagged with the scene's name."""
+    from tao_lab.dataset.resize import ResizedClip
+
     if name not in SCALES:
         raise ValueError(f"unknown resized camera {name!r}: expected one of {tuple(SCALES)}")
-    out = []
-    for c in clips:
-        width, height = int(round(SCALES[name] * c.width)), int(round(SCALES[name] * c.height))
-        H = np.diag([width / c.width, height / c.height, 1.0])
-        out.append(WarpedClip(c, H, name, size=(width, height), area=True))
-    return out
+    return [ResizedClip(c, (int(round(SCALES[name] * c.height)), int(round(SCALES[name] * c.width))),
+                        clip_id=f"{c.clip_id}@{name}") for c in clips]
 
 
 def ped2_train_clips(data_dir: str, num_clips: Optional[int], num_frames: Optional[int]) -> list[Clip]:
