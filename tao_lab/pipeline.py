@@ -602,7 +602,8 @@ def splits_needed(cfg: DictConfig, evaluate: bool = True) -> tuple[str, ...]:
 
 
 def load_dataset(cfg: DictConfig, splits: Optional[Iterable[str]] = None) -> Dataset:
-    """Builds ``cfg.dataset``, its clips at the working resolution (``cfg.working_height``, ``working_min_height``:
+    """Builds ``cfg.dataset``, its clips at the working resolution (``cfg.working_object_height``: enlarged when the
+    camera's objects are small, :mod:`tao_lab.dataset.object_scale`; then ``working_height``, ``working_min_height``:
     :mod:`tao_lab.dataset.resize`). ``splits``: read only these (for readers with a ``splits`` argument), so a copy
     without training videos (e.g. ../shared/datasets/avenue_partial) serves an unsupervised or checkpoint run; an
     explicit ``dataset.splits`` in the config wins."""
@@ -612,9 +613,11 @@ def load_dataset(cfg: DictConfig, splits: Optional[Iterable[str]] = None) -> Dat
     dataset = instantiate(cfg.dataset, **kwargs)
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset config built a {type(dataset).__name__}, expected tao_lab.types.Dataset")
-    from tao_lab.dataset.resize import dataset_at_working_resolution, working_bounds
+    from tao_lab.dataset.object_scale import dataset_at_object_scale
+    from tao_lab.dataset.resize import dataset_at_working_resolution
 
-    return dataset_at_working_resolution(dataset, *working_bounds(cfg))
+    dataset = dataset_at_object_scale(dataset, cfg)
+    return dataset_at_working_resolution(dataset, cfg.get("working_height"), cfg.get("working_min_height"))
 
 
 def _uses_litert_features(features_cfg) -> bool:

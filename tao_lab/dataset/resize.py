@@ -25,9 +25,10 @@ from tao_lab.types import Clip, ClipGT, Dataset, ObjectTable
 log = logging.getLogger(__name__)
 
 
-def working_bounds(cfg) -> tuple[Optional[int], Optional[int]]:
-    """(working_height, working_min_height) of a run's config (None = no bound)."""
-    return cfg.get("working_height"), cfg.get("working_min_height")
+def working_bounds(cfg) -> tuple[Optional[int], Optional[int], Optional[float]]:
+    """(working_height, working_min_height, working_object_height) of a run's config (None = no bound; the third:
+    :mod:`tao_lab.dataset.object_scale`)."""
+    return cfg.get("working_height"), cfg.get("working_min_height"), cfg.get("working_object_height")
 
 
 def working_size(height: int, width: int, working_height: Optional[int],

@@ -203,7 +203,7 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     for name, cfg in variants.items():
         # the same plants for every variant, each seen at the variant's working resolution (tao_lab.dataset.resize)
         bounds = working_bounds(cfg)
-        scenes_seen = [_at_working_resolution(sc, bounds) for sc in built]
+        scenes_seen = [_at_working_resolution(sc, cfg) for sc in built]
         pipe = Pipeline(cfg)
         pipe.set_camera_clips(cameras=[sc.train for sc in scenes_seen])  # one camera per scene
         key = (pipe.caches["features"].key, bounds)
@@ -236,14 +236,22 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     return result
 
 
-def _at_working_resolution(scene: SceneClips, bounds: tuple) -> SceneClips:
-    """``scene`` with its training and planted clips at the working resolution, ``bounds`` = (working_height,
-    working_min_height) (the same clips when none is resized)."""
+def _at_working_resolution(scene: SceneClips, cfg: DictConfig) -> SceneClips:
+    """``scene`` with its training and planted clips at ``cfg``'s working resolution: enlarged by the factor
+    ``working_object_height`` asks for the scene's camera (measured on its training clips,
+    :mod:`tao_lab.dataset.object_scale`), then bounded by ``working_height`` / ``working_min_height`` (the same clips
+    when none is resized)."""
+    from tao_lab.dataset.object_scale import camera_object_scale, scaled_clips
     from tao_lab.dataset.resize import at_working_resolution
 
-    out = SceneClips(scene.name, at_working_resolution(scene.train, *bounds))
-    out.planted = {k: [None if c is None else at_working_resolution([c], *bounds)[0] for c in clips]
-                   for k, clips in scene.planted.items()}
+    factor = camera_object_scale(scene.train, cfg, f"scene {scene.name}")
+    bounds = cfg.get("working_height"), cfg.get("working_min_height")
+
+    def seen(clips: list) -> list:
+        return at_working_resolution(scaled_clips(clips, factor), *bounds)
+
+    out = SceneClips(scene.name, seen(scene.train))
+    out.planted = {k: [None if c is None else seen([c])[0] for c in clips] for k, clips in scene.planted.items()}
     return out
 
 

@@ -132,7 +132,7 @@ def validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig], train: Se
 
     for name, cfg in variants.items():  # the clips were read at the base config's resolution
         if working_bounds(cfg) != working_bounds(base_cfg):
-            raise ValueError(f"variant {name!r} changes working_height / working_min_height, which this protocol "
+            raise ValueError(f"variant {name!r} changes working_height / working_min_height / working_object_height, which this protocol "
                              "cannot compare (its clips are read once); compare resolutions with --scenes, which "
                              "resizes per variant, or set them in the base overrides")
     plants = specs_at_working_resolution(plants, train)

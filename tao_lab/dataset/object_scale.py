@@ -1,0 +1,138 @@
+"""Working resolution chosen by the camera's objects: a camera whose people are small is processed enlarged.
+
+Why not by frame height (``working_min_height``): a 160-row frame can show 31-px walkers (the main job's synthetic
+camera, where enlarging lost: README "Working resolution and the resized scenes") or 12-21-px walkers (UCSD Ped1's
+158-row frames; the cross-scene validation's ``ped2_small``, where enlarging gained). The detector's pixel sizes
+(blur, opening, smallest blob, flow cell) and the px/frame thresholds downstream were chosen on cameras whose median
+blob is 31-35 px tall, so what matters is the size of the camera's objects, not of its frames.
+
+``working_object_height: T`` (configs/pipeline.yaml): the camera's median blob height ``h`` is measured label-free
+on its training clips (the test clips when it has none): the run's detector, each clip's own background, no splits,
+on :data:`FRAMES_PER_CLIP` frames spread over each of at most :data:`MAX_CLIPS` clips. When ``T / h`` is at least
+:data:`MIN_FACTOR`, every clip of the camera is processed enlarged by ``T / h`` (:class:`ResizedClip`); otherwise at
+its own size (a few percent buys nothing and costs a resampling of every frame). Cameras with larger objects are left
+as they are: shrinking to a frame height lost on ``ped2_large`` (round 1). ASSUMPTION: one camera per dataset (a
+dataset mixing cameras, e.g. ShanghaiTech, gets the factor of the median over all its clips).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Optional, Sequence
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from tao_lab.dataset.resize import ResizedClip
+from tao_lab.types import Clip, Dataset
+
+log = logging.getLogger(__name__)
+
+#: Enlarge only when the camera's objects are at least this much smaller than the target.
+MIN_FACTOR = 1.15
+#: The measurement's sample: frames per clip (spread evenly) and clips (spread evenly over the camera's).
+FRAMES_PER_CLIP = 40
+MAX_CLIPS = 8
+#: Fewer blobs than this over the sample: no measurement, no resizing (logged).
+MIN_BLOBS = 30
+
+
+class _SampledClip(Clip):
+    """Frames ``indices`` of ``parent``, re-indexed from 0: a short clip the detector fits its background on."""
+
+    def __init__(self, parent: Clip, indices: np.ndarray):
+        self.parent, self.indices = parent, [int(i) for i in indices]
+        super().__init__(f"{parent.clip_id}@sample", len(self.indices), parent.height, parent.width, parent.fps,
+                         source=f"{parent.source}+sample:{len(self.indices)}")
+
+    def _read(self, i: int) -> np.ndarray:
+        return self.parent.frame(self.indices[i])
+
+
+def measuring_detector(detector_cfg) -> object:
+    """The run's detector with each clip's own background and no splits (what the planted validation cuts walkers
+    with, :func:`tao_lab.validation.protocol.planting_pipeline`): blobs as the camera shows them."""
+    from hydra.utils import instantiate
+
+    from tao_lab.detector.camera import scoped_backgrounds
+
+    plain = OmegaConf.to_container(detector_cfg, resolve=True) if isinstance(detector_cfg, DictConfig) \
+        else dict(detector_cfg)
+    for owner in scoped_backgrounds(plain):
+        owner["background"]["scope"] = "clip"
+    for key in ("split_motion", "split_rows_valley"):
+        if key in plain:
+            plain[key] = 0.0
+    return instantiate(OmegaConf.create(plain))
+
+
+def median_object_height(clips: Sequence[Clip], detector_cfg, frames_per_clip: int = FRAMES_PER_CLIP,
+                         max_clips: int = MAX_CLIPS) -> Optional[float]:
+    """Median height (px) of the detector's blobs on a sample of ``clips`` (see the module docstring); None when
+    the sample shows fewer than :data:`MIN_BLOBS` blobs."""
+    clips = list(clips)
+    if not clips:
+        return None
+    picks = np.unique(np.linspace(0, len(clips) - 1, min(max_clips, len(clips))).round().astype(int))
+    detector = measuring_detector(detector_cfg)
+    heights = []
+    for k in picks:
+        clip = clips[int(k)]
+        n = min(int(frames_per_clip), clip.num_frames)
+        if n < 2:
+            continue
+        sample = _SampledClip(clip, np.unique(np.linspace(0, clip.num_frames - 1, n).round().astype(int)))
+        table = detector.detect(sample)
+        heights.append(table.xyxy[:, 3] - table.xyxy[:, 1])
+    heights = np.concatenate(heights) if heights else np.zeros(0)
+    if len(heights) < MIN_BLOBS:
+        return None
+    return float(np.median(heights))
+
+
+def object_scale(median_height: Optional[float], target: Optional[float]) -> float:
+    """The enlargement factor for a camera whose median blob is ``median_height`` px tall: ``target / median_height``
+    when that is at least :data:`MIN_FACTOR`, else 1 (also when either is None)."""
+    if target is None or median_height is None or not np.isfinite(median_height) or median_height <= 0:
+        return 1.0
+    if float(target) <= 0:
+        raise ValueError(f"working_object_height must be > 0 px (or null = off), got {target!r}")
+    factor = float(target) / float(median_height)
+    return factor if factor >= MIN_FACTOR else 1.0
+
+
+def scaled_clips(clips: Sequence[Clip], factor: float) -> list[Clip]:
+    """``clips`` enlarged by ``factor`` (the same clips when it is 1)."""
+    if factor == 1.0:
+        return list(clips)
+    return [ResizedClip(c, (int(round(c.height * factor)), int(round(c.width * factor)))) for c in clips]
+
+
+def camera_object_scale(clips: Sequence[Clip], cfg: DictConfig, name: str = "camera") -> float:
+    """The factor ``cfg.working_object_height`` asks for the camera of ``clips`` (1.0 when it is null); logs the
+    measurement and the decision."""
+    target = cfg.get("working_object_height")
+    if target is None:
+        return 1.0
+    height = median_object_height(clips, cfg.detector)
+    factor = object_scale(height, target)
+    if height is None:
+        log.warning("working_object_height=%s: %s shows fewer than %d blobs in its sample; processed at its own size",
+                    target, name, MIN_BLOBS)
+    elif factor == 1.0:
+        log.info("working_object_height=%s: %s's median blob is %.1f px tall; processed at its own size", target,
+                 name, height)
+    else:
+        log.info("working_object_height=%s: %s's median blob is %.1f px tall; processed enlarged %.2fx", target,
+                 name, height, factor)
+    return factor
+
+
+def dataset_at_object_scale(dataset: Dataset, cfg: DictConfig) -> Dataset:
+    """``dataset`` with every clip enlarged by the factor measured on its training clips (its test clips when it has
+    none); the same object when nothing is resized."""
+    factor = camera_object_scale(dataset.train or dataset.test, cfg, dataset.name)
+    if factor == 1.0:
+        return dataset
+    return dataclasses.replace(dataset, train=scaled_clips(dataset.train, factor),
+                               test=scaled_clips(dataset.test, factor))
