@@ -31,6 +31,7 @@ plus the fitted models. Each :class:`OnlineFrame` carries its own latency (frame
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import tempfile
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
+from omegaconf import OmegaConf
 
 # the live sources (tao_lab.sources), importable from here as before
 from tao_lab.sources import (ReconnectingSource, Source, SourceError, is_network, open_source,  # noqa: F401
@@ -50,6 +52,10 @@ from tao_lab.streaming import BufferClip, StreamContext  # noqa: F401 - BufferCl
 from tao_lab.types import ObjectTable
 
 log = logging.getLogger(__name__)
+
+#: Bytes of warm-up frames held at the stream's size to measure its objects (working_object_height): the 10 s warm-up
+#: of a 640x360 colour stream at 25 fps is 173 MB; a larger stream is measured on its first frames up to this.
+OBJECT_SCALE_MEMORY = 256 * 1024 * 1024
 
 
 @dataclass
@@ -92,7 +98,7 @@ class OnlinePipeline:
 
     def __init__(self, pipe, buffer_frames: int = 16, fps: float = 25.0, background_refit: int = 0,
                  keep_frames: bool = True, working_height: Optional[int] = None,
-                 working_min_height: Optional[int] = None):
+                 working_min_height: Optional[int] = None, working_object_height: Optional[float] = None):
         if buffer_frames < 2:
             raise ValueError(f"buffer_frames must be >= 2, got {buffer_frames}")
         self.pipe = pipe
@@ -102,6 +108,10 @@ class OnlinePipeline:
         self.keep_frames = bool(keep_frames)
         # frames taller than this are processed shrunk to it, as offline (tao_lab.dataset.resize; None = as they come)
         self.working_height, self.working_min_height = working_height, working_min_height
+        # a camera whose objects are small is processed enlarged, measured on the warm-up frames as offline on the
+        # training clips (tao_lab.dataset.object_scale; None = off); the factor found, once measured
+        self.working_object_height = working_object_height
+        self.object_scale: Optional[float] = None
         self.timings: dict[str, float] = {}
         self.index = 0
         self.stages: dict[str, Any] = {}  # the stages' per-frame forms, built by warmup()
@@ -119,7 +129,8 @@ class OnlinePipeline:
             pipe.fit_scorer([], ckpt_path=cfg.ckpt_path)
         return cls(pipe, buffer_frames=int(cfg.get("buffer_frames", 16)), fps=fps,
                    background_refit=int(cfg.get("background_refit", 0) or 0),
-                   working_height=cfg.get("working_height"), working_min_height=cfg.get("working_min_height"))
+                   working_height=cfg.get("working_height"), working_min_height=cfg.get("working_min_height"),
+                   working_object_height=cfg.get("working_object_height"))
 
     @property
     def fitted(self) -> bool:
@@ -235,6 +246,33 @@ class OnlinePipeline:
                            frame=frame if self.keep_frames else None)
 
     # ----- driving a source -------------------------------------------------------------------------------
+    def _object_scaled(self, frames: Iterator[np.ndarray], n_warm: int) -> Iterator[np.ndarray]:
+        """The stream's frames enlarged by the factor ``working_object_height`` asks for (as offline,
+        :mod:`tao_lab.dataset.object_scale`), measured on the warm-up frames: they are held in memory at the
+        stream's size until measured (at most :data:`OBJECT_SCALE_MEMORY` bytes; the measurement reads those
+        held)."""
+        from tao_lab.dataset.object_scale import camera_object_scale
+        from tao_lab.dataset.resize import resample
+        
+        if self.working_object_height is None:
+            self.object_scale = 1.0
+            yield from frames
+            return
+        held, size = [], 0
+        for frame in frames:
+            held.append(frame)
+            size += frame.nbytes
+            if len(held) >= n_warm or size >= OBJECT_SCALE_MEMORY:
+                break
+        if not held:
+            return
+        cfg = OmegaConf.merge(self.pipe.cfg, {"working_object_height": self.working_object_height})
+        self.object_scale = camera_object_scale([BufferClip(held, "warmup")], cfg, "the stream's warm-up")
+        f = self.object_scale
+        for frame in itertools.chain(held, frames):
+            yield frame if f == 1.0 else resample(frame, int(round(frame.shape[0] * f)),
+                                                  int(round(frame.shape[1] * f)))
+
     def _at_working_resolution(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         """The stream's frames at the working resolution (taller than ``working_height``: shrunk to it, area-averaged;
         shorter than ``working_min_height``: enlarged to it, bilinear), as offline."""
@@ -267,8 +305,8 @@ class OnlinePipeline:
         try:
             if self.source.fps:
                 self.fps = self.source.fps
-            frames = self._at_working_resolution(iter(self.source))
             n_warm = max(2, int(round(float(fit_seconds) * self.fps)))
+            frames = self._at_working_resolution(self._object_scaled(iter(self.source), n_warm))
             if max_frames is not None and n_warm >= max_frames:
                 raise ValueError(f"max_frames={max_frames} leaves nothing after the {n_warm} warm-up frames "
                                  f"(fit_seconds={fit_seconds})")

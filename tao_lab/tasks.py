@@ -357,14 +357,15 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
 
 
 def _resolution_note(cfg: DictConfig, clips) -> dict[str, str]:
-    """``{"working_resolution": ...}`` when test clips were processed resized (cfg.working_height /
-    working_min_height), else ``{}``."""
+    """``{"working_resolution": ...}`` when test clips were processed resized (cfg.working_object_height,
+    working_height, working_min_height), else ``{}``."""
     from tao_lab.dataset.resize import working_resolution_note
 
     size = working_resolution_note(clips)
     if size is None:
         return {}
-    return {"working_resolution": f"NOTE: processed at {size} (working_height={cfg.get('working_height')}, "
+    return {"working_resolution": f"NOTE: processed at {size} (working_object_height="
+                                  f"{cfg.get('working_object_height')}, working_height={cfg.get('working_height')}, "
                                   f"working_min_height={cfg.get('working_min_height')}): boxes, masks, pixel and "
                                   f"object metrics are in those pixels (GT masks resampled with the frames)"}
 

@@ -127,6 +127,12 @@ class MovingSquareClip(Clip):
         return np.repeat(g[..., None], 3, axis=2)
 
 
+def square_crossers(size: int, seed: int = 0, num_frames: int = 40) -> "MovingSquareClip":
+    """Three squares of ``size`` px crossing a 96x160 frame at 3 px/frame (never still, never touching)."""
+    return MovingSquareClip(num_frames=num_frames, height=96, width=160, seed=seed, clip_id=f"sq{size}-{seed}",
+                            squares=((2, 6, 3, 0, size, 230), (140, 38, -3, 0, size, 20), (20, 66, 3, 0, size, 220)))
+
+
 class ArrayClip(Clip):
     """A clip over a (T, H, W, 3) uint8 array."""
 

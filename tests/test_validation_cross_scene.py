@@ -399,3 +399,25 @@ def test_cross_scene_variants_see_the_same_plants_at_their_own_working_resolutio
     assert {h for h, _ in seen[None]} == {160} and {h for h, _ in seen[100]} == {100}
     assert {s for _, s in seen[100]} <= {s for _, s in seen[None]}  # the same clips and plants, resized
     assert all(np.isfinite(result.auc[v]["synthetic"]["fast"]) for v in variants)
+
+
+def test_cross_scene_object_scale_is_measured_per_scene_on_its_training_clips(compose_cfg):
+    """working_object_height enlarges a scene's training and planted clips alike, by the factor measured on that
+    scene's own training clips; a scene whose objects are tall enough is left as it is."""
+    from tao_lab.dataset.object_scale import camera_object_scale
+    from tao_lab.validation.cross_scene import SceneClips, _at_working_resolution
+    from helpers import square_crossers as _squares
+
+    cfg = compose_cfg("eval", ["working_object_height=32"])
+    small = SceneClips("small", [_squares(16, s) for s in range(3)])
+    small.planted = {"fast": [_squares(16, 7), None, _squares(16, 8)]}
+    seen = _at_working_resolution(small, cfg)
+    factor = camera_object_scale(small.train, cfg)
+    assert factor > 1.6
+    assert {c.height for c in seen.train} == {c.height for c in seen.planted["fast"] if c is not None} \
+        == {round(96 * factor)}
+    assert seen.planted["fast"][1] is None
+    tall = SceneClips("tall", [_squares(30, s) for s in range(3)])
+    tall.planted = {"fast": [_squares(16, 9)] * 3}  # small plants do not decide: the scene's training clips do
+    kept = _at_working_resolution(tall, cfg)
+    assert kept.train == tall.train and kept.planted["fast"] == tall.planted["fast"]

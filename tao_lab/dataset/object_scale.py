@@ -3,16 +3,22 @@
 Why not by frame height (``working_min_height``): a 160-row frame can show 31-px walkers (the main job's synthetic
 camera, where enlarging lost: README "Working resolution and the resized scenes") or 12-21-px walkers (UCSD Ped1's
 158-row frames; the cross-scene validation's ``ped2_small``, where enlarging gained). The detector's pixel sizes
-(blur, opening, smallest blob, flow cell) and the px/frame thresholds downstream were chosen on cameras whose median
-blob is 31-35 px tall, so what matters is the size of the camera's objects, not of its frames.
+(blur, opening, smallest blob, flow cell) and the px/frame thresholds downstream were chosen on cameras whose objects
+are 39-40 px tall by the measure below (Ped2, the synthetic scenes), so what matters is the size of the camera's
+objects, not of its frames.
 
-``working_object_height: T`` (configs/pipeline.yaml): the camera's median blob height ``h`` is measured label-free
-on its training clips (the test clips when it has none): the run's detector, each clip's own background, no splits,
-on :data:`FRAMES_PER_CLIP` frames spread over each of at most :data:`MAX_CLIPS` clips. When ``T / h`` is at least
+``working_object_height: T`` (configs/pipeline.yaml): the camera's object height ``h`` is measured label-free on its
+training clips (the test clips when it has none): the run's detector, each clip's own background, no splits, on
+:data:`FRAMES_PER_CLIP` frames spread over each of at most :data:`MAX_CLIPS` clips; ``h`` is the box-area-weighted
+median of the blobs' heights (half of the blobs' box area is in blobs shorter than ``h``). Why weighted: on real
+colour video people fall apart into many small pieces (leaves, shadows, limbs), which a plain median counts as
+often as whole people. On the 640x360 Avenue copy (label-free) the plain median blob is 27 px tall, the weighted one
+112 px; on Ped2's training clips 31 and 39, on the main job's 31 and 40, on ped2_small 19 and 24 (session 36 notes,
+look_dist.py). When ``T / h`` is at least
 :data:`MIN_FACTOR`, every clip of the camera is processed enlarged by ``T / h`` (:class:`ResizedClip`); otherwise at
 its own size (a few percent buys nothing and costs a resampling of every frame). Cameras with larger objects are left
 as they are: shrinking to a frame height lost on ``ped2_large`` (round 1). ASSUMPTION: one camera per dataset (a
-dataset mixing cameras, e.g. ShanghaiTech, gets the factor of the median over all its clips).
+dataset mixing cameras, e.g. ShanghaiTech, gets one factor, measured over all its clips).
 """
 from __future__ import annotations
 
@@ -66,16 +72,17 @@ def measuring_detector(detector_cfg) -> object:
     return instantiate(OmegaConf.create(plain))
 
 
-def median_object_height(clips: Sequence[Clip], detector_cfg, frames_per_clip: int = FRAMES_PER_CLIP,
-                         max_clips: int = MAX_CLIPS) -> Optional[float]:
-    """Median height (px) of the detector's blobs on a sample of ``clips`` (see the module docstring); None when
-    the sample shows fewer than :data:`MIN_BLOBS` blobs."""
+def object_height(clips: Sequence[Clip], detector_cfg, frames_per_clip: int = FRAMES_PER_CLIP,
+                  max_clips: int = MAX_CLIPS) -> Optional[float]:
+    """The camera's object height (px): the box-area-weighted median height of the detector's blobs on a sample of
+    ``clips`` (:func:`area_weighted_median`, see the module docstring); None when the sample shows fewer than
+    :data:`MIN_BLOBS` blobs."""
     clips = list(clips)
     if not clips:
         return None
     picks = np.unique(np.linspace(0, len(clips) - 1, min(max_clips, len(clips))).round().astype(int))
     detector = measuring_detector(detector_cfg)
-    heights = []
+    heights, areas = [], []
     for k in picks:
         clip = clips[int(k)]
         n = min(int(frames_per_clip), clip.num_frames)
@@ -84,20 +91,28 @@ def median_object_height(clips: Sequence[Clip], detector_cfg, frames_per_clip: i
         sample = _SampledClip(clip, np.unique(np.linspace(0, clip.num_frames - 1, n).round().astype(int)))
         table = detector.detect(sample)
         heights.append(table.xyxy[:, 3] - table.xyxy[:, 1])
-    heights = np.concatenate(heights) if heights else np.zeros(0)
-    if len(heights) < MIN_BLOBS:
+        areas.append(heights[-1] * (table.xyxy[:, 2] - table.xyxy[:, 0]))
+    if sum(len(h) for h in heights) < MIN_BLOBS:
         return None
-    return float(np.median(heights))
+    return area_weighted_median(np.concatenate(heights), np.concatenate(areas))
 
 
-def object_scale(median_height: Optional[float], target: Optional[float]) -> float:
-    """The enlargement factor for a camera whose median blob is ``median_height`` px tall: ``target / median_height``
-    when that is at least :data:`MIN_FACTOR`, else 1 (also when either is None)."""
-    if target is None or median_height is None or not np.isfinite(median_height) or median_height <= 0:
+def area_weighted_median(heights: np.ndarray, areas: np.ndarray) -> float:
+    """The smallest height at which the blobs this tall or shorter hold at least half of the total ``areas``."""
+    heights, areas = np.asarray(heights, np.float64), np.asarray(areas, np.float64)
+    order = np.argsort(heights, kind="stable")
+    cumulative = np.cumsum(areas[order])
+    return float(heights[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def object_scale(height: Optional[float], target: Optional[float]) -> float:
+    """The enlargement factor for a camera whose objects are ``height`` px tall (:func:`object_height`):
+    ``target / height`` when that is at least :data:`MIN_FACTOR`, else 1 (also when either is None)."""
+    if target is None or height is None or not np.isfinite(height) or height <= 0:
         return 1.0
     if float(target) <= 0:
         raise ValueError(f"working_object_height must be > 0 px (or null = off), got {target!r}")
-    factor = float(target) / float(median_height)
+    factor = float(target) / float(height)
     return factor if factor >= MIN_FACTOR else 1.0
 
 
@@ -114,16 +129,16 @@ def camera_object_scale(clips: Sequence[Clip], cfg: DictConfig, name: str = "cam
     target = cfg.get("working_object_height")
     if target is None:
         return 1.0
-    height = median_object_height(clips, cfg.detector)
+    height = object_height(clips, cfg.detector)
     factor = object_scale(height, target)
     if height is None:
         log.warning("working_object_height=%s: %s shows fewer than %d blobs in its sample; processed at its own size",
                     target, name, MIN_BLOBS)
     elif factor == 1.0:
-        log.info("working_object_height=%s: %s's median blob is %.1f px tall; processed at its own size", target,
+        log.info("working_object_height=%s: %s's objects are %.1f px tall; processed at its own size", target,
                  name, height)
     else:
-        log.info("working_object_height=%s: %s's median blob is %.1f px tall; processed enlarged %.2fx", target,
+        log.info("working_object_height=%s: %s's objects are %.1f px tall; processed enlarged %.2fx", target,
                  name, height, factor)
     return factor
 

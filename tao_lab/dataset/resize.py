@@ -126,5 +126,8 @@ def working_resolution_note(clips: Sequence[Clip]) -> Optional[str]:
     """"WxH from W0xH0" for the first resized clip among ``clips`` (None when none is resized): for metrics.json."""
     for clip in clips:
         if isinstance(clip, ResizedClip):
-            return f"{clip.width}x{clip.height} from {clip.base.width}x{clip.base.height}"
+            base = clip.base
+            while isinstance(base, ResizedClip):  # resized twice (object scale, then a height bound)
+                base = base.base
+            return f"{clip.width}x{clip.height} from {base.width}x{base.height}"
     return None

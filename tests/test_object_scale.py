@@ -1,0 +1,99 @@
+"""Object scale (tao_lab.dataset.object_scale, cfg.working_object_height): a camera whose objects are small is
+processed enlarged, judged by its objects' measured height, not by its frame height."""
+import numpy as np
+import pytest
+
+from helpers import TINY_SYNTHETIC, MovingSquareClip, compose
+from helpers import square_crossers as _squares
+from tao_lab.dataset.object_scale import (MIN_FACTOR, camera_object_scale, dataset_at_object_scale,
+                                          object_height, object_scale, scaled_clips)
+from tao_lab.dataset.resize import ResizedClip, working_resolution_note
+from tao_lab.types import Dataset
+
+
+def test_object_scale_known_answers():
+    assert object_scale(19.0, 32) == pytest.approx(32 / 19)
+    assert object_scale(31.0, 32) == 1.0                      # 1.03x is not worth a resampling
+    assert object_scale(32 / MIN_FACTOR, 32) == pytest.approx(MIN_FACTOR)
+    assert object_scale(50.0, 32) == 1.0                      # larger objects: never shrunk
+    assert object_scale(None, 32) == 1.0 and object_scale(19.0, None) == 1.0  # nothing measured / option off
+    with pytest.raises(ValueError, match="working_object_height"):
+        object_scale(19.0, -4)
+
+
+def test_area_weighted_median_known_answers():
+    from tao_lab.dataset.object_scale import area_weighted_median
+
+    # ten 4-px fragments (4 px^2 each) and three 40x20 people: the people hold the area, so their height is it
+    heights = np.array([4.0] * 10 + [40.0] * 3)
+    areas = np.array([16.0] * 10 + [800.0] * 3)
+    assert np.median(heights) == 4.0 and area_weighted_median(heights, areas) == 40.0
+    assert area_weighted_median(np.array([10.0, 20.0, 30.0]), np.ones(3)) == 20.0  # equal areas: the plain median
+    # half of the area exactly reached at 20: 20 (the smallest height holding at least half)
+    assert area_weighted_median(np.array([30.0, 10.0, 20.0]), np.array([2.0, 1.0, 1.0])) == 20.0
+
+
+def test_the_measured_height_is_the_objects_height():
+    """Squares of 16 and 24 px: the detector's object height follows the squares, not the frame."""
+    cfg = compose("eval", ["progress=false"])
+    small = object_height([_squares(16, s) for s in range(3)], cfg.detector)
+    large = object_height([_squares(24, s) for s in range(3)], cfg.detector)
+    assert small == pytest.approx(16, abs=3) and large == pytest.approx(24, abs=3)
+    assert large / small == pytest.approx(1.5, abs=0.2)
+    blank = MovingSquareClip(num_frames=20, squares=())                    # nothing moves: nothing measured
+    assert object_height([blank], cfg.detector) is None and object_height([], cfg.detector) is None
+
+
+def test_a_camera_with_small_objects_is_enlarged_to_the_target_and_one_with_tall_objects_is_not():
+    small = [_squares(16, s) for s in range(2)]
+    cfg = compose("eval", ["progress=false", "working_object_height=32"])
+    factor = camera_object_scale(small, cfg)
+    assert factor == pytest.approx(32 / object_height(small, cfg.detector)) and factor > 1.6
+    data = Dataset("d", train=small, test=[_squares(16, 5)])
+    seen = dataset_at_object_scale(data, cfg)
+    assert all(isinstance(c, ResizedClip) for c in (*seen.train, *seen.test))  # train and test alike
+    assert {(c.height, c.width) for c in seen.test} == {(round(96 * factor), round(160 * factor))}
+    assert working_resolution_note(seen.test) == f"{round(160 * factor)}x{round(96 * factor)} from 160x96"
+    tall = Dataset("t", train=[_squares(30, s) for s in range(2)], test=[])
+    assert dataset_at_object_scale(tall, cfg) is tall                          # 30 px against 32: as it is
+    off = compose("eval", ["progress=false"])
+    assert dataset_at_object_scale(data, off) is data and camera_object_scale(small, off) == 1.0
+    assert scaled_clips(small, 1.0) == small
+
+
+def test_the_measurement_reads_the_training_clips_else_the_test_clips():
+    cfg = compose("eval", ["progress=false", "working_object_height=32"])
+    no_train = Dataset("u", train=[], test=[_squares(16, 1), _squares(16, 2)])
+    assert dataset_at_object_scale(no_train, cfg).test[0].height > 150            # measured on its test clips
+    trained_tall = Dataset("m", train=[_squares(30, 1), _squares(30, 2)], test=[_squares(16, 3)])
+    assert dataset_at_object_scale(trained_tall, cfg) is trained_tall            # the training clips decide
+
+
+def test_the_main_jobs_camera_is_left_at_its_own_size_by_the_object_scale(tmp_path):
+    """The synthetic camera's walkers (~31 px) are tall enough at 160 rows: unlike working_min_height=240, the
+    object scale leaves the main job as it is; a larger target enlarges it and the run says so."""
+    from tao_lab.pipeline import load_dataset
+
+    native = load_dataset(compose("eval", ["working_object_height=32"], tmp_path))  # the main job's own dataset
+    assert {(c.height, c.width) for c in (*native.train, *native.test)} == {(160, 240)}
+    big = load_dataset(compose("eval", [*TINY_SYNTHETIC, "working_object_height=64"], tmp_path))
+    assert {c.height for c in (*big.train, *big.test)} == {max(c.height for c in big.test)} and big.test[0].height > 300
+
+
+def test_online_frames_are_enlarged_by_the_factor_measured_on_the_warm_up():
+    from tao_lab.online import OnlinePipeline
+    from tao_lab.pipeline import Pipeline
+
+    clip = _squares(16, 0, num_frames=60)
+    pipe = Pipeline(compose("eval", ["progress=false"]))
+    online = OnlinePipeline(pipe, working_object_height=32)
+    frames = list(online._object_scaled(iter(list(clip.frames())), n_warm=40))
+    expected = camera_object_scale([clip.__class__(num_frames=40, height=96, width=160, seed=0,
+                                                   squares=clip.squares)],
+                                   compose("eval", ["progress=false", "working_object_height=32"]))
+    assert online.object_scale == pytest.approx(expected) and online.object_scale > 1.6
+    assert len(frames) == 60 and {f.shape[:2] for f in frames} == {(round(96 * expected), round(160 * expected))}
+    np.testing.assert_array_equal(frames[45], ResizedClip(clip, frames[0].shape[:2]).frame(45))  # as offline
+    off = OnlinePipeline(pipe)
+    assert [f.shape for f in off._object_scaled(iter([clip.frame(0)]), n_warm=40)] == [(96, 160, 3)]
+    assert off.object_scale == 1.0
