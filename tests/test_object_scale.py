@@ -56,7 +56,7 @@ def test_a_camera_with_small_objects_is_enlarged_to_the_target_and_one_with_tall
     assert working_resolution_note(seen.test) == f"{round(160 * factor)}x{round(96 * factor)} from 160x96"
     tall = Dataset("t", train=[_squares(30, s) for s in range(2)], test=[])
     assert dataset_at_object_scale(tall, cfg) is tall                          # 30 px against 32: as it is
-    off = compose("eval", ["progress=false"])
+    off = compose("eval", ["progress=false", "working_object_height=null"])
     assert dataset_at_object_scale(data, off) is data and camera_object_scale(small, off) == 1.0
     assert scaled_clips(small, 1.0) == small
 
@@ -69,12 +69,14 @@ def test_the_measurement_reads_the_training_clips_else_the_test_clips():
     assert dataset_at_object_scale(trained_tall, cfg) is trained_tall            # the training clips decide
 
 
-def test_the_main_jobs_camera_is_left_at_its_own_size_by_the_object_scale(tmp_path):
-    """The synthetic camera's walkers (~31 px) are tall enough at 160 rows: unlike working_min_height=240, the
-    object scale leaves the main job as it is; a larger target enlarges it and the run says so."""
+def test_the_main_jobs_camera_is_left_at_its_own_size_by_the_default_object_scale(tmp_path):
+    """The synthetic camera's walkers (40 px by this measure) are tall enough at 160 rows: unlike
+    working_min_height=240, the default object scale leaves the main job as it is; a larger target enlarges it."""
     from tao_lab.pipeline import load_dataset
 
-    native = load_dataset(compose("eval", ["working_object_height=32"], tmp_path))  # the main job's own dataset
+    cfg = compose("eval", [], tmp_path)
+    assert cfg.working_object_height == 44
+    native = load_dataset(cfg)  # the main job's own dataset
     assert {(c.height, c.width) for c in (*native.train, *native.test)} == {(160, 240)}
     big = load_dataset(compose("eval", [*TINY_SYNTHETIC, "working_object_height=64"], tmp_path))
     assert {c.height for c in (*big.train, *big.test)} == {max(c.height for c in big.test)} and big.test[0].height > 300
@@ -94,6 +96,6 @@ def test_online_frames_are_enlarged_by_the_factor_measured_on_the_warm_up():
     assert online.object_scale == pytest.approx(expected) and online.object_scale > 1.6
     assert len(frames) == 60 and {f.shape[:2] for f in frames} == {(round(96 * expected), round(160 * expected))}
     np.testing.assert_array_equal(frames[45], ResizedClip(clip, frames[0].shape[:2]).frame(45))  # as offline
-    off = OnlinePipeline(pipe)
+    off = OnlinePipeline(pipe)                         # working_object_height not given: as they come
     assert [f.shape for f in off._object_scaled(iter([clip.frame(0)]), n_warm=40)] == [(96, 160, 3)]
     assert off.object_scale == 1.0
