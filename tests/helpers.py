@@ -58,12 +58,8 @@ def ped2_available() -> bool:
 
 # --- configs ------------------------------------------------------------------------------------------------------
 
-# A tiny synthetic dataset: enough objects to fit density models, small enough for seconds-long runs. Its camera is
-# the main job's, which the object scale leaves at its own size (objects 40 px tall); two 60-frame clips show fewer
-# whole walkers and measure 32 px, so the tiny runs switch the object scale off to stay the main job's camera
-# (tests/test_object_scale.py tests it).
-TINY_SYNTHETIC = ["dataset.num_train_clips=2", "dataset.num_test_clips=2", "dataset.num_frames=60",
-                  "working_object_height=null"]
+# A tiny synthetic dataset: enough objects to fit density models, small enough for seconds-long runs.
+TINY_SYNTHETIC = ["dataset.num_train_clips=2", "dataset.num_test_clips=2", "dataset.num_frames=60"]
 
 
 def compose(config_name: str = "eval", overrides=(), tmp_path: Path | None = None):
