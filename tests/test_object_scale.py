@@ -114,3 +114,16 @@ def test_the_default_target_leaves_the_main_jobs_camera_alone_on_any_sample(seed
                                             f"dataset.num_frames={frames}", "dataset.num_test_clips=1"]).dataset)
         assert camera_object_scale(data.train, cfg) == 1.0, (seed, clips, frames)
     assert object_scale(24.0, cfg.working_object_height) >= 1.5
+
+
+def test_the_object_height_is_measured_with_the_weight_free_detector_whatever_the_run_detects_with():
+    from tao_lab.dataset.object_scale import measuring_detector
+    from tao_lab.detector.subtraction import BackgroundSubtractionDetector
+
+    own = measuring_detector(compose("eval", ["detector.min_area=25"]).detector)
+    assert isinstance(own, BackgroundSubtractionDetector) and own.min_area == 25       # the run's, its settings
+    assert own.scope == "clip" and own.split_motion == 0                                # own background, no splits
+    hybrid = measuring_detector(compose("eval", ["detector=hybrid", "detector.background.min_area=30"]).detector)
+    assert isinstance(hybrid, BackgroundSubtractionDetector) and hybrid.min_area == 30  # the hybrid's part
+    yolo = measuring_detector(compose("eval", ["detector=yolo"]).detector)             # no weights loaded
+    assert isinstance(yolo, BackgroundSubtractionDetector) and yolo.min_area == 40     # configs/detector/background

@@ -61,10 +61,10 @@ def test_heavy_imports_happen_in_the_calling_thread_before_the_workers_start(com
         real_prepare(self)
 
     real_prepare = ByteTracker.prepare
+    cfg = compose_cfg("eval", [*TINY_SYNTHETIC, "workers=2", f"paths.cache_dir={tmp_path / 'cache'}"])
+    clips = load_dataset(cfg).train  # (its object-scale measurement detects in this thread: before the watch)
     monkeypatch.setattr(BackgroundSubtractionDetector, "detect", detect)
     monkeypatch.setattr(ByteTracker, "prepare", prepare)
-    cfg = compose_cfg("eval", [*TINY_SYNTHETIC, "workers=2", f"paths.cache_dir={tmp_path / 'cache'}"])
-    clips = load_dataset(cfg).train
     Pipeline(cfg).extract(clips, "train")
     main = threading.current_thread().name
     assert events[0] == ("prepare", main)  # before any detection, in the calling thread

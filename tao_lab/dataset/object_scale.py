@@ -8,7 +8,8 @@ are 39-40 px tall by the measure below (Ped2, the synthetic scenes), so what mat
 objects, not of its frames.
 
 ``working_object_height: T`` (configs/pipeline.yaml): the camera's object height ``h`` is measured label-free on its
-training clips (the test clips when it has none): the run's detector, each clip's own background, no splits, on
+training clips (the test clips when it has none): the weight-free background-subtraction detector (the run's, or the
+configured one when the run detects with YOLO: :func:`measuring_detector`), each clip's own background, no splits, on
 :data:`FRAMES_PER_CLIP` frames spread over each of at most :data:`MAX_CLIPS` clips; ``h`` is the box-area-weighted
 median of the blobs' heights (half of the blobs' box area is in blobs shorter than ``h``). Why weighted: on real
 colour video people fall apart into many small pieces (leaves, shadows, limbs), which a plain median counts as
@@ -39,6 +40,7 @@ MIN_FACTOR = 1.15
 #: The measurement's sample: frames per clip (spread evenly) and clips (spread evenly over the camera's).
 FRAMES_PER_CLIP = 40
 MAX_CLIPS = 8
+_BACKGROUND_DETECTOR = "tao_lab.detector.BackgroundSubtractionDetector"
 #: Fewer blobs than this over the sample: no measurement, no resizing (logged).
 MIN_BLOBS = 30
 
@@ -56,14 +58,23 @@ class _SampledClip(Clip):
 
 
 def measuring_detector(detector_cfg) -> object:
-    """The run's detector with each clip's own background and no splits (what the planted validation cuts walkers
-    with, :func:`tao_lab.validation.protocol.planting_pipeline`): blobs as the camera shows them."""
+    """The weight-free background-subtraction detector the object height is defined on: the run's when it is one
+    (with its settings), the hybrid detector's background part, else configs/detector/background.yaml (a YOLO run
+    measures as a weight-free one would, so one target means one thing); each clip's own background and no splits,
+    as the planted validation cuts walkers (:func:`tao_lab.validation.protocol.planting_pipeline`)."""
     from hydra.utils import instantiate
 
+    from tao_lab.config import CONFIG_DIR
     from tao_lab.detector.camera import scoped_backgrounds
 
     plain = OmegaConf.to_container(detector_cfg, resolve=True) if isinstance(detector_cfg, DictConfig) \
         else dict(detector_cfg)
+    if plain.get("_target_") != _BACKGROUND_DETECTOR:
+        part = plain.get("background")
+        if isinstance(part, dict) and part.get("_target_") == _BACKGROUND_DETECTOR:
+            plain = part
+        else:
+            plain = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "detector" / "background.yaml"), resolve=True)
     for owner in scoped_backgrounds(plain):
         owner["background"]["scope"] = "clip"
     for key in ("split_motion", "split_rows_valley"):
