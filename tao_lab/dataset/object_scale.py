@@ -40,9 +40,10 @@ MIN_FACTOR = 1.15
 #: The measurement's sample: frames per clip (spread evenly) and clips (spread evenly over the camera's).
 FRAMES_PER_CLIP = 40
 MAX_CLIPS = 8
-_BACKGROUND_DETECTOR = "tao_lab.detector.BackgroundSubtractionDetector"
 #: Fewer blobs than this over the sample: no measurement, no resizing (logged).
 MIN_BLOBS = 30
+# the detector class the object height is defined on (measuring_detector)
+_BACKGROUND_DETECTOR = "tao_lab.detector.BackgroundSubtractionDetector"
 
 
 class _SampledClip(Clip):
