@@ -61,7 +61,8 @@ def main(argv=None) -> int:
             verdicts.setdefault((camera, t), set()).add(factor > 1.0)
             cells.append(("own size" if factor == 1.0 else f"x{factor:.2f}").rjust(8))
         shown = "-" if height is None else f"{height:.0f}"
-        print(f"{camera:22s} {label:18s} {shown:>9s}  " + "  ".join(cells) + f"   ({time.perf_counter() - start:.1f} s)")
+        took = time.perf_counter() - start
+        print(f"{camera:22s} {label:18s} {shown:>9s}  " + "  ".join(cells) + f"   ({took:.1f} s)")
     print("\nsteady verdict per camera (the same on every sample):")
     for camera in dict.fromkeys(c for c, _, _ in samples):
         row = []

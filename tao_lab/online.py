@@ -251,9 +251,9 @@ class OnlinePipeline:
         :mod:`tao_lab.dataset.object_scale`), measured on the warm-up frames: they are held in memory at the
         stream's size until measured (at most :data:`OBJECT_SCALE_MEMORY` bytes; the measurement reads those
         held)."""
-        from tao_lab.dataset.object_scale import camera_object_scale
+        from tao_lab.dataset.object_scale import camera_object_scale, scaled_size
         from tao_lab.dataset.resize import resample
-        
+
         if self.working_object_height is None:
             self.object_scale = 1.0
             yield from frames
@@ -270,8 +270,7 @@ class OnlinePipeline:
         self.object_scale = camera_object_scale([BufferClip(held, "warmup")], cfg, "the stream's warm-up")
         f = self.object_scale
         for frame in itertools.chain(held, frames):
-            yield frame if f == 1.0 else resample(frame, int(round(frame.shape[0] * f)),
-                                                  int(round(frame.shape[1] * f)))
+            yield frame if f == 1.0 else resample(frame, *scaled_size(frame.shape[0], frame.shape[1], f))
 
     def _at_working_resolution(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         """The stream's frames at the working resolution (taller than ``working_height``: shrunk to it, area-averaged;

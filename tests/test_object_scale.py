@@ -127,3 +127,34 @@ def test_the_object_height_is_measured_with_the_weight_free_detector_whatever_th
     assert isinstance(hybrid, BackgroundSubtractionDetector) and hybrid.min_area == 30  # the hybrid's part
     yolo = measuring_detector(compose("eval", ["detector=yolo"]).detector)             # no weights loaded
     assert isinstance(yolo, BackgroundSubtractionDetector) and yolo.min_area == 40     # configs/detector/background
+
+
+def test_planted_speeds_follow_both_resizes_of_a_twice_resized_camera():
+    """Object scale 2x, then a 120-row bound (0.625x): the camera is seen 1.25x its size, and so are the planted
+    speeds (not just the last resize's 0.625x)."""
+    from tao_lab.dataset.resize import at_working_resolution, original_clip, resize_factor
+    from tao_lab.validation.protocol import DEFAULT_PLANTS, specs_at_working_resolution
+
+    base = _squares(16, 0)
+    twice = at_working_resolution(scaled_clips([base, _squares(16, 1)], 2.0), 120)
+    assert isinstance(twice[0].base, ResizedClip) and original_clip(twice[0]) is base
+    assert (twice[0].height, resize_factor(twice[0])) == (120, pytest.approx(1.25))
+    specs = specs_at_working_resolution(DEFAULT_PLANTS, twice)
+    assert [s.speed for s in specs] == [pytest.approx((1.25 * s.speed[0], 1.25 * s.speed[1])) for s in DEFAULT_PLANTS]
+    assert working_resolution_note(twice) == "200x120 from 160x96"
+
+
+def test_a_camera_measured_once_serves_every_target(monkeypatch):
+    """The cross-scene validation measures a scene once per detector: variants that differ only in the target read
+    the height measured first."""
+    import tao_lab.dataset.object_scale as object_scale_module
+
+    calls = []
+    real = object_scale_module.object_height
+    monkeypatch.setattr(object_scale_module, "object_height", lambda *a, **k: calls.append(1) or real(*a, **k))
+    clips, measured = [_squares(16, s) for s in range(2)], {}
+    f32 = camera_object_scale(clips, compose("eval", ["working_object_height=32"]), "small", measured)
+    f48 = camera_object_scale(clips, compose("eval", ["working_object_height=48"]), "small", measured)
+    assert len(calls) == 1 and f48 == pytest.approx(1.5 * f32)
+    camera_object_scale(clips, compose("eval", ["working_object_height=32", "detector.min_area=30"]), "small", measured)
+    assert len(calls) == 2                                     # another detector: measured again

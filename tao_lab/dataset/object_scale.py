@@ -128,20 +128,33 @@ def object_scale(height: Optional[float], target: Optional[float]) -> float:
     return factor if factor >= MIN_FACTOR else 1.0
 
 
+def scaled_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    """(height, width) of a ``height`` x ``width`` frame enlarged by ``factor`` (offline clips and online frames)."""
+    return int(round(height * factor)), int(round(width * factor))
+
+
 def scaled_clips(clips: Sequence[Clip], factor: float) -> list[Clip]:
     """``clips`` enlarged by ``factor`` (the same clips when it is 1)."""
     if factor == 1.0:
         return list(clips)
-    return [ResizedClip(c, (int(round(c.height * factor)), int(round(c.width * factor)))) for c in clips]
+    return [ResizedClip(c, scaled_size(c.height, c.width, factor)) for c in clips]
 
 
-def camera_object_scale(clips: Sequence[Clip], cfg: DictConfig, name: str = "camera") -> float:
+def camera_object_scale(clips: Sequence[Clip], cfg: DictConfig, name: str = "camera",
+                        measured: Optional[dict] = None) -> float:
     """The factor ``cfg.working_object_height`` asks for the camera of ``clips`` (1.0 when it is null); logs the
-    measurement and the decision."""
+    measurement and the decision. ``measured``: heights already measured, by (``name``, detector config), read and
+    filled here (variants that differ only in the target measure a camera once)."""
     target = cfg.get("working_object_height")
     if target is None:
         return 1.0
-    height = object_height(clips, cfg.detector)
+    key = (name, repr(OmegaConf.to_container(cfg.detector, resolve=True)))
+    if measured is not None and key in measured:
+        height = measured[key]
+    else:
+        height = object_height(clips, cfg.detector)
+        if measured is not None:
+            measured[key] = height
     factor = object_scale(height, target)
     if height is None:
         log.warning("working_object_height=%s: %s shows fewer than %d blobs in its sample; processed at its own size",

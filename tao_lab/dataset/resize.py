@@ -122,12 +122,22 @@ def dataset_at_working_resolution(dataset: Dataset, working_height: Optional[int
     return dataclasses.replace(dataset, train=train, test=test)
 
 
+def original_clip(clip: Clip) -> Clip:
+    """The clip a (possibly twice: object scale, then a height bound) :class:`ResizedClip` was made from."""
+    while isinstance(clip, ResizedClip):
+        clip = clip.base
+    return clip
+
+
+def resize_factor(clip: Clip) -> float:
+    """How many times taller ``clip`` is processed than its original (1.0 for a clip at its own size)."""
+    return clip.height / original_clip(clip).height
+
+
 def working_resolution_note(clips: Sequence[Clip]) -> Optional[str]:
     """"WxH from W0xH0" for the first resized clip among ``clips`` (None when none is resized): for metrics.json."""
     for clip in clips:
         if isinstance(clip, ResizedClip):
-            base = clip.base
-            while isinstance(base, ResizedClip):  # resized twice (object scale, then a height bound)
-                base = base.base
+            base = original_clip(clip)
             return f"{clip.width}x{clip.height} from {base.width}x{base.height}"
     return None

@@ -200,10 +200,11 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
         result.positives[sc.name] = {k: int(sum(c.labels.sum() for c in clips if c is not None))
                                      for k, clips in sc.planted.items()}
     front_ends: dict[tuple, Pipeline] = {}  # one extraction per distinct detector/tracker/features and resolution
+    measured: dict = {}  # each scene's object height, measured once per detector (working_object_height)
     for name, cfg in variants.items():
         # the same plants for every variant, each seen at the variant's working resolution (tao_lab.dataset.resize)
         bounds = working_bounds(cfg)
-        scenes_seen = [_at_working_resolution(sc, cfg) for sc in built]
+        scenes_seen = [_at_working_resolution(sc, cfg, measured) for sc in built]
         pipe = Pipeline(cfg)
         pipe.set_camera_clips(cameras=[sc.train for sc in scenes_seen])  # one camera per scene
         key = (pipe.caches["features"].key, bounds)
@@ -236,15 +237,15 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     return result
 
 
-def _at_working_resolution(scene: SceneClips, cfg: DictConfig) -> SceneClips:
+def _at_working_resolution(scene: SceneClips, cfg: DictConfig, measured: Optional[dict] = None) -> SceneClips:
     """``scene`` with its training and planted clips at ``cfg``'s working resolution: enlarged by the factor
     ``working_object_height`` asks for the scene's camera (measured on its training clips,
     :mod:`tao_lab.dataset.object_scale`), then bounded by ``working_height`` / ``working_min_height`` (the same clips
-    when none is resized)."""
+    when none is resized). ``measured``: object heights already measured (:func:`camera_object_scale`)."""
     from tao_lab.dataset.object_scale import camera_object_scale, scaled_clips
     from tao_lab.dataset.resize import at_working_resolution
 
-    factor = camera_object_scale(scene.train, cfg, f"scene {scene.name}")
+    factor = camera_object_scale(scene.train, cfg, f"scene {scene.name}", measured)
     bounds = cfg.get("working_height"), cfg.get("working_min_height")
 
     def seen(clips: list) -> list:

@@ -66,9 +66,9 @@ def specs_at_working_resolution(specs: Sequence[PlantSpec], train: Sequence[Clip
     processed at: a walker planted at 4 px/frame into a 160-row camera is the same walker at 6 px/frame when the run
     sees that camera at 240 rows (``working_min_height``; :class:`tao_lab.dataset.resize.ResizedClip`). Sizes need no
     such care: walkers are cut from the (resized) clips and boxes sized from their objects."""
-    from tao_lab.dataset.resize import ResizedClip
+    from tao_lab.dataset.resize import resize_factor
 
-    factors = sorted({round(c.height / c.base.height, 6) if isinstance(c, ResizedClip) else 1.0 for c in train})
+    factors = sorted({round(resize_factor(c), 6) for c in train})  # object scale and height bound together
     if factors == [1.0] or not factors:
         return tuple(specs)
     if len(factors) > 1:
@@ -132,8 +132,8 @@ def validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig], train: Se
 
     for name, cfg in variants.items():  # the clips were read at the base config's resolution
         if working_bounds(cfg) != working_bounds(base_cfg):
-            raise ValueError(f"variant {name!r} changes working_height / working_min_height / working_object_height, which this protocol "
-                             "cannot compare (its clips are read once); compare resolutions with --scenes, which "
+            raise ValueError(f"variant {name!r} changes working_height / working_min_height / "
+                             "working_object_height, which this protocol cannot compare (its clips are read once); compare resolutions with --scenes, which "
                              "resizes per variant, or set them in the base overrides")
     plants = specs_at_working_resolution(plants, train)
     planted = planted_clips(train, planting_pipeline(base_cfg), plants, seed, show_progress)
