@@ -248,9 +248,10 @@ class OnlinePipeline:
     # ----- driving a source -------------------------------------------------------------------------------
     def _object_scaled(self, frames: Iterator[np.ndarray], n_warm: int) -> Iterator[np.ndarray]:
         """The stream's frames enlarged by the factor ``working_object_height`` asks for (as offline,
-        :mod:`tao_lab.dataset.object_scale`), measured on the warm-up frames: they are held in memory at the
-        stream's size until measured (at most :data:`OBJECT_SCALE_MEMORY` bytes; the measurement reads those
-        held)."""
+        :mod:`tao_lab.dataset.object_scale`): the factor the scorer's training clips were processed at when the
+        scorer records one (a checkpoint's ``fit_resolution``) for a camera of the stream's size, else measured on
+        the warm-up frames: they are held in memory at the stream's size until measured (at most
+        :data:`OBJECT_SCALE_MEMORY` bytes; the measurement reads those held)."""
         from tao_lab.dataset.object_scale import camera_object_scale, scaled_size
         from tao_lab.dataset.resize import resample
 
@@ -258,6 +259,23 @@ class OnlinePipeline:
             self.object_scale = 1.0
             yield from frames
             return
+        frames = iter(frames)
+        first = next(frames, None)
+        if first is None:
+            return
+        frames = itertools.chain([first], frames)
+        record = getattr(getattr(self.pipe, "scorer", None), "fit_resolution", None)
+        if record is not None and [int(first.shape[0]), int(first.shape[1])] == list(record["camera_size"]):
+            f = self.object_scale = float(record["object_scale"])
+            log.info("object scale: the stream is processed %s, as the scorer's training clips",
+                     "at its own size" if f == 1.0 else f"enlarged {f:.2f}x")
+            for frame in frames:
+                yield frame if f == 1.0 else resample(frame, *scaled_size(frame.shape[0], frame.shape[1], f))
+            return
+        if record is not None:
+            log.warning("object scale: the scorer's training camera was %dx%d, the stream's frames are %dx%d; the "
+                        "stream's object scale is measured on its warm-up", record["camera_size"][1],
+                        record["camera_size"][0], first.shape[1], first.shape[0])
         held, size = [], 0
         for frame in frames:
             held.append(frame)

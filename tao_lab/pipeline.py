@@ -379,6 +379,7 @@ class Pipeline:
 
         Returns the checkpoint path used. Then fits the threshold on the scorer's training object scores.
         """
+        from tao_lab.dataset.object_scale import fit_resolution
         from tao_lab.scorer.base import scorer_class
         from tao_lab.scorer.class_rarity import check_detector_has_classes
 
@@ -413,8 +414,13 @@ class Pipeline:
                     cached = scorer_cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
                 except Exception as exc:  # noqa: BLE001 - a cache entry is never trusted over a refit
                     log.warning("cached scorer %s unreadable (%s); refitting", path, exc)
+            # how the fit clips were processed, kept in the checkpoint: a run from it processes the camera alike
+            resolution = fit_resolution(train_clips)
             if cached is not None:
                 self.scorer = cached
+                if cached.fit_resolution != resolution and is_rank_zero():  # a fit cached before the record
+                    cached.fit_resolution = resolution
+                    cached.save_checkpoint(str(path))
             else:
                 if processes > 1 and not is_rank_zero():
                     # rank 0 extracted these before the processes started (or is extracting them now, when a
@@ -432,6 +438,7 @@ class Pipeline:
                         f"nothing to fit it on. Fit on clips where people or vehicles move normally (check the "
                         f"detector settings), or load a fitted scorer with ckpt_path=<train run dir>/scorer.ckpt")
                 self.scorer = self.new_fitted_scorer(items)
+                self.scorer.fit_resolution = resolution
                 if path is not None and is_rank_zero():
                     path.parent.mkdir(parents=True, exist_ok=True)
                     self.scorer.save_checkpoint(str(path))
@@ -572,15 +579,30 @@ def camera_clips(cfg: DictConfig, dataset: Dataset) -> list[Clip]:
         log.info("background.scope=camera with training.mode=unsupervised: no normal training clips to fit a camera "
                  "background on; per-clip backgrounds are used")
         return []
+    clips = training_split(cfg, dataset)
+    if not clips:
+        log.info("background.scope=camera: no training clips to fit a camera background on; per-clip backgrounds "
+                 "are used")
+    return clips
+
+
+def training_split(cfg: DictConfig, dataset: Dataset) -> list[Clip]:
+    """The dataset's training clips, read now when the run did not read that split (an evaluation from
+    ``ckpt_path`` reads only the test split, but its camera background and frame alarm are fitted on the training
+    clips); [] when the copy has none (e.g. ../shared/datasets/avenue_partial; logged)."""
     if dataset.train:
         return list(dataset.train)
+    from hydra.errors import InstantiationException
+
     from tao_lab.dataset.errors import DataError
 
     try:
         return list(load_dataset(cfg, splits=["train"]).train)
-    except (DataError, FileNotFoundError) as err:
-        log.info("background.scope=camera: no training clips to fit a camera background on (%s); per-clip "
-                 "backgrounds are used", str(err).splitlines()[0])
+    except (DataError, FileNotFoundError, InstantiationException) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) else err  # Hydra wraps the reader's error
+        if not isinstance(cause, (DataError, FileNotFoundError)):
+            raise
+        log.info("%s: no training clips (%s)", dataset.name, str(cause).splitlines()[0])
         return []
 
 

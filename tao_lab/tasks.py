@@ -6,6 +6,7 @@ Tests call these functions directly.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import shutil
@@ -289,7 +290,8 @@ def train(cfg: DictConfig, logger=None) -> dict:
 def evaluate(cfg: DictConfig, logger=None) -> dict:
     """Fits (or loads) the scorer, runs the pipeline on the test clips, returns the metrics dict."""
     from tao_lab.evaluation import evaluate_clips
-    from tao_lab.pipeline import Pipeline, camera_clips, load_dataset, splits_needed, training_clips
+    from tao_lab.pipeline import (Pipeline, camera_clips, load_dataset, splits_needed, training_clips,
+                                  training_mode, training_split)
     from tao_lab.run_info import format_metrics_table, write_metrics
 
     start = time.perf_counter()
@@ -300,6 +302,10 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     dataset = load_dataset(cfg, splits=splits_needed(cfg))
     if not dataset.test:
         raise ValueError(f"dataset {dataset.name!r} has no test clips")
+    if cfg.get("ckpt_path") and training_mode(cfg) == "supervised" and not dataset.train:
+        # the scorer comes from the checkpoint, but the camera background, the frame alarm and the val/ metrics are
+        # fitted on the training clips all the same (at the checkpoint's scale): read them when the copy has them
+        dataset = dataclasses.replace(dataset, train=training_split(cfg, dataset))
     pipe.set_camera_clips(camera_clips(cfg, dataset))
     preflight.check_mask_sizes(dataset.test)
     pipe.fit_scorer(training_clips(cfg, dataset), ckpt_path=cfg.get("ckpt_path"))
@@ -308,7 +314,12 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     if (cfg.get("alarm") or {}).get("enabled", True):  # calibrated frame alarm: eval reports its operating point
         from tao_lab.alarm import calibrate_on_training
 
-        pipe.alarm = calibrate_on_training(pipe, cfg, training_clips(cfg, dataset))
+        alarm_clips = training_clips(cfg, dataset)
+        if alarm_clips:
+            pipe.alarm = calibrate_on_training(pipe, cfg, alarm_clips)
+        else:
+            log.warning("frame alarm: %s has no training clips to calibrate it on; no alarm operating point is "
+                        "reported (alarm.enabled=false silences this)", dataset.name)
     result = evaluate_clips(pipe, dataset.test, cfg, split="test",
                             num_overlays=int(getattr(logger, "num_overlays", 0) or 0),
                             pixel_curves=bool(getattr(logger, "wants_curves", False)))

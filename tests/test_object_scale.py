@@ -158,3 +158,121 @@ def test_a_camera_measured_once_serves_every_target(monkeypatch):
     assert len(calls) == 1 and f48 == pytest.approx(1.5 * f32)
     camera_object_scale(clips, compose("eval", ["working_object_height=32", "detector.min_area=30"]), "small", measured)
     assert len(calls) == 2                                     # another detector: measured again
+
+
+def test_a_checkpoint_records_its_scale_and_an_old_one_loads_without_it(tmp_path):
+    from tao_lab.dataset.object_scale import applied_object_scale, fit_resolution
+    from tao_lab.pipeline import Pipeline
+
+    clips = scaled_clips([_squares(16, s) for s in range(2)], 2.0)
+    assert applied_object_scale(clips[0]) == 2.0 and applied_object_scale(_squares(16, 0)) == 1.0
+    assert fit_resolution(clips) == {"camera_size": [96, 160], "object_scale": 2.0} and fit_resolution([]) is None
+    pipe = Pipeline(compose("eval", [], tmp_path))
+    pipe.fit_scorer(clips)
+    assert pipe.scorer.fit_resolution == {"camera_size": [96, 160], "object_scale": 2.0}
+    path = tmp_path / "scorer.ckpt"
+    pipe.scorer.save_checkpoint(path)
+    loaded = type(pipe.scorer).load_from_checkpoint(path)
+    assert loaded.fit_resolution == {"camera_size": [96, 160], "object_scale": 2.0}
+    pipe.scorer.fit_resolution = None                                    # as written before the record existed
+    pipe.scorer.save_checkpoint(path)
+    assert type(pipe.scorer).load_from_checkpoint(path).fit_resolution is None
+    # a fit cached before the record existed gets it when it is read again
+    cached = next((tmp_path / "cache" / "scorer").rglob("scorer.ckpt"))
+    pipe.scorer.save_checkpoint(cached)
+    again = Pipeline(compose("eval", [], tmp_path))
+    again.fit_scorer(clips)
+    assert type(pipe.scorer).load_from_checkpoint(cached).fit_resolution["object_scale"] == 2.0
+
+
+def _checkpoint(tmp_path, camera_size, factor):
+    from tao_lab.pipeline import Pipeline
+
+    pipe = Pipeline(compose("eval", [], tmp_path))
+    pipe.fit_scorer([_squares(16, 0)])
+    pipe.scorer.fit_resolution = {"camera_size": list(camera_size), "object_scale": factor}
+    path = tmp_path / f"scorer-{factor}.ckpt"
+    pipe.scorer.save_checkpoint(path)
+    return path, pipe
+
+
+def test_a_run_from_a_checkpoint_processes_the_camera_at_the_checkpoints_scale(tmp_path, monkeypatch, caplog):
+    """The test clips alone measure about 24 px (about 1.3x at 32); the checkpoint was fitted at 2x: 2x, nothing
+    measured. Another camera size, or an old checkpoint, is measured; with the option off, its own size."""
+    import logging
+
+    import tao_lab.dataset.object_scale as object_scale_module
+
+    path, _ = _checkpoint(tmp_path, (96, 160), 2.0)
+    calls = []
+    real = object_scale_module.object_height
+    monkeypatch.setattr(object_scale_module, "object_height", lambda *a, **k: calls.append(1) or real(*a, **k))
+    test_only = Dataset("d", train=[], test=[_squares(24, 1), _squares(24, 2)])
+    cfg = compose("eval", ["working_object_height=32", f"ckpt_path={path}"])
+    seen = dataset_at_object_scale(test_only, cfg)
+    assert {(c.height, c.width) for c in seen.test} == {(192, 320)} and not calls
+    own = round(96 * 32 / real(test_only.test, cfg.detector))                # what the test clips measure
+    assert own < 150 and dataset_at_object_scale(test_only, compose("eval", ["working_object_height=32"])
+                                                 ).test[0].height == own
+    assert len(calls) == 1
+    other, _ = _checkpoint(tmp_path, (120, 200), 2.0)
+    with caplog.at_level(logging.WARNING, logger="tao_lab.dataset.object_scale"):
+        measured = dataset_at_object_scale(test_only, compose("eval", ["working_object_height=32",
+                                                                      f"ckpt_path={other}"]))
+    assert measured.test[0].height == own and len(calls) == 2 and "training camera was 200x120" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="tao_lab.dataset.object_scale"):
+        off = dataset_at_object_scale(test_only, compose("eval", ["working_object_height=null", f"ckpt_path={path}"]))
+    assert off is test_only and "fitted on clips enlarged 2.00x" in caplog.text
+
+
+def test_online_frames_from_a_checkpoint_take_its_scale_without_measuring(tmp_path, monkeypatch):
+    import tao_lab.dataset.object_scale as object_scale_module
+    from tao_lab.online import OnlinePipeline
+
+    _, pipe = _checkpoint(tmp_path, (96, 160), 1.5)
+    monkeypatch.setattr(object_scale_module, "object_height", lambda *a, **k: pytest.fail("measured"))
+    online = OnlinePipeline(pipe, working_object_height=32)
+    clip = _squares(24, 0, num_frames=10)
+    frames = list(online._object_scaled(iter(list(clip.frames())), n_warm=5))
+    assert online.object_scale == 1.5 and {f.shape[:2] for f in frames} == {(144, 240)}
+    pipe.scorer.fit_resolution = {"camera_size": [120, 200], "object_scale": 1.5}   # another camera: measured
+    monkeypatch.setattr(object_scale_module, "object_height", lambda *a, **k: 16.0)
+    frames = list(OnlinePipeline(pipe, working_object_height=32)._object_scaled(iter(list(clip.frames())), n_warm=5))
+    assert {f.shape[:2] for f in frames} == {(192, 320)}
+
+
+def test_train_then_evaluate_the_checkpoint_on_a_copy_read_split_by_split(tmp_path, monkeypatch):
+    """README's "train once, evaluate from the checkpoint" on a dataset whose reader reads only the splits a run
+    needs (UCSD layout): the evaluation reads the training split for its camera background and frame alarm (it
+    crashed without it), and processes both splits at the scale the checkpoint was fitted at, without measuring."""
+    import json
+
+    import tao_lab.dataset.object_scale as object_scale_module
+    from tao_lab.dataset.synthetic import SyntheticGenerator
+    from tao_lab.dataset.ucsd import write_ucsd_layout
+    from tao_lab.tasks import evaluate, run_task, train
+
+    write_ucsd_layout(SyntheticGenerator(seed=3, num_train_clips=2, num_test_clips=2, num_frames=50),
+                      str(tmp_path / "data"), name="UCSDped2")
+    data = ["dataset=ucsd_ped2", f"paths.data_dir={tmp_path / 'data'}", "working_object_height=60"]
+    run_task(compose("train", data, tmp_path), train)
+    ckpt = tmp_path / "run" / "scorer.ckpt"
+    from tao_lab.scorer import AttributeScorer
+
+    factor = AttributeScorer.load_from_checkpoint(ckpt).fit_resolution["object_scale"]
+    assert factor > 1.15
+    monkeypatch.setattr(object_scale_module, "object_height", lambda *a, **k: pytest.fail("measured"))
+    cfg = compose("eval", [*data, f"ckpt_path={ckpt}"], tmp_path)
+    cfg.paths.output_dir = str(tmp_path / "eval")
+    metrics = run_task(cfg, evaluate)
+    assert np.isfinite(metrics["test/frame_auc_micro"]) and np.isfinite(metrics["train/alarm_threshold"])
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["working_resolution"].startswith(f"NOTE: processed at {round(240 * factor)}x{round(160 * factor)} "
+                                                  f"from 240x160")
+    # a copy without training videos (like ../shared/datasets/avenue_partial): per-clip backgrounds, no alarm
+    import shutil
+
+    shutil.rmtree(tmp_path / "data" / "UCSDped2" / "Train")
+    cfg.paths.output_dir = str(tmp_path / "eval_test_only")
+    alone = run_task(cfg, evaluate)
+    assert np.isfinite(alone["test/frame_auc_micro"]) and "train/alarm_threshold" not in alone

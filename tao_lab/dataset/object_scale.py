@@ -20,6 +20,12 @@ look_dist.py). When ``T / h`` is at least
 its own size (a few percent buys nothing and costs a resampling of every frame). Cameras with larger objects are left
 as they are: shrinking to a frame height lost on ``ped2_large`` (round 1). ASSUMPTION: one camera per dataset (a
 dataset mixing cameras, e.g. ShanghaiTech, gets one factor, measured over all its clips).
+
+A run from a scorer checkpoint (``ckpt_path``) does not measure: the checkpoint records the camera size and factor
+its training clips were processed at (:func:`fit_resolution`), and a camera of that size is processed at that factor
+(:func:`checkpoint_object_scale`). Measured again, an evaluation that reads only the test split would measure the
+test clips, whose anomalies (bikes, carts) are larger (Ped2: 45 px on the training clips, 55 on the test clips), and
+could process them at another scale than the scorer and the camera background were fitted at.
 """
 from __future__ import annotations
 
@@ -134,10 +140,72 @@ def scaled_size(height: int, width: int, factor: float) -> tuple[int, int]:
 
 
 def scaled_clips(clips: Sequence[Clip], factor: float) -> list[Clip]:
-    """``clips`` enlarged by ``factor`` (the same clips when it is 1)."""
+    """``clips`` enlarged by ``factor`` (the same clips when it is 1); each enlarged clip knows its factor
+    (:func:`applied_object_scale`)."""
     if factor == 1.0:
         return list(clips)
-    return [ResizedClip(c, scaled_size(c.height, c.width, factor)) for c in clips]
+    out = []
+    for c in clips:
+        resized = ResizedClip(c, scaled_size(c.height, c.width, factor))
+        resized.object_scale = float(factor)
+        out.append(resized)
+    return out
+
+
+def applied_object_scale(clip: Clip) -> float:
+    """The object-scale factor ``clip`` is processed at (:func:`scaled_clips`; 1.0 when it was not enlarged)."""
+    while clip is not None:
+        if getattr(clip, "object_scale", None) is not None:
+            return float(clip.object_scale)
+        clip = getattr(clip, "base", None)
+    return 1.0
+
+
+def fit_resolution(clips: Sequence[Clip]) -> Optional[dict]:
+    """What a scorer fitted on ``clips`` records in its checkpoint: {"camera_size": [h, w] of the camera's own
+    frames, "object_scale": the factor they were processed at}; None without clips."""
+    from tao_lab.dataset.resize import original_clip
+
+    if not clips:
+        return None
+    camera = original_clip(clips[0])
+    return {"camera_size": [int(camera.height), int(camera.width)], "object_scale": applied_object_scale(clips[0])}
+
+
+def checkpoint_object_scale(clips: Sequence[Clip], cfg: DictConfig, name: str = "camera") -> Optional[float]:
+    """The factor recorded by the scorer checkpoint ``cfg.ckpt_path`` (:func:`fit_resolution`) for the camera of
+    ``clips`` (at their own size), or None when it does not decide: no checkpoint, one that records nothing (written
+    before the record existed) or a camera of another size (the object scale is then measured as without a
+    checkpoint; logged). With ``working_object_height`` null the clips stay at their own size (a warning when the
+    checkpoint was fitted enlarged)."""
+    from tao_lab.scorer.base import checkpoint_fit_resolution
+
+    path = cfg.get("ckpt_path")
+    if not path or not clips:
+        return None
+    try:
+        record = checkpoint_fit_resolution(path)
+    except (OSError, ValueError) as err:  # the pipeline refuses an unreadable checkpoint itself, naming it
+        log.debug("object scale: checkpoint %s not read (%s)", path, err)
+        return None
+    if record is None:
+        log.info("object scale: the checkpoint %s does not record the scale its training clips were processed at "
+                 "(written before that record existed); %s is measured", path, name)
+        return None
+    factor = float(record["object_scale"])
+    if cfg.get("working_object_height") is None:
+        if factor != 1.0:
+            log.warning("working_object_height=null: %s is processed at its own size, but the checkpoint's scorer was "
+                        "fitted on clips enlarged %.2fx: its speeds and sizes in pixels will not match", name, factor)
+        return 1.0
+    size = [int(clips[0].height), int(clips[0].width)]
+    if size != record["camera_size"]:
+        log.warning("object scale: the checkpoint's training camera was %dx%d, %s is %dx%d; its object scale is "
+                    "measured here", record["camera_size"][1], record["camera_size"][0], name, size[1], size[0])
+        return None
+    log.info("object scale: %s is processed %s, as the checkpoint's training clips (%s)", name,
+             "at its own size" if factor == 1.0 else f"enlarged {factor:.2f}x", path)
+    return factor
 
 
 def camera_object_scale(clips: Sequence[Clip], cfg: DictConfig, name: str = "camera",
@@ -169,9 +237,13 @@ def camera_object_scale(clips: Sequence[Clip], cfg: DictConfig, name: str = "cam
 
 
 def dataset_at_object_scale(dataset: Dataset, cfg: DictConfig) -> Dataset:
-    """``dataset`` with every clip enlarged by the factor measured on its training clips (its test clips when it has
-    none); the same object when nothing is resized."""
-    factor = camera_object_scale(dataset.train or dataset.test, cfg, dataset.name)
+    """``dataset`` with every clip enlarged by the factor recorded by the run's scorer checkpoint
+    (:func:`checkpoint_object_scale`), else measured on its training clips (its test clips when it has none); the
+    same object when nothing is resized."""
+    clips = dataset.train or dataset.test
+    factor = checkpoint_object_scale(clips, cfg, dataset.name)
+    if factor is None:
+        factor = camera_object_scale(clips, cfg, dataset.name)
     if factor == 1.0:
         return dataset
     return dataclasses.replace(dataset, train=scaled_clips(dataset.train, factor),

@@ -10,6 +10,9 @@ MAE scorer (trained). The pipeline calls only:
 - ``train_object_scores() -> (N,) float32``: calibrated scores of the training objects, to fit a threshold on;
 - ``save_checkpoint(path)`` / ``load_from_checkpoint(path)``: always with ``weights_only=True`` (tensors and plain
   values only); a file that is not this scorer's checkpoint is refused with a :class:`CheckpointError` naming it.
+  ``fit_resolution`` (set by the pipeline when it fits, kept in the checkpoint): the camera size and object scale the
+  training clips were processed at, so a run from the checkpoint processes its camera the same way
+  (:func:`tao_lab.dataset.object_scale.checkpoint_object_scale`).
 
 What a scorer can do is declared as class attributes (:class:`ObjectScorer` lists them with their defaults), so
 the pipeline, the validation and the benchmarks read them from the configured class before building it, instead of
@@ -35,6 +38,8 @@ from tao_lab.types import ObjectScores, ObjectTable
 
 #: Checkpoint key naming the scorer class that wrote it (module.qualname), so another model's file is refused.
 SCORER_CLASS_KEY = "tao_lab_scorer"
+#: Checkpoint key of the scorer's ``fit_resolution`` (absent in checkpoints written before it existed).
+FIT_RESOLUTION_KEY = "tao_lab_fit_resolution"
 
 FitItem = tuple[ObjectTable, dict[str, np.ndarray], int]
 
@@ -61,6 +66,9 @@ class ObjectScorer(lightning.LightningModule):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         #: statistics of the last fit ({name: number}; train.py logs them as train/<name>)
         self.fit_metrics: dict[str, float] = {}
+        #: how the fit clips were processed ({"camera_size": [h, w], "object_scale": f};
+        #: tao_lab.dataset.object_scale.fit_resolution), None when unknown; saved with the checkpoint
+        self.fit_resolution: Optional[dict] = None
 
     # ------------------------------------------------------------------ the contract
     def fit_clips(self, items: list[FitItem]) -> "ObjectScorer":  # pragma: no cover - interface
@@ -106,6 +114,8 @@ class ObjectScorer(lightning.LightningModule):
             "global_step": 0,
             SCORER_CLASS_KEY: _class_path(type(self)),
         }
+        if self.fit_resolution is not None:
+            ckpt[FIT_RESOLUTION_KEY] = dict(self.fit_resolution)
         self.on_save_checkpoint(ckpt)
         with atomic_path(path) as tmp:
             torch.save(ckpt, tmp)
@@ -135,12 +145,14 @@ class ObjectScorer(lightning.LightningModule):
                                   f"config that wrote it (see its run's config_resolved.yaml) or give a checkpoint of "
                                   f"{cls.__name__}")
         try:
-            return super().load_from_checkpoint(io.BytesIO(data), map_location=map_location,
-                                                hparams_file=hparams_file, strict=strict, weights_only=True,
-                                                **kwargs)
+            model = super().load_from_checkpoint(io.BytesIO(data), map_location=map_location,
+                                                 hparams_file=hparams_file, strict=strict, weights_only=True,
+                                                 **kwargs)
         except Exception as exc:  # another model's file without a class tag: wrong hparams or weights
             raise CheckpointError(f"cannot restore {cls.__name__} from {path} ({type(exc).__name__}: "
                                   f"{str(exc)[:300]}); expected {expected}") from exc
+        model.fit_resolution = _fit_resolution(ckpt.get(FIT_RESOLUTION_KEY))
+        return model
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -158,6 +170,24 @@ class ObjectScorer(lightning.LightningModule):
 
     def training_step(self, batch, batch_idx):  # pragma: no cover - fit-once scorers never train
         raise NotImplementedError(f"{type(self).__name__} is fitted with fit_clips(), not with a Trainer")
+
+
+def _fit_resolution(record: Any) -> Optional[dict]:
+    """A checkpoint's ``fit_resolution`` record as {"camera_size": [h, w], "object_scale": f}, or None when it has
+    none or an unreadable one."""
+    try:
+        h, w = (int(v) for v in record["camera_size"])
+        return {"camera_size": [h, w], "object_scale": float(record["object_scale"])}
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def checkpoint_fit_resolution(path: str | os.PathLike) -> Optional[dict]:
+    """The ``fit_resolution`` a scorer checkpoint at ``path`` records (None when it records none); the file is read
+    as :meth:`ObjectScorer.load_from_checkpoint` reads it (CheckpointError when it is no torch file)."""
+    expected = "a scorer checkpoint written by train.py (scorer.ckpt in its run dir)"
+    ckpt = load_weights(path, expected)
+    return _fit_resolution(ckpt.get(FIT_RESOLUTION_KEY)) if isinstance(ckpt, dict) else None
 
 
 def scorer_class(target: str) -> type[ObjectScorer]:
