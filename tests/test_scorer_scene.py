@@ -154,6 +154,42 @@ def test_dwell_still_speed_reads_the_velocity_features_p90_column():
         scene.derived_quantities(objs, {"place": place}, height, 0.5, dwell_still_speed=0.5)
 
 
+def test_a_stay_starts_after_the_last_detection_cut_off_by_the_bottom_edge():
+    """dwell_frames(breaks=...): a walker coming in through the bottom edge (frames 0-5: box bottom on the edge,
+    creeping 0.5 px/frame) then standing: its stay is counted from frame 6, not from the track's start; a cut-off
+    detection has stayed 0 frames; with still=... the same start."""
+    n = 10
+    objs = ObjectTable.build(np.arange(n), np.zeros((n, 4)), track_id=np.zeros(n))
+    foot = np.column_stack([np.arange(n) * 0.5, np.full(n, 100.0)])
+    cut = np.arange(n) < 6
+    assert scene.dwell_frames(objs, foot, np.full(n, 20.0)).tolist() == list(range(10))
+    assert scene.dwell_frames(objs, foot, np.full(n, 20.0), breaks=cut).tolist() == [0] * 7 + [1, 2, 3]
+    still = scene.dwell_frames(objs, foot, np.full(n, 20.0), np.ones(n, bool), breaks=cut)
+    assert still.tolist() == [0] * 6 + [1, 2, 3, 4]
+    # a cut-off detection in the middle of a stay (the walker steps back onto the edge) starts it again
+    mid = np.zeros(n, bool)
+    mid[4] = True
+    assert scene.dwell_frames(objs, foot, np.full(n, 20.0), breaks=mid).tolist() == [0, 1, 2, 3, 0, 0, 1, 2, 3, 4]
+
+
+def test_dwell_stay_edge_reads_the_box_bottom_against_the_frame_height():
+    """derived_quantities(dwell_stay_edge=0.01): boxes whose bottom lies within 1% of the frame height of the bottom
+    edge end the stay, as footprint_edge leaves them out of the attribute; the scorer refuses other values."""
+    from tao_lab.scorer import AttributeScorer
+
+    n = 6
+    objs = ObjectTable.build(np.arange(n), np.tile([[10, 60, 20, 100]], (n, 1)), track_id=np.zeros(n))
+    place = np.tile([[0.15, 0.5, 0.1, 0.4, 100.0, 100.0]], (n, 1))
+    place[:3, 1] = 0.995                                              # frames 0-2: feet cut off by the edge
+    height = np.array([0.3, 0.0, 0.0, 0.01])
+    out = scene.derived_quantities(objs, {"place": place}, height, 5.0, dwell_stay_edge=0.01)
+    assert out["scene.dwell"][:, 0].tolist() == [0, 0, 0, 0, 1, 2]
+    plain = scene.derived_quantities(objs, {"place": place}, height, 5.0)
+    assert plain["scene.dwell"][:, 0].tolist() == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="dwell_stay_edge must be a fraction"):
+        AttributeScorer(dwell_stay_edge=0.7)
+
+
 def test_place_norm_shrinks_sparse_cells_to_the_global_reference():
     xy = np.array([[0.1, 0.1]] * 1000 + [[0.9, 0.9]] * 2)
     x = np.concatenate([np.full(1000, 1.0), np.full(2, 100.0)])[:, None]

@@ -152,6 +152,9 @@ class AttributeScorer(ObjectScorer):
             heights of its current footprint.
         dwell_still_speed: None (off) or px/frame: ``scene.dwell`` counts only the stay's detections whose box's
             90th-percentile flow is below this (the object was still there; :func:`tao_lab.scorer.scene.dwell_frames`).
+        dwell_stay_edge: None (off) or a fraction of the frame height: a detection whose box bottom lies within it of
+            the bottom edge (its feet cut off) ends a ``scene.dwell`` stay (``breaks`` of
+            :func:`tao_lab.scorer.scene.dwell_frames`).
         frame_crowd_baseline: None (off) or a percentile: ``frame_reduce="max"`` only, the frame score minus that
             percentile of the training frame scores among frames with as many objects (held out: every training
             clip scored by models fitted on the others; see :func:`crowd_levels`).
@@ -166,7 +169,8 @@ class AttributeScorer(ObjectScorer):
                  fusion_baseline: float | Mapping[str, float] = 90.0, fusion_baseline_level: str = "object",
                  fusion_track_window: int = 1, fusion_group_cap: Optional[float] = None,
                  fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0,
-                 frame_crowd_baseline: Optional[float] = None, dwell_still_speed: Optional[float] = None):
+                 frame_crowd_baseline: Optional[float] = None, dwell_still_speed: Optional[float] = None,
+                 dwell_stay_edge: Optional[float] = None):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -219,6 +223,10 @@ class AttributeScorer(ObjectScorer):
             raise ValueError(f"dwell_still_speed must be a speed in px/frame > 0 or null (off), got "
                              f"{dwell_still_speed!r}")
         self.dwell_still_speed = None if dwell_still_speed is None else float(dwell_still_speed)
+        if dwell_stay_edge is not None and not 0.0 <= float(dwell_stay_edge) < 0.5:
+            raise ValueError(f"dwell_stay_edge must be a fraction of the frame height in [0, 0.5) or null (off), got "
+                             f"{dwell_stay_edge!r}")
+        self.dwell_stay_edge = None if dwell_stay_edge is None else float(dwell_stay_edge)
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
@@ -267,7 +275,8 @@ class AttributeScorer(ObjectScorer):
                                    "fusion_weights": fusion_weights,
                                    "fusion_reliability_percentile": self.fusion_reliability_percentile,
                                    "frame_crowd_baseline": self.frame_crowd_baseline,
-                                   "dwell_still_speed": self.dwell_still_speed})
+                                   "dwell_still_speed": self.dwell_still_speed,
+                                   "dwell_stay_edge": self.dwell_stay_edge})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -330,7 +339,7 @@ class AttributeScorer(ObjectScorer):
         if not self.uses_scene:
             return features
         derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius,
-                                           self.dwell_still_speed)
+                                           self.dwell_still_speed, self.dwell_stay_edge)
         return {**features, **derived}
 
     def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -109,7 +109,7 @@ def expected_height(model: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 
 def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarray,
-                 still: Optional[np.ndarray] = None) -> np.ndarray:
+                 still: Optional[np.ndarray] = None, breaks: Optional[np.ndarray] = None) -> np.ndarray:
     """(N,) frames each object's track has stayed within ``radius_px`` (N,) of its current footprint (N, 2) px.
 
     For detection i of a track: the frames since the track's last detection farther than the radius from where i
@@ -117,11 +117,16 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
     stays accumulates it. Untracked objects (track_id < 0) get 0.
     ``still`` (N,) bool: instead, the number of the stay's detections (i's included) at which the object was still.
     A walker going into the depth of the picture stays within the radius for long but is not still at any of them.
+    ``breaks`` (N,) bool: detections whose footprint is not where the object stands (the frame cuts its feet off);
+    a stay starts after the track's last such detection, and such a detection has stayed 0 frames. A walker coming
+    in through the bottom edge shows more of itself frame by frame while its box's bottom stays on the edge: without
+    it, the frames it took to come in count as a stay.
     """
     n = len(objects)
     out = np.zeros(n, np.float64)
     if n == 0:
         return out
+    breaks = None if breaks is None else np.asarray(breaks, bool)
     tid = objects.track_id
     order = np.lexsort((objects.frame, tid))
     bounds = np.flatnonzero(np.diff(tid[order])) + 1
@@ -137,18 +142,22 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
             rows = np.arange(s, min(s + 1024, length))
             d = np.hypot(p[rows, None, 0] - p[None, :, 0], p[rows, None, 1] - p[None, :, 1])
             far = (d > r[rows, None]) & (np.arange(length)[None, :] < rows[:, None])
+            if breaks is not None:  # a cut-off detection ends every stay that would reach back over it
+                far |= breaks[seg][None, :] & (np.arange(length)[None, :] <= rows[:, None])
             any_far = far.any(1)
             last_far = np.where(any_far, length - 1 - np.argmax(far[:, ::-1], axis=1), -1)
             if still is None:
-                out[seg[rows]] = f[rows] - f[last_far + 1]
+                out[seg[rows]] = f[rows] - f[np.minimum(last_far + 1, rows)]
             else:  # still detections in (last_far, i]
                 out[seg[rows]] = counted[rows + 1] - counted[last_far + 1]
+    if breaks is not None:
+        out[np.asarray(breaks, bool)] = 0.0
     return out
 
 
 def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray], height_model: np.ndarray,
-                       dwell_radius: float = 0.5, dwell_still_speed: Optional[float] = None
-                       ) -> dict[str, np.ndarray]:
+                       dwell_radius: float = 0.5, dwell_still_speed: Optional[float] = None,
+                       dwell_stay_edge: Optional[float] = None) -> dict[str, np.ndarray]:
     """Per-object quantities the scene attributes read, keyed ``scene.<name>`` (rows aligned with objects).
 
     - ``scene.speed_rel`` (N, 3): the velocity feature's columns 0-2 (mean moving-pixel speed, box 90th percentile,
@@ -158,7 +167,9 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
       height at that place): a cart or a car is larger and wider than what normally stands there.
     - ``scene.dwell`` (N, 1): :func:`dwell_frames` with a radius of ``dwell_radius`` expected heights; with
       ``dwell_still_speed`` (px/frame) only the stay's detections whose box's 90th-percentile flow (the velocity
-      feature's ``speed_p90``) is below it count: frames the object stayed AND was still.
+      feature's ``speed_p90``) is below it count: frames the object stayed AND was still; with ``dwell_stay_edge``
+      (a fraction of the frame height) a detection whose box bottom lies within it of the bottom edge ends the stay
+      (``breaks`` of :func:`dwell_frames`).
     """
     n = len(objects)
     p = place_columns(features, n)
@@ -181,7 +192,9 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
                              "object from a moving one: add features.extractors.velocity or set dwell_still_speed null")
         speed_p90 = np.asarray(features["velocity"], np.float64).reshape(n, -1)[:, 1] if n else np.zeros(0)
         still = speed_p90 < float(dwell_still_speed)
-    out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * eh_px, still)[:, None].astype(np.float32)
+    breaks = None if dwell_stay_edge is None else xy[:, 1] >= 1.0 - float(dwell_stay_edge)
+    out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * eh_px, still,
+                                      breaks)[:, None].astype(np.float32)
     return out
 
 
