@@ -263,29 +263,26 @@ class OnlinePipeline:
         first = next(frames, None)
         if first is None:
             return
-        frames = itertools.chain([first], frames)
+        held = [first]
         record = getattr(getattr(self.pipe, "scorer", None), "fit_resolution", None)
         if record is not None and [int(first.shape[0]), int(first.shape[1])] == list(record["camera_size"]):
-            f = self.object_scale = float(record["object_scale"])
+            self.object_scale = float(record["object_scale"])
             log.info("object scale: the stream is processed %s, as the scorer's training clips",
-                     "at its own size" if f == 1.0 else f"enlarged {f:.2f}x")
-            for frame in frames:
-                yield frame if f == 1.0 else resample(frame, *scaled_size(frame.shape[0], frame.shape[1], f))
-            return
-        if record is not None:
-            log.warning("object scale: the scorer's training camera was %dx%d, the stream's frames are %dx%d; the "
-                        "stream's object scale is measured on its warm-up", record["camera_size"][1],
-                        record["camera_size"][0], first.shape[1], first.shape[0])
-        held, size = [], 0
-        for frame in frames:
-            held.append(frame)
-            size += frame.nbytes
-            if len(held) >= n_warm or size >= OBJECT_SCALE_MEMORY:
-                break
-        if not held:
-            return
-        cfg = OmegaConf.merge(self.pipe.cfg, {"working_object_height": self.working_object_height})
-        self.object_scale = camera_object_scale([BufferClip(held, "warmup")], cfg, "the stream's warm-up")
+                     "at its own size" if self.object_scale == 1.0 else f"enlarged {self.object_scale:.2f}x")
+        else:
+            if record is not None:
+                log.warning("object scale: the scorer's training camera was %dx%d, the stream's frames are %dx%d; "
+                            "the stream's object scale is measured on its warm-up", record["camera_size"][1],
+                            record["camera_size"][0], first.shape[1], first.shape[0])
+            size = first.nbytes
+            while len(held) < n_warm and size < OBJECT_SCALE_MEMORY:
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                held.append(frame)
+                size += frame.nbytes
+            cfg = OmegaConf.merge(self.pipe.cfg, {"working_object_height": self.working_object_height})
+            self.object_scale = camera_object_scale([BufferClip(held, "warmup")], cfg, "the stream's warm-up")
         f = self.object_scale
         for frame in itertools.chain(held, frames):
             yield frame if f == 1.0 else resample(frame, *scaled_size(frame.shape[0], frame.shape[1], f))

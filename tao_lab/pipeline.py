@@ -592,14 +592,13 @@ def training_split(cfg: DictConfig, dataset: Dataset) -> list[Clip]:
     clips); [] when the copy has none (e.g. ../shared/datasets/avenue_partial; logged)."""
     if dataset.train:
         return list(dataset.train)
-    from hydra.errors import InstantiationException
-
     from tao_lab.dataset.errors import DataError
+    from tao_lab.user_errors import unwrap
 
     try:
         return list(load_dataset(cfg, splits=["train"]).train)
-    except (DataError, FileNotFoundError, InstantiationException) as err:
-        cause = err.__cause__ if isinstance(err, InstantiationException) else err  # Hydra wraps the reader's error
+    except Exception as err:  # noqa: BLE001 - only a missing split is expected, the rest is raised again
+        cause = unwrap(err)  # Hydra wraps the reader's error while building the dataset
         if not isinstance(cause, (DataError, FileNotFoundError)):
             raise
         log.info("%s: no training clips (%s)", dataset.name, str(cause).splitlines()[0])

@@ -185,6 +185,30 @@ def test_a_checkpoint_records_its_scale_and_an_old_one_loads_without_it(tmp_path
     assert type(pipe.scorer).load_from_checkpoint(cached).fit_resolution["object_scale"] == 2.0
 
 
+def test_a_checkpoints_record_is_read_once_per_version_of_the_file(tmp_path, monkeypatch):
+    """A checkpoint run asks for the record once per split it reads: the file is read once, and again when it is
+    written again; a missing file is refused naming it."""
+    import os
+
+    import tao_lab.scorer.base as base_module
+    from tao_lab.checkpoints import CheckpointError
+
+    path, pipe = _checkpoint(tmp_path, (96, 160), 2.0)
+    reads = []
+    real = base_module.load_weights
+    monkeypatch.setattr(base_module, "load_weights", lambda *a, **k: reads.append(1) or real(*a, **k))
+    first = base_module.checkpoint_fit_resolution(path)
+    first["camera_size"].append(0)                                       # a caller's copy, not the cache's
+    assert base_module.checkpoint_fit_resolution(path) == {"camera_size": [96, 160], "object_scale": 2.0}
+    assert len(reads) == 1
+    pipe.scorer.fit_resolution = {"camera_size": [96, 160], "object_scale": 1.5}
+    pipe.scorer.save_checkpoint(path)
+    os.utime(path, ns=(1, 10 ** 18))                                     # another version, even within one tick
+    assert base_module.checkpoint_fit_resolution(path)["object_scale"] == 1.5 and len(reads) == 2
+    with pytest.raises(CheckpointError, match="missing.ckpt"):
+        base_module.checkpoint_fit_resolution(tmp_path / "missing.ckpt")
+
+
 def _checkpoint(tmp_path, camera_size, factor):
     from tao_lab.pipeline import Pipeline
 

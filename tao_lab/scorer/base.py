@@ -24,6 +24,7 @@ fitting are registered empty; ``_load_from_state_dict`` resizes them to the chec
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 from typing import Any, Optional
@@ -184,7 +185,18 @@ def _fit_resolution(record: Any) -> Optional[dict]:
 
 def checkpoint_fit_resolution(path: str | os.PathLike) -> Optional[dict]:
     """The ``fit_resolution`` a scorer checkpoint at ``path`` records (None when it records none); the file is read
-    as :meth:`ObjectScorer.load_from_checkpoint` reads it (CheckpointError when it is no torch file)."""
+    as :meth:`ObjectScorer.load_from_checkpoint` reads it (CheckpointError when it is missing or no torch file), once
+    per version of the file: a run asks for it once per split it reads."""
+    stat = os.stat(path) if os.path.isfile(path) else None
+    if stat is None:
+        return _read_fit_resolution(os.fspath(path), 0, 0)  # raises, naming the file
+    record = _read_fit_resolution(os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
+    return None if record is None else {**record, "camera_size": list(record["camera_size"])}
+
+
+@functools.lru_cache(maxsize=8)
+def _read_fit_resolution(path: str, mtime_ns: int, size: int) -> Optional[dict]:
+    # mtime_ns and size key the cache: a checkpoint written again is read again
     expected = "a scorer checkpoint written by train.py (scorer.ckpt in its run dir)"
     ckpt = load_weights(path, expected)
     return _fit_resolution(ckpt.get(FIT_RESOLUTION_KEY)) if isinstance(ckpt, dict) else None
