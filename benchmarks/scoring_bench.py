@@ -24,8 +24,8 @@ does the same per scorer option, and ``--variants FILE`` per named list of overr
 ``name: [override, ...]``, the format of ``python -m tao_lab.validation --variants``). ``--stage-cache``
 reads detections from (and writes them to) the project's stage cache, as ``extract.py`` / ``eval.py`` do (hybrid
 re-uses cached YOLO and background detections): detect frames/s then measure loading, so take the detectors'
-speed from a run without it or from the cache-filling run's log. ``--no-parallel`` skips the second, parallel pass
-(which runs the four scoring stages only).
+speed from a run without it or from the cache-filling run's log. ``--no-parallel`` skips the parallel passes (the
+clips spread over one thread per core: the four scoring stages, and with ``--masks`` all six stages).
 Settings are never chosen here: this only measures the configured pipeline.
 """
 from __future__ import annotations
@@ -93,27 +93,43 @@ def use_camera(detector, cameras) -> None:
         detector.use_camera(cameras)
 
 
-def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=()):
+def prompts_of(prompt_filter, threshold, clip, scored):
+    """The prompts of one scored clip: its objects above the threshold, through the prompt filter."""
+    from tao_lab.types import Prompts
+
+    flagged = scored.objects.take(np.asarray(threshold(scored.objects.score), bool))
+    return prompt_filter(flagged, clip.num_frames) if len(flagged) else Prompts.empty()
+
+
+def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=(), threshold=None):
     """Wall-clock seconds and per-clip ObjectScores of detect -> track -> features -> score over ``clips``, with
     the clips spread over ``workers`` threads, each with its own stage instances (and one fresh, shared set of
-    camera backgrounds of ``train_clips``: its fit is timed, as a run pays it)."""
+    camera backgrounds of ``train_clips``: its fit is timed, as a run pays it). With a fitted ``threshold`` each
+    thread also runs the prompt filter and the segmenter on its clips (frames in, masks out)."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from tao_lab.detector.camera import CameraBackgrounds
 
+    masks = threshold is not None
     local = threading.local()
-    built = [build_stages(overrides)[0] for _ in range(workers)]  # built up front: not timed
+    built = [build_stages(overrides, masks=masks)[0] for _ in range(workers)]  # built up front: not timed
     cameras = CameraBackgrounds(train_clips)  # fresh: the camera statistics are fitted (and timed) in this pass
     for stages in built:
         use_camera(stages["detector"], cameras)
+        if hasattr(stages.get("segmenter"), "use_camera"):
+            stages["segmenter"].use_camera(cameras)
 
     def score(clip):
         if not hasattr(local, "stages"):
             local.stages = built.pop()
         det, trk, feats = (local.stages[k] for k in ("detector", "tracker", "features"))
         objects = trk.track(det.detect(clip), clip)
-        return scorer.score_clip(objects, feats.extract(clip, objects, progress=False), clip.num_frames)
+        scored = scorer.score_clip(objects, feats.extract(clip, objects, progress=False), clip.num_frames)
+        if masks:
+            local.stages["segmenter"].segment(clip, prompts_of(local.stages["prompt_filter"], threshold, clip,
+                                                               scored), scored)
+        return scored
 
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -161,7 +177,8 @@ def main(argv=None) -> dict:
         print(f"\n===== {option}: {' '.join(over)}")
         rows[option] = bench(args, over)
     keys = ["frame_auc_micro", "frame_auc_macro", "region_recall_any", "region_recall_flagged",
-            "flagged_per_normal_frame", "fps_total", "fps_masks", "fps_parallel", "train_objects", "test_tracks"]
+            "flagged_per_normal_frame", "fps_total", "fps_masks", "fps_parallel", "fps_masks_parallel", "train_objects",
+            "test_tracks"]
     print("\n" + " | ".join(["detector" if args.detector else "scorer" if args.scorer else "variant", *keys]))
     for option, r in rows.items():
         print(" | ".join([option, *(f"{r[k]:.4f}" if isinstance(r.get(k), float) else str(r.get(k, "-"))
@@ -240,14 +257,8 @@ def bench(args, overrides: list[str]) -> dict:
     total = sum(times.values())
     mask_s = None
     if args.masks:  # frames in, masks out: the objects above the threshold become prompts, then masks
-        from tao_lab.types import Prompts
-
-        def prompts_of(clip, s):
-            flagged = s.objects.take(np.asarray(threshold(s.objects.score), bool))
-            return stages["prompt_filter"](flagged, clip.num_frames) if len(flagged) else Prompts.empty()
-
         for (clip, _, _), s in zip(test, scored):
-            prompts = timed("prompts", times, prompts_of, clip, s)
+            prompts = timed("prompts", times, prompts_of, stages["prompt_filter"], threshold, clip, s)
             timed("segment", times, segmenter.segment, clip, prompts, s)  # score maps dropped at once (memory)
         mask_s = sum(times.values())
     print("test frames/s per stage (wall clock): " + ", ".join(f"{k} {n / v:.1f}" for k, v in times.items())
@@ -274,6 +285,11 @@ def bench(args, overrides: list[str]) -> dict:
         print(f"test frames/s, all four stages, clips on {workers} threads (wall clock): {n / parallel_s:.1f} "
               f"({parallel_s:.1f} s for {n} frames; scores identical to the sequential run)")
         results.update(fps_parallel=n / parallel_s, parallel_workers=workers)
+        if args.masks:  # the same with the prompt filter and the segmenter: frames in, masks out, both cores
+            masks_s, _ = run_parallel(overrides, data.test, scorer, workers, data.train, threshold)
+            print(f"test frames/s, all six stages, clips on {workers} threads (wall clock): {n / masks_s:.1f} "
+                  f"({masks_s:.1f} s for {n} frames)")
+            results.update(fps_masks_parallel=n / masks_s)
     scores = np.concatenate([s.frame_scores for s in scored])
     labels_file = os.path.join(args.data_dir, "labels", "frame_labels_ped2.npy")
     if args.max_clips is None and os.path.isfile(labels_file):

@@ -340,3 +340,54 @@ def test_background_parts_separates_the_background_from_the_noise():
     assert parts["default"] == pytest.approx(region)  # R only
     assert parts["raised_own"] == pytest.approx(region) and parts["raised_camera"] == 0.0
     assert np.isnan(parts["shadow_share"])  # no shadow test configured
+
+
+def test_stages_spelling_the_same_background_differently_share_one_fit_per_clip(monkeypatch):
+    """The segmenter's `background: {scope: camera}` and the detector's written-out defaults (a YAML list for
+    shadow_ratio) are the same model: the camera statistics and each clip's fitted background are made once and
+    handed to both (the detector first, then the segmenter); another clip object is fitted on its own, even with
+    the same source; with no room to keep fits, every call fits again."""
+    written_out = {"scope": "camera", "blend": "seen", "num_samples": 60, "blur": 5, "normalize_brightness": True,
+                   "k": 4.0, "min_threshold": 12.0, "shadow_ratio": [0.45, 0.92], "shadow_texture": 3.0, "morph": 3}
+    det_kwargs, _, det_options = split_background_options(written_out, "detector.background")
+    seg_kwargs, _, seg_options = split_background_options({"scope": "camera", "blend": "seen"},
+                                                          "segmenter.background")
+    assert det_kwargs == seg_kwargs == BackgroundModel.settings({}) and det_options == seg_options
+    assert det_kwargs["shadow_ratio"] == (0.45, 0.92)
+    fits = []
+    original = BackgroundModel.fit
+
+    def counted(self, clip, keep_samples=False):
+        fits.append(clip.clip_id)
+        return original(self, clip, keep_samples)
+
+    monkeypatch.setattr(BackgroundModel, "fit", counted)
+    cameras = CameraBackgrounds(training_clips())
+    clip = SceneClip("test", standing=True, seed=9)
+    first = cameras.model(clip, det_kwargs, **det_options)
+    assert sorted(fits) == ["test", "train0", "train1", "train2"]  # the clip, then the camera's statistics
+    assert cameras.model(clip, seg_kwargs, **seg_options) is first and len(fits) == 4  # nothing fitted again
+    twin = SceneClip("test", standing=True, seed=9)  # equal frames, equal source: still another object
+    again = cameras.model(twin, det_kwargs, **det_options)
+    assert again is not first and fits[-1] == "test" and len(fits) == 5
+    np.testing.assert_array_equal(again[0].background, first[0].background)
+    other = cameras.model(clip, {**det_kwargs, "k": 3.0}, **det_options)  # other settings: fitted on their own
+    assert other[0] is not first[0] and other[0].k == 3.0
+    no_room = CameraBackgrounds(training_clips(), keep_bytes=0)
+    before = len(fits)
+    no_room.model(clip, det_kwargs, **det_options)
+    no_room.model(clip, det_kwargs, **det_options)
+    assert fits[before:].count("test") == 2
+    with pytest.raises(ValueError, match=r"detector\.background: .*unexpected keyword argument 'kk'"):
+        split_background_options({"scope": "camera", "kk": 3}, "detector.background")
+
+
+def test_the_median_over_frames_is_numpys():
+    from tao_lab.detector.background import median_over_frames
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 8, 59, 60):
+        stack = rng.integers(0, 40, (n, 7, 9)).astype(np.float32) * 0.5  # ties, as grey levels have
+        got, expected = median_over_frames(stack), np.median(stack, axis=0)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)

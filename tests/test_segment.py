@@ -102,6 +102,55 @@ def test_builder_overlap_and_scores():
         b.set_frame(0, [0], m[:1], [1.0])
 
 
+def whole_frame_set_frame(shape, obj_ids, masks, obj_scores, pixel_scores):
+    """The builder's frame, written over whole frames as it was before it worked inside each object's support: the
+    independent reference of the test below."""
+    score_map, inst, rows = np.zeros(shape, np.float32), np.zeros(shape, np.int32), []
+    for k in np.argsort(obj_scores, kind="stable"):
+        m = masks[k]
+        if pixel_scores is not None:
+            soft = np.where(m, np.maximum(pixel_scores[k], 1e-3), np.maximum(pixel_scores[k], 0.0))
+            np.maximum(score_map, soft, out=score_map)
+        if not m.any():
+            continue
+        inst[m] = obj_ids[k]
+        if pixel_scores is None:
+            score_map[m] = np.maximum(score_map[m], max(obj_scores[k], 1e-3))
+        ys, xs = np.nonzero(m)
+        rows.append((obj_ids[k], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]))
+    return score_map.astype(np.float16), inst, sorted(rows)
+
+
+@pytest.mark.parametrize("with_pixel_scores", [True, False])
+def test_builder_writes_what_the_whole_frame_computation_writes(with_pixel_scores):
+    """Random objects: overlapping masks, soft margins outside them, negative and zero pixel scores, an empty mask
+    with a margin, an object with nothing at all; the builder's maps and boxes equal the whole-frame reference."""
+    rng = np.random.default_rng(3)
+    H, W = 40, 56
+    for trial in range(20):
+        K = int(rng.integers(1, 6))
+        masks = np.zeros((K, H, W), bool)
+        pix = np.zeros((K, H, W), np.float32)
+        for k in range(K):
+            y1, x1 = rng.integers(0, H - 5), rng.integers(0, W - 5)
+            y2, x2 = y1 + rng.integers(1, 20), x1 + rng.integers(1, 25)
+            if k != 1 or trial % 3:  # object 1 has no mask on every third trial
+                masks[k, y1:y2, x1:x2] = rng.random((min(y2, H) - y1, min(x2, W) - x1)) < 0.7
+            my1, mx1 = max(y1 - 4, 0), max(x1 - 4, 0)
+            pix[k, my1:y2 + 4, mx1:x2 + 4] = rng.uniform(-0.2, 1.5, (min(y2 + 4, H) - my1, min(x2 + 4, W) - mx1))
+            if k == 2:
+                pix[k] = 0.0  # nothing outside its mask, zeros inside
+        ids, scores = rng.permutation(np.arange(1, K + 1)), rng.uniform(0, 2, K)
+        b = SegmentationBuilder(1, H, W)
+        b.set_frame(0, ids, masks, scores, pix if with_pixel_scores else None)
+        seg = b.build()
+        score_map, inst, rows = whole_frame_set_frame((H, W), ids, masks, scores, pix if with_pixel_scores else None)
+        np.testing.assert_array_equal(seg.score_maps[0], score_map)
+        np.testing.assert_array_equal(seg.instance_maps[0], inst)
+        np.testing.assert_array_equal(seg.objects.track_id, [r[0] for r in rows])
+        np.testing.assert_array_equal(seg.objects.xyxy, np.array([r[1] for r in rows], np.float32).reshape(-1, 4))
+
+
 # ---------------------------------------------------------------------------------------------- box plan
 def test_plan_carries_along_track_and_stops():
     boxes = np.array([[10 + t, 10, 30 + t, 40] for t in range(20)], float)

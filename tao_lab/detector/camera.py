@@ -34,11 +34,13 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import weakref
+from collections import OrderedDict
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from tao_lab.detector.background import _MAD_TO_SIGMA, BackgroundModel
+from tao_lab.detector.background import _MAD_TO_SIGMA, BackgroundModel, median_over_frames
 from tao_lab.types import Clip
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,11 @@ def split_background_options(background: Optional[dict], owner: str) -> tuple[di
                          f"{options['max_disagreement']}")
     if options["max_clips"] < 1:
         raise ValueError(f"{owner}.max_clips must be >= 1, got {options['max_clips']}")
+    try:
+        kwargs = BackgroundModel.settings(kwargs)
+    except TypeError as err:  # an unknown key: name the config key, not the class
+        raise ValueError(f"{owner}: {err} (BackgroundModel's options: {', '.join(BackgroundModel.SETTINGS)}; "
+                         f"scope options: {', '.join(SCOPE_KEYS)})") from None
     return kwargs, scope, options
 
 
@@ -160,9 +167,15 @@ class CameraBackgrounds:
     camera (one list per camera; the cross-scene validation's simulated cameras share Ped2's frame size): a clip
     derived from a training clip uses that clip's group, any other clip the clips of its frame size.
     Thread-safe: the pipeline's extraction threads share one instance.
+
+    A clip's fitted background (:meth:`model`) is kept for the next stage that asks for it with the same settings (the
+    segmenter, after the detector): one fit per clip instead of one per stage. Kept per clip object (a weak reference:
+    another clip with the same source is fitted on its own), at most ``keep_bytes`` of models, least recently used
+    first out. The models handed out are shared, so they are read-only (BackgroundModel.replaced makes a copy).
     """
 
-    def __init__(self, clips: Sequence[Clip] = (), cameras: Optional[Sequence[Sequence[Clip]]] = None):
+    def __init__(self, clips: Sequence[Clip] = (), cameras: Optional[Sequence[Sequence[Clip]]] = None,
+                 keep_bytes: int = 256 << 20):
         if cameras is not None and len(clips):
             raise ValueError("give the training clips either as clips (one camera per frame size) or as cameras "
                              "(one list per camera), not both")
@@ -172,6 +185,10 @@ class CameraBackgrounds:
         self._cameras: dict = {}  # (kwargs, sources) -> (background, sigma)
         self._warned: set = set()
         self._lock = threading.Lock()
+        self.keep_bytes = int(keep_bytes)
+        # (id(clip), settings) -> (weak reference to the clip, (model, reason, share), bytes): see the class docstring
+        self._fitted: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self._fitted_bytes = 0
 
     @property
     def sources(self) -> list:
@@ -206,7 +223,35 @@ class CameraBackgrounds:
         ``blend`` / ``seen_share``: see :data:`BLENDS`."""
         if blend not in BLENDS:
             raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
-        kwargs = dict(kwargs or {})
+        kwargs = BackgroundModel.settings(kwargs)
+        key = (id(clip), repr(sorted(kwargs.items())), max_disagreement, max_clips, agreement, blend, seen_share)
+        with self._lock:
+            kept = self._fitted.get(key)
+            if kept is not None and kept[0]() is clip:
+                self._fitted.move_to_end(key)
+                return kept[1]
+        fitted = self._fit_model(clip, kwargs, max_disagreement, max_clips, agreement, blend, seen_share)
+        self._keep(key, clip, fitted)
+        return fitted
+
+    def _keep(self, key: tuple, clip: Clip, fitted: tuple) -> None:
+        model = fitted[0]
+        size = sum(a.nbytes for a in (model.background, model.sigma, model.threshold, *model._bg_grad))
+        with self._lock:
+            old = self._fitted.pop(key, None)
+            if old is not None:
+                self._fitted_bytes -= old[2]
+            if size > self.keep_bytes:
+                return
+            self._fitted[key] = (weakref.ref(clip), fitted, size)
+            self._fitted_bytes += size
+            while self._fitted_bytes > self.keep_bytes:
+                _, (_, _, dropped) = self._fitted.popitem(last=False)
+                self._fitted_bytes -= dropped
+
+    def _fit_model(self, clip: Clip, kwargs: dict, max_disagreement: float, max_clips: int, agreement: float,
+                   blend: str, seen_share: float) -> tuple[BackgroundModel, str, float]:
+        """:meth:`model` without the kept fits."""
         others = self.camera_clips(clip, max_clips)
         model = BackgroundModel(**kwargs).fit(clip, keep_samples=bool(others) and blend == "seen")
         if not others:
@@ -238,6 +283,7 @@ class CameraBackgrounds:
             self._clip_stats(clip, dict(kwargs or {}))
 
     def _clip_stats(self, clip: Clip, kwargs: dict) -> tuple[np.ndarray, np.ndarray]:
+        kwargs = BackgroundModel.settings(kwargs)
         key = (clip.source, repr(sorted(kwargs.items())))
         with self._lock:
             hit = self._stats.get(key)
@@ -249,6 +295,7 @@ class CameraBackgrounds:
         return hit
 
     def _camera(self, clips: list[Clip], kwargs: dict) -> tuple[np.ndarray, np.ndarray]:
+        kwargs = BackgroundModel.settings(kwargs)
         key = (repr(sorted(kwargs.items())), tuple(sorted(c.source for c in clips)))
         with self._lock:
             hit = self._cameras.get(key)
@@ -256,15 +303,15 @@ class CameraBackgrounds:
             return hit
         stats = [self._clip_stats(c, kwargs) for c in clips]
         medians = np.stack([s[0] for s in stats])
-        sigma = np.median(np.stack([s[1] for s in stats]), axis=0)
+        sigma = median_over_frames(np.stack([s[1] for s in stats]))
         if len(stats) > 1 and kwargs.get("normalize_brightness", True):
             # one brightness for all clips: each clip's global gain to the median of the medians (sparse grid)
-            ref = np.maximum(np.median(medians, axis=0)[2::4, 2::4], 1.0)
+            ref = np.maximum(median_over_frames(medians)[2::4, 2::4], 1.0)
             gains = np.median(ref[None] / np.maximum(medians[:, 2::4, 2::4], 1.0), axis=(1, 2))
             medians = medians * gains[:, None, None].astype(np.float32)
-        background = np.median(medians, axis=0)
+        background = median_over_frames(medians)
         if len(stats) >= 3:  # pixels whose background changes between clips get a higher threshold
-            between = _MAD_TO_SIGMA * np.median(np.abs(medians - background), axis=0)
+            between = _MAD_TO_SIGMA * median_over_frames(np.abs(medians - background))
             sigma = np.maximum(sigma, between)
         hit = (background.astype(np.float32), sigma.astype(np.float32))
         with self._lock:

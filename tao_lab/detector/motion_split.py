@@ -88,12 +88,10 @@ def _best_cut(comp: np.ndarray, flow: np.ndarray, min_width: int, min_area: int,
 
 def _column_medians(comp: np.ndarray, flow: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     """(w, 2) per column the median (lower middle value) of the flow over its foreground pixels; 0 where none."""
-    out = np.zeros((comp.shape[1], 2), np.float64)
     middle = np.maximum(pixels - 1, 0) // 2
-    for d in range(2):
-        values = np.where(comp, flow[..., d], np.inf)   # background sorts last
-        values.sort(axis=0)
-        out[:, d] = np.take_along_axis(values, middle[None, :], axis=0)[0]
+    values = np.where(comp[..., None], flow[..., :2], np.inf)   # (h, w, 2); background sorts last
+    values.sort(axis=0)
+    out = values[middle, np.arange(comp.shape[1])].astype(np.float64)  # (w, 2): each column's middle row
     out[pixels == 0] = 0.0
     return out
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Callable, Mapping, Optional, Union
 
+import cv2
 import numpy as np
 
 from tao_lab.types import Clip, ObjectScores, ObjectTable, Prompts, Segmentation
@@ -251,16 +252,27 @@ class SegmentationBuilder:
         rows = []
         for k in np.argsort(obj_scores, kind="stable"):  # ascending: the higher-scored object is painted last
             m = masks[k]
+            # what the object writes lies in the box around its mask and its positive (or NaN) pixel scores: work
+            # there, not on the whole frame (an object covers a few percent of it)
+            support = m if pixel_scores is None else m | ~(pixel_scores[k] <= 0)
+            x, y, w, h = cv2.boundingRect(np.ascontiguousarray(support).view(np.uint8))
+            if w == 0 or h == 0:
+                continue  # writes nothing: no mask pixel, no positive pixel score
+            part = (slice(y, y + h), slice(x, x + w))
+            m = m[part]
+            scores_part = score_map[part]
             if pixel_scores is not None:
                 # soft support: pixels outside the mask may carry a (lower) positive score too
-                soft = np.where(m, np.maximum(pixel_scores[k], MIN_PIXEL_SCORE), np.maximum(pixel_scores[k], 0.0))
-                np.maximum(score_map, soft, out=score_map)
+                p = pixel_scores[k][part]
+                np.maximum(scores_part, np.where(m, np.maximum(p, MIN_PIXEL_SCORE), np.maximum(p, 0.0)),
+                           out=scores_part)
             box = mask_box(m)
             if box is None:
                 continue
-            inst[m] = obj_ids[k]
+            box += np.array([x, y, x, y], np.float32)
+            inst[part][m] = obj_ids[k]
             if pixel_scores is None:
-                score_map[m] = np.maximum(score_map[m], max(obj_scores[k], MIN_PIXEL_SCORE))
+                scores_part[m] = np.maximum(scores_part[m], max(obj_scores[k], MIN_PIXEL_SCORE))
             rows.append((int(obj_ids[k]), box, float(obj_scores[k])))
         self.score_maps[t] = score_map.astype(np.float16)
         self.instance_maps[t] = inst

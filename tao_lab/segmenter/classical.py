@@ -300,55 +300,64 @@ class ForegroundSegmenter(CarryingSegmenter):
                     ) -> tuple[np.ndarray, np.ndarray]:
         """(mask (H,W) bool, strength (H,W) float32 in [0,1]) of one object with box ``box`` on one frame."""
         H, W = fg.shape
-        region = self._region(box, H, W)
+        region, sub_mask, sub_strength = self._object_in_region(frame, box, diff, fg)
         mask = np.zeros((H, W), dtype=bool)
-        mask[region] = fg[region]
+        strength = np.zeros((H, W), dtype=np.float32)
+        mask[region], strength[region] = sub_mask, sub_strength
+        return mask, strength
+
+    def _object_in_region(self, frame: np.ndarray, box: np.ndarray, diff: np.ndarray, fg: np.ndarray
+                          ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+        """(region, mask, strength): :meth:`object_mask` over the object's enlarged box only (outside it the mask is
+        False and the strength 0), so a frame's objects cost their boxes' pixels, not the frame's."""
+        H, W = fg.shape
+        region = self._region(box, H, W)
+        mask = fg[region].astype(bool)  # a copy
         if self.grabcut and mask.any():
-            mask = self._grabcut(frame, region, mask)
-            inside = np.zeros_like(mask)
-            inside[region] = True
-            mask &= inside
+            whole = np.zeros((H, W), dtype=bool)
+            whole[region] = mask
+            mask = self._grabcut(frame, region, whole)[region]
         if mask.any() and self.largest_component:
-            labels, n = ndimage.label(mask[region])
+            labels, n = ndimage.label(mask)
             if n > 1:
                 sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
-                sub = labels == (1 + int(np.argmax(sizes)))
-                mask[:] = False
-                mask[region] = sub
+                mask = labels == (1 + int(np.argmax(sizes)))
         if mask.any() and self.fill_holes:
-            mask[region] = ndimage.binary_fill_holes(mask[region])
+            mask = ndimage.binary_fill_holes(mask)
         if mask.any() and self.hull != "none":
-            mask[region] = convex_hulls(mask[region], per_component=self.hull == "component")
+            mask = convex_hulls(mask, per_component=self.hull == "component")
         box_area = max((box[2] - box[0]) * (box[3] - box[1]), 1.0)
-        strength = np.zeros((H, W), dtype=np.float32)
+        strength = np.zeros(mask.shape, dtype=np.float32)
         if mask.sum() < self.min_fg_fraction * box_area:
-            return self._fallback_mask(box, H, W), strength
-        vals = diff[mask]
+            return region, self._fallback_mask(box, H, W)[region], strength
+        sub_diff = diff[region]
+        vals = sub_diff[mask]
         scale = float(np.percentile(vals, 90)) if len(vals) else 0.0
         if scale > 0:
-            strength[region] = np.clip(diff[region] / scale, 0.0, 1.0)
+            strength[:] = np.clip(sub_diff / scale, 0.0, 1.0)
             if self.strength_blur > 0:
-                strength[region] = cv2.GaussianBlur(strength[region], (0, 0), self.strength_blur)
-        return mask, strength
+                strength = cv2.GaussianBlur(strength, (0, 0), self.strength_blur)
+        return region, mask, strength
 
     def soft_margin(self, box: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(H, W) float32 factor for the pixels of the enlarged box outside the mask: ``box_score`` next to the
         mask, falling linearly to 0 at half the box's larger side away from it; 0 outside the enlarged box."""
         H, W = mask.shape
         out = np.zeros((H, W), np.float32)
-        if self.box_score <= 0:
-            return out
         region = self._region(box, H, W)
-        sub = mask[region]
-        if sub.size == 0:
-            return out
+        out[region] = self._margin_in_region(box, mask[region])
+        return out
+
+    def _margin_in_region(self, box: np.ndarray, sub: np.ndarray) -> np.ndarray:
+        """:meth:`soft_margin` over the enlarged box only (``sub``: the mask there)."""
+        if self.box_score <= 0 or sub.size == 0:
+            return np.zeros(sub.shape, np.float32)
         reach = max(0.5 * max(box[2] - box[0], box[3] - box[1]), 1.0)
         if sub.any():
             dist = cv2.distanceTransform((~sub).astype(np.uint8), cv2.DIST_L2, 3)
         else:
             dist = np.zeros(sub.shape, np.float32)
-        out[region] = self.box_score * np.clip(1.0 - dist / reach, 0.0, 1.0)
-        return out
+        return (self.box_score * np.clip(1.0 - dist / reach, 0.0, 1.0)).astype(np.float32)
 
     def segment(self, clip: Clip, prompts: Prompts, scores: Optional[ObjectScores] = None) -> Segmentation:
         T, H, W = clip.num_frames, clip.height, clip.width
@@ -417,10 +426,14 @@ class ForegroundSegmenter(CarryingSegmenter):
         masks = np.zeros((len(items), H, W), dtype=bool)
         pix = np.zeros((len(items), H, W), dtype=np.float32)
         for k, it in enumerate(items):
-            masks[k], strength = self.object_mask(frame, it.box, diff, fg)
-            factor = np.ones((H, W), np.float32) if self.pixel_score == "object" else \
+            region, mask, strength = self._object_in_region(frame, it.box, diff, fg)
+            factor = np.ones(mask.shape, np.float32) if self.pixel_score == "object" else \
                 self.strength_floor + (1.0 - self.strength_floor) * strength
             if flow is not None and self.coherence != "none" and np.isfinite(it.velocity).all():
-                self._apply_coherence(masks[k], factor, flow, it)
-            pix[k] = it.score * np.where(masks[k], factor, self.soft_margin(it.box, masks[k]))
+                whole_mask, whole_factor = np.zeros((H, W), bool), np.ones((H, W), np.float32)
+                whole_mask[region], whole_factor[region] = mask, factor
+                self._apply_coherence(whole_mask, whole_factor, flow, it)  # works inside the same region
+                mask, factor = whole_mask[region], whole_factor[region]
+            masks[k][region] = mask
+            pix[k][region] = it.score * np.where(mask, factor, self._margin_in_region(it.box, mask))
         return masks, pix
