@@ -163,8 +163,10 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
     - ``scene.speed_rel`` (N, 3): the velocity feature's columns 0-2 (mean moving-pixel speed, box 90th percentile,
       fastest cell; px/frame) divided by the expected box height at the object's footprint in px: speed in body
       heights per frame, comparable across depths. NaN columns when there is no ``velocity`` feature.
-    - ``scene.size`` (N, 3): log of width, height and area relative to the expected height (1 = a normal person's
-      height at that place): a cart or a car is larger and wider than what normally stands there.
+    - ``scene.size`` (N, 4): log of width, height and area relative to the expected height (1 = a normal person's
+      height at that place): a cart or a car is larger and wider than what normally stands there; and log of the
+      box's width over its height (its shape, whatever the expected height: a cart or a bike seen from the side is
+      about as wide as high, a walker about 2.5x taller than wide).
     - ``scene.dwell`` (N, 1): :func:`dwell_frames` with a radius of ``dwell_radius`` expected heights; with
       ``dwell_still_speed`` (px/frame) only the stay's detections whose box's 90th-percentile flow (the velocity
       feature's ``speed_p90``) is below it count: frames the object stayed AND was still; with ``dwell_stay_edge``
@@ -183,7 +185,8 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
     else:
         out["scene.speed_rel"] = np.full((n, 3), np.nan, np.float32)
     w, h = np.maximum(p[:, 2], 1e-6), np.maximum(p[:, 3], 1e-6)
-    out["scene.size"] = np.stack([np.log(w / eh), np.log(h / eh), np.log(w * h / eh ** 2)], 1).astype(np.float32)
+    out["scene.size"] = np.stack([np.log(w / eh), np.log(h / eh), np.log(w * h / eh ** 2), np.log(w * p[:, 4] / (h * p[:, 5]))],
+                                 1).astype(np.float32)  # place's w, h are shares of the frame's width, height
     foot_px = np.stack([xy[:, 0] * p[:, 4], xy[:, 1] * p[:, 5]], 1)
     still = None
     if dwell_still_speed is not None:
