@@ -190,6 +190,22 @@ def test_dwell_stay_edge_reads_the_box_bottom_against_the_frame_height():
         AttributeScorer(dwell_stay_edge=0.7)
 
 
+def test_size_columns_are_log_sizes_against_the_expected_height_and_the_box_shape_in_pixels():
+    """scene.size: log width, height and area against the expected height at the footprint (frame-relative), and
+    log(width / height) of the box in pixels (a 40x20 px box on a 360x240 frame: log 2, whatever the frame's shape)."""
+    boxes = np.array([[100, 100, 140, 120], [10, 40, 20, 90]], np.float32)   # 40x20 px and 10x50 px
+    objs = ObjectTable.build(np.arange(2), boxes, track_id=np.arange(2))
+    w, h = (boxes[:, 2] - boxes[:, 0]) / W, (boxes[:, 3] - boxes[:, 1]) / H
+    place = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2 / W, boxes[:, 3] / H, w, h, np.full(2, W), np.full(2, H)], 1)
+    height = np.array([0.2, 0.0, 0.0, 0.01])  # expected height 0.2 of the frame everywhere
+    size = scene.derived_quantities(objs, {"place": place}, height, 0.5)["scene.size"]
+    assert size.shape == (2, 4)
+    np.testing.assert_allclose(size[:, 0], np.log(w / 0.2), rtol=1e-5)
+    np.testing.assert_allclose(size[:, 1], np.log(h / 0.2), rtol=1e-5)
+    np.testing.assert_allclose(size[:, 2], np.log(w * h / 0.04), rtol=1e-5)
+    np.testing.assert_allclose(size[:, 3], np.log([2.0, 0.2]), rtol=1e-5)
+
+
 def test_place_norm_shrinks_sparse_cells_to_the_global_reference():
     xy = np.array([[0.1, 0.1]] * 1000 + [[0.9, 0.9]] * 2)
     x = np.concatenate([np.full(1000, 1.0), np.full(2, 100.0)])[:, None]
