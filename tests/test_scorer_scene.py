@@ -407,6 +407,47 @@ def test_every_scene_model_round_trips_through_the_checkpoint(fitted, tmp_path):
     assert np.array_equal(fitted.scene__height.numpy(), loaded.scene__height.numpy())
 
 
+def with_box_widths(track, factors):
+    """The track with its boxes' widths (place columns and xyxy) times ``factors`` (one per detection)."""
+    objs, feats = track
+    feats = dict(feats)
+    place = feats["place"].copy()
+    place[:, 2] *= factors
+    feats["place"] = place
+    xyxy = objs.xyxy.copy()
+    centre, half = (xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 2] - xyxy[:, 0]) / 2 * factors
+    xyxy[:, 0], xyxy[:, 2] = centre - half, centre + half
+    return ObjectTable.build(objs.frame, xyxy, track_id=objs.track_id), feats
+
+
+def test_shape_attribute_flags_a_cart_as_wide_as_high_and_round_trips(tmp_path):
+    """The default's shape attribute (configs/scorer/attribute.yaml), fitted on walkers whose boxes are 0.3-0.5 times
+    as wide as high: a walker of the usual shape stays below the calibrated tail (1); a cart 1.2 times as wide as high
+    at the same place, of the same height and speed, outscores even the widest normal walker by more than 1; the
+    fitted model round-trips through the checkpoint."""
+    from omegaconf import OmegaConf
+
+    from helpers import CONFIG_DIR
+    from tao_lab.scorer import AttributeScorer
+
+    spec = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "scorer" / "attribute.yaml"))["attributes"]["shape"]
+    assert spec["feature"] == "scene.size" and spec["columns"] == [3]
+    rng = np.random.default_rng(5)
+    clips = []
+    for seed in range(4):
+        objs, feats, n = normal_clip(seed)
+        objs, feats = with_box_widths((objs, feats), rng.uniform(0.75, 1.25, len(objs)))  # aspect 0.3-0.5
+        clips.append((objs, feats, n))
+    scorer = AttributeScorer(attributes={"shape": spec}, frame_sigma=0).fit_clips(clips)
+    walker = make_track(9101, 0.2, 0.7, 30)                      # 0.4 times as wide as high
+    cart = with_box_widths(make_track(9102, 0.2, 0.7, 30), 3.0)   # 1.2 times
+    widest = with_box_widths(make_track(9103, 0.2, 0.7, 30), 1.25)  # 0.5: the widest normal walker
+    assert parts_of(scorer, walker, "shape").max() < 1.0
+    assert parts_of(scorer, cart, "shape").min() > parts_of(scorer, widest, "shape").max() + 1.0
+    loaded = reloaded(scorer, tmp_path, *cart, num_frames=40)
+    assert np.array_equal(loaded.object_parts(*cart)["shape"], scorer.object_parts(*cart)["shape"])
+
+
 def test_empty_clip_scores_zero(fitted):
     objs = ObjectTable.empty()
     feats = {"velocity": np.zeros((0, 3 + BINS), np.float32), "place": np.zeros((0, 6), np.float32)}
