@@ -36,7 +36,7 @@ def test_outputs_are_complete(infer_run):
     assert summary["frames"] == 120 and "fitted on the first 2 s" in summary["scorer"]
     assert "fitted on the first 2 s" in (out / "NOTE.txt").read_text()
     # the scene check of the default scorer's groups, whole video and fit window (its arithmetic: test_pipeline_e2e)
-    assert list(summary["scene_check"]) == ["motion", "appearance", "place", "direction", "dwell"]
+    assert list(summary["scene_check"]) == ["motion", "appearance", "place", "direction", "shape", "dwell"]
     for shares in summary["scene_check"].values():
         assert set(shares) == {"video", "fit_window"} and all(0.0 <= v <= 1.0 for v in shares.values())
 
