@@ -120,6 +120,12 @@ class BackgroundModel:
         model = cls(**dict(kwargs or {}))
         return {name: getattr(model, name) for name in cls.SETTINGS}
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the fitted arrays a frame's difference reads (0 before fitting)."""
+        arrays = (self.background, self.sigma, self.threshold, self._bg_grid, *(self._bg_grad or ()))
+        return sum(a.nbytes for a in arrays if a is not None)
+
     # ------------------------------------------------------------------ fitting
     def fit(self, clip: Clip, keep_samples: bool = False) -> "BackgroundModel":
         """Fits the background of ``clip`` from ``num_samples`` evenly spaced frames (``keep_samples``: see

@@ -235,8 +235,7 @@ class CameraBackgrounds:
         return fitted
 
     def _keep(self, key: tuple, clip: Clip, fitted: tuple) -> None:
-        model = fitted[0]
-        size = sum(a.nbytes for a in (model.background, model.sigma, model.threshold, *model._bg_grad))
+        size = fitted[0].nbytes
         with self._lock:
             old = self._fitted.pop(key, None)
             if old is not None:
