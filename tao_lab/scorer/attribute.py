@@ -350,7 +350,7 @@ class AttributeScorer(ObjectScorer):
             return objects.cls.astype(np.float64)[:, None]
         x = self._matrix(name, features, len(objects))
         if s["footprint_edge"] is not None and len(x):
-            cut = scene.place_columns(features, len(objects))[:, 1] >= 1.0 - float(s["footprint_edge"])
+            cut = scene.feet_cut_off(scene.place_columns(features, len(objects)), s["footprint_edge"])
             if cut.any():
                 x = np.where(cut[:, None], np.nan, x.astype(np.float64))
         return x

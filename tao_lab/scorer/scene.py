@@ -61,6 +61,13 @@ def touches_edge(place: np.ndarray, tolerance_px: float = 1.0) -> np.ndarray:
     return (x1 <= tolerance_px) | (x2 >= width - tolerance_px) | (y1 <= tolerance_px) | (y2 >= height - tolerance_px)
 
 
+def feet_cut_off(place: np.ndarray, edge: float) -> np.ndarray:
+    """(N,) bool: boxes whose bottom lies within ``edge`` (a fraction of the frame height) of the frame's bottom edge,
+    from the ``place`` columns (N, 6): the frame cuts their feet off, so their footprint is not where they stand
+    (an attribute's ``footprint_edge``, the scorer's ``dwell_stay_edge``)."""
+    return np.asarray(place, np.float64).reshape(-1, 6)[:, 1] >= 1.0 - float(edge)
+
+
 def cell_index(xy: np.ndarray, grid: Sequence[int]) -> np.ndarray:
     """(N,) int64 cell of each footprint (N, 2) in [0, 1]^2 on a (rows, cols) grid, row-major."""
     rows, cols = int(grid[0]), int(grid[1])
@@ -151,7 +158,7 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
             else:  # still detections in (last_far, i]
                 out[seg[rows]] = counted[rows + 1] - counted[last_far + 1]
     if breaks is not None:
-        out[np.asarray(breaks, bool)] = 0.0
+        out[breaks] = 0.0
     return out
 
 
@@ -185,8 +192,9 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
     else:
         out["scene.speed_rel"] = np.full((n, 3), np.nan, np.float32)
     w, h = np.maximum(p[:, 2], 1e-6), np.maximum(p[:, 3], 1e-6)
-    out["scene.size"] = np.stack([np.log(w / eh), np.log(h / eh), np.log(w * h / eh ** 2), np.log(w * p[:, 4] / (h * p[:, 5]))],
-                                 1).astype(np.float32)  # place's w, h are shares of the frame's width, height
+    aspect_px = (w * p[:, 4]) / (h * p[:, 5])  # place's w, h are shares of the frame's width and height
+    out["scene.size"] = np.stack([np.log(w / eh), np.log(h / eh), np.log(w * h / eh ** 2), np.log(aspect_px)],
+                                 1).astype(np.float32)
     foot_px = np.stack([xy[:, 0] * p[:, 4], xy[:, 1] * p[:, 5]], 1)
     still = None
     if dwell_still_speed is not None:
@@ -195,7 +203,7 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
                              "object from a moving one: add features.extractors.velocity or set dwell_still_speed null")
         speed_p90 = np.asarray(features["velocity"], np.float64).reshape(n, -1)[:, 1] if n else np.zeros(0)
         still = speed_p90 < float(dwell_still_speed)
-    breaks = None if dwell_stay_edge is None else xy[:, 1] >= 1.0 - float(dwell_stay_edge)
+    breaks = None if dwell_stay_edge is None else feet_cut_off(p, dwell_stay_edge)
     out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * eh_px, still,
                                       breaks)[:, None].astype(np.float32)
     return out
