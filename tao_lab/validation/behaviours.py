@@ -17,8 +17,10 @@ wrong_way a walker that comes in on a normal path at normal speed (not labelled)
           the direction least seen around it (the opposite way on a one-way path, across a two-way path:
           ``SceneStats.least_seen_directions``) and walks on at normal speed; the frames after the turn
 off_path  a walker at normal speed for its row on a straight line through places, next to the paths, where no
-          training object's feet ever were (cells of a 12x16 grid, dilated by one cell); the frames where its
-          feet are in such a place
+          training object's feet ever were (cells of a 12x16 grid, dilated by one cell) AND off the scene's
+          walkable ground (lawn, hedge: ``SceneStats.walkable``, from ``scenes.walkable_ground``; since off-path
+          round 1, before which an unvisited spot of the walkway itself counted); the frames where its feet are
+          in such a place
 loiter    a walker that comes in on a normal path at normal speed (not labelled), stands nearly still (<= 0.2
           px/frame of jitter) at a place where people pass for 30-45 % of the clip, then walks on (not labelled);
           the standing frames
@@ -77,6 +79,9 @@ class SceneStats:
     occupied: np.ndarray
     band_edges: np.ndarray
     row_range: tuple[float, float] = (0.0, float("inf"))  # fits are held constant outside the rows of feet seen
+    # (height, width) bool: where people can walk (the ground of the scene's paths: scenes.walkable_ground), None
+    # when not known; off_path plants its walkers off it
+    walkable: Optional[np.ndarray] = None
 
     GRID = (12, 16)
 
@@ -129,6 +134,23 @@ class SceneStats:
         r = np.clip((p[:, 1] / self.height * gr).astype(int), 0, gr - 1)
         c = np.clip((p[:, 0] / self.width * gc).astype(int), 0, gc - 1)
         return ~inside | self.occupied[r, c]
+
+    def off_walkway(self, points: np.ndarray) -> np.ndarray:
+        """(N,) bool: the feet points (N,2) stand in the frame on ground that is not walkable (all in-frame points
+        when the walkable ground is not known)."""
+        p = np.asarray(points, np.float64).reshape(-1, 2)
+        inside = (p[:, 0] >= 0) & (p[:, 0] < self.width) & (p[:, 1] >= 0) & (p[:, 1] < self.height)
+        if self.walkable is None:
+            return inside
+        out = np.zeros(len(p), bool)
+        x = np.clip(np.nan_to_num(p[:, 0]), 0, self.width - 1).astype(int)
+        y = np.clip(np.nan_to_num(p[:, 1]), 0, self.height - 1).astype(int)
+        out[inside] = ~self.walkable[y[inside], x[inside]]
+        return out
+
+    def off_path(self, points: np.ndarray) -> np.ndarray:
+        """(N,) bool: the feet points (N,2) stand where no training foot was, on ground that is not walkable."""
+        return ~self.is_occupied(points) & self.off_walkway(points)
 
     def direction_counts(self, point: np.ndarray, k: int = 40) -> np.ndarray:
         """(8,) how many moving training objects near ``point`` go in each of 8 directions (x right, y down; bin
@@ -334,10 +356,13 @@ def _off_path(stats: SceneStats, rng, depth: int, n_max: int, aspect: float, rel
     gr, gc = stats.GRID
     rows = (np.arange(gr) + 0.5) * stats.height / gr
     cols = (np.arange(gc) + 0.5) * stats.width / gc
-    empty = [(r, c) for r in range(gr) for c in range(gc) if not stats.occupied[r, c]
+    centres = np.array([[x, y] for y in rows for x in cols])
+    off_ground = stats.off_walkway(centres).reshape(gr, gc)
+    empty = [(r, c) for r in range(gr) for c in range(gc) if not stats.occupied[r, c] and off_ground[r, c]
              and rows[r] > stats.local_height(rows[r]) * rel_height * 0.5]  # room for the object above its feet
     if not empty:
-        raise ValueError("every place of this scene is visited by training objects: no off-path place to plant")
+        raise ValueError("no place of this scene is both unvisited by training objects and off its walkable "
+                         "ground: no off-path place to plant")
     # prefer places next to the paths (the lawn beside the walkway), not the far corners of the frame: at most 3
     # cells from where a foot was (the occupied map is dilated by one cell)
     seen = np.argwhere(stats.occupied)
@@ -351,7 +376,7 @@ def _off_path(stats: SceneStats, rng, depth: int, n_max: int, aspect: float, rel
         before = _walk(stats, centre, _DIRS[d], 1.0, n_max, aspect, rel_height, forward=False)
         after = _walk(stats, centre, _DIRS[d], 1.0, n_max, aspect, rel_height)
         feet = np.concatenate([before, centre[None], after])
-        frac = float(np.mean(~stats.is_occupied(feet)))
+        frac = float(np.mean(stats.off_path(feet)))
         if frac > best_frac:
             best, best_frac = [feet], frac
     feet = best[0]
@@ -359,7 +384,7 @@ def _off_path(stats: SceneStats, rng, depth: int, n_max: int, aspect: float, rel
     t = np.arange(0, len(feet) - 1, factor)
     i = np.floor(t).astype(int)
     feet = feet[i] + (t - i)[:, None] * (feet[np.minimum(i + 1, len(feet) - 1)] - feet[i])
-    return feet, ~stats.is_occupied(feet)
+    return feet, stats.off_path(feet)
 
 
 def plant_behaviour(base: Clip, kind: str, stats: SceneStats, donor: Optional[tuple[Clip, ObjectTable]],

@@ -12,6 +12,7 @@ at depth band ``(v + set index) % 3``, so every set covers several depths.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import zlib
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from tao_lab.types import Clip
 from tao_lab.validation.behaviours import BEHAVIOURS, NUM_DEPTHS, SceneStats, plant_behaviour
 from tao_lab.validation.protocol import planting_pipeline
 from tao_lab.validation.scenes import (DEFAULT_SCENES, SCALES, SCENES, WARPS, ped2_train_clips, scale_scene,
-                                       synthetic_scene, warp_scene)
+                                       synthetic_scene, walkable_ground, warp_scene)
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,9 @@ def plant_scene(name: str, train: Sequence[Clip], pipeline: Pipeline, sets: Sequ
         raise ValueError(f"scene {name}: leave-one-clip-out validation needs >= 2 training clips, got {len(train)}")
     tracks = [pipeline.tracks(c) for c in progress(train, f"tracks ({name})", show_progress)]
     out = SceneClips(name, list(train))
-    stats = [SceneStats.fit([t for u, t in enumerate(tracks) if u != v], c.width, c.height)
-             for v, c in enumerate(train)]
+    walkable = walkable_ground(name, train[0].width, train[0].height)
+    stats = [dataclasses.replace(SceneStats.fit([t for u, t in enumerate(tracks) if u != v], c.width, c.height),
+                                 walkable=walkable) for v, c in enumerate(train)]
     for k, kind in enumerate(sets):
         clips: list[Optional[Clip]] = []
         for v, clip in enumerate(train):

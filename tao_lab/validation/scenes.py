@@ -59,6 +59,34 @@ SYNTHETIC_SCENES = {"synthetic": 1.0, "synthetic_persp": 3.0}  # name -> perspec
 SCENES = ("ped2", *WARPS, *SCALES, *SYNTHETIC_SCENES)
 DEFAULT_SCENES = ("ped2", "ped2_low", "ped2_oblique", "synthetic", "synthetic_persp")
 
+#: Ped2's walkable ground (the paved walkway and the diagonal path at the top left), drawn by hand on the median of
+#: training frames, as (x, y) fractions of the frame: everything else is lawn, hedge, building or the grass corners at
+#: the bottom. The off-the-paths set plants its walkers off this ground (SceneStats.walkable).
+PED2_WALKWAY = ((0.0, 0.483), (0.106, 0.483), (0.297, 0.0), (0.356, 0.0), (0.175, 0.483), (0.917, 0.488),
+                (0.933, 0.438), (1.0, 0.438), (1.0, 0.813), (0.922, 0.813), (0.922, 0.938), (0.694, 0.938),
+                (0.694, 1.0), (0.114, 1.0), (0.131, 0.921), (0.0, 0.921))
+
+
+def walkable_ground(name: str, width: int, height: int) -> Optional[np.ndarray]:
+    """(height, width) bool: where people can walk in scene ``name`` (the ground of its paths, whether or not a
+    training object stood there), or None when not known. Ped2: :data:`PED2_WALKWAY`, mapped by the simulated
+    camera's homography for :data:`WARPS` and scaled for :data:`SCALES`; synthetic scenes: the walkway below the
+    lawn (``tao_lab.dataset.synthetic.LAWN_FRACTION``)."""
+    if name in SYNTHETIC_SCENES:
+        from tao_lab.dataset.synthetic import LAWN_FRACTION
+
+        out = np.zeros((height, width), bool)
+        out[int(LAWN_FRACTION * height):] = True
+        return out
+    if name != "ped2" and name not in WARPS and name not in SCALES:
+        return None
+    points = np.asarray(PED2_WALKWAY, np.float64) * [width, height]
+    if name in WARPS:
+        points = warp_points(homography(name, width, height), points)
+    out = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(out, [np.round(points).astype(np.int32)], 1)
+    return out.astype(bool)
+
 
 def homography(name: str, width: int, height: int) -> np.ndarray:
     """(3,3) float64 homography of simulated camera ``name`` for frames of ``width`` x ``height``: source (Ped2)
