@@ -195,6 +195,27 @@ def test_place_feature_gives_the_footprint_relative_to_the_frame():
     assert np.allclose(out[1, :2], [1.0, 1.0])
 
 
+def test_ground_feature_reads_the_strip_below_the_box():
+    from tao_lab.features import GroundFeature
+
+    grey = np.full((40, 50), 100, np.uint8)
+    grey[20:] = np.tile(np.array([0, 50], np.uint8), (20, 25))  # a flat bright ground above row 20, stripes below
+    ctx = type("Ctx", (), {"grey": grey})()
+    boxes = np.array([[10, 0, 20, 10],     # strip rows 10-11: flat 100
+                      [10, 5, 20, 19],     # rows 19-20: one flat row (100), one striped row (0/50)
+                      [10, 0, 20, 30],     # 30 rows high: strip 0.15 x 30 = 4 or 5 rows deep, all striped
+                      [10, 30, 20, 39.5],  # one row left below it: no ground to read
+                      [49.2, 10, 55, 20]], np.float32)  # one column left in the frame
+    out = GroundFeature().compute(ctx, boxes)
+    assert np.allclose(out[0], [100, 0])
+    # grey: (10 x 100 + 10 x 25) / 20; texture: mean |dy| 75 (the two rows differ by 100 or 50), |dx| 0 and 50
+    assert np.allclose(out[1], [62.5, 0.5 * (75 + 25)])
+    assert np.allclose(out[2], [25, 0.5 * (0 + 50)])
+    assert np.isnan(out[3]).all() and np.isnan(out[4]).all()
+    with pytest.raises(ValueError, match="depth"):
+        GroundFeature(depth=0)
+
+
 def test_deep_feature_refuses_a_pickled_model_unless_allowed(tmp_path):
     """A whole pickled model can only be restored by an unpickle that runs code from the file: refused by default,
     with the file's name and the two ways out; a trusted file loads with allow_pickle=True."""

@@ -239,6 +239,58 @@ def test_planted_set_object_is_where_and_how_the_labels_say(kind, depth):
             assert np.all((ratio > 0.75) & (ratio < 1.25))
 
 
+def test_off_path_walkers_are_planted_off_the_walkable_ground():
+    """Without a walkable ground every unvisited place counts (rows above 45 and below 105 of the walking band);
+    with one (rows >= 45: the band and the walkway below it), only the ground above it does, and every labelled
+    frame has its feet there."""
+    import dataclasses
+
+    plain = SceneStats.fit([walking_tracks()], W, H)
+    walkable = np.zeros((H, W), bool)
+    walkable[45:] = True
+    on_ground = dataclasses.replace(plain, walkable=walkable)
+    rows = {}
+    for name, st in (("plain", plain), ("ground", on_ground)):
+        rows[name] = []
+        for seed in range(3):
+            for depth in range(3):
+                clip = plant_behaviour(grey_clip(), "off_path", st, donor_clip(), np.random.default_rng(seed), depth)
+                lab = np.flatnonzero(clip.labels)
+                feet, _ = _motion(clip, lab)
+                assert st.off_path(feet).all() and not st.is_occupied(feet).any()
+                rows[name].append(feet[:, 1])
+    assert max(r.max() for r in rows["plain"]) > 105  # an unvisited stretch of the walkway was an off-path place
+    assert max(r.max() for r in rows["ground"]) < 45
+    assert on_ground.off_walkway(np.array([[80, 20], [80, 115], [-5, 20]])).tolist() == [True, False, False]
+    assert plain.off_walkway(np.array([[80, 20], [80, 115], [-5, 20]])).tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="off its walkable ground"):  # every unvisited place is walkable
+        plant_behaviour(grey_clip(), "off_path", dataclasses.replace(plain, walkable=np.ones((H, W), bool)),
+                        donor_clip(), np.random.default_rng(0), 0)
+
+
+def test_walkable_ground_of_the_validation_scenes():
+    from tao_lab.validation.scenes import SYNTHETIC_SCENES, walkable_ground
+
+    ped2 = walkable_ground("ped2", 360, 240)
+    assert ped2.shape == (240, 360)
+    # (y, x): the walkway, the diagonal path at the top left; the lawn, the grass left of the path, the grass corners
+    assert ped2[180, 180] and ped2[130, 20] and ped2[50, 88]
+    assert not ped2[60, 180] and not ped2[50, 30] and not ped2[235, 300] and not ped2[235, 10]
+    for name in WARPS:  # the simulated cameras see the same ground where their homography maps it
+        warped = walkable_ground(name, 360, 240)
+        src = np.array([[180, 180], [88, 50], [180, 60], [30, 50]], np.float64)  # (x, y): walkable, walkable, not, not
+        q = np.round(warp_points(homography(name, 360, 240), src)).astype(int)
+        for (x, y), expected in zip(q, [True, True, False, False]):
+            if 0 <= x < 360 and 0 <= y < 240:
+                assert warped[y, x] == expected, (name, x, y)
+    for name in SCALES:
+        assert walkable_ground(name, 216, 144)[108, 108] and not walkable_ground(name, 216, 144)[36, 108]
+    for name in SYNTHETIC_SCENES:
+        syn = walkable_ground(name, 240, 160)
+        assert syn[48:].all() and not syn[:47].any()
+    assert walkable_ground("unknown", 10, 10) is None
+
+
 def test_planted_sets_refuse_bad_input():
     st = SceneStats.fit([walking_tracks()], W, H)
     with pytest.raises(ValueError, match="unknown planted set"):
@@ -354,6 +406,36 @@ def test_results_averaged_over_plantings_match_a_direct_mean():
     other.sets = ["fast", "cart"]
     with pytest.raises(ValueError, match="differ"):
         average_results([one, other])
+
+
+def test_cross_scene_plants_off_path_walkers_off_the_walkable_ground(compose_cfg, monkeypatch):
+    from tao_lab.dataset.synthetic import LAWN_FRACTION
+    from tao_lab.validation import cross_scene
+    from tao_lab.validation.__main__ import main
+
+    cfg = compose_cfg("eval", [])
+    scene = cross_scene.build_scenes(cfg, ["synthetic"], ["off_path"], None, 2, 60, show_progress=False,
+                                     off_path_ground=True)[0]
+    planted = [c for c in scene.planted["off_path"] if c is not None]
+    assert planted
+    for clip in planted:
+        feet, _ = _motion(clip, np.flatnonzero(clip.labels))
+        assert len(feet) and np.all(feet[:, 1] < LAWN_FRACTION * clip.height)  # on the lawn, every labelled frame
+    # the validation plants them so by default; --off-path-anywhere restores the earlier rounds' set
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        seen.append(args[9] if len(args) > 9 else kwargs.get("off_path_ground"))
+        raise Stop
+
+    monkeypatch.setattr(cross_scene, "build_scenes", spy)
+    for extra in ([], ["--off-path-anywhere"]):
+        with pytest.raises(Stop):
+            main(["--scenes", "synthetic", "--sets", "off_path", "--clips", "2", "--frames", "60", *extra])
+    assert seen == [True, False]
 
 
 def test_validation_cli_averages_seeds(tmp_path):

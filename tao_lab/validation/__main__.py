@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(default ../shared/datasets/ucsd_ped2)")
     parser.add_argument("--metric", choices=("micro", "macro"), default="micro",
                         help="cross-scene: frame AUC pooled over held-out clips (micro, default) or per clip (macro)")
+    parser.add_argument("--off-path-anywhere", action="store_true",
+                        help="cross-scene: the off_path set plants wherever no training object stood, the walkway "
+                             "included (rounds before off-path round 1) instead of only off the walkable ground")
     parser.add_argument("--rigid-walkers", action="store_true",
                         help="cross-scene: planted walkers are one cut-out translated rigidly (rounds 1-22) instead "
                              "of an animated cut-out whose limbs move (the default from round 23)")
@@ -172,13 +175,16 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
     composed = {name: compose_config(base + o) for name, o in variants.items()}
     per_seed = [cross_scene_validate(cfg, composed, scenes, sets, str(ped2_dir), args.clips, args.frames, seed=sd,
                                      show_progress=bool(cfg.get("progress", True)), metric=args.metric,
-                                     fit_clips=args.fit_clips, animate=not args.rigid_walkers) for sd in seeds]
+                                     fit_clips=args.fit_clips, animate=not args.rigid_walkers,
+                                     off_path_ground=not args.off_path_anywhere) for sd in seeds]
     result = average_results(per_seed)
     fitted_on = "all other clips" if args.fit_clips is None else f"{args.fit_clips} other clip(s)"
     planted_with = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean over seeds {','.join(map(str, seeds))}"
     print(f"\ncross-scene leave-one-clip-out frame AUC ({args.metric}) on planted behaviours, {args.clips} training "
           f"clips x {args.frames} frames per scene, each fold fitted on {fitted_on}, "
-          f"{'rigid' if args.rigid_walkers else 'animated'} walkers ({planted_with}; test clips not read), "
+          f"{'rigid' if args.rigid_walkers else 'animated'} walkers, off-path walkers "
+          f"{'anywhere unvisited' if args.off_path_anywhere else 'off the walkable ground'} "
+          f"({planted_with}; test clips not read), "
           f"{time.perf_counter() - start:.0f} s")
     summed = " (summed over the seeds)" if len(seeds) > 1 else ""
     print(f"labelled frames per scene and set{summed}: " + "; ".join(
@@ -198,6 +204,7 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
                   "seed": seeds[0] if len(seeds) == 1 else seeds,
                   "mean_per_seed": {v: [r.mean(v) for r in per_seed] for v in result.auc}, "metric": args.metric,
                   "fit_clips": args.fit_clips, "variants": variants, "animated_walkers": not args.rigid_walkers,
+                  "off_path_ground": not args.off_path_anywhere,
                   "base_overrides": base,
                   "auc": result.auc, "mean": {v: result.mean(v) for v in result.auc}, "positives": result.positives}
         path = Path(args.json)

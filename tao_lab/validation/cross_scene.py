@@ -117,14 +117,16 @@ def _check_names(kind: str, names: Sequence[str], allowed: Sequence[str]) -> lis
 
 
 def plant_scene(name: str, train: Sequence[Clip], pipeline: Pipeline, sets: Sequence[str], seed: int = 0,
-                show_progress: bool = True, animate: bool = False) -> SceneClips:
+                show_progress: bool = True, animate: bool = False, off_path_ground: bool = False) -> SceneClips:
     """Planted copies of each training clip of a scene, one per set (leave-one-clip-out statistics; walkers cut
-    from the next training clip; animated with ``animate``: see plant_behaviour)."""
+    from the next training clip; animated with ``animate``: see plant_behaviour). off_path_ground: the off_path
+    set plants off the scene's walkable ground (scenes.walkable_ground; False: wherever no training object stood,
+    as before off-path round 1 and in the benchmarks that reuse these plants)."""
     if len(train) < 2:
         raise ValueError(f"scene {name}: leave-one-clip-out validation needs >= 2 training clips, got {len(train)}")
     tracks = [pipeline.tracks(c) for c in progress(train, f"tracks ({name})", show_progress)]
     out = SceneClips(name, list(train))
-    walkable = walkable_ground(name, train[0].width, train[0].height)
+    walkable = walkable_ground(name, train[0].width, train[0].height) if off_path_ground else None
     stats = [dataclasses.replace(SceneStats.fit([t for u, t in enumerate(tracks) if u != v], c.width, c.height),
                                  walkable=walkable) for v, c in enumerate(train)]
     for k, kind in enumerate(sets):
@@ -144,10 +146,12 @@ def plant_scene(name: str, train: Sequence[Clip], pipeline: Pipeline, sets: Sequ
 
 def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str], ped2_dir: Optional[str],
                  num_clips: Optional[int], num_frames: Optional[int], seed: int = 0,
-                 show_progress: bool = True, animate: bool = False) -> list[SceneClips]:
+                 show_progress: bool = True, animate: bool = False,
+                 off_path_ground: bool = False) -> list[SceneClips]:
     """Every selected scene with its planted sets (Ped2 plants are made once and warped for the cameras); walkers
-    animated with ``animate`` (cross_scene_validate's default; the benchmarks that reuse these plants keep the
-    rigid walkers their documented numbers were measured with)."""
+    animated with ``animate`` and off-path walkers off the walkable ground with ``off_path_ground``
+    (cross_scene_validate's defaults; the benchmarks that reuse these plants keep the rigid walkers, planted off
+    the path wherever no training object stood, that their documented numbers were measured with)."""
     scenes = _check_names("scene", scenes, SCENES)
     sets = _check_names("planted set", sets, BEHAVIOURS)
     planter = planting_pipeline(base_cfg)  # the plants do not depend on the detector's background scope
@@ -166,7 +170,7 @@ def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str
             train = scale_scene(name, ped2)
         else:
             train = synthetic_scene(name, num_clips, num_frames)
-        out.append(plant_scene(name, train, planter, sets, seed, show_progress, animate))
+        out.append(plant_scene(name, train, planter, sets, seed, show_progress, animate, off_path_ground))
     return out
 
 
@@ -175,14 +179,17 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                          ped2_dir: Optional[str] = None, num_clips: Optional[int] = 4,
                          num_frames: Optional[int] = 120, seed: int = 0,
                          show_progress: bool = True, metric: str = "micro",
-                         fit_clips: Optional[int] = None, animate: bool = True) -> CrossSceneResult:
+                         fit_clips: Optional[int] = None, animate: bool = True,
+                         off_path_ground: bool = True) -> CrossSceneResult:
     """Leave-one-clip-out frame AUC of each variant on each (scene, planted set); see the module docstring.
 
     variants: {name: composed config}; scorers must fit without a Lightning Trainer. The stage cache is used as
     usual (variants that change only the scorer share one extraction). metric: "micro" (pooled) or "macro".
     fit_clips: fit each fold on only this many of the other clips (the ones after the held-out clip, cyclically)
     instead of all of them: how a variant behaves when a camera has few training clips (same plants and features).
-    animate: planted walkers move their limbs (False: the rigid cut-outs of rounds 1-22)."""
+    animate: planted walkers move their limbs (False: the rigid cut-outs of rounds 1-22). off_path_ground: the
+    off_path set plants off each scene's walkable ground (False: wherever no training object stood, rounds before
+    off-path round 1)."""
     if metric not in ("micro", "macro"):
         raise ValueError(f"metric must be 'micro' or 'macro', got {metric!r}")
     if fit_clips is not None and int(fit_clips) < 1:
@@ -195,7 +202,8 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
             raise ValueError(f"variant {name!r}: {cfg.scorer._target_} is trained with a Lightning Trainer; "
                              "this validation refits the scorer once per held-out clip and supports scorers "
                              "fitted without one (scorer=attribute)")
-    built = build_scenes(base_cfg, scenes, sets, ped2_dir, num_clips, num_frames, seed, show_progress, animate)
+    built = build_scenes(base_cfg, scenes, sets, ped2_dir, num_clips, num_frames, seed, show_progress, animate,
+                         off_path_ground)
     sets = list(dict.fromkeys(sets))
     result = CrossSceneResult([s.name for s in built], sets, metric)
     for sc in built:
