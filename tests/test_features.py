@@ -176,7 +176,7 @@ def test_feature_configs_instantiate(tmp_path):
 
     fs = instantiate(compose_group("features", "default"))
     assert isinstance(fs, FeatureSet)
-    assert fs.dims == {"velocity": 11, "geometry": 6, "place": 6, "appearance": 256}
+    assert fs.dims == {"velocity": 11, "geometry": 6, "place": 6, "ground": 2, "appearance": 256}
     assert fs.flow_kwargs["preset"] == "fast" and fs.flow_kwargs["finest_scale"] == 1
     for option, name in (("deep", "resnet18.pth"), ("pose", "yolov8n-pose.pt")):
         cfg = compose_group("features", option)

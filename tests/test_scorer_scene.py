@@ -448,6 +448,45 @@ def test_shape_attribute_flags_a_cart_as_wide_as_high_and_round_trips(tmp_path):
     assert np.array_equal(loaded.object_parts(*cart)["shape"], scorer.object_parts(*cart)["shape"])
 
 
+def with_ground(track, grey, texture, rng):
+    """The track with a ``ground`` feature (features.GroundFeature's columns) around (grey, texture)."""
+    objs, feats = track
+    n = len(objs)
+    ground = np.stack([rng.normal(grey, 4.0, n), np.abs(rng.normal(texture, 0.1, n))], 1).astype(np.float32)
+    return objs, {**feats, "ground": ground}
+
+
+def test_ground_attribute_flags_the_lawn_not_an_unvisited_spot_of_the_walkway_and_round_trips(tmp_path):
+    """The default's ground attribute (configs/scorer/attribute.yaml, group place), fitted on walkers whose feet
+    are on a flat bright walkway (grey ~165, texture ~0.6) in the band foot y 0.5-0.9: a walker on the walkway
+    nearer the camera (foot y 0.97, where no training foot was) stays below the calibrated tail (1) and scores as
+    one on the path, where the footprint density (the place attribute it replaced) reads it well above one on the
+    path; a walker on a dark textured lawn (grey ~75, texture ~1.5) at a visited place outscores it by more than 1.
+    The model round-trips through the checkpoint."""
+    from omegaconf import OmegaConf
+
+    from helpers import CONFIG_DIR
+    from tao_lab.scorer import AttributeScorer
+
+    attrs = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "scorer" / "attribute.yaml"))["attributes"]
+    spec = attrs["ground"]
+    assert "place" not in attrs and spec["feature"] == "ground" and spec["group"] == "place"
+    rng = np.random.default_rng(3)
+    clips = [(*with_ground(normal_clip(seed)[:2], 165.0, 0.6, rng), 120) for seed in range(4)]
+    scorer = AttributeScorer(attributes={"ground": spec}, frame_sigma=0).fit_clips(clips)
+    footprints = AttributeScorer(attributes={"place": SCENE_ATTRIBUTES["place"]}, frame_sigma=0).fit_clips(clips)
+    on_path = with_ground(make_track(9200, 0.3, 0.7, 30), 165.0, 0.6, rng)
+    near = with_ground(make_track(9201, 0.3, 0.97, 30), 165.0, 0.6, rng)  # the walkway, nearer than anyone walked
+    lawn = with_ground(make_track(9202, 0.3, 0.7, 30), 75.0, 1.5, rng)    # a visited place's rows, on the lawn
+    # the footprint density reads the near walker as off the path; the ground as on it, like the on-path walker
+    assert parts_of(footprints, near, "place").mean() > parts_of(footprints, on_path, "place").mean() + 0.3
+    assert parts_of(scorer, near, "ground").max() < 1.0
+    assert abs(parts_of(scorer, near, "ground").mean() - parts_of(scorer, on_path, "ground").mean()) < 0.3
+    assert parts_of(scorer, lawn, "ground").min() > parts_of(scorer, near, "ground").max() + 1.0
+    loaded = reloaded(scorer, tmp_path, *lawn, num_frames=40)
+    assert np.array_equal(loaded.object_parts(*lawn)["ground"], scorer.object_parts(*lawn)["ground"])
+
+
 def test_empty_clip_scores_zero(fitted):
     objs = ObjectTable.empty()
     feats = {"velocity": np.zeros((0, 3 + BINS), np.float32), "place": np.zeros((0, 6), np.float32)}
