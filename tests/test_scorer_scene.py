@@ -695,6 +695,52 @@ def test_footprint_edge_leaves_objects_cut_by_the_bottom_edge_out_of_scoring_and
         AttributeScorer(attributes={"place": {**attrs["place"], "footprint_edge": 0.5}})
 
 
+def test_footprint_min_height_leaves_pieces_of_objects_out_of_scoring_and_fitting():
+    """With footprint_min_height, rows whose box is less tall than that fraction of the expected height at their
+    footprint (a head, a torso) have no value: they score exactly 0 and every other row scores as without the key;
+    training pieces are left out of the fit (the occupancy model equals one fitted on the whole boxes alone)."""
+    from tao_lab.scorer import AttributeScorer
+
+    names = ("place", "direction", "dwell", "size")
+    attrs = {k: dict(SCENE_ATTRIBUTES[k]) for k in names}
+    train = [normal_clip(s) for s in range(4)]
+    plain = AttributeScorer(attributes=attrs, frame_sigma=0).fit_clips(train)
+    pieces = AttributeScorer(attributes={k: {**v, "footprint_min_height": 0.5} for k, v in attrs.items()},
+                             frame_sigma=0).fit_clips(train)
+    np.testing.assert_allclose(pieces.scene__height.numpy(), plain.scene__height.numpy())
+    objs, feats = make_track(9300, 0.2, 0.7, 40)
+    feats = dict(feats)
+    place = feats["place"].copy()
+    piece = np.arange(40) % 4 == 0  # every fourth detection only the upper 20% of the body (a head)
+    place[piece, 3] *= 0.2
+    place[piece, 1] -= 0.8 * place[piece, 3] / 0.2
+    feats["place"] = place
+    xyxy = objs.xyxy.copy()
+    xyxy[piece, 3] = xyxy[piece, 1] + 0.2 * (xyxy[piece, 3] - xyxy[piece, 1])
+    track = (ObjectTable.build(objs.frame, xyxy, track_id=objs.track_id), feats)
+    expected = scene.expected_height(plain.scene__height.numpy(), place[:, :2].astype(np.float64))
+    assert np.array_equal(place[:, 3] < 0.5 * expected, piece)
+    for name in names:
+        before, after = parts_of(plain, track, name), parts_of(pieces, track, name)
+        np.testing.assert_array_equal(after[piece], 0.0)
+        np.testing.assert_allclose(after[~piece], before[~piece], rtol=1e-6, atol=1e-9)
+    # fitting: a training clip of pieces (a fifth of the body) on the walkway; they are not in the place model
+    extra_objs, extra_feats = make_track(9400, 0.5, 0.7, 60)
+    extra_feats = dict(extra_feats)
+    extra_feats["place"] = extra_feats["place"].copy()
+    extra_feats["place"][:, 3] *= 0.2
+    spec = {**attrs["place"], "footprint_min_height": 0.5}
+    fitted = AttributeScorer(attributes={"place": spec}, frame_sigma=0).fit_clips(
+        train + [(extra_objs, extra_feats, 120)])
+    assert fitted.uses_height
+    xy = np.concatenate([normal_clip(s)[1]["place"] for s in range(4)])[:, :2].astype(np.float64)
+    np.testing.assert_allclose(fitted.place__occ_logp.numpy(), scene.fit_occupancy(xy, spec["grid"], 1.0),
+                               rtol=1e-12)
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="footprint_min_height must be a fraction"):
+            AttributeScorer(attributes={"place": {**attrs["place"], "footprint_min_height": bad}})
+
+
 def test_scene_check_counts_match_a_direct_count_and_the_training_share_is_recorded():
     """The scene check: the number of objects and, per group, how many exceed the group's baseline by more than
     SCENE_CHECK_EXCESS; known answers on hand-set parts, and the fit's training share equals the same count over the

@@ -93,6 +93,9 @@ _ATTR_DEFAULTS: dict[str, Any] = {
     "footprint_edge": None,     # None = off; else objects whose box bottom lies within this fraction of the frame
                                 # height of its bottom edge have no value for the attribute (not fitted, score 0):
                                 # the frame cuts off their feet, so the footprint is not where they stand
+    "footprint_min_height": None,  # None = off; else objects whose box is less tall than this fraction of the
+                                # expected height at their footprint have no value (not fitted, score 0): a
+                                # fragment (a head, a torso, a leg) does not stand where its box ends
     "edge_calibration": False,  # calibrate objects touching a frame edge (cut boxes: partial crops, flow at the
                                 # border) against the training objects that touch an edge (needs the place feature)
     "group": None,              # fusion group (default: the attribute's name): max within a group, sum across
@@ -119,7 +122,7 @@ class AttributeScorer(ObjectScorer):
             (gmm|knn|class|occupancy|direction), components, covariance, tail (density|upper), k, metric
             (sqeuclidean|euclidean), max_bank, calibration (loo|in_sample), upper_percentile, weight, track_window,
             by_place, grid, place_prior, place_quantile, occupancy_sigma, min_speed, direction_prior, clip_prior,
-            footprint_edge, edge_calibration, group.
+            footprint_edge, footprint_min_height, edge_calibration, group.
             None = :data:`DEFAULT_ATTRIBUTES` (the speed + appearance set of ``configs/scorer/attribute_speed.yaml``;
             the configured default, ``attribute.yaml``, adds the scene attributes, which need the place feature).
         frame_sigma: Gaussian smoothing of the frame scores along time (frames; 0 = none).
@@ -214,6 +217,9 @@ class AttributeScorer(ObjectScorer):
             if s["footprint_edge"] is not None and not 0.0 <= float(s["footprint_edge"]) < 0.5:
                 raise ValueError(f"attribute {name!r}: footprint_edge must be a fraction of the frame height in "
                                  f"[0, 0.5) or null (off), got {s['footprint_edge']!r}")
+            if s["footprint_min_height"] is not None and not 0.0 < float(s["footprint_min_height"]) < 1.0:
+                raise ValueError(f"attribute {name!r}: footprint_min_height must be a fraction of the expected "
+                                 f"height in (0, 1) or null (off), got {s['footprint_min_height']!r}")
             self.specs[name] = s
         self.frame_sigma = float(frame_sigma)
         self.frame_reduce = frame_reduce
@@ -300,6 +306,7 @@ class AttributeScorer(ObjectScorer):
         # or spreads its occupancy by body heights
         self.uses_scene = any(str(s["feature"]).startswith("scene.") for s in self.specs.values())
         self.uses_height = self.uses_scene or any(s["occupancy_height_sigma"] is not None
+                                                  or s["footprint_min_height"] is not None
                                                   for s in self.specs.values())
         if self.uses_height:
             self.register_buffer("scene__height", torch.zeros(4, dtype=torch.float64))
@@ -349,8 +356,13 @@ class AttributeScorer(ObjectScorer):
         if s["model"] == "class":
             return objects.cls.astype(np.float64)[:, None]
         x = self._matrix(name, features, len(objects))
-        if s["footprint_edge"] is not None and len(x):
-            cut = scene.feet_cut_off(scene.place_columns(features, len(objects)), s["footprint_edge"])
+        if (s["footprint_edge"] is not None or s["footprint_min_height"] is not None) and len(x):
+            place = scene.place_columns(features, len(objects))
+            cut = np.zeros(len(x), bool)
+            if s["footprint_edge"] is not None:
+                cut |= scene.feet_cut_off(place, s["footprint_edge"])
+            if s["footprint_min_height"] is not None:
+                cut |= scene.fragment(place, self.scene__height.cpu().numpy(), s["footprint_min_height"])
             if cut.any():
                 x = np.where(cut[:, None], np.nan, x.astype(np.float64))
         return x

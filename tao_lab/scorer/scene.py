@@ -68,6 +68,14 @@ def feet_cut_off(place: np.ndarray, edge: float) -> np.ndarray:
     return np.asarray(place, np.float64).reshape(-1, 6)[:, 1] >= 1.0 - float(edge)
 
 
+def fragment(place: np.ndarray, height_model: np.ndarray, min_height: float) -> np.ndarray:
+    """(N,) bool: boxes less tall than ``min_height`` x the expected height at their footprint (the ``place``
+    columns (N, 6); :func:`expected_height`): a piece of an object (a head, a torso, a leg), whose box does not
+    end where the object stands (an attribute's ``footprint_min_height``)."""
+    place = np.asarray(place, np.float64).reshape(-1, 6)
+    return place[:, 3] < float(min_height) * expected_height(height_model, place[:, :2])
+
+
 def cell_index(xy: np.ndarray, grid: Sequence[int]) -> np.ndarray:
     """(N,) int64 cell of each footprint (N, 2) in [0, 1]^2 on a (rows, cols) grid, row-major."""
     rows, cols = int(grid[0]), int(grid[1])
