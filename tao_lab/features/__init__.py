@@ -18,5 +18,4 @@ from tao_lab.features.velocity import VelocityFeature
 
 __all__ = ["FeatureExtractor", "FeatureSet", "FlowEstimator", "FrameContext", "clip_boxes", "extract_features",
            "VelocityFeature", "MotionPatternFeature", "BoxGeometryFeature", "GroundFeature", "PlaceFeature",
-           "CropAppearanceFeature",
-           "DeepFeature", "PoseFeature"]
+           "CropAppearanceFeature", "DeepFeature", "PoseFeature"]

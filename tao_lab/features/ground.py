@@ -12,8 +12,8 @@ class GroundFeature(FeatureExtractor):
 
     Columns (D = 2): the strip's mean grey level and its texture (mean absolute difference between neighbouring
     pixels, along x and y). The strip is as wide as the box and ``depth`` x the box height deep (at least 2 rows),
-    starting at the box's bottom edge; NaN when fewer than 2 of its rows are in the frame (feet cut off by the
-    bottom edge). A walkway and a lawn differ in both, wherever on them an object stands: a place model over these
+    starting at the box's bottom edge; NaN when fewer than 2 of its rows or columns are in the frame (feet cut off
+    by the bottom edge). A walkway and a lawn differ in both, wherever on them an object stands: a place model over these
     columns (the ``ground`` attribute) reads an unvisited spot of the walkway as normal and the lawn as not, where
     a density over footprint positions flags both. The object itself does not cover the strip; its shadow may,
     as it does on the training clips the model is fitted on.
