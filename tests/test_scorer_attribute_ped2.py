@@ -21,10 +21,10 @@ def test_default_and_speed_scorers_on_ped2():
     bench = load_benchmark("scoring_bench")
     rows = bench.main(["--data-dir", PED2, "--scorer", "attribute_speed", "attribute", "--no-parallel"])
     assert rows["attribute_speed"]["frame_auc_micro"] >= 0.92  # speed anomalies: the speed scorer's contract
-    # the default as measured after motion split round 2 (0.851 micro, 0.878 macro; 0.876 / 0.882 before it, README
-    # "Merged blobs cut by motion": chosen on training clips, it costs Ped2's test set 0.024 micro): a drop below
-    # this is a regression
-    assert rows["attribute"]["frame_auc_micro"] >= 0.84
+    # the default as measured after off-path round 1 (0.836 micro, 0.880 macro; 0.854 / 0.880 before it, 0.851 / 0.878
+    # after motion split round 2, 0.876 / 0.882 before that, README "The scene-general default": each chosen on
+    # training clips; off-path round 1 cost Ped2's test set 0.019 micro): a drop below this is a regression
+    assert rows["attribute"]["frame_auc_micro"] >= 0.83
     assert rows["attribute"]["frame_auc_macro"] >= 0.86
     for r in rows.values():
         assert r["region_recall_any"] > 0.95  # boxes overlap (IoU >= 0.1) nearly every GT anomalous region
