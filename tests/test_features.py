@@ -111,6 +111,24 @@ def test_extract_features_decodes_each_frame_once_and_aligns_rows():
     assert empty["velocity"].shape == (0, 7)
 
 
+def test_feature_cost_bench_times_each_extractor_without_changing_its_output():
+    """benchmarks/feature_cost.py wraps every extractor (and the shared flow) in a timer: the features it extracts
+    equal a plain extraction's, every row's time is positive, and the flow row outputs nothing."""
+    from helpers import load_benchmark
+
+    bench = load_benchmark("feature_cost")
+    clip = CountingClip(num_frames=10)
+    frames = [7, 2, 2, 9, 0]
+    objs = ObjectTable.build(np.array(frames), np.stack([clip.box(i) for i in frames]))
+    fs = FeatureSet({"velocity": VelocityFeature(bins=4), "appearance": CropAppearanceFeature(size=8)})
+    plain = fs.extract(clip, objs)
+    flow, timed = bench.FlowFirst(), [bench.Timed(e) for e in fs.extractors.values()]
+    out = extract_features(clip, objs, [flow, *timed], progress=False)
+    assert out.pop("(optical flow)").shape == (5, 0)
+    assert out.keys() == plain.keys() and all(np.array_equal(out[k], plain[k]) for k in plain)
+    assert flow.seconds > 0 and all(t.seconds > 0 for t in timed)
+
+
 def test_flow_estimator_settings():
     with pytest.raises(ValueError, match="DIS preset"):
         FlowEstimator(preset="slow")

@@ -280,9 +280,11 @@ def test_walkable_ground_of_the_validation_scenes():
         warped = walkable_ground(name, 360, 240)
         src = np.array([[180, 180], [88, 50], [180, 60], [30, 50]], np.float64)  # (x, y): walkable, walkable, not, not
         q = np.round(warp_points(homography(name, 360, 240), src)).astype(int)
-        for (x, y), expected in zip(q, [True, True, False, False]):
-            if 0 <= x < 360 and 0 <= y < 240:
-                assert warped[y, x] == expected, (name, x, y)
+        seen = [(x, y, expected) for (x, y), expected in zip(q, [True, True, False, False])
+                if 0 <= x < 360 and 0 <= y < 240]
+        assert len(seen) >= 3, name  # most of the four points stay in every simulated camera's view
+        for x, y, expected in seen:
+            assert warped[y, x] == expected, (name, x, y)
     for name in SCALES:
         assert walkable_ground(name, 216, 144)[108, 108] and not walkable_ground(name, 216, 144)[36, 108]
     for name in SYNTHETIC_SCENES:
@@ -422,13 +424,18 @@ def test_cross_scene_plants_off_path_walkers_off_the_walkable_ground(compose_cfg
         feet, _ = _motion(clip, np.flatnonzero(clip.labels))
         assert len(feet) and np.all(feet[:, 1] < LAWN_FRACTION * clip.height)  # on the lawn, every labelled frame
     # the validation plants them so by default; --off-path-anywhere restores the earlier rounds' set
+    import inspect
+
     seen = []
+    signature = inspect.signature(cross_scene.build_scenes)
 
     class Stop(Exception):
         pass
 
     def spy(*args, **kwargs):
-        seen.append(args[9] if len(args) > 9 else kwargs.get("off_path_ground"))
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        seen.append(bound.arguments["off_path_ground"])
         raise Stop
 
     monkeypatch.setattr(cross_scene, "build_scenes", spy)

@@ -126,11 +126,15 @@ class SceneStats:
         a, b = self.speed_fit
         return np.maximum(a * np.clip(np.asarray(y, np.float64), *self.row_range) + b, 0.3)
 
+    def _in_frame(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(points as (N,2) float64, (N,) bool: inside the frame; NaN points are not)."""
+        p = np.asarray(points, np.float64).reshape(-1, 2)
+        return p, (p[:, 0] >= 0) & (p[:, 0] < self.width) & (p[:, 1] >= 0) & (p[:, 1] < self.height)
+
     def is_occupied(self, points: np.ndarray) -> np.ndarray:
         """(N,) bool: the feet points (N,2) lie where training feet were (points outside the frame: True)."""
         gr, gc = self.GRID
-        p = np.asarray(points, np.float64).reshape(-1, 2)
-        inside = (p[:, 0] >= 0) & (p[:, 0] < self.width) & (p[:, 1] >= 0) & (p[:, 1] < self.height)
+        p, inside = self._in_frame(points)
         r = np.clip((p[:, 1] / self.height * gr).astype(int), 0, gr - 1)
         c = np.clip((p[:, 0] / self.width * gc).astype(int), 0, gc - 1)
         return ~inside | self.occupied[r, c]
@@ -138,14 +142,12 @@ class SceneStats:
     def off_walkway(self, points: np.ndarray) -> np.ndarray:
         """(N,) bool: the feet points (N,2) stand in the frame on ground that is not walkable (all in-frame points
         when the walkable ground is not known)."""
-        p = np.asarray(points, np.float64).reshape(-1, 2)
-        inside = (p[:, 0] >= 0) & (p[:, 0] < self.width) & (p[:, 1] >= 0) & (p[:, 1] < self.height)
+        p, inside = self._in_frame(points)
         if self.walkable is None:
             return inside
         out = np.zeros(len(p), bool)
-        x = np.clip(np.nan_to_num(p[:, 0]), 0, self.width - 1).astype(int)
-        y = np.clip(np.nan_to_num(p[:, 1]), 0, self.height - 1).astype(int)
-        out[inside] = ~self.walkable[y[inside], x[inside]]
+        q = p[inside].astype(int)  # in the frame, so non-negative and finite
+        out[inside] = ~self.walkable[q[:, 1], q[:, 0]]
         return out
 
     def off_path(self, points: np.ndarray) -> np.ndarray:
