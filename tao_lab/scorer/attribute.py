@@ -155,6 +155,14 @@ class AttributeScorer(ObjectScorer):
             heights of its current footprint.
         dwell_still_speed: None (off) or px/frame: ``scene.dwell`` counts only the stay's detections whose box's
             90th-percentile flow is below this (the object was still there; :func:`tao_lab.scorer.scene.dwell_frames`).
+        dwell_still_fit: with ``dwell_still_speed``, what the dwell model is fitted on: "still" (the training
+            objects' still frames too, as the scored objects') or "stay" (their whole stays: how long normal objects
+            stay at a place at all; only a scored object's count is restricted to its still frames, so an object is
+            a loiterer when it has been still for longer than normal objects stay there, and a walker going slowly
+            into the depth of the picture, within the radius but moving, no longer counts as staying). "stay" also
+            avoids a model fitted on near-constant zeros where normal objects never stand still (any still frame then
+            reads far above the calibrated tail). The calibration, the group baseline and the training scores come
+            from the fit, so with "stay" they are those of whole stays.
         dwell_stay_edge: None (off) or a fraction of the frame height: a detection whose box bottom lies within it of
             the bottom edge (its feet cut off) ends a ``scene.dwell`` stay (``breaks`` of
             :func:`tao_lab.scorer.scene.dwell_frames`).
@@ -173,7 +181,7 @@ class AttributeScorer(ObjectScorer):
                  fusion_track_window: int = 1, fusion_group_cap: Optional[float] = None,
                  fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0,
                  frame_crowd_baseline: Optional[float] = None, dwell_still_speed: Optional[float] = None,
-                 dwell_stay_edge: Optional[float] = None):
+                 dwell_still_fit: str = "still", dwell_stay_edge: Optional[float] = None):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -229,6 +237,9 @@ class AttributeScorer(ObjectScorer):
             raise ValueError(f"dwell_still_speed must be a speed in px/frame > 0 or null (off), got "
                              f"{dwell_still_speed!r}")
         self.dwell_still_speed = None if dwell_still_speed is None else float(dwell_still_speed)
+        if dwell_still_fit not in ("still", "stay"):
+            raise ValueError(f"dwell_still_fit must be 'still' or 'stay', got {dwell_still_fit!r}")
+        self.dwell_still_fit = dwell_still_fit
         if dwell_stay_edge is not None and not 0.0 <= float(dwell_stay_edge) < 0.5:
             raise ValueError(f"dwell_stay_edge must be a fraction of the frame height in [0, 0.5) or null (off), got "
                              f"{dwell_stay_edge!r}")
@@ -282,6 +293,7 @@ class AttributeScorer(ObjectScorer):
                                    "fusion_reliability_percentile": self.fusion_reliability_percentile,
                                    "frame_crowd_baseline": self.frame_crowd_baseline,
                                    "dwell_still_speed": self.dwell_still_speed,
+                                   "dwell_still_fit": self.dwell_still_fit,
                                    "dwell_stay_edge": self.dwell_stay_edge})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
@@ -341,12 +353,15 @@ class AttributeScorer(ObjectScorer):
         s = self.specs[name]
         return bool(s["by_place"]) or s["model"] in ("occupancy", "direction")
 
-    def _features(self, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        """The extracted features plus, when an attribute reads them, the derived ``scene.*`` quantities."""
+    def _features(self, objects: ObjectTable, features: Mapping[str, np.ndarray],
+                  fitting: bool = False) -> Mapping[str, np.ndarray]:
+        """The extracted features plus, when an attribute reads them, the derived ``scene.*`` quantities.
+        ``fitting``: for the fit; with ``dwell_still_fit="stay"`` the training objects' dwell is their whole stay."""
         if not self.uses_scene:
             return features
+        still_speed = None if fitting and self.dwell_still_fit == "stay" else self.dwell_still_speed
         derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius,
-                                           self.dwell_still_speed, self.dwell_stay_edge)
+                                           still_speed, self.dwell_stay_edge)
         return {**features, **derived}
 
     def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -572,7 +587,7 @@ class AttributeScorer(ObjectScorer):
                                                  dtype=torch.float64)
             # frame width / height (occupancy_height_sigma measures distances in frame heights); fitting only
             self._fit_aspect = float(np.median(place[:, 4] / np.maximum(place[:, 5], 1e-9)))
-        feats = [self._features(it[0], it[1]) for it in items]
+        feats = [self._features(it[0], it[1], fitting=True) for it in items]
         parts = {}
         reliability = self.fusion == "sum_excess" and self.fusion_weights == "reliability"
         if reliability and n_videos < 2:
