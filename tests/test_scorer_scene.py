@@ -123,15 +123,19 @@ def test_dwell_counts_frames_within_the_radius():
 
 
 def test_still_dwell_counts_only_the_stays_still_detections():
-    """dwell_frames(still=...): the same stays, counting only the detections at which the object was still; a walker
+    """dwell_frames(still=...): the same stays, counting only the frames that ended at a still detection; a walker
     that stays within the radius while moving (into the depth of the picture) counts nothing."""
     f = np.arange(10)
     x = np.array([0, 10, 20, 30, 31, 32, 31, 30, 31, 60], float)
     objs = ObjectTable.build(f, np.zeros((10, 4)), track_id=np.zeros(10))
     still = np.array([0, 0, 0, 1, 1, 0, 1, 1, 1, 1], bool)
     d = scene.dwell_frames(objs, np.stack([x, np.zeros(10)], 1), np.full(10, 5.0), still)
-    # stay from frame 3: still detections among frames 3..i; frame 9 jumped away and starts a new stay (still: 1)
-    assert d.tolist() == [0, 0, 0, 1, 2, 2, 3, 4, 5, 1]
+    # stay from frame 3: frames 4..i that ended at a still detection; frame 9 jumped away and starts a new stay
+    assert d.tolist() == [0, 0, 0, 0, 1, 1, 2, 3, 4, 0]
+    gaps = ObjectTable.build(np.array([0, 2, 5, 6]), np.zeros((4, 4)), track_id=np.zeros(4))
+    # an object still at every detection counts its whole stay, missed frames included (the plain count)
+    assert scene.dwell_frames(gaps, np.zeros((4, 2)), np.full(4, 5.0), np.ones(4, bool)).tolist() == [0, 2, 5, 6]
+    assert scene.dwell_frames(gaps, np.zeros((4, 2)), np.full(4, 5.0)).tolist() == [0, 2, 5, 6]
     moving = scene.dwell_frames(objs, np.zeros((10, 2)), np.full(10, 5.0), np.zeros(10, bool))
     assert moving.tolist() == [0] * 10
 
@@ -147,7 +151,7 @@ def test_dwell_still_speed_reads_the_velocity_features_p90_column():
     velocity[:3, 1], velocity[3:, 1] = 0.2, 1.0
     height = np.array([0.3, 0.0, 0.0, 0.01])
     out = scene.derived_quantities(objs, {"place": place, "velocity": velocity}, height, 0.5, dwell_still_speed=0.5)
-    assert out["scene.dwell"][:, 0].tolist() == [1, 2, 3, 0, 0, 0]
+    assert out["scene.dwell"][:, 0].tolist() == [0, 1, 2, 0, 0, 0]
     plain = scene.derived_quantities(objs, {"place": place, "velocity": velocity}, height, 0.5)
     assert plain["scene.dwell"][:, 0].tolist() == [0, 1, 2, 0, 1, 2]
     with pytest.raises(ValueError, match="dwell_still_speed needs the velocity feature"):
@@ -165,7 +169,7 @@ def test_a_stay_starts_after_the_last_detection_cut_off_by_the_bottom_edge():
     assert scene.dwell_frames(objs, foot, np.full(n, 20.0)).tolist() == list(range(10))
     assert scene.dwell_frames(objs, foot, np.full(n, 20.0), breaks=cut).tolist() == [0] * 7 + [1, 2, 3]
     still = scene.dwell_frames(objs, foot, np.full(n, 20.0), np.ones(n, bool), breaks=cut)
-    assert still.tolist() == [0] * 6 + [1, 2, 3, 4]
+    assert still.tolist() == [0] * 7 + [1, 2, 3]  # still at every detection: the plain count
     # a cut-off detection in the middle of a stay (the walker steps back onto the edge) starts it again
     mid = np.zeros(n, bool)
     mid[4] = True
@@ -888,3 +892,60 @@ def test_place_in_body_heights_round_trips_and_refuses_bad_values(tmp_path):
     for bad in ({"occupancy_height_sigma": 0}, {"occupancy_height_sigma": 0.5, "model": "knn"}):
         with pytest.raises(ValueError, match="occupancy_height_sigma"):
             AttributeScorer(attributes={"place": {**spec, **bad}})
+
+
+def _moving_in_place(track_id, flow, frames=80):
+    """A track whose footprint barely moves (it stays within the dwell radius) while the flow in its box is ``flow``
+    px/frame: a walker going into the depth of the picture (flow 1.0) or someone standing (flow 0.1)."""
+    objs, feats = make_track(track_id, 0.5, 0.7, frames, speed_rel=0.001, jitter=0.2)
+    feats["velocity"][:, :3] = flow
+    return objs, feats
+
+
+def test_dwell_still_fit_stay_keeps_the_stander_and_drops_the_walker_going_into_the_depth(tmp_path):
+    """dwell_still_fit="stay": the dwell model is fitted on whole stays, the scored object counts its still detections.
+    A stander's dwell score is exactly the default's (every detection still); a walker going into the depth (within
+    the radius, flow 1.0 px/frame) scores what a fresh track scores (0 still frames), far below the stander. Round-trips
+    through the checkpoint; a bad value is refused."""
+    from tao_lab.scorer import AttributeScorer
+
+    attrs = {"dwell": {**SCENE_ATTRIBUTES["dwell"], "calibration": "in_sample"}}
+    clips = [normal_clip(s) for s in range(4)]
+    plain = AttributeScorer(attributes=attrs, frame_sigma=0).fit_clips(clips)
+    stay = AttributeScorer(attributes=attrs, frame_sigma=0, dwell_still_speed=0.3,
+                           dwell_still_fit="stay").fit_clips(clips)
+    stander, depth = _moving_in_place(9101, 0.1), _moving_in_place(9102, 1.0)
+    assert np.allclose(parts_of(stay, stander, "dwell"), parts_of(plain, stander, "dwell"))
+    fresh = parts_of(stay, make_track(9103, 0.5, 0.7, 1), "dwell")[0]
+    assert np.allclose(parts_of(stay, depth, "dwell"), fresh)
+    assert parts_of(plain, depth, "dwell")[-20:].mean() > fresh + 1.0  # the default counts the moving stay
+    assert parts_of(stay, stander, "dwell")[-20:].mean() > parts_of(stay, depth, "dwell")[-20:].mean() + 1.0
+    objs, feats = concat([stander, depth])
+    loaded = reloaded(stay, tmp_path, objs, feats, num_frames=80)
+    assert loaded.dwell_still_fit == "stay" and loaded.dwell_still_speed == 0.3
+    with pytest.raises(ValueError, match="dwell_still_fit must be 'still' or 'stay'"):
+        AttributeScorer(attributes=attrs, dwell_still_fit="whole")
+
+
+def test_dwell_still_fit_stay_does_not_flag_one_still_frame_where_normal_objects_never_stand():
+    """On a camera where no training object is ever still, a model fitted on still counts (dwell_still_fit="still",
+    dwell still round 1) sees only zeros, and a walker with a single still detection in its stay reads far above the
+    calibrated tail; fitted on whole stays ("stay") that walker scores as a fresh track."""
+    from tao_lab.scorer import AttributeScorer
+
+    attrs = {"dwell": {**SCENE_ATTRIBUTES["dwell"], "calibration": "in_sample"}}
+    clips = []
+    for s in range(4):
+        objs, feats, n = normal_clip(s)
+        feats["velocity"][:, :3] = np.maximum(feats["velocity"][:, :3], 1.0)  # never still
+        clips.append((objs, feats, n))
+    walker = make_track(9201, 0.2, 0.7, 30)
+    walker[1]["velocity"][:, :3] = 1.0
+    walker[1]["velocity"][10, :3] = 0.1  # one still detection
+    still = AttributeScorer(attributes=attrs, frame_sigma=0, dwell_still_speed=0.3, dwell_still_fit="still")
+    stay = AttributeScorer(attributes=attrs, frame_sigma=0, dwell_still_speed=0.3, dwell_still_fit="stay")
+    p_still = parts_of(still.fit_clips(clips), walker, "dwell")
+    p_stay = parts_of(stay.fit_clips(clips), walker, "dwell")
+    fresh = parts_of(stay, make_track(9202, 0.2, 0.7, 1), "dwell")[0]
+    assert p_still[10] > 2.0
+    assert p_stay.max() < fresh + 0.5

@@ -130,8 +130,10 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
     For detection i of a track: the frames since the track's last detection farther than the radius from where i
     stands (or since the track started). A walker passing by keeps it near the time to cross a radius; someone who
     stays accumulates it. Untracked objects (track_id < 0) get 0.
-    ``still`` (N,) bool: instead, the number of the stay's detections (i's included) at which the object was still.
-    A walker going into the depth of the picture stays within the radius for long but is not still at any of them.
+    ``still`` (N,) bool: instead, the frames of the stay that ended at a detection where the object was still (the
+    frames from each detection of the stay to the next one count when the later one is still), so an object still at
+    every detection counts exactly its stay and any other object less. A walker going into the depth of the picture
+    stays within the radius for long but is not still at any of them.
     ``breaks`` (N,) bool: detections whose footprint is not where the object stands (the frame cuts its feet off);
     a stay starts after the track's last such detection, and such a detection has stayed 0 frames. A walker coming
     in through the bottom edge shows more of itself frame by frame while its box's bottom stays on the edge: without
@@ -152,7 +154,8 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
         f = objects.frame[seg].astype(np.float64)
         r = radius_px[seg]
         length = len(seg)
-        counted = None if still is None else np.concatenate([[0], np.cumsum(still[seg])])  # still detections so far
+        if still is not None:  # frames so far that ended at a still detection (the interval into it)
+            counted = np.cumsum(np.where(still[seg], np.diff(f, prepend=f[0]), 0.0))
         for s in range(0, length, 1024):  # row chunks keep the distance matrix small on very long tracks
             rows = np.arange(s, min(s + 1024, length))
             d = np.hypot(p[rows, None, 0] - p[None, :, 0], p[rows, None, 1] - p[None, :, 1])
@@ -163,8 +166,8 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
             last_far = np.where(any_far, length - 1 - np.argmax(far[:, ::-1], axis=1), -1)
             if still is None:
                 out[seg[rows]] = f[rows] - f[np.minimum(last_far + 1, rows)]
-            else:  # still detections in (last_far, i]
-                out[seg[rows]] = counted[rows + 1] - counted[last_far + 1]
+            else:  # frames of the stay (from detection last_far + 1 to i) that ended at a still detection
+                out[seg[rows]] = counted[rows] - counted[np.minimum(last_far + 1, rows)]
     if breaks is not None:
         out[breaks] = 0.0
     return out
