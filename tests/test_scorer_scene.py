@@ -776,6 +776,15 @@ def test_scene_check_counts_match_a_direct_count_and_the_training_share_is_recor
     assert n == len(objs)
     np.testing.assert_allclose(scorer.fusion__check_train.numpy(), over / n, rtol=1e-12)
     np.testing.assert_allclose(scorer.group_excess(parts), excess, atol=1e-9)
+    # dwell_still_fit="stay": the dwell model is fitted on whole stays, new objects are scored on their still frames;
+    # the training share is counted as they are scored (not on the fit's whole stays), so the check compares like
+    # with like
+    stay = AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum_excess", dwell_still_speed=1.0,
+                           dwell_still_fit="stay").fit_clips(train)
+    scored = stay.object_parts(objs, feats)
+    assert not np.allclose(scored["dwell"], scorer.object_parts(objs, feats)["dwell"])  # some walkers move, some not
+    n, over = stay.excess_counts(scored)
+    np.testing.assert_allclose(stay.fusion__check_train.numpy(), over / n, rtol=1e-12)
     plain_sum = AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum").fit_clips(train)
     assert plain_sum.excess_counts(parts) is None
     with pytest.raises(ValueError, match="group excesses need fusion='sum_excess'"):

@@ -647,7 +647,7 @@ class AttributeScorer(ObjectScorer):
             self.fusion__weight = torch.as_tensor(
                 self._reliability_weights(held_out, video, objects.frame) if reliability
                 else np.ones(len(self.groups)), dtype=torch.float64)
-            n, over = self.excess_counts(parts)
+            n, over = self.excess_counts(self._parts_as_scored(items, keyed, parts))
             self.fusion__check_train = torch.as_tensor(over / max(n, 1), dtype=torch.float64)
         if crowd:  # fused last: the held-out object scores need the baselines and weights above
             held_scores = self._object_scores(keyed, held_out if need_held_out else parts)
@@ -656,6 +656,27 @@ class AttributeScorer(ObjectScorer):
         self.train_scores = torch.as_tensor(self._object_scores(keyed, parts), dtype=torch.float32)
         self.fitted.fill_(True)
         return self
+
+    def _parts_as_scored(self, items: list[FitItem], keyed: ObjectTable,
+                         parts: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """The training objects' calibrated parts as new objects are scored, for the scene check's training share.
+        They are ``parts`` themselves unless the fit saw other quantities than scoring does (``dwell_still_fit="stay"``:
+        fitted on whole stays, scored on still frames); then the ``scene.dwell`` attributes are scored again (in
+        sample) with the scoring quantities, so the check compares like with like."""
+        if self.dwell_still_speed is None or self.dwell_still_fit != "stay":
+            return parts
+        names = [name for name, s in self.specs.items() if s["feature"] == "scene.dwell"]
+        if not names:
+            return parts
+        feats = [self._features(it[0], it[1]) for it in items]
+        out = dict(parts)
+        for name in names:
+            x = np.concatenate([self._inputs(name, it[0], f) for f, it in zip(feats, items)])
+            xy = (np.concatenate([self._footprints(name, f, len(it[0])) for f, it in zip(feats, items)])
+                  if self._uses_place(name) else None)
+            raw = self._raw(name, self._model_from_buffers(name), x, xy)
+            out[name] = self._calibrate(name, self._smooth(keyed, raw, self.specs[name]))
+        return out
 
     def _held_out_raw(self, name: str, model: dict[str, np.ndarray], kept: np.ndarray, x: np.ndarray,
                       xy: Optional[np.ndarray], context: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
