@@ -958,3 +958,26 @@ def test_dwell_still_fit_stay_does_not_flag_one_still_frame_where_normal_objects
     fresh = parts_of(stay, make_track(9202, 0.2, 0.7, 1), "dwell")[0]
     assert p_still[10] > 2.0
     assert p_stay.max() < fresh + 0.5
+
+
+def test_place_shrink_row_borrows_from_the_cells_row_not_from_the_scene():
+    """fit_place_norm(shrink_to="row"): a sparse far cell's reference is shrunk towards its own grid row's (the
+    objects at that depth), which is shrunk towards the scene's; with "scene" it is shrunk straight to the scene's.
+    Known answers on a 2x2 grid: far row (top) speeds 1.0 (100 objects in the left cell, 4 in the right one at 2.0),
+    near row 4.0 (100 objects per cell); ratio mode, quantile 50 (the median), prior 50."""
+    far_left = np.column_stack([np.full(100, 0.25), np.full(100, 0.25)])
+    far_right = np.column_stack([np.full(4, 0.75), np.full(4, 0.25)])
+    near = np.column_stack([np.r_[np.full(100, 0.25), np.full(100, 0.75)], np.full(200, 0.75)])
+    xy = np.vstack([far_left, far_right, near])
+    x = np.r_[np.full(100, 1.0), np.full(4, 2.0), np.full(200, 4.0)][:, None]
+    g = 4.0  # the scene's median (200 of 304 values are 4.0)
+    w_cell = 4 / 54
+    scene_ref = scene.fit_place_norm(xy, x, [2, 2], "ratio", 50.0, 50.0)["place_scale"][1, 0]
+    assert scene_ref == pytest.approx(w_cell * 2.0 + (1 - w_cell) * g)
+    row_median = 1.0  # the far row: 100 x 1.0 and 4 x 2.0
+    row = (104 / 154) * row_median + (50 / 154) * g
+    row_ref = scene.fit_place_norm(xy, x, [2, 2], "ratio", 50.0, 50.0, shrink_to="row")["place_scale"][1, 0]
+    assert row_ref == pytest.approx(w_cell * 2.0 + (1 - w_cell) * row)
+    assert row_ref < scene_ref - 1.0  # the sparse far cell is judged against far objects
+    with pytest.raises(ValueError, match="place_shrink must be 'scene' or 'row'"):
+        scene.fit_place_norm(xy, x, [2, 2], "ratio", shrink_to="column")

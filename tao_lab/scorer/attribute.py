@@ -83,6 +83,8 @@ _ATTR_DEFAULTS: dict[str, Any] = {
     "grid": [4, 4],             # place cells (rows, cols) of by_place, occupancy and direction
     "place_prior": 50.0,        # by_place: a cell's statistics are shrunk to the global ones by n / (n + prior)
     "place_quantile": 90.0,     # by_place="ratio": the reference value is this percentile of the cell's values
+    "place_shrink": "scene",    # by_place: a sparse cell borrows from the whole scene ("scene") or from its grid row
+                                # ("row": the objects at the same depth, which shrinks to the scene in turn)
     "occupancy_sigma": 1.0,     # occupancy: Gaussian blur of the footprint histogram (cells)
     "occupancy_height_sigma": None,  # occupancy: None = occupancy_sigma; else every footprint spreads by this many
                                 # expected body heights at its place (perspective), on the grid's cells
@@ -121,8 +123,8 @@ class AttributeScorer(ObjectScorer):
         attributes: {name: spec}; spec keys (all optional, see ``_ATTR_DEFAULTS``): feature, columns, model
             (gmm|knn|class|occupancy|direction), components, covariance, tail (density|upper), k, metric
             (sqeuclidean|euclidean), max_bank, calibration (loo|in_sample), upper_percentile, weight, track_window,
-            by_place, grid, place_prior, place_quantile, occupancy_sigma, min_speed, direction_prior, clip_prior,
-            footprint_edge, footprint_min_height, edge_calibration, group.
+            by_place, grid, place_prior, place_quantile, place_shrink, occupancy_sigma, min_speed, direction_prior,
+            clip_prior, footprint_edge, footprint_min_height, edge_calibration, group.
             None = :data:`DEFAULT_ATTRIBUTES` (the speed + appearance set of ``configs/scorer/attribute_speed.yaml``;
             the configured default, ``attribute.yaml``, adds the scene attributes, which need the place feature).
         frame_sigma: Gaussian smoothing of the frame scores along time (frames; 0 = none).
@@ -201,6 +203,9 @@ class AttributeScorer(ObjectScorer):
                 s["feature"], s["columns"] = scene.PLACE_FEATURE, [0, 1]
             if s["by_place"] not in (None, "ratio", "standardize"):
                 raise ValueError(f"attribute {name!r}: by_place must be null, 'ratio' or 'standardize'")
+            if s["place_shrink"] not in ("scene", "row"):
+                raise ValueError(f"attribute {name!r}: place_shrink must be 'scene' or 'row', "
+                                 f"got {s['place_shrink']!r}")
             grid = s["grid"]
             if not isinstance(grid, (list, tuple)) or len(grid) != 2 or min(int(g) for g in grid) < 1:
                 raise ValueError(f"attribute {name!r}: grid must be [rows, cols], each >= 1, got {grid!r}")
@@ -426,7 +431,7 @@ class AttributeScorer(ObjectScorer):
         xk = x[kept]
         if s["by_place"]:
             model.update(scene.fit_place_norm(xy[kept], xk, s["grid"], s["by_place"], s["place_prior"],
-                                              s["place_quantile"]))
+                                              s["place_quantile"], s["place_shrink"]))
             xk = scene.apply_place_norm(xy[kept], xk, model, s["grid"]).astype(np.float32)
         if s["model"] == "knn":
             if s["max_bank"] and len(kept) > int(s["max_bank"]):

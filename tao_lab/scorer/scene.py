@@ -227,17 +227,22 @@ def _shrunk(cell_stat: np.ndarray, counts: np.ndarray, global_stat: np.ndarray, 
 
 
 def fit_place_norm(xy: np.ndarray, x: np.ndarray, grid: Sequence[int], mode: str, prior: float = 50.0,
-                   quantile: float = 90.0) -> dict[str, np.ndarray]:
+                   quantile: float = 90.0, shrink_to: str = "scene") -> dict[str, np.ndarray]:
     """Per-cell reference values of each column of x (N, D) at footprints xy (N, 2).
 
     mode "ratio" (non-negative quantities that scale with depth, e.g. speed, dwell): u = x / ref, ref = the
     ``quantile`` of the cell's values; "standardize" (e.g. log sizes): u = (x - median) / spread, spread = the
     cell's (p90 - p10) / 2.563 (a normal's standard deviation). Cell values are shrunk towards the global ones by
     counts / (counts + prior), and every scale is at least 10% of the global one, so a sparse or static cell
-    cannot blow up its objects' scores. Returns {"place_loc": (C, D), "place_scale": (C, D)} float64.
+    cannot blow up its objects' scores. ``shrink_to="row"``: a cell is shrunk towards its grid row's values instead
+    (the row's own values shrunk towards the global ones the same way): what changes with depth in a camera's image
+    changes mostly from row to row, so a sparse cell far away borrows from the far row, not from the whole scene's
+    near objects. Returns {"place_loc": (C, D), "place_scale": (C, D)} float64.
     """
     if mode not in ("ratio", "standardize"):
         raise ValueError(f"by_place must be 'ratio' or 'standardize', got {mode!r}")
+    if shrink_to not in ("scene", "row"):
+        raise ValueError(f"place_shrink must be 'scene' or 'row', got {shrink_to!r}")
     x = np.asarray(x, np.float64).reshape(len(x), -1)
     cells = int(grid[0]) * int(grid[1])
     idx = cell_index(xy, grid)
@@ -260,6 +265,19 @@ def fit_place_norm(xy: np.ndarray, x: np.ndarray, grid: Sequence[int], mode: str
     g_scale = np.where(g_scale > 0, g_scale, np.maximum(np.abs(x).max(0), 1e-6))
     for c in np.flatnonzero(counts):
         loc_c[c], scale_c[c] = stats(x[idx == c])
+    if shrink_to == "row":
+        rows, cols = int(grid[0]), int(grid[1])
+        row_of = idx // cols
+        row_counts = np.bincount(row_of, minlength=rows).astype(np.float64)
+        loc_r, scale_r = np.full((rows, d), np.nan), np.full((rows, d), np.nan)
+        for r in np.flatnonzero(row_counts):
+            loc_r[r], scale_r[r] = stats(x[row_of == r])
+        loc_r, scale_r = _shrunk(loc_r, row_counts, g_loc, prior), _shrunk(scale_r, row_counts, g_scale, prior)
+        w = (counts / (counts + float(prior)))[:, None]
+        cell_row = np.arange(cells) // cols
+        loc = w * np.nan_to_num(loc_c) + (1 - w) * loc_r[cell_row]
+        scale = np.maximum(w * np.nan_to_num(scale_c) + (1 - w) * scale_r[cell_row], 0.1 * g_scale[None, :])
+        return {"place_loc": loc, "place_scale": scale}
     loc = _shrunk(loc_c, counts, g_loc, prior)
     scale = np.maximum(_shrunk(scale_c, counts, g_scale, prior), 0.1 * g_scale[None, :])
     return {"place_loc": loc, "place_scale": scale}
