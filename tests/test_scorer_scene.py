@@ -981,3 +981,50 @@ def test_place_shrink_row_borrows_from_the_cells_row_not_from_the_scene():
     assert row_ref < scene_ref - 1.0  # the sparse far cell is judged against far objects
     with pytest.raises(ValueError, match="place_shrink must be 'scene' or 'row'"):
         scene.fit_place_norm(xy, x, [2, 2], "ratio", shrink_to="column")
+
+
+def test_coherent_directions_known_answers():
+    """coherent_directions: all moving pixels one way -> that bin alone; every way equally -> the place's usual mix;
+    half in each of two neighbouring bins -> the mean direction between their centres, weighted by the resultant's
+    length cos(22.5 deg), the rest the place's mix."""
+    place_p = np.full((1, BINS), 1.0 / BINS)
+    place_p[0, :2] = [0.5, 0.5 - 6.0 / BINS]  # any distribution
+    place_p /= place_p.sum()
+    one = np.zeros((1, BINS))
+    one[0, 3] = 1.0
+    np.testing.assert_allclose(scene.coherent_directions(one, place_p), one, atol=1e-12)
+    uniform = np.full((1, BINS), 1.0 / BINS)
+    np.testing.assert_allclose(scene.coherent_directions(uniform, place_p), place_p, atol=1e-12)
+    two = np.zeros((1, BINS))
+    two[0, [5, 6]] = 0.5
+    r = np.cos(np.pi / BINS)
+    want = (1 - r) * place_p
+    want[0, [5, 6]] += r * 0.5
+    np.testing.assert_allclose(scene.coherent_directions(two, place_p), want, atol=1e-12)
+
+
+def test_direction_coherence_quiets_an_object_growing_in_the_picture_not_a_crossing_walker(tmp_path):
+    """direction_coherence: a walker crossing the rightward path (every pixel moving down) scores as without it (its
+    direction is one); an object whose pixels move every way with a downward bias (one growing in the picture as it
+    comes towards the camera) scores far lower than without it, and below the crossing walker. Round-trips; refused
+    for other models."""
+    from tao_lab.scorer import AttributeScorer
+
+    coh = {"direction": {**SCENE_ATTRIBUTES["direction"], "direction_coherence": True}}
+    plain = AttributeScorer(attributes={"direction": SCENE_ATTRIBUTES["direction"]}, frame_sigma=0)
+    coherent = AttributeScorer(attributes=coh, frame_sigma=0)
+    clips = [normal_clip(s) for s in range(4)]
+    plain.fit_clips(clips), coherent.fit_clips(clips)
+    crossing = make_track(9301, 0.5, 0.6, 40, direction=np.pi / 2)  # down: bin 2 only
+    growing = make_track(9302, 0.5, 0.6, 40, direction=np.pi / 2)
+    speed = growing[1]["velocity"][:, 0].copy()
+    hist = np.full((40, BINS), 0.8 / BINS)
+    hist[:, 2] += 0.2  # every way, a little more downward
+    growing[1]["velocity"][:, 3:] = hist * speed[:, None]
+    assert np.allclose(parts_of(coherent, crossing, "direction"), parts_of(plain, crossing, "direction"), atol=1e-5)
+    assert parts_of(coherent, growing, "direction").mean() < parts_of(plain, growing, "direction").mean() - 0.5
+    assert parts_of(coherent, crossing, "direction").mean() > parts_of(coherent, growing, "direction").mean() + 0.5
+    objs, feats = concat([crossing, growing])
+    assert reloaded(coherent, tmp_path, objs, feats).specs["direction"]["direction_coherence"] is True
+    with pytest.raises(ValueError, match="direction_coherence applies to model direction"):
+        AttributeScorer(attributes={"dwell": {**SCENE_ATTRIBUTES["dwell"], "direction_coherence": True}})

@@ -90,6 +90,9 @@ _ATTR_DEFAULTS: dict[str, Any] = {
                                 # expected body heights at its place (perspective), on the grid's cells
     "min_speed": 0.5,           # direction: px/frame below which an object has no direction (scores 0)
     "direction_prior": 20.0,    # direction: pseudo-objects with the scene's directions added to every cell
+    "direction_coherence": False,  # direction: read each object's directions by how much its moving pixels agree
+                                # on one (scene.coherent_directions): an object growing in the picture (walking
+                                # towards the camera) has no one direction to be wrong about
     "clip_prior": None,         # occupancy, direction: None = off; else the scored clip's other tracks join the
                                 # training model, which counts as this many objects (tao_lab.scorer.scene)
     "footprint_edge": None,     # None = off; else objects whose box bottom lies within this fraction of the frame
@@ -124,7 +127,7 @@ class AttributeScorer(ObjectScorer):
             (gmm|knn|class|occupancy|direction), components, covariance, tail (density|upper), k, metric
             (sqeuclidean|euclidean), max_bank, calibration (loo|in_sample), upper_percentile, weight, track_window,
             by_place, grid, place_prior, place_quantile, place_shrink, occupancy_sigma, min_speed, direction_prior,
-            clip_prior, footprint_edge, footprint_min_height, edge_calibration, group.
+            direction_coherence, clip_prior, footprint_edge, footprint_min_height, edge_calibration, group.
             None = :data:`DEFAULT_ATTRIBUTES` (the speed + appearance set of ``configs/scorer/attribute_speed.yaml``;
             the configured default, ``attribute.yaml``, adds the scene attributes, which need the place feature).
         frame_sigma: Gaussian smoothing of the frame scores along time (frames; 0 = none).
@@ -215,6 +218,9 @@ class AttributeScorer(ObjectScorer):
                 raise ValueError(f"attribute {name!r}: calibration must be 'loo' or 'in_sample'")
             if s["tail"] not in ("density", "upper"):
                 raise ValueError(f"attribute {name!r}: tail must be 'density' or 'upper'")
+            if s["direction_coherence"] and (s["model"] != "direction" or s["clip_prior"] is not None):
+                raise ValueError(f"attribute {name!r}: direction_coherence applies to model direction without "
+                                 f"clip_prior")
             if s["clip_prior"] is not None:
                 if s["model"] not in ("occupancy", "direction"):
                     raise ValueError(f"attribute {name!r}: clip_prior applies to the occupancy and direction models, "
@@ -490,7 +496,8 @@ class AttributeScorer(ObjectScorer):
             out[ok] = scene.occupancy_score(xv, model["occ_logp"])
             return out
         if s["model"] == "direction":
-            out[ok] = scene.direction_score(xy[ok], xv, model["dir_logp"], s["grid"], s["min_speed"])
+            out[ok] = scene.direction_score(xy[ok], xv, model["dir_logp"], s["grid"], s["min_speed"],
+                                            bool(s["direction_coherence"]))
             return out
         if s["by_place"]:
             xv = scene.apply_place_norm(xy[ok], xv, model, s["grid"])

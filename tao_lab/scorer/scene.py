@@ -377,14 +377,39 @@ def fit_direction(xy: np.ndarray, hist: np.ndarray, grid: Sequence[int], prior: 
     return np.log(p)
 
 
+def coherent_directions(q: np.ndarray, place_p: np.ndarray) -> np.ndarray:
+    """(N, bins) each object's direction distribution q (rows sum to 1; bin j = angles [j, j + 1) * 2 pi / bins) read
+    by its coherence: R * (its mean direction, split between the two nearest bin centres) + (1 - R) * place_p (N, bins),
+    R = the length of the mean of the bins' unit vectors weighted by q (1: every moving pixel goes one way; near 0:
+    they go every way, as when an object grows or shrinks in the picture walking towards or away from the camera).
+    An object whose pixels agree on no direction reads as its place's usual mix: it has no direction to be wrong
+    about."""
+    q = np.asarray(q, np.float64)
+    bins = q.shape[1]
+    centres = (np.arange(bins) + 0.5) * 2 * np.pi / bins
+    r = q @ np.stack([np.cos(centres), np.sin(centres)], 1)
+    length = np.clip(np.hypot(r[:, 0], r[:, 1]), 0.0, 1.0)
+    pos = (np.arctan2(r[:, 1], r[:, 0]) % (2 * np.pi)) * bins / (2 * np.pi) - 0.5  # in bin-centre units
+    lo = np.floor(pos).astype(np.int64)
+    frac = pos - lo
+    mean_dir = np.zeros_like(q)
+    rows = np.arange(len(q))
+    np.add.at(mean_dir, (rows, lo % bins), 1.0 - frac)
+    np.add.at(mean_dir, (rows, (lo + 1) % bins), frac)
+    return length[:, None] * mean_dir + (1.0 - length[:, None]) * np.asarray(place_p, np.float64)
+
+
 def direction_score(xy: np.ndarray, hist: np.ndarray, logp: np.ndarray, grid: Sequence[int],
-                    min_speed: float = 0.5) -> np.ndarray:
+                    min_speed: float = 0.5, coherence: bool = False) -> np.ndarray:
     """(N,) cross-entropy of each object's direction distribution against its place's (NaN when it hardly
-    moves: a standing object has no direction to be wrong about)."""
+    moves: a standing object has no direction to be wrong about). ``coherence``: the object's distribution read by
+    :func:`coherent_directions` first."""
     q, moving = _direction_weights(hist, min_speed)
     if q.shape[1] != logp.shape[1]:
         raise ValueError(f"direction model has {logp.shape[1]} orientation bins, the feature has {q.shape[1]}")
     idx = cell_index(xy, grid)
+    if coherence and len(q):
+        q = coherent_directions(q, np.exp(logp[idx]))
     out = -(q * logp[idx]).sum(1)
     out[~moving] = np.nan
     return out
