@@ -221,9 +221,11 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
 
 
 # ---------------------------------------------------------------------------------------------- per-place norm
-def _shrunk(cell_stat: np.ndarray, counts: np.ndarray, global_stat: np.ndarray, prior: float) -> np.ndarray:
+def _shrunk(cell_stat: np.ndarray, counts: np.ndarray, target: np.ndarray, prior: float) -> np.ndarray:
+    """Cell statistics (C, D) shrunk towards ``target`` ((D,) for all cells, or (C, D) one per cell) by
+    counts / (counts + prior)."""
     w = (counts / (counts + float(prior)))[:, None]
-    return w * np.nan_to_num(cell_stat) + (1 - w) * global_stat[None, :]
+    return w * np.nan_to_num(cell_stat) + (1 - w) * np.asarray(target)
 
 
 def fit_place_norm(xy: np.ndarray, x: np.ndarray, grid: Sequence[int], mode: str, prior: float = 50.0,
@@ -272,14 +274,13 @@ def fit_place_norm(xy: np.ndarray, x: np.ndarray, grid: Sequence[int], mode: str
         loc_r, scale_r = np.full((rows, d), np.nan), np.full((rows, d), np.nan)
         for r in np.flatnonzero(row_counts):
             loc_r[r], scale_r[r] = stats(x[row_of == r])
-        loc_r, scale_r = _shrunk(loc_r, row_counts, g_loc, prior), _shrunk(scale_r, row_counts, g_scale, prior)
-        w = (counts / (counts + float(prior)))[:, None]
         cell_row = np.arange(cells) // cols
-        loc = w * np.nan_to_num(loc_c) + (1 - w) * loc_r[cell_row]
-        scale = np.maximum(w * np.nan_to_num(scale_c) + (1 - w) * scale_r[cell_row], 0.1 * g_scale[None, :])
-        return {"place_loc": loc, "place_scale": scale}
-    loc = _shrunk(loc_c, counts, g_loc, prior)
-    scale = np.maximum(_shrunk(scale_c, counts, g_scale, prior), 0.1 * g_scale[None, :])
+        loc_target = _shrunk(loc_r, row_counts, g_loc, prior)[cell_row]
+        scale_target = _shrunk(scale_r, row_counts, g_scale, prior)[cell_row]
+    else:
+        loc_target, scale_target = g_loc, g_scale
+    loc = _shrunk(loc_c, counts, loc_target, prior)
+    scale = np.maximum(_shrunk(scale_c, counts, scale_target, prior), 0.1 * g_scale[None, :])
     return {"place_loc": loc, "place_scale": scale}
 
 
