@@ -1028,3 +1028,35 @@ def test_direction_coherence_quiets_an_object_growing_in_the_picture_not_a_cross
     assert reloaded(coherent, tmp_path, objs, feats).specs["direction"]["direction_coherence"] is True
     with pytest.raises(ValueError, match="direction_coherence applies to model direction"):
         AttributeScorer(attributes={"dwell": {**SCENE_ATTRIBUTES["dwell"], "direction_coherence": True}})
+
+
+def test_scene_check_training_share_with_still_dwell_keeps_the_edge_calibration():
+    """dwell_still_fit="stay" with edge_calibration on dwell: the scene check's training share (counted as new objects
+    are scored) puts the objects touching a frame edge on their own calibration, as object_parts does. Short stays at
+    the left edge share a place cell with long stays inside the frame, so the two scales differ: the edge objects'
+    share is counted on theirs (the direct count)."""
+    from tao_lab.scorer import AttributeScorer
+
+    attrs = {"dwell": {**SCENE_ATTRIBUTES["dwell"], "calibration": "in_sample", "edge_calibration": True}}
+    train = []
+    for s in range(3):
+        objs, feats, _ = normal_clip(s)
+        parts = [(objs, feats)]
+        for t in range(10):  # 8-frame stays at the left edge, still at every detection
+            parts.append(make_track(5000 + 100 * s + t, 0.0, 0.7, 8, speed_rel=0.001, start=t))
+        for t in range(3):  # 60-frame stays inside the frame, in the same place cell
+            parts.append(make_track(6000 + 100 * s + t, 0.12, 0.7, 60, speed_rel=0.001, start=t))
+        for _, f in parts[1:]:  # every stay still
+            f["velocity"][:, :3] = 0.1
+        train.append((*concat(parts), 120))
+    objs = ObjectTable.concat([c[0] for c in train])
+    feats = {k: np.concatenate([c[1][k] for c in train]) for k in train[0][1]}
+    edge = scene.touches_edge(feats["place"])
+    assert edge.sum() == 3 * 10 * 8
+    stay = AttributeScorer(attributes=attrs, frame_sigma=0, fusion="sum_excess", dwell_still_speed=1.0,
+                           dwell_still_fit="stay").fit_clips(train)
+    scored = stay.object_parts(objs, feats)
+    n, over = stay.excess_counts(scored)
+    np.testing.assert_allclose(stay.fusion__check_train.numpy(), over / n, rtol=1e-12)
+    assert stay.dwell__calib_edge.numpy()[1] < 0.5 * stay.dwell__calib.numpy()[1]  # the two scales differ
+    assert over[0] > 0

@@ -686,8 +686,10 @@ class AttributeScorer(ObjectScorer):
             x = np.concatenate([self._inputs(name, it[0], f) for f, it in zip(feats, items)])
             xy = (np.concatenate([self._footprints(name, f, len(it[0])) for f, it in zip(feats, items)])
                   if self._uses_place(name) else None)
+            edge = (np.concatenate([self._at_edge(name, f, len(it[0])) for f, it in zip(feats, items)])
+                    if self.specs[name]["edge_calibration"] else None)
             raw = self._raw(name, self._model_from_buffers(name), x, xy)
-            out[name] = self._calibrate(name, self._smooth(keyed, raw, self.specs[name]))
+            out[name] = self._calibrate(name, self._smooth(keyed, raw, self.specs[name]), edge)
         return out
 
     def _held_out_raw(self, name: str, model: dict[str, np.ndarray], kept: np.ndarray, x: np.ndarray,

@@ -154,8 +154,8 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
         f = objects.frame[seg].astype(np.float64)
         r = radius_px[seg]
         length = len(seg)
-        if still is not None:  # frames so far that ended at a still detection (the interval into it)
-            counted = np.cumsum(np.where(still[seg], np.diff(f, prepend=f[0]), 0.0))
+        # frames so far that ended at a still detection (the interval into it)
+        counted = None if still is None else np.cumsum(np.where(still[seg], np.diff(f, prepend=f[0]), 0.0))
         for s in range(0, length, 1024):  # row chunks keep the distance matrix small on very long tracks
             rows = np.arange(s, min(s + 1024, length))
             d = np.hypot(p[rows, None, 0] - p[None, :, 0], p[rows, None, 1] - p[None, :, 1])
