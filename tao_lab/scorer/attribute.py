@@ -98,6 +98,9 @@ _ATTR_DEFAULTS: dict[str, Any] = {
     "footprint_edge": None,     # None = off; else objects whose box bottom lies within this fraction of the frame
                                 # height of its bottom edge have no value for the attribute (not fitted, score 0):
                                 # the frame cuts off their feet, so the footprint is not where they stand
+    "footprint_side_edge": None,  # None = off; else objects whose box reaches within this fraction of the frame
+                                # width of its left or right edge have no value (not fitted, score 0): the frame
+                                # cuts off part of them, so the box's bottom centre is not where they stand
     "footprint_min_height": None,  # None = off; else objects whose box is less tall than this fraction of the
                                 # expected height at their footprint have no value (not fitted, score 0): a
                                 # fragment (a head, a torso, a leg) does not stand where its box ends
@@ -127,7 +130,7 @@ class AttributeScorer(ObjectScorer):
             (gmm|knn|class|occupancy|direction), components, covariance, tail (density|upper), k, metric
             (sqeuclidean|euclidean), max_bank, calibration (loo|in_sample), upper_percentile, weight, track_window,
             by_place, grid, place_prior, place_quantile, place_shrink, occupancy_sigma, min_speed, direction_prior,
-            direction_coherence, clip_prior, footprint_edge, footprint_min_height, edge_calibration, group.
+            direction_coherence, clip_prior, footprint_edge, footprint_side_edge, footprint_min_height, edge_calibration, group.
             None = :data:`DEFAULT_ATTRIBUTES` (the speed + appearance set of ``configs/scorer/attribute_speed.yaml``;
             the configured default, ``attribute.yaml``, adds the scene attributes, which need the place feature).
         frame_sigma: Gaussian smoothing of the frame scores along time (frames; 0 = none).
@@ -171,6 +174,8 @@ class AttributeScorer(ObjectScorer):
         dwell_stay_edge: None (off) or a fraction of the frame height: a detection whose box bottom lies within it of
             the bottom edge (its feet cut off) ends a ``scene.dwell`` stay (``breaks`` of
             :func:`tao_lab.scorer.scene.dwell_frames`).
+        dwell_stay_side_edge: None (off) or a fraction of the frame width: a detection whose box reaches within it of
+            the left or right edge (part of the object outside the picture) ends a ``scene.dwell`` stay.
         frame_crowd_baseline: None (off) or a percentile: ``frame_reduce="max"`` only, the frame score minus that
             percentile of the training frame scores among frames with as many objects (held out: every training
             clip scored by models fitted on the others; see :func:`crowd_levels`).
@@ -186,7 +191,8 @@ class AttributeScorer(ObjectScorer):
                  fusion_track_window: int = 1, fusion_group_cap: Optional[float] = None,
                  fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0,
                  frame_crowd_baseline: Optional[float] = None, dwell_still_speed: Optional[float] = None,
-                 dwell_still_fit: str = "still", dwell_stay_edge: Optional[float] = None):
+                 dwell_still_fit: str = "still", dwell_stay_edge: Optional[float] = None,
+                 dwell_stay_side_edge: Optional[float] = None):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -236,6 +242,9 @@ class AttributeScorer(ObjectScorer):
             if s["footprint_edge"] is not None and not 0.0 <= float(s["footprint_edge"]) < 0.5:
                 raise ValueError(f"attribute {name!r}: footprint_edge must be a fraction of the frame height in "
                                  f"[0, 0.5) or null (off), got {s['footprint_edge']!r}")
+            if s["footprint_side_edge"] is not None and not 0.0 <= float(s["footprint_side_edge"]) < 0.5:
+                raise ValueError(f"attribute {name!r}: footprint_side_edge must be a fraction of the frame width in "
+                                 f"[0, 0.5) or null (off), got {s['footprint_side_edge']!r}")
             if s["footprint_min_height"] is not None and not 0.0 < float(s["footprint_min_height"]) < 1.0:
                 raise ValueError(f"attribute {name!r}: footprint_min_height must be a fraction of the expected "
                                  f"height in (0, 1) or null (off), got {s['footprint_min_height']!r}")
@@ -255,6 +264,10 @@ class AttributeScorer(ObjectScorer):
             raise ValueError(f"dwell_stay_edge must be a fraction of the frame height in [0, 0.5) or null (off), got "
                              f"{dwell_stay_edge!r}")
         self.dwell_stay_edge = None if dwell_stay_edge is None else float(dwell_stay_edge)
+        if dwell_stay_side_edge is not None and not 0.0 <= float(dwell_stay_side_edge) < 0.5:
+            raise ValueError(f"dwell_stay_side_edge must be a fraction of the frame width in [0, 0.5) or null (off), "
+                             f"got {dwell_stay_side_edge!r}")
+        self.dwell_stay_side_edge = None if dwell_stay_side_edge is None else float(dwell_stay_side_edge)
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
@@ -305,7 +318,8 @@ class AttributeScorer(ObjectScorer):
                                    "frame_crowd_baseline": self.frame_crowd_baseline,
                                    "dwell_still_speed": self.dwell_still_speed,
                                    "dwell_still_fit": self.dwell_still_fit,
-                                   "dwell_stay_edge": self.dwell_stay_edge})
+                                   "dwell_stay_edge": self.dwell_stay_edge,
+                                   "dwell_stay_side_edge": self.dwell_stay_side_edge})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -372,21 +386,24 @@ class AttributeScorer(ObjectScorer):
             return features
         still_speed = None if fitting and self.dwell_still_fit == "stay" else self.dwell_still_speed
         derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius,
-                                           still_speed, self.dwell_stay_edge)
+                                           still_speed, self.dwell_stay_edge, self.dwell_stay_side_edge)
         return {**features, **derived}
 
     def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:
         """The attribute's (N, D) input: the objects' class column for ``model: class``, else its feature; NaN rows
-        (no value: not fitted, scored 0) for the objects the spec's ``footprint_edge`` leaves out."""
+        (no value: not fitted, scored 0) for the objects the spec's ``footprint_edge``, ``footprint_side_edge`` or
+        ``footprint_min_height`` leaves out."""
         s = self.specs[name]
         if s["model"] == "class":
             return objects.cls.astype(np.float64)[:, None]
         x = self._matrix(name, features, len(objects))
-        if (s["footprint_edge"] is not None or s["footprint_min_height"] is not None) and len(x):
+        if len(x) and any(s[k] is not None for k in ("footprint_edge", "footprint_side_edge", "footprint_min_height")):
             place = scene.place_columns(features, len(objects))
             cut = np.zeros(len(x), bool)
             if s["footprint_edge"] is not None:
                 cut |= scene.feet_cut_off(place, s["footprint_edge"])
+            if s["footprint_side_edge"] is not None:
+                cut |= scene.cut_by_side(place, s["footprint_side_edge"])
             if s["footprint_min_height"] is not None:
                 cut |= scene.fragment(place, self.scene__height.cpu().numpy(), s["footprint_min_height"])
             if cut.any():

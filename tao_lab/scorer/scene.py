@@ -68,6 +68,16 @@ def feet_cut_off(place: np.ndarray, edge: float) -> np.ndarray:
     return np.asarray(place, np.float64).reshape(-1, 6)[:, 1] >= 1.0 - float(edge)
 
 
+def cut_by_side(place: np.ndarray, edge: float) -> np.ndarray:
+    """(N,) bool: boxes whose left or right side lies within ``edge`` (a fraction of the frame width) of the frame's
+    side edge, from the ``place`` columns (N, 6): the frame cuts off part of the object, so the box's bottom centre
+    is the centre of its visible part, not where it stands, and it moves at half the object's speed while the object
+    comes in or goes out (an attribute's ``footprint_side_edge``, the scorer's ``dwell_stay_side_edge``)."""
+    p = np.asarray(place, np.float64).reshape(-1, 6)
+    edge = float(edge)
+    return (p[:, 0] - p[:, 2] / 2 <= edge) | (p[:, 0] + p[:, 2] / 2 >= 1.0 - edge)
+
+
 def fragment(place: np.ndarray, height_model: np.ndarray, min_height: float) -> np.ndarray:
     """(N,) bool: boxes less tall than ``min_height`` x the expected height at their footprint (the ``place``
     columns (N, 6); :func:`expected_height`): a piece of an object (a head, a torso, a leg), whose box does not
@@ -175,7 +185,8 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
 
 def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray], height_model: np.ndarray,
                        dwell_radius: float = 0.5, dwell_still_speed: Optional[float] = None,
-                       dwell_stay_edge: Optional[float] = None) -> dict[str, np.ndarray]:
+                       dwell_stay_edge: Optional[float] = None,
+                       dwell_stay_side_edge: Optional[float] = None) -> dict[str, np.ndarray]:
     """Per-object quantities the scene attributes read, keyed ``scene.<name>`` (rows aligned with objects).
 
     - ``scene.speed_rel`` (N, 3): the velocity feature's columns 0-2 (mean moving-pixel speed, box 90th percentile,
@@ -189,7 +200,8 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
       ``dwell_still_speed`` (px/frame) only the stay's detections whose box's 90th-percentile flow (the velocity
       feature's ``speed_p90``) is below it count: frames the object stayed AND was still; with ``dwell_stay_edge``
       (a fraction of the frame height) a detection whose box bottom lies within it of the bottom edge ends the stay
-      (``breaks`` of :func:`dwell_frames`).
+      (``breaks`` of :func:`dwell_frames`); with ``dwell_stay_side_edge`` (a fraction of the frame width) so does
+      a detection whose box reaches within it of the left or right edge (:func:`cut_by_side`).
     """
     n = len(objects)
     p = place_columns(features, n)
@@ -215,6 +227,9 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
         speed_p90 = np.asarray(features["velocity"], np.float64).reshape(n, -1)[:, 1] if n else np.zeros(0)
         still = speed_p90 < float(dwell_still_speed)
     breaks = None if dwell_stay_edge is None else feet_cut_off(p, dwell_stay_edge)
+    if dwell_stay_side_edge is not None:
+        side = cut_by_side(p, dwell_stay_side_edge)
+        breaks = side if breaks is None else breaks | side
     out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * eh_px, still,
                                       breaks)[:, None].astype(np.float32)
     return out
