@@ -194,6 +194,45 @@ def test_dwell_stay_edge_reads_the_box_bottom_against_the_frame_height():
         AttributeScorer(dwell_stay_edge=0.7)
 
 
+def test_cut_by_side_reads_the_box_sides_against_the_frame_width():
+    """cut_by_side(edge): a box whose left or right side lies within ``edge`` of the frame width of a side edge; the
+    bottom and top edges do not count (feet_cut_off is the bottom's)."""
+    #                 foot x, foot y, w, h (frame-relative), W, H
+    place = np.array([[0.05, 0.5, 0.1, 0.2, 360, 240],      # left side at 0.0: cut
+                      [0.06, 0.5, 0.1, 0.2, 360, 240],      # left side at 0.01: within 1%
+                      [0.07, 0.5, 0.1, 0.2, 360, 240],      # left side at 0.02: inside
+                      [0.95, 0.5, 0.1, 0.2, 360, 240],      # right side at 1.0: cut
+                      [0.90, 0.5, 0.1, 0.2, 360, 240],      # right side at 0.95: inside
+                      [0.50, 1.0, 0.1, 0.2, 360, 240]])     # on the bottom edge only: not a side
+    assert scene.cut_by_side(place, 0.01).tolist() == [True, True, False, True, False, False]
+    assert scene.cut_by_side(place, 0.0).tolist() == [True, False, False, True, False, False]
+
+
+def test_dwell_stay_side_edge_ends_a_stay_at_a_side_edge():
+    """derived_quantities(dwell_stay_side_edge=0.01): a walker coming in through the left edge (frames 0-3: its box
+    reaches the edge while it comes into view, its bottom centre creeping at half its speed) then standing: the stay
+    counts from the first detection wholly inside; both edges together; the scorer refuses other values and keeps the
+    key through its hyperparameters."""
+    from tao_lab.scorer import AttributeScorer
+
+    n = 8
+    objs = ObjectTable.build(np.arange(n), np.tile([[0, 60, 10, 100]], (n, 1)), track_id=np.zeros(n))
+    place = np.tile([[0.2, 0.5, 0.1, 0.4, 100.0, 100.0]], (n, 1))
+    place[:4, 0] = [0.02, 0.03, 0.04, 0.05]  # left side at -0.03 .. 0.0: cut by the left edge
+    height = np.array([0.3, 0.0, 0.0, 0.01])
+    plain = scene.derived_quantities(objs, {"place": place}, height, 5.0)
+    assert plain["scene.dwell"][:, 0].tolist() == list(range(n))
+    side = scene.derived_quantities(objs, {"place": place}, height, 5.0, dwell_stay_side_edge=0.01)
+    assert side["scene.dwell"][:, 0].tolist() == [0, 0, 0, 0, 0, 1, 2, 3]
+    place[6, 1] = 0.995  # feet cut off by the bottom edge at frame 6: with both keys a stay starts again after it
+    both = scene.derived_quantities(objs, {"place": place}, height, 5.0, dwell_stay_edge=0.01,
+                                    dwell_stay_side_edge=0.01)
+    assert both["scene.dwell"][:, 0].tolist() == [0, 0, 0, 0, 0, 1, 0, 0]
+    with pytest.raises(ValueError, match="dwell_stay_side_edge must be a fraction"):
+        AttributeScorer(dwell_stay_side_edge=0.5)
+    assert AttributeScorer(dwell_stay_side_edge=0.01).hparams["dwell_stay_side_edge"] == 0.01
+
+
 def test_size_columns_are_log_sizes_against_the_expected_height_and_the_box_shape_in_pixels():
     """scene.size: log width, height and area against the expected height at the footprint (frame-relative), and
     log(width / height) of the box in pixels (a 40x20 px box on a 360x240 frame: log 2, whatever the frame's shape)."""
@@ -697,6 +736,57 @@ def test_footprint_edge_leaves_objects_cut_by_the_bottom_edge_out_of_scoring_and
                                scene.fit_occupancy(kept, attrs["place"]["grid"], 1.0), rtol=1e-12)
     with pytest.raises(ValueError, match="footprint_edge must be a fraction"):
         AttributeScorer(attributes={"place": {**attrs["place"], "footprint_edge": 0.5}})
+
+
+def _walking_out_at_the_right(track_id, frames=40):
+    """A walker heading right until the frame's right edge cuts it: from there on its box ends at the edge and its
+    bottom centre is the centre of the visible part (as PlaceFeature reads a box clipped to the frame)."""
+    objs, feats = make_track(track_id, 0.9, 0.7, frames, speed_rel=0.08)
+    place = feats["place"].copy()
+    left = place[:, 0] - place[:, 2] / 2
+    right = np.minimum(place[:, 0] + place[:, 2] / 2, 1.0)
+    place[:, 0], place[:, 2] = (left + right) / 2, right - left
+    xyxy = objs.xyxy.copy()
+    xyxy[:, 2] = np.minimum(xyxy[:, 2], W)
+    keep = place[:, 2] > 0
+    objs = ObjectTable.build(objs.frame[keep], xyxy[keep], track_id=objs.track_id[keep])
+    return objs, {k: v[keep] for k, v in {**feats, "place": place}.items()}
+
+
+def test_footprint_side_edge_leaves_objects_cut_by_a_side_edge_out_of_scoring_and_fitting():
+    """With footprint_side_edge, rows whose box reaches within that fraction of the frame width of the left or right
+    edge have no value for the attribute: they score exactly 0, every other row scores as without the key (the
+    training clips have no cut rows, so the fits are the same), and training rows cut by a side edge are left out of
+    the fit (the occupancy model equals one fitted on the other rows alone)."""
+    from tao_lab.scorer import AttributeScorer
+
+    names = ("place", "direction", "dwell")
+    attrs = {k: dict(SCENE_ATTRIBUTES[k]) for k in names}
+    train = [normal_clip(s) for s in range(4)]
+    plain = AttributeScorer(attributes=attrs, frame_sigma=0).fit_clips(train)
+    sided = AttributeScorer(attributes={k: {**v, "footprint_side_edge": 0.01} for k, v in attrs.items()},
+                            frame_sigma=0).fit_clips(train)
+    track = _walking_out_at_the_right(9150)
+    p = track[1]["place"]
+    cut = p[:, 0] + p[:, 2] / 2 >= 0.99
+    assert 5 <= cut.sum() < len(cut) - 5
+    for name in names:
+        before, after = parts_of(plain, track, name), parts_of(sided, track, name)
+        np.testing.assert_array_equal(after[cut], 0.0)
+        np.testing.assert_allclose(after[~cut], before[~cut], rtol=1e-6, atol=1e-9)
+    # the cut rows were scored by the plain scorer: the key changes something
+    assert any(np.any(parts_of(plain, track, name)[cut] > 0) for name in names)
+
+    extra = concat([_walking_out_at_the_right(9250 + k) for k in range(6)])
+    fitted = AttributeScorer(attributes={"place": {**attrs["place"], "footprint_side_edge": 0.01}},
+                             frame_sigma=0).fit_clips(train + [(*extra, 120)])
+    rows = np.concatenate([normal_clip(s)[1]["place"] for s in range(4)] + [extra[1]["place"]]).astype(np.float64)
+    kept = rows[(rows[:, 0] - rows[:, 2] / 2 > 0.01) & (rows[:, 0] + rows[:, 2] / 2 < 0.99)][:, :2]
+    assert len(kept) < len(rows)
+    np.testing.assert_allclose(fitted.place__occ_logp.numpy(),
+                               scene.fit_occupancy(kept, attrs["place"]["grid"], 1.0), rtol=1e-12)
+    with pytest.raises(ValueError, match="footprint_side_edge must be a fraction"):
+        AttributeScorer(attributes={"place": {**attrs["place"], "footprint_side_edge": 0.5}})
 
 
 def test_footprint_min_height_leaves_pieces_of_objects_out_of_scoring_and_fitting():
