@@ -194,6 +194,44 @@ def test_dwell_stay_edge_reads_the_box_bottom_against_the_frame_height():
         AttributeScorer(dwell_stay_edge=0.7)
 
 
+def test_dwell_both_ways_reads_the_whole_stay_from_the_moment_the_object_stops():
+    """dwell_frames(both_ways=True): a walker (10 px/frame) that stands at x = 50 on frames 5-14 and walks on: every
+    standing detection reads the whole stay (9 frames: 5 -> 14), where the past-only count grows 0..9; walking
+    detections read 0 either way; the last detection of a clip (a stream's current frame) reads the stay so far; a
+    break (a cut-off detection) ends the stay ahead as it does behind; derived_quantities(dwell_span=...) and the
+    scorer refuse other spans and keep the key."""
+    from tao_lab.scorer import AttributeScorer
+
+    x = np.r_[np.arange(5) * 10.0, np.full(10, 50.0), 60 + np.arange(5) * 10.0]
+    n = len(x)
+    objs = ObjectTable.build(np.arange(n), np.zeros((n, 4)), track_id=np.zeros(n))
+    foot = np.stack([x, np.zeros(n)], 1)
+    past = scene.dwell_frames(objs, foot, np.full(n, 5.0))
+    both = scene.dwell_frames(objs, foot, np.full(n, 5.0), both_ways=True)
+    assert past.tolist() == [0] * 5 + list(range(10)) + [0] * 5
+    assert both.tolist() == [0] * 5 + [9] * 10 + [0] * 5
+    # a stream that has seen frames 0-9 only: its current (last) detection reads the stay so far, 4 frames
+    seen = ObjectTable.build(np.arange(10), np.zeros((10, 4)), track_id=np.zeros(10))
+    assert scene.dwell_frames(seen, foot[:10], np.full(10, 5.0), both_ways=True)[-1] == past[9] == 4
+    # a break on frame 10 ends the stay ahead of frames 5-9 and starts a new one after it
+    cut = np.zeros(n, bool)
+    cut[10] = True
+    broken = scene.dwell_frames(objs, foot, np.full(n, 5.0), breaks=cut, both_ways=True)
+    assert broken.tolist() == [0] * 5 + [4] * 5 + [0] + [3] * 4 + [0] * 5
+    # still frames only (every detection still): the same whole stays
+    assert scene.dwell_frames(objs, foot, np.full(n, 5.0), np.ones(n, bool), both_ways=True).tolist() == both.tolist()
+    place = np.column_stack([x / 100.0, np.full(n, 0.5), np.full(n, 0.05), np.full(n, 0.1), np.full(n, 100.0),
+                             np.full(n, 100.0)])
+    height = np.array([0.1, 0.0, 0.0, 0.01])  # expected height 10 px: radius 0.5 -> 5 px
+    out = scene.derived_quantities(objs, {"place": place}, height, 0.5, dwell_span="stay")
+    assert out["scene.dwell"][:, 0].tolist() == both.tolist()
+    with pytest.raises(ValueError, match="dwell_span must be one of"):
+        scene.derived_quantities(objs, {"place": place}, height, 0.5, dwell_span="future")
+    with pytest.raises(ValueError, match="dwell_span must be one of"):
+        AttributeScorer(dwell_span="whole")
+    assert AttributeScorer(dwell_span="stay").hparams["dwell_span"] == "stay"
+
+
 def test_cut_by_side_reads_the_box_sides_against_the_frame_width():
     """cut_by_side(edge): a box whose left or right side lies within ``edge`` of the frame width of a side edge; the
     bottom and top edges do not count (feet_cut_off is the bottom's)."""
@@ -274,6 +312,20 @@ def test_loiterer_outscores_walkers(fitted):
     walker = make_track(9005, 0.2, 0.7, 100)
     loiterer = make_track(9006, 0.5, 0.7, 100, speed_rel=0.002, jitter=0.5)
     assert parts_of(fitted, loiterer, "dwell")[-20:].mean() > parts_of(fitted, walker, "dwell")[-20:].mean() + 1.0
+
+
+def test_whole_stay_dwell_flags_a_loiterer_from_its_first_frames():
+    """dwell_span="stay" (fitted on the same measure of the normal clips): a loiterer's first 20 detections already
+    outscore a walker's highest dwell score, where the past-only count has not yet risen above the walker's."""
+    from tao_lab.scorer import AttributeScorer
+
+    train = [normal_clip(s) for s in range(4)]
+    past = AttributeScorer(attributes=SCENE_ATTRIBUTES, frame_sigma=0).fit_clips(train)
+    whole = AttributeScorer(attributes=SCENE_ATTRIBUTES, frame_sigma=0, dwell_span="stay").fit_clips(train)
+    walker = make_track(9005, 0.2, 0.7, 100)
+    loiterer = make_track(9006, 0.5, 0.7, 100, speed_rel=0.002, jitter=0.5)
+    assert parts_of(whole, loiterer, "dwell")[:20].min() > parts_of(whole, walker, "dwell").max() + 1.0
+    assert parts_of(past, loiterer, "dwell")[:20].min() <= parts_of(past, walker, "dwell").max()
 
 
 def test_far_fast_object_outscores_near_walker_with_the_same_pixel_speed(fitted):

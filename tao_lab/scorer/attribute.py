@@ -176,6 +176,10 @@ class AttributeScorer(ObjectScorer):
             :func:`tao_lab.scorer.scene.dwell_frames`).
         dwell_stay_side_edge: None (off) or a fraction of the frame width: a detection whose box reaches within it of
             the left or right edge (part of the object outside the picture) ends a ``scene.dwell`` stay.
+        dwell_span: "past" (the stay up to each detection: what a stream can know) or "stay" (the whole stay around it,
+            later frames included: a loiterer reads its whole stay from the moment it stops, not only once it has
+            stood for longer than normal; on a stream, whose current frame is the buffer's last, it reads the stay so
+            far). The model is fitted on the same measure.
         frame_crowd_baseline: None (off) or a percentile: ``frame_reduce="max"`` only, the frame score minus that
             percentile of the training frame scores among frames with as many objects (held out: every training
             clip scored by models fitted on the others; see :func:`crowd_levels`).
@@ -192,7 +196,7 @@ class AttributeScorer(ObjectScorer):
                  fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0,
                  frame_crowd_baseline: Optional[float] = None, dwell_still_speed: Optional[float] = None,
                  dwell_still_fit: str = "still", dwell_stay_edge: Optional[float] = None,
-                 dwell_stay_side_edge: Optional[float] = None):
+                 dwell_stay_side_edge: Optional[float] = None, dwell_span: str = "past"):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -268,6 +272,9 @@ class AttributeScorer(ObjectScorer):
             raise ValueError(f"dwell_stay_side_edge must be a fraction of the frame width in [0, 0.5) or null (off), "
                              f"got {dwell_stay_side_edge!r}")
         self.dwell_stay_side_edge = None if dwell_stay_side_edge is None else float(dwell_stay_side_edge)
+        if dwell_span not in scene.DWELL_SPANS:
+            raise ValueError(f"dwell_span must be one of {scene.DWELL_SPANS}, got {dwell_span!r}")
+        self.dwell_span = dwell_span
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
@@ -319,7 +326,8 @@ class AttributeScorer(ObjectScorer):
                                    "dwell_still_speed": self.dwell_still_speed,
                                    "dwell_still_fit": self.dwell_still_fit,
                                    "dwell_stay_edge": self.dwell_stay_edge,
-                                   "dwell_stay_side_edge": self.dwell_stay_side_edge})
+                                   "dwell_stay_side_edge": self.dwell_stay_side_edge,
+                                   "dwell_span": self.dwell_span})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -386,7 +394,8 @@ class AttributeScorer(ObjectScorer):
             return features
         still_speed = None if fitting and self.dwell_still_fit == "stay" else self.dwell_still_speed
         derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius,
-                                           still_speed, self.dwell_stay_edge, self.dwell_stay_side_edge)
+                                           still_speed, self.dwell_stay_edge, self.dwell_stay_side_edge,
+                                           self.dwell_span)
         return {**features, **derived}
 
     def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:

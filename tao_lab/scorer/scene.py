@@ -133,8 +133,13 @@ def expected_height(model: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return np.maximum(a + b * xy[:, 0] + c * xy[:, 1], max(floor, 1e-4))
 
 
+#: scene.dwell per detection: "past" = the stay up to it; "stay" = its whole stay, later frames included
+DWELL_SPANS = ("past", "stay")
+
+
 def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarray,
-                 still: Optional[np.ndarray] = None, breaks: Optional[np.ndarray] = None) -> np.ndarray:
+                 still: Optional[np.ndarray] = None, breaks: Optional[np.ndarray] = None,
+                 both_ways: bool = False) -> np.ndarray:
     """(N,) frames each object's track has stayed within ``radius_px`` (N,) of its current footprint (N, 2) px.
 
     For detection i of a track: the frames since the track's last detection farther than the radius from where i
@@ -148,6 +153,10 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
     a stay starts after the track's last such detection, and such a detection has stayed 0 frames. A walker coming
     in through the bottom edge shows more of itself frame by frame while its box's bottom stays on the edge: without
     it, the frames it took to come in count as a stay.
+    ``both_ways``: the whole stay around detection i, the frames before it (as above) AND after it up to the track's
+    next detection farther than the radius (or a break), so a loiterer reads its whole stay from the moment it stops
+    (offline: the clip's later frames are known; on a stream the current frame is the last, so it reads the stay so
+    far). A passer-by's stay is then its whole crossing time, wherever in the crossing it is.
     """
     n = len(objects)
     out = np.zeros(n, np.float64)
@@ -174,10 +183,18 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
                 far |= breaks[seg][None, :] & (np.arange(length)[None, :] <= rows[:, None])
             any_far = far.any(1)
             last_far = np.where(any_far, length - 1 - np.argmax(far[:, ::-1], axis=1), -1)
+            first = np.minimum(last_far + 1, rows)
+            last = rows
+            if both_ways:  # up to the detection before the next one farther than the radius (or cut off)
+                later = np.arange(length)[None, :] > rows[:, None]
+                ahead = (d > r[rows, None]) & later
+                if breaks is not None:
+                    ahead |= breaks[seg][None, :] & later
+                last = np.maximum(np.where(ahead.any(1), np.argmax(ahead, axis=1) - 1, length - 1), rows)
             if still is None:
-                out[seg[rows]] = f[rows] - f[np.minimum(last_far + 1, rows)]
-            else:  # frames of the stay (from detection last_far + 1 to i) that ended at a still detection
-                out[seg[rows]] = counted[rows] - counted[np.minimum(last_far + 1, rows)]
+                out[seg[rows]] = f[last] - f[first]
+            else:  # frames of the stay (from detection ``first`` to ``last``) that ended at a still detection
+                out[seg[rows]] = counted[last] - counted[first]
     if breaks is not None:
         out[breaks] = 0.0
     return out
@@ -186,7 +203,8 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
 def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray], height_model: np.ndarray,
                        dwell_radius: float = 0.5, dwell_still_speed: Optional[float] = None,
                        dwell_stay_edge: Optional[float] = None,
-                       dwell_stay_side_edge: Optional[float] = None) -> dict[str, np.ndarray]:
+                       dwell_stay_side_edge: Optional[float] = None,
+                       dwell_span: str = "past") -> dict[str, np.ndarray]:
     """Per-object quantities the scene attributes read, keyed ``scene.<name>`` (rows aligned with objects).
 
     - ``scene.speed_rel`` (N, 3): the velocity feature's columns 0-2 (mean moving-pixel speed, box 90th percentile,
@@ -201,7 +219,9 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
       feature's ``speed_p90``) is below it count: frames the object stayed AND was still; with ``dwell_stay_edge``
       (a fraction of the frame height) a detection whose box bottom lies within it of the bottom edge ends the stay
       (``breaks`` of :func:`dwell_frames`); with ``dwell_stay_side_edge`` (a fraction of the frame width) so does
-      a detection whose box reaches within it of the left or right edge (:func:`cut_by_side`).
+      a detection whose box reaches within it of the left or right edge (:func:`cut_by_side`); with ``dwell_span``
+      "stay" each detection reads its whole stay, the frames after it too (``both_ways`` of :func:`dwell_frames`),
+      with "past" (the default) the frames up to it.
     """
     n = len(objects)
     p = place_columns(features, n)
@@ -230,8 +250,10 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
     if dwell_stay_side_edge is not None:
         side = cut_by_side(p, dwell_stay_side_edge)
         breaks = side if breaks is None else breaks | side
-    out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * eh_px, still,
-                                      breaks)[:, None].astype(np.float32)
+    if dwell_span not in DWELL_SPANS:
+        raise ValueError(f"dwell_span must be one of {DWELL_SPANS}, got {dwell_span!r}")
+    out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * eh_px, still, breaks,
+                                      both_ways=dwell_span == "stay")[:, None].astype(np.float32)
     return out
 
 
