@@ -232,6 +232,33 @@ def test_dwell_both_ways_reads_the_whole_stay_from_the_moment_the_object_stops()
     assert AttributeScorer(dwell_span="stay").hparams["dwell_span"] == "stay"
 
 
+def test_heading_is_where_the_footprint_went_over_the_window():
+    """heading_histogram: a track walking right at 2 px/frame then down at 1 px/frame reads 2.0 in bin 0 (angle 0),
+    then 1.0 in bin 2 (pi/2) once its window holds only the downward part; the first detection, an untracked object
+    and a detection cut off (a break) read zeros, and the displacement never reaches back over a break."""
+    n = 30
+    x = np.r_[np.arange(15) * 2.0, np.full(15, 28.0)]
+    y = np.r_[np.zeros(15), np.arange(1, 16) * 1.0]
+    objs = ObjectTable.build(np.arange(n), np.zeros((n, 4)), track_id=np.zeros(n))
+    foot = np.stack([x, y], 1)
+    h = scene.heading_histogram(objs, foot, 8, 8)
+    assert h.shape == (30, 8) and not h[0].any()
+    np.testing.assert_allclose(h[1:15, 0], 2.0)                    # walking right
+    assert not np.delete(h[1:15], 0, axis=1).any()
+    np.testing.assert_allclose(h[23:, 2], 1.0)                     # window wholly on the downward part
+    assert not np.delete(h[23:], 2, axis=1).any()
+    np.testing.assert_allclose(h.sum(1)[15:23], np.hypot(x[15:23] - x[7:15], y[15:23] - y[7:15]) / 8)  # the turn
+    untracked = ObjectTable.build(np.arange(n), np.zeros((n, 4)), track_id=np.full(n, -1))
+    assert not scene.heading_histogram(untracked, foot, 8, 8).any()
+    cut = np.zeros(n, bool)
+    cut[5] = True
+    hb = scene.heading_histogram(objs, foot, 8, 8, breaks=cut)
+    assert not hb[5].any() and not hb[6].any()                      # the break, and the detection right after it
+    np.testing.assert_allclose(hb[7, 0], 2.0)                      # from detection 6, not across the break
+    np.testing.assert_allclose(hb[:5], h[:5])
+    np.testing.assert_allclose(hb[14:], h[14:])                    # window no longer reaches the break
+
+
 def test_cut_by_side_reads_the_box_sides_against_the_frame_width():
     """cut_by_side(edge): a box whose left or right side lies within ``edge`` of the frame width of a side edge; the
     bottom and top edges do not count (feet_cut_off is the bottom's)."""
@@ -300,6 +327,19 @@ def test_wrong_way_walker_outscores_right_way_walkers(fitted):
     right = make_track(9001, 0.2, 0.7, 40, direction=0.0)
     wrong = make_track(9002, 0.8, 0.7, 40, direction=np.pi)
     assert parts_of(fitted, wrong, "direction").mean() > parts_of(fitted, right, "direction").mean() + 0.5
+
+
+def test_wrong_way_walker_outscores_right_way_walkers_by_heading(tmp_path):
+    """The direction attribute on scene.heading (where the footprint went) instead of the flow in the box: the same
+    known answer; the fitted model round-trips through the checkpoint."""
+    from tao_lab.scorer import AttributeScorer
+
+    attrs = {"direction": {**SCENE_ATTRIBUTES["direction"], "feature": "scene.heading", "columns": None}}
+    scorer = AttributeScorer(attributes=attrs, frame_sigma=0).fit_clips([normal_clip(s) for s in range(4)])
+    right = make_track(9001, 0.2, 0.7, 40, direction=0.0)
+    wrong = make_track(9002, 0.8, 0.7, 40, direction=np.pi)
+    assert parts_of(scorer, wrong, "direction")[1:].mean() > parts_of(scorer, right, "direction")[1:].mean() + 0.5
+    reloaded(scorer, tmp_path, *wrong)
 
 
 def test_object_off_the_paths_outscores_one_on_the_path(fitted):

@@ -200,11 +200,47 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
     return out
 
 
+def heading_histogram(objects: ObjectTable, foot_px: np.ndarray, window: int, bins: int,
+                      breaks: Optional[np.ndarray] = None) -> np.ndarray:
+    """(N, bins) each detection's heading: where its track's footprint went over the last ``window`` frames, as an
+    orientation histogram like the velocity feature's (the speed in px/frame, foot displacement over the frames it
+    took, all in the sector of its angle atan2(dy, dx), 0 = right, pi/2 = down). Zeros (no heading) for the first
+    detection of a track, an untracked object, or a detection with no earlier one of its track within the window.
+    ``breaks`` (N,) bool: detections whose footprint is not where the object stands; the displacement never reaches
+    back over one, and such a detection has no heading. Unlike the flow in the box, which mixes the swinging limbs and
+    whatever else the box holds, this is where the object as a whole is going."""
+    n = len(objects)
+    out = np.zeros((n, int(bins)), np.float64)
+    if n == 0:
+        return out
+    breaks = np.zeros(n, bool) if breaks is None else np.asarray(breaks, bool)
+    tid = objects.track_id
+    order = np.lexsort((objects.frame, tid))
+    bounds = np.flatnonzero(np.diff(tid[order])) + 1
+    for seg in np.split(order, bounds):
+        if tid[seg[0]] < 0 or len(seg) < 2:
+            continue
+        f = objects.frame[seg].astype(np.float64)
+        p = foot_px[seg]
+        # the earliest detection within the window, not before the track's last break up to i
+        j = np.searchsorted(f, f - int(window), side="left")
+        last_break = np.maximum.accumulate(np.where(breaks[seg], np.arange(len(seg)), -1))
+        j = np.maximum(j, last_break + 1)
+        dt = f - f[np.minimum(j, len(seg) - 1)]
+        ok = (j < np.arange(len(seg))) & (dt > 0) & ~breaks[seg]
+        d = p - p[np.minimum(j, len(seg) - 1)]
+        speed = np.where(ok, np.hypot(d[:, 0], d[:, 1]) / np.maximum(dt, 1.0), 0.0)
+        ang = np.arctan2(d[:, 1], d[:, 0]) % (2 * np.pi)
+        idx = np.minimum((ang * (bins / (2 * np.pi))).astype(np.int64), bins - 1)
+        out[seg, idx] = speed
+    return out
+
+
 def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray], height_model: np.ndarray,
                        dwell_radius: float = 0.5, dwell_still_speed: Optional[float] = None,
                        dwell_stay_edge: Optional[float] = None,
                        dwell_stay_side_edge: Optional[float] = None,
-                       dwell_span: str = "past") -> dict[str, np.ndarray]:
+                       dwell_span: str = "past", heading_window: int = 8) -> dict[str, np.ndarray]:
     """Per-object quantities the scene attributes read, keyed ``scene.<name>`` (rows aligned with objects).
 
     - ``scene.speed_rel`` (N, 3): the velocity feature's columns 0-2 (mean moving-pixel speed, box 90th percentile,
@@ -222,6 +258,8 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
       a detection whose box reaches within it of the left or right edge (:func:`cut_by_side`); with ``dwell_span``
       "stay" each detection reads its whole stay, the frames after it too (``both_ways`` of :func:`dwell_frames`),
       with "past" (the default) the frames up to it.
+    - ``scene.heading`` (N, bins): :func:`heading_histogram` over ``heading_window`` frames (bins: the velocity
+      feature's orientation bins, 8 without it), its breaks those of the stay.
     """
     n = len(objects)
     p = place_columns(features, n)
@@ -254,6 +292,9 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
         raise ValueError(f"dwell_span must be one of {DWELL_SPANS}, got {dwell_span!r}")
     out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * eh_px, still, breaks,
                                       both_ways=dwell_span == "stay")[:, None].astype(np.float32)
+    bins = int(np.asarray(features["velocity"]).reshape(n, -1).shape[1] - 3) if "velocity" in features and n else 8
+    out["scene.heading"] = heading_histogram(objects, foot_px, heading_window, max(bins, 1),
+                                             breaks).astype(np.float32)
     return out
 
 
