@@ -109,6 +109,9 @@ _ATTR_DEFAULTS: dict[str, Any] = {
     "group": None,              # fusion group (default: the attribute's name): max within a group, sum across
 }
 
+#: scene.heading: frames of footprint displacement (a stride or two of a walker; heading round 1, not searched)
+HEADING_WINDOW = 8
+
 #: edge_calibration: fewer training objects at an edge than this keep the common calibration
 MIN_EDGE_OBJECTS = 50
 
@@ -350,6 +353,9 @@ class AttributeScorer(ObjectScorer):
         # the scene's perspective (expected box height over the footprint), only when an attribute reads scene.*
         # or spreads its occupancy by body heights
         self.uses_scene = any(str(s["feature"]).startswith("scene.") for s in self.specs.values())
+        # scene.heading is computed only when an attribute reads it (the derived quantities run on every stream frame)
+        self.heading_window = HEADING_WINDOW if any(s["feature"] == "scene.heading" for s in self.specs.values()) \
+            else None
         self.uses_height = self.uses_scene or any(s["occupancy_height_sigma"] is not None
                                                   or s["footprint_min_height"] is not None
                                                   for s in self.specs.values())
@@ -395,7 +401,7 @@ class AttributeScorer(ObjectScorer):
         still_speed = None if fitting and self.dwell_still_fit == "stay" else self.dwell_still_speed
         derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius,
                                            still_speed, self.dwell_stay_edge, self.dwell_stay_side_edge,
-                                           self.dwell_span)
+                                           self.dwell_span, self.heading_window)
         return {**features, **derived}
 
     def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:

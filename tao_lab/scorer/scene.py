@@ -240,7 +240,7 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
                        dwell_radius: float = 0.5, dwell_still_speed: Optional[float] = None,
                        dwell_stay_edge: Optional[float] = None,
                        dwell_stay_side_edge: Optional[float] = None,
-                       dwell_span: str = "past", heading_window: int = 8) -> dict[str, np.ndarray]:
+                       dwell_span: str = "past", heading_window: Optional[int] = None) -> dict[str, np.ndarray]:
     """Per-object quantities the scene attributes read, keyed ``scene.<name>`` (rows aligned with objects).
 
     - ``scene.speed_rel`` (N, 3): the velocity feature's columns 0-2 (mean moving-pixel speed, box 90th percentile,
@@ -258,8 +258,9 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
       a detection whose box reaches within it of the left or right edge (:func:`cut_by_side`); with ``dwell_span``
       "stay" each detection reads its whole stay, the frames after it too (``both_ways`` of :func:`dwell_frames`),
       with "past" (the default) the frames up to it.
-    - ``scene.heading`` (N, bins): :func:`heading_histogram` over ``heading_window`` frames (bins: the velocity
-      feature's orientation bins, 8 without it), its breaks those of the stay.
+    - ``scene.heading`` (N, bins), only with ``heading_window`` (frames; None = not computed, as a stream need not pay
+      for it when no attribute reads it): :func:`heading_histogram` over that window (bins: the velocity feature's
+      orientation bins, 8 without it), its breaks those of the stay.
     """
     n = len(objects)
     p = place_columns(features, n)
@@ -292,9 +293,10 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
         raise ValueError(f"dwell_span must be one of {DWELL_SPANS}, got {dwell_span!r}")
     out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * eh_px, still, breaks,
                                       both_ways=dwell_span == "stay")[:, None].astype(np.float32)
-    bins = int(np.asarray(features["velocity"]).reshape(n, -1).shape[1] - 3) if "velocity" in features and n else 8
-    out["scene.heading"] = heading_histogram(objects, foot_px, heading_window, max(bins, 1),
-                                             breaks).astype(np.float32)
+    if heading_window is not None:
+        bins = int(np.asarray(features["velocity"]).reshape(n, -1).shape[1] - 3) if "velocity" in features and n else 8
+        out["scene.heading"] = heading_histogram(objects, foot_px, int(heading_window), max(bins, 1),
+                                                 breaks).astype(np.float32)
     return out
 
 
