@@ -881,6 +881,38 @@ def test_footprint_side_edge_leaves_objects_cut_by_a_side_edge_out_of_scoring_an
         AttributeScorer(attributes={"place": {**attrs["place"], "footprint_side_edge": 0.5}})
 
 
+def test_detections_so_far_counts_each_track_causally():
+    """detections_so_far: 1 for a track's first detection, then 2, 3 ... in frame order whatever the row order;
+    untracked objects count 1."""
+    objs = ObjectTable.build(np.array([5, 3, 4, 3, 7, 9]), np.zeros((6, 4)), track_id=np.array([1, 1, 1, 2, -1, 2]))
+    assert scene.detections_so_far(objs).tolist() == [3, 1, 2, 1, 1, 2]
+    assert scene.detections_so_far(ObjectTable.build(np.zeros(0), np.zeros((0, 4)))).tolist() == []
+
+
+def test_min_track_detections_leaves_a_tracks_first_detections_out():
+    """With min_track_detections = 5 a track's first four detections have no value for the attribute (score exactly
+    0) and the fifth on is scored; a one-detection blob of an unusual size scores 0 with the key and well above 0
+    without it; the scorer refuses a non-integer."""
+    from tao_lab.scorer import AttributeScorer
+
+    attrs = {"size": dict(SCENE_ATTRIBUTES["size"])}
+    train = [normal_clip(s) for s in range(4)]
+    plain = AttributeScorer(attributes=attrs, frame_sigma=0).fit_clips(train)
+    gated = AttributeScorer(attributes={"size": {**attrs["size"], "min_track_detections": 5}},
+                            frame_sigma=0).fit_clips(train)
+    objs, feats = make_track(9400, 0.2, 0.7, 20)
+    place = feats["place"].copy()
+    place[:, 2] *= 3.0  # three times as wide as a walker: a cart-sized box from its first frame
+    cart = (objs, {**feats, "place": place})
+    assert (parts_of(gated, cart, "size")[:4] == 0).all()
+    assert (parts_of(gated, cart, "size")[4:] > 1.0).all()
+    blob = ObjectTable.build(objs.frame[:1], objs.xyxy[:1], track_id=np.array([77]))
+    one = (blob, {k: v[:1] for k, v in cart[1].items()})
+    assert parts_of(plain, one, "size")[0] > 1.0 and parts_of(gated, one, "size")[0] == 0.0
+    with pytest.raises(ValueError, match="min_track_detections must be an integer"):
+        AttributeScorer(attributes={"size": {**attrs["size"], "min_track_detections": 2.5}})
+
+
 def test_footprint_min_height_leaves_pieces_of_objects_out_of_scoring_and_fitting():
     """With footprint_min_height, rows whose box is less tall than that fraction of the expected height at their
     footprint (a head, a torso) have no value: they score exactly 0 and every other row scores as without the key;

@@ -101,6 +101,10 @@ _ATTR_DEFAULTS: dict[str, Any] = {
     "footprint_side_edge": None,  # None = off; else objects whose box reaches within this fraction of the frame
                                 # width of its left or right edge have no value (not fitted, score 0): the frame
                                 # cuts off part of them, so the box's bottom centre is not where they stand
+    "min_track_detections": None,  # None = off; else an object whose track has had fewer detections than this up to
+                                # it (causal; an untracked object has had 1) has no value (not fitted, score 0): a
+                                # blob seen for a frame or two is more often a fragment, a shadow or a split than a
+                                # person, and its box's shape and footprint are not yet to be trusted
     "footprint_min_height": None,  # None = off; else objects whose box is less tall than this fraction of the
                                 # expected height at their footprint have no value (not fitted, score 0): a
                                 # fragment (a head, a torso, a leg) does not stand where its box ends
@@ -133,7 +137,8 @@ class AttributeScorer(ObjectScorer):
             (gmm|knn|class|occupancy|direction), components, covariance, tail (density|upper), k, metric
             (sqeuclidean|euclidean), max_bank, calibration (loo|in_sample), upper_percentile, weight, track_window,
             by_place, grid, place_prior, place_quantile, place_shrink, occupancy_sigma, min_speed, direction_prior,
-            direction_coherence, clip_prior, footprint_edge, footprint_side_edge, footprint_min_height, edge_calibration, group.
+            direction_coherence, clip_prior, footprint_edge, footprint_side_edge, footprint_min_height,
+            min_track_detections, edge_calibration, group.
             None = :data:`DEFAULT_ATTRIBUTES` (the speed + appearance set of ``configs/scorer/attribute_speed.yaml``;
             the configured default, ``attribute.yaml``, adds the scene attributes, which need the place feature).
         frame_sigma: Gaussian smoothing of the frame scores along time (frames; 0 = none).
@@ -252,6 +257,10 @@ class AttributeScorer(ObjectScorer):
             if s["footprint_side_edge"] is not None and not 0.0 <= float(s["footprint_side_edge"]) < 0.5:
                 raise ValueError(f"attribute {name!r}: footprint_side_edge must be a fraction of the frame width in "
                                  f"[0, 0.5) or null (off), got {s['footprint_side_edge']!r}")
+            if s["min_track_detections"] is not None and not (float(s["min_track_detections"]).is_integer()
+                                                              and int(s["min_track_detections"]) >= 1):
+                raise ValueError(f"attribute {name!r}: min_track_detections must be an integer >= 1 or null (off), "
+                                 f"got {s['min_track_detections']!r}")
             if s["footprint_min_height"] is not None and not 0.0 < float(s["footprint_min_height"]) < 1.0:
                 raise ValueError(f"attribute {name!r}: footprint_min_height must be a fraction of the expected "
                                  f"height in (0, 1) or null (off), got {s['footprint_min_height']!r}")
@@ -407,11 +416,15 @@ class AttributeScorer(ObjectScorer):
     def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:
         """The attribute's (N, D) input: the objects' class column for ``model: class``, else its feature; NaN rows
         (no value: not fitted, scored 0) for the objects the spec's ``footprint_edge``, ``footprint_side_edge`` or
-        ``footprint_min_height`` leaves out."""
+        ``footprint_min_height`` leaves out, and the young detections ``min_track_detections`` leaves out."""
         s = self.specs[name]
         if s["model"] == "class":
             return objects.cls.astype(np.float64)[:, None]
         x = self._matrix(name, features, len(objects))
+        if len(x) and s["min_track_detections"] is not None:
+            young = scene.detections_so_far(objects) < int(s["min_track_detections"])
+            if young.any():
+                x = np.where(young[:, None], np.nan, x.astype(np.float64))
         if len(x) and any(s[k] is not None for k in ("footprint_edge", "footprint_side_edge", "footprint_min_height")):
             place = scene.place_columns(features, len(objects))
             cut = np.zeros(len(x), bool)

@@ -78,6 +78,22 @@ def cut_by_side(place: np.ndarray, edge: float) -> np.ndarray:
     return (p[:, 0] - p[:, 2] / 2 <= edge) | (p[:, 0] + p[:, 2] / 2 >= 1.0 - edge)
 
 
+def detections_so_far(objects: ObjectTable) -> np.ndarray:
+    """(N,) int64: how many detections of its track each object's track had up to and including it (1 = the track's
+    first); an untracked object (track id < 0) counts 1 (an attribute's ``min_track_detections``)."""
+    n = len(objects)
+    out = np.ones(n, np.int64)
+    if n == 0:
+        return out
+    tid = np.asarray(objects.track_id)
+    order = np.lexsort((objects.frame, tid))
+    start = np.r_[0, np.flatnonzero(np.diff(tid[order])) + 1]
+    rank = np.arange(n) - np.repeat(start, np.diff(np.r_[start, n])) + 1
+    out[order] = rank
+    out[tid < 0] = 1
+    return out
+
+
 def fragment(place: np.ndarray, height_model: np.ndarray, min_height: float) -> np.ndarray:
     """(N,) bool: boxes less tall than ``min_height`` x the expected height at their footprint (the ``place``
     columns (N, 6); :func:`expected_height`): a piece of an object (a head, a torso, a leg), whose box does not
