@@ -338,8 +338,9 @@ def test_cross_scene_protocol_prints_one_scene_by_set_table(compose_cfg):
     assert result.auc["default"]["synthetic"]["fast"] > 0.9
     text = result.tables()
     assert "[sharp]" in text and "synthetic_persp" in text and f"{result.mean('default'):.4f}" in text
-    # independent recomputation of one cell: fit on the other clips of the scene, score the planted clip, pooled
-    # (micro) and per-clip (macro) sklearn AUC
+    # independent recomputation of one cell: fit on the other clips of the scene, score the planted clip; positives
+    # its labelled frames, negatives the held-out clip's own frames without the plant (negatives="clean", the
+    # default) or the planted copy's unlabelled frames ("planted"); pooled (micro) and per-clip (macro) sklearn AUC
     from sklearn.metrics import roc_auc_score
 
     from tao_lab.pipeline import Pipeline, instantiate
@@ -349,29 +350,49 @@ def test_cross_scene_protocol_prints_one_scene_by_set_table(compose_cfg):
                          animate=True)[0]  # cross_scene_validate plants animated walkers by default
     pipe = Pipeline(cfg)
     pipe.set_camera_clips(cameras=[scene.train])  # the scene is its own camera (the default detector's background)
+
+    def item(c):
+        return pipe.tracks(c), pipe.features(c), c.num_frames
+
+    def clean_pairs(fit_of):
+        """(labels, scores) per held-out clip: its plant's labelled frames, then its own frames unplanted."""
+        out = []
+        for v, clip in enumerate(scene.planted["loiter"]):
+            scorer = instantiate(cfg.scorer).fit_clips(fit_of(v))
+            pos = scorer.score_clip(*item(clip)).frame_scores[clip.labels]
+            neg = scorer.score_clip(*item(scene.train[v])).frame_scores
+            out.append((np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
+        return out
+
+    def others(v):
+        return [item(c) for u, c in enumerate(scene.train) if u != v]
+
+    pairs = clean_pairs(others)
+    assert result.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
+        roc_auc_score(np.concatenate([y for y, _ in pairs]), np.concatenate([x for _, x in pairs])), abs=1e-9)
+    planted = cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast", "loiter"],
+                                   num_clips=3, num_frames=70, show_progress=False, negatives="planted")
     scores, labels = [], []
     for v, clip in enumerate(scene.planted["loiter"]):
-        scorer = instantiate(cfg.scorer).fit_clips(
-            [(pipe.tracks(c), pipe.features(c), c.num_frames) for u, c in enumerate(scene.train) if u != v])
-        scores.append(scorer.score_clip(pipe.tracks(clip), pipe.features(clip), clip.num_frames).frame_scores)
+        scorer = instantiate(cfg.scorer).fit_clips(others(v))
+        scores.append(scorer.score_clip(*item(clip)).frame_scores)
         labels.append(clip.labels)
-    assert result.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
+    assert planted.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
         roc_auc_score(np.concatenate(labels), np.concatenate(scores)), abs=1e-9)
     macro = cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast", "loiter"],
                                  num_clips=3, num_frames=70, show_progress=False, metric="macro")
     assert macro.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
-        np.mean([roc_auc_score(y, x) for y, x in zip(labels, scores)]), abs=1e-9)
+        np.mean([roc_auc_score(y, x) for y, x in pairs]), abs=1e-9)
     assert "frame AUC macro" in macro.tables()
     # folds fitted on fewer clips: with fit_clips=1, clip v's scorer is fitted on clip v+1 (cyclically) alone
     few = cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast", "loiter"],
                                num_clips=3, num_frames=70, show_progress=False, fit_clips=1)
-    one_scores = []
-    for v, clip in enumerate(scene.planted["loiter"]):
-        nxt = scene.train[(v + 1) % 3]
-        scorer = instantiate(cfg.scorer).fit_clips([(pipe.tracks(nxt), pipe.features(nxt), nxt.num_frames)])
-        one_scores.append(scorer.score_clip(pipe.tracks(clip), pipe.features(clip), clip.num_frames).frame_scores)
+    one = clean_pairs(lambda v: [item(scene.train[(v + 1) % 3])])
     assert few.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
-        roc_auc_score(np.concatenate(labels), np.concatenate(one_scores)), abs=1e-9)
+        roc_auc_score(np.concatenate([y for y, _ in one]), np.concatenate([x for _, x in one])), abs=1e-9)
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast"], num_clips=3,
+                             num_frames=70, show_progress=False, negatives="other")
     with pytest.raises(ValueError, match="fit_clips"):
         cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast"], num_clips=3,
                              num_frames=70, show_progress=False, fit_clips=0)

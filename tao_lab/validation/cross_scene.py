@@ -2,8 +2,11 @@
 
 For every scene (:mod:`tao_lab.validation.scenes`) and every planted set (:mod:`tao_lab.validation.behaviours`):
 for each training clip v of the scene, the scorer (one per variant) is fitted on the scene's OTHER training clips,
-clip v with one planted object of the set is scored, and the frames the set labels are the positives; the frame
-AUC is pooled over the held-out clips (micro). Test clips are never read. Defaults are chosen on the mean over
+clip v with one planted object of the set is scored, and the frames the set labels are the positives; the
+negatives are the frames of clip v itself without the plant (``negatives="clean"``, the default; ``"planted"``, the
+protocol before it: the planted copy's unlabelled frames, which for a loiterer or a wrong-way walker are the frames
+where the plant walks normally, so they measured how unusual a pasted walker's normal phase looks); the frame AUC is
+pooled over the held-out clips (micro). Test clips are never read. Defaults are chosen on the mean over
 all (scene, set) cells, by a rule written in the variants file before the run.
 
 Planting uses the statistics of the other training clips of the same scene, as that scene's camera sees them
@@ -30,6 +33,9 @@ from tao_lab.validation.scenes import (DEFAULT_SCENES, SCALES, SCENES, WARPS, pe
                                        synthetic_scene, walkable_ground, warp_scene)
 
 log = logging.getLogger(__name__)
+
+#: cross_scene_validate's negatives: the held-out clip without the plant, or the planted copy's unlabelled frames
+NEGATIVES = ("clean", "planted")
 
 
 @dataclass
@@ -180,7 +186,7 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                          num_frames: Optional[int] = 120, seed: int = 0,
                          show_progress: bool = True, metric: str = "micro",
                          fit_clips: Optional[int] = None, animate: bool = True,
-                         off_path_ground: bool = True) -> CrossSceneResult:
+                         off_path_ground: bool = True, negatives: str = "clean") -> CrossSceneResult:
     """Leave-one-clip-out frame AUC of each variant on each (scene, planted set); see the module docstring.
 
     variants: {name: composed config}; scorers must fit without a Lightning Trainer. The stage cache is used as
@@ -189,7 +195,10 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     instead of all of them: how a variant behaves when a camera has few training clips (same plants and features).
     animate: planted walkers move their limbs (False: the rigid cut-outs of rounds 1-22). off_path_ground: the
     off_path set plants off each scene's walkable ground (False: wherever no training object stood, rounds before
-    off-path round 1)."""
+    off-path round 1). negatives: "clean" (the held-out clip's own frames without the plant) or "planted" (the
+    planted copy's unlabelled frames; the protocol of every round before the loiter look of session 41)."""
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
     if metric not in ("micro", "macro"):
         raise ValueError(f"metric must be 'micro' or 'macro', got {metric!r}")
     if fit_clips is not None and int(fit_clips) < 1:
@@ -234,13 +243,19 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                 scorer = instantiate(cfg.scorer)
                 scorer.fit_clips([items[u] for u in fold_clips(v, len(items), fit_clips)])
                 scorer.eval()
+                clean = (np.asarray(scorer.score_clip(*items[v]).frame_scores, np.float64)
+                         if negatives == "clean" else None)
                 for k in sets:
                     clip = sc.planted[k][v]
                     if clip is None:
                         continue
                     out = scorer.score_clip(pipe.tracks(clip), pipe.features(clip), clip.num_frames)
-                    scores[k].append(np.asarray(out.frame_scores, np.float64))
-                    labels[k].append(np.asarray(clip.labels, bool))
+                    frame, lab = np.asarray(out.frame_scores, np.float64), np.asarray(clip.labels, bool)
+                    if clean is not None:  # labelled frames against the same clip's frames without the plant
+                        frame = np.concatenate([frame[lab], clean])
+                        lab = np.r_[np.ones(int(lab.sum()), bool), np.zeros(len(clean), bool)]
+                    scores[k].append(frame)
+                    labels[k].append(lab)
             result.auc[name][sc.name] = {
                 k: _auc(scores[k], labels[k], metric) for k in sets}
             log.info("%s / %s: %s", name, sc.name, result.auc[name][sc.name])
