@@ -794,6 +794,25 @@ def _walking_out_at_the_bottom(track_id, frames=40):
     return ObjectTable.build(objs.frame, xyxy, track_id=objs.track_id), {**feats, "place": place}
 
 
+def _cut_rows_score_zero(key, track, cut):
+    """place / direction / dwell fitted on the normal clips with and without attribute key ``key`` = 0.01: the rows
+    ``cut`` of ``track`` score exactly 0 with it, every other row as without it (the training clips have no cut
+    rows, so the fits are the same). Returns the scorer without the key and the attributes."""
+    from tao_lab.scorer import AttributeScorer
+
+    names = ("place", "direction", "dwell")
+    attrs = {k: dict(SCENE_ATTRIBUTES[k]) for k in names}
+    train = [normal_clip(s) for s in range(4)]
+    plain = AttributeScorer(attributes=attrs, frame_sigma=0).fit_clips(train)
+    keyed = AttributeScorer(attributes={k: {**v, key: 0.01} for k, v in attrs.items()}, frame_sigma=0).fit_clips(train)
+    assert 5 <= cut.sum() < len(cut) - 5
+    for name in names:
+        before, after = parts_of(plain, track, name), parts_of(keyed, track, name)
+        np.testing.assert_array_equal(after[cut], 0.0)
+        np.testing.assert_allclose(after[~cut], before[~cut], rtol=1e-6, atol=1e-9)
+    return plain, attrs, train
+
+
 def test_footprint_edge_leaves_objects_cut_by_the_bottom_edge_out_of_scoring_and_fitting():
     """With footprint_edge, rows whose box bottom lies within that fraction of the frame height of the bottom edge
     have no place / direction / dwell value: they score exactly 0, every other row scores as without the option
@@ -801,19 +820,9 @@ def test_footprint_edge_leaves_objects_cut_by_the_bottom_edge_out_of_scoring_and
     the fit (the occupancy model equals one fitted on the other rows alone)."""
     from tao_lab.scorer import AttributeScorer
 
-    names = ("place", "direction", "dwell")
-    attrs = {k: dict(SCENE_ATTRIBUTES[k]) for k in names}
-    train = [normal_clip(s) for s in range(4)]
-    plain = AttributeScorer(attributes=attrs, frame_sigma=0).fit_clips(train)
-    edged = AttributeScorer(attributes={k: {**v, "footprint_edge": 0.01} for k, v in attrs.items()},
-                            frame_sigma=0).fit_clips(train)
     track = _walking_out_at_the_bottom(9100)
     cut = track[1]["place"][:, 1] >= 0.99
-    assert 5 <= cut.sum() < len(cut) - 5
-    for name in names:
-        before, after = parts_of(plain, track, name), parts_of(edged, track, name)
-        np.testing.assert_array_equal(after[cut], 0.0)
-        np.testing.assert_allclose(after[~cut], before[~cut], rtol=1e-6, atol=1e-9)
+    plain, attrs, train = _cut_rows_score_zero("footprint_edge", track, cut)
     on_path = make_track(9101, 0.3, 0.7, 40)  # where nobody stands in training, the cut rows' false alarm:
     assert parts_of(plain, track, "place")[cut].mean() > parts_of(plain, on_path, "place").mean() + 0.3
 
@@ -852,22 +861,12 @@ def test_footprint_side_edge_leaves_objects_cut_by_a_side_edge_out_of_scoring_an
     the fit (the occupancy model equals one fitted on the other rows alone)."""
     from tao_lab.scorer import AttributeScorer
 
-    names = ("place", "direction", "dwell")
-    attrs = {k: dict(SCENE_ATTRIBUTES[k]) for k in names}
-    train = [normal_clip(s) for s in range(4)]
-    plain = AttributeScorer(attributes=attrs, frame_sigma=0).fit_clips(train)
-    sided = AttributeScorer(attributes={k: {**v, "footprint_side_edge": 0.01} for k, v in attrs.items()},
-                            frame_sigma=0).fit_clips(train)
     track = _walking_out_at_the_right(9150)
     p = track[1]["place"]
     cut = p[:, 0] + p[:, 2] / 2 >= 0.99
-    assert 5 <= cut.sum() < len(cut) - 5
-    for name in names:
-        before, after = parts_of(plain, track, name), parts_of(sided, track, name)
-        np.testing.assert_array_equal(after[cut], 0.0)
-        np.testing.assert_allclose(after[~cut], before[~cut], rtol=1e-6, atol=1e-9)
+    plain, attrs, train = _cut_rows_score_zero("footprint_side_edge", track, cut)
     # the cut rows were scored by the plain scorer: the key changes something
-    assert any(np.any(parts_of(plain, track, name)[cut] > 0) for name in names)
+    assert any(np.any(parts_of(plain, track, name)[cut] > 0) for name in attrs)
 
     extra = concat([_walking_out_at_the_right(9250 + k) for k in range(6)])
     fitted = AttributeScorer(attributes={"place": {**attrs["place"], "footprint_side_edge": 0.01}},

@@ -29,7 +29,7 @@ grid over the frame.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -149,6 +149,16 @@ def expected_height(model: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return np.maximum(a + b * xy[:, 0] + c * xy[:, 1], max(floor, 1e-4))
 
 
+def track_segments(objects: ObjectTable) -> Iterator[np.ndarray]:
+    """The row indices of each track's detections in frame order, for every track with at least two detections
+    (an untracked object, track id < 0, has no track)."""
+    tid = objects.track_id
+    order = np.lexsort((objects.frame, tid))
+    for seg in np.split(order, np.flatnonzero(np.diff(tid[order])) + 1):
+        if len(seg) >= 2 and tid[seg[0]] >= 0:
+            yield seg
+
+
 #: scene.dwell per detection: "past" = the stay up to it; "stay" = its whole stay, later frames included
 DWELL_SPANS = ("past", "stay")
 
@@ -179,12 +189,7 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
     if n == 0:
         return out
     breaks = None if breaks is None else np.asarray(breaks, bool)
-    tid = objects.track_id
-    order = np.lexsort((objects.frame, tid))
-    bounds = np.flatnonzero(np.diff(tid[order])) + 1
-    for seg in np.split(order, bounds):
-        if tid[seg[0]] < 0 or len(seg) < 2:
-            continue
+    for seg in track_segments(objects):
         p = foot_px[seg]
         f = objects.frame[seg].astype(np.float64)
         r = radius_px[seg]
@@ -230,12 +235,7 @@ def heading_histogram(objects: ObjectTable, foot_px: np.ndarray, window: int, bi
     if n == 0:
         return out
     breaks = np.zeros(n, bool) if breaks is None else np.asarray(breaks, bool)
-    tid = objects.track_id
-    order = np.lexsort((objects.frame, tid))
-    bounds = np.flatnonzero(np.diff(tid[order])) + 1
-    for seg in np.split(order, bounds):
-        if tid[seg[0]] < 0 or len(seg) < 2:
-            continue
+    for seg in track_segments(objects):
         f = objects.frame[seg].astype(np.float64)
         p = foot_px[seg]
         # the earliest detection within the window, not before the track's last break up to i
