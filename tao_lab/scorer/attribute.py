@@ -421,22 +421,20 @@ class AttributeScorer(ObjectScorer):
         if s["model"] == "class":
             return objects.cls.astype(np.float64)[:, None]
         x = self._matrix(name, features, len(objects))
-        if len(x) and s["min_track_detections"] is not None:
-            young = scene.detections_so_far(objects) < int(s["min_track_detections"])
-            if young.any():
-                x = np.where(young[:, None], np.nan, x.astype(np.float64))
-        if len(x) and any(s[k] is not None for k in ("footprint_edge", "footprint_side_edge", "footprint_min_height")):
+        if not len(x):
+            return x
+        cut = np.zeros(len(x), bool)
+        if s["min_track_detections"] is not None:
+            cut |= scene.detections_so_far(objects) < int(s["min_track_detections"])
+        if any(s[k] is not None for k in ("footprint_edge", "footprint_side_edge", "footprint_min_height")):
             place = scene.place_columns(features, len(objects))
-            cut = np.zeros(len(x), bool)
             if s["footprint_edge"] is not None:
                 cut |= scene.feet_cut_off(place, s["footprint_edge"])
             if s["footprint_side_edge"] is not None:
                 cut |= scene.cut_by_side(place, s["footprint_side_edge"])
             if s["footprint_min_height"] is not None:
                 cut |= scene.fragment(place, self.scene__height.cpu().numpy(), s["footprint_min_height"])
-            if cut.any():
-                x = np.where(cut[:, None], np.nan, x.astype(np.float64))
-        return x
+        return np.where(cut[:, None], np.nan, x.astype(np.float64)) if cut.any() else x
 
     def _matrix(self, name: str, features: Mapping[str, np.ndarray], n: int) -> np.ndarray:
         s = self.specs[name]

@@ -81,16 +81,9 @@ def cut_by_side(place: np.ndarray, edge: float) -> np.ndarray:
 def detections_so_far(objects: ObjectTable) -> np.ndarray:
     """(N,) int64: how many detections of its track each object's track had up to and including it (1 = the track's
     first); an untracked object (track id < 0) counts 1 (an attribute's ``min_track_detections``)."""
-    n = len(objects)
-    out = np.ones(n, np.int64)
-    if n == 0:
-        return out
-    tid = np.asarray(objects.track_id)
-    order = np.lexsort((objects.frame, tid))
-    start = np.r_[0, np.flatnonzero(np.diff(tid[order])) + 1]
-    rank = np.arange(n) - np.repeat(start, np.diff(np.r_[start, n])) + 1
-    out[order] = rank
-    out[tid < 0] = 1
+    out = np.ones(len(objects), np.int64)
+    for seg in track_segments(objects):
+        out[seg] = np.arange(1, len(seg) + 1)
     return out
 
 
