@@ -18,6 +18,10 @@ precision and recall (pixels pooled), boundary F1 at 2 px (tao_lab.metrics.masks
 (standard protocol, exact; tao_lab.metrics.pixel), the frames measured, and ``segment()`` seconds per frame. The
 figure of a variant is the mean over sets of mean(IoU, F1max, AP); "in motion" leaves out the loiter set.
 
+A segmenter that learns from the training clips (``segmenter=learned``) is trained ``--folds`` times (default 2),
+copy k on the clips outside fold k (clip i is in fold i mod folds), and each planted clip is segmented by the copy
+whose training never saw its base clip; training time is reported apart from ``segment()`` seconds per frame.
+
     .venv/bin/python benchmarks/planted_masks.py --data-dir ../shared/datasets/ucsd_ped2 \
         --variants benchmarks/validation/masks_round1.yaml --json masks_round1.json
     .venv/bin/python benchmarks/planted_masks.py --num-clips 4 --sets fast,loiter   # quicker
@@ -84,13 +88,13 @@ def measure(segmenter, planted: list, boundary_tol: float = 2.0, example: Option
         if not masks:
             continue
         start = time.perf_counter()
-        seg = segmenter.segment(clip, prompts, None)
+        seg = (segmenter(clip) if callable(segmenter) else segmenter).segment(clip, prompts, None)
         seconds += time.perf_counter() - start
         seg_frames += clip.num_frames
         binary = seg.instance_maps > 0 if seg.instance_maps is not None else seg.score_maps > 0
-        for i, gt in masks.items():
-            pixel.update(seg.score_maps[i], gt)
-            agreement.update(binary[i], gt)
+        for i, truth in masks.items():
+            pixel.update(seg.score_maps[i], truth)
+            agreement.update(binary[i], truth)
             frames += 1
         if example is not None and not example:
             i = sorted(masks)[len(masks) // 2]
@@ -139,6 +143,36 @@ def example_grid(examples: dict, path: str, zoom: int = 2) -> None:
     cv2.imwrite(path, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
+def trains_on_clips(segmenter) -> bool:
+    """Whether ``segmenter`` learns from the camera's training clips (``segmenter=learned`` without a checkpoint)."""
+    return hasattr(segmenter, "fit") and getattr(segmenter, "checkpoint", "") is None
+
+
+def fold_segmenters(segmenter, clips: list, folds: int):
+    """A function clip -> segmenter for a segmenter that learns from training clips: ``folds`` copies, copy k
+    trained on the clips outside fold k (clip i is in fold i mod ``folds``), and a planted clip is segmented by the
+    copy that never saw its base clip (the planted objects themselves are never in any training crop)."""
+    import copy
+
+    from tao_lab.detector.camera import derived_from
+
+    if folds < 2 or len(clips) < folds:
+        raise ValueError(f"--folds must be >= 2 and at most the number of clips ({len(clips)}), got {folds}")
+    copies = []
+    for k in range(folds):
+        seg = copy.copy(segmenter)  # shares the camera backgrounds; its own network
+        seg.fit([c for i, c in enumerate(clips) if i % folds != k])
+        copies.append(seg)
+
+    def for_clip(clip):
+        for i, c in enumerate(clips):
+            if derived_from(clip.source, c.source):
+                return copies[i % folds]
+        raise ValueError(f"{clip.clip_id}: not made from any of the benchmark's training clips")
+
+    return for_clip
+
+
 def figure(per_set: dict, sets) -> float:
     """Mean over ``sets`` (those measured) of mean(IoU, F1max, AP), in %."""
     vals = [np.mean([per_set[s][k] for k in FIGURE_KEYS]) for s in sets if per_set[s].get("frames")]
@@ -159,6 +193,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--gt", choices=("pasted", "hull"), default="pasted",
                     help="ground truth: the pasted pixels (exact, default) or their convex hull (drawn the way "
                          "annotators draw masks: polygons around the whole object)")
+    ap.add_argument("--folds", type=int, default=2,
+                    help="a segmenter that learns from the training clips (segmenter=learned) is trained this many "
+                         "times, each copy on the clips outside one fold, and segments the planted clips of that fold "
+                         "(default 2)")
     ap.add_argument("--json", default=None, help="also write every number to this JSON file")
     ap.add_argument("--figure", default=None,
                     help="also write a PNG: per set (rows) and variant (columns) one example frame around the object, "
@@ -204,12 +242,19 @@ def main(argv=None) -> dict:
             segmenter.use_camera(camera)
             if getattr(segmenter, "scope", "clip") == "camera":  # once per run: kept out of s/frame
                 camera.fit_statistics(segmenter.background)
+        train_s = 0.0
+        if trains_on_clips(segmenter):  # kept out of s/frame too; one network per fold of clips
+            start = time.perf_counter()
+            segmenter = fold_segmenters(segmenter, scene.train, args.folds)
+            train_s = time.perf_counter() - start
+            print(f"# {name}: {args.folds} networks trained in {train_s:.0f} s", flush=True)
         start = time.perf_counter()
         per_set = {s: measure(segmenter, scene.planted[s], args.boundary_tol, examples[s].setdefault(name, {}),
                               args.gt) for s in sets}
         moving = [s for s in sets if s != "loiter"]
         out["variants"][name] = {"overrides": overrides, "sets": per_set, "figure": figure(per_set, sets),
-                                 "figure_in_motion": figure(per_set, moving), "seconds": time.perf_counter() - start}
+                                 "figure_in_motion": figure(per_set, moving), "seconds": time.perf_counter() - start,
+                                 "training_seconds": train_s}
         print(f"\n## {name} {' '.join(overrides)}  (% ; {out['variants'][name]['seconds']:.0f} s)")
         print("| set | frames | " + " | ".join(h for _, h in COLUMNS) + " | s/frame |")
         print("|---|---|" + "---|" * len(COLUMNS) + "---|")

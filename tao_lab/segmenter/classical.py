@@ -317,18 +317,9 @@ class ForegroundSegmenter(CarryingSegmenter):
             whole = np.zeros((H, W), dtype=bool)
             whole[region] = mask
             mask = self._grabcut(frame, region, whole)[region]
-        if mask.any() and self.largest_component:
-            labels, n = ndimage.label(mask)
-            if n > 1:
-                sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
-                mask = labels == (1 + int(np.argmax(sizes)))
-        if mask.any() and self.fill_holes:
-            mask = ndimage.binary_fill_holes(mask)
-        if mask.any() and self.hull != "none":
-            mask = convex_hulls(mask, per_component=self.hull == "component")
-        box_area = max((box[2] - box[0]) * (box[3] - box[1]), 1.0)
+        mask = self.outline(mask)
         strength = np.zeros(mask.shape, dtype=np.float32)
-        if mask.sum() < self.min_fg_fraction * box_area:
+        if self.too_little(mask, box):
             return region, self._fallback_mask(box, H, W)[region], strength
         sub_diff = diff[region]
         vals = sub_diff[mask]
@@ -338,6 +329,24 @@ class ForegroundSegmenter(CarryingSegmenter):
             if self.strength_blur > 0:
                 strength = cv2.GaussianBlur(strength, (0, 0), self.strength_blur)
         return region, mask, strength
+
+    def outline(self, mask: np.ndarray) -> np.ndarray:
+        """The object's mask from the pixels found in its enlarged box: the largest blob only
+        (``largest_component``), holes filled (``fill_holes``), convex hulls (``hull``)."""
+        if mask.any() and self.largest_component:
+            labels, n = ndimage.label(mask)
+            if n > 1:
+                sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+                mask = labels == (1 + int(np.argmax(sizes)))
+        if mask.any() and self.fill_holes:
+            mask = ndimage.binary_fill_holes(mask)
+        if mask.any() and self.hull != "none":
+            mask = convex_hulls(mask, per_component=self.hull == "component")
+        return mask
+
+    def too_little(self, mask: np.ndarray, box: np.ndarray) -> bool:
+        """Whether ``mask`` covers less than ``min_fg_fraction`` of the box (the fallback mask is used then)."""
+        return mask.sum() < self.min_fg_fraction * max((box[2] - box[0]) * (box[3] - box[1]), 1.0)
 
     def soft_margin(self, box: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(H, W) float32 factor for the pixels of the enlarged box outside the mask: ``box_score`` next to the

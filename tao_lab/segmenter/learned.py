@@ -1,0 +1,198 @@
+"""``segmenter=learned``: a small network, trained without labels on the camera's training clips, decides which of a
+box's foreground belongs to the object the box was drawn around.
+
+The classical segmenter (tao_lab.segmenter.classical) takes every foreground pixel of the object's enlarged box and
+outlines them with their convex hull, so a neighbour reaching into the box, or a blob merged with the object, joins
+its mask. This segmenter keeps everything else of the classical one (the box plan and carrying, the background
+model, hole filling and hull, the fallback for boxes without foreground, the pixel score) and replaces that one step:
+a 3-level U-Net (tao_lab.segmenter.mask_net) reads the box's window (grey level, background difference, foreground)
+and gives each pixel the probability that it is the object's. Mask = probability >= ``mask_threshold`` inside the
+enlarged box (``box_margin``, as the classical masks: a mask never leaves it), then the classical post-processing;
+pixel score on the mask = ``score x (floor + (1 - floor) x probability)``.
+
+Training (tao_lab.segmenter.learned_training): copy-paste crops of the foreground blobs of the camera's training
+clips, with distractor blobs pasted beside them; no label and no downloaded weight. With ``checkpoint: null`` (the
+default) the network is trained on the run's training clips the first time a mask is asked for (2-4 min on 2 CPU
+cores; ``python train.py segmenter=learned`` also writes it as ``segmenter.ckpt`` into the run dir); with a path it
+is loaded from that file (written by :meth:`LearnedSegmenter.save_checkpoint`). A run with no training clips
+(``training.mode=unsupervised``, a video without a training split) needs the checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from tao_lab.segmenter.classical import ForegroundSegmenter
+from tao_lab.segmenter.mask_net import crop_inputs, crop_to_frame
+from tao_lab.types import Clip
+
+log = logging.getLogger(__name__)
+
+#: what a learned segmenter checkpoint holds besides the weights
+CHECKPOINT_KIND = "tao_lab.segmenter.learned"
+#: the training options (tao_lab.segmenter.learned_training) and their defaults
+TRAINING_DEFAULTS = {"num_crops": 6000, "epochs": 8, "batch_size": 64, "lr": 3e-3, "seed": 0, "frames_per_clip": 40,
+                     "min_area": 30, "jitter": 0.1, "distractor_prob": 0.5, "stretch_prob": 0.5, "max_stretch": 1.8,
+                     "max_clips": 16}
+
+
+class LearnedSegmenter(ForegroundSegmenter):
+    """Classical segmenter whose box-to-mask step is a network trained on the camera's training clips (module
+    docstring).
+
+    Args:
+        checkpoint: a file written by :meth:`save_checkpoint` (``python train.py segmenter=learned`` writes
+            ``segmenter.ckpt``), or None: train on the run's training clips at first use.
+        crop_size: side (px) of the square window the network reads (divisible by 4).
+        context: the window is the box enlarged by this fraction of its width / height on each side.
+        width: channels of the network's first level (8: about 25k weights).
+        mask_threshold: probability at and above which a pixel of the enlarged box is on the mask.
+        training: options of the training (:data:`TRAINING_DEFAULTS`): crops, epochs, batch size, learning rate,
+            seed, frames sampled per clip, smallest blob (px), box jitter, share of crops with a distractor, share
+            of crops whose object is stretched and how far, at most this many training clips.
+        progress: show progress bars while training.
+        **classical: every ForegroundSegmenter option (background, box_margin, hull, fallback, pixel score, box plan).
+    """
+
+    def __init__(self, checkpoint: Optional[str] = None, crop_size: int = 40, context: float = 0.25, width: int = 8,
+                 mask_threshold: float = 0.5, training: Optional[dict] = None, progress: bool = False, **classical):
+        super().__init__(**classical)
+        if crop_size < 8 or crop_size % 4:
+            raise ValueError(f"crop_size must be a multiple of 4 and >= 8, got {crop_size}")
+        if not context >= 0:
+            raise ValueError(f"context must be >= 0, got {context}")
+        if not 0 < mask_threshold < 1:
+            raise ValueError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
+        unknown = set(training or {}) - set(TRAINING_DEFAULTS)
+        if unknown:
+            raise ValueError(f"segmenter.training: unknown option(s) {sorted(unknown)}; known: {sorted(TRAINING_DEFAULTS)}")
+        if self.grabcut:
+            raise ValueError("segmenter=learned replaces the foreground-to-mask step; grabcut does not apply")
+        self.checkpoint = None if checkpoint in (None, "") else str(checkpoint)
+        self.crop_size = int(crop_size)
+        self.context = float(context)
+        self.width = int(width)
+        self.mask_threshold = float(mask_threshold)
+        self.training = {**TRAINING_DEFAULTS, **dict(training or {})}
+        self.progress = bool(progress)
+        self.fit_metrics: dict = {}
+        self._net = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self):  # the lock does not pickle (worker processes rebuild it)
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # ----- the network ----------------------------------------------------------------------------------------
+    @property
+    def net(self):
+        """The network: loaded from ``checkpoint``, or trained on the camera's training clips at first use."""
+        if self._net is None:
+            with self._lock:
+                if self._net is None:
+                    if self.checkpoint is not None:
+                        self._net = self._load(self.checkpoint)
+                    else:
+                        self.fit()
+        return self._net
+
+    def fit(self, clips: Optional[Sequence[Clip]] = None) -> dict:
+        """Trains the network on ``clips`` (default: the run's training clips, handed over with the camera
+        backgrounds) and returns what the training measured (crops, blobs, loss, seconds)."""
+        from tao_lab.segmenter.learned_training import train_mask_net, training_crops
+
+        if clips is None:
+            clips = list(getattr(self.camera, "clips", None) or [])
+        if not clips:
+            raise ValueError("segmenter=learned has no training clips to learn from (training.mode=unsupervised, or "
+                             "a video without a training split): give it a trained network with "
+                             "segmenter.checkpoint=<path>, e.g. the segmenter.ckpt that `python train.py "
+                             "segmenter=learned` writes for a dataset of the same camera")
+        opts = self.training
+        clips = list(clips)
+        if len(clips) > opts["max_clips"]:
+            clips = [clips[int(i)] for i in np.linspace(0, len(clips) - 1, opts["max_clips"]).round()]
+        start = time.perf_counter()
+        log.info("segmenter=learned: training on %d training clips (%d crops, %d epochs)", len(clips),
+                 opts["num_crops"], opts["epochs"])
+        inputs, targets = training_crops(clips, self._foreground_model, opts["num_crops"], self.crop_size,
+                                         self.context, seed=opts["seed"], frames_per_clip=opts["frames_per_clip"],
+                                         min_area=opts["min_area"], jitter=opts["jitter"],
+                                         distractor_prob=opts["distractor_prob"],
+                                         stretch_prob=opts["stretch_prob"], max_stretch=opts["max_stretch"],
+                                         progress=self.progress)
+        crops_s = time.perf_counter() - start
+        net, loss = train_mask_net(inputs, targets, width=self.width, epochs=opts["epochs"],
+                                   batch_size=opts["batch_size"], lr=opts["lr"], seed=opts["seed"],
+                                   progress=self.progress)
+        self._net = net
+        self.fit_metrics = {"crops": len(inputs), "clips": len(clips), "loss": loss,
+                            "target_share": float(targets.mean()), "crops_seconds": crops_s,
+                            "seconds": time.perf_counter() - start}
+        log.info("segmenter=learned: trained in %.0f s (loss %.4f)", self.fit_metrics["seconds"], loss)
+        return self.fit_metrics
+
+    def _geometry(self) -> dict:
+        return {"crop_size": self.crop_size, "context": self.context, "width": self.width}
+
+    def save_checkpoint(self, path: str) -> None:
+        """Writes the network (weights and geometry only; loaded with ``weights_only=True``), atomically."""
+        import torch
+
+        from tao_lab.artifacts import atomic_path
+
+        net = self.net
+        ckpt = {"kind": CHECKPOINT_KIND, "geometry": self._geometry(), "training": dict(self.training),
+                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+        with atomic_path(path) as tmp:
+            torch.save(ckpt, tmp)
+
+    def _load(self, path: str):
+        from tao_lab.checkpoints import CheckpointError, load_weights
+        from tao_lab.segmenter.mask_net import build_mask_net
+
+        expected = ("a learned segmenter checkpoint (segmenter.ckpt, written by `python train.py segmenter=learned`; "
+                    "or set segmenter.checkpoint=null to train one on the run's training clips)")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"segmenter.checkpoint: {path} not found; expected {expected}")
+        ckpt = load_weights(path, expected)
+        if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
+            raise CheckpointError(f"{path} is not {expected}")
+        if ckpt.get("geometry") != self._geometry():
+            raise CheckpointError(f"{path} was trained with {ckpt.get('geometry')}; this segmenter is configured "
+                                  f"with {self._geometry()}: set the same crop_size, context and width")
+        net = build_mask_net(self.width)
+        net.load_state_dict(ckpt["state_dict"])
+        return net.eval()
+
+    # ----- masks ----------------------------------------------------------------------------------------------
+    def probability(self, frame: np.ndarray, box: np.ndarray, diff: np.ndarray, fg: np.ndarray,
+                    region: tuple[slice, slice]) -> np.ndarray:
+        """(h, w) float32 in [0, 1] over ``region``: the network's probability that the pixel is the object's."""
+        import torch
+
+        grey = frame.astype(np.float32).mean(axis=2) if frame.ndim == 3 else frame.astype(np.float32)
+        x = torch.from_numpy(crop_inputs(grey, diff, fg, box, self.context, self.crop_size)[None])
+        net = self.net  # trained here at first use: a Trainer leaves gradients on, so before no_grad
+        with torch.no_grad():
+            prob = torch.sigmoid(net(x))[0, 0].numpy()
+        return crop_to_frame(prob, box, self.context, region)
+
+    def _object_in_region(self, frame: np.ndarray, box: np.ndarray, diff: np.ndarray, fg: np.ndarray
+                          ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+        H, W = fg.shape
+        region = self._region(box, H, W)
+        prob = self.probability(frame, box, diff, fg, region)
+        mask = self.outline(prob >= self.mask_threshold)
+        if self.too_little(mask, box):
+            return region, self._fallback_mask(box, H, W)[region], np.zeros(mask.shape, np.float32)
+        return region, mask, prob.astype(np.float32)
