@@ -12,7 +12,7 @@ setting: a default chosen on them would be chosen on the test set.
 
 The upstream stages of the configured pipeline (detector, tracker, features, scorer fitted on the training clips,
 object threshold fitted on training scores only; all from the stage cache when warm) give every test clip's
-scored objects once. Then, for each weight-free segmenter (``--segmenters``, default classical and boxes), the
+scored objects once. Then, for each weight-free segmenter (``--segmenters``, default learned, classical and boxes), the
 segmenter is fed the prompts of each row (``--oracles``):
 
 - ``none`` (key prefix ``system/``): the system's own prompts -- objects above the threshold, through the
@@ -72,7 +72,7 @@ from tao_lab.types import ObjectScores, ObjectTable, Prompts  # noqa: E402
 #: row name -> key prefix. Every row but "none" reads test labels, and its prefix says so.
 ORACLES = {"none": "system", "frame_labels": "oracle_frame_labels", "scores": "oracle_scores",
            "prompts": "oracle_prompts"}
-SEGMENTERS = ("classical", "boxes")
+SEGMENTERS = ("learned", "classical", "boxes")
 ORACLE_WARNING = ("oracle rows (oracle != none; keys oracle_*/) read the TEST LABELS: a diagnostic of what limits "
                   "the masks, never a way to choose a setting")
 COLUMNS = [("mask_iou", "IoU"), ("mask_iou_pooled", "IoU pooled"), ("mask_precision", "mask P"),
@@ -256,7 +256,7 @@ def main(argv=None) -> list[dict]:
                     help="folder holding UCSDped2/ (default: ../shared/datasets/ucsd_ped2)")
     ap.add_argument("--max-clips", type=int, default=None, help="at most this many clips per split (quick run)")
     ap.add_argument("--segmenters", default=",".join(SEGMENTERS),
-                    help="segmenter config options to compare, comma separated (default: classical,boxes)")
+                    help="segmenter config options to compare, comma separated (default: learned,classical,boxes)")
     ap.add_argument("--oracles", default=",".join(ORACLES),
                     help=f"rows per segmenter, comma separated, of {','.join(ORACLES)} (default: all)")
     ap.add_argument("--boundary-tol", type=float, default=2.0, help="boundary F1 tolerance in pixels (default 2)")
@@ -321,6 +321,16 @@ def main(argv=None) -> list[dict]:
                     camera.fit_statistics(segmenter.background)
         print(f"# camera statistics of {len(dataset.train)} training clips fitted in "
               f"{time.perf_counter() - start:.1f} s (once per run)", flush=True)
+    from tao_lab.segmenter.learned import learns_from_clips
+
+    for name, segmenter in segmenters.items():
+        if hasattr(segmenter, "use_cache_dir"):  # segmenter=learned: its network, trained before or now
+            segmenter.use_cache_dir(cfg.paths.get("cache_dir"))
+        if learns_from_clips(segmenter):  # once per camera: kept out of the rows' s/frame
+            start = time.perf_counter()
+            segmenter.fit(list(dataset.train))
+            print(f"# {name}: network ready in {time.perf_counter() - start:.0f} s (trained on the training clips, "
+                  f"or read from the stage cache)", flush=True)
     frames = sum(c.num_frames for c in dataset.test)
     print(f"# {cfg.dataset._target_.rsplit('.', 1)[-1]} {args.data_dir}: {len(dataset.train)} train clips, "
           f"{len(dataset.test)} test clips ({frames} test frames)", flush=True)

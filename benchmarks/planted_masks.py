@@ -143,11 +143,6 @@ def example_grid(examples: dict, path: str, zoom: int = 2) -> None:
     cv2.imwrite(path, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
-def trains_on_clips(segmenter) -> bool:
-    """Whether ``segmenter`` learns from the camera's training clips (``segmenter=learned`` without a checkpoint)."""
-    return hasattr(segmenter, "fit") and getattr(segmenter, "checkpoint", "") is None
-
-
 def fold_segmenters(segmenter, clips: list, folds: int):
     """A function clip -> segmenter for a segmenter that learns from training clips: ``folds`` copies, copy k
     trained on the clips outside fold k (clip i is in fold i mod ``folds``), and a planted clip is segmented by the
@@ -212,6 +207,7 @@ def main(argv=None) -> dict:
     from tao_lab.config import compose_config
     from tao_lab.detector.camera import CameraBackgrounds
     from tao_lab.pipeline import instantiate
+    from tao_lab.segmenter.learned import learns_from_clips
     from tao_lab.validation.behaviours import BEHAVIOURS
     from tao_lab.validation.cross_scene import build_scenes
 
@@ -243,7 +239,7 @@ def main(argv=None) -> dict:
             if getattr(segmenter, "scope", "clip") == "camera":  # once per run: kept out of s/frame
                 camera.fit_statistics(segmenter.background)
         train_s = 0.0
-        if trains_on_clips(segmenter):  # kept out of s/frame too; one network per fold of clips
+        if learns_from_clips(segmenter):  # kept out of s/frame too; one network per fold of clips
             start = time.perf_counter()
             segmenter = fold_segmenters(segmenter, scene.train, args.folds)
             train_s = time.perf_counter() - start

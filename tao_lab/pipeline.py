@@ -150,7 +150,10 @@ class Pipeline:
 
     @cached_property
     def segmenter(self):
-        return self._with_camera(instantiate(self.cfg.segmenter))
+        segmenter = self._with_camera(instantiate(self.cfg.segmenter))
+        if hasattr(segmenter, "use_cache_dir"):  # segmenter=learned keeps its trained networks there
+            segmenter.use_cache_dir(self.cache_dir)
+        return segmenter
 
     # ----- cache specs --------------------------------------------------------------------------------------
     @cached_property

@@ -275,6 +275,7 @@ def train(cfg: DictConfig, logger=None) -> dict:
     result = {"train/threshold_tau": float(pipe.threshold.tau), "train/clips": len(clips),
               **{f"train/{k}": float(v) for k, v in pipe.scorer.fit_metrics.items()},
               **_stage_speed(pipe)}
+    result.update(_train_segmenter(pipe, output_dir(cfg) / "segmenter.ckpt"))
     validation = _validation(cfg, dataset)
     result.update(validation.metrics)
     result.update(objective_marker(cfg))
@@ -284,6 +285,19 @@ def train(cfg: DictConfig, logger=None) -> dict:
     print(validation.note)
     log.info("checkpoint written: %s", ckpt)
     return result
+
+
+def _train_segmenter(pipe, path: Path) -> dict:
+    """A segmenter that learns from the training clips (segmenter=learned) is trained too and written to ``path``
+    (for eval.py / infer.py: segmenter.checkpoint=<run dir>/segmenter.ckpt); its training metrics."""
+    from tao_lab.segmenter.learned import learns_from_clips
+
+    segmenter = pipe.segmenter
+    if not learns_from_clips(segmenter) or segmenter.net is None:  # None: no training clip handed over (warned)
+        return {}
+    segmenter.save_checkpoint(str(path))
+    log.info("segmenter checkpoint written: %s", path)
+    return {f"train/segmenter_{k}": float(v) for k, v in segmenter.fit_metrics.items()}
 
 
 # ----- evaluate ---------------------------------------------------------------------------------------------

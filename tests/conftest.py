@@ -10,3 +10,24 @@ def compose_cfg(tmp_path):
     def _compose(config_name="eval", overrides=()):
         return compose(config_name, overrides, tmp_path)
     return _compose
+
+
+@pytest.fixture(autouse=True, scope="session")
+def small_segmenter_training():
+    """The default segmenter (segmenter=learned) trains a network for one to three minutes per camera; in the tests a
+    pipeline trains it on at most 300 crops for 2 epochs (test speed: no test here judges the masks of the configured
+    budget; tests/test_segment_learned.py sets its own, smaller ones). Session-wide, so module fixtures get it too;
+    runs a test starts in a subprocess take QUICK_SEGMENTER (helpers.py) among their overrides."""
+    from tao_lab.segmenter.learned import LearnedSegmenter
+
+    init = LearnedSegmenter.__init__
+
+    def small(self, *args, training=None, **kwargs):
+        training = dict(training or {})
+        training["num_crops"] = min(int(training.get("num_crops", 300)), 300)
+        training["epochs"] = min(int(training.get("epochs", 2)), 2)
+        init(self, *args, training=training, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LearnedSegmenter, "__init__", small)
+        yield

@@ -60,6 +60,9 @@ def ped2_available() -> bool:
 
 # A tiny synthetic dataset: enough objects to fit density models, small enough for seconds-long runs.
 TINY_SYNTHETIC = ["dataset.num_train_clips=2", "dataset.num_test_clips=2", "dataset.num_frames=60"]
+# A small training budget for the default segmenter (segmenter=learned) in runs a test starts in a subprocess (in the
+# test process itself, conftest.small_segmenter_training does this); only with the default segmenter.
+QUICK_SEGMENTER = ["segmenter.training.num_crops=300", "segmenter.training.epochs=2"]
 
 
 def compose(config_name: str = "eval", overrides=(), tmp_path: Path | None = None):
@@ -316,3 +319,69 @@ def write_shanghaitech(root):
         os.makedirs(os.path.join(root, "testing", "test_frame_mask"), exist_ok=True)
         np.save(os.path.join(root, "testing", "test_pixel_mask", f"{cid}.npy"), pix)
         np.save(os.path.join(root, "testing", "test_frame_mask", f"{cid}.npy"), pix.any((1, 2)).astype(np.int64))
+
+
+# ----- clips with exact object masks (the segmenter tests) -----
+def moving_disc_clip(T=30, H=96, W=128, r=10, speed=3.0, seed=0, stop_at=None):
+    """Textured background + noise, one bright textured disc moving right (whole pixels per frame, so its texture
+    moves with it; it stands still from frame ``stop_at`` on); returns (clip, truth masks (T,H,W), boxes (T,4))."""
+    from tao_lab.segmenter import mask_box
+
+    rng = np.random.default_rng(seed)
+    bg = (rng.integers(60, 120, (H // 8, W // 8, 1)) * np.ones((1, 1, 3))).astype(np.uint8)
+    bg = np.kron(bg, np.ones((8, 8, 1), np.uint8))[:H, :W]
+    yy, xx = np.mgrid[:H, :W]
+    texture = np.kron(rng.integers(150, 255, (H // 3 + 1, W // 3 + 1)), np.ones((3, 3), int))
+    frames, truth, boxes = [], [], []
+    for t in range(T):
+        dx = int(round(speed * (t if stop_at is None else min(t, stop_at))))
+        cx, cy = 20 + dx, 48
+        m = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+        f = bg.astype(np.int16) + rng.normal(0, 3, (H, W, 3)).astype(np.int16)
+        f[m] = texture[:H, :W][np.roll(m, -dx, axis=1)][:, None]
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+        truth.append(m)
+        boxes.append(mask_box(m))
+    return ArrayClip(np.stack(frames)), np.stack(truth), np.stack(boxes)
+
+
+def iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def tracked_scores(boxes, track_id=0, jitter=2.0, seed=1, score=2.0):
+    rng = np.random.default_rng(seed)
+    T = len(boxes)
+    noisy = boxes + rng.uniform(-jitter, jitter, boxes.shape)
+    from tao_lab.types import ObjectScores
+
+    objects = ObjectTable.build(np.arange(T), noisy, np.full(T, score), np.full(T, track_id))
+    return ObjectScores(objects, np.full(T, score, np.float32))
+
+
+def two_disc_clip(T=48, H=96, W=180, seed=3):
+    """Textured background; disc A (r 11) moves right at 3 px/frame along row 60, disc B (r 9) left at 2 px/frame along
+    row 40: they pass each other around frame 28, where their boxes touch (one merged blob for a background-subtraction
+    detector). Returns (clip, A masks, B masks, A boxes, union boxes)."""
+    from tao_lab.segmenter import mask_box
+
+    rng = np.random.default_rng(seed)
+    bg = (rng.integers(60, 120, (H // 8 + 1, W // 8 + 1, 1)) * np.ones((1, 1, 3))).astype(np.uint8)
+    bg = np.kron(bg, np.ones((8, 8, 1), np.uint8))[:H, :W]
+    yy, xx = np.mgrid[:H, :W]
+    tex_a = np.kron(rng.integers(150, 255, (H // 3 + 1, W // 3 + 1)), np.ones((3, 3), int))[:H, :W]
+    tex_b = np.kron(rng.integers(0, 50, (H // 3 + 1, W // 3 + 1)), np.ones((3, 3), int))[:H, :W]
+    frames, ma, mb, boxes_a, union = [], [], [], [], []
+    for t in range(T):
+        da, db = 3 * t, -2 * t
+        a = (xx + 0.5 - (10 + da)) ** 2 + (yy + 0.5 - 60) ** 2 <= 11 ** 2
+        b = (xx + 0.5 - (150 + db)) ** 2 + (yy + 0.5 - 40) ** 2 <= 9 ** 2
+        f = bg.astype(np.int16) + rng.normal(0, 3, (H, W, 3)).astype(np.int16)
+        f[a] = np.roll(tex_a, da, axis=1)[a][:, None]
+        f[b] = np.roll(tex_b, db, axis=1)[b][:, None]
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+        ma.append(a)
+        mb.append(b)
+        boxes_a.append(mask_box(a))
+        union.append(mask_box(a | b))
+    return ArrayClip(np.stack(frames)), np.stack(ma), np.stack(mb), np.stack(boxes_a), np.stack(union)

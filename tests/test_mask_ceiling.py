@@ -93,14 +93,14 @@ def test_oracle_scores_flag_exactly_the_objects_on_gt_objects():
 def synthetic_run(tmp_path_factory):
     """The benchmark's rows on the tiny synthetic dataset (exact masks), and eval's metrics of the same pipeline."""
     from tao_lab.evaluation import evaluate_clips
-    from tao_lab.pipeline import Pipeline, instantiate, load_dataset
+    from tao_lab.pipeline import Pipeline, load_dataset
 
     tmp = tmp_path_factory.mktemp("ceiling")
     cfg = compose("eval", [*TINY_SYNTHETIC, "workers=1"], tmp)
     dataset = load_dataset(cfg)
     pipe = Pipeline(cfg)
     pipe.fit_scorer(dataset.train)
-    segmenters = {"classical": instantiate(cfg.segmenter), "boxes": FilledBoxSegmenter()}
+    segmenters = {"default": pipe.segmenter, "boxes": FilledBoxSegmenter()}  # eval's own segmenter
     rows = bench.measure(pipe, dataset.test, segmenters)
     gated_cfg = compose("eval", [*TINY_SYNTHETIC, "workers=1", "+metrics.gt_gating=true"], tmp)
     gated = Pipeline(gated_cfg)
@@ -111,15 +111,15 @@ def synthetic_run(tmp_path_factory):
 def test_every_oracle_row_and_key_is_marked(synthetic_run):
     rows = synthetic_run[0]
     assert [(r["segmenter"], r["oracle"]) for r in rows] == [
-        (s, o) for s in ("classical", "boxes") for o in ("none", "frame_labels", "scores", "prompts")]
+        (s, o) for s in ("default", "boxes") for o in ("none", "frame_labels", "scores", "prompts")]
     for r in rows:
         assert r["reads_test_labels"] == (r["oracle"] != "none")
         # rows whose objects all tie count a tied group as one operating point (order-independent RBDC/TBDC)
         assert r["metrics"]["object_group_ties"] == float(r["oracle"] in ("scores", "prompts"))
         assert r["prefix"].startswith("oracle_") == r["reads_test_labels"]
     keys = bench.flat_keys(rows)
-    assert "oracle_prompts/boxes/mask_iou" in keys and "oracle_scores/classical/pixel_ap" in keys
-    assert "oracle_frame_labels/classical/object_rbdc" in keys and "system/classical/boundary_f1" in keys
+    assert "oracle_prompts/boxes/mask_iou" in keys and "oracle_scores/default/pixel_ap" in keys
+    assert "oracle_frame_labels/default/object_rbdc" in keys and "system/default/boundary_f1" in keys
     assert all(k.split("/", 1)[0] in ("system", "oracle_prompts", "oracle_scores", "oracle_frame_labels")
                for k in keys)
     text = bench.table(rows, "synthetic")
@@ -133,10 +133,10 @@ def test_label_free_and_gated_rows_equal_eval(synthetic_run):
     rows, metrics, gated = synthetic_run
     keys = ("pixel_auroc", "pixel_ap", "pixel_aupro@0.3", "pixel_f1_max", "pixel_ap_tao", "pixel_f1_tao",
             "pixel_aupro_tao", "object_rbdc", "object_tbdc")
-    row = next(r for r in rows if r["segmenter"] == "classical" and r["oracle"] == "none")["metrics"]
+    row = next(r for r in rows if r["segmenter"] == "default" and r["oracle"] == "none")["metrics"]
     for key in keys:
         assert row[key] == pytest.approx(metrics[f"test/{key}"], abs=1e-12), key
-    row = next(r for r in rows if r["segmenter"] == "classical" and r["oracle"] == "frame_labels")["metrics"]
+    row = next(r for r in rows if r["segmenter"] == "default" and r["oracle"] == "frame_labels")["metrics"]
     for key in keys:
         assert row[key] == pytest.approx(gated[f"test/{key}_gtgated"], abs=1e-12), key
     assert row["pixel_ap"] != metrics["test/pixel_ap"]  # the gating changes something on these clips
@@ -147,7 +147,7 @@ def test_oracle_prompts_beat_the_system_on_exact_synthetic_masks(synthetic_run):
     clips' masks are exact), and the filled GT boxes cover every GT pixel."""
     rows = synthetic_run[0]
     get = {(r["segmenter"], r["oracle"]): r["metrics"] for r in rows}
-    for s in ("classical", "boxes"):
+    for s in ("default", "boxes"):
         assert get[(s, "prompts")]["mask_iou"] > get[(s, "none")]["mask_iou"]
     assert get[("boxes", "prompts")]["mask_recall"] == 1.0
     # boxes with oracle prompts: every predicted pixel is inside a GT object's box, so the pooled precision is the

@@ -13,9 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT, TINY_SYNTHETIC
+from helpers import QUICK_SEGMENTER, ROOT, TINY_SYNTHETIC
 
-TINY = [*TINY_SYNTHETIC, "progress=false"]
+TINY = [*TINY_SYNTHETIC, *QUICK_SEGMENTER, "progress=false"]
 
 
 def run_script(script, args, tmp_path, timeout=900):

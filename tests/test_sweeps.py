@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from helpers import CONFIG_DIR, ROOT, TINY_SYNTHETIC, compose
+from helpers import CONFIG_DIR, QUICK_SEGMENTER, ROOT, TINY_SYNTHETIC, compose
 
 # val/ metrics off (a leave-one-clip-out pass per job); tests/test_validation_in_run.py covers them
-TINY = [*TINY_SYNTHETIC, "dataset.num_frames=40", "progress=false", "validation=none"]
+TINY = [*TINY_SYNTHETIC, *QUICK_SEGMENTER, "dataset.num_frames=40", "progress=false", "validation=none"]
 
 
 def run_eval(args, tmp_path, wandb_mode="disabled", timeout=420, full_error="1"):

@@ -1,4 +1,5 @@
-"""``segmenter=classical`` (the default): weight-free masks = foreground pixels inside each object's box.
+"""``segmenter=classical``: weight-free masks = foreground pixels inside each object's box (the default until masks
+round 3; ``segmenter=learned``, the default now, replaces one step of it, tao_lab.segmenter.learned).
 
 Per frame, every planned box (the prompt's box on prompt frames, the object's tracked box on carried frames; see
 tao_lab.segmenter.carry) is cut out of the frame's foreground: from the clip's background model
@@ -306,6 +307,10 @@ class ForegroundSegmenter(CarryingSegmenter):
         mask[region], strength[region] = sub_mask, sub_strength
         return mask, strength
 
+    def _objects_in_regions(self, frame: np.ndarray, boxes: list, diff: np.ndarray, fg: np.ndarray) -> list:
+        """:meth:`_object_in_region` of each of a frame's boxes (a subclass may do them together)."""
+        return [self._object_in_region(frame, box, diff, fg) for box in boxes]
+
     def _object_in_region(self, frame: np.ndarray, box: np.ndarray, diff: np.ndarray, fg: np.ndarray
                           ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
         """(region, mask, strength): :meth:`object_mask` over the object's enlarged box only (outside it the mask is
@@ -434,8 +439,8 @@ class ForegroundSegmenter(CarryingSegmenter):
         H, W = frame.shape[:2]
         masks = np.zeros((len(items), H, W), dtype=bool)
         pix = np.zeros((len(items), H, W), dtype=np.float32)
-        for k, it in enumerate(items):
-            region, mask, strength = self._object_in_region(frame, it.box, diff, fg)
+        for k, (it, (region, mask, strength)) in enumerate(zip(items, self._objects_in_regions(
+                frame, [it.box for it in items], diff, fg))):
             factor = np.ones(mask.shape, np.float32) if self.pixel_score == "object" else \
                 self.strength_floor + (1.0 - self.strength_floor) * strength
             if flow is not None and self.coherence != "none" and np.isfinite(it.velocity).all():

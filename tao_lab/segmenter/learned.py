@@ -1,5 +1,6 @@
-"""``segmenter=learned``: a small network, trained without labels on the camera's training clips, decides which of a
-box's foreground belongs to the object the box was drawn around.
+"""``segmenter=learned`` (the default since masks round 3, benchmarks/validation/masks_round3.yaml): a small
+network, trained without labels on the camera's training clips, decides which of a box's foreground belongs to the
+object the box was drawn around.
 
 The classical segmenter (tao_lab.segmenter.classical) takes every foreground pixel of the object's enlarged box and
 outlines them with their convex hull, so a neighbour reaching into the box, or a blob merged with the object, joins
@@ -12,10 +13,12 @@ pixel score on the mask = ``score x (floor + (1 - floor) x probability)``.
 
 Training (tao_lab.segmenter.learned_training): copy-paste crops of the foreground blobs of the camera's training
 clips, with distractor blobs pasted beside them; no label and no downloaded weight. With ``checkpoint: null`` (the
-default) the network is trained on the run's training clips the first time a mask is asked for (2-4 min on 2 CPU
-cores; ``python train.py segmenter=learned`` also writes it as ``segmenter.ckpt`` into the run dir); with a path it
-is loaded from that file (written by :meth:`LearnedSegmenter.save_checkpoint`). A run with no training clips
-(``training.mode=unsupervised``, a video without a training split) needs the checkpoint.
+default) the network is trained on the run's training clips the first time a mask is asked for (1-3 min on 2 CPU
+cores; kept under the stage cache dir, ``segmenter_nets/``, and in memory, for the next run or pipeline on the same
+clips and settings; ``python train.py`` also writes it as ``segmenter.ckpt`` into the run dir); with a path it
+is loaded from that file (written by :meth:`LearnedSegmenter.save_checkpoint`). A run with neither (no training
+clips: ``training.mode=unsupervised``, a video without a training split) gets the classical step, with a warning in
+its log, as a camera background falls back to the clip's own without training clips.
 """
 from __future__ import annotations
 
@@ -38,6 +41,17 @@ CHECKPOINT_KIND = "tao_lab.segmenter.learned"
 TRAINING_DEFAULTS = {"num_crops": 6000, "epochs": 8, "batch_size": 64, "lr": 3e-3, "seed": 0, "frames_per_clip": 40,
                      "min_area": 30, "jitter": 0.1, "distractor_prob": 0.5, "stretch_prob": 0.5, "max_stretch": 1.8,
                      "max_clips": 16}
+
+
+#: networks trained in this process, by training settings and clips (:meth:`LearnedSegmenter.fit`): the pipelines
+#: of one run (the run's own, the in-run validation's folds, which see the same camera) train once
+_TRAINED: dict = {}
+_TRAINED_LOCK = threading.Lock()
+
+
+def learns_from_clips(segmenter) -> bool:
+    """Whether ``segmenter`` trains on the run's training clips (``segmenter=learned`` without a checkpoint)."""
+    return isinstance(segmenter, LearnedSegmenter) and segmenter.checkpoint is None
 
 
 class LearnedSegmenter(ForegroundSegmenter):
@@ -69,7 +83,8 @@ class LearnedSegmenter(ForegroundSegmenter):
             raise ValueError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
         unknown = set(training or {}) - set(TRAINING_DEFAULTS)
         if unknown:
-            raise ValueError(f"segmenter.training: unknown option(s) {sorted(unknown)}; known: {sorted(TRAINING_DEFAULTS)}")
+            raise ValueError(f"segmenter.training: unknown option(s) {sorted(unknown)}; "
+                             f"known: {sorted(TRAINING_DEFAULTS)}")
         if self.grabcut:
             raise ValueError("segmenter=learned replaces the foreground-to-mask step; grabcut does not apply")
         self.checkpoint = None if checkpoint in (None, "") else str(checkpoint)
@@ -80,6 +95,8 @@ class LearnedSegmenter(ForegroundSegmenter):
         self.training = {**TRAINING_DEFAULTS, **dict(training or {})}
         self.progress = bool(progress)
         self.fit_metrics: dict = {}
+        self.without_network = False  # no checkpoint and no training clips: the classical step (logged once)
+        self.cache_dir: Optional[Path] = None
         self._net = None
         self._lock = threading.Lock()
 
@@ -92,17 +109,30 @@ class LearnedSegmenter(ForegroundSegmenter):
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
+    def use_cache_dir(self, cache_dir) -> None:
+        """Keep trained networks under ``cache_dir``/segmenter_nets (given by the pipeline; None = not kept)."""
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+
     # ----- the network ----------------------------------------------------------------------------------------
     @property
     def net(self):
-        """The network: loaded from ``checkpoint``, or trained on the camera's training clips at first use."""
-        if self._net is None:
+        """The network: loaded from ``checkpoint``, or trained on the camera's training clips at first use; None when
+        there is neither (the classical step is used then, see :meth:`_object_in_region`)."""
+        if self._net is None and not self.without_network:
             with self._lock:
-                if self._net is None:
+                if self._net is None and not self.without_network:
                     if self.checkpoint is not None:
                         self._net = self._load(self.checkpoint)
-                    else:
+                    elif getattr(self.camera, "clips", None):
                         self.fit()
+                    else:
+                        self.without_network = True
+                        log.warning("segmenter=learned: no training clips to learn from (training.mode=unsupervised, "
+                                    "a video without a training split, or segmenter.background.scope=clip) and no "
+                                    "segmenter.checkpoint: the masks come from the classical segmenter's step (every "
+                                    "foreground pixel of the enlarged box); for the learned masks give it a "
+                                    "network, e.g. the segmenter.ckpt that `python train.py` writes for a dataset "
+                                    "of this camera")
         return self._net
 
     def fit(self, clips: Optional[Sequence[Clip]] = None) -> dict:
@@ -113,14 +143,30 @@ class LearnedSegmenter(ForegroundSegmenter):
         if clips is None:
             clips = list(getattr(self.camera, "clips", None) or [])
         if not clips:
-            raise ValueError("segmenter=learned has no training clips to learn from (training.mode=unsupervised, or "
-                             "a video without a training split): give it a trained network with "
+            raise ValueError("segmenter=learned has no training clips to learn from (training.mode=unsupervised, a "
+                             "video without a training split, or segmenter.background.scope=clip, which hands the "
+                             "segmenter no training clip): give it a trained network with "
                              "segmenter.checkpoint=<path>, e.g. the segmenter.ckpt that `python train.py "
                              "segmenter=learned` writes for a dataset of the same camera")
         opts = self.training
         clips = list(clips)
         if len(clips) > opts["max_clips"]:
             clips = [clips[int(i)] for i in np.linspace(0, len(clips) - 1, opts["max_clips"]).round()]
+        key = self._training_key(clips)
+        with _TRAINED_LOCK:
+            kept = _TRAINED.get(key)
+        if kept is not None:
+            self._net, self.fit_metrics = kept
+            log.info("segmenter=learned: the network trained earlier in this run on the same clips and settings")
+            return self.fit_metrics
+        cached = self._cached_path(key)
+        if cached is not None and cached.is_file():
+            self._net = self._load(str(cached))
+            self.fit_metrics = {"crops": 0, "clips": len(clips), "cached": 1}
+            log.info("segmenter=learned: network read from the cache (%s)", cached)
+            with _TRAINED_LOCK:
+                _TRAINED[key] = (self._net, dict(self.fit_metrics))
+            return self.fit_metrics
         start = time.perf_counter()
         log.info("segmenter=learned: training on %d training clips (%d crops, %d epochs)", len(clips),
                  opts["num_crops"], opts["epochs"])
@@ -139,7 +185,27 @@ class LearnedSegmenter(ForegroundSegmenter):
                             "target_share": float(targets.mean()), "crops_seconds": crops_s,
                             "seconds": time.perf_counter() - start}
         log.info("segmenter=learned: trained in %.0f s (loss %.4f)", self.fit_metrics["seconds"], loss)
+        with _TRAINED_LOCK:
+            _TRAINED[key] = (net, dict(self.fit_metrics))
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            self.save_checkpoint(str(cached))
         return self.fit_metrics
+
+    def _cached_path(self, key: str) -> Optional[Path]:
+        import hashlib
+
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / "segmenter_nets" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
+
+    def _training_key(self, clips: Sequence[Clip]) -> str:
+        """Everything the trained network depends on: its geometry and training options, how the foreground is
+        computed, and the clips (their sources, and which camera background each gets)."""
+        settings = (self._geometry(), sorted(self.training.items()), self.foreground, sorted(self.background.items()),
+                    self.scope, sorted(self.camera_options.items()), self.diff_gap, self.diff_neighbours,
+                    self.diff_threshold, sorted(getattr(self.camera, "sources", None) or []))
+        return repr((settings, [c.source for c in clips]))
 
     def _geometry(self) -> dict:
         return {"crop_size": self.crop_size, "context": self.context, "width": self.width}
@@ -175,24 +241,38 @@ class LearnedSegmenter(ForegroundSegmenter):
         return net.eval()
 
     # ----- masks ----------------------------------------------------------------------------------------------
-    def probability(self, frame: np.ndarray, box: np.ndarray, diff: np.ndarray, fg: np.ndarray,
-                    region: tuple[slice, slice]) -> np.ndarray:
-        """(h, w) float32 in [0, 1] over ``region``: the network's probability that the pixel is the object's."""
+    def probabilities(self, frame: np.ndarray, boxes: list, diff: np.ndarray, fg: np.ndarray,
+                      regions: list) -> list:
+        """Per box, (h, w) float32 in [0, 1] over its region: the network's probability that the pixel is the
+        object's (one forward pass for all of a frame's boxes)."""
         import torch
 
+        if not boxes:
+            return []
         grey = frame.astype(np.float32).mean(axis=2) if frame.ndim == 3 else frame.astype(np.float32)
-        x = torch.from_numpy(crop_inputs(grey, diff, fg, box, self.context, self.crop_size)[None])
-        net = self.net  # trained here at first use: a Trainer leaves gradients on, so before no_grad
-        with torch.no_grad():
-            prob = torch.sigmoid(net(x))[0, 0].numpy()
-        return crop_to_frame(prob, box, self.context, region)
+        x = torch.from_numpy(np.stack([crop_inputs(grey, diff, fg, box, self.context, self.crop_size)
+                                       for box in boxes]))
+        net = self.net  # trained here at first use: a Trainer leaves gradients on, so before inference_mode
+        with torch.inference_mode():
+            prob = torch.sigmoid(net(x))[:, 0].numpy()
+        return [crop_to_frame(p, box, self.context, region) for p, box, region in zip(prob, boxes, regions)]
+
+    def _objects_in_regions(self, frame: np.ndarray, boxes: list, diff: np.ndarray, fg: np.ndarray) -> list:
+        if self.net is None:
+            return super()._objects_in_regions(frame, boxes, diff, fg)
+        H, W = fg.shape
+        regions = [self._region(box, H, W) for box in boxes]
+        out = []
+        for box, region, prob in zip(boxes, regions, self.probabilities(frame, boxes, diff, fg, regions)):
+            mask = self.outline(prob >= self.mask_threshold)
+            if self.too_little(mask, box):
+                out.append((region, self._fallback_mask(box, H, W)[region], np.zeros(mask.shape, np.float32)))
+            else:
+                out.append((region, mask, prob.astype(np.float32)))
+        return out
 
     def _object_in_region(self, frame: np.ndarray, box: np.ndarray, diff: np.ndarray, fg: np.ndarray
                           ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
-        H, W = fg.shape
-        region = self._region(box, H, W)
-        prob = self.probability(frame, box, diff, fg, region)
-        mask = self.outline(prob >= self.mask_threshold)
-        if self.too_little(mask, box):
-            return region, self._fallback_mask(box, H, W)[region], np.zeros(mask.shape, np.float32)
-        return region, mask, prob.astype(np.float32)
+        if self.net is None:  # the classical step (the parent's list of them calls this one)
+            return super()._object_in_region(frame, box, diff, fg)
+        return self._objects_in_regions(frame, [box], diff, fg)[0]

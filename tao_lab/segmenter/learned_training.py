@@ -27,7 +27,9 @@ as one object.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -218,10 +220,27 @@ def build_module(width: int, lr: float):
 
         def configure_optimizers(self):
             opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=1e-4)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.trainer.estimated_stepping_batches, 1))
+            steps = max(int(self.trainer.estimated_stepping_batches), 1)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     return MaskNetModule()
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+    levels = {n: logging.getLogger(n).level for n in names}
+    try:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
+            warnings.filterwarnings("ignore", message=r".*(LeafSpec|litlogger|stepping batches).*")
+            yield
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
 
 
 def train_mask_net(inputs: np.ndarray, targets: np.ndarray, width: int = 8, epochs: int = 8, batch_size: int = 64,
@@ -235,10 +254,11 @@ def train_mask_net(inputs: np.ndarray, targets: np.ndarray, width: int = 8, epoc
     module = build_module(width, lr)
     data = TensorDataset(torch.from_numpy(inputs), torch.from_numpy(targets))
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    trainer = lightning.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
-                                enable_checkpointing=False, enable_progress_bar=progress,
-                                enable_model_summary=False, num_sanity_val_steps=0, deterministic=True)
-    trainer.fit(module, loader)
+    with _quiet_lightning():  # its hardware, tips and deprecation lines say nothing about this training
+        trainer = lightning.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
+                                    enable_checkpointing=False, enable_progress_bar=progress,
+                                    enable_model_summary=False, num_sanity_val_steps=0, deterministic=True)
+        trainer.fit(module, loader)
     net = module.net.eval()
     with torch.no_grad():
         losses = [float(torch.nn.functional.binary_cross_entropy_with_logits(net(x)[:, 0], y))
