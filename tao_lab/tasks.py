@@ -287,17 +287,26 @@ def train(cfg: DictConfig, logger=None) -> dict:
     return result
 
 
-def _train_segmenter(pipe, path: Path) -> dict:
-    """A segmenter that learns from the training clips (segmenter=learned) is trained too and written to ``path``
-    (for eval.py / infer.py: segmenter.checkpoint=<run dir>/segmenter.ckpt); its training metrics."""
+def _prepare_segmenter(pipe) -> dict:
+    """A segmenter that learns from the training clips (segmenter=learned) gets its network now, trained or read
+    from the stage cache; its training metrics (``train/segmenter_*``), {} for any other segmenter or when it has no
+    training clip (it then uses the classical step, warned)."""
     from tao_lab.segmenter.learned import learns_from_clips
 
     segmenter = pipe.segmenter
-    if not learns_from_clips(segmenter) or segmenter.net is None:  # None: no training clip handed over (warned)
+    if not learns_from_clips(segmenter) or segmenter.net is None:
         return {}
-    segmenter.save_checkpoint(str(path))
-    log.info("segmenter checkpoint written: %s", path)
     return {f"train/segmenter_{k}": float(v) for k, v in segmenter.fit_metrics.items()}
+
+
+def _train_segmenter(pipe, path: Path) -> dict:
+    """:func:`_prepare_segmenter`, and the network written to ``path`` (for eval.py / infer.py:
+    segmenter.checkpoint=<run dir>/segmenter.ckpt)."""
+    metrics = _prepare_segmenter(pipe)
+    if metrics:
+        pipe.segmenter.save_checkpoint(str(path))
+        log.info("segmenter checkpoint written: %s", path)
+    return metrics
 
 
 # ----- evaluate ---------------------------------------------------------------------------------------------
@@ -325,6 +334,7 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     pipe.fit_scorer(training_clips(cfg, dataset), ckpt_path=cfg.get("ckpt_path"))
     if _fit_share_done(pipe):
         return {}
+    segmenter_fit = _prepare_segmenter(pipe)  # before any clip: its training is not counted as a stage's or val/ time
     if (cfg.get("alarm") or {}).get("enabled", True):  # calibrated frame alarm: eval reports its operating point
         from tao_lab.alarm import calibrate_on_training
 
@@ -339,6 +349,7 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
                             pixel_curves=bool(getattr(logger, "wants_curves", False)))
     metrics = dict(result.metrics)
     metrics["train/threshold_tau"] = float(pipe.threshold.tau)
+    metrics.update(segmenter_fit)
     if getattr(pipe, "alarm", None) is not None:
         metrics.update({"train/alarm_threshold": pipe.alarm.tau, "train/alarm_target_rate": pipe.alarm.target_rate,
                         "train/alarm_heldout_rate": pipe.alarm.calibration_rate})

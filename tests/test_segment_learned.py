@@ -234,3 +234,26 @@ def test_a_trained_network_is_kept_in_the_cache_dir(tmp_path):
     other.use_cache_dir(tmp_path)
     assert "cached" not in other.fit(training_clips())
     assert len(list((tmp_path / "segmenter_nets").glob("*.pt"))) == 2
+
+
+def test_folded_network_gives_the_same_probabilities():
+    """for_inference folds each BatchNorm into its convolution: the same logits as the network in eval mode, for
+    BatchNorm statistics far from the identity."""
+    import torch
+
+    from tao_lab.segmenter.mask_net import build_mask_net, for_inference
+
+    torch.manual_seed(0)
+    net = build_mask_net(8).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.3, 3)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    folded = for_inference(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(4, 3, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is left as it was

@@ -252,10 +252,19 @@ class LearnedSegmenter(ForegroundSegmenter):
         grey = frame.astype(np.float32).mean(axis=2) if frame.ndim == 3 else frame.astype(np.float32)
         x = torch.from_numpy(np.stack([crop_inputs(grey, diff, fg, box, self.context, self.crop_size)
                                        for box in boxes]))
-        net = self.net  # trained here at first use: a Trainer leaves gradients on, so before inference_mode
+        net = self._inference_net()  # trained here at first use: a Trainer leaves gradients on, so before
         with torch.inference_mode():
             prob = torch.sigmoid(net(x))[:, 0].numpy()
         return [crop_to_frame(p, box, self.context, region) for p, box, region in zip(prob, boxes, regions)]
+
+    def _inference_net(self):
+        """The network with its BatchNorms folded (tao_lab.segmenter.mask_net.for_inference), made once."""
+        net = self.net
+        if getattr(self, "_folded", (None, None))[0] is not net:
+            from tao_lab.segmenter.mask_net import for_inference
+
+            self._folded = (net, for_inference(net))
+        return self._folded[1]
 
     def _objects_in_regions(self, frame: np.ndarray, boxes: list, diff: np.ndarray, fg: np.ndarray) -> list:
         if self.net is None:
