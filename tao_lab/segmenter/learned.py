@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 from tao_lab.segmenter.classical import ForegroundSegmenter
-from tao_lab.segmenter.mask_net import crop_inputs, crop_to_frame
+from tao_lab.segmenter.mask_net import crop_to_frame, frame_channels, window_inputs
 from tao_lab.types import Clip
 
 log = logging.getLogger(__name__)
@@ -250,8 +250,8 @@ class LearnedSegmenter(ForegroundSegmenter):
         if not boxes:
             return []
         grey = frame.astype(np.float32).mean(axis=2) if frame.ndim == 3 else frame.astype(np.float32)
-        x = torch.from_numpy(np.stack([crop_inputs(grey, diff, fg, box, self.context, self.crop_size)
-                                       for box in boxes]))
+        channels = frame_channels(grey, diff, fg)  # once per frame, then one window per box
+        x = torch.from_numpy(np.stack([window_inputs(channels, box, self.context, self.crop_size) for box in boxes]))
         net = self._inference_net()  # trained here at first use: a Trainer leaves gradients on, so before
         with torch.inference_mode():
             prob = torch.sigmoid(net(x))[:, 0].numpy()

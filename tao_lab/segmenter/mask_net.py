@@ -41,17 +41,27 @@ def _warp(image: np.ndarray, m: np.ndarray, size: int, interpolation: int) -> np
     return cv2.warpAffine(image, m, (size, size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def frame_channels(grey: np.ndarray, diff: np.ndarray, fg: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The whole frame's arrays the input channels are cut from, (H, W) float32 each: computed once per frame, then
+    seen through each box's window by :func:`window_inputs`."""
+    return (np.asarray(grey, np.float32) / np.float32(255.0), np.asarray(diff, np.float32) / np.float32(DIFF_SCALE),
+            np.asarray(fg, np.float32), np.ones(np.shape(grey)[:2], np.float32))
+
+
+def window_inputs(channels: tuple[np.ndarray, ...], box: np.ndarray, context: float, size: int) -> np.ndarray:
+    """(3, size, size) float32: the :func:`frame_channels` seen through the box's window (module docstring); the
+    window's pixels outside the frame read 0 in every channel."""
+    m = crop_transform(box, context, size)
+    grey, diff, fg, inside = (_warp(c, m, size, cv2.INTER_LINEAR) for c in channels)
+    return np.stack([(grey - 0.5) * inside, np.clip(diff, 0.0, 2.0), fg]).astype(np.float32)
+
+
 def crop_inputs(grey: np.ndarray, diff: np.ndarray, fg: np.ndarray, box: np.ndarray, context: float,
                 size: int) -> np.ndarray:
     """(3, size, size) float32 network input of one box: ``grey`` (H, W) uint8 or float grey levels, ``diff``
     (H, W) background difference in grey levels, ``fg`` (H, W) bool foreground (module docstring). Pixels of the
     window outside the frame read 0 in every channel."""
-    m = crop_transform(box, context, size)
-    g = _warp(np.asarray(grey, np.float32), m, size, cv2.INTER_LINEAR)
-    inside = _warp(np.ones(np.shape(grey)[:2], np.float32), m, size, cv2.INTER_LINEAR)
-    d = _warp(np.asarray(diff, np.float32), m, size, cv2.INTER_LINEAR)
-    f = _warp(np.asarray(fg, np.float32), m, size, cv2.INTER_LINEAR)
-    return np.stack([(g / 255.0 - 0.5) * inside, np.clip(d / DIFF_SCALE, 0.0, 2.0), f]).astype(np.float32)
+    return window_inputs(frame_channels(grey, diff, fg), box, context, size)
 
 
 def crop_target(mask: np.ndarray, box: np.ndarray, context: float, size: int) -> np.ndarray:
