@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+
 from tao_lab.segmenter.classical import ForegroundSegmenter
 from tao_lab.segmenter.mask_net import crop_to_frame, frame_channels, window_inputs
 from tao_lab.types import Clip
@@ -59,11 +60,11 @@ class LearnedSegmenter(ForegroundSegmenter):
     docstring).
 
     Args:
-        checkpoint: a file written by :meth:`save_checkpoint` (``python train.py segmenter=learned`` writes
-            ``segmenter.ckpt``), or None: train on the run's training clips at first use.
+        checkpoint: a file written by :meth:`save_checkpoint` (``python train.py`` writes ``segmenter.ckpt`` into
+            its run dir), or None: train on the run's training clips at first use.
         crop_size: side (px) of the square window the network reads (divisible by 4).
         context: the window is the box enlarged by this fraction of its width / height on each side.
-        width: channels of the network's first level (8: about 25k weights).
+        width: channels of the network's first level (8: 30k weights).
         mask_threshold: probability at and above which a pixel of the enlarged box is on the mask.
         training: options of the training (:data:`TRAINING_DEFAULTS`): crops, epochs, batch size, learning rate,
             seed, frames sampled per clip, smallest blob (px), box jitter, share of crops with a distractor, share
@@ -98,6 +99,7 @@ class LearnedSegmenter(ForegroundSegmenter):
         self.without_network = False  # no checkpoint and no training clips: the classical step (logged once)
         self.cache_dir: Optional[Path] = None
         self._net = None
+        self._folded = (None, None)  # (network, its BatchNorm-folded copy for inference)
         self._lock = threading.Lock()
 
     def __getstate__(self):  # the lock does not pickle (worker processes rebuild it)
@@ -260,7 +262,7 @@ class LearnedSegmenter(ForegroundSegmenter):
     def _inference_net(self):
         """The network with its BatchNorms folded (tao_lab.segmenter.mask_net.for_inference), made once."""
         net = self.net
-        if getattr(self, "_folded", (None, None))[0] is not net:
+        if self._folded[0] is not net:
             from tao_lab.segmenter.mask_net import for_inference
 
             self._folded = (net, for_inference(net))

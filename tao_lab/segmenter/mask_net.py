@@ -8,14 +8,14 @@ and shape: the prompt needs no channel of its own). Three input channels per cro
 - ``diff``: the background difference (grey levels, the segmenter's background model) / 50, clipped to [0, 2];
 - ``fg``: the background model's cleaned foreground (0 / 1).
 
-The network (:class:`MaskNet`, a 3-level U-Net of 8-16-32 channels, about 25k weights) returns one logit per crop
+The network (:class:`MaskNet`, a 3-level U-Net of 8-16-32 channels, 30k weights) returns one logit per crop
 pixel: whether the pixel belongs to the object the box was drawn around. :func:`crop_to_frame` warps its
 probabilities back onto the frame's pixels of any region. Torch is imported by the functions that need it only.
 """
 from __future__ import annotations
 
-import numpy as np
 import cv2
+import numpy as np
 
 #: input channels of :func:`crop_inputs`
 CHANNELS = ("grey", "diff", "fg")
