@@ -1,11 +1,14 @@
-"""The segmenter's masks with and without convex hulls, as a picture (test frames, no labels read).
+"""Two segmenter variants' masks on the same test frames, as a picture (no labels read).
 
     python benchmarks/hull_look.py --data-dir ../shared/datasets/ucsd_ped2 --out docs/hull_masks.jpg
+    python benchmarks/hull_look.py --compare segmenter --out learned_masks.jpg
 
-The default pipeline (scorer fitted on the training clips) segments a few test clips twice: masks of the box's
-foreground as it is (``segmenter.hull=none``, red outlines) and their convex hull (``hull=object``, the default,
-green). From each clip the two frames with the most segmented objects are drawn (2x), chosen by that count alone.
-Prints the mean mask area per segmented object of each variant over the drawn clips. Chooses nothing.
+The default pipeline (scorer fitted on the training clips) segments a few test clips twice. ``--compare hull`` (the
+default): masks without hulls (``segmenter.hull=none``, red outlines) and with them (``hull=object``, the default,
+green). ``--compare segmenter``: the classical segmenter (red) and the learned one (green, the default since masks
+round 3). From each clip the two frames with the most segmented objects of the second variant are drawn (2x), chosen
+by that count alone. Prints the mean mask area per segmented object of each variant over the drawn clips. Chooses
+nothing.
 """
 from __future__ import annotations
 
@@ -19,14 +22,19 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-VARIANTS = (("none", (0, 0, 255)), ("object", (0, 255, 0)))
+#: comparison -> ((name, overrides, outline colour BGR), ...): the first red, the second green
+COMPARISONS = {
+    "hull": (("none", ["segmenter.hull=none"], (0, 0, 255)), ("object", ["segmenter.hull=object"], (0, 255, 0))),
+    "segmenter": (("classical", ["segmenter=classical"], (0, 0, 255)),
+                  ("learned", ["segmenter=learned"], (0, 255, 0))),
+}
 
 
-def outlined(frame: np.ndarray, masks: dict, zoom: int = 2) -> np.ndarray:
+def outlined(frame: np.ndarray, masks: dict, variants, zoom: int = 2) -> np.ndarray:
     """The frame zoomed, each variant's mask outlines drawn in its colour."""
     img = cv2.resize(frame, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
-    for hull, colour in VARIANTS:
-        m = cv2.resize(masks[hull].astype(np.uint8), None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    for name, _, colour in variants:
+        m = cv2.resize(masks[name].astype(np.uint8), None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(img, contours, -1, colour, 1)
     return img
@@ -36,8 +44,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "datasets", "ucsd_ped2"))
     ap.add_argument("--clips", default="1,4,6", help="test clip indices to draw from")
+    ap.add_argument("--compare", choices=sorted(COMPARISONS), default="hull",
+                    help="hull: without / with convex hulls (default); segmenter: classical / learned")
     ap.add_argument("--out", default="hull_masks.jpg")
     args = ap.parse_args(argv)
+    variants = COMPARISONS[args.compare]
     import hydra
 
     from tao_lab.config import compose_config
@@ -45,8 +56,8 @@ def main(argv=None) -> int:
 
     clips = [int(k) for k in args.clips.split(",")]
     segs, area = {}, {}
-    for hull, _ in VARIANTS:
-        cfg = compose_config(["dataset=ucsd_ped2", f"paths.data_dir={args.data_dir}", f"segmenter.hull={hull}"])
+    for name, overrides, _ in variants:
+        cfg = compose_config(["dataset=ucsd_ped2", f"paths.data_dir={args.data_dir}", *overrides])
         ds = hydra.utils.instantiate(cfg.dataset)
         pipe = Pipeline(cfg)
         pipe.set_camera_clips(ds.train)
@@ -55,15 +66,15 @@ def main(argv=None) -> int:
         pixels = objects = 0
         for k in clips:
             seg = pipe.segmentation(ds.test[k], pipe.scores(ds.test[k]))
-            segs[hull, k] = seg.instance_maps
+            segs[name, k] = seg.instance_maps
             pixels += int((seg.instance_maps > 0).sum())
             objects += len(seg.objects)
-        area[hull] = pixels / max(objects, 1)
+        area[name] = pixels / max(objects, 1)
     tiles = []
     for k in clips:
-        counts = np.array([len(np.unique(m)) - 1 for m in segs["object", k]])
+        counts = np.array([len(np.unique(m)) - 1 for m in segs[variants[1][0], k]])
         for t in np.argsort(-counts, kind="stable")[:2]:
-            img = outlined(ds.test[k].frame(int(t)), {h: segs[h, k][t] > 0 for h, _ in VARIANTS})
+            img = outlined(ds.test[k].frame(int(t)), {n: segs[n, k][t] > 0 for n, _, _ in variants}, variants)
             cv2.putText(img, f"{ds.test[k].clip_id} frame {t}", (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                         (255, 255, 0), 1)
             tiles.append(img)
@@ -71,8 +82,8 @@ def main(argv=None) -> int:
         tiles.append(np.zeros_like(tiles[0]))
     rows = [np.concatenate(tiles[i:i + 2], 1) for i in range(0, len(tiles), 2)]
     cv2.imwrite(args.out, np.concatenate(rows, 0), [cv2.IMWRITE_JPEG_QUALITY, 80])
-    print(f"mean mask area per segmented object (px): none {area['none']:.0f}, hull {area['object']:.0f}; "
-          f"{len(tiles)} frames drawn to {args.out}")
+    print("mean mask area per segmented object (px): " + ", ".join(f"{n} {area[n]:.0f}" for n, _, _ in variants)
+          + f"; {len(tiles)} frames drawn to {args.out}")
     return 0
 
 

@@ -123,9 +123,9 @@ def test_learned_masks_on_a_new_clip(trained):
     on = seg.instance_maps > 0
     assert seg.score_maps[on].min() >= 0.25 * 2.0 - 1e-3 and seg.score_maps.max() <= 2.0 + 1e-3
     assert len(np.unique(seg.score_maps[on])) > 10
-    for t in range(30):
+    for t in range(30):  # the planned box: the prompt's on prompt frames, the (jittered) tracked box in between
         x1, y1, x2, y2 = seg.objects.xyxy[seg.objects.frame == t][0]
-        box = scores.objects.xyxy[t]
+        box = boxes[t] if t in (0, 10, 20) else scores.objects.xyxy[t]
         mw, mh = 0.1 * (box[2] - box[0]), 0.1 * (box[3] - box[1])
         assert x1 >= np.floor(box[0] - mw) and x2 <= np.ceil(box[2] + mw)
         assert y1 >= np.floor(box[1] - mh) and y2 <= np.ceil(box[3] + mh)
@@ -133,12 +133,17 @@ def test_learned_masks_on_a_new_clip(trained):
 
 def test_learned_keeps_a_passing_neighbour_out_better_than_the_classical_hull(trained):
     """Disc A prompted with its own box while disc B passes through its enlarged box: the classical mask (every
-    foreground pixel of the enlarged box, then their hull) takes in B's pixels; the learned one takes fewer."""
+    foreground pixel of the enlarged box, then their hull) takes in B's pixels; the learned one takes fewer. Read at
+    the network's own decision point, probability 0.5 (this test's network, 600 crops, is less sure of itself than a
+    configured one, for which masks round 4 chose 0.3)."""
     clip, ma, mb, boxes_a, _ = two_disc_clip()
     frames = np.arange(22, 34)
     prompts = Prompts(frames, np.ones(len(frames), int), boxes_a[frames], [[0, 0]] * len(frames),
                       np.full(len(frames), 2.0))
-    learned = trained.segment(clip, prompts, None)
+    at_half = LearnedSegmenter(training=QUICK, mask_threshold=0.5)
+    at_half.fit(training_clips())  # the fixture's network (kept in memory by its settings and clips)
+    assert at_half.net is trained.net
+    learned = at_half.segment(clip, prompts, None)
     classical = ForegroundSegmenter(hull="object", max_carry=0, carry_backward=0).segment(clip, prompts, None)
     b_learned = sum((learned.instance_maps[t] > 0)[mb[t]].sum() for t in frames)
     b_classical = sum((classical.instance_maps[t] > 0)[mb[t]].sum() for t in frames)

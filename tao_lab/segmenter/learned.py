@@ -74,7 +74,7 @@ class LearnedSegmenter(ForegroundSegmenter):
     """
 
     def __init__(self, checkpoint: Optional[str] = None, crop_size: int = 40, context: float = 0.25, width: int = 8,
-                 mask_threshold: float = 0.5, training: Optional[dict] = None, progress: bool = False, **classical):
+                 mask_threshold: float = 0.3, training: Optional[dict] = None, progress: bool = False, **classical):
         super().__init__(**classical)
         if crop_size < 8 or crop_size % 4:
             raise ValueError(f"crop_size must be a multiple of 4 and >= 8, got {crop_size}")
