@@ -321,16 +321,15 @@ def main(argv=None) -> list[dict]:
                     camera.fit_statistics(segmenter.background)
         print(f"# camera statistics of {len(dataset.train)} training clips fitted in "
               f"{time.perf_counter() - start:.1f} s (once per run)", flush=True)
-    from tao_lab.segmenter.learned import learns_from_clips
+    from tao_lab.segmenter.learned import network_ready
 
     for name, segmenter in segmenters.items():
         if hasattr(segmenter, "use_cache_dir"):  # segmenter=learned: its network, trained before or now
             segmenter.use_cache_dir(cfg.paths.get("cache_dir"))
-        if learns_from_clips(segmenter):  # once per camera: kept out of the rows' s/frame
-            start = time.perf_counter()
-            segmenter.fit(list(dataset.train))
-            print(f"# {name}: network ready in {time.perf_counter() - start:.0f} s (trained on the training clips, "
-                  f"or read from the stage cache)", flush=True)
+        seconds = network_ready(segmenter, list(dataset.train))  # once per camera: kept out of the rows' s/frame
+        if seconds is not None:
+            print(f"# {name}: network ready in {seconds:.0f} s (trained on the training clips, or read from the "
+                  f"stage cache)", flush=True)
     frames = sum(c.num_frames for c in dataset.test)
     print(f"# {cfg.dataset._target_.rsplit('.', 1)[-1]} {args.data_dir}: {len(dataset.train)} train clips, "
           f"{len(dataset.test)} test clips ({frames} test frames)", flush=True)

@@ -46,13 +46,12 @@ sys.path.insert(0, ROOT)
 def train_segmenter(segmenter) -> None:
     """A segmenter that learns from the training clips (segmenter=learned) is trained before any timing (a one-off per
     camera, like fitting the scorer; printed apart from the stages' frames/s)."""
-    from tao_lab.segmenter.learned import learns_from_clips
+    from tao_lab.segmenter.learned import network_ready
 
-    if learns_from_clips(segmenter):
-        start = time.perf_counter()
-        metrics = segmenter.fit()
-        print(f"# segmenter trained on {metrics.get('clips')} training clips in {time.perf_counter() - start:.0f} s "
-              f"(not in the stages' times)", flush=True)
+    seconds = network_ready(segmenter)
+    if seconds is not None:
+        print(f"# segmenter's network ready in {seconds:.0f} s (trained on the training clips, or read from the stage "
+              f"cache; not in the stages' times)", flush=True)
 
 
 def build_stages(overrides: list[str], masks: bool = False):

@@ -89,6 +89,8 @@ def check_weights(name: str, obj: Any) -> None:
     checkpoint = getattr(obj, "checkpoint", None)
     if isinstance(checkpoint, (str, Path)) and not getattr(obj, "random_init", False):
         if not Path(checkpoint).is_file():
+            if hasattr(obj, "missing_checkpoint_message"):  # the component says where its file comes from
+                raise FileNotFoundError(obj.missing_checkpoint_message())
             try:
                 from tao_lab.segmenter.sam2_segmenter import missing_checkpoint_message
 

@@ -67,7 +67,9 @@ def test_crop_inputs_channels():
 def test_find_blobs_finds_the_disc():
     clip, truth, _ = moving_disc_clip(T=24, speed=3.0)
     seg = ForegroundSegmenter()
-    blobs = find_blobs([clip], seg._foreground_model, frames_per_clip=6, min_area=20)
+    frames = {}
+    blobs = find_blobs([clip], [seg._foreground_model(clip)], frames_per_clip=6, min_area=20, frames=frames)
+    assert set(frames) == {(0, b.frame) for b in blobs}  # the frames holding blobs, kept for the crops
     assert len(blobs) >= 5  # one per sampled frame (the disc never touches the frame edge here)
     for b in blobs:
         got = np.zeros(truth[0].shape, bool)
@@ -78,7 +80,7 @@ def test_find_blobs_finds_the_disc():
 
 def test_stretched_blob_keeps_its_bottom_centre_and_scales():
     clip, truth, _ = moving_disc_clip(T=24, speed=3.0)
-    blob = find_blobs([clip], ForegroundSegmenter()._foreground_model, 4, 20)[1]
+    blob = find_blobs([clip], [ForegroundSegmenter()._foreground_model(clip)], 4, 20)[1]
     rng = np.random.default_rng(0)
     frame = clip.frame(blob.frame).copy()
     mask, box = _stretched(blob, frame, 1.8, rng)
@@ -162,7 +164,7 @@ def test_checkpoint_round_trip_and_errors(trained, tmp_path):
                                trained.segment(clip, prompts, None).score_maps, atol=1e-6)
     from tao_lab.checkpoints import CheckpointError
 
-    with pytest.raises(FileNotFoundError, match="missing.ckpt.*train.py segmenter=learned"):
+    with pytest.raises(FileNotFoundError, match="missing.ckpt.*train.py"):
         LearnedSegmenter(checkpoint=str(tmp_path / "missing.ckpt")).segment(clip, prompts, None)
     with pytest.raises(CheckpointError, match="crop_size"):
         LearnedSegmenter(checkpoint=str(path), crop_size=32).segment(clip, prompts, None)
@@ -180,7 +182,7 @@ def test_checkpoint_round_trip_and_errors(trained, tmp_path):
 
 
 def test_train_writes_the_segmenter_checkpoint_and_eval_reads_it(tmp_path):
-    """`train.py segmenter=learned` trains the network on the training clips and writes segmenter.ckpt next to
+    """`train.py` (segmenter=learned, the default) trains the network on the training clips and writes segmenter.ckpt next to
     scorer.ckpt; an evaluation given that file segments with it (no training clips needed for the segmenter)."""
     from helpers import TINY_SYNTHETIC, compose
     from tao_lab.tasks import evaluate, run_task, train
@@ -262,3 +264,16 @@ def test_folded_network_gives_the_same_probabilities():
     with torch.no_grad():
         torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)
         assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is left as it was
+
+
+def test_a_missing_checkpoint_stops_the_run_before_any_work_and_says_where_it_comes_from(tmp_path):
+    """segmenter.checkpoint naming no file: the run's preflight check stops it with the segmenter's own message
+    (the file, and that train.py writes it), before any clip is read."""
+    from helpers import TINY_SYNTHETIC, compose
+    from tao_lab.tasks import evaluate
+
+    missing = tmp_path / "nowhere" / "segmenter.ckpt"
+    cfg = compose("eval", [*TINY_SYNTHETIC, f"segmenter.checkpoint={missing}"], tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"nowhere/segmenter.ckpt not found.*written by `python train.py`"):
+        evaluate(cfg)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npz"))

@@ -31,13 +31,17 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tao_lab.segmenter.classical import ForegroundSegmenter
-from tao_lab.segmenter.mask_net import crop_to_frame, frame_channels, window_inputs
+from tao_lab.segmenter.mask_net import crop_to_frame, frame_channels, grey_levels, window_inputs
 from tao_lab.types import Clip
 
 log = logging.getLogger(__name__)
 
 #: what a learned segmenter checkpoint holds besides the weights
 CHECKPOINT_KIND = "tao_lab.segmenter.learned"
+#: what such a checkpoint is and where it comes from (error messages)
+CHECKPOINT_EXPECTED = ("a learned segmenter checkpoint (segmenter.ckpt, written by `python train.py` with "
+                       "segmenter=learned, the default; or set segmenter.checkpoint=null to train one on the run's "
+                       "training clips)")
 #: the training options (tao_lab.segmenter.learned_training) and their defaults
 TRAINING_DEFAULTS = {"num_crops": 6000, "epochs": 8, "batch_size": 64, "lr": 3e-3, "seed": 0, "frames_per_clip": 40,
                      "min_area": 30, "jitter": 0.1, "distractor_prob": 0.5, "stretch_prob": 0.5, "max_stretch": 1.8,
@@ -53,6 +57,17 @@ _TRAINED_LOCK = threading.Lock()
 def learns_from_clips(segmenter) -> bool:
     """Whether ``segmenter`` trains on the run's training clips (``segmenter=learned`` without a checkpoint)."""
     return isinstance(segmenter, LearnedSegmenter) and segmenter.checkpoint is None
+
+
+def network_ready(segmenter, clips: Optional[Sequence[Clip]] = None) -> Optional[float]:
+    """For a caller that times the segmenter afterwards (the benchmarks): a segmenter that learns from the training
+    clips gets its network now (trained on ``clips``, default the camera's, or read from its cache); the seconds it
+    took, None for any other segmenter."""
+    if not learns_from_clips(segmenter):
+        return None
+    start = time.perf_counter()
+    segmenter.fit(clips)
+    return time.perf_counter() - start
 
 
 class LearnedSegmenter(ForegroundSegmenter):
@@ -148,8 +163,8 @@ class LearnedSegmenter(ForegroundSegmenter):
             raise ValueError("segmenter=learned has no training clips to learn from (training.mode=unsupervised, a "
                              "video without a training split, or segmenter.background.scope=clip, which hands the "
                              "segmenter no training clip): give it a trained network with "
-                             "segmenter.checkpoint=<path>, e.g. the segmenter.ckpt that `python train.py "
-                             "segmenter=learned` writes for a dataset of the same camera")
+                             "segmenter.checkpoint=<path>, e.g. the segmenter.ckpt that `python train.py` writes "
+                             "for a dataset of the same camera")
         opts = self.training
         clips = list(clips)
         if len(clips) > opts["max_clips"]:
@@ -224,17 +239,20 @@ class LearnedSegmenter(ForegroundSegmenter):
         with atomic_path(path) as tmp:
             torch.save(ckpt, tmp)
 
+    def missing_checkpoint_message(self, path: Optional[str] = None) -> str:
+        """What to do when ``checkpoint`` (or ``path``) names no file (also the run's preflight check,
+        tao_lab.preflight)."""
+        return f"segmenter.checkpoint: {path or self.checkpoint} not found; expected {CHECKPOINT_EXPECTED}"
+
     def _load(self, path: str):
         from tao_lab.checkpoints import CheckpointError, load_weights
         from tao_lab.segmenter.mask_net import build_mask_net
 
-        expected = ("a learned segmenter checkpoint (segmenter.ckpt, written by `python train.py segmenter=learned`; "
-                    "or set segmenter.checkpoint=null to train one on the run's training clips)")
         if not Path(path).is_file():
-            raise FileNotFoundError(f"segmenter.checkpoint: {path} not found; expected {expected}")
-        ckpt = load_weights(path, expected)
+            raise FileNotFoundError(self.missing_checkpoint_message(path))
+        ckpt = load_weights(path, CHECKPOINT_EXPECTED)
         if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
-            raise CheckpointError(f"{path} is not {expected}")
+            raise CheckpointError(f"{path} is not {CHECKPOINT_EXPECTED}")
         if ckpt.get("geometry") != self._geometry():
             raise CheckpointError(f"{path} was trained with {ckpt.get('geometry')}; this segmenter is configured "
                                   f"with {self._geometry()}: set the same crop_size, context and width")
@@ -251,10 +269,9 @@ class LearnedSegmenter(ForegroundSegmenter):
 
         if not boxes:
             return []
-        grey = frame.astype(np.float32).mean(axis=2) if frame.ndim == 3 else frame.astype(np.float32)
-        channels = frame_channels(grey, diff, fg)  # once per frame, then one window per box
+        channels = frame_channels(grey_levels(frame), diff, fg)  # once per frame, then one window per box
         x = torch.from_numpy(np.stack([window_inputs(channels, box, self.context, self.crop_size) for box in boxes]))
-        net = self._inference_net()  # trained here at first use: a Trainer leaves gradients on, so before
+        net = self._inference_net()  # trained here at first use, so outside inference_mode
         with torch.inference_mode():
             prob = torch.sigmoid(net(x))[:, 0].numpy()
         return [crop_to_frame(p, box, self.context, region) for p, box, region in zip(prob, boxes, regions)]

@@ -36,7 +36,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-from tao_lab.segmenter.mask_net import crop_inputs, crop_target
+from tao_lab.segmenter.mask_net import crop_inputs, crop_target, grey_levels
 from tao_lab.types import Clip
 
 log = logging.getLogger(__name__)
@@ -53,22 +53,19 @@ class Blob:
     pixels: np.ndarray  # (h, w, C) uint8 over the box
 
 
-def _grey(frame: np.ndarray) -> np.ndarray:
-    return frame.astype(np.float32).mean(axis=2) if frame.ndim == 3 else frame.astype(np.float32)
-
-
-def find_blobs(clips: Sequence[Clip], foreground: Callable[[Clip], Callable], frames_per_clip: int,
-               min_area: int) -> list[Blob]:
-    """The targets of :func:`training_crops` (module docstring). ``foreground(clip)`` returns the clip's
-    ``model(t, frame) -> (diff, fg)`` (the segmenter's background model)."""
+def find_blobs(clips: Sequence[Clip], models: Sequence[Callable], frames_per_clip: int, min_area: int,
+               frames: Optional[dict] = None) -> list[Blob]:
+    """The targets of :func:`training_crops` (module docstring). ``models[c]`` is clip c's ``model(t, frame) ->
+    (diff, fg)`` (the segmenter's background model). ``frames``: filled with {(clip, frame index): frame} of the
+    frames that hold a blob (decoded once, for the crops)."""
     out: list[Blob] = []
-    for c, clip in enumerate(clips):
-        model = foreground(clip)
+    for c, (clip, model) in enumerate(zip(clips, models)):
         H, W = clip.height, clip.width
         for t in np.unique(np.linspace(0, clip.num_frames - 1, min(frames_per_clip, clip.num_frames)).astype(int)):
             frame = clip.frame(int(t))
             _, fg = model(int(t), frame)
-            labels, n = ndimage.label(fg, structure=np.ones((3, 3)))
+            labels, _ = ndimage.label(fg, structure=np.ones((3, 3)))
+            found = len(out)
             for k, sl in enumerate(ndimage.find_objects(labels), start=1):
                 if sl is None:
                     continue
@@ -80,6 +77,8 @@ def find_blobs(clips: Sequence[Clip], foreground: Callable[[Clip], Callable], fr
                     continue
                 out.append(Blob(c, int(t), np.array([xs.start, ys.start, xs.stop, ys.stop], np.float64), mask,
                                 frame[sl].copy()))
+            if frames is not None and len(out) > found:
+                frames[c, int(t)] = frame
     return out
 
 
@@ -152,24 +151,19 @@ def training_crops(clips: Sequence[Clip], foreground: Callable[[Clip], Callable]
     """(inputs (N, 3, size, size) float32, targets (N, size, size) float32) of N = ``num_crops`` copy-paste
     crops (module docstring), reproducible from ``seed``. Raises ValueError when the clips hold no usable blob."""
     rng = np.random.default_rng(seed)
-    blobs = find_blobs(clips, foreground, frames_per_clip, min_area)
+    models = [foreground(clip) for clip in clips]  # each clip's background, fitted once
+    frames: dict[tuple[int, int], np.ndarray] = {}  # the frames holding blobs, decoded once
+    blobs = find_blobs(clips, models, frames_per_clip, min_area, frames)
     if not blobs:
         raise ValueError("segmenter=learned: the training clips show no foreground blob to learn from "
                          f"(blobs of >= {min_area} px not touching the frame edge, {frames_per_clip} frames per clip)")
-    models: dict[int, Callable] = {}
-    frames: dict[tuple[int, int], np.ndarray] = {}
     inputs = np.zeros((num_crops, 3, size, size), np.float32)
     targets = np.zeros((num_crops, size, size), np.float32)
     from tao_lab.pipeline import progress as progress_bar
 
     for n in progress_bar(range(num_crops), "learned segmenter: training crops", enabled=progress):
         blob = blobs[int(rng.integers(len(blobs)))]
-        clip = clips[blob.clip]
-        model = models.get(blob.clip) or models.setdefault(blob.clip, foreground(clip))
-        key = (blob.clip, blob.frame)
-        if key not in frames:
-            frames[key] = clip.frame(blob.frame)
-        frame = frames[key].copy()
+        frame = frames[blob.clip, blob.frame].copy()
         H, W = frame.shape[:2]
         target = np.zeros((H, W), bool)
         x1, y1, x2, y2 = blob.box.astype(int)
@@ -187,9 +181,9 @@ def training_crops(clips: Sequence[Clip], foreground: Callable[[Clip], Callable]
                 if pasted is not None:
                     target &= ~pasted
                     break
-        diff, fg = model(blob.frame, frame)
+        diff, fg = models[blob.clip](blob.frame, frame)
         box = _jittered(box, jitter, rng)
-        inputs[n] = crop_inputs(_grey(frame), diff, fg, box, context, size)
+        inputs[n] = crop_inputs(grey_levels(frame), diff, fg, box, context, size)
         targets[n] = crop_target(target, box, context, size)
     return inputs, targets
 

@@ -41,6 +41,11 @@ def _warp(image: np.ndarray, m: np.ndarray, size: int, interpolation: int) -> np
     return cv2.warpAffine(image, m, (size, size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def grey_levels(frame: np.ndarray) -> np.ndarray:
+    """(H, W) float32 grey levels of a frame: the mean of its channels (a grey frame as it is)."""
+    return frame.astype(np.float32).mean(axis=2) if frame.ndim == 3 else frame.astype(np.float32)
+
+
 def frame_channels(grey: np.ndarray, diff: np.ndarray, fg: np.ndarray) -> tuple[np.ndarray, ...]:
     """The whole frame's arrays the input channels are cut from, (H, W) float32 each: computed once per frame, then
     seen through each box's window by :func:`window_inputs`."""
