@@ -367,6 +367,50 @@ def test_coherence_keeps_the_pixels_that_move_with_the_track(follow):
         assert (ratio < 0.1) if mode == "score" else (ratio > 0.4), (mode, ratio)
 
 
+def test_fastest_motion_known_answers():
+    """The reference of coherence_reference="fastest": the mean flow of the box's fastest cell of mask pixels."""
+    seg = ForegroundSegmenter(background={"scope": "clip"}, coherence="score", coherence_reference="fastest",
+                              coherence_cell=4)
+    flow = np.zeros((20, 30, 2), np.float32)
+    flow[4:8, 8:12] = [3.0, -1.0]  # one fast cell (box-relative cell (1, 1) of a box starting at (4, 4))
+    flow[12:16, 4:8] = [0.0, -5.0]  # faster, but off the mask
+    mask = np.zeros((20, 30), bool)
+    mask[4:12, 4:16] = True
+    box = np.array([4.0, 4.0, 16.0, 16.0])
+    np.testing.assert_allclose(seg.fastest_motion(flow, box, mask), [3.0, -1.0])
+    mask[12:16, 4:8] = True  # now on the mask: the fastest cell
+    np.testing.assert_allclose(seg.fastest_motion(flow, box, mask), [0.0, -5.0])
+    mask[:] = False  # no mask pixel in the box: the whole box's cells count
+    np.testing.assert_allclose(seg.fastest_motion(flow, box, mask), [0.0, -5.0])
+    assert not seg.track_velocities  # the plan need not compute track velocities for this reference
+    with pytest.raises(ValueError, match="coherence_reference"):
+        ForegroundSegmenter(coherence="score", coherence_reference="centre")
+    with pytest.raises(ValueError, match="coherence_cell"):
+        ForegroundSegmenter(coherence="score", coherence_reference="fastest", coherence_cell=0)
+
+
+def test_coherence_fastest_reference_ranks_the_fast_object_of_a_merged_track():
+    """Coherence rounds 1-2's failure, on the two-disc clip: the track is the MERGED box (its centre moves at the mean
+    of the two discs), so the track reference weights both discs alike; the fastest reference ranks the fast disc's
+    pixels (3 px/frame) above the slow one's (1 px/frame the other way), keeping both in the mask ("score")."""
+    clip, ma, mb, boxes_a, union = two_disc_clip()
+    T = clip.num_frames
+    scores = tracked_scores(union, jitter=0.0)
+    prompts = Prompts.from_boxes(np.arange(T), np.ones(T, np.int64), union, np.full(T, 2.0))
+    ratios = {}
+    for reference in ("track", "fastest"):
+        seg = ForegroundSegmenter(background={"scope": "clip"}, box_score=0.0, coherence="score",
+                                  coherence_reference=reference, min_track_iou=0.05)
+        out = seg.segment(clip, prompts, scores)
+        mask = out.instance_maps[PASSING] > 0
+        assert (mask & ma[PASSING]).sum() > 0.85 * ma[PASSING].sum()
+        assert (mask & mb[PASSING]).sum() > 0.85 * mb[PASSING].sum()
+        sm = out.score_maps[PASSING].astype(np.float32)
+        ratios[reference] = sm[mb[PASSING] & mask].mean() / sm[ma[PASSING] & mask].mean()
+    assert ratios["fastest"] < 0.2, ratios
+    assert ratios["track"] > 0.4, ratios
+
+
 def test_coherence_online_matches_the_clip():
     """Online, the stream's previous frame gives the flow: the same frame's masks as segment() on the clip."""
     from tao_lab.streaming import StreamContext
