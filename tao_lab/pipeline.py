@@ -68,6 +68,31 @@ def progress(items: Iterable, desc: str, enabled: bool = True, total: Optional[i
     return tqdm(items, desc=desc, total=total, leave=False, dynamic_ncols=True)
 
 
+SEGMENTER_CHECKPOINT = "segmenter.ckpt"  # train.py writes it next to scorer.ckpt (tao_lab.tasks.train)
+
+
+def use_segmenter_beside_scorer(cfg: DictConfig) -> Optional[str]:
+    """With ``ckpt_path`` (a trained scorer) and the learned segmenter without a ``checkpoint``, sets
+    ``segmenter.checkpoint`` (in place) to the ``segmenter.ckpt`` that train.py wrote beside that scorer, when the file
+    is there: the run then segments with the network trained with its scorer, where a video without training clips
+    would otherwise fall back to the classical step. Returns the path it set, else None."""
+    ckpt = cfg.get("ckpt_path")
+    seg = cfg.get("segmenter")
+    if not ckpt or seg is None or not str(seg.get("_target_", "")).endswith("LearnedSegmenter") \
+            or seg.get("checkpoint") not in (None, ""):
+        return None
+    beside = Path(str(ckpt)).parent / SEGMENTER_CHECKPOINT
+    if not beside.is_file():
+        return None
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.segmenter.checkpoint = str(beside)
+    log.info("segmenter.checkpoint: %s (written by train.py beside ckpt_path; set segmenter.checkpoint to choose "
+             "another)", beside)
+    return str(beside)
+
+
 class Pipeline:
     """Runs the configured stages on clips with caching. Components are built on first use.
 
@@ -90,6 +115,7 @@ class Pipeline:
         # camera backgrounds for the stages with background.scope=camera (tao_lab.detector.camera); None = no
         # training clips given (those stages then use per-clip backgrounds)
         self.camera_backgrounds = None
+        use_segmenter_beside_scorer(cfg)
 
     # ----- camera background ---------------------------------------------------------------------------------
     def set_camera_clips(self, clips: Iterable[Clip] = (), cameras: Optional[list[list[Clip]]] = None) -> None:

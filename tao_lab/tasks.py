@@ -250,7 +250,8 @@ def _fill_downstream(cfg: DictConfig, pipe, dataset, shard: int, num_shards: int
 # ----- train ------------------------------------------------------------------------------------------------
 def train(cfg: DictConfig, logger=None) -> dict:
     """Fits (or trains) the scorer on the training clips and writes ``scorer.ckpt`` into the run dir."""
-    from tao_lab.pipeline import Pipeline, camera_clips, load_dataset, splits_needed, training_clips
+    from tao_lab.pipeline import (SEGMENTER_CHECKPOINT, Pipeline, camera_clips, load_dataset, splits_needed,
+                                  training_clips)
     from tao_lab.run_info import write_metrics
 
     pipe = Pipeline(cfg)
@@ -275,7 +276,7 @@ def train(cfg: DictConfig, logger=None) -> dict:
     result = {"train/threshold_tau": float(pipe.threshold.tau), "train/clips": len(clips),
               **{f"train/{k}": float(v) for k, v in pipe.scorer.fit_metrics.items()},
               **_stage_speed(pipe)}
-    result.update(_train_segmenter(pipe, output_dir(cfg) / "segmenter.ckpt"))
+    result.update(_train_segmenter(pipe, output_dir(cfg) / SEGMENTER_CHECKPOINT))
     validation = _validation(cfg, dataset)
     result.update(validation.metrics)
     result.update(objective_marker(cfg))

@@ -196,6 +196,18 @@ def test_train_writes_the_segmenter_checkpoint_and_eval_reads_it(tmp_path):
     assert result["train/segmenter_crops"] == 200 and result["train/segmenter_loss"] > 0
     metrics = run_task(compose("eval", [*overrides, f"segmenter.checkpoint={ckpt}"], tmp_path / "eval"), evaluate)
     assert 0.0 <= metrics["test/pixel_ap"] <= 1.0
+    # given the trained scorer (ckpt_path) and no segmenter.checkpoint, a run takes the segmenter.ckpt beside it ...
+    from tao_lab.pipeline import Pipeline, use_segmenter_beside_scorer
+
+    scorer_ckpt = f"ckpt_path={tmp_path / 'train' / 'run' / 'scorer.ckpt'}"
+    assert Pipeline(compose("eval", [*overrides, scorer_ckpt], tmp_path / "e2")).segmenter.checkpoint == str(ckpt)
+    # ... but never over the user's own choice, nor for another segmenter, nor when train.py wrote none there
+    own = compose("eval", [*overrides, scorer_ckpt, "segmenter.checkpoint=elsewhere.ckpt"], tmp_path / "e3")
+    assert use_segmenter_beside_scorer(own) is None and own.segmenter.checkpoint == "elsewhere.ckpt"
+    assert use_segmenter_beside_scorer(compose("eval", [*TINY_SYNTHETIC, scorer_ckpt, "segmenter=classical"],
+                                               tmp_path / "e4")) is None
+    ckpt.unlink()
+    assert Pipeline(compose("eval", [*overrides, scorer_ckpt], tmp_path / "e5")).segmenter.checkpoint is None
 
 
 def test_without_training_clips_or_checkpoint_the_classical_step_is_used(tmp_path, caplog):
