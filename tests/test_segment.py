@@ -383,6 +383,22 @@ def test_fastest_motion_known_answers():
     mask[:] = False  # no mask pixel in the box: the whole box's cells count
     np.testing.assert_allclose(seg.fastest_motion(flow, box, mask), [0.0, -5.0])
     assert not seg.track_velocities  # the plan need not compute track velocities for this reference
+    # a tall object (40 px box) whose fastest 4 px cell is a small fast part ("a hand") moving apart from its body:
+    # with cells of a fifth of its height the reference is the body's motion (hand's share of its 8 px cell: a quarter)
+    tall = np.zeros((60, 30, 2), np.float32)
+    tall[10:50, 5:21] = [1.0, 0.0]
+    tall[10:14, 5:9] = [6.0, 0.0]
+    body = np.zeros((60, 30), bool)
+    body[10:50, 5:21] = True
+    box = np.array([5.0, 10.0, 21.0, 50.0])
+    np.testing.assert_allclose(seg.fastest_motion(tall, box, body), [6.0, 0.0])
+    scaled = ForegroundSegmenter(background={"scope": "clip"}, coherence="score", coherence_reference="fastest",
+                                 coherence_cell=4, coherence_cell_height=0.2)
+    np.testing.assert_allclose(scaled.fastest_motion(tall, box, body), [1.0 + 5.0 / 4, 0.0])
+    small_box = np.array([4.0, 4.0, 16.0, 16.0])  # 12 px tall: 0.2 x 12 < 4 px, the 4 px cells stay
+    np.testing.assert_allclose(scaled.fastest_motion(flow, small_box, np.ones((20, 30), bool)), [0.0, -5.0])
+    with pytest.raises(ValueError, match="coherence_cell_height"):
+        ForegroundSegmenter(coherence="score", coherence_reference="fastest", coherence_cell_height=1.5)
     with pytest.raises(ValueError, match="coherence_reference"):
         ForegroundSegmenter(coherence="score", coherence_reference="centre")
     with pytest.raises(ValueError, match="coherence_cell"):

@@ -165,6 +165,8 @@ class ForegroundSegmenter(CarryingSegmenter):
         coherence_reference: "track" (the object's track velocity) or "fastest" (the mean flow of the box's fastest
             cell of mask pixels; module docstring).
         coherence_cell: "fastest": the cell side (px).
+        coherence_cell_height: "fastest": None, or the cell side as a fraction of the box's height when that is larger
+            than ``coherence_cell`` (a tall object's fastest 8 px cell is a hand or a foot, not the object).
         flow: keyword arguments of tao_lab.features.FlowEstimator for the coherence flow (None = its defaults).
         max_carry, max_gap, carry_backward, min_track_iou, carry_score: the box plan (CarryingSegmenter).
     """
@@ -178,7 +180,7 @@ class ForegroundSegmenter(CarryingSegmenter):
                  carry_backward: int = 5, min_track_iou: float = 0.3, carry_score: str = "prompt",
                  coherence: str = "none", coherence_tolerance: float = 0.5, coherence_min_speed: float = 1.0,
                  coherence_cut: float = 2.0, coherence_reference: str = "track", coherence_cell: int = 8,
-                 flow: Optional[dict] = None):
+                 coherence_cell_height: Optional[float] = None, flow: Optional[dict] = None):
         super().__init__(max_carry, max_gap, carry_backward, min_track_iou, carry_score)
         for name, value, choices in (("foreground", foreground, FOREGROUNDS), ("fallback", fallback, FALLBACKS),
                                      ("pixel_score", pixel_score, PIXEL_SCORES), ("coherence", coherence, COHERENCE),
@@ -221,6 +223,10 @@ class ForegroundSegmenter(CarryingSegmenter):
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         if int(coherence_cell) < 1:
             raise ValueError(f"coherence_cell must be >= 1 px, got {coherence_cell!r}")
+        if coherence_cell_height is not None and not 0 < float(coherence_cell_height) <= 1:
+            raise ValueError(f"coherence_cell_height must be a fraction of the box height in (0, 1] or null, got "
+                             f"{coherence_cell_height!r}")
+        self.coherence_cell_height = None if coherence_cell_height is None else float(coherence_cell_height)
         self.coherence = coherence
         self.coherence_reference = coherence_reference
         self.coherence_cell = int(coherence_cell)
@@ -245,10 +251,10 @@ class ForegroundSegmenter(CarryingSegmenter):
         return -flow if other_is_previous else flow
 
     def fastest_motion(self, flow: np.ndarray, box: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """(2,) px/frame: the mean flow of the fastest ``coherence_cell`` square cell of the box, over the cells where
-        at least a quarter of the pixels are on ``mask`` (H, W) bool (every cell with a mask pixel if none is; the
-        whole box if the mask has none there). Cells are laid from the box's top-left corner; the last ones may be
-        smaller."""
+        """(2,) px/frame: the mean flow of the fastest square cell of the box (side ``coherence_cell`` px, or
+        ``coherence_cell_height`` x the box's height when larger), over the cells where at least a quarter of the
+        pixels are on ``mask`` (H, W) bool (every cell with a mask pixel if none is; the whole box if the mask has
+        none there). Cells are laid from the box's top-left corner; the last ones may be smaller."""
         H, W = mask.shape
         x1, y1 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
         x2, y2 = min(int(np.ceil(box[2])), W), min(int(np.ceil(box[3])), H)
@@ -259,6 +265,8 @@ class ForegroundSegmenter(CarryingSegmenter):
         if not m.any():
             m = np.ones_like(m)
         c = self.coherence_cell
+        if self.coherence_cell_height is not None:
+            c = max(c, int(round(self.coherence_cell_height * (y2 - y1))))
         rows, cols = -(-m.shape[0] // c), -(-m.shape[1] // c)
         pad = ((0, rows * c - m.shape[0]), (0, cols * c - m.shape[1]))
         mp = np.pad(m, pad).reshape(rows, c, cols, c).astype(np.float64)
