@@ -260,19 +260,20 @@ class ForegroundSegmenter(CarryingSegmenter):
         x2, y2 = min(int(np.ceil(box[2])), W), min(int(np.ceil(box[3])), H)
         if x2 <= x1 or y2 <= y1:
             return np.zeros(2)
-        f = flow[y1:y2, x1:x2].astype(np.float64)
+        h, w = y2 - y1, x2 - x1
         m = mask[y1:y2, x1:x2]
         if not m.any():
             m = np.ones_like(m)
         c = self.coherence_cell
         if self.coherence_cell_height is not None:
-            c = max(c, int(round(self.coherence_cell_height * (y2 - y1))))
-        rows, cols = -(-m.shape[0] // c), -(-m.shape[1] // c)
-        pad = ((0, rows * c - m.shape[0]), (0, cols * c - m.shape[1]))
+            c = max(c, int(round(self.coherence_cell_height * h)))
+        rows, cols = -(-h // c), -(-w // c)
+        pad = ((0, rows * c - h), (0, cols * c - w))
         mp = np.pad(m, pad).reshape(rows, c, cols, c).astype(np.float64)
-        fp = np.stack([np.pad(f[..., k], pad).reshape(rows, c, cols, c) for k in range(2)], axis=-1)
+        fp = np.pad(flow[y1:y2, x1:x2].astype(np.float64), (*pad, (0, 0))).reshape(rows, c, cols, c, 2)
         count = mp.sum(axis=(1, 3))
-        total = np.pad(np.ones_like(m, np.float64), pad).reshape(rows, c, cols, c).sum(axis=(1, 3))
+        # pixels of the box in each cell (the last row and column of cells may be cut by the box's edge)
+        total = np.outer(np.minimum(c, h - c * np.arange(rows)), np.minimum(c, w - c * np.arange(cols)))
         mean = (fp * mp[..., None]).sum(axis=(1, 3)) / np.maximum(count, 1)[..., None]
         usable = count >= 0.25 * total
         if not usable.any():
@@ -281,26 +282,32 @@ class ForegroundSegmenter(CarryingSegmenter):
         r, q = np.unravel_index(int(np.argmax(speed)), speed.shape)
         return mean[r, q]
 
-    def coherence_weight(self, flow: np.ndarray, velocity: np.ndarray, region: tuple[slice, slice]) -> np.ndarray:
-        """(h, w) float32 in (0, 1] over ``region``: exp(-d^2 / 2 s^2), d = |flow - velocity| (module docstring)."""
+    def coherence_weight(self, flow: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+        """(h, w) float32 in (0, 1] over ``flow`` (h, w, 2): exp(-d^2 / 2 s^2), d = |flow - velocity| (module
+        docstring)."""
         v = np.asarray(velocity, np.float64)
         s = max(self.coherence_tolerance * float(np.hypot(v[0], v[1])), self.coherence_min_speed)
-        d2 = ((flow[region] - v[None, None, :].astype(np.float32)) ** 2).sum(axis=-1)
+        d2 = ((flow - v[None, None, :].astype(np.float32)) ** 2).sum(axis=-1)
         return np.exp(-0.5 * d2 / (s * s)).astype(np.float32)
 
-    def _apply_coherence(self, mask: np.ndarray, factor: np.ndarray, flow: np.ndarray, item) -> None:
-        """In place: ``factor`` times the coherence weight inside the object's enlarged box; with "mask", the mask
-        pixels beyond ``coherence_cut`` x s leave the mask unless that would empty it."""
-        region = self._region(item.box, *mask.shape)
-        reference = self.fastest_motion(flow, item.box, mask) if self.coherence_reference == "fastest" \
-            else item.velocity
-        weight = self.coherence_weight(flow, reference, region)
-        factor[region] *= weight
+    def _apply_coherence(self, mask: np.ndarray, factor: np.ndarray, flow: np.ndarray, item,
+                         region: tuple[slice, slice]) -> np.ndarray:
+        """The object's ``mask`` over its ``region`` (the enlarged box) after the coherence weight, whose values
+        multiply ``factor`` (same shape) in place; with "mask", the pixels beyond ``coherence_cut`` x s leave the mask
+        unless that would empty it. ``flow``: the whole frame's."""
+        flow = flow[region]
+        if self.coherence_reference == "fastest":
+            x0, y0 = region[1].start or 0, region[0].start or 0
+            reference = self.fastest_motion(flow, np.asarray(item.box, np.float64) - [x0, y0, x0, y0], mask)
+        else:
+            reference = item.velocity
+        weight = self.coherence_weight(flow, reference)
+        factor *= weight
         if self.coherence == "mask":
-            keep = weight >= np.exp(-0.5 * self.coherence_cut ** 2)
-            sub = mask[region]
-            if (sub & keep).any():
-                mask[region] = sub & keep
+            kept = mask & (weight >= np.exp(-0.5 * self.coherence_cut ** 2))
+            if kept.any():
+                return kept
+        return mask
 
     def use_camera(self, backgrounds) -> None:
         """The camera backgrounds of the run's training clips (given by the pipeline; used with scope=camera)."""
@@ -502,10 +509,7 @@ class ForegroundSegmenter(CarryingSegmenter):
             factor = np.ones(mask.shape, np.float32) if self.pixel_score == "object" else \
                 self.strength_floor + (1.0 - self.strength_floor) * strength
             if flow is not None and self.coherence != "none" and self._has_reference(it):
-                whole_mask, whole_factor = np.zeros((H, W), bool), np.ones((H, W), np.float32)
-                whole_mask[region], whole_factor[region] = mask, factor
-                self._apply_coherence(whole_mask, whole_factor, flow, it)  # works inside the same region
-                mask, factor = whole_mask[region], whole_factor[region]
+                mask = self._apply_coherence(mask, factor, flow, it, region)
             masks[k][region] = mask
             pix[k][region] = it.score * np.where(mask, factor, self._margin_in_region(it.box, mask))
         return masks, pix
