@@ -390,6 +390,24 @@ def test_cross_scene_protocol_prints_one_scene_by_set_table(compose_cfg):
     one = clean_pairs(lambda v: [item(scene.train[(v + 1) % 3])])
     assert few.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
         roc_auc_score(np.concatenate([y for y, _ in one]), np.concatenate([x for _, x in one])), abs=1e-9)
+    # one place withheld from each fold's fit: the same cell from fits without those tracks
+    from tao_lab.validation.cross_scene import _seed, withhold_place
+
+    shifted = cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast", "loiter"],
+                                   num_clips=3, num_frames=70, show_progress=False, withhold=0.2)
+
+    def withheld(v):
+        fit = [u for u in range(3) if u != v]
+        sizes = [(scene.train[u].width, scene.train[u].height) for u in fit]
+        rng = np.random.default_rng(_seed(0, "synthetic_persp", "withhold", v))  # the protocol's seed of fold v
+        return withhold_place([item(scene.train[u]) for u in fit], sizes, 0.2, rng)[0]
+
+    held = clean_pairs(withheld)
+    assert shifted.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
+        roc_auc_score(np.concatenate([y for y, _ in held]), np.concatenate([x for _, x in held])), abs=1e-9)
+    with pytest.raises(ValueError, match="withhold must be a share"):
+        cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast"], num_clips=3,
+                             num_frames=70, show_progress=False, withhold=0.0)
     with pytest.raises(ValueError, match="negatives must be one of"):
         cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast"], num_clips=3,
                              num_frames=70, show_progress=False, negatives="other")
@@ -398,6 +416,47 @@ def test_cross_scene_protocol_prints_one_scene_by_set_table(compose_cfg):
                              num_frames=70, show_progress=False, fit_clips=0)
     with pytest.raises(ValueError, match="unknown scene"):
         cross_scene_validate(cfg, variants, scenes=["mars"], show_progress=False)
+
+
+def test_withhold_place_leaves_out_whole_tracks_through_one_place():
+    from tao_lab.validation.cross_scene import withhold_place
+
+    # two clips of 100x200 (W x H): track 0 walks along the top (feet at row 40), track 1 along the bottom (row
+    # 180), track 2 crosses from the top to the bottom; one untracked blob at the bottom; features keep row order
+    def clip(rows):
+        a = np.array(rows, np.float64)
+        objects = ObjectTable.build(a[:, 0], a[:, 1:5], track_id=a[:, 5].astype(int))
+        return objects, {"row": np.arange(len(a)), "xy": a[:, 1:3]}, 50
+
+    top = [(i, 10 + 5 * i, 20, 20 + 5 * i, 40, 0) for i in range(10)]
+    bottom = [(i, 10 + 5 * i, 160, 20 + 5 * i, 180, 1) for i in range(10)]
+    crossing = [(i, 50, 40 + 14 * i, 60, 60 + 14 * i, 2) for i in range(10)]  # feet rows 60 .. 186
+    blob = [(3, 80, 170, 90, 182, -1)]
+    items = [clip(top + crossing), clip(bottom + blob)]
+    sizes = [(100, 200), (100, 200)]
+    # footprints in order: clip 0 top 0-9, crossing 10-19; clip 1 bottom 20-29, blob 30. The centre is drawn
+    # among them; pick seeds that draw a given one
+    def seed_for(index):
+        return next(s for s in range(1000) if np.random.default_rng(s).integers(31) == index)
+
+    # around the top walker's first foot, 20% of the footprints (7 with the centre, distances in frame heights)
+    # are all top feet: the top track leaves whole, the crossing walker (0.22 away at its nearest) stays
+    out, gone = withhold_place(items, sizes, 0.2, np.random.default_rng(seed_for(0)))
+    assert set(out[0][0].track_id) == {2} and len(out[0][0]) == 10
+    assert len(out[1][0]) == 11 and gone == pytest.approx(10 / 31)
+    np.testing.assert_array_equal(out[0][1]["xy"], out[0][0].xyxy[:, :2])  # the feature rows follow the objects
+    np.testing.assert_array_equal(out[0][1]["row"], np.arange(10, 20))
+    assert out[0][2] == 50
+    # around the crossing walker's last foot (row 186): its own previous foot and the bottom walker's nearest feet;
+    # both tracks leave whole, the crossing one with its feet at the top of the picture; the blob (0.15 away) stays
+    out, gone = withhold_place(items, sizes, 0.2, np.random.default_rng(seed_for(19)))
+    assert set(out[0][0].track_id) == {0} and len(out[0][0]) == 10
+    assert list(out[1][0].track_id) == [-1] and gone == pytest.approx(20 / 31)
+    # an untracked blob leaves alone
+    out, _ = withhold_place(items, sizes, 0.01, np.random.default_rng(seed_for(30)))
+    assert len(out[1][0]) == 10 and -1 not in set(out[1][0].track_id) and len(out[0][0]) == 20
+    with pytest.raises(ValueError, match="share in"):
+        withhold_place(items, sizes, 1.0, np.random.default_rng(0))
 
 
 def test_fold_clips_hold_every_clip_out_once_and_fit_on_the_next_ones():

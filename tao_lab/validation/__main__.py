@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="cross-scene: the negatives of each held-out clip: its own frames without the plant "
                              "(clean, the default from session 41) or the planted copy's unlabelled frames (planted, "
                              "every round before; a loiterer's or wrong-way walker's normal walk counted as normal)")
+    parser.add_argument("--withhold-place", type=float, default=None, metavar="SHARE",
+                        help="cross-scene: each fold's fit leaves out every track that stands in one place holding "
+                             "this share of its footprints (a place the training days never showed, as a new day's "
+                             "video may use; default: off)")
     parser.add_argument("--json", help="cross-scene: also write the AUC table (variant -> scene -> set) to this file")
     parser.add_argument("--alarm", help="cross-scene: YAML file {methods: [...], targets: [...], folds: [...]} of "
                                         "frame-alarm candidates to compare instead of scorer variants")
@@ -180,17 +184,20 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
     per_seed = [cross_scene_validate(cfg, composed, scenes, sets, str(ped2_dir), args.clips, args.frames, seed=sd,
                                      show_progress=bool(cfg.get("progress", True)), metric=args.metric,
                                      fit_clips=args.fit_clips, animate=not args.rigid_walkers,
-                                     off_path_ground=not args.off_path_anywhere, negatives=args.negatives)
+                                     off_path_ground=not args.off_path_anywhere, negatives=args.negatives,
+                                     withhold=args.withhold_place)
                 for sd in seeds]
     result = average_results(per_seed)
     fitted_on = "all other clips" if args.fit_clips is None else f"{args.fit_clips} other clip(s)"
     planted_with = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean over seeds {','.join(map(str, seeds))}"
+    withheld = ("" if args.withhold_place is None else
+                f", one place withheld from each fit ({args.withhold_place:g} of its footprints)")
     print(f"\ncross-scene leave-one-clip-out frame AUC ({args.metric}) on planted behaviours, {args.clips} training "
           f"clips x {args.frames} frames per scene, each fold fitted on {fitted_on}, "
           f"{'rigid' if args.rigid_walkers else 'animated'} walkers, off-path walkers "
           f"{'anywhere unvisited' if args.off_path_anywhere else 'off the walkable ground'}, negatives "
-          f"{'the held-out clip without the plant' if args.negatives == 'clean' else 'the planted copy unlabelled'} "
-          f"({planted_with}; test clips not read), "
+          f"{'the held-out clip without the plant' if args.negatives == 'clean' else 'the planted copy unlabelled'}"
+          f"{withheld} ({planted_with}; test clips not read), "
           f"{time.perf_counter() - start:.0f} s")
     summed = " (summed over the seeds)" if len(seeds) > 1 else ""
     print(f"labelled frames per scene and set{summed}: " + "; ".join(
@@ -211,7 +218,7 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
                   "mean_per_seed": {v: [r.mean(v) for r in per_seed] for v in result.auc}, "metric": args.metric,
                   "fit_clips": args.fit_clips, "variants": variants, "animated_walkers": not args.rigid_walkers,
                   "off_path_ground": not args.off_path_anywhere, "negatives": args.negatives,
-                  "base_overrides": base,
+                  "withhold_place": args.withhold_place, "base_overrides": base,
                   "auc": result.auc, "mean": {v: result.mean(v) for v in result.auc}, "positives": result.positives}
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

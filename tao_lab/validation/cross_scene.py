@@ -9,6 +9,13 @@ where the plant walks normally, so they measured how unusual a pasted walker's n
 pooled over the held-out clips (micro). Test clips are never read. Defaults are chosen on the mean over
 all (scene, set) cells, by a rule written in the variants file before the run.
 
+A camera's held-out training clips come from the same days as the clips a fold is fitted on, so they show the places
+people use as often as the fit does; a new day's video does not (Ped2's test clips put several times more people at
+the bottom of the picture than its training clips: README "The scene-general default"). ``withhold=S``
+simulates that shift on training clips: each fold's fit leaves out every track that ever stands in one place, the
+disc around a random fit footprint that holds the share S of the fit's footprints
+(:func:`withhold_place`), so the held-out clip's people who use that place are new to the scorer, as on a new day.
+
 Planting uses the statistics of the other training clips of the same scene, as that scene's camera sees them
 (placement, depth, direction, size and speed per row), so every scene gets its full planted sets. Clip v is planted
 at depth band ``(v + set index) % 3``, so every set covers several depths.
@@ -113,6 +120,38 @@ def _seed(*parts) -> int:
     return zlib.crc32("|".join(map(str, parts)).encode())
 
 
+def withhold_place(items: Sequence[tuple], sizes: Sequence[tuple[int, int]], share: float,
+                   rng: np.random.Generator) -> tuple[list[tuple], float]:
+    """The fit items (objects, features, num_frames) without every track that has a footprint in one place.
+
+    The place is the disc (distances in frame heights) around the footprint (box bottom centre) of a fit object
+    drawn with ``rng`` whose radius takes in the share ``share`` of the fit's footprints; every track with a
+    footprint inside is left out whole (an untracked object alone), with its feature rows. sizes: (width, height)
+    of each item's frames. Returns (items, share of the fit's objects left out)."""
+    if not 0.0 < float(share) < 1.0:
+        raise ValueError(f"withhold_place must be a share in (0, 1), got {share!r}")
+    feet = []
+    for (objects, _, _), (width, height) in zip(items, sizes):
+        box = np.asarray(objects.xyxy, np.float64)
+        feet.append(np.column_stack([(box[:, 0] + box[:, 2]) / 2 / height, box[:, 3] / height]))
+    every = np.concatenate(feet) if feet else np.zeros((0, 2))
+    if len(every) == 0:
+        return list(items), 0.0
+    centre = every[rng.integers(len(every))]
+    radius = np.quantile(np.linalg.norm(every - centre, axis=1), float(share))
+    out, left_out = [], 0
+    for (objects, features, num_frames), f in zip(items, feet):
+        inside = np.linalg.norm(f - centre, axis=1) <= radius
+        track = np.asarray(objects.track_id, np.int64)
+        withheld = inside | ((track >= 0) & np.isin(track, track[inside & (track >= 0)]))
+        keep = ~withheld
+        left_out += int(withheld.sum())
+        out.append((objects.take(keep), {k: np.asarray(v)[keep] for k, v in features.items()}, num_frames))
+    if left_out == len(every):
+        raise ValueError("withhold_place left no object to fit on")
+    return out, left_out / len(every)
+
+
 def _check_names(kind: str, names: Sequence[str], allowed: Sequence[str]) -> list[str]:
     bad = [n for n in names if n not in allowed]
     if bad:
@@ -186,7 +225,8 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                          num_frames: Optional[int] = 120, seed: int = 0,
                          show_progress: bool = True, metric: str = "micro",
                          fit_clips: Optional[int] = None, animate: bool = True,
-                         off_path_ground: bool = True, negatives: str = "clean") -> CrossSceneResult:
+                         off_path_ground: bool = True, negatives: str = "clean",
+                         withhold: Optional[float] = None) -> CrossSceneResult:
     """Leave-one-clip-out frame AUC of each variant on each (scene, planted set); see the module docstring.
 
     variants: {name: composed config}; scorers must fit without a Lightning Trainer. The stage cache is used as
@@ -196,13 +236,17 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     animate: planted walkers move their limbs (False: the rigid cut-outs of rounds 1-22). off_path_ground: the
     off_path set plants off each scene's walkable ground (False: wherever no training object stood, rounds before
     off-path round 1). negatives: "clean" (the held-out clip's own frames without the plant) or "planted" (the
-    planted copy's unlabelled frames; the protocol of every round before the loiter look of session 41)."""
+    planted copy's unlabelled frames; the protocol of every round before the loiter look of session 41).
+    withhold: each fold's fit leaves out the tracks of one place holding this share of its footprints
+    (:func:`withhold_place`; None: the fit keeps every object)."""
     if negatives not in NEGATIVES:
         raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
     if metric not in ("micro", "macro"):
         raise ValueError(f"metric must be 'micro' or 'macro', got {metric!r}")
     if fit_clips is not None and int(fit_clips) < 1:
         raise ValueError(f"fit_clips must be >= 1 (or None = all other clips), got {fit_clips!r}")
+    if withhold is not None and not 0.0 < float(withhold) < 1.0:
+        raise ValueError(f"withhold must be a share in (0, 1) (or None), got {withhold!r}")
     from tao_lab.dataset.resize import working_bounds
     from tao_lab.scorer.base import scorer_class
 
@@ -241,7 +285,14 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
             labels: dict[str, list[np.ndarray]] = {k: [] for k in sets}
             for v in progress(range(len(sc.train)), f"{name} / {sc.name}: folds", show_progress):
                 scorer = instantiate(cfg.scorer)
-                scorer.fit_clips([items[u] for u in fold_clips(v, len(items), fit_clips)])
+                fit = fold_clips(v, len(items), fit_clips)
+                fit_items = [items[u] for u in fit]
+                if withhold is not None:  # the same place for every variant: seeded by scene and fold only
+                    fit_items, gone = withhold_place(fit_items, [(sc.train[u].width, sc.train[u].height)
+                                                                 for u in fit], withhold,
+                                                     np.random.default_rng(_seed(seed, sc.name, "withhold", v)))
+                    log.info("%s / %s, fold %d: %.1f%% of the fit's objects withheld", name, sc.name, v, 100 * gone)
+                scorer.fit_clips(fit_items)
                 scorer.eval()
                 clean = (np.asarray(scorer.score_clip(*items[v]).frame_scores, np.float64)
                          if negatives == "clean" else None)
