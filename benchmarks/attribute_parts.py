@@ -23,7 +23,7 @@ def main(argv=None) -> dict[str, float]:
 
     from tao_lab.config import compose_config
     from tao_lab.no_network import set_offline_env
-    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.pipeline import dataset_pipeline, load_dataset
     from tao_lab.scorer.common import frame_scores_from_objects, smooth_frame_scores
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,7 +34,7 @@ def main(argv=None) -> dict[str, float]:
     cfg = compose_config(["dataset=ucsd_ped2", f"paths.data_dir={args.data_dir}", "progress=false",
                           "validation=none", *args.overrides])
     dataset = load_dataset(cfg)
-    pipe = Pipeline(cfg)
+    pipe = dataset_pipeline(cfg, dataset)
     pipe.fit_scorer(dataset.train)
     scorer = pipe.scorer
     sigma = float(getattr(scorer, "frame_sigma", 0.0))

@@ -73,13 +73,14 @@ def main(argv=None) -> dict[str, float]:
     from tao_lab.config import compose_config
     from tao_lab.features import FlowEstimator, extract_features
     from tao_lab.no_network import set_offline_env
-    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.pipeline import dataset_pipeline, load_dataset
 
     set_offline_env()
     cfg = compose_config(["dataset=ucsd_ped2", f"paths.data_dir={args.data_dir}", "progress=false", "validation=none",
                           *args.overrides])
-    clips = list(load_dataset(cfg).test)[:args.max_clips]
-    pipe = Pipeline(cfg)
+    dataset = load_dataset(cfg)
+    clips = list(dataset.test)[:args.max_clips]
+    pipe = dataset_pipeline(cfg, dataset)
     tracks = [pipe.tracks(c) for c in clips]
     features = instantiate(cfg.features)
     flow = FlowFirst()

@@ -52,15 +52,14 @@ def main(argv=None) -> int:
     import hydra
 
     from tao_lab.config import compose_config
-    from tao_lab.pipeline import Pipeline
+    from tao_lab.pipeline import dataset_pipeline
 
     clips = [int(k) for k in args.clips.split(",")]
     segs, area = {}, {}
     for name, overrides, _ in variants:
         cfg = compose_config(["dataset=ucsd_ped2", f"paths.data_dir={args.data_dir}", *overrides])
         ds = hydra.utils.instantiate(cfg.dataset)
-        pipe = Pipeline(cfg)
-        pipe.set_camera_clips(ds.train)
+        pipe = dataset_pipeline(cfg, ds)
         pipe.show_progress = False
         pipe.fit_scorer(ds.train)
         pixels = objects = 0

@@ -281,7 +281,7 @@ def main(argv=None) -> list[dict]:
         ap.error(f"unknown --oracles {unknown}: expected some of {list(ORACLES)}")
 
     from tao_lab.config import compose_config
-    from tao_lab.pipeline import Pipeline, instantiate, load_dataset
+    from tao_lab.pipeline import dataset_pipeline, instantiate, load_dataset
 
     base = ["progress=false"]
     if not any(o.startswith("dataset=") for o in extra):  # another dataset with pixel masks may be chosen
@@ -333,7 +333,7 @@ def main(argv=None) -> list[dict]:
     frames = sum(c.num_frames for c in dataset.test)
     print(f"# {cfg.dataset._target_.rsplit('.', 1)[-1]} {args.data_dir}: {len(dataset.train)} train clips, "
           f"{len(dataset.test)} test clips ({frames} test frames)", flush=True)
-    pipe = Pipeline(cfg)
+    pipe = dataset_pipeline(cfg, dataset)
     start = time.perf_counter()
     pipe.fit_scorer(dataset.train)
     print(f"# scorer + threshold ready in {time.perf_counter() - start:.0f} s (tau = {pipe.threshold.tau:.4f})",

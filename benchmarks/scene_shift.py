@@ -88,7 +88,7 @@ def _figure(path: str, pipe, clips, flagged: np.ndarray, where: np.ndarray) -> N
 def main(argv=None) -> dict:
     from tao_lab.config import compose_config
     from tao_lab.no_network import set_offline_env
-    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.pipeline import dataset_pipeline, load_dataset
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "datasets", "ucsd_ped2"))
@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
     k = args.fit_clips or max(1, (3 * len(train)) // 4)
     if not 1 <= k < len(train):
         ap.error(f"--fit-clips must leave at least one of the {len(train)} training clips held out, got {k}")
-    pipe = Pipeline(cfg)
+    pipe = dataset_pipeline(cfg, dataset)
     pipe.fit_scorer(train[:k])
     scorer = pipe.scorer
     if getattr(scorer, "fusion", None) != "sum_excess" or not getattr(scorer, "uses_scene", False):

@@ -236,12 +236,11 @@ def bench(args, overrides: list[str]) -> dict:
         return out
 
     if args.stage_cache:
-        from tao_lab.pipeline import Pipeline
+        from tao_lab.pipeline import dataset_pipeline
         from tao_lab.scorer.class_rarity import check_detector_has_classes
 
         check_detector_has_classes(cfg.scorer, cfg.detector)
-        cached = Pipeline(cfg)
-        cached.set_camera_clips(data.train)  # background.scope=camera: the keys name the training clips
+        cached = dataset_pipeline(cfg, data)  # background.scope=camera: the keys name the training clips
         detect = cached.detections  # cached per clip by detector config (hybrid: per part)
     else:
         detect = det.detect

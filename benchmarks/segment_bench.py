@@ -49,7 +49,7 @@ def fmt(v) -> str:
 
 def quality(args, extra: list[str]):
     from tao_lab.evaluation import evaluate_clips
-    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.pipeline import dataset_pipeline, load_dataset
 
     base = ["dataset=ucsd_ped2", f"paths.data_dir={args.data_dir}", *extra]  # gt_gating is off by default
     if args.max_clips:
@@ -62,7 +62,7 @@ def quality(args, extra: list[str]):
                 dataset = load_dataset(cfg)
                 print(f"# Ped2: {len(dataset.train)} train clips, {len(dataset.test)} test clips "
                       f"({sum(c.num_frames for c in dataset.test)} test frames)", flush=True)
-            pipe = Pipeline(cfg)
+            pipe = dataset_pipeline(cfg, dataset)
             t0 = time.perf_counter()
             pipe.fit_scorer(dataset.train)
             result = evaluate_clips(pipe, dataset.test, cfg)

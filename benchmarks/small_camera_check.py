@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from tao_lab.dataset.object_scale import dataset_at_object_scale
     from tao_lab.dataset.resize import ResizedClip
     from tao_lab.metrics import frame_metrics
-    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.pipeline import dataset_pipeline, load_dataset
 
     base_overrides = ["dataset=ucsd_ped2", f"paths.data_dir={args.data_dir}", "progress=false"]
     native = load_dataset(compose_config([*base_overrides, "working_object_height=null"], config_name="eval"))
@@ -46,8 +46,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         cfg = compose_config([*base_overrides, f"working_object_height={target}"], config_name="eval")
         seen = dataset_at_object_scale(data, cfg)
-        pipe = Pipeline(cfg)
-        pipe.set_camera_clips(seen.train)
+        pipe = dataset_pipeline(cfg, seen)
         pipe.show_progress = False
         pipe.fit_scorer(seen.train)
         scores = [np.asarray(pipe.scores(c).frame_scores) for c in seen.test]

@@ -35,7 +35,7 @@ def run_one(scorer: str, mode: str, args) -> dict:
     from omegaconf import open_dict
 
     from tao_lab.metrics import frame_metrics
-    from tao_lab.pipeline import Pipeline, load_dataset, training_clips
+    from tao_lab.pipeline import dataset_pipeline, load_dataset, training_clips
 
     overrides = [f"scorer={scorer}", f"training.mode={mode}", "progress=false", "logger=none",
                  f"paths.output_dir={args.out_dir}/{scorer}_{mode}", f"paths.cache_dir={args.cache_dir}",
@@ -47,7 +47,7 @@ def run_one(scorer: str, mode: str, args) -> dict:
     with open_dict(cfg):
         cfg.hydra = None
     dataset = load_dataset(cfg)
-    pipe = Pipeline(cfg)
+    pipe = dataset_pipeline(cfg, dataset)
     clips = training_clips(cfg, dataset)
     start = time.perf_counter()
     pipe.extract(clips, "fit")

@@ -596,6 +596,16 @@ def uses_camera_background(cfg: DictConfig) -> bool:
     return any(uses_camera(to_plain(cfg.get(group))) for group in ("detector", "segmenter"))
 
 
+def dataset_pipeline(cfg: DictConfig, dataset: Dataset) -> Pipeline:
+    """A :class:`Pipeline` for ``dataset`` built as the entry points build it: its camera-background stages know the
+    dataset's training clips (:func:`camera_clips`). ``Pipeline(cfg)`` alone knows no camera and its detector and
+    segmenter fall back to per-clip backgrounds whatever ``background.scope`` says: a benchmark or a look that reads
+    a dataset builds its pipeline here, so it measures the configured default."""
+    pipe = Pipeline(cfg)
+    pipe.set_camera_clips(camera_clips(cfg, dataset))
+    return pipe
+
+
 def camera_clips(cfg: DictConfig, dataset: Dataset) -> list[Clip]:
     """The clips the camera backgrounds are fitted on (``background.scope: camera``): the training split in
     supervised mode; none in ``training.mode=unsupervised`` (its clips are unlabeled and may hold the anomalies a

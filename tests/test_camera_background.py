@@ -184,6 +184,29 @@ def test_pipeline_hands_the_camera_backgrounds_to_the_stages(tmp_path):
     assert pipe.detector.camera.clips == train
 
 
+def test_dataset_pipeline_knows_the_camera_and_every_benchmark_that_reads_a_dataset_uses_it(tmp_path):
+    """Pipeline(cfg) alone knows no camera (its stages fall back to per-clip backgrounds whatever the config says):
+    benchmarks that read a dataset build their pipeline with dataset_pipeline, so they measure the default."""
+    import re
+    from pathlib import Path
+
+    from tao_lab.pipeline import dataset_pipeline
+    from tao_lab.types import Dataset
+
+    cfg = compose("eval", ["dataset.num_frames=20", "detector.background.scope=camera",
+                           "segmenter.background.scope=camera"], tmp_path)
+    train = training_clips()
+    pipe = dataset_pipeline(cfg, Dataset("scenes", train, [SceneClip("test", seed=8)]))
+    assert pipe.detector.camera.clips == train and pipe.segmenter.camera is pipe.camera_backgrounds
+    unsupervised = compose("eval", ["dataset.num_frames=20", "detector.background.scope=camera",
+                                    "training.mode=unsupervised"], tmp_path)
+    assert not dataset_pipeline(unsupervised, Dataset("scenes", train, [])).detector.camera.clips
+    # the benchmarks: a bare Pipeline(cfg) only where no dataset is read (one video, fitted on its own first frames)
+    bare = {f.name for f in (Path(__file__).parents[1] / "benchmarks").glob("*.py")
+            if re.search(r"\bPipeline\(cfg\)", f.read_text())}
+    assert bare == {"alarm_any_video.py"}, bare
+
+
 def test_a_checkpoint_eval_reads_the_training_split_for_the_camera_only_when_it_exists(tmp_path, monkeypatch, caplog):
     """An evaluation from ckpt_path does not need the training split for the scorer; camera_clips reads it for the
     camera backgrounds, and a copy without training videos (Avenue partial) falls back to per-clip backgrounds."""
