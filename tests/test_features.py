@@ -234,6 +234,51 @@ def test_ground_feature_reads_the_strip_below_the_box():
         GroundFeature(depth=0)
 
 
+def walkway_clip(num_frames: int = 20):
+    """Frames of a flat walkway (grey 200) above a striped lawn (rows 40-59), with a dark person (grey 30, rows 10-38,
+    6 px wide) walking right 4 px a frame on the walkway."""
+    from tao_lab.streaming import BufferClip
+
+    frames = []
+    for i in range(num_frames):
+        f = np.full((60, 100, 3), 200, np.uint8)
+        f[40:] = np.tile(np.array([0, 80], np.uint8), (20, 50))[..., None]
+        f[10:39, 4 * i:4 * i + 6] = 30
+        frames.append(f)
+    return BufferClip(frames, fps=25.0, clip_id="walkway")
+
+
+def test_ground_from_the_background_sees_the_ground_where_the_frame_shows_the_person():
+    """A box that is the person's upper half (a fragment: its bottom is not at the feet) has the person's own body in
+    the frame's strip; the clip's background shows the walkway there. A box standing on the lawn reads the lawn either
+    way. Offline the background is the median over the clip, on a stream the median over the frames seen so far."""
+    from tao_lab.features import GroundFeature
+    from tao_lab.streaming import StreamInfo
+
+    clip = walkway_clip()
+    i = 5  # the person spans columns 20-25
+    upper_half = np.array([[20, 10, 26, 24]], np.float32)  # strip rows 24-25 (2 rows): the person's body
+    on_lawn = np.array([[60, 20, 70, 40]], np.float32)  # strip rows 40-42: stripes 0 / 80 along x
+    objects = ObjectTable.build(np.array([i, i]), np.concatenate([upper_half, on_lawn]))
+    frame_src = extract_features(clip, objects, [GroundFeature()], progress=False)["ground"]
+    background = extract_features(clip, objects, [GroundFeature(source="background")], progress=False)["ground"]
+    np.testing.assert_allclose(frame_src[0], [30, 0])  # the person's body, flat dark
+    np.testing.assert_allclose(background[0], [200, 0])  # the walkway: the person is there in 1-2 of 20 frames
+    np.testing.assert_allclose(frame_src[1], [40, 40])  # the lawn: stripes 0 / 80, |dx| 80 along x, 0 along y
+    np.testing.assert_allclose(background[1], frame_src[1])
+    # a stream: before it has seen more than the current frame, its background is that frame; later, the median of
+    # the frames seen so far, one every `stride`
+    ext = GroundFeature(source="background", stride=1)
+    ext.begin(StreamInfo(60, 100, 25.0, "stream"))
+    first = FrameContext(0, clip.frame(0), FlowEstimator(), None, None)
+    np.testing.assert_allclose(ext.compute(first, np.array([[0, 10, 6, 24]], np.float32))[0], [30, 0])
+    for k in range(1, 6):
+        out = ext.compute(FrameContext(k, clip.frame(k), FlowEstimator(), None, None), upper_half)
+    np.testing.assert_allclose(out[0], [200, 0])  # frames 0-5: the person over columns 20-25 in frame 5 alone
+    with pytest.raises(ValueError, match="source must be one of"):
+        GroundFeature(source="sky")
+
+
 def test_deep_feature_refuses_a_pickled_model_unless_allowed(tmp_path):
     """A whole pickled model can only be restored by an unpickle that runs code from the file: refused by default,
     with the file's name and the two ways out; a trusted file loads with allow_pickle=True."""

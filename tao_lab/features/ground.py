@@ -1,10 +1,16 @@
 """What the ground looks like just below an object's feet: how bright and how textured (weight-free, per frame)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import cv2
 import numpy as np
 
-from tao_lab.features.base import FeatureExtractor, FrameContext
+from tao_lab.features.base import FeatureExtractor, FrameContext, grey_uint8
+from tao_lab.types import Clip
+
+#: where GroundFeature reads the strip: the frame itself, or the clip's background (the ground without its objects)
+GROUND_SOURCES = ("frame", "background")
 
 
 class GroundFeature(FeatureExtractor):
@@ -17,22 +23,60 @@ class GroundFeature(FeatureExtractor):
     columns (the ``ground`` attribute) reads an unvisited spot of the walkway as normal and the lawn as not, where
     a density over footprint positions flags both. The object itself does not cover the strip; its shadow may,
     as it does on the training clips the model is fitted on.
+
+    ``source="background"`` reads the strip in the clip's background instead of the frame: the per-pixel median of
+    ``samples`` frames spread over the clip (offline), or of the frames seen so far, one every ``stride`` (a
+    stream, whose later frames are not known yet). A box that is only a piece of a person (a head, a torso: its
+    bottom is not at the feet), a box above a merged group or someone below it has the person's own body or other
+    people in the frame's strip, not the ground; the background shows the ground there.
     """
 
     name = "ground"
     columns = ("ground_grey", "ground_texture")
 
-    def __init__(self, depth: float = 0.15):
+    def __init__(self, depth: float = 0.15, source: str = "frame", samples: int = 40, stride: int = 5):
         if not 0.0 < float(depth) <= 1.0:
             raise ValueError(f"depth must be a fraction of the box height in (0, 1], got {depth!r}")
+        if source not in GROUND_SOURCES:
+            raise ValueError(f"source must be one of {GROUND_SOURCES}, got {source!r}")
+        if int(samples) < 1 or int(stride) < 1:
+            raise ValueError(f"samples and stride must be >= 1, got {samples!r} and {stride!r}")
         self.depth = float(depth)
+        self.source, self.samples, self.stride = source, int(samples), int(stride)
+        self._background: Optional[np.ndarray] = None
+        self._seen: list[np.ndarray] = []  # a stream's sampled frames (source="background", no clip to read)
+        self._stream_background: Optional[np.ndarray] = None  # their median
+        self._last_index = -1
+
+    def begin(self, clip: Clip) -> None:
+        self._background, self._seen, self._stream_background, self._last_index = None, [], None, -1
+        if self.source != "background":
+            return
+        try:
+            idx = np.unique(np.linspace(0, clip.num_frames - 1, min(self.samples, clip.num_frames)).round())
+            frames = [grey_uint8(clip.frame(int(i))) for i in idx] if clip.num_frames > 0 else []
+        except (NotImplementedError, RuntimeError):  # a stream's description (size and fps only, no frames to
+            frames = []  # read): its background is sampled as the frames come
+        if frames:
+            self._background = np.median(np.stack(frames), axis=0).astype(np.uint8)
+
+    def _strip_image(self, ctx: FrameContext) -> np.ndarray:
+        if self.source == "frame":
+            return ctx.grey
+        if self._background is not None:
+            return self._background
+        if not self._seen or ctx.index - self._last_index >= self.stride:  # a stream: the frames so far
+            self._seen = [*self._seen[-(self.samples - 1):], ctx.grey] if self.samples > 1 else [ctx.grey]
+            self._last_index = ctx.index
+            self._stream_background = np.median(np.stack(self._seen), axis=0).astype(np.uint8)
+        return self._stream_background
 
     @property
     def dim(self) -> int:
         return 2
 
     def compute(self, ctx: FrameContext, boxes: np.ndarray) -> np.ndarray:
-        grey = ctx.grey
+        grey = self._strip_image(ctx)
         h, w = grey.shape
         b = np.asarray(boxes, np.float64).reshape(-1, 4)
         out = np.full((len(b), 2), np.nan, np.float32)
