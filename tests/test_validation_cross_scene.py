@@ -544,6 +544,11 @@ def test_validation_cli_averages_seeds(tmp_path):
             np.nanmean([records[s]["auc"]["configured"]["synthetic"][k] for s in ("0", "1")]))
     with pytest.raises(SystemExit):
         main([*args, "--seeds", "0,0"])
+    # a withheld place is recorded; a share outside (0, 1) is refused before anything runs
+    assert main([*args, "--seed", "0", "--withhold-place", "0.2", "--json", str(tmp_path / "w.json")]) == 0
+    assert json.loads((tmp_path / "w.json").read_text())["withhold_place"] == 0.2
+    with pytest.raises(SystemExit):
+        main([*args, "--withhold-place", "1.5"])
 
 
 def test_cross_scene_variants_see_the_same_plants_at_their_own_working_resolution(compose_cfg, monkeypatch):

@@ -52,13 +52,13 @@ class GroundFeature(FeatureExtractor):
         self._background, self._seen, self._stream_background, self._last_index = None, [], None, -1
         if self.source != "background":
             return
-        try:
-            idx = np.unique(np.linspace(0, clip.num_frames - 1, min(self.samples, clip.num_frames)).round())
-            frames = [grey_uint8(clip.frame(int(i))) for i in idx] if clip.num_frames > 0 else []
-        except (NotImplementedError, RuntimeError):  # a stream's description (size and fps only, no frames to
-            frames = []  # read): its background is sampled as the frames come
-        if frames:
-            self._background = np.median(np.stack(frames), axis=0).astype(np.uint8)
+        from tao_lab.streaming import StreamInfo
+
+        if isinstance(clip, StreamInfo) or clip.num_frames < 1:  # a stream's size and fps, no frames to read: its
+            return  # background is sampled as the frames come (_strip_image)
+        idx = np.unique(np.linspace(0, clip.num_frames - 1, min(self.samples, clip.num_frames)).round())
+        frames = [grey_uint8(clip.frame(int(i))) for i in idx]
+        self._background = np.median(np.stack(frames), axis=0).astype(np.uint8)
 
     def _strip_image(self, ctx: FrameContext) -> np.ndarray:
         if self.source == "frame":

@@ -178,6 +178,8 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
 
     scenes, sets, ped2_dir = _scene_setup(args, parser)
     seeds = _seeds(args, parser)
+    if args.withhold_place is not None and not 0.0 < args.withhold_place < 1.0:
+        parser.error(f"--withhold-place must be a share in (0, 1), got {args.withhold_place}")
     cfg = compose_config(base)
     start = time.perf_counter()
     composed = {name: compose_config(base + o) for name, o in variants.items()}
