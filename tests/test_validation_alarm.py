@@ -69,3 +69,51 @@ def test_a_higher_target_flags_a_superset_on_real_runs(compose_cfg):
     assert high["fit_window_flagged"] >= low["fit_window_flagged"]
     assert high["false_alarm_rate"] > low["false_alarm_rate"]  # a 20% target does flag more normal frames
     assert sum(x.normal for x in res.counts.values()) > 0 and sum(x.anomalous for x in res.counts.values()) > 0
+
+
+def test_clips_mode_sees_the_camera_as_eval_does_and_window_mode_does_not(compose_cfg, monkeypatch):
+    """clips mode is eval.py (its stages know the scene's training clips: the camera background); window mode is
+    infer.py on a video alone (per-clip backgrounds); with no stage using a camera background they share one pipeline."""
+    import tao_lab.alarm
+    import tao_lab.validation.alarm_choice as ac
+    from tao_lab.validation.cross_scene import SceneClips
+
+    made = []
+
+    class Stop(Exception):
+        pass
+
+    class RecordingPipeline:
+        cache_dir = None
+
+        def __init__(self, cfg):
+            self.cameras, self.read = None, []
+            made.append(self)
+
+        def set_camera_clips(self, clips=(), cameras=None):
+            self.cameras = cameras
+
+        def tracks(self, clip):
+            self.read.append(clip)
+
+        def features(self, clip):
+            return {}
+
+    def crossfit_items(pipe, items, folds):
+        raise Stop
+
+    monkeypatch.setattr(ac, "Pipeline", RecordingPipeline)
+    clips = [type("Clip", (), {"num_frames": 10, "name": n})() for n in ("clip0", "clip1")]
+    monkeypatch.setattr(ac, "build_scenes", lambda *a, **k: [SceneClips("s", clips)])
+    monkeypatch.setattr(tao_lab.alarm, "crossfit_items", crossfit_items)
+    grid = candidates_from({"methods": ["conformal"], "targets": [0.01], "folds": [3]})
+    with pytest.raises(Stop):
+        ac.validate_alarm(compose_cfg("eval", []), grid, scenes=["synthetic"], show_progress=False)
+    clips_mode, window_mode = made
+    assert clips_mode.cameras == [clips] and window_mode.cameras is None
+    assert clips_mode.read == window_mode.read == clips  # each mode reads the clips through its own pipeline
+    made.clear()
+    per_clip = compose_cfg("eval", ["detector.background.scope=clip", "segmenter.background.scope=clip"])
+    with pytest.raises(Stop):
+        ac.validate_alarm(per_clip, grid, scenes=["synthetic"], show_progress=False)
+    assert made[0].read == clips and made[1].read == []  # one pipeline serves both modes

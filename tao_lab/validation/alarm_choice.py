@@ -14,6 +14,9 @@ the tool calibrates them:
 - ``clips`` (``eval.py``): the scorer is fitted on the scene's other training clips; held-out scores by
   cross-fitting over those clips (whole clips per fold, so ``folds`` above their number changes nothing).
 
+As in the tools, clips mode's detector and segmenter know the scene's training clips (its camera background), window
+mode's do not (a video alone: per-clip backgrounds); until session 44 both modes used per-clip backgrounds.
+
 Per candidate: the false-alarm rate on the held-out training clips themselves, untouched (every frame normal;
 pooled), the recall of the planted clips' anomalous frames (mean over scene x set cells) and the precision on the
 planted clips (pooled; their unlabelled frames can show the planted object walking in before it turns or stands,
@@ -30,7 +33,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 from omegaconf import DictConfig
 
-from tao_lab.pipeline import Pipeline, progress
+from tao_lab.pipeline import Pipeline, progress, uses_camera_background
 from tao_lab.validation.behaviours import BEHAVIOURS
 from tao_lab.validation.cross_scene import build_scenes
 from tao_lab.validation.scenes import DEFAULT_SCENES
@@ -140,10 +143,18 @@ def validate_alarm(base_cfg: DictConfig, candidates: Sequence[Candidate], scenes
     if not candidates:
         raise ValueError("no alarm candidates")
     built = build_scenes(base_cfg, scenes, sets, ped2_dir, num_clips, num_frames, seed, show_progress)
-    pipe = Pipeline(base_cfg)
-    if pipe.cache_dir is not None:
-        pipe.extract([c for sc in built for c in
-                      [*sc.train, *(p for clips in sc.planted.values() for p in clips if p is not None)]], "alarm")
+    # clips mode is eval.py: its stages know the camera's training clips (one camera per scene); window mode is
+    # infer.py on a video alone, with no training clips: per-clip backgrounds (the same pipeline when no stage
+    # uses a camera background)
+    pipes = {"clips": Pipeline(base_cfg), "window": Pipeline(base_cfg)}
+    pipes["clips"].set_camera_clips(cameras=[sc.train for sc in built])
+    every = [c for sc in built
+             for c in [*sc.train, *(p for clips in sc.planted.values() for p in clips if p is not None)]]
+    if not uses_camera_background(base_cfg):
+        pipes["window"] = pipes["clips"]
+    for mode in ("clips", "window") if pipes["window"] is not pipes["clips"] else ("clips",):
+        if pipes[mode].cache_dir is not None:  # fill the cache first, in parallel
+            pipes[mode].extract(every, f"alarm ({mode} mode)")
     sets = list(dict.fromkeys(sets))
     result = AlarmChoiceResult(list(candidates), [sc.name for sc in built], sets)
     fold_counts = sorted({c.folds for c in candidates})
@@ -162,7 +173,7 @@ def validate_alarm(base_cfg: DictConfig, candidates: Sequence[Candidate], scenes
                 flagged, total = result.window.get(c, (0, 0))
                 result.window[c] = (flagged + int(np.asarray(thr(fit_scores), bool).sum()), total + len(fit_scores))
 
-    def score_planted(scorer, sc, v) -> list:
+    def score_planted(pipe, scorer, sc, v) -> list:
         held_out = sc.train[v]  # untouched: every frame normal
         s = scorer.score_clip(pipe.tracks(held_out), pipe.features(held_out), held_out.num_frames).frame_scores
         out = [(CLEAN, np.asarray(s, np.float64), np.zeros(held_out.num_frames, bool))]
@@ -175,18 +186,23 @@ def validate_alarm(base_cfg: DictConfig, candidates: Sequence[Candidate], scenes
         return out
 
     for sc in built:
-        items = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in sc.train]
+        clips_pipe, window_pipe = pipes["clips"], pipes["window"]
+        items = [(clips_pipe.tracks(c), clips_pipe.features(c), c.num_frames) for c in sc.train]
+        window_items = (items if window_pipe is clips_pipe else
+                        [(window_pipe.tracks(c), window_pipe.features(c), c.num_frames) for c in sc.train])
         for v in progress(range(len(sc.train)), f"alarm / {sc.name}: folds", show_progress):
             # clips mode (eval.py): fit on the other clips, cross-fit over them
             others = [it for u, it in enumerate(items) if u != v]
-            heldout, _ = crossfit_items(pipe, others, max(fold_counts))
-            flag_all(heldout, score_planted(pipe.new_fitted_scorer(others), sc, v), "clips", sc.name, None)
+            heldout, _ = crossfit_items(clips_pipe, others, max(fold_counts))
+            flag_all(heldout, score_planted(clips_pipe, clips_pipe.new_fitted_scorer(others), sc, v), "clips",
+                     sc.name, None)
             # window mode (infer.py / online): fit on another clip of the camera, cut into time blocks
-            objects, feats, n = items[(v + 1) % len(items)]
+            objects, feats, n = window_items[(v + 1) % len(window_items)]
             for split, folds in window_setups:
-                parts, heldout, _ = window_crossfit(pipe, objects, feats, n, folds, split)
-                final = pipe.new_fitted_scorer(parts)
+                parts, heldout, _ = window_crossfit(window_pipe, objects, feats, n, folds, split)
+                final = window_pipe.new_fitted_scorer(parts)
                 fit_scores = np.asarray(final.score_clip(objects, feats, n).frame_scores, np.float64)
-                flag_all(heldout, score_planted(final, sc, v), "window", sc.name, (split, folds), fit_scores)
+                flag_all(heldout, score_planted(window_pipe, final, sc, v), "window", sc.name, (split, folds),
+                         fit_scores)
         log.info("alarm / %s done", sc.name)
     return result
