@@ -405,6 +405,28 @@ def test_cross_scene_protocol_prints_one_scene_by_set_table(compose_cfg):
     held = clean_pairs(withheld)
     assert shifted.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
         roc_auc_score(np.concatenate([y for y, _ in held]), np.concatenate([x for _, x in held])), abs=1e-9)
+    # the scored clips' tracks cut to pieces, features computed again for the cut boxes; the fit untouched
+    from tao_lab.validation.cross_scene import fragment_objects
+
+    cut_run = cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast", "loiter"],
+                                   num_clips=3, num_frames=70, show_progress=False, fragments=0.5)
+
+    def cut_item(c, v, kind):
+        objects, _ = fragment_objects(pipe.tracks(c), 0.5,
+                                      np.random.default_rng(_seed(0, "synthetic_persp", "fragments", v, kind)))
+        return objects, pipe.feature_set.extract(c, objects, progress=False), c.num_frames
+
+    pairs_cut = []
+    for v, clip in enumerate(scene.planted["loiter"]):
+        scorer = instantiate(cfg.scorer).fit_clips(others(v))
+        pos = scorer.score_clip(*cut_item(clip, v, "loiter")).frame_scores[clip.labels]
+        neg = scorer.score_clip(*cut_item(scene.train[v], v, "")).frame_scores
+        pairs_cut.append((np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
+    assert cut_run.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
+        roc_auc_score(np.concatenate([y for y, _ in pairs_cut]), np.concatenate([x for _, x in pairs_cut])), abs=1e-9)
+    with pytest.raises(ValueError, match="fragments must be a probability"):
+        cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast"], num_clips=3,
+                             num_frames=70, show_progress=False, fragments=0.0)
     with pytest.raises(ValueError, match="withhold must be a share"):
         cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["fast"], num_clips=3,
                              num_frames=70, show_progress=False, withhold=0.0)
@@ -457,6 +479,32 @@ def test_withhold_place_leaves_out_whole_tracks_through_one_place():
     assert len(out[1][0]) == 10 and -1 not in set(out[1][0].track_id) and len(out[0][0]) == 20
     with pytest.raises(ValueError, match="share in"):
         withhold_place(items, sizes, 1.0, np.random.default_rng(0))
+
+
+def test_fragment_objects_cut_a_stretch_of_a_track_to_its_upper_part():
+    from tao_lab.validation.cross_scene import fragment_objects
+
+    # two tracks of 10 detections (boxes 20 px wide, 40 tall), listed out of frame order, and one untracked blob
+    rows = [(i, 10 + i, 20, 30 + i, 60, 1) for i in range(9, -1, -1)] + [(i, 100, 10, 120, 50, 2) for i in range(10)]
+    rows.append((4, 50, 50, 60, 70, -1))
+    a = np.array(rows, np.float64)
+    objects = ObjectTable.build(a[:, 0], a[:, 1:5], track_id=a[:, 5].astype(int))
+    same, cut = fragment_objects(objects, 0.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(same.xyxy, objects.xyxy)
+    assert not cut.any()
+    out, cut = fragment_objects(objects, 1.0, np.random.default_rng(3), stretch=(0.5, 0.5), keep=(0.25, 0.25))
+    assert not cut[-1] and np.array_equal(out.xyxy[-1], objects.xyxy[-1])  # the untracked blob stays
+    for t in (1, 2):
+        rows_t = np.flatnonzero(objects.track_id == t)
+        frames = objects.frame[rows_t][cut[rows_t]]
+        assert len(frames) == 5 and np.ptp(frames) == 4  # half of the track's 10 detections, consecutive frames
+    b, o = out.xyxy[cut], objects.xyxy[cut]
+    np.testing.assert_allclose(b[:, :3], o[:, :3])  # top, left and right stay
+    np.testing.assert_allclose(b[:, 3] - b[:, 1], 0.25 * (o[:, 3] - o[:, 1]))  # a quarter of the height is left
+    np.testing.assert_array_equal(out.xyxy[~cut], objects.xyxy[~cut])
+    np.testing.assert_array_equal(out.frame, objects.frame)
+    with pytest.raises(ValueError, match="probability"):
+        fragment_objects(objects, 1.5, np.random.default_rng(0))
 
 
 def test_fold_clips_hold_every_clip_out_once_and_fit_on_the_next_ones():
@@ -549,6 +597,8 @@ def test_validation_cli_averages_seeds(tmp_path):
     assert json.loads((tmp_path / "w.json").read_text())["withhold_place"] == 0.2
     with pytest.raises(SystemExit):
         main([*args, "--withhold-place", "1.5"])
+    with pytest.raises(SystemExit):
+        main([*args, "--fragments", "0"])
 
 
 def test_cross_scene_variants_see_the_same_plants_at_their_own_working_resolution(compose_cfg, monkeypatch):

@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="cross-scene: each fold's fit leaves out every track that stands in one place holding "
                              "this share of its footprints (a place the training days never showed, as a new day's "
                              "video may use; default: off)")
+    parser.add_argument("--fragments", type=float, default=None, metavar="P",
+                        help="cross-scene: each track of a scored clip (held-out and planted, not the fit) is cut to "
+                             "its upper part for a stretch of its detections with probability P, as a detector that "
+                             "loses people's lower halves on new video (default: off)")
     parser.add_argument("--json", help="cross-scene: also write the AUC table (variant -> scene -> set) to this file")
     parser.add_argument("--alarm", help="cross-scene: YAML file {methods: [...], targets: [...], folds: [...]} of "
                                         "frame-alarm candidates to compare instead of scorer variants")
@@ -180,6 +184,8 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
     seeds = _seeds(args, parser)
     if args.withhold_place is not None and not 0.0 < args.withhold_place < 1.0:
         parser.error(f"--withhold-place must be a share in (0, 1), got {args.withhold_place}")
+    if args.fragments is not None and not 0.0 < args.fragments <= 1.0:
+        parser.error(f"--fragments must be a probability in (0, 1], got {args.fragments}")
     cfg = compose_config(base)
     start = time.perf_counter()
     composed = {name: compose_config(base + o) for name, o in variants.items()}
@@ -187,13 +193,15 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
                                      show_progress=bool(cfg.get("progress", True)), metric=args.metric,
                                      fit_clips=args.fit_clips, animate=not args.rigid_walkers,
                                      off_path_ground=not args.off_path_anywhere, negatives=args.negatives,
-                                     withhold=args.withhold_place)
+                                     withhold=args.withhold_place, fragments=args.fragments)
                 for sd in seeds]
     result = average_results(per_seed)
     fitted_on = "all other clips" if args.fit_clips is None else f"{args.fit_clips} other clip(s)"
     planted_with = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean over seeds {','.join(map(str, seeds))}"
     withheld = ("" if args.withhold_place is None else
                 f", one place withheld from each fit ({args.withhold_place:g} of its footprints)")
+    if args.fragments is not None:
+        withheld += f", tracks of the scored clips cut to pieces (probability {args.fragments:g})"
     print(f"\ncross-scene leave-one-clip-out frame AUC ({args.metric}) on planted behaviours, {args.clips} training "
           f"clips x {args.frames} frames per scene, each fold fitted on {fitted_on}, "
           f"{'rigid' if args.rigid_walkers else 'animated'} walkers, off-path walkers "
@@ -220,7 +228,7 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
                   "mean_per_seed": {v: [r.mean(v) for r in per_seed] for v in result.auc}, "metric": args.metric,
                   "fit_clips": args.fit_clips, "variants": variants, "animated_walkers": not args.rigid_walkers,
                   "off_path_ground": not args.off_path_anywhere, "negatives": args.negatives,
-                  "withhold_place": args.withhold_place, "base_overrides": base,
+                  "withhold_place": args.withhold_place, "fragments": args.fragments, "base_overrides": base,
                   "auc": result.auc, "mean": {v: result.mean(v) for v in result.auc}, "positives": result.positives}
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
