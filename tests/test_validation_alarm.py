@@ -73,7 +73,8 @@ def test_a_higher_target_flags_a_superset_on_real_runs(compose_cfg):
 
 def test_clips_mode_sees_the_camera_as_eval_does_and_window_mode_does_not(compose_cfg, monkeypatch):
     """clips mode is eval.py (its stages know the scene's training clips: the camera background); window mode is
-    infer.py on a video alone (per-clip backgrounds); with no stage using a camera background they share one pipeline."""
+    infer.py on a video alone (per-clip backgrounds); with no stage using a camera background they share one
+    pipeline."""
     import tao_lab.alarm
     import tao_lab.validation.alarm_choice as ac
     from tao_lab.validation.cross_scene import SceneClips
@@ -116,4 +117,4 @@ def test_clips_mode_sees_the_camera_as_eval_does_and_window_mode_does_not(compos
     per_clip = compose_cfg("eval", ["detector.background.scope=clip", "segmenter.background.scope=clip"])
     with pytest.raises(Stop):
         ac.validate_alarm(per_clip, grid, scenes=["synthetic"], show_progress=False)
-    assert made[0].read == clips and made[1].read == []  # one pipeline serves both modes
+    assert len(made) == 1 and made[0].read == clips  # one pipeline serves both modes

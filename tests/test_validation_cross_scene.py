@@ -398,9 +398,9 @@ def test_cross_scene_protocol_prints_one_scene_by_set_table(compose_cfg):
 
     def withheld(v):
         fit = [u for u in range(3) if u != v]
-        sizes = [(scene.train[u].width, scene.train[u].height) for u in fit]
+        heights = [scene.train[u].height for u in fit]
         rng = np.random.default_rng(_seed(0, "synthetic_persp", "withhold", v))  # the protocol's seed of fold v
-        return withhold_place([item(scene.train[u]) for u in fit], sizes, 0.2, rng)[0]
+        return withhold_place([item(scene.train[u]) for u in fit], heights, 0.2, rng)[0]
 
     held = clean_pairs(withheld)
     assert shifted.auc["default"]["synthetic_persp"]["loiter"] == pytest.approx(
@@ -455,7 +455,7 @@ def test_withhold_place_leaves_out_whole_tracks_through_one_place():
     crossing = [(i, 50, 40 + 14 * i, 60, 60 + 14 * i, 2) for i in range(10)]  # feet rows 60 .. 186
     blob = [(3, 80, 170, 90, 182, -1)]
     items = [clip(top + crossing), clip(bottom + blob)]
-    sizes = [(100, 200), (100, 200)]
+    heights = [200, 200]  # frame heights (px)
     # footprints in order: clip 0 top 0-9, crossing 10-19; clip 1 bottom 20-29, blob 30. The centre is drawn
     # among them; pick seeds that draw a given one
     def seed_for(index):
@@ -463,7 +463,7 @@ def test_withhold_place_leaves_out_whole_tracks_through_one_place():
 
     # around the top walker's first foot, 20% of the footprints (7 with the centre, distances in frame heights)
     # are all top feet: the top track leaves whole, the crossing walker (0.22 away at its nearest) stays
-    out, gone = withhold_place(items, sizes, 0.2, np.random.default_rng(seed_for(0)))
+    out, gone = withhold_place(items, heights, 0.2, np.random.default_rng(seed_for(0)))
     assert set(out[0][0].track_id) == {2} and len(out[0][0]) == 10
     assert len(out[1][0]) == 11 and gone == pytest.approx(10 / 31)
     np.testing.assert_array_equal(out[0][1]["xy"], out[0][0].xyxy[:, :2])  # the feature rows follow the objects
@@ -471,14 +471,14 @@ def test_withhold_place_leaves_out_whole_tracks_through_one_place():
     assert out[0][2] == 50
     # around the crossing walker's last foot (row 186): its own previous foot and the bottom walker's nearest feet;
     # both tracks leave whole, the crossing one with its feet at the top of the picture; the blob (0.15 away) stays
-    out, gone = withhold_place(items, sizes, 0.2, np.random.default_rng(seed_for(19)))
+    out, gone = withhold_place(items, heights, 0.2, np.random.default_rng(seed_for(19)))
     assert set(out[0][0].track_id) == {0} and len(out[0][0]) == 10
     assert list(out[1][0].track_id) == [-1] and gone == pytest.approx(20 / 31)
     # an untracked blob leaves alone
-    out, _ = withhold_place(items, sizes, 0.01, np.random.default_rng(seed_for(30)))
+    out, _ = withhold_place(items, heights, 0.01, np.random.default_rng(seed_for(30)))
     assert len(out[1][0]) == 10 and -1 not in set(out[1][0].track_id) and len(out[0][0]) == 20
     with pytest.raises(ValueError, match="share in"):
-        withhold_place(items, sizes, 1.0, np.random.default_rng(0))
+        withhold_place(items, heights, 1.0, np.random.default_rng(0))
 
 
 def test_fragment_objects_cut_a_stretch_of_a_track_to_its_upper_part():

@@ -146,15 +146,14 @@ def validate_alarm(base_cfg: DictConfig, candidates: Sequence[Candidate], scenes
     # clips mode is eval.py: its stages know the camera's training clips (one camera per scene); window mode is
     # infer.py on a video alone, with no training clips: per-clip backgrounds (the same pipeline when no stage
     # uses a camera background)
-    pipes = {"clips": Pipeline(base_cfg), "window": Pipeline(base_cfg)}
-    pipes["clips"].set_camera_clips(cameras=[sc.train for sc in built])
+    clips_pipe = Pipeline(base_cfg)
+    clips_pipe.set_camera_clips(cameras=[sc.train for sc in built])
+    window_pipe = Pipeline(base_cfg) if uses_camera_background(base_cfg) else clips_pipe
     every = [c for sc in built
              for c in [*sc.train, *(p for clips in sc.planted.values() for p in clips if p is not None)]]
-    if not uses_camera_background(base_cfg):
-        pipes["window"] = pipes["clips"]
-    for mode in ("clips", "window") if pipes["window"] is not pipes["clips"] else ("clips",):
-        if pipes[mode].cache_dir is not None:  # fill the cache first, in parallel
-            pipes[mode].extract(every, f"alarm ({mode} mode)")
+    for mode, pipe in [("clips", clips_pipe), *([("window", window_pipe)] if window_pipe is not clips_pipe else [])]:
+        if pipe.cache_dir is not None:  # fill the cache first, in parallel
+            pipe.extract(every, f"alarm ({mode} mode)")
     sets = list(dict.fromkeys(sets))
     result = AlarmChoiceResult(list(candidates), [sc.name for sc in built], sets)
     fold_counts = sorted({c.folds for c in candidates})
@@ -186,7 +185,6 @@ def validate_alarm(base_cfg: DictConfig, candidates: Sequence[Candidate], scenes
         return out
 
     for sc in built:
-        clips_pipe, window_pipe = pipes["clips"], pipes["window"]
         items = [(clips_pipe.tracks(c), clips_pipe.features(c), c.num_frames) for c in sc.train]
         window_items = (items if window_pipe is clips_pipe else
                         [(window_pipe.tracks(c), window_pipe.features(c), c.num_frames) for c in sc.train])

@@ -125,18 +125,18 @@ def _seed(*parts) -> int:
     return zlib.crc32("|".join(map(str, parts)).encode())
 
 
-def withhold_place(items: Sequence[tuple], sizes: Sequence[tuple[int, int]], share: float,
+def withhold_place(items: Sequence[tuple], heights: Sequence[int], share: float,
                    rng: np.random.Generator) -> tuple[list[tuple], float]:
     """The fit items (objects, features, num_frames) without every track that has a footprint in one place.
 
     The place is the disc (distances in frame heights) around the footprint (box bottom centre) of a fit object
     drawn with ``rng`` whose radius takes in the share ``share`` of the fit's footprints; every track with a
-    footprint inside is left out whole (an untracked object alone), with its feature rows. sizes: (width, height)
-    of each item's frames. Returns (items, share of the fit's objects left out)."""
+    footprint inside is left out whole (an untracked object alone), with its feature rows. heights: the frame
+    height (px) of each item, the unit of the distances. Returns (items, share of the fit's objects left out)."""
     if not 0.0 < float(share) < 1.0:
         raise ValueError(f"withhold_place must be a share in (0, 1), got {share!r}")
     feet = []
-    for (objects, _, _), (width, height) in zip(items, sizes):
+    for (objects, _, _), height in zip(items, heights):
         box = np.asarray(objects.xyxy, np.float64)
         feet.append(np.column_stack([(box[:, 0] + box[:, 2]) / 2 / height, box[:, 3] / height]))
     every = np.concatenate(feet) if feet else np.zeros((0, 2))
@@ -166,13 +166,12 @@ def fragment_objects(objects: ObjectTable, probability: float, rng: np.random.Ge
     box's top, left and right stay). Untracked objects are left as they are. Returns (objects, cut (N,) bool)."""
     if not 0.0 <= float(probability) <= 1.0:
         raise ValueError(f"fragments must be a probability in [0, 1], got {probability!r}")
+    from tao_lab.scorer.scene import track_segments
+
     box = np.asarray(objects.xyxy, np.float64).copy()
     cut = np.zeros(len(objects), bool)
-    tid = np.asarray(objects.track_id, np.int64)
-    for t in np.unique(tid[tid >= 0]):
-        rows = np.flatnonzero(tid == t)
-        rows = rows[np.argsort(objects.frame[rows], kind="stable")]
-        if len(rows) < 2 or rng.random() >= probability:
+    for rows in track_segments(objects):  # each track's rows in frame order
+        if rng.random() >= probability:
             continue
         n = max(1, int(round(rng.uniform(*stretch) * len(rows))))
         start = int(rng.integers(0, len(rows) - n + 1))
@@ -338,8 +337,7 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                 fit = fold_clips(v, len(items), fit_clips)
                 fit_items = [items[u] for u in fit]
                 if withhold is not None:  # the same place for every variant: seeded by scene and fold only
-                    fit_items, gone = withhold_place(fit_items, [(sc.train[u].width, sc.train[u].height)
-                                                                 for u in fit], withhold,
+                    fit_items, gone = withhold_place(fit_items, [sc.train[u].height for u in fit], withhold,
                                                      np.random.default_rng(_seed(seed, sc.name, "withhold", v)))
                     log.info("%s / %s, fold %d: %.1f%% of the fit's objects withheld", name, sc.name, v, 100 * gone)
                 scorer.fit_clips(fit_items)
