@@ -10,6 +10,7 @@ from tao_lab.detector.background import median_over_frames
 from tao_lab.features.base import FeatureExtractor, FrameContext, grey_uint8
 from tao_lab.types import Clip
 
+
 def _median(frames: list[np.ndarray]) -> np.ndarray:
     """(H, W) uint8 per-pixel median of grey frames; as float32, where the detector's sort-based median is 3x faster
     than np.median on uint8 (40 Ped2 frames: 12 against 34 ms)."""
