@@ -191,6 +191,9 @@ class AttributeScorer(ObjectScorer):
         frame_crowd_baseline: None (off) or a percentile: ``frame_reduce="max"`` only, the frame score minus that
             percentile of the training frame scores among frames with as many objects (held out: every training
             clip scored by models fitted on the others; see :func:`crowd_levels`).
+        piece_carry: None (off) or a fraction of the expected height: a tracked box less tall than that is a piece of
+            its object, and every attribute reads its footprint, box size and ground from its track's nearest whole
+            detection (:func:`scene.carry_pieces`); its motion and appearance stay its own.
     """
 
     #: 2: fits record the fit clip of every k-NN memory-bank row (held-out scoring of the fit clips)
@@ -204,7 +207,8 @@ class AttributeScorer(ObjectScorer):
                  fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0,
                  frame_crowd_baseline: Optional[float] = None, dwell_still_speed: Optional[float] = None,
                  dwell_still_fit: str = "still", dwell_stay_edge: Optional[float] = None,
-                 dwell_stay_side_edge: Optional[float] = None, dwell_span: str = "past"):
+                 dwell_stay_side_edge: Optional[float] = None, dwell_span: str = "past",
+                 piece_carry: Optional[float] = None):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -287,6 +291,10 @@ class AttributeScorer(ObjectScorer):
         if dwell_span not in scene.DWELL_SPANS:
             raise ValueError(f"dwell_span must be one of {scene.DWELL_SPANS}, got {dwell_span!r}")
         self.dwell_span = dwell_span
+        if piece_carry is not None and not 0.0 < float(piece_carry) < 1.0:
+            raise ValueError(f"piece_carry must be a fraction of the expected height in (0, 1) or null (off), got "
+                             f"{piece_carry!r}")
+        self.piece_carry = None if piece_carry is None else float(piece_carry)
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
@@ -339,7 +347,7 @@ class AttributeScorer(ObjectScorer):
                                    "dwell_still_fit": self.dwell_still_fit,
                                    "dwell_stay_edge": self.dwell_stay_edge,
                                    "dwell_stay_side_edge": self.dwell_stay_side_edge,
-                                   "dwell_span": self.dwell_span})
+                                   "dwell_span": self.dwell_span, "piece_carry": self.piece_carry})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -365,7 +373,7 @@ class AttributeScorer(ObjectScorer):
         # scene.heading is computed only when an attribute reads it (the derived quantities run on every stream frame)
         self.heading_window = HEADING_WINDOW if any(s["feature"] == "scene.heading" for s in self.specs.values()) \
             else None
-        self.uses_height = self.uses_scene or any(s["occupancy_height_sigma"] is not None
+        self.uses_height = self.uses_scene or self.piece_carry is not None or any(s["occupancy_height_sigma"] is not None
                                                   or s["footprint_min_height"] is not None
                                                   for s in self.specs.values())
         if self.uses_height:
@@ -404,7 +412,11 @@ class AttributeScorer(ObjectScorer):
     def _features(self, objects: ObjectTable, features: Mapping[str, np.ndarray],
                   fitting: bool = False) -> Mapping[str, np.ndarray]:
         """The extracted features plus, when an attribute reads them, the derived ``scene.*`` quantities.
-        ``fitting``: for the fit; with ``dwell_still_fit="stay"`` the training objects' dwell is their whole stay."""
+        ``fitting``: for the fit; with ``dwell_still_fit="stay"`` the training objects' dwell is their whole stay.
+        With ``piece_carry`` the pieces of tracked objects first take their place from their track
+        (:func:`scene.carry_pieces`), in the fit and in scoring alike."""
+        if self.piece_carry is not None:
+            features = scene.carry_pieces(objects, features, self.scene__height.cpu().numpy(), self.piece_carry)
         if not self.uses_scene:
             return features
         still_speed = None if fitting and self.dwell_still_fit == "stay" else self.dwell_still_speed

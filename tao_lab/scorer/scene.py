@@ -22,6 +22,8 @@ grid over the frame.
   histogram of footprints); ``-log`` density.
 - :func:`fit_direction` / :func:`direction_score`: the distribution of motion directions per place (orientation
   histograms of the optical flow); cross-entropy of an object's direction against its place's.
+- :func:`carry_pieces`: a piece of an object (a box far less tall than a person there) placed where its track's
+  nearest whole detection says the object stands, for the footprint attributes (the scorer's ``piece_carry``).
 - ``clip_prior`` (both): the scored clip's OTHER tracks join the training model, weighed against it as
   ``clip_prior`` training objects (:func:`others_by_key`): a camera's training clips rarely show every place and
   direction its normal people use, and a place or direction many people of this very clip use is normal, while a
@@ -93,6 +95,75 @@ def fragment(place: np.ndarray, height_model: np.ndarray, min_height: float) -> 
     end where the object stands (an attribute's ``footprint_min_height``)."""
     place = np.asarray(place, np.float64).reshape(-1, 6)
     return place[:, 3] < float(min_height) * expected_height(height_model, place[:, :2])
+
+
+#: the features a piece takes from its track's reference detection (:func:`carry_pieces`): the look of the ground
+#: below the box (tao_lab.features.GroundFeature), which below a head-and-shoulders box is the person's own body
+PIECE_CARRIED_FEATURES = ("ground",)
+
+
+def piece_references(objects: ObjectTable, place: np.ndarray, height_model: np.ndarray,
+                     min_height: float) -> np.ndarray:
+    """(N,) int64: for each piece (:func:`fragment` at ``min_height``) the row of the nearest detection in time of its
+    own track that is not a piece (on a tie the earlier one), -1 for every other row and for pieces whose track has no
+    whole detection (an untracked piece, or a track that is pieces throughout: nothing to read its place from)."""
+    piece = fragment(place, height_model, min_height)
+    ref = np.full(len(piece), -1, np.int64)
+    if not piece.any():
+        return ref
+    for seg in track_segments(objects):
+        p = piece[seg]
+        if not p.any() or p.all():
+            continue
+        whole = seg[~p]
+        whole_frames = objects.frame[whole]
+        frames = objects.frame[seg[p]]
+        after = np.clip(np.searchsorted(whole_frames, frames), 0, len(whole) - 1)
+        before = np.clip(after - 1, 0, len(whole) - 1)
+        earlier = np.abs(frames - whole_frames[before]) <= np.abs(whole_frames[after] - frames)
+        ref[seg[p]] = whole[np.where(earlier, before, after)]
+    return ref
+
+
+def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], height_model: np.ndarray,
+                 min_height: float) -> Mapping[str, np.ndarray]:
+    """The features with every piece of a tracked object placed where its track's nearest whole detection says the
+    object stands (the scorer's ``piece_carry``).
+
+    A piece is a box less tall than ``min_height`` x the expected height at its footprint (:func:`fragment`): a head
+    and shoulders whose legs the detector lost, or legs whose upper body it lost. Its box bottom is not where the
+    object stands, so every footprint attribute reads the wrong place: the ground below a head-and-shoulders box is
+    the person's own body, its place cell lies a body height too high, it is as wide as high. When its track has a
+    whole detection (:func:`piece_references`), the piece's ``place`` row takes that detection's width and height and
+    a footprint on its own box: its top plus the reference's height when its top is the edge closer to the
+    reference's top (the upper part kept), else its own bottom (the lower part kept); its x stays its own. The
+    :data:`PIECE_CARRIED_FEATURES` present take the reference's row. Rows are taken from the nearest detection in
+    time, before or after; on a stream (the current frame is the buffer's last) that is the latest whole one before.
+    Other features (motion, appearance) are the piece's own. Returns ``features`` itself when nothing changes."""
+    n = len(objects)
+    if n == 0:
+        return features
+    place = place_columns(features, n)
+    ref = piece_references(objects, place, height_model, min_height)
+    rows = np.flatnonzero(ref >= 0)
+    if not len(rows):
+        return features
+    src = ref[rows]
+    top, ref_top = place[rows, 1] - place[rows, 3], place[src, 1] - place[src, 3]
+    upper_kept = np.abs(top - ref_top) <= np.abs(place[rows, 1] - place[src, 1])
+    new_place = place.copy()
+    new_place[rows, 1] = np.where(upper_kept, top + place[src, 3], place[rows, 1])
+    new_place[rows, 2:4] = place[src, 2:4]
+    out = dict(features)
+    out[PLACE_FEATURE] = new_place.astype(np.asarray(features[PLACE_FEATURE]).dtype)
+    for name in PIECE_CARRIED_FEATURES:
+        if name in features:
+            x = np.array(features[name], copy=True)
+            if len(x) != n:
+                raise ValueError(f"feature {name!r} has {len(x)} rows but there are {n} objects")
+            x[rows] = x[src]
+            out[name] = x
+    return out
 
 
 def cell_index(xy: np.ndarray, grid: Sequence[int]) -> np.ndarray:
