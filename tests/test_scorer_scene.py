@@ -1273,3 +1273,121 @@ def test_scene_check_training_share_with_still_dwell_keeps_the_edge_calibration(
     np.testing.assert_allclose(stay.fusion__check_train.numpy(), over / n, rtol=1e-12)
     assert stay.dwell__calib_edge.numpy()[1] < 0.5 * stay.dwell__calib.numpy()[1]  # the two scales differ
     assert over[0] > 0
+
+
+def _track_with_pieces(track_id, foot_x0, foot_y, frames, pieces, keep, lower=False):
+    """make_track's walker whose detections ``pieces`` (bool (frames,)) keep only the share ``keep`` of the box: its
+    upper part (the box's bottom moves up), or with ``lower`` its lower part (the top moves down)."""
+    objs, feats = make_track(track_id, foot_x0, foot_y, frames)
+    xyxy = objs.xyxy.astype(np.float64).copy()
+    place = feats["place"].astype(np.float64).copy()
+    h = xyxy[:, 3] - xyxy[:, 1]
+    if lower:
+        xyxy[pieces, 1] = xyxy[pieces, 3] - keep * h[pieces]
+    else:
+        xyxy[pieces, 3] = xyxy[pieces, 1] + keep * h[pieces]
+    place[:, 1] = xyxy[:, 3] / H
+    place[:, 3] = (xyxy[:, 3] - xyxy[:, 1]) / H
+    return ObjectTable.build(objs.frame, xyxy, track_id=objs.track_id), {**feats, "place": place.astype(np.float32)}
+
+
+def test_carry_pieces_places_a_piece_where_its_tracks_nearest_whole_detection_says_it_stands():
+    """Known answers on a hand-made walker (expected height its own everywhere): detections 2-3 keep the upper
+    half of the body, detection 7 the lower half. A piece takes the width, height and ground row of its track's
+    nearest whole detection in time (detection 2 -> 1, detection 3 -> 4 (frames 1 and 4 are 2 and 1 away), detection
+    7 -> 6 (6 and 8 are both 1 away: the earlier)), and its footprint is its own top plus that height (upper part
+    kept) or its own bottom (lower part kept); its x, its other features and the whole detections stay as they were.
+    An untracked piece, and a track that is pieces throughout, have nothing to read from and stay too. On a stream
+    (the piece the buffer's last detection) the reference is the latest whole detection before it."""
+    frames = 9
+    walker = np.zeros(frames, bool)
+    walker[[2, 3]] = True
+    objs, feats = _track_with_pieces(0, 0.2, 0.8, frames, walker, keep=0.5)
+    low_objs, low_feats = _track_with_pieces(0, 0.2, 0.8, frames, np.arange(frames) == 7, keep=0.5, lower=True)
+    objs = ObjectTable.build(np.concatenate([objs.frame[:7], low_objs.frame[7:]]),
+                             np.concatenate([objs.xyxy[:7], low_objs.xyxy[7:]]), track_id=np.zeros(frames, int))
+    feats = {k: np.concatenate([feats[k][:7], low_feats[k][7:]]) for k in feats}
+    lone = make_track(5, 0.6, 0.6, 3)  # a track of pieces only
+    lone_place = lone[1]["place"].copy()
+    lone_place[:, 3] *= 0.3
+    untracked = (ObjectTable.build(np.array([3]), lone[0].xyxy[:1], track_id=np.array([-1])),
+                 {k: v[:1] for k, v in lone[1].items()})
+    untracked[1]["place"] = lone_place[:1].copy()
+    objs, feats = concat([(objs, feats), (lone[0], {**lone[1], "place": lone_place}), untracked])
+    n = len(objs)
+    feats["ground"] = np.stack([np.arange(n), -np.arange(n)], 1).astype(np.float32)
+    model = np.array([rel_height(0.8), 0.0, 0.0, 0.01])  # expected height: the walker's, everywhere
+    place = feats["place"].astype(np.float64)
+    assert np.allclose(place[:frames, 3], np.where(np.isin(np.arange(frames), [2, 3, 7]), 0.5, 1.0) * place[0, 3])
+    ref = scene.piece_references(objs, place, model, 0.6)
+    np.testing.assert_array_equal(ref, [-1, -1, 1, 4, -1, -1, -1, 6, -1] + [-1] * 4)
+    before = {k: v.copy() for k, v in feats.items()}
+    out = scene.carry_pieces(objs, feats, model, 0.6)
+    for k in feats:  # the input is not changed
+        np.testing.assert_array_equal(feats[k], before[k])
+    got = out["place"].astype(np.float64)
+    top = place[:, 1] - place[:, 3]
+    np.testing.assert_allclose(got[2, 1], top[2] + place[1, 3], rtol=1e-6)
+    np.testing.assert_allclose(got[3, 1], top[3] + place[4, 3], rtol=1e-6)
+    np.testing.assert_allclose(got[7, 1], place[7, 1], rtol=1e-6)  # the lower part kept: its own bottom
+    for row, src in ((2, 1), (3, 4), (7, 6)):
+        np.testing.assert_allclose(got[row, 2:4], place[src, 2:4], rtol=1e-6)
+        np.testing.assert_array_equal(out["ground"][row], feats["ground"][src])
+    np.testing.assert_allclose(got[:, 0], place[:, 0], rtol=1e-6)  # x is every box's own
+    same = np.setdiff1d(np.arange(n), [2, 3, 7])
+    np.testing.assert_array_equal(out["place"][same], feats["place"][same])
+    np.testing.assert_array_equal(out["ground"][same], feats["ground"][same])
+    np.testing.assert_array_equal(out["velocity"], feats["velocity"])
+    # a walker whose upper half at detection 2 reads its footprint where its whole detections stand
+    np.testing.assert_allclose(got[2, 1], place[2, 1] + 0.5 * place[1, 3], rtol=1e-6)
+    # a stream: the buffer up to detection 3, whose nearest whole detection in the buffer is 1 (4 is not seen yet)
+    seen = objs.frame[:4] <= 3
+    head = (ObjectTable.build(objs.frame[:4][seen], objs.xyxy[:4][seen], track_id=objs.track_id[:4][seen]),
+            {k: v[:4][seen] for k, v in feats.items()})
+    np.testing.assert_array_equal(scene.piece_references(head[0], head[1]["place"].astype(np.float64), model, 0.6),
+                                  [-1, -1, 1, 1])
+    # nothing to carry: the features come back as they are
+    whole = make_track(6, 0.3, 0.7, 5)
+    assert scene.carry_pieces(*whole, model, 0.6) is whole[1]
+
+
+def test_piece_carry_scores_a_walkers_pieces_like_its_whole_detections_and_round_trips(tmp_path):
+    """The default's ground attribute, fitted on walkers whose feet are on a bright walkway: a walker on the walkway
+    whose middle third of detections keep only the upper half of the body (the strip below them is its own dark
+    coat, grey ~40) reads those pieces far above the calibrated tail (off the path) without piece_carry and below it
+    with; the same walker on a lawn (every whole detection's strip reads the lawn) keeps its pieces flagged. The key is
+    saved with the checkpoint; bad values are refused."""
+    from omegaconf import OmegaConf
+
+    from helpers import CONFIG_DIR
+    from tao_lab.scorer import AttributeScorer
+
+    attrs = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "scorer" / "attribute.yaml"))["attributes"]
+    spec = {"ground": attrs["ground"]}
+    rng = np.random.default_rng(5)
+    clips = [(*with_ground(normal_clip(seed)[:2], 165.0, 0.6, rng), 120) for seed in range(4)]
+    plain = AttributeScorer(attributes=spec, frame_sigma=0).fit_clips(clips)
+    carry = AttributeScorer(attributes=spec, frame_sigma=0, piece_carry=0.6).fit_clips(clips)
+    pieces = (np.arange(30) >= 10) & (np.arange(30) < 20)
+
+    def walker(track_id, grey, texture):
+        # the upper 30%: a box's height is read against the expected height at its own (raised) footprint, lower in
+        # this scene's steep perspective (a body height 0.21 of the frame at foot y 0.75, 0.12 at 0.61)
+        objs, feats = _track_with_pieces(track_id, 0.3, 0.75, 30, pieces, keep=0.3)
+        objs, feats = with_ground((objs, feats), grey, texture, rng)
+        ground = feats["ground"].copy()
+        ground[pieces] = np.stack([rng.normal(40.0, 4.0, pieces.sum()), np.abs(rng.normal(1.0, 0.1, pieces.sum()))], 1)
+        return objs, {**feats, "ground": ground}
+
+    path, lawn = walker(9500, 165.0, 0.6), walker(9501, 75.0, 1.5)
+    assert parts_of(plain, path, "ground")[pieces].min() > 1.0
+    assert parts_of(carry, path, "ground").max() < 1.0
+    assert parts_of(carry, lawn, "ground")[pieces].min() > 1.0
+    # whole detections out of reach of the pieces in the running median over 5 (track_window) score as before
+    far = np.convolve(pieces, np.ones(5), "same") == 0
+    np.testing.assert_array_equal(parts_of(carry, path, "ground")[far], parts_of(plain, path, "ground")[far])
+    loaded = reloaded(carry, tmp_path, *path, num_frames=30)
+    assert loaded.piece_carry == 0.6 and loaded.uses_height
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="piece_carry must be a fraction"):
+            AttributeScorer(attributes=spec, piece_carry=bad)
