@@ -11,7 +11,9 @@ excess over the group's baseline exceeds ``--threshold``, and where those object
 (0 top, 1 bottom of the frame) and box height against the expected height there. A share much higher on the new
 video than on held-out training clips means the group's model sees something the training clips never showed:
 either a real change in where and how people move, or a measurement the model should not trust (round 18 of the
-validation found people cut off by the bottom edge of the frame this way: ``footprint_edge``). ``--figure`` draws
+validation found people cut off by the bottom edge of the frame this way: ``footprint_edge``). It also prints the
+share of pieces (boxes less tall than ``--piece-height`` x the expected height) and how many of them are in a track
+with a whole detection, which the scorer's ``piece_carry`` can place. ``--figure`` draws
 one frame per new clip with those objects in red, the others in green.
 
 It explains; it never chooses a setting (the cross-scene validation does that, on training clips only).
@@ -38,9 +40,10 @@ def excess_shares(excess: np.ndarray, quiet: np.ndarray, threshold: float) -> np
     return (excess[:, quiet] > threshold).mean(axis=1)
 
 
-def _rows(pipe, scorer, clips, quiet_group: str):
+def _rows(pipe, scorer, clips, quiet_group: str, piece_height: float):
     """Per object of ``clips``: (excess (G, N), quiet (N,), foot y (N,), height / expected height (N,), where
-    (clip index, frame) (N, 2))."""
+    (clip index, frame) (N, 2), placeable (N,): a piece (less tall than ``piece_height`` x the expected height) whose
+    track has a whole detection to read its place from (scene.piece_references, the scorer's ``piece_carry``))."""
     from tao_lab.scorer import scene
 
     out = []
@@ -48,10 +51,13 @@ def _rows(pipe, scorer, clips, quiet_group: str):
         tracks, feats = pipe.tracks(clip), pipe.features(clip)
         excess = scorer.group_excess(scorer.object_parts(tracks, feats))
         place = scene.place_columns(feats, len(tracks))
-        expected = scene.expected_height(scorer.scene__height.cpu().numpy(), place[:, :2])
+        model = scorer.scene__height.cpu().numpy()
+        expected = scene.expected_height(model, place[:, :2])
+        placeable = scene.piece_references(tracks, place, model, piece_height) >= 0
         out.append((excess, excess[scorer.groups.index(quiet_group)] <= 0, place[:, 1], place[:, 3] / expected,
-                    np.column_stack([np.full(len(tracks), c), tracks.frame])))
-    return (np.concatenate([o[0] for o in out], axis=1), *(np.concatenate([o[k] for o in out]) for k in (1, 2, 3, 4)))
+                    np.column_stack([np.full(len(tracks), c), tracks.frame]), placeable))
+    return (np.concatenate([o[0] for o in out], axis=1),
+            *(np.concatenate([o[k] for o in out]) for k in (1, 2, 3, 4, 5)))
 
 
 def _figure(path: str, pipe, clips, flagged: np.ndarray, where: np.ndarray) -> None:
@@ -99,6 +105,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--quiet-group", default="motion", help="objects at or below this group's baseline are counted")
     ap.add_argument("--figure", default=None, help="PNG: one new-video frame per clip, flagged objects in red")
     ap.add_argument("--group", default="place", help="the group whose flagged objects --figure draws (place)")
+    ap.add_argument("--piece-height", type=float, default=0.5,
+                    help="a box less tall than this x the expected height is a piece (0.5)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     set_offline_env()
@@ -123,7 +131,8 @@ def main(argv=None) -> dict:
                                                                              if g != args.quiet_group)
           + " | flagged: foot y, height / expected (median)")
     for label, clips in (("held-out train", train[k:]), ("new (test)", new)):
-        excess, quiet, foot_y, rel_h, where = _rows(pipe, scorer, clips, args.quiet_group)
+        excess, quiet, foot_y, rel_h, where, placeable = _rows(pipe, scorer, clips, args.quiet_group,
+                                                               args.piece_height)
         shares = excess_shares(excess, quiet, args.threshold)
         result[label] = {g: float(s) for g, s in zip(scorer.groups, shares)}
         cells = [f"{100 * s:9.2f}%" for g, s in zip(scorer.groups, shares) if g != args.quiet_group]
@@ -132,6 +141,12 @@ def main(argv=None) -> dict:
                      f"(counted: {np.median(foot_y[quiet]):.2f}, {np.median(rel_h[quiet]):.2f})"
                      if flagged.any() else f"{args.group}: none")
         print(f"{label:16s} {quiet.size:8d} {int(quiet.sum()):8d} | " + " | ".join(cells) + " | " + where_txt)
+        pieces = rel_h < args.piece_height
+        result[label]["pieces"] = float(pieces.mean()) if len(pieces) else float("nan")
+        result[label]["pieces_placeable"] = float(placeable[pieces].mean()) if pieces.any() else float("nan")
+        print(f"{'':16s} pieces (< {args.piece_height:g} x expected height): {100 * result[label]['pieces']:.1f}% "
+              f"of the objects, {100 * result[label]['pieces_placeable']:.1f}% of them in a track with a whole "
+              f"detection (piece_carry can place them)")
         if args.figure and clips is new:
             _figure(args.figure, pipe, clips, flagged, where)
     return result

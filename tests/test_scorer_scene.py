@@ -1349,6 +1349,15 @@ def test_carry_pieces_places_a_piece_where_its_tracks_nearest_whole_detection_sa
     # nothing to carry: the features come back as they are
     whole = make_track(6, 0.3, 0.7, 5)
     assert scene.carry_pieces(*whole, model, 0.6) is whole[1]
+    # other features carried on demand (a feature the clip lacks is skipped); the place is never copied
+    feats["appearance"] = np.arange(2 * n, dtype=np.float32).reshape(n, 2)
+    more = scene.carry_pieces(objs, feats, model, 0.6, carried=("ground", "appearance", "pose"))
+    np.testing.assert_array_equal(more["appearance"][[2, 3, 7]], feats["appearance"][[1, 4, 6]])
+    np.testing.assert_array_equal(more["appearance"][same], feats["appearance"][same])
+    np.testing.assert_array_equal(more["place"], out["place"])
+    assert "pose" not in more
+    with pytest.raises(ValueError, match="placed from the reference"):
+        scene.carry_pieces(objs, feats, model, 0.6, carried=("place",))
 
 
 def test_piece_carry_scores_a_walkers_pieces_like_its_whole_detections_and_round_trips(tmp_path):
@@ -1387,7 +1396,10 @@ def test_piece_carry_scores_a_walkers_pieces_like_its_whole_detections_and_round
     far = np.convolve(pieces, np.ones(5), "same") == 0
     np.testing.assert_array_equal(parts_of(carry, path, "ground")[far], parts_of(plain, path, "ground")[far])
     loaded = reloaded(carry, tmp_path, *path, num_frames=30)
-    assert loaded.piece_carry == 0.6 and loaded.uses_height
+    assert loaded.piece_carry == 0.6 and loaded.uses_height and loaded.piece_carry_features == ("ground",)
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="piece_carry must be a fraction"):
             AttributeScorer(attributes=spec, piece_carry=bad)
+    for bad in ("ground", ["ground", "place"]):
+        with pytest.raises(ValueError, match="piece_carry_features is a list"):
+            AttributeScorer(attributes=spec, piece_carry=0.5, piece_carry_features=bad)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -194,6 +194,8 @@ class AttributeScorer(ObjectScorer):
         piece_carry: None (off) or a fraction of the expected height: a tracked box less tall than that is a piece of
             its object, and every attribute reads its footprint, box size and ground from its track's nearest whole
             detection (:func:`scene.carry_pieces`); its motion and appearance stay its own.
+        piece_carry_features: the features such a piece takes from that detection besides its place (default
+            ``("ground",)``: below a head-and-shoulders box lies the person's body, not the ground).
     """
 
     #: 2: fits record the fit clip of every k-NN memory-bank row (held-out scoring of the fit clips)
@@ -208,7 +210,8 @@ class AttributeScorer(ObjectScorer):
                  frame_crowd_baseline: Optional[float] = None, dwell_still_speed: Optional[float] = None,
                  dwell_still_fit: str = "still", dwell_stay_edge: Optional[float] = None,
                  dwell_stay_side_edge: Optional[float] = None, dwell_span: str = "past",
-                 piece_carry: Optional[float] = None):
+                 piece_carry: Optional[float] = None,
+                 piece_carry_features: Sequence[str] = scene.PIECE_CARRIED_FEATURES):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -295,6 +298,11 @@ class AttributeScorer(ObjectScorer):
             raise ValueError(f"piece_carry must be a fraction of the expected height in (0, 1) or null (off), got "
                              f"{piece_carry!r}")
         self.piece_carry = None if piece_carry is None else float(piece_carry)
+        piece_carry_features = to_plain(piece_carry_features)
+        if isinstance(piece_carry_features, str) or scene.PLACE_FEATURE in piece_carry_features:
+            raise ValueError(f"piece_carry_features is a list of feature names without {scene.PLACE_FEATURE!r} (a "
+                             f"piece's place is set from its reference, not copied), got {piece_carry_features!r}")
+        self.piece_carry_features = tuple(str(f) for f in piece_carry_features)
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
@@ -347,7 +355,8 @@ class AttributeScorer(ObjectScorer):
                                    "dwell_still_fit": self.dwell_still_fit,
                                    "dwell_stay_edge": self.dwell_stay_edge,
                                    "dwell_stay_side_edge": self.dwell_stay_side_edge,
-                                   "dwell_span": self.dwell_span, "piece_carry": self.piece_carry})
+                                   "dwell_span": self.dwell_span, "piece_carry": self.piece_carry,
+                                   "piece_carry_features": list(self.piece_carry_features)})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -416,7 +425,8 @@ class AttributeScorer(ObjectScorer):
         With ``piece_carry`` the pieces of tracked objects first take their place from their track
         (:func:`scene.carry_pieces`), in the fit and in scoring alike."""
         if self.piece_carry is not None:
-            features = scene.carry_pieces(objects, features, self.scene__height.cpu().numpy(), self.piece_carry)
+            features = scene.carry_pieces(objects, features, self.scene__height.cpu().numpy(), self.piece_carry,
+                                          self.piece_carry_features)
         if not self.uses_scene:
             return features
         still_speed = None if fitting and self.dwell_still_fit == "stay" else self.dwell_still_speed

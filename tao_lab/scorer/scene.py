@@ -97,8 +97,8 @@ def fragment(place: np.ndarray, height_model: np.ndarray, min_height: float) -> 
     return place[:, 3] < float(min_height) * expected_height(height_model, place[:, :2])
 
 
-#: the features a piece takes from its track's reference detection (:func:`carry_pieces`): the look of the ground
-#: below the box (tao_lab.features.GroundFeature), which below a head-and-shoulders box is the person's own body
+#: the features a piece takes from its track's reference detection by default (:func:`carry_pieces`): the look of the
+#: ground below the box (tao_lab.features.GroundFeature), which below a head-and-shoulders box is the person's own body
 PIECE_CARRIED_FEATURES = ("ground",)
 
 
@@ -126,7 +126,7 @@ def piece_references(objects: ObjectTable, place: np.ndarray, height_model: np.n
 
 
 def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], height_model: np.ndarray,
-                 min_height: float) -> Mapping[str, np.ndarray]:
+                 min_height: float, carried: Sequence[str] = PIECE_CARRIED_FEATURES) -> Mapping[str, np.ndarray]:
     """The features with every piece of a tracked object placed where its track's nearest whole detection says the
     object stands (the scorer's ``piece_carry``).
 
@@ -137,9 +137,10 @@ def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], heigh
     whole detection (:func:`piece_references`), the piece's ``place`` row takes that detection's width and height and
     a footprint on its own box: its top plus the reference's height when its top is the edge closer to the
     reference's top (the upper part kept), else its own bottom (the lower part kept); its x stays its own. The
-    :data:`PIECE_CARRIED_FEATURES` present take the reference's row. Rows are taken from the nearest detection in
-    time, before or after; on a stream (the current frame is the buffer's last) that is the latest whole one before.
-    Other features (motion, appearance) are the piece's own. Returns ``features`` itself when nothing changes."""
+    ``carried`` features present (default :data:`PIECE_CARRIED_FEATURES`) take the reference's row. Rows are taken
+    from the nearest detection in time, before or after; on a stream (the current frame is the buffer's last) that is
+    the latest whole one before. Other features (motion, appearance unless carried) are the piece's own. Returns
+    ``features`` itself when nothing changes."""
     n = len(objects)
     if n == 0:
         return features
@@ -156,7 +157,10 @@ def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], heigh
     new_place[rows, 2:4] = place[src, 2:4]
     out = dict(features)
     out[PLACE_FEATURE] = new_place.astype(np.asarray(features[PLACE_FEATURE]).dtype)
-    for name in PIECE_CARRIED_FEATURES:
+    for name in carried:
+        if name == PLACE_FEATURE:
+            raise ValueError(f"{PLACE_FEATURE!r} is placed from the reference, not copied: leave it out of the "
+                             f"carried features")
         if name in features:
             x = np.array(features[name], copy=True)
             if len(x) != n:
