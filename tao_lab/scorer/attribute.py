@@ -196,6 +196,8 @@ class AttributeScorer(ObjectScorer):
             detection (:func:`scene.carry_pieces`); its motion and appearance stay its own.
         piece_carry_features: the features such a piece takes from that detection besides its place (default
             ``("ground",)``: below a head-and-shoulders box lies the person's body, not the ground).
+        piece_join: with ``piece_carry``, a piece its track cannot place and a box stacked right above or below it in
+            the same frame are read as one object (:func:`scene.stacked_partners`): the detector split a person.
     """
 
     #: 2: fits record the fit clip of every k-NN memory-bank row (held-out scoring of the fit clips)
@@ -211,7 +213,7 @@ class AttributeScorer(ObjectScorer):
                  dwell_still_fit: str = "still", dwell_stay_edge: Optional[float] = None,
                  dwell_stay_side_edge: Optional[float] = None, dwell_span: str = "past",
                  piece_carry: Optional[float] = None,
-                 piece_carry_features: Sequence[str] = scene.PIECE_CARRIED_FEATURES):
+                 piece_carry_features: Sequence[str] = scene.PIECE_CARRIED_FEATURES, piece_join: bool = False):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -303,6 +305,10 @@ class AttributeScorer(ObjectScorer):
             raise ValueError(f"piece_carry_features is a list of feature names without {scene.PLACE_FEATURE!r} (a "
                              f"piece's place is set from its reference, not copied), got {piece_carry_features!r}")
         self.piece_carry_features = tuple(str(f) for f in piece_carry_features)
+        if piece_join and piece_carry is None:
+            raise ValueError("piece_join places the pieces piece_carry finds: it needs piece_carry (a fraction of the "
+                             "expected height)")
+        self.piece_join = bool(piece_join)
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
@@ -356,7 +362,8 @@ class AttributeScorer(ObjectScorer):
                                    "dwell_stay_edge": self.dwell_stay_edge,
                                    "dwell_stay_side_edge": self.dwell_stay_side_edge,
                                    "dwell_span": self.dwell_span, "piece_carry": self.piece_carry,
-                                   "piece_carry_features": list(self.piece_carry_features)})
+                                   "piece_carry_features": list(self.piece_carry_features),
+                                   "piece_join": self.piece_join})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -426,7 +433,7 @@ class AttributeScorer(ObjectScorer):
         (:func:`scene.carry_pieces`), in the fit and in scoring alike."""
         if self.piece_carry is not None:
             features = scene.carry_pieces(objects, features, self.scene__height.cpu().numpy(), self.piece_carry,
-                                          self.piece_carry_features)
+                                          self.piece_carry_features, self.piece_join)
         if not self.uses_scene:
             return features
         still_speed = None if fitting and self.dwell_still_fit == "stay" else self.dwell_still_speed

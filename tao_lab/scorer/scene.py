@@ -125,8 +125,39 @@ def piece_references(objects: ObjectTable, place: np.ndarray, height_model: np.n
     return ref
 
 
+def stacked_partners(objects: ObjectTable, place: np.ndarray, height_model: np.ndarray, rows: np.ndarray,
+                     max_gap: float = 0.5, max_height: float = 1.5) -> np.ndarray:
+    """(len(rows),) int64: for each row of ``rows`` (pieces, :func:`fragment`) the row of the box stacked right above
+    or below it in the same frame that makes one object with it, -1 where there is none: a box that overlaps it
+    horizontally by at least half the narrower width, with a vertical gap under ``max_gap`` x the expected height at
+    the piece's footprint, whose union with it is at most ``max_height`` x the expected height at the union's
+    footprint (two people at different depths, one's feet above the other's head, are taller than one person
+    there); the one with the smallest gap. Boxes from the ``place`` columns (N, 6), frame-relative."""
+    p = np.asarray(place, np.float64).reshape(-1, 6)
+    rows = np.asarray(rows, np.int64)
+    out = np.full(len(rows), -1, np.int64)
+    x1, x2, y1, y2 = p[:, 0] - p[:, 2] / 2, p[:, 0] + p[:, 2] / 2, p[:, 1] - p[:, 3], p[:, 1]
+    expected = expected_height(height_model, p[:, :2])
+    for k, i in enumerate(rows):
+        same = np.flatnonzero(objects.frame == objects.frame[i])
+        same = same[same != i]
+        if not len(same):
+            continue
+        overlap = np.minimum(x2[i], x2[same]) - np.maximum(x1[i], x1[same])
+        narrow = np.minimum(x2[i] - x1[i], x2[same] - x1[same])
+        gap = np.maximum(y1[same] - y2[i], y1[i] - y2[same])  # < 0: the boxes overlap vertically
+        top, bottom = np.minimum(y1[i], y1[same]), np.maximum(y2[i], y2[same])
+        centre = (np.minimum(x1[i], x1[same]) + np.maximum(x2[i], x2[same])) / 2
+        union_expected = expected_height(height_model, np.column_stack([centre, bottom]))
+        ok = (overlap >= 0.5 * narrow) & (gap < max_gap * expected[i]) & (bottom - top <= max_height * union_expected)
+        if ok.any():
+            out[k] = same[ok][np.argmin(gap[ok])]
+    return out
+
+
 def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], height_model: np.ndarray,
-                 min_height: float, carried: Sequence[str] = PIECE_CARRIED_FEATURES) -> Mapping[str, np.ndarray]:
+                 min_height: float, carried: Sequence[str] = PIECE_CARRIED_FEATURES,
+                 join: bool = False) -> Mapping[str, np.ndarray]:
     """The features with every piece of a tracked object placed where its track's nearest whole detection says the
     object stands (the scorer's ``piece_carry``).
 
@@ -139,7 +170,12 @@ def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], heigh
     reference's top (the upper part kept), else its own bottom (the lower part kept); its x stays its own. The
     ``carried`` features present (default :data:`PIECE_CARRIED_FEATURES`) take the reference's row. Rows are taken
     from the nearest detection in time, before or after; on a stream (the current frame is the buffer's last) that is
-    the latest whole one before. Other features (motion, appearance unless carried) are the piece's own. Returns
+    the latest whole one before. Other features (motion, appearance unless carried) are the piece's own.
+
+    With ``join``, a piece its track cannot place that has a box stacked right above or below it in the same frame
+    (:func:`stacked_partners`: the detector split one object in two, e.g. a coat the colour of the background between
+    head and legs) is placed as their union: footprint at the union's bottom (its x its own), the union's width and
+    height, and the carried features of the lower of the two boxes, whose strip below is the ground. Returns
     ``features`` itself when nothing changes."""
     n = len(objects)
     if n == 0:
@@ -147,14 +183,26 @@ def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], heigh
     place = place_columns(features, n)
     ref = piece_references(objects, place, height_model, min_height)
     rows = np.flatnonzero(ref >= 0)
-    if not len(rows):
-        return features
     src = ref[rows]
     top, ref_top = place[rows, 1] - place[rows, 3], place[src, 1] - place[src, 3]
     upper_kept = np.abs(top - ref_top) <= np.abs(place[rows, 1] - place[src, 1])
     new_place = place.copy()
     new_place[rows, 1] = np.where(upper_kept, top + place[src, 3], place[rows, 1])
     new_place[rows, 2:4] = place[src, 2:4]
+    if join:
+        loose = np.flatnonzero(fragment(place, height_model, min_height) & (ref < 0))
+        partner = stacked_partners(objects, place, height_model, loose)
+        joined, partner = loose[partner >= 0], partner[partner >= 0]
+        if len(joined):
+            x1 = np.minimum(place[joined, 0] - place[joined, 2] / 2, place[partner, 0] - place[partner, 2] / 2)
+            x2 = np.maximum(place[joined, 0] + place[joined, 2] / 2, place[partner, 0] + place[partner, 2] / 2)
+            y1 = np.minimum(place[joined, 1] - place[joined, 3], place[partner, 1] - place[partner, 3])
+            y2 = np.maximum(place[joined, 1], place[partner, 1])
+            new_place[joined, 1], new_place[joined, 2], new_place[joined, 3] = y2, x2 - x1, y2 - y1
+            lower = np.where(place[partner, 1] > place[joined, 1], partner, joined)
+            rows, src = np.concatenate([rows, joined]), np.concatenate([src, lower])
+    if not len(rows):
+        return features
     out = dict(features)
     out[PLACE_FEATURE] = new_place.astype(np.asarray(features[PLACE_FEATURE]).dtype)
     for name in carried:
