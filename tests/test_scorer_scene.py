@@ -1403,3 +1403,53 @@ def test_piece_carry_scores_a_walkers_pieces_like_its_whole_detections_and_round
     for bad in ("ground", ["ground", "place"]):
         with pytest.raises(ValueError, match="piece_carry_features is a list"):
             AttributeScorer(attributes=spec, piece_carry=0.5, piece_carry_features=bad)
+
+
+def _boxes_table(frames, boxes, track_ids):
+    """Objects and their place columns (frame-relative foot x, foot y, w, h, W, H) from boxes in px (x1, y1, x2, y2)."""
+    b = np.asarray(boxes, np.float64)
+    objs = ObjectTable.build(np.asarray(frames), b, track_id=np.asarray(track_ids))
+    place = np.stack([(b[:, 0] + b[:, 2]) / 2 / W, b[:, 3] / H, (b[:, 2] - b[:, 0]) / W, (b[:, 3] - b[:, 1]) / H,
+                      np.full(len(b), W), np.full(len(b), H)], 1)
+    return objs, place
+
+
+def test_stacked_partners_and_join_read_a_split_person_as_one():
+    """Known answers with an expected height of 60 px everywhere (0.25 of the 240 px frame): a person split into a
+    head-and-shoulders box (y 100-125) and a legs box (y 135-160) in frame 0, each a one-detection track, are each
+    other's partners; a far person's feet box right above a near person's head is no partner (together 100 px, over
+    1.5 x 60), nor a box beside the piece (no horizontal overlap), nor one in another frame. With piece_join the upper
+    piece's place is the union (foot y 160, height 60 px, width the union's) and it takes the legs' ground; the legs
+    keep their own foot and ground and take the union's size; without it (or with a partner missing) nothing moves."""
+    model = np.array([0.25, 0.0, 0.0, 0.01])
+    boxes = [[100, 100, 120, 125],   # 0: head and shoulders
+             [101, 135, 119, 160],   # 1: legs, 10 px below
+             [200, 40, 215, 60],     # 2: a piece whose only box below is a whole person, together 100 px tall
+             [198, 80, 222, 140],    # 3: that person (whole), 20 px below
+             [300, 100, 320, 125],   # 4: a piece with a box beside it only
+             [330, 132, 350, 160],   # 5: beside 4, no horizontal overlap
+             [100, 135, 120, 160]]   # 6: frame 1, under where 0 was: another frame
+    objs, place = _boxes_table([0, 0, 0, 0, 0, 0, 1], boxes, [1, 2, 3, 4, 5, 6, 7])
+    pieces = np.flatnonzero(scene.fragment(place, model, 0.5))
+    np.testing.assert_array_equal(pieces, [0, 1, 2, 4, 5, 6])
+    np.testing.assert_array_equal(scene.stacked_partners(objs, place, model, pieces), [1, 0, -1, -1, -1, -1])
+    ground = np.arange(14, dtype=np.float32).reshape(7, 2)
+    feats = {"place": place.astype(np.float32), "ground": ground}
+    assert scene.carry_pieces(objs, feats, model, 0.5) is feats  # no track reference, no join: nothing moves
+    out = scene.carry_pieces(objs, feats, model, 0.5, join=True)
+    got = out["place"].astype(np.float64)
+    for row in (0, 1):
+        np.testing.assert_allclose(got[row, 1:4], [160 / H, 20 / W, 60 / H], rtol=1e-6)
+        np.testing.assert_allclose(got[row, 0], place[row, 0], rtol=1e-6)
+        np.testing.assert_array_equal(out["ground"][row], ground[1])
+    np.testing.assert_array_equal(out["place"][2:], feats["place"][2:])
+    np.testing.assert_array_equal(out["ground"][2:], ground[2:])
+    # a piece its track places is not joined: the track comes first
+    tracked, tracked_place = _boxes_table([0, 0, 1], [boxes[0], boxes[1], [100, 100, 120, 160]], [1, 2, 1])
+    tracked_feats = {"place": tracked_place.astype(np.float32), "ground": ground[:3]}
+    joined = scene.carry_pieces(tracked, tracked_feats, model, 0.5, join=True)
+    np.testing.assert_array_equal(joined["ground"][0], ground[2])  # from its track's whole detection, frame 1
+    from tao_lab.scorer import AttributeScorer
+
+    with pytest.raises(ValueError, match="piece_join places the pieces piece_carry finds"):
+        AttributeScorer(attributes={"shape": {"feature": "scene.size", "columns": [3]}}, piece_join=True)
