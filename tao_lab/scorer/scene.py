@@ -177,6 +177,9 @@ def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], heigh
     head and legs) is placed as their union: footprint at the union's bottom (its x its own), the union's width and
     height, and the carried features of the lower of the two boxes, whose strip below is the ground. Returns
     ``features`` itself when nothing changes."""
+    if PLACE_FEATURE in carried:
+        raise ValueError(f"{PLACE_FEATURE!r} is placed from the reference, not copied: leave it out of the carried "
+                         f"features")
     n = len(objects)
     if n == 0:
         return features
@@ -206,9 +209,6 @@ def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], heigh
     out = dict(features)
     out[PLACE_FEATURE] = new_place.astype(np.asarray(features[PLACE_FEATURE]).dtype)
     for name in carried:
-        if name == PLACE_FEATURE:
-            raise ValueError(f"{PLACE_FEATURE!r} is placed from the reference, not copied: leave it out of the "
-                             f"carried features")
         if name in features:
             x = np.array(features[name], copy=True)
             if len(x) != n:
