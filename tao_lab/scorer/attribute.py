@@ -198,6 +198,8 @@ class AttributeScorer(ObjectScorer):
             ``("ground",)``: below a head-and-shoulders box lies the person's body, not the ground).
         piece_join: with ``piece_carry``, a piece its track cannot place and a box stacked right above or below it in
             the same frame are read as one object (:func:`scene.stacked_partners`): the detector split a person.
+        piece_track_height: None (off) or a fraction: with ``piece_carry``, a tracked box less tall, for its place,
+            than that x its own track's usual height is a piece too (:func:`scene.pieces`).
     """
 
     #: 2: fits record the fit clip of every k-NN memory-bank row (held-out scoring of the fit clips)
@@ -213,7 +215,8 @@ class AttributeScorer(ObjectScorer):
                  dwell_still_fit: str = "still", dwell_stay_edge: Optional[float] = None,
                  dwell_stay_side_edge: Optional[float] = None, dwell_span: str = "past",
                  piece_carry: Optional[float] = None,
-                 piece_carry_features: Sequence[str] = scene.PIECE_CARRIED_FEATURES, piece_join: bool = False):
+                 piece_carry_features: Sequence[str] = scene.PIECE_CARRIED_FEATURES, piece_join: bool = False,
+                 piece_track_height: Optional[float] = None):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -309,6 +312,10 @@ class AttributeScorer(ObjectScorer):
             raise ValueError("piece_join places the pieces piece_carry finds: it needs piece_carry (a fraction of the "
                              "expected height)")
         self.piece_join = bool(piece_join)
+        if piece_track_height is not None and (piece_carry is None or not 0.0 < float(piece_track_height) < 1.0):
+            raise ValueError(f"piece_track_height is a fraction in (0, 1) of a track's usual height, with piece_carry "
+                             f"(or null), got {piece_track_height!r}")
+        self.piece_track_height = None if piece_track_height is None else float(piece_track_height)
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
@@ -363,7 +370,8 @@ class AttributeScorer(ObjectScorer):
                                    "dwell_stay_side_edge": self.dwell_stay_side_edge,
                                    "dwell_span": self.dwell_span, "piece_carry": self.piece_carry,
                                    "piece_carry_features": list(self.piece_carry_features),
-                                   "piece_join": self.piece_join})
+                                   "piece_join": self.piece_join,
+                                   "piece_track_height": self.piece_track_height})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -433,7 +441,7 @@ class AttributeScorer(ObjectScorer):
         (:func:`scene.carry_pieces`), in the fit and in scoring alike."""
         if self.piece_carry is not None:
             features = scene.carry_pieces(objects, features, self.scene__height.cpu().numpy(), self.piece_carry,
-                                          self.piece_carry_features, self.piece_join)
+                                          self.piece_carry_features, self.piece_join, self.piece_track_height)
         if not self.uses_scene:
             return features
         still_speed = None if fitting and self.dwell_still_fit == "stay" else self.dwell_still_speed

@@ -102,12 +102,28 @@ def fragment(place: np.ndarray, height_model: np.ndarray, min_height: float) -> 
 PIECE_CARRIED_FEATURES = ("ground",)
 
 
-def piece_references(objects: ObjectTable, place: np.ndarray, height_model: np.ndarray,
-                     min_height: float) -> np.ndarray:
-    """(N,) int64: for each piece (:func:`fragment` at ``min_height``) the row of the nearest detection in time of its
-    own track that is not a piece (on a tie the earlier one), -1 for every other row and for pieces whose track has no
-    whole detection (an untracked piece, or a track that is pieces throughout: nothing to read its place from)."""
+def pieces(objects: ObjectTable, place: np.ndarray, height_model: np.ndarray, min_height: float,
+           track_height: Optional[float] = None) -> np.ndarray:
+    """(N,) bool: the pieces of objects. :func:`fragment` at ``min_height`` (less tall than that x the expected height
+    at the footprint), and with ``track_height`` also a tracked box less tall, for its place, than ``track_height`` x
+    its own track's usual height (the 75th percentile over the track of its box height / expected height): a walker
+    cut to 60% of its height for a while, or a cart seen whole, measured against itself rather than against a person."""
     piece = fragment(place, height_model, min_height)
+    if track_height is None:
+        return piece
+    p = np.asarray(place, np.float64).reshape(-1, 6)
+    rel = p[:, 3] / expected_height(height_model, p[:, :2])
+    for seg in track_segments(objects):
+        piece[seg] |= rel[seg] < float(track_height) * np.percentile(rel[seg], 75)
+    return piece
+
+
+def piece_references(objects: ObjectTable, place: np.ndarray, height_model: np.ndarray,
+                     min_height: float, track_height: Optional[float] = None) -> np.ndarray:
+    """(N,) int64: for each piece (:func:`pieces`) the row of the nearest detection in time of its own track that is
+    not a piece (on a tie the earlier one), -1 for every other row and for pieces whose track has no whole detection
+    (an untracked piece, or a track that is pieces throughout: nothing to read its place from)."""
+    piece = pieces(objects, place, height_model, min_height, track_height)
     ref = np.full(len(piece), -1, np.int64)
     if not piece.any():
         return ref
@@ -157,11 +173,12 @@ def stacked_partners(objects: ObjectTable, place: np.ndarray, height_model: np.n
 
 def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], height_model: np.ndarray,
                  min_height: float, carried: Sequence[str] = PIECE_CARRIED_FEATURES,
-                 join: bool = False) -> Mapping[str, np.ndarray]:
+                 join: bool = False, track_height: Optional[float] = None) -> Mapping[str, np.ndarray]:
     """The features with every piece of a tracked object placed where its track's nearest whole detection says the
     object stands (the scorer's ``piece_carry``).
 
-    A piece is a box less tall than ``min_height`` x the expected height at its footprint (:func:`fragment`): a head
+    A piece (:func:`pieces`; ``track_height`` adds the boxes short for their own track) is a box less tall than
+    ``min_height`` x the expected height at its footprint (:func:`fragment`): a head
     and shoulders whose legs the detector lost, or legs whose upper body it lost. Its box bottom is not where the
     object stands, so every footprint attribute reads the wrong place: the ground below a head-and-shoulders box is
     the person's own body, its place cell lies a body height too high, it is as wide as high. When its track has a
@@ -184,7 +201,7 @@ def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], heigh
     if n == 0:
         return features
     place = place_columns(features, n)
-    ref = piece_references(objects, place, height_model, min_height)
+    ref = piece_references(objects, place, height_model, min_height, track_height)
     rows = np.flatnonzero(ref >= 0)
     src = ref[rows]
     top, ref_top = place[rows, 1] - place[rows, 3], place[src, 1] - place[src, 3]
@@ -193,7 +210,7 @@ def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], heigh
     new_place[rows, 1] = np.where(upper_kept, top + place[src, 3], place[rows, 1])
     new_place[rows, 2:4] = place[src, 2:4]
     if join:
-        loose = np.flatnonzero(fragment(place, height_model, min_height) & (ref < 0))
+        loose = np.flatnonzero(pieces(objects, place, height_model, min_height, track_height) & (ref < 0))
         partner = stacked_partners(objects, place, height_model, loose)
         joined, partner = loose[partner >= 0], partner[partner >= 0]
         if len(joined):
