@@ -1453,3 +1453,31 @@ def test_stacked_partners_and_join_read_a_split_person_as_one():
 
     with pytest.raises(ValueError, match="piece_join places the pieces piece_carry finds"):
         AttributeScorer(attributes={"shape": {"feature": "scene.size", "columns": [3]}}, piece_join=True)
+
+
+def test_pieces_with_track_height_are_boxes_short_against_their_own_track():
+    """Known answers with an expected height of 60 px everywhere: a walker (track 1) 60 px tall except frames 3-4 cut to
+    42 px (0.7 of itself, above half a person) is in pieces there with track_height 0.75 (0.7 < 0.75 x its 75th
+    percentile 1.0) and not without it; a cart (track 2) 36 px tall throughout (0.6 of a person) is short against a
+    person but not against itself; a 20 px box is a piece either way. piece_carry then places the walker's cut boxes
+    from frames 2 and 5."""
+    model = np.array([0.25, 0.0, 0.0, 0.01])
+    walker = [[100, 100, 120, 160]] * 3 + [[100, 100, 120, 142]] * 2 + [[100, 100, 120, 160]] * 2
+    cart = [[200, 124, 240, 160]] * 7
+    objs, place = _boxes_table(list(range(7)) * 2 + [0], walker + cart + [[300, 140, 310, 160]], [1] * 7 + [2] * 7 + [3])
+    short = np.zeros(15, bool)
+    short[14] = True
+    np.testing.assert_array_equal(scene.pieces(objs, place, model, 0.5), short)
+    cut = short.copy()
+    cut[[3, 4]] = True
+    np.testing.assert_array_equal(scene.pieces(objs, place, model, 0.5, track_height=0.75), cut)
+    ref = scene.piece_references(objs, place, model, 0.5, track_height=0.75)
+    np.testing.assert_array_equal(ref[[3, 4]], [2, 5])
+    assert (np.delete(ref, [3, 4]) == -1).all()
+    out = scene.carry_pieces(objs, {"place": place.astype(np.float32)}, model, 0.5, track_height=0.75)
+    np.testing.assert_allclose(out["place"][[3, 4], 1:4].astype(np.float64), place[[2, 5], 1:4], rtol=1e-6)
+    from tao_lab.scorer import AttributeScorer
+
+    for kwargs in ({"piece_track_height": 0.75}, {"piece_carry": 0.5, "piece_track_height": 1.0}):
+        with pytest.raises(ValueError, match="piece_track_height is a fraction"):
+            AttributeScorer(attributes={"shape": {"feature": "scene.size", "columns": [3]}}, **kwargs)
