@@ -1478,6 +1478,10 @@ def test_pieces_with_track_height_are_boxes_short_against_their_own_track():
     np.testing.assert_allclose(out["place"][[3, 4], 1:4].astype(np.float64), place[[2, 5], 1:4], rtol=1e-6)
     from tao_lab.scorer import AttributeScorer
 
-    for kwargs in ({"piece_track_height": 0.75}, {"piece_carry": 0.5, "piece_track_height": 1.0}):
+    for bad in (0.0, 1.0):
         with pytest.raises(ValueError, match="piece_track_height is a fraction"):
-            AttributeScorer(attributes={"shape": {"feature": "scene.size", "columns": [3]}}, **kwargs)
+            AttributeScorer(attributes={"shape": {"feature": "scene.size", "columns": [3]}}, piece_carry=0.5,
+                            piece_track_height=bad)
+    # piece_carry null turns pieces off as a whole: the track height then does nothing
+    off = AttributeScorer(attributes={"speed": {"feature": "velocity", "columns": [0]}}, piece_track_height=0.85)
+    assert off.piece_carry is None and not off.uses_height  # nothing reads the perspective: no piece is looked for

@@ -199,7 +199,7 @@ class AttributeScorer(ObjectScorer):
         piece_join: with ``piece_carry``, a piece its track cannot place and a box stacked right above or below it in
             the same frame are read as one object (:func:`scene.stacked_partners`): the detector split a person.
         piece_track_height: None (off) or a fraction: with ``piece_carry``, a tracked box less tall, for its place,
-            than that x its own track's usual height is a piece too (:func:`scene.pieces`).
+            than that x its own track's usual height is a piece too (:func:`scene.pieces`); no effect without it.
     """
 
     #: 2: fits record the fit clip of every k-NN memory-bank row (held-out scoring of the fit clips)
@@ -312,9 +312,10 @@ class AttributeScorer(ObjectScorer):
             raise ValueError("piece_join places the pieces piece_carry finds: it needs piece_carry (a fraction of the "
                              "expected height)")
         self.piece_join = bool(piece_join)
-        if piece_track_height is not None and (piece_carry is None or not 0.0 < float(piece_track_height) < 1.0):
-            raise ValueError(f"piece_track_height is a fraction in (0, 1) of a track's usual height, with piece_carry "
-                             f"(or null), got {piece_track_height!r}")
+        # without piece_carry it has no effect: scorer.piece_carry=null turns the handling of pieces off as a whole
+        if piece_track_height is not None and not 0.0 < float(piece_track_height) < 1.0:
+            raise ValueError(f"piece_track_height is a fraction in (0, 1) of a track's usual height (or null), got "
+                             f"{piece_track_height!r}")
         self.piece_track_height = None if piece_track_height is None else float(piece_track_height)
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
