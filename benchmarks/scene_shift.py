@@ -53,7 +53,9 @@ def _rows(pipe, scorer, clips, quiet_group: str, piece_height: float):
         place = scene.place_columns(feats, len(tracks))
         model = scorer.scene__height.cpu().numpy()
         expected = scene.expected_height(model, place[:, :2])
-        placeable = scene.piece_references(tracks, place, model, piece_height) >= 0
+        # whole detections as the scorer tells them (its piece_track_height too, when it has one)
+        placeable = scene.piece_references(tracks, place, model, piece_height,
+                                           getattr(scorer, "piece_track_height", None)) >= 0
         out.append((excess, excess[scorer.groups.index(quiet_group)] <= 0, place[:, 1], place[:, 3] / expected,
                     np.column_stack([np.full(len(tracks), c), tracks.frame]), placeable))
     return (np.concatenate([o[0] for o in out], axis=1),

@@ -53,13 +53,20 @@ def place_columns(features: Mapping[str, np.ndarray], n: int) -> np.ndarray:
     return p
 
 
+def box_edges(place: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x1, x2, y1, y2), each (N,), of the boxes of the ``place`` columns (N, 6), frame-relative (x in frame widths,
+    y in frame heights)."""
+    p = np.asarray(place, np.float64).reshape(-1, 6)
+    return p[:, 0] - p[:, 2] / 2, p[:, 0] + p[:, 2] / 2, p[:, 1] - p[:, 3], p[:, 1]
+
+
 def touches_edge(place: np.ndarray, tolerance_px: float = 1.0) -> np.ndarray:
     """(N,) bool: boxes touching a frame edge (within ``tolerance_px``), from the ``place`` columns (N, 6) of
     :func:`place_columns`: cut by the frame, such an object shows only part of itself to every feature."""
     p = np.asarray(place, np.float64).reshape(-1, 6)
-    fx, fy, w, h, width, height = (p[:, k] for k in range(6))
-    x1, x2 = (fx - w / 2) * width, (fx + w / 2) * width
-    y1, y2 = (fy - h) * height, fy * height
+    width, height = p[:, 4], p[:, 5]
+    x1, x2, y1, y2 = box_edges(p)
+    x1, x2, y1, y2 = x1 * width, x2 * width, y1 * height, y2 * height
     return (x1 <= tolerance_px) | (x2 >= width - tolerance_px) | (y1 <= tolerance_px) | (y2 >= height - tolerance_px)
 
 
@@ -103,17 +110,18 @@ PIECE_CARRIED_FEATURES = ("ground",)
 
 
 def pieces(objects: ObjectTable, place: np.ndarray, height_model: np.ndarray, min_height: float,
-           track_height: Optional[float] = None) -> np.ndarray:
+           track_height: Optional[float] = None, segments: Optional[list[np.ndarray]] = None) -> np.ndarray:
     """(N,) bool: the pieces of objects. :func:`fragment` at ``min_height`` (less tall than that x the expected height
     at the footprint), and with ``track_height`` also a tracked box less tall, for its place, than ``track_height`` x
     its own track's usual height (the 75th percentile over the track of its box height / expected height): a walker
-    cut to 60% of its height for a while, or a cart seen whole, measured against itself rather than against a person."""
+    cut to 60% of its height for a while, or a cart seen whole, measured against itself rather than against a person.
+    segments: the objects' :func:`track_segments`, when the caller has them already."""
     piece = fragment(place, height_model, min_height)
     if track_height is None:
         return piece
     p = np.asarray(place, np.float64).reshape(-1, 6)
     rel = p[:, 3] / expected_height(height_model, p[:, :2])
-    for seg in track_segments(objects):
+    for seg in (track_segments(objects) if segments is None else segments):
         piece[seg] |= rel[seg] < float(track_height) * np.percentile(rel[seg], 75)
     return piece
 
@@ -123,11 +131,12 @@ def piece_references(objects: ObjectTable, place: np.ndarray, height_model: np.n
     """(N,) int64: for each piece (:func:`pieces`) the row of the nearest detection in time of its own track that is
     not a piece (on a tie the earlier one), -1 for every other row and for pieces whose track has no whole detection
     (an untracked piece, or a track that is pieces throughout: nothing to read its place from)."""
-    piece = pieces(objects, place, height_model, min_height, track_height)
+    segments = list(track_segments(objects))
+    piece = pieces(objects, place, height_model, min_height, track_height, segments)
     ref = np.full(len(piece), -1, np.int64)
     if not piece.any():
         return ref
-    for seg in track_segments(objects):
+    for seg in segments:
         p = piece[seg]
         if not p.any() or p.all():
             continue
@@ -152,7 +161,7 @@ def stacked_partners(objects: ObjectTable, place: np.ndarray, height_model: np.n
     p = np.asarray(place, np.float64).reshape(-1, 6)
     rows = np.asarray(rows, np.int64)
     out = np.full(len(rows), -1, np.int64)
-    x1, x2, y1, y2 = p[:, 0] - p[:, 2] / 2, p[:, 0] + p[:, 2] / 2, p[:, 1] - p[:, 3], p[:, 1]
+    x1, x2, y1, y2 = box_edges(p)
     expected = expected_height(height_model, p[:, :2])
     for k, i in enumerate(rows):
         same = np.flatnonzero(objects.frame == objects.frame[i])
@@ -214,11 +223,10 @@ def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], heigh
         partner = stacked_partners(objects, place, height_model, loose)
         joined, partner = loose[partner >= 0], partner[partner >= 0]
         if len(joined):
-            x1 = np.minimum(place[joined, 0] - place[joined, 2] / 2, place[partner, 0] - place[partner, 2] / 2)
-            x2 = np.maximum(place[joined, 0] + place[joined, 2] / 2, place[partner, 0] + place[partner, 2] / 2)
-            y1 = np.minimum(place[joined, 1] - place[joined, 3], place[partner, 1] - place[partner, 3])
-            y2 = np.maximum(place[joined, 1], place[partner, 1])
-            new_place[joined, 1], new_place[joined, 2], new_place[joined, 3] = y2, x2 - x1, y2 - y1
+            x1, x2, y1, y2 = box_edges(place)
+            left, right = np.minimum(x1[joined], x1[partner]), np.maximum(x2[joined], x2[partner])
+            top, bottom = np.minimum(y1[joined], y1[partner]), np.maximum(y2[joined], y2[partner])
+            new_place[joined, 1], new_place[joined, 2], new_place[joined, 3] = bottom, right - left, bottom - top
             lower = np.where(place[partner, 1] > place[joined, 1], partner, joined)
             rows, src = np.concatenate([rows, joined]), np.concatenate([src, lower])
     if not len(rows):
