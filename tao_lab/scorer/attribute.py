@@ -200,6 +200,9 @@ class AttributeScorer(ObjectScorer):
             the same frame are read as one object (:func:`scene.stacked_partners`): the detector split a person.
         piece_track_height: None (off) or a fraction: with ``piece_carry``, a tracked box less tall, for its place,
             than that x its own track's usual height is a piece too (:func:`scene.pieces`); no effect without it.
+        height_fit: how the expected box height over the footprint (the scene's perspective) is fitted on the
+            training boxes (:func:`scene.fit_height_model`): ``median`` (a median plane) or ``mode`` (the plane through
+            the most common height of a single whole object, :func:`scene.fit_modal_height`).
     """
 
     #: 2: fits record the fit clip of every k-NN memory-bank row (held-out scoring of the fit clips)
@@ -216,7 +219,7 @@ class AttributeScorer(ObjectScorer):
                  dwell_stay_side_edge: Optional[float] = None, dwell_span: str = "past",
                  piece_carry: Optional[float] = None,
                  piece_carry_features: Sequence[str] = scene.PIECE_CARRIED_FEATURES, piece_join: bool = False,
-                 piece_track_height: Optional[float] = None):
+                 piece_track_height: Optional[float] = None, height_fit: str = "median"):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -317,6 +320,9 @@ class AttributeScorer(ObjectScorer):
             raise ValueError(f"piece_track_height is a fraction in (0, 1) of a track's usual height (or null), got "
                              f"{piece_track_height!r}")
         self.piece_track_height = None if piece_track_height is None else float(piece_track_height)
+        if height_fit not in scene.HEIGHT_FITS:
+            raise ValueError(f"height_fit must be one of {scene.HEIGHT_FITS}, got {height_fit!r}")
+        self.height_fit = height_fit
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.fusion = fusion
@@ -372,7 +378,8 @@ class AttributeScorer(ObjectScorer):
                                    "dwell_span": self.dwell_span, "piece_carry": self.piece_carry,
                                    "piece_carry_features": list(self.piece_carry_features),
                                    "piece_join": self.piece_join,
-                                   "piece_track_height": self.piece_track_height})
+                                   "piece_track_height": self.piece_track_height,
+                                   "height_fit": self.height_fit})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -676,7 +683,7 @@ class AttributeScorer(ObjectScorer):
         n_videos = len(items)
         if self.uses_height:
             place = np.concatenate([scene.place_columns(it[1], len(it[0])) for it in items])
-            self.scene__height = torch.as_tensor(scene.fit_expected_height(place[:, :2], place[:, 3]),
+            self.scene__height = torch.as_tensor(scene.fit_height_model(place[:, :2], place[:, 3], self.height_fit),
                                                  dtype=torch.float64)
             # frame width / height (occupancy_height_sigma measures distances in frame heights); fitting only
             self._fit_aspect = float(np.median(place[:, 4] / np.maximum(place[:, 5], 1e-9)))

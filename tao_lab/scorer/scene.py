@@ -253,13 +253,19 @@ def cell_index(xy: np.ndarray, grid: Sequence[int]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- perspective
-def fit_expected_height(xy: np.ndarray, height: np.ndarray, iterations: int = 30) -> np.ndarray:
+def fit_expected_height(xy: np.ndarray, height: np.ndarray, iterations: int = 30,
+                        quantile: float = 0.5) -> np.ndarray:
     """Robust plane of box height over the footprint: returns [a, b, c, floor] (float64).
 
     Expected height (frame-relative) = a + b * foot_x + c * foot_y, at least ``floor`` (the 5th percentile of the
-    training heights). Fitted by iteratively reweighted least squares for the L1 loss (a median regression), so
-    merged groups and fragments, which are many but not the majority, do not drag it.
+    training heights). Fitted by iteratively reweighted least squares for the quantile (pinball) loss at
+    ``quantile``: 0.5 is a median regression, so merged groups and fragments, which are many but not the majority,
+    do not drag it. Where merged groups ARE the majority (the crowded near part of a walkway), the median follows
+    them; a lower quantile follows the single objects, which are the smallest whole boxes there.
     """
+    if not 0.0 < float(quantile) < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
+    q = float(quantile)
     xy = np.asarray(xy, np.float64).reshape(-1, 2)
     h = np.asarray(height, np.float64).reshape(-1)
     ok = np.isfinite(xy).all(1) & np.isfinite(h) & (h > 0)
@@ -268,12 +274,14 @@ def fit_expected_height(xy: np.ndarray, height: np.ndarray, iterations: int = 30
         raise ValueError("no training boxes to fit the expected-height (perspective) model on")
     floor = float(np.percentile(h, 5))
     if len(h) < 3:
-        return np.array([float(np.median(h)), 0.0, 0.0, floor])
+        return np.array([float(np.quantile(h, q)), 0.0, 0.0, floor])
     a = np.column_stack([np.ones(len(h)), xy])
     coef = np.linalg.lstsq(a, h, rcond=None)[0]
     eps = 1e-3 * max(float(np.median(h)), 1e-6)
     for _ in range(int(iterations)):
-        w = 1.0 / np.maximum(np.abs(h - a @ coef), eps)
+        r = h - a @ coef
+        # pinball loss: a residual above the plane weighs q, one below 1 - q (both 1/2 for the median)
+        w = np.where(r >= 0, q, 1.0 - q) / np.maximum(np.abs(r), eps)
         sw = np.sqrt(w)
         new = np.linalg.lstsq(a * sw[:, None], h * sw, rcond=None)[0]
         if np.allclose(new, coef, rtol=1e-6, atol=1e-9):
@@ -281,6 +289,63 @@ def fit_expected_height(xy: np.ndarray, height: np.ndarray, iterations: int = 30
             break
         coef = new
     return np.array([coef[0], coef[1], coef[2], floor])
+
+
+#: ``height_fit`` of :func:`fit_height_model`: median = the median plane (:func:`fit_expected_height`); mode = the
+#: plane through the most common height of a single whole object (:func:`fit_modal_height`)
+HEIGHT_FITS = ("median", "mode")
+#: mode: the quantile plane the mode regression starts from, and its kernel's width in log height. On Ped2's 16
+#: training clips (session 46) every start from the 10th to the 35th percentile and every width from 0.08 to 0.12
+#: ends within 2 px of the same plane; from the median it ends on the merged pairs'.
+MODE_START_QUANTILE = 0.25
+MODE_SIGMA = 0.1
+
+
+def fit_modal_height(xy: np.ndarray, height: np.ndarray, start_quantile: float = MODE_START_QUANTILE,
+                     sigma: float = MODE_SIGMA, iterations: int = 100) -> np.ndarray:
+    """Plane of box height over the footprint through the most common height of a single whole object: returns
+    [a, b, c, floor] as :func:`fit_expected_height`.
+
+    Near the camera of a crowded walkway the most common box is two people one behind the other (the farther one's
+    head above the nearer one's, one blob), and a median plane follows those boxes: on Ped2's training clips it
+    expects 82 px at the foot row where a person is about 43 px tall. A mode regression (iteratively reweighted least
+    squares with Gaussian weights on the log ratio of height to the plane, width ``sigma``) climbs to the nearest
+    ridge of the height density from its start, the ``start_quantile`` plane, which lies below the merged boxes: the
+    ridge of single whole objects. Pieces of objects (a head, the legs) lie further below and are fewer.
+    """
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma!r}")
+    start = fit_expected_height(xy, height, quantile=start_quantile)
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    h = np.asarray(height, np.float64).reshape(-1)
+    ok = np.isfinite(xy).all(1) & np.isfinite(h) & (h > 0)
+    xy, h = xy[ok], h[ok]
+    if len(h) < 3:
+        return start
+    a = np.column_stack([np.ones(len(h)), xy])
+    coef = start[:3].copy()
+    floor_h = max(float(start[3]), 1e-4)
+    for _ in range(int(iterations)):
+        r = np.log(h / np.maximum(a @ coef, floor_h))
+        w = np.exp(-0.5 * (r / sigma) ** 2)
+        if w.sum() <= 1e-9 * len(h):  # no box near the plane: keep the start
+            return start
+        sw = np.sqrt(w)
+        new = np.linalg.lstsq(a * sw[:, None], h * sw, rcond=None)[0]
+        if np.allclose(new, coef, rtol=1e-7, atol=1e-10):
+            coef = new
+            break
+        coef = new
+    return np.array([coef[0], coef[1], coef[2], start[3]])
+
+
+def fit_height_model(xy: np.ndarray, height: np.ndarray, height_fit: str = "median") -> np.ndarray:
+    """The scorer's expected-height plane by ``height_fit`` (:data:`HEIGHT_FITS`)."""
+    if height_fit == "median":
+        return fit_expected_height(xy, height)
+    if height_fit == "mode":
+        return fit_modal_height(xy, height)
+    raise ValueError(f"height_fit must be one of {HEIGHT_FITS}, got {height_fit!r}")
 
 
 def expected_height(model: np.ndarray, xy: np.ndarray) -> np.ndarray:
