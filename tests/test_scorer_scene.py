@@ -111,6 +111,90 @@ def test_expected_height_is_robust_to_merged_groups_and_fragments():
     assert abs(ols[2] - 0.3) > abs(model[2] - 0.3)  # the L1 fit beats least squares here
 
 
+def test_quantile_plane_fits_the_asked_quantile():
+    """Heights uniform in [0.5, 1.5] x a plane: the q-quantile plane is (0.5 + q) x that plane."""
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 1, (4000, 2))
+    plane = 0.05 + 0.02 * xy[:, 0] + 0.2 * xy[:, 1]
+    h = plane * rng.uniform(0.5, 1.5, len(xy))
+    for q in (0.25, 0.5, 0.75):
+        model = scene.fit_expected_height(xy, h, quantile=q)
+        assert np.allclose(model[:3], (0.5 + q) * np.array([0.05, 0.02, 0.2]), atol=0.01), (q, model)
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="quantile must be in"):
+            scene.fit_expected_height(xy, h, quantile=bad)
+
+
+def _crowded_walkway(seed=0):
+    """Boxes of a walkway whose near half (foot y > 0.5) is crowded: there two people one behind the other in one blob
+    (1.8x a person's height) are 60% of the boxes, the most common box; pieces (0.45x) are 8% everywhere."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 1, (6000, 2))
+    person = 0.06 + 0.01 * xy[:, 0] + 0.12 * xy[:, 1]
+    h = person * np.exp(rng.normal(0, 0.04, len(xy)))
+    kind = rng.random(len(xy))
+    pair = (xy[:, 1] > 0.5) & (kind < 0.6)
+    piece = ~pair & (kind > 0.92)
+    h[pair] *= 1.8
+    h[piece] *= 0.45
+    return xy, h, person
+
+
+def test_mode_plane_follows_single_objects_where_merged_pairs_are_the_most_common_box():
+    """Known answer: the mode fit recovers a person's height (within 4% at every foot row) where the median plane
+    follows the merged pairs near the camera (over 20% too tall at foot row 0.9); on boxes of single objects only,
+    the two fits agree."""
+    xy, h, person = _crowded_walkway()
+    rows = np.array([[0.5, y] for y in (0.1, 0.5, 0.9)])
+    truth = 0.06 + 0.01 * 0.5 + 0.12 * rows[:, 1]
+    mode = scene.expected_height(scene.fit_height_model(xy, h, "mode"), rows)
+    median = scene.expected_height(scene.fit_height_model(xy, h, "median"), rows)
+    assert np.all(np.abs(mode / truth - 1) < 0.04), mode / truth
+    assert median[2] / truth[2] > 1.2, median / truth
+    single = np.abs(np.log(h / person)) < 0.2
+    both = [scene.expected_height(scene.fit_height_model(xy[single], h[single], fit), rows) for fit in ("median", "mode")]
+    assert np.allclose(both[0], both[1], rtol=0.03)
+    with pytest.raises(ValueError, match="height_fit must be one of"):
+        scene.fit_height_model(xy, h, "mean")
+    with pytest.raises(ValueError, match="sigma must be"):
+        scene.fit_modal_height(xy, h, sigma=0.0)
+
+
+def test_scorer_height_fit_key_fits_the_mode_plane_and_round_trips(tmp_path):
+    """The scorer's expected-height plane is the mode plane with height_fit=mode (the same plane as
+    scene.fit_height_model on its training boxes), the median one by default; the key is saved with the checkpoint
+    and a bad value is refused."""
+    from omegaconf import OmegaConf
+
+    from helpers import CONFIG_DIR
+    from tao_lab.scorer import AttributeScorer
+
+    attrs = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "scorer" / "attribute.yaml"))["attributes"]
+    spec = {"dwell": attrs["dwell"]}
+    rng = np.random.default_rng(3)
+    clips = []
+    for seed in range(3):
+        objs, feats, _ = normal_clip(seed)
+        place = feats["place"].copy()  # near the camera, 60% of the boxes are merged pairs 1.8x as tall
+        place[(place[:, 1] > 0.7) & (rng.random(len(place)) < 0.6), 3] *= 1.8
+        clips.append((objs, {**feats, "place": place}, 120))
+    place = np.concatenate([c[1]["place"] for c in clips])
+    fits = {fit: AttributeScorer(attributes=spec, frame_sigma=0, height_fit=fit).fit_clips(clips)
+            for fit in ("median", "mode")}
+    for fit, scorer in fits.items():
+        np.testing.assert_allclose(scorer.scene__height.numpy(), scene.fit_height_model(place[:, :2], place[:, 3], fit))
+    near = np.array([[0.5, 0.9]])
+    ratio = (scene.expected_height(fits["median"].scene__height.numpy(), near)
+             / scene.expected_height(fits["mode"].scene__height.numpy(), near))
+    assert ratio[0] > 1.1, ratio  # the two fits differ here, so the key is seen to reach the fit
+    assert AttributeScorer(attributes=spec).height_fit == "median"
+    loaded = reloaded(fits["mode"], tmp_path, *clips[0][:2], num_frames=120)
+    assert loaded.height_fit == "mode"
+    np.testing.assert_array_equal(loaded.scene__height.numpy(), fits["mode"].scene__height.numpy())
+    with pytest.raises(ValueError, match="height_fit must be one of"):
+        AttributeScorer(attributes=spec, height_fit="mean")
+
+
 def test_dwell_counts_frames_within_the_radius():
     f = np.arange(10)
     x = np.array([0, 10, 20, 30, 31, 32, 31, 30, 31, 60], float)  # walks, stays 5 frames, jumps away
