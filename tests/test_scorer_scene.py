@@ -195,6 +195,35 @@ def test_scorer_height_fit_key_fits_the_mode_plane_and_round_trips(tmp_path):
         AttributeScorer(attributes=spec, height_fit="mean")
 
 
+def test_scorer_dwell_height_key_reaches_the_dwell_feature_and_round_trips(tmp_path):
+    """With dwell_height=own the scorer's scene.dwell is derived_quantities' with the object's own height (different
+    from the default's on these clips, whose boxes are not the plane's height); saved with the checkpoint; refused
+    when unknown."""
+    from omegaconf import OmegaConf
+
+    from helpers import CONFIG_DIR
+    from tao_lab.scorer import AttributeScorer
+
+    attrs = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "scorer" / "attribute.yaml"))["attributes"]
+    spec = {"dwell": attrs["dwell"]}
+    clips = [(*normal_clip(seed)[:2], 120) for seed in range(3)]
+    objs, feats = normal_clip(7)[:2]
+    feats = {**feats, "place": feats["place"].copy()}
+    feats["place"][:, 3] *= 0.5  # boxes half the height the plane expects
+    got = {}
+    for which in scene.DWELL_HEIGHTS:
+        scorer = AttributeScorer(attributes=spec, frame_sigma=0, dwell_height=which).fit_clips(clips)
+        want = scene.derived_quantities(objs, feats, scorer.scene__height.numpy(), scorer.dwell_radius,
+                                        dwell_height=which)["scene.dwell"]
+        got[which] = scorer._features(objs, feats)["scene.dwell"]
+        np.testing.assert_array_equal(got[which], want)
+    assert got["own"].sum() < got["expected"].sum()
+    loaded = reloaded(scorer, tmp_path, objs, feats, num_frames=120)
+    assert loaded.dwell_height == "own"
+    with pytest.raises(ValueError, match="dwell_height must be one of"):
+        AttributeScorer(attributes=spec, dwell_height="plane")
+
+
 def test_dwell_counts_frames_within_the_radius():
     f = np.arange(10)
     x = np.array([0, 10, 20, 30, 31, 32, 31, 30, 31, 60], float)  # walks, stays 5 frames, jumps away
@@ -204,6 +233,25 @@ def test_dwell_counts_frames_within_the_radius():
     assert d.tolist() == [0, 0, 0, 0, 1, 2, 3, 4, 5, 0]
     untracked = ObjectTable.build(f, np.zeros((10, 4)))
     assert scene.dwell_frames(untracked, np.zeros((10, 2)), np.ones(10)).tolist() == [0] * 10
+
+
+def test_dwell_radius_in_the_objects_own_height():
+    """Known answers: a walker 20 px tall moving 1 px/frame where the scene's plane expects 80 px. With dwell_radius
+    0.5 of the expected height (40 px) it has stayed 40 frames from frame 41 on; of its own height (10 px), 10 frames;
+    the scorer key reaches the feature and is saved with the checkpoint; a bad value is refused."""
+    n, W, H = 60, 320, 240
+    x = 100 + np.arange(n, dtype=np.float64)
+    objs = ObjectTable.build(np.arange(n), np.stack([x - 4, np.full(n, 180), x + 4, np.full(n, 200)], 1),
+                             track_id=np.zeros(n))
+    place = np.stack([x / W, np.full(n, 200 / H), np.full(n, 8 / W), np.full(n, 20 / H), np.full(n, W),
+                      np.full(n, H)], 1)
+    model = np.array([80 / H, 0.0, 0.0, 0.01])
+    dwell = {which: scene.derived_quantities(objs, {"place": place}, model, 0.5, dwell_height=which)["scene.dwell"][:, 0]
+             for which in scene.DWELL_HEIGHTS}
+    assert dwell["expected"].tolist() == list(range(41)) + [40] * (n - 41)
+    assert dwell["own"].tolist() == list(range(11)) + [10] * (n - 11)
+    with pytest.raises(ValueError, match="dwell_height must be one of"):
+        scene.derived_quantities(objs, {"place": place}, model, 0.5, dwell_height="plane")
 
 
 def test_still_dwell_counts_only_the_stays_still_detections():

@@ -200,6 +200,8 @@ class AttributeScorer(ObjectScorer):
             the same frame are read as one object (:func:`scene.stacked_partners`): the detector split a person.
         piece_track_height: None (off) or a fraction: with ``piece_carry``, a tracked box less tall, for its place,
             than that x its own track's usual height is a piece too (:func:`scene.pieces`); no effect without it.
+        dwell_height: the body height ``dwell_radius`` is counted in: ``expected`` (the expected height at the
+            footprint) or ``own`` (the object's own box height; a piece's that of its track's whole detection).
         height_fit: how the expected box height over the footprint (the scene's perspective) is fitted on the
             training boxes (:func:`scene.fit_height_model`): ``median`` (a median plane) or ``mode`` (the plane through
             the most common height of a single whole object, :func:`scene.fit_modal_height`).
@@ -219,7 +221,8 @@ class AttributeScorer(ObjectScorer):
                  dwell_stay_side_edge: Optional[float] = None, dwell_span: str = "past",
                  piece_carry: Optional[float] = None,
                  piece_carry_features: Sequence[str] = scene.PIECE_CARRIED_FEATURES, piece_join: bool = False,
-                 piece_track_height: Optional[float] = None, height_fit: str = "median"):
+                 piece_track_height: Optional[float] = None, height_fit: str = "median",
+                 dwell_height: str = "expected"):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -302,6 +305,9 @@ class AttributeScorer(ObjectScorer):
         if dwell_span not in scene.DWELL_SPANS:
             raise ValueError(f"dwell_span must be one of {scene.DWELL_SPANS}, got {dwell_span!r}")
         self.dwell_span = dwell_span
+        if dwell_height not in scene.DWELL_HEIGHTS:
+            raise ValueError(f"dwell_height must be one of {scene.DWELL_HEIGHTS}, got {dwell_height!r}")
+        self.dwell_height = dwell_height
         if piece_carry is not None and not 0.0 < float(piece_carry) < 1.0:
             raise ValueError(f"piece_carry must be a fraction of the expected height in (0, 1) or null (off), got "
                              f"{piece_carry!r}")
@@ -379,7 +385,7 @@ class AttributeScorer(ObjectScorer):
                                    "piece_carry_features": list(self.piece_carry_features),
                                    "piece_join": self.piece_join,
                                    "piece_track_height": self.piece_track_height,
-                                   "height_fit": self.height_fit})
+                                   "height_fit": self.height_fit, "dwell_height": self.dwell_height})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -455,7 +461,7 @@ class AttributeScorer(ObjectScorer):
         still_speed = None if fitting and self.dwell_still_fit == "stay" else self.dwell_still_speed
         derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius,
                                            still_speed, self.dwell_stay_edge, self.dwell_stay_side_edge,
-                                           self.dwell_span, self.heading_window)
+                                           self.dwell_span, self.heading_window, self.dwell_height)
         return {**features, **derived}
 
     def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:

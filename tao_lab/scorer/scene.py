@@ -365,6 +365,9 @@ def track_segments(objects: ObjectTable) -> Iterator[np.ndarray]:
             yield seg
 
 
+#: the body height dwell's radius is measured in: "expected" = the expected height at the footprint (the scene's
+#: plane); "own" = the object's own box height
+DWELL_HEIGHTS = ("expected", "own")
 #: scene.dwell per detection: "past" = the stay up to it; "stay" = its whole stay, later frames included
 DWELL_SPANS = ("past", "stay")
 
@@ -462,7 +465,8 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
                        dwell_radius: float = 0.5, dwell_still_speed: Optional[float] = None,
                        dwell_stay_edge: Optional[float] = None,
                        dwell_stay_side_edge: Optional[float] = None,
-                       dwell_span: str = "past", heading_window: Optional[int] = None) -> dict[str, np.ndarray]:
+                       dwell_span: str = "past", heading_window: Optional[int] = None,
+                       dwell_height: str = "expected") -> dict[str, np.ndarray]:
     """Per-object quantities the scene attributes read, keyed ``scene.<name>`` (rows aligned with objects).
 
     - ``scene.speed_rel`` (N, 3): the velocity feature's columns 0-2 (mean moving-pixel speed, box 90th percentile,
@@ -479,7 +483,9 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
       (``breaks`` of :func:`dwell_frames`); with ``dwell_stay_side_edge`` (a fraction of the frame width) so does
       a detection whose box reaches within it of the left or right edge (:func:`cut_by_side`); with ``dwell_span``
       "stay" each detection reads its whole stay, the frames after it too (``both_ways`` of :func:`dwell_frames`),
-      with "past" (the default) the frames up to it.
+      with "past" (the default) the frames up to it; with ``dwell_height`` "own" the radius is ``dwell_radius`` x the
+      object's own box height (a piece's, after :func:`carry_pieces`, its track's whole detection's) instead of the
+      expected height at its footprint.
     - ``scene.heading`` (N, bins), only with ``heading_window`` (frames; None = not computed, as a stream need not pay
       for it when no attribute reads it): :func:`heading_histogram` over that window (bins: the velocity feature's
       orientation bins, 8 without it), its breaks those of the stay.
@@ -513,7 +519,10 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
         breaks = side if breaks is None else breaks | side
     if dwell_span not in DWELL_SPANS:
         raise ValueError(f"dwell_span must be one of {DWELL_SPANS}, got {dwell_span!r}")
-    out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * eh_px, still, breaks,
+    if dwell_height not in DWELL_HEIGHTS:
+        raise ValueError(f"dwell_height must be one of {DWELL_HEIGHTS}, got {dwell_height!r}")
+    body_px = eh_px if dwell_height == "expected" else p[:, 3] * p[:, 5]
+    out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * body_px, still, breaks,
                                       both_ways=dwell_span == "stay")[:, None].astype(np.float32)
     if heading_window is not None:
         bins = int(np.asarray(features["velocity"]).reshape(n, -1).shape[1] - 3) if "velocity" in features and n else 8
