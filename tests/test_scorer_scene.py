@@ -218,8 +218,9 @@ def test_scorer_dwell_height_key_reaches_the_dwell_feature_and_round_trips(tmp_p
         got[which] = scorer._features(objs, feats)["scene.dwell"]
         np.testing.assert_array_equal(got[which], want)
     assert got["own"].sum() < got["expected"].sum()
+    assert np.array_equal(got["smaller"], got["own"])  # every box is under the plane here
     loaded = reloaded(scorer, tmp_path, objs, feats, num_frames=120)
-    assert loaded.dwell_height == "own"
+    assert scene.DWELL_HEIGHTS[-1] == "smaller" and loaded.dwell_height == "smaller"
     with pytest.raises(ValueError, match="dwell_height must be one of"):
         AttributeScorer(attributes=spec, dwell_height="plane")
 
@@ -238,7 +239,7 @@ def test_dwell_counts_frames_within_the_radius():
 def test_dwell_radius_in_the_objects_own_height():
     """Known answers: a walker 20 px tall moving 1 px/frame where the scene's plane expects 80 px. With dwell_radius
     0.5 of the expected height (40 px) it has stayed 40 frames from frame 41 on; of its own height (10 px), 10 frames;
-    the scorer key reaches the feature and is saved with the checkpoint; a bad value is refused."""
+    of the smaller of the two, 10 frames, and 40 for a merged blob 160 px tall; a bad value is refused."""
     n, W, H = 60, 320, 240
     x = 100 + np.arange(n, dtype=np.float64)
     objs = ObjectTable.build(np.arange(n), np.stack([x - 4, np.full(n, 180), x + 4, np.full(n, 200)], 1),
@@ -250,6 +251,11 @@ def test_dwell_radius_in_the_objects_own_height():
              for which in scene.DWELL_HEIGHTS}
     assert dwell["expected"].tolist() == list(range(41)) + [40] * (n - 41)
     assert dwell["own"].tolist() == list(range(11)) + [10] * (n - 11)
+    assert dwell["smaller"].tolist() == dwell["own"].tolist()  # the box is the smaller here
+    tall = place.copy()
+    tall[:, 3] = 160 / H  # a merged blob twice the expected height: the expected height is the smaller
+    smaller = scene.derived_quantities(objs, {"place": tall}, model, 0.5, dwell_height="smaller")["scene.dwell"][:, 0]
+    assert smaller.tolist() == dwell["expected"].tolist()
     with pytest.raises(ValueError, match="dwell_height must be one of"):
         scene.derived_quantities(objs, {"place": place}, model, 0.5, dwell_height="plane")
 

@@ -201,7 +201,8 @@ class AttributeScorer(ObjectScorer):
         piece_track_height: None (off) or a fraction: with ``piece_carry``, a tracked box less tall, for its place,
             than that x its own track's usual height is a piece too (:func:`scene.pieces`); no effect without it.
         dwell_height: the body height ``dwell_radius`` is counted in: ``expected`` (the expected height at the
-            footprint) or ``own`` (the object's own box height; a piece's that of its track's whole detection).
+            footprint), ``own`` (the object's own box height; a piece's that of its track's whole detection) or
+            ``smaller`` (the smaller of the two).
         height_fit: how the expected box height over the footprint (the scene's perspective) is fitted on the
             training boxes (:func:`scene.fit_height_model`): ``median`` (a median plane) or ``mode`` (the plane through
             the most common height of a single whole object, :func:`scene.fit_modal_height`).

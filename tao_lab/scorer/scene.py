@@ -366,8 +366,9 @@ def track_segments(objects: ObjectTable) -> Iterator[np.ndarray]:
 
 
 #: the body height dwell's radius is measured in: "expected" = the expected height at the footprint (the scene's
-#: plane); "own" = the object's own box height
-DWELL_HEIGHTS = ("expected", "own")
+#: plane); "own" = the object's own box height; "smaller" = the smaller of the two (a merged blob is not one body,
+#: and a plane pulled up by merged blobs is not one body's height either)
+DWELL_HEIGHTS = ("expected", "own", "smaller")
 #: scene.dwell per detection: "past" = the stay up to it; "stay" = its whole stay, later frames included
 DWELL_SPANS = ("past", "stay")
 
@@ -485,7 +486,7 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
       "stay" each detection reads its whole stay, the frames after it too (``both_ways`` of :func:`dwell_frames`),
       with "past" (the default) the frames up to it; with ``dwell_height`` "own" the radius is ``dwell_radius`` x the
       object's own box height (a piece's, after :func:`carry_pieces`, its track's whole detection's) instead of the
-      expected height at its footprint.
+      expected height at its footprint, with "smaller" x the smaller of the two.
     - ``scene.heading`` (N, bins), only with ``heading_window`` (frames; None = not computed, as a stream need not pay
       for it when no attribute reads it): :func:`heading_histogram` over that window (bins: the velocity feature's
       orientation bins, 8 without it), its breaks those of the stay.
@@ -521,7 +522,8 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
         raise ValueError(f"dwell_span must be one of {DWELL_SPANS}, got {dwell_span!r}")
     if dwell_height not in DWELL_HEIGHTS:
         raise ValueError(f"dwell_height must be one of {DWELL_HEIGHTS}, got {dwell_height!r}")
-    body_px = eh_px if dwell_height == "expected" else p[:, 3] * p[:, 5]
+    own_px = p[:, 3] * p[:, 5]
+    body_px = {"expected": eh_px, "own": own_px, "smaller": np.minimum(eh_px, own_px)}[dwell_height]
     out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * body_px, still, breaks,
                                       both_ways=dwell_span == "stay")[:, None].astype(np.float32)
     if heading_window is not None:
