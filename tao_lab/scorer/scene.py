@@ -31,7 +31,7 @@ grid over the frame.
 """
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -253,6 +253,31 @@ def cell_index(xy: np.ndarray, grid: Sequence[int]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- perspective
+def _plane_inputs(xy: np.ndarray, height: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The finite boxes with a positive height: footprints (N, 2) and heights (N,), float64."""
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    h = np.asarray(height, np.float64).reshape(-1)
+    ok = np.isfinite(xy).all(1) & np.isfinite(h) & (h > 0)
+    return xy[ok], h[ok]
+
+
+def _reweighted_plane(a: np.ndarray, h: np.ndarray, coef: np.ndarray,
+                      weights: Callable[[np.ndarray], Optional[np.ndarray]], iterations: int,
+                      rtol: float, atol: float) -> Optional[np.ndarray]:
+    """Iteratively reweighted least squares of h on the design a (N, 3) from coef: each step weighs the boxes by
+    ``weights(coef)`` (None: stop and return None). Returns the plane's coefficients (3,)."""
+    for _ in range(int(iterations)):
+        w = weights(coef)
+        if w is None:
+            return None
+        sw = np.sqrt(w)
+        new = np.linalg.lstsq(a * sw[:, None], h * sw, rcond=None)[0]
+        if np.allclose(new, coef, rtol=rtol, atol=atol):
+            return new
+        coef = new
+    return coef
+
+
 def fit_expected_height(xy: np.ndarray, height: np.ndarray, iterations: int = 30,
                         quantile: float = 0.5) -> np.ndarray:
     """Robust plane of box height over the footprint: returns [a, b, c, floor] (float64).
@@ -266,28 +291,21 @@ def fit_expected_height(xy: np.ndarray, height: np.ndarray, iterations: int = 30
     if not 0.0 < float(quantile) < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
     q = float(quantile)
-    xy = np.asarray(xy, np.float64).reshape(-1, 2)
-    h = np.asarray(height, np.float64).reshape(-1)
-    ok = np.isfinite(xy).all(1) & np.isfinite(h) & (h > 0)
-    xy, h = xy[ok], h[ok]
+    xy, h = _plane_inputs(xy, height)
     if len(h) == 0:
         raise ValueError("no training boxes to fit the expected-height (perspective) model on")
     floor = float(np.percentile(h, 5))
     if len(h) < 3:
         return np.array([float(np.quantile(h, q)), 0.0, 0.0, floor])
     a = np.column_stack([np.ones(len(h)), xy])
-    coef = np.linalg.lstsq(a, h, rcond=None)[0]
     eps = 1e-3 * max(float(np.median(h)), 1e-6)
-    for _ in range(int(iterations)):
+
+    def pinball(coef: np.ndarray) -> np.ndarray:
+        # a residual above the plane weighs q, one below 1 - q (both 1/2 for the median)
         r = h - a @ coef
-        # pinball loss: a residual above the plane weighs q, one below 1 - q (both 1/2 for the median)
-        w = np.where(r >= 0, q, 1.0 - q) / np.maximum(np.abs(r), eps)
-        sw = np.sqrt(w)
-        new = np.linalg.lstsq(a * sw[:, None], h * sw, rcond=None)[0]
-        if np.allclose(new, coef, rtol=1e-6, atol=1e-9):
-            coef = new
-            break
-        coef = new
+        return np.where(r >= 0, q, 1.0 - q) / np.maximum(np.abs(r), eps)
+
+    coef = _reweighted_plane(a, h, np.linalg.lstsq(a, h, rcond=None)[0], pinball, iterations, 1e-6, 1e-9)
     return np.array([coef[0], coef[1], coef[2], floor])
 
 
@@ -316,27 +334,18 @@ def fit_modal_height(xy: np.ndarray, height: np.ndarray, start_quantile: float =
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma!r}")
     start = fit_expected_height(xy, height, quantile=start_quantile)
-    xy = np.asarray(xy, np.float64).reshape(-1, 2)
-    h = np.asarray(height, np.float64).reshape(-1)
-    ok = np.isfinite(xy).all(1) & np.isfinite(h) & (h > 0)
-    xy, h = xy[ok], h[ok]
+    xy, h = _plane_inputs(xy, height)
     if len(h) < 3:
         return start
     a = np.column_stack([np.ones(len(h)), xy])
-    coef = start[:3].copy()
     floor_h = max(float(start[3]), 1e-4)
-    for _ in range(int(iterations)):
-        r = np.log(h / np.maximum(a @ coef, floor_h))
-        w = np.exp(-0.5 * (r / sigma) ** 2)
-        if w.sum() <= 1e-9 * len(h):  # no box near the plane: keep the start
-            return start
-        sw = np.sqrt(w)
-        new = np.linalg.lstsq(a * sw[:, None], h * sw, rcond=None)[0]
-        if np.allclose(new, coef, rtol=1e-7, atol=1e-10):
-            coef = new
-            break
-        coef = new
-    return np.array([coef[0], coef[1], coef[2], start[3]])
+
+    def kernel(coef: np.ndarray) -> Optional[np.ndarray]:
+        w = np.exp(-0.5 * (np.log(h / np.maximum(a @ coef, floor_h)) / sigma) ** 2)
+        return None if w.sum() <= 1e-9 * len(h) else w  # no box near the plane: keep the start
+
+    coef = _reweighted_plane(a, h, start[:3].copy(), kernel, iterations, 1e-7, 1e-10)
+    return start if coef is None else np.array([coef[0], coef[1], coef[2], start[3]])
 
 
 def fit_height_model(xy: np.ndarray, height: np.ndarray, height_fit: str = "median") -> np.ndarray:
