@@ -266,7 +266,13 @@ def test_sharded_extraction_fills_the_cache_for_eval(tmp_path):
     assert cache_counts((tmp_path / "c" / "eval.log").read_text())["features"][1] == 4
     warm_m = json.loads((tmp_path / "warm" / "metrics.json").read_text())
     cold_m = json.loads((tmp_path / "c" / "metrics.json").read_text())
-    assert quality(warm_m) == quality(cold_m) and warm_m["test/frame_auc_micro"] > 0.5
+    # the same test metrics, up to float sums: the learned segmenter's network was trained by the shard that filled
+    # the cache, in a joblib worker with one torch thread, and here with two; with 1 / 2 threads the same run reads
+    # pixel AP 0.73037 / 0.73035 (tiny set, measured in session 46). (The train/ rows differ by design: a network read
+    # from the cache reports train/segmenter_cached, a trained one its target share.)
+    test_rows = {k: v for k, v in quality(cold_m).items() if k.startswith("test/")}
+    assert {k: v for k, v in warm_m.items() if k.startswith("test/")} == pytest.approx(test_rows, rel=1e-3, abs=1e-6)
+    assert warm_m["test/frame_auc_micro"] == cold_m["test/frame_auc_micro"] > 0.5
 
 
 def _share(log_text, rank, round_=0, processes=2):
