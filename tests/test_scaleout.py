@@ -40,6 +40,20 @@ def quality(metrics):
     return {k: v for k, v in metrics.items() if not k.startswith("time/")}
 
 
+def assert_same_results(got, want, context=None):
+    """Two runs of the same config gave the same test metrics: the frame-level ones exactly, the others up to float
+    sums. The learned segmenter's network is trained with the torch threads of the process that trains it (a joblib
+    or submitit worker: one; a run alone on this machine: two), and with 1 / 2 threads the same tiny run reads pixel AP
+    0.73037 / 0.73035 (measured in session 46). The train/ rows are not compared: a network read from the cache
+    reports train/segmenter_cached, a trained one its loss and target share; nor is where the best F1 lies
+    (test/pixel_f1_max_threshold: a step of the threshold grid either way, while the F1 itself is compared)."""
+    want = {k: v for k, v in want.items() if k.startswith("test/") and not k.endswith("_max_threshold")}
+    frame = sorted(k for k in want if k.startswith("test/frame"))
+    assert {k: got[k] for k in frame} == {k: want[k] for k in frame}, context
+    rest = {k: v for k, v in want.items() if k not in frame}
+    assert {k: got[k] for k in rest} == pytest.approx(rest, rel=1e-3, abs=1e-6), context
+
+
 # ----- sharding ---------------------------------------------------------------------------------------------
 def test_shards_cover_every_clip_once_whatever_the_listing_order():
     from types import SimpleNamespace
@@ -266,13 +280,9 @@ def test_sharded_extraction_fills_the_cache_for_eval(tmp_path):
     assert cache_counts((tmp_path / "c" / "eval.log").read_text())["features"][1] == 4
     warm_m = json.loads((tmp_path / "warm" / "metrics.json").read_text())
     cold_m = json.loads((tmp_path / "c" / "metrics.json").read_text())
-    # the same test metrics, up to float sums: the learned segmenter's network was trained by the shard that filled
-    # the cache, in a joblib worker with one torch thread, and here with two; with 1 / 2 threads the same run reads
-    # pixel AP 0.73037 / 0.73035 (tiny set, measured in session 46). (The train/ rows differ by design: a network read
-    # from the cache reports train/segmenter_cached, a trained one its target share.)
-    test_rows = {k: v for k, v in quality(cold_m).items() if k.startswith("test/")}
-    assert {k: v for k, v in warm_m.items() if k.startswith("test/")} == pytest.approx(test_rows, rel=1e-3, abs=1e-6)
-    assert warm_m["test/frame_auc_micro"] == cold_m["test/frame_auc_micro"] > 0.5
+    # the network was trained by the shard that filled the cache, in a joblib worker
+    assert_same_results(warm_m, cold_m)
+    assert warm_m["test/frame_auc_micro"] > 0.5
 
 
 def _share(log_text, rank, round_=0, processes=2):
@@ -306,7 +316,8 @@ def test_ddp_splits_the_windows_and_computes_stage_outputs_once(tmp_path):
     # every clip's stage outputs computed once in total: by rank 0; rank 1 read them from the cache
     assert cache_counts(rank0)["features"][1] == 2 and cache_counts(rank1)["features"] == (2, 0)
     assert "rank 1: my share of the fit is done" in rank1 and "checkpoint written" not in rank1
-    assert sorted(p.name for p in (tmp_path / "ddp").glob("*.ckpt")) == ["scorer.ckpt"]
+    # rank 0 wrote the scorer and the default segmenter's network (segmenter=learned, trained on the training clips)
+    assert sorted(p.name for p in (tmp_path / "ddp").glob("*.ckpt")) == ["scorer.ckpt", "segmenter.ckpt"]
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["train/round0_windows_per_process"] == n0
 
     single = run_script("train.py", [*common, f"hydra.run.dir={tmp_path / 'one'}"], tmp_path)
@@ -364,7 +375,7 @@ def test_parallel_sweeps_on_one_cold_cache_equal_each_job_alone(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         for j in "0123":
             got = quality(json.loads((sweep / j / "metrics.json").read_text()))
-            assert got == expected[got["train/threshold_tau"]], (launcher, j)
+            assert_same_results(got, expected[got["train/threshold_tau"]], (launcher, j))
         # the four jobs ran at the same time: each had started before any of them finished
         starts = [(sweep / j / "config_resolved.yaml").stat().st_mtime for j in "0123"]
         ends = [(sweep / j / "metrics.json").stat().st_mtime for j in "0123"]
