@@ -129,6 +129,13 @@ _PLACE_KEYS = ("place_loc", "place_scale")
 FUSIONS = ("sum", "max", "max_excess", "sum_excess")
 
 
+def _one_of(key: str, value: str, choices: Sequence[str]) -> str:
+    """``value`` when it is one of ``choices``; else a ValueError naming the scorer key and its choices."""
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
 class AttributeScorer(ObjectScorer):
     """Density models over per-object attributes with training-only calibration (see the module docstring).
 
@@ -303,12 +310,8 @@ class AttributeScorer(ObjectScorer):
             raise ValueError(f"dwell_stay_side_edge must be a fraction of the frame width in [0, 0.5) or null (off), "
                              f"got {dwell_stay_side_edge!r}")
         self.dwell_stay_side_edge = None if dwell_stay_side_edge is None else float(dwell_stay_side_edge)
-        if dwell_span not in scene.DWELL_SPANS:
-            raise ValueError(f"dwell_span must be one of {scene.DWELL_SPANS}, got {dwell_span!r}")
-        self.dwell_span = dwell_span
-        if dwell_height not in scene.DWELL_HEIGHTS:
-            raise ValueError(f"dwell_height must be one of {scene.DWELL_HEIGHTS}, got {dwell_height!r}")
-        self.dwell_height = dwell_height
+        self.dwell_span = _one_of("dwell_span", dwell_span, scene.DWELL_SPANS)
+        self.dwell_height = _one_of("dwell_height", dwell_height, scene.DWELL_HEIGHTS)
         if piece_carry is not None and not 0.0 < float(piece_carry) < 1.0:
             raise ValueError(f"piece_carry must be a fraction of the expected height in (0, 1) or null (off), got "
                              f"{piece_carry!r}")
@@ -327,12 +330,8 @@ class AttributeScorer(ObjectScorer):
             raise ValueError(f"piece_track_height is a fraction in (0, 1) of a track's usual height (or null), got "
                              f"{piece_track_height!r}")
         self.piece_track_height = None if piece_track_height is None else float(piece_track_height)
-        if height_fit not in scene.HEIGHT_FITS:
-            raise ValueError(f"height_fit must be one of {scene.HEIGHT_FITS}, got {height_fit!r}")
-        self.height_fit = height_fit
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        self.fusion = fusion
+        self.height_fit = _one_of("height_fit", height_fit, scene.HEIGHT_FITS)
+        self.fusion = _one_of("fusion", fusion, FUSIONS)
         fusion_baseline = to_plain(fusion_baseline)
         for value in (fusion_baseline.values() if isinstance(fusion_baseline, dict) else [fusion_baseline]):
             if not 0.0 <= float(value) <= 100.0:

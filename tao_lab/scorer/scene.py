@@ -132,7 +132,11 @@ def piece_references(objects: ObjectTable, place: np.ndarray, height_model: np.n
     not a piece (on a tie the earlier one), -1 for every other row and for pieces whose track has no whole detection
     (an untracked piece, or a track that is pieces throughout: nothing to read its place from)."""
     segments = list(track_segments(objects))
-    piece = pieces(objects, place, height_model, min_height, track_height, segments)
+    return _nearest_whole(objects, pieces(objects, place, height_model, min_height, track_height, segments), segments)
+
+
+def _nearest_whole(objects: ObjectTable, piece: np.ndarray, segments: list[np.ndarray]) -> np.ndarray:
+    """:func:`piece_references` for given pieces (N,) bool and the objects' :func:`track_segments`."""
     ref = np.full(len(piece), -1, np.int64)
     if not piece.any():
         return ref
@@ -210,7 +214,9 @@ def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], heigh
     if n == 0:
         return features
     place = place_columns(features, n)
-    ref = piece_references(objects, place, height_model, min_height, track_height)
+    segments = list(track_segments(objects))
+    piece = pieces(objects, place, height_model, min_height, track_height, segments)
+    ref = _nearest_whole(objects, piece, segments)
     rows = np.flatnonzero(ref >= 0)
     src = ref[rows]
     top, ref_top = place[rows, 1] - place[rows, 3], place[src, 1] - place[src, 3]
@@ -219,7 +225,7 @@ def carry_pieces(objects: ObjectTable, features: Mapping[str, np.ndarray], heigh
     new_place[rows, 1] = np.where(upper_kept, top + place[src, 3], place[rows, 1])
     new_place[rows, 2:4] = place[src, 2:4]
     if join:
-        loose = np.flatnonzero(pieces(objects, place, height_model, min_height, track_height) & (ref < 0))
+        loose = np.flatnonzero(piece & (ref < 0))
         partner = stacked_partners(objects, place, height_model, loose)
         joined, partner = loose[partner >= 0], partner[partner >= 0]
         if len(joined):
