@@ -70,6 +70,39 @@ def test_box_is_grey_in_a_grey_video_and_walker_cut_is_the_foreground():
     assert sprite.shape[:2] == (30, 12) and a.mean() > 0.8 and sprite.mean() < 60
 
 
+def test_normal_speed_unit_plants_at_a_multiple_of_the_tracks_median_feet_speed():
+    from tao_lab.validation.planted import normal_moving_speed
+
+    # two clips' tracks: walkers at 1.0 and 2.0 px/frame (two tracks each, same ids in both clips: per-clip ids),
+    # plus a standing object (0 px/frame, not a pace of walking) -> median of the moving feet speeds 1.5 ... of
+    # one track at 1 and three at 2 -> 2.0
+    def walker(tid, speed, n=30):
+        f = np.arange(n)
+        return ObjectTable.build(f, np.stack([10 + speed * f, np.full(n, 20.0), 20 + speed * f, np.full(n, 50.0)], 1),
+                                 track_id=np.full(n, tid))
+    standing = ObjectTable.build(np.arange(30), np.tile([[100.0, 20, 110, 50]], (30, 1)), track_id=np.full(30, 9))
+    clip_a = ObjectTable.concat([walker(0, 1.0), walker(1, 2.0), standing])
+    clip_b = ObjectTable.concat([walker(0, 2.0), walker(1, 2.0)])
+    assert normal_moving_speed([clip_a, clip_b]) == pytest.approx(2.0)
+    assert normal_moving_speed([clip_a]) == pytest.approx(1.5)  # 26 feet speeds of 1 and 26 of 2: the median between
+    # feet_velocity measures within a track only (a concatenated table with repeated ids would mix two clips' walkers)
+    assert normal_moving_speed([standing]) is None and normal_moving_speed([]) is None
+    # a "normal" spec's speed is that multiple of the unit: 1.5 x 2 px/frame = 3 px/frame, as a px spec of 3
+    base = grey_clip()
+    px = plant(base, PlantSpec("p", "box", (3.0, 3.0), duration=(20, 20)), reference_objects(), None,
+               np.random.default_rng(3))
+    rel = plant(base, PlantSpec("p", "box", (1.5, 1.5), duration=(20, 20), speed_unit="normal"), reference_objects(),
+                None, np.random.default_rng(3), normal_speed=2.0)
+    np.testing.assert_allclose(rel.top_left, px.top_left, equal_nan=True)
+    step = np.diff(rel.top_left[rel.labels], axis=0)
+    assert np.linalg.norm(step, axis=1) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="normal_speed"):
+        plant(base, PlantSpec("p", "box", (1.5, 1.5), speed_unit="normal"), reference_objects(), None,
+              np.random.default_rng(3))
+    with pytest.raises(ValueError, match="speed_unit"):
+        PlantSpec("p", "box", (1.0, 2.0), speed_unit="m/s")
+
+
 def test_plant_refuses_bad_input():
     with pytest.raises(ValueError, match="kind"):
         PlantSpec("x", "car", (1, 2))

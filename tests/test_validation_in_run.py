@@ -27,7 +27,9 @@ def test_in_run_figure_is_the_validation_cli_figure(tmp_path, capsys):
                                                               "val/pixel_auroc", "val/clips", "time/validation_s"}
     assert m["val/clips"] == 2 and "2 training clips" in got.note
     assert m["val/frame_auc_walker_fast"] > 0.9  # a fast planted walker is found
-    assert 0.3 < m["val/object_rbdc"] <= 1 and 0.3 < m["val/object_tbdc"] <= 1
+    # the planted objects are localised (0.28 / 0.99 measured since the plants' speeds follow the camera's normal
+    # speed, 1.5-1.8 px/frame here: the fast walker's 6-14 px/frame boxes overlap its pasted pixels less)
+    assert 0.2 < m["val/object_rbdc"] <= 1 and 0.5 < m["val/object_tbdc"] <= 1
     assert m["val/frame_auc_mean"] == pytest.approx(np.mean([m[f"val/frame_auc_{n}"] for n in names]))
 
     # `python -m tao_lab.validation` with the same settings and seed prints the same numbers (4 decimals) ...

@@ -46,7 +46,7 @@ from typing import Optional
 import numpy as np
 
 from tao_lab.types import Clip, ObjectTable
-from tao_lab.validation.planted import PlantedClip, cut_walker, cut_walker_sequence, gait_index, make_box
+from tao_lab.validation.planted import PlantedClip, cut_walker, cut_walker_sequence, feet_velocity, gait_index, make_box
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class SceneStats:
         x1, y1, x2, y2 = objects.xyxy.astype(np.float64).T
         feet = np.stack([(x1 + x2) / 2, y2], axis=1)
         heights = y2 - y1
-        vel = np.concatenate([_velocity(t, lag) for t in tables])
+        vel = np.concatenate([feet_velocity(t, lag) for t in tables])
         speed = np.linalg.norm(vel, axis=1)
         moving = np.isfinite(speed) & (speed > 0.2)
         size_fit = _row_fit(feet[:, 1], heights, height)
@@ -180,26 +180,6 @@ class SceneStats:
     def band(self, y):
         """Depth band (0 far .. NUM_DEPTHS-1 near) of feet row(s) y."""
         return np.clip(np.searchsorted(self.band_edges[1:-1], y, side="right"), 0, NUM_DEPTHS - 1)
-
-
-def _velocity(objects: ObjectTable, lag: int) -> np.ndarray:
-    """(N,2) px/frame of each object's feet over ``lag`` frames of its own track (NaN: untracked or too short)."""
-    x1, _, x2, y2 = objects.xyxy.astype(np.float64).T
-    feet = np.stack([(x1 + x2) / 2, y2], axis=1)
-    vel = np.full((len(objects), 2), np.nan)
-    order = np.lexsort((objects.frame, objects.track_id))
-    tid, fr = objects.track_id[order], objects.frame[order]
-    edges = np.concatenate([[0], np.flatnonzero(tid[1:] != tid[:-1]) + 1, [len(tid)]])
-    for start, stop in zip(edges[:-1], edges[1:]):
-        if tid[start] < 0 or stop - start <= lag:
-            continue
-        rows = order[start:stop]
-        f, p = fr[start:stop], feet[rows]
-        k = np.arange(len(rows) - lag)
-        dt = (f[k + lag] - f[k]).astype(np.float64)
-        ok = (dt > 0) & (dt <= 2 * lag)
-        vel[rows[k[ok]]] = (p[k[ok] + lag] - p[k[ok]]) / dt[ok, None]
-    return vel
 
 
 def _row_fit(rows: np.ndarray, values: np.ndarray, height: int, bands: int = 8) -> tuple[float, float]:

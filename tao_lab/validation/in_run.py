@@ -66,7 +66,8 @@ def plant_specs(vcfg: DictConfig) -> tuple:
 
 
 def _configured_plants(plants) -> tuple:
-    """The ``validation.plants`` list as PlantSpecs (each entry: name, kind, speed, optional duration)."""
+    """The ``validation.plants`` list as PlantSpecs (each entry: name, kind, speed, optional duration and
+    speed_unit: px, the default, or normal)."""
     from tao_lab.validation.protocol import PlantSpec
 
     specs = []
@@ -75,7 +76,8 @@ def _configured_plants(plants) -> tuple:
             raise ValueError(f"validation.plants: each entry needs name, kind and speed, got {p!r} "
                              "(e.g. {name: fast, kind: walker, speed: [4, 8]})")
         specs.append(PlantSpec(str(p["name"]), str(p["kind"]), tuple(float(s) for s in p["speed"]),
-                               tuple(int(d) for d in p.get("duration", (40, 80)))))
+                               tuple(int(d) for d in p.get("duration", (40, 80))),
+                               speed_unit=str(p.get("speed_unit", "px"))))
     if not specs:
         raise ValueError("validation.plants is an empty list: give at least one set, or null for the defaults")
     return tuple(specs)

@@ -23,11 +23,19 @@ import numpy as np
 from tao_lab.types import Clip, ObjectTable
 
 
+#: Units of :attr:`PlantSpec.speed`.
+SPEED_UNITS = ("px", "normal")
+
+
 @dataclass(frozen=True)
 class PlantSpec:
     """One planted-anomaly set.
 
-    name: label of the set in reports; kind: "walker" | "box"; speed: (lo, hi) px/frame, drawn uniformly;
+    name: label of the set in reports; kind: "walker" | "box"; speed: (lo, hi), drawn uniformly, in ``speed_unit``;
+    speed_unit: "px" = px/frame; "normal" = multiples of the camera's normal moving speed (the median feet speed of
+        the reference objects' tracks, :func:`normal_moving_speed`), so a set means the same on a camera whose people
+        walk 0.9 px/frame and on one where they walk 1.5 (a fixed 1.5-2.5 px/frame "slow" walker is mildly fast on
+        the first and an ordinary walker on the second);
     duration: (lo, hi) frames the object is pasted for, drawn uniformly (at most half the clip; shortened where it
         leaves the frame);
     cut_threshold: a walker is cut from its donor frame where it differs from the donor's background by more than
@@ -39,10 +47,13 @@ class PlantSpec:
     speed: tuple[float, float]
     duration: tuple[int, int] = (40, 80)
     cut_threshold: float = 20.0
+    speed_unit: str = "px"
 
     def __post_init__(self):
         if self.kind not in ("walker", "box"):
             raise ValueError(f"plant {self.name!r}: kind must be 'walker' or 'box', got {self.kind!r}")
+        if self.speed_unit not in SPEED_UNITS:
+            raise ValueError(f"plant {self.name!r}: speed_unit must be one of {SPEED_UNITS}, got {self.speed_unit!r}")
         if not 0 < self.speed[0] <= self.speed[1]:
             raise ValueError(f"plant {self.name!r}: speed must be (lo, hi) with 0 < lo <= hi, got {self.speed}")
         if not 1 <= self.duration[0] <= self.duration[1]:
@@ -253,6 +264,37 @@ def make_box(height: int, rng: np.random.Generator, grey: bool = False) -> tuple
     return np.clip(img, 0, 255).astype(np.uint8), np.ones((h, w), np.float32)
 
 
+def feet_velocity(objects: ObjectTable, lag: int) -> np.ndarray:
+    """(N,2) px/frame of each object's feet over ``lag`` frames of its own track (NaN: untracked or too short)."""
+    x1, _, x2, y2 = objects.xyxy.astype(np.float64).T
+    feet = np.stack([(x1 + x2) / 2, y2], axis=1)
+    vel = np.full((len(objects), 2), np.nan)
+    order = np.lexsort((objects.frame, objects.track_id))
+    tid, fr = objects.track_id[order], objects.frame[order]
+    edges = np.concatenate([[0], np.flatnonzero(tid[1:] != tid[:-1]) + 1, [len(tid)]])
+    for start, stop in zip(edges[:-1], edges[1:]):
+        if tid[start] < 0 or stop - start <= lag:
+            continue
+        rows = order[start:stop]
+        f, p = fr[start:stop], feet[rows]
+        k = np.arange(len(rows) - lag)
+        dt = (f[k + lag] - f[k]).astype(np.float64)
+        ok = (dt > 0) & (dt <= 2 * lag)
+        vel[rows[k[ok]]] = (p[k[ok] + lag] - p[k[ok]]) / dt[ok, None]
+    return vel
+
+
+def normal_moving_speed(tracks: list[ObjectTable], lag: int = 4, still: float = 0.2) -> Optional[float]:
+    """The camera's normal moving speed (px/frame): the median speed of the feet (box bottom-centre) over ``lag``
+    frames of the same track, over the tracked objects of ``tracks`` (one table per clip: track ids are per clip)
+    that move faster than ``still`` px/frame (standing people are not the pace of walking). None when no tracked
+    object moves (nothing to measure the pace by)."""
+    vel = [feet_velocity(t, lag) for t in tracks if len(t)]
+    speed = np.linalg.norm(np.concatenate(vel), axis=1) if vel else np.zeros(0)
+    moving = speed[np.isfinite(speed) & (speed > still)]
+    return float(np.median(moving)) if len(moving) else None
+
+
 def _local_height(bottoms: np.ndarray, heights: np.ndarray, y: float) -> float:
     """Median height of the training objects whose bottom edge is nearest to row y (perspective scale)."""
     near = np.argsort(np.abs(bottoms - y))[:25]
@@ -260,13 +302,19 @@ def _local_height(bottoms: np.ndarray, heights: np.ndarray, y: float) -> float:
 
 
 def plant(base: Clip, spec: PlantSpec, reference: ObjectTable, donor: Optional[tuple[Clip, ObjectTable]],
-          rng: np.random.Generator) -> PlantedClip:
+          rng: np.random.Generator, normal_speed: Optional[float] = None) -> PlantedClip:
     """``base`` with one planted object of ``spec``.
 
     reference: training objects (any clips) whose positions say where objects enter, where they stand and how tall
         they are there;
-    donor: (clip, objects) to cut a walker from (required for kind="walker").
+    donor: (clip, objects) to cut a walker from (required for kind="walker");
+    normal_speed: px/frame that one unit of a ``speed_unit: normal`` spec is (:func:`normal_moving_speed` of the
+        reference clips' tracks; required then, ignored for px).
     """
+    if spec.speed_unit == "normal" and not (normal_speed is not None and normal_speed > 0):
+        raise ValueError(f"plant {spec.name!r} gives its speed in multiples of the normal speed: pass normal_speed "
+                         f"(px/frame, > 0), got {normal_speed!r}")
+    unit = float(normal_speed) if spec.speed_unit == "normal" else 1.0
     if len(reference) == 0:
         raise ValueError("plant needs reference objects (positions and sizes of normal objects)")
     bottoms = reference.xyxy[:, 3]
@@ -297,7 +345,7 @@ def plant(base: Clip, spec: PlantSpec, reference: ObjectTable, donor: Optional[t
         else:
             spr, alp = make_box(0.8 * target_h, rng, grey=grey)
         h, w = alp.shape
-        speed = rng.uniform(*spec.speed)
+        speed = rng.uniform(*spec.speed) * unit
         step = speed * heading / np.linalg.norm(heading)
         duration = int(rng.integers(spec.duration[0], spec.duration[1] + 1))
         duration = max(1, min(duration, T // 2))  # at least half the clip stays normal (negatives per clip)
