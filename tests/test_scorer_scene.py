@@ -1623,3 +1623,36 @@ def test_pieces_with_track_height_are_boxes_short_against_their_own_track():
     # piece_carry null turns pieces off as a whole: the track height then does nothing
     off = AttributeScorer(attributes={"speed": {"feature": "velocity", "columns": [0]}}, piece_track_height=0.85)
     assert off.piece_carry is None and not off.uses_height  # nothing reads the perspective: no piece is looked for
+
+
+def test_piece_shape_own_keeps_a_carried_pieces_own_box_shape(tmp_path):
+    """Known answers, expected height 60 px everywhere (fitted on walkers that tall): one track is a walker 20 px wide, 60 tall on frames 0-3 and a
+    cart 48 px wide, 30 tall on frames 4-7 (a track that switched objects). With track_height 0.75 the cart's boxes
+    are short against the track (0.5 < 0.75 x its 75th percentile 1.0) and carried from the walker's frame 3: with
+    piece_shape=carried their shape (scene.size column 3) reads the walker's log(20/60), with own their own
+    log(48/30); every other column and every whole box are the same either way. The key round-trips and bad values
+    are refused."""
+    from tao_lab.scorer import AttributeScorer
+
+    boxes = [[100, 100, 120, 160]] * 4 + [[100, 130, 148, 160]] * 4
+    objs, place = _boxes_table(list(range(8)), boxes, [1] * 8)
+    feats = {"place": place.astype(np.float32)}
+    # the fit: walkers 60 px tall at feet rows 100-220 all over the frame's width (a flat 60 px plane)
+    walkers = [[x, y - 60, x + 20, y] for x in range(0, 340, 20) for y in (100, 160, 220)]
+    fit_objs, fit_place = _boxes_table(list(range(len(walkers))), walkers, list(range(len(walkers))))
+    spec = {"shape": {"feature": "scene.size", "columns": [3], "model": "gmm", "components": 1}}
+    got = {}
+    for which in scene.PIECE_SHAPES:
+        scorer = AttributeScorer(attributes=spec, piece_carry=0.5, piece_track_height=0.75, piece_shape=which)
+        scorer.fit_clips([(fit_objs, {"place": fit_place.astype(np.float32)}, len(walkers))])
+        np.testing.assert_allclose(scene.expected_height(scorer.scene__height.numpy(), place[:, :2]), 0.25,
+                                   rtol=1e-6)  # 60 px of 240
+        got[which] = np.asarray(scorer._features(objs, feats)["scene.size"], np.float64)
+    np.testing.assert_allclose(got["carried"][4:, 3], np.log(20 / 60), rtol=1e-5)
+    np.testing.assert_allclose(got["own"][4:, 3], np.log(48 / 30), rtol=1e-5)
+    np.testing.assert_allclose(got["own"][:4, 3], np.log(20 / 60), rtol=1e-5)
+    np.testing.assert_array_equal(got["own"][:, :3], got["carried"][:, :3])
+    np.testing.assert_array_equal(got["own"][:4], got["carried"][:4])
+    assert reloaded(scorer, tmp_path, objs, feats, num_frames=8).piece_shape == "own"
+    with pytest.raises(ValueError, match="piece_shape must be one of"):
+        AttributeScorer(attributes=spec, piece_carry=0.5, piece_shape="reference")

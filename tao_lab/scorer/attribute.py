@@ -207,6 +207,8 @@ class AttributeScorer(ObjectScorer):
             the same frame are read as one object (:func:`scene.stacked_partners`): the detector split a person.
         piece_track_height: None (off) or a fraction: with ``piece_carry``, a tracked box less tall, for its place,
             than that x its own track's usual height is a piece too (:func:`scene.pieces`); no effect without it.
+        piece_shape: with ``piece_carry``, the shape (``scene.size`` column 3, log width / height) a carried piece
+            reads: ``carried`` (its reference's, like its box size) or ``own`` (its own box's).
         dwell_height: the body height ``dwell_radius`` is counted in: ``expected`` (the expected height at the
             footprint), ``own`` (the object's own box height; a piece's that of its track's whole detection) or
             ``smaller`` (the smaller of the two).
@@ -230,7 +232,7 @@ class AttributeScorer(ObjectScorer):
                  piece_carry: Optional[float] = None,
                  piece_carry_features: Sequence[str] = scene.PIECE_CARRIED_FEATURES, piece_join: bool = False,
                  piece_track_height: Optional[float] = None, height_fit: str = "median",
-                 dwell_height: str = "expected"):
+                 dwell_height: str = "expected", piece_shape: str = "carried"):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -331,6 +333,7 @@ class AttributeScorer(ObjectScorer):
                              f"{piece_track_height!r}")
         self.piece_track_height = None if piece_track_height is None else float(piece_track_height)
         self.height_fit = _one_of("height_fit", height_fit, scene.HEIGHT_FITS)
+        self.piece_shape = _one_of("piece_shape", piece_shape, scene.PIECE_SHAPES)
         self.fusion = _one_of("fusion", fusion, FUSIONS)
         fusion_baseline = to_plain(fusion_baseline)
         for value in (fusion_baseline.values() if isinstance(fusion_baseline, dict) else [fusion_baseline]):
@@ -385,7 +388,8 @@ class AttributeScorer(ObjectScorer):
                                    "piece_carry_features": list(self.piece_carry_features),
                                    "piece_join": self.piece_join,
                                    "piece_track_height": self.piece_track_height,
-                                   "height_fit": self.height_fit, "dwell_height": self.dwell_height})
+                                   "height_fit": self.height_fit, "dwell_height": self.dwell_height,
+                                   "piece_shape": self.piece_shape})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -453,6 +457,7 @@ class AttributeScorer(ObjectScorer):
         ``fitting``: for the fit; with ``dwell_still_fit="stay"`` the training objects' dwell is their whole stay.
         With ``piece_carry`` the pieces of tracked objects first take their place from their track
         (:func:`scene.carry_pieces`), in the fit and in scoring alike."""
+        own_place = features.get(scene.PLACE_FEATURE)
         if self.piece_carry is not None:
             features = scene.carry_pieces(objects, features, self.scene__height.cpu().numpy(), self.piece_carry,
                                           self.piece_carry_features, self.piece_join, self.piece_track_height)
@@ -462,6 +467,10 @@ class AttributeScorer(ObjectScorer):
         derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius,
                                            still_speed, self.dwell_stay_edge, self.dwell_stay_side_edge,
                                            self.dwell_span, self.heading_window, self.dwell_height)
+        if self.piece_shape == "own" and features.get(scene.PLACE_FEATURE) is not own_place and len(objects):
+            size = derived["scene.size"].copy()  # every box's shape its own (a whole box's place was not changed)
+            size[:, 3] = scene.log_box_shape(own_place)
+            derived["scene.size"] = size
         return {**features, **derived}
 
     def _inputs(self, name: str, objects: ObjectTable, features: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -107,6 +107,9 @@ def fragment(place: np.ndarray, height_model: np.ndarray, min_height: float) -> 
 #: the features a piece takes from its track's reference detection by default (:func:`carry_pieces`): the look of the
 #: ground below the box (tao_lab.features.GroundFeature), which below a head-and-shoulders box is the person's own body
 PIECE_CARRIED_FEATURES = ("ground",)
+#: What a carried piece's shape (``scene.size`` column 3) reads: ``carried`` (its reference's box, like its size and
+#: footprint) or ``own`` (its own box: a track that switched from a walker to a cart must not lend the cart its shape).
+PIECE_SHAPES = ("carried", "own")
 
 
 def pieces(objects: ObjectTable, place: np.ndarray, height_model: np.ndarray, min_height: float,
@@ -477,6 +480,13 @@ def heading_histogram(objects: ObjectTable, foot_px: np.ndarray, window: int, bi
     return out
 
 
+def log_box_shape(place: np.ndarray) -> np.ndarray:
+    """(N,) float64 log of each box's width over its height in pixels (``place`` rows: its w, h are shares of the
+    frame's width and height, columns 4-5 the frame's size)."""
+    p = np.asarray(place, np.float64).reshape(-1, 6)
+    return np.log((np.maximum(p[:, 2], 1e-6) * p[:, 4]) / (np.maximum(p[:, 3], 1e-6) * p[:, 5]))
+
+
 def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray], height_model: np.ndarray,
                        dwell_radius: float = 0.5, dwell_still_speed: Optional[float] = None,
                        dwell_stay_edge: Optional[float] = None,
@@ -518,8 +528,7 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
     else:
         out["scene.speed_rel"] = np.full((n, 3), np.nan, np.float32)
     w, h = np.maximum(p[:, 2], 1e-6), np.maximum(p[:, 3], 1e-6)
-    aspect_px = (w * p[:, 4]) / (h * p[:, 5])  # place's w, h are shares of the frame's width and height
-    out["scene.size"] = np.stack([np.log(w / eh), np.log(h / eh), np.log(w * h / eh ** 2), np.log(aspect_px)],
+    out["scene.size"] = np.stack([np.log(w / eh), np.log(h / eh), np.log(w * h / eh ** 2), log_box_shape(p)],
                                  1).astype(np.float32)
     foot_px = np.stack([xy[:, 0] * p[:, 4], xy[:, 1] * p[:, 5]], 1)
     still = None
