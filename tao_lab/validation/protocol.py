@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 #: The planted sets that chose the default attribute scorer (configs/scorer/attribute.yaml). Speeds are multiples of
 #: the camera's normal moving speed (``speed_unit="normal"``: the median feet speed of the other training clips'
 #: tracks). They were px/frame until session 47, set for UCSD-style scenes whose walkers move about 1 px/frame
-#: (Ped2's training tracks: median 0.92), which kept the numbers; on the embedded synthetic camera (median 1.51 px/frame)
-#: the px "slow" walker was an ordinary one (its planted object below every group's normal level in all four folds).
+#: (Ped2's training tracks: median 0.91), which kept the numbers; on the embedded synthetic camera (median about 1.5
+#: px/frame) the px "slow" walker was an ordinary one (its planted object below every group's normal level in all
+#: four folds).
 #: Cyclists and skaters move several times the walkers' pace; carts are pushed at walking pace, so only their look is
 #: abnormal.
 DEFAULT_PLANTS: tuple[PlantSpec, ...] = (
@@ -67,9 +68,10 @@ def _seed(*parts) -> int:
 
 def specs_at_working_resolution(specs: Sequence[PlantSpec], train: Sequence[Clip]) -> tuple[PlantSpec, ...]:
     """``specs`` with their px/frame speeds (of the camera's own frames) in the pixels the training clips are
-    processed at (``speed_unit: normal`` specs are measured on the tracks, already in those pixels, and stay): a walker planted at 4 px/frame into a 160-row camera is the same walker at 6 px/frame when the run
-    sees that camera at 240 rows (``working_min_height``; :class:`tao_lab.dataset.resize.ResizedClip`). Sizes need no
-    such care: walkers are cut from the (resized) clips and boxes sized from their objects."""
+    processed at (``speed_unit: normal`` specs are measured on the tracks, already in those pixels, and stay): a
+    walker planted at 4 px/frame into a 160-row camera is the same walker at 6 px/frame when the run sees that camera
+    at 240 rows (``working_min_height``; :class:`tao_lab.dataset.resize.ResizedClip`). Sizes need no such care:
+    walkers are cut from the (resized) clips and boxes sized from their objects."""
     from tao_lab.dataset.resize import resize_factor
 
     factors = sorted({round(resize_factor(c), 6) for c in train})  # object scale and height bound together
