@@ -26,6 +26,7 @@ def test_in_run_figure_is_the_validation_cli_figure(tmp_path, capsys):
                                                               "val/object_tbdc", "val/pixel_ap", "val/pixel_f1_max",
                                                               "val/pixel_auroc", "val/clips", "time/validation_s"}
     assert m["val/clips"] == 2 and "2 training clips" in got.note
+    assert "speeds in multiples of the training tracks' normal pace" in got.note  # the unit is said, in px/frame
     assert m["val/frame_auc_walker_fast"] > 0.9  # a fast planted walker is found
     # the planted objects are localised (0.28 / 0.99 measured since the plants' speeds follow the camera's normal
     # speed, 1.5-1.8 px/frame here: the fast walker's 6-14 px/frame boxes overlap its pasted pixels less)

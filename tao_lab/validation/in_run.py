@@ -219,7 +219,8 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     pipe.set_camera_clips(train)  # scope=camera: each clip (and its plants) left out of its own camera background
     try:
         specs = specs_at_working_resolution(specs, train)  # the same anomalies at the run's working resolution
-        planted = cached_planted_clips(train, planting_pipeline(cfg), specs, seed, show)
+        planter = planting_pipeline(cfg)
+        planted = cached_planted_clips(train, planter, specs, seed, show)
     except ValueError as exc:  # e.g. no object to cut a walker from, nowhere to enter: say so, keep the run
         note = f"val/ skipped: could not plant anomalies into the training clips of {dataset_name}: {exc}"
         log.warning(note)
@@ -270,7 +271,13 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     what = "frame AUC per planted set" + (" + RBDC/TBDC on the planted objects" if want_object else "") + \
         (f" + pixel metrics on their {'pasted pixels' if pixel_gt == 'pasted' else 'outlines (convex hull)'}"
          if want_pixel else "")
+    pace = ""
+    if any(s.speed_unit == "normal" for s in specs):  # what one unit of the planted speeds is on this camera
+        from tao_lab.validation.planted import normal_moving_speed
+
+        unit = normal_moving_speed([planter.tracks(c) for c in train])
+        pace = (f", speeds in multiples of the training tracks' normal pace ({unit:.2f} px/frame)" if unit else "")
     note = (f"val/: {what}, leave-one-clip-out on the {len(train)} training clips of {dataset_name} with "
-            f"{len(specs)} planted sets (seed {seed}; test clips not read), {seconds:.1f} s")
+            f"{len(specs)} planted sets{pace} (seed {seed}; test clips not read), {seconds:.1f} s")
     log.info(note)
     return InRunValidation(metrics, note)
