@@ -132,15 +132,19 @@ def test_the_object_height_is_measured_with_the_weight_free_detector_whatever_th
 def test_planted_speeds_follow_both_resizes_of_a_twice_resized_camera():
     """Object scale 2x, then a 120-row bound (0.625x): the camera is seen 1.25x its size, and so are the planted
     speeds (not just the last resize's 0.625x)."""
+    import dataclasses
+
     from tao_lab.dataset.resize import at_working_resolution, original_clip, resize_factor
     from tao_lab.validation.protocol import DEFAULT_PLANTS, specs_at_working_resolution
+
+    px = tuple(dataclasses.replace(s, speed_unit="px") for s in DEFAULT_PLANTS)  # px/frame sets follow the resizes
 
     base = _squares(16, 0)
     twice = at_working_resolution(scaled_clips([base, _squares(16, 1)], 2.0), 120)
     assert isinstance(twice[0].base, ResizedClip) and original_clip(twice[0]) is base
     assert (twice[0].height, resize_factor(twice[0])) == (120, pytest.approx(1.25))
-    specs = specs_at_working_resolution(DEFAULT_PLANTS, twice)
-    assert [s.speed for s in specs] == [pytest.approx((1.25 * s.speed[0], 1.25 * s.speed[1])) for s in DEFAULT_PLANTS]
+    specs = specs_at_working_resolution(px, twice)
+    assert [s.speed for s in specs] == [pytest.approx((1.25 * s.speed[0], 1.25 * s.speed[1])) for s in px]
     assert working_resolution_note(twice) == "200x120 from 160x96"
 
 

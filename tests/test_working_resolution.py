@@ -128,11 +128,17 @@ def test_online_frames_are_shrunk_like_offline_clips():
 
 def test_planted_speeds_follow_the_working_resolution():
     """A planted walker at 4 px/frame in a 96-row camera is the same walker at 8 px/frame when the run sees that
-    camera at 192 rows; clips at their own size keep the speeds."""
+    camera at 192 rows; clips at their own size keep the speeds. Sets in multiples of the normal speed (the
+    defaults) are measured on the working-resolution tracks and stay as they are."""
+    import dataclasses
+
     from tao_lab.validation.protocol import DEFAULT_PLANTS, specs_at_working_resolution
 
+    px = tuple(dataclasses.replace(s, speed_unit="px") for s in DEFAULT_PLANTS)
     base = _LabelledSquares()
-    doubled = specs_at_working_resolution(DEFAULT_PLANTS, [ResizedClip(base, (192, 256))] * 2)
-    assert [s.speed for s in doubled] == [(2 * s.speed[0], 2 * s.speed[1]) for s in DEFAULT_PLANTS]
-    assert [(s.name, s.kind, s.duration) for s in doubled] == [(s.name, s.kind, s.duration) for s in DEFAULT_PLANTS]
-    assert specs_at_working_resolution(DEFAULT_PLANTS, [base, base]) == tuple(DEFAULT_PLANTS)
+    doubled = specs_at_working_resolution(px, [ResizedClip(base, (192, 256))] * 2)
+    assert [s.speed for s in doubled] == [(2 * s.speed[0], 2 * s.speed[1]) for s in px]
+    assert [(s.name, s.kind, s.duration) for s in doubled] == [(s.name, s.kind, s.duration) for s in px]
+    assert specs_at_working_resolution(px, [base, base]) == px
+    assert {s.speed_unit for s in DEFAULT_PLANTS} == {"normal"}
+    assert specs_at_working_resolution(DEFAULT_PLANTS, [ResizedClip(base, (192, 256))] * 2) == tuple(DEFAULT_PLANTS)
