@@ -1631,7 +1631,8 @@ def test_piece_shape_own_keeps_a_carried_pieces_own_box_shape(tmp_path):
     are short against the track (0.5 < 0.75 x its 75th percentile 1.0) and carried from the walker's frame 3: with
     piece_shape=carried their shape (scene.size column 3) reads the walker's log(20/60), with own their own
     log(48/30); every other column and every whole box are the same either way. The key round-trips and bad values
-    are refused."""
+    are refused. With piece_shape=wider the cart keeps its own shape when it is wider than piece_shape_width x the
+    walker it was carried from (2.4x here)."""
     from tao_lab.scorer import AttributeScorer
 
     boxes = [[100, 100, 120, 160]] * 4 + [[100, 130, 148, 160]] * 4
@@ -1653,6 +1654,16 @@ def test_piece_shape_own_keeps_a_carried_pieces_own_box_shape(tmp_path):
     np.testing.assert_allclose(got["own"][:4, 3], np.log(20 / 60), rtol=1e-5)
     np.testing.assert_array_equal(got["own"][:, :3], got["carried"][:, :3])
     np.testing.assert_array_equal(got["own"][:4], got["carried"][:4])
-    assert reloaded(scorer, tmp_path, objs, feats, num_frames=8).piece_shape == "own"
+    # wider: the cart (48 px) is 2.4x as wide as the walker it was carried from (20 px): its own shape over a ratio of
+    # 1.5, the walker's over a ratio of 3
+    np.testing.assert_array_equal(got["wider"], got["own"])
+    narrow = AttributeScorer(attributes=spec, piece_carry=0.5, piece_track_height=0.75, piece_shape="wider",
+                             piece_shape_width=3.0)
+    narrow.fit_clips([(fit_objs, {"place": fit_place.astype(np.float32)}, len(walkers))])
+    np.testing.assert_array_equal(np.asarray(narrow._features(objs, feats)["scene.size"]), got["carried"])
+    loaded = reloaded(narrow, tmp_path, objs, feats, num_frames=8)
+    assert (loaded.piece_shape, loaded.piece_shape_width) == ("wider", 3.0)
+    with pytest.raises(ValueError, match="piece_shape_width"):
+        AttributeScorer(attributes=spec, piece_carry=0.5, piece_shape="wider", piece_shape_width=0)
     with pytest.raises(ValueError, match="piece_shape must be one of"):
         AttributeScorer(attributes=spec, piece_carry=0.5, piece_shape="reference")

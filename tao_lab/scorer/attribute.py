@@ -208,7 +208,10 @@ class AttributeScorer(ObjectScorer):
         piece_track_height: None (off) or a fraction: with ``piece_carry``, a tracked box less tall, for its place,
             than that x its own track's usual height is a piece too (:func:`scene.pieces`); no effect without it.
         piece_shape: with ``piece_carry``, the shape (``scene.size`` column 3, log width / height) a carried piece
-            reads: ``carried`` (its reference's, like its box size) or ``own`` (its own box's).
+            reads: ``carried`` (its reference's, like its box size), ``own`` (its own box's) or ``wider`` (its own
+            box's when it is wider than ``piece_shape_width`` x its reference's, else its reference's).
+        piece_shape_width: the width ratio (piece / reference, > 0) over which ``piece_shape="wider"`` keeps a
+            piece's own shape.
         dwell_height: the body height ``dwell_radius`` is counted in: ``expected`` (the expected height at the
             footprint), ``own`` (the object's own box height; a piece's that of its track's whole detection) or
             ``smaller`` (the smaller of the two).
@@ -232,7 +235,7 @@ class AttributeScorer(ObjectScorer):
                  piece_carry: Optional[float] = None,
                  piece_carry_features: Sequence[str] = scene.PIECE_CARRIED_FEATURES, piece_join: bool = False,
                  piece_track_height: Optional[float] = None, height_fit: str = "median",
-                 dwell_height: str = "expected", piece_shape: str = "carried"):
+                 dwell_height: str = "expected", piece_shape: str = "carried", piece_shape_width: float = 1.5):
         super().__init__()
         attributes = copy.deepcopy(DEFAULT_ATTRIBUTES) if attributes is None else to_plain(attributes)
         if not attributes:
@@ -334,6 +337,9 @@ class AttributeScorer(ObjectScorer):
         self.piece_track_height = None if piece_track_height is None else float(piece_track_height)
         self.height_fit = _one_of("height_fit", height_fit, scene.HEIGHT_FITS)
         self.piece_shape = _one_of("piece_shape", piece_shape, scene.PIECE_SHAPES)
+        if not float(piece_shape_width) > 0:
+            raise ValueError(f"piece_shape_width is a width ratio > 0, got {piece_shape_width!r}")
+        self.piece_shape_width = float(piece_shape_width)
         self.fusion = _one_of("fusion", fusion, FUSIONS)
         fusion_baseline = to_plain(fusion_baseline)
         for value in (fusion_baseline.values() if isinstance(fusion_baseline, dict) else [fusion_baseline]):
@@ -389,7 +395,7 @@ class AttributeScorer(ObjectScorer):
                                    "piece_join": self.piece_join,
                                    "piece_track_height": self.piece_track_height,
                                    "height_fit": self.height_fit, "dwell_height": self.dwell_height,
-                                   "piece_shape": self.piece_shape})
+                                   "piece_shape": self.piece_shape, "piece_shape_width": self.piece_shape_width})
         self.groups = list(dict.fromkeys(s["group"] for s in self.specs.values()))
         if isinstance(self.fusion_baseline, dict) and set(self.fusion_baseline) != set(self.groups):
             raise ValueError(f"fusion_baseline per group must name every fusion group exactly: groups {self.groups}, "
@@ -467,9 +473,15 @@ class AttributeScorer(ObjectScorer):
         derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius,
                                            still_speed, self.dwell_stay_edge, self.dwell_stay_side_edge,
                                            self.dwell_span, self.heading_window, self.dwell_height)
-        if self.piece_shape == "own" and features.get(scene.PLACE_FEATURE) is not own_place and len(objects):
-            size = derived["scene.size"].copy()  # every box's shape its own (a whole box's place was not changed)
-            size[:, 3] = scene.log_box_shape(own_place)
+        if self.piece_shape != "carried" and features.get(scene.PLACE_FEATURE) is not own_place and len(objects):
+            size = derived["scene.size"].copy()  # a whole box's place was not changed: its shape is its own anyway
+            own = scene.log_box_shape(own_place)
+            if self.piece_shape == "wider":  # only the pieces wider than their reference (place column 2: width)
+                n = len(objects)
+                ratio = scene.place_columns({scene.PLACE_FEATURE: own_place}, n)[:, 2] / np.maximum(
+                    scene.place_columns(features, n)[:, 2], 1e-9)
+                own = np.where(ratio > self.piece_shape_width, own, size[:, 3])
+            size[:, 3] = own
             derived["scene.size"] = size
         return {**features, **derived}
 

@@ -108,8 +108,10 @@ def fragment(place: np.ndarray, height_model: np.ndarray, min_height: float) -> 
 #: ground below the box (tao_lab.features.GroundFeature), which below a head-and-shoulders box is the person's own body
 PIECE_CARRIED_FEATURES = ("ground",)
 #: What a carried piece's shape (``scene.size`` column 3) reads: ``carried`` (its reference's box, like its size and
-#: footprint) or ``own`` (its own box: a track that switched from a walker to a cart must not lend the cart its shape).
-PIECE_SHAPES = ("carried", "own")
+#: footprint), ``own`` (its own box: a track that switched from a walker to a cart must not lend the cart its shape) or
+#: ``wider`` (its own box when it is wider than ``piece_shape_width`` x its reference's: a head and shoulders is not
+#: wider than the body it was cut from, a cart is wider than the walker whose track it took over).
+PIECE_SHAPES = ("carried", "own", "wider")
 
 
 def pieces(objects: ObjectTable, place: np.ndarray, height_model: np.ndarray, min_height: float,
