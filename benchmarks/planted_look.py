@@ -58,10 +58,9 @@ def explain_fold(scorer, planted_item, negatives_item, labels: np.ndarray, gt, t
     objects, features, _ = planted_item
     labels = np.asarray(labels, bool)
     frame = np.asarray(scorer.score_clip(*planted_item).frame_scores, np.float64)
-    negatives = np.asarray(scorer.score_clip(*negatives_item).frame_scores, np.float64)
     same_clip = negatives_item is planted_item
-    if same_clip:
-        negatives = frame[~labels]
+    negatives = frame[~labels] if same_clip else \
+        np.asarray(scorer.score_clip(*negatives_item).frame_scores, np.float64)
     rows = planted_rows(objects, gt, min_iou)
     excess = scorer.group_excess(scorer.object_parts(objects, features))
     tracks, counts = np.unique(objects.track_id[rows], return_counts=True)
@@ -102,12 +101,12 @@ def fold_lines(name: str, v: int, got: dict) -> list[str]:
 
 
 def _auc(positives: list, negatives: list) -> float:
-    from sklearn.metrics import roc_auc_score
+    """Frame AUC micro of the labelled frames against the negatives, pooled over the held-out clips."""
+    from tao_lab.metrics import frame_metrics
 
-    pos, neg = np.concatenate(positives), np.concatenate(negatives)
-    if not len(pos) or not len(neg):
-        return float("nan")
-    return float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
+    return float(frame_metrics([np.r_[p, n] for p, n in zip(positives, negatives)],
+                               [np.r_[np.ones(len(p), bool), np.zeros(len(n), bool)]
+                                for p, n in zip(positives, negatives)])["auc_micro"])
 
 
 def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None, num_clips: int = 4,
@@ -162,20 +161,22 @@ def look_in_run(cfg, seed: int = 0, top: int = 2, min_iou: float = 0.2):
     unit = normal_moving_speed([planter.tracks(c) for c in train])
     yield f"normal moving speed of the training tracks: {unit:.2f} px/frame" if unit else \
         "no training track moves: planted speeds read as px/frame"
-    aucs = {}
-    for spec in specs:
-        pos, neg = [], []
-        for v in range(len(train)):
-            fold = dataset_pipeline(cfg, dataset)  # as the run's folds: the camera of all its training clips
-            fold.show_progress = False
-            fold.fit_scorer([c for u, c in enumerate(train) if u != v])
+    explained: dict[str, list[dict]] = {spec.name: [] for spec in specs}
+    for v in range(len(train)):  # one fit per held-out clip, as the run's folds
+        fold = dataset_pipeline(cfg, dataset)  # the camera of all its training clips
+        fold.show_progress = False
+        fold.fit_scorer([c for u, c in enumerate(train) if u != v])
+        for spec in specs:
             clip = planted[spec.name][v]
             item = (fold.tracks(clip), fold.features(clip), clip.num_frames)
-            got = explain_fold(fold.scorer, item, item, clip.labels, planted_box_table(clip), top, min_iou)
-            pos.append(got["positives"])
-            neg.append(got["negatives"])
+            explained[spec.name].append(explain_fold(fold.scorer, item, item, clip.labels, planted_box_table(clip),
+                                                     top, min_iou))
+    aucs = {}
+    for spec in specs:
+        for v, got in enumerate(explained[spec.name]):
             yield from fold_lines(spec.name, v, got)
-        aucs[spec.name] = _auc(pos, neg)
+        aucs[spec.name] = _auc([g["positives"] for g in explained[spec.name]],
+                               [g["negatives"] for g in explained[spec.name]])
         yield f"{spec.name}: frame AUC micro {aucs[spec.name]:.4f} (seed {seed}; val/frame_auc_{spec.name})"
     return aucs
 

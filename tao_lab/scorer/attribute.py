@@ -474,14 +474,12 @@ class AttributeScorer(ObjectScorer):
                                            still_speed, self.dwell_stay_edge, self.dwell_stay_side_edge,
                                            self.dwell_span, self.heading_window, self.dwell_height)
         if self.piece_shape != "carried" and features.get(scene.PLACE_FEATURE) is not own_place and len(objects):
-            size = derived["scene.size"].copy()  # a whole box's place was not changed: its shape is its own anyway
-            own = scene.log_box_shape(own_place)
-            if self.piece_shape == "wider":  # only the pieces wider than their reference (place column 2: width)
-                n = len(objects)
-                ratio = scene.place_columns({scene.PLACE_FEATURE: own_place}, n)[:, 2] / np.maximum(
-                    scene.place_columns(features, n)[:, 2], 1e-9)
-                own = np.where(ratio > self.piece_shape_width, own, size[:, 3])
-            size[:, 3] = own
+            # a whole box's place was not changed, so its shape is its own either way; place column 2 is the width
+            own_p = scene.place_columns({scene.PLACE_FEATURE: own_place}, len(objects))
+            keep = own_p[:, 2] > self.piece_shape_width * scene.place_columns(features, len(objects))[:, 2] \
+                if self.piece_shape == "wider" else True
+            size = derived["scene.size"].copy()
+            size[:, 3] = np.where(keep, scene.log_box_shape(own_p), size[:, 3])
             derived["scene.size"] = size
         return {**features, **derived}
 
