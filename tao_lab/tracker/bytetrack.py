@@ -29,6 +29,46 @@ class _Detections:
         return _Detections(self.xyxy[index], self.conf[index], self.cls[index])
 
 
+def size_jumps(track_wh: np.ndarray, det_wh: np.ndarray, max_change: float) -> np.ndarray:
+    """(T, D) bool: pairs whose sizes say they are not the same object from one frame to the next.
+
+    ``track_wh`` (T, 2) the tracks' predicted widths and heights, ``det_wh`` (D, 2) the detections'. A pair jumps when
+    the detection is more than ``max_change`` x wider or narrower than the track, or more than ``max_change`` x taller.
+    Getting shorter is allowed: a walker's box cut to its head and shoulders (a blob broken by the background) is
+    still the walker, and the scorer's ``piece_carry`` relies on such pieces staying in their track. Getting wider, or
+    much narrower, is what a merge with a neighbour, the split after it, or another object taking over the track
+    (a cart where a walker was) looks like.
+    """
+    tw, th = np.asarray(track_wh, np.float64).reshape(-1, 2).T
+    dw, dh = np.asarray(det_wh, np.float64).reshape(-1, 2).T
+    g = float(max_change)
+    wider = dw[None, :] > g * tw[:, None]
+    narrower = tw[:, None] > g * dw[None, :]
+    taller = dh[None, :] > g * th[:, None]
+    return wider | narrower | taller
+
+
+def _size_gated_bytetracker(args, max_size_change):
+    """ultralytics' BYTETracker whose IoU cost refuses pairs that :func:`size_jumps` flags (``max_size_change`` None:
+    the plain BYTETracker). Only the cost of the first association and of unconfirmed tracks (``get_dists``) is
+    gated; the second association, on low-score boxes, keeps ByteTrack's plain IoU."""
+    from ultralytics.trackers.byte_tracker import BYTETracker
+
+    if max_size_change is None:
+        return BYTETracker(args)
+
+    class SizeGatedBYTETracker(BYTETracker):
+        def get_dists(self, tracks, detections):
+            dists = super().get_dists(tracks, detections)
+            if len(tracks) and len(detections):
+                track_wh = np.array([t.tlwh[2:4] for t in tracks], np.float64)
+                det_wh = np.array([d.tlwh[2:4] for d in detections], np.float64)
+                dists = np.where(size_jumps(track_wh, det_wh, max_size_change), 1.0, dists)
+            return dists
+
+    return SizeGatedBYTETracker(args)
+
+
 class ByteTracker(Tracker):
     """ByteTrack association (Kalman filter + IoU, a second pass on low-confidence boxes) for any detector.
 
@@ -42,6 +82,9 @@ class ByteTracker(Tracker):
         keep_unmatched: detections that ByteTrack leaves without a track (score below the thresholds, or not
             matched while no new track was allowed) keep their row with a fresh one-row track id instead of being
             dropped; on by default because a fast anomalous object is exactly what IoU association tends to miss.
+        max_size_change: None (ByteTrack as published) or a factor: a track and a detection whose widths differ by
+            more than it either way, or whose height grows by more than it, are not matched (:func:`size_jumps`):
+            a walker's identity is not handed on to the cart or the group its blob met.
     The output keeps the detection rows and boxes (not the Kalman-smoothed boxes): see :class:`Tracker`.
     A new BYTETracker is built per clip and ids are renumbered 1..K per clip (ultralytics numbers tracks from a
     counter that older versions shared across the process).
@@ -49,12 +92,15 @@ class ByteTracker(Tracker):
 
     def __init__(self, track_high_thresh: float = 0.25, track_low_thresh: float = 0.1,
                  new_track_thresh: float = 0.25, track_buffer: int = 30, match_thresh: float = 0.8,
-                 fuse_score: bool = True, keep_unmatched: bool = True):
+                 fuse_score: bool = True, keep_unmatched: bool = True, max_size_change: float | None = None):
         self.args = SimpleNamespace(tracker_type="bytetrack", track_high_thresh=float(track_high_thresh),
                                     track_low_thresh=float(track_low_thresh),
                                     new_track_thresh=float(new_track_thresh), track_buffer=int(track_buffer),
                                     match_thresh=float(match_thresh), fuse_score=bool(fuse_score))
         self.keep_unmatched = bool(keep_unmatched)
+        if max_size_change is not None and not float(max_size_change) > 1.0:
+            raise ValueError(f"tracker.max_size_change must be null or a factor > 1, got {max_size_change!r}")
+        self.max_size_change = None if max_size_change is None else float(max_size_change)
 
     def prepare(self) -> None:
         from tao_lab.no_network import disable_ultralytics_sync, set_offline_env
@@ -65,9 +111,7 @@ class ByteTracker(Tracker):
 
     def _new_tracker(self):
         self.prepare()
-        from ultralytics.trackers.byte_tracker import BYTETracker
-
-        return BYTETracker(self.args)
+        return _size_gated_bytetracker(self.args, self.max_size_change)
 
     def track(self, detections: ObjectTable, clip: Clip) -> ObjectTable:
         n = len(detections)
