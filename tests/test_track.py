@@ -76,3 +76,59 @@ def test_tracker_configs_instantiate():
     bt = instantiate(compose_group("tracker", "bytetrack"))
     assert isinstance(bt, ByteTracker) and bt.keep_unmatched and bt.args.track_buffer == 30
     assert isinstance(instantiate(compose_group("tracker", "none")), NoTracker)
+
+
+def test_size_jumps_known_answers():
+    from tao_lab.tracker.bytetrack import size_jumps
+
+    track = np.array([[20.0, 40.0]])  # a walker 20 px wide, 40 px tall
+    dets = np.array([[20, 40], [39, 40], [41, 40], [11, 40], [9, 40], [20, 81], [20, 10]], np.float64)
+    got = size_jumps(track, dets, 2.0)
+    assert got.shape == (1, 7)
+    # wider by < 2 / > 2, narrower by < 2 / > 2; heights are not compared (taller, or a piece much shorter)
+    np.testing.assert_array_equal(got[0], [False, False, True, False, True, False, False])
+    two = size_jumps(np.array([[20.0, 40.0], [50.0, 30.0]]), dets[:3], 2.0)
+    np.testing.assert_array_equal(two, [[False, False, True], [True, False, False]])
+
+
+def walker_then_cart(n_walk=15, n_cart=15):
+    """A walker 20 px wide moving right at 2 px/frame; where it is on frame n_walk a cart 60 px wide, 30 px tall
+    (its bottom on the walker's feet) takes its place and moves on at the same pace; then a walker whose box is cut
+    to its upper half for a few frames."""
+    frame, xyxy = [], []
+    for i in range(n_walk):
+        frame.append(i)
+        xyxy.append([40 + 2 * i, 40, 60 + 2 * i, 100])
+    for i in range(n_walk, n_walk + n_cart):
+        frame.append(i)
+        xyxy.append([30 + 2 * i, 70, 90 + 2 * i, 100])
+    return ObjectTable.build(np.array(frame), np.array(xyxy, np.float32), np.full(len(frame), 0.9))
+
+
+def test_size_gate_keeps_a_cart_out_of_the_walkers_track_and_a_piece_in_it():
+    dets = walker_then_cart()
+    clip = BlankClip(30)
+    plain = ByteTracker().track(dets, clip)
+    gated = ByteTracker(max_size_change=1.5).track(dets, clip)
+    walker, cart = slice(0, 15), slice(15, 30)
+    # plain IoU hands the walker's identity on to the cart that took its place
+    assert set(plain.track_id[walker]) == {1} and plain.track_id[15] == 1
+    # the gate starts a new track for the cart and keeps it for the cart's frames
+    assert set(gated.track_id[walker]) == {1}
+    assert 1 not in set(gated.track_id[cart]) and len(set(gated.track_id[17:30])) == 1
+
+    # a walker whose box is cut to its upper half for five frames keeps one track with the gate
+    frame, xyxy = [], []
+    for i in range(30):
+        top, bottom = 40, (70 if 10 <= i < 15 else 100)
+        frame.append(i)
+        xyxy.append([40 + 2 * i, top, 60 + 2 * i, bottom])
+    walker_cut = ObjectTable.build(np.array(frame), np.array(xyxy, np.float32), np.full(30, 0.9))
+    assert set(ByteTracker(max_size_change=1.5).track(walker_cut, clip).track_id) == {1}
+
+
+def test_size_gate_refuses_a_factor_not_above_one():
+    import pytest
+
+    with pytest.raises(ValueError, match="max_size_change"):
+        ByteTracker(max_size_change=1.0)
