@@ -132,3 +132,12 @@ def test_size_gate_refuses_a_factor_not_above_one():
 
     with pytest.raises(ValueError, match="max_size_change"):
         ByteTracker(max_size_change=1.0)
+
+
+def test_size_gate_online_matches_offline():
+    dets = walker_then_cart()
+    tracker = ByteTracker(max_size_change=1.5)
+    offline = tracker.track(dets, BlankClip(30)).track_id
+    stream = tracker.stream()
+    online = np.concatenate([stream.update(dets.take(dets.frame == f)) for f in range(30)])
+    np.testing.assert_array_equal(online, offline)
