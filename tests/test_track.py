@@ -78,16 +78,15 @@ def test_tracker_configs_instantiate():
     assert isinstance(instantiate(compose_group("tracker", "none")), NoTracker)
 
 
-def test_size_jumps_known_answers():
-    from tao_lab.tracker.bytetrack import size_jumps
+def test_width_jumps_known_answers():
+    from tao_lab.tracker.bytetrack import width_jumps
 
-    track = np.array([[20.0, 40.0]])  # a walker 20 px wide, 40 px tall
-    dets = np.array([[20, 40], [39, 40], [41, 40], [11, 40], [9, 40], [20, 81], [20, 10]], np.float64)
-    got = size_jumps(track, dets, 2.0)
-    assert got.shape == (1, 7)
-    # wider by < 2 / > 2, narrower by < 2 / > 2; heights are not compared (taller, or a piece much shorter)
-    np.testing.assert_array_equal(got[0], [False, False, True, False, True, False, False])
-    two = size_jumps(np.array([[20.0, 40.0], [50.0, 30.0]]), dets[:3], 2.0)
+    dets = np.array([20, 39, 41, 11, 9], np.float64)
+    got = width_jumps(np.array([20.0]), dets, 2.0)  # a walker 20 px wide
+    assert got.shape == (1, 5)
+    # the same width, wider by < 2 / > 2, narrower by < 2 / > 2
+    np.testing.assert_array_equal(got[0], [False, False, True, False, True])
+    two = width_jumps(np.array([20.0, 50.0]), dets[:3], 2.0)
     np.testing.assert_array_equal(two, [[False, False, True], [True, False, False]])
 
 

@@ -29,24 +29,24 @@ class _Detections:
         return _Detections(self.xyxy[index], self.conf[index], self.cls[index])
 
 
-def size_jumps(track_wh: np.ndarray, det_wh: np.ndarray, max_change: float) -> np.ndarray:
+def width_jumps(track_width: np.ndarray, det_width: np.ndarray, max_change: float) -> np.ndarray:
     """(T, D) bool: pairs whose box widths say they are not the same object from one frame to the next.
 
-    ``track_wh`` (T, 2) the widths and heights of the tracks' last detections, ``det_wh`` (D, 2) the detections'. A pair jumps when
-    the detection is more than ``max_change`` x wider or narrower than the track: what a merge with a neighbour beside
-    it, the split after it, or another object taking over the track (a cart where a walker was) looks like. Heights
-    are not compared: a walker's box cut to its head and shoulders for a few frames (a blob broken by the background)
-    and whole again afterwards is still the walker, and the scorer's ``piece_carry`` relies on such pieces staying in
-    their track.
+    ``track_width`` (T,) the widths of the tracks' last detections, ``det_width`` (D,) the detections'. A pair jumps
+    when the detection is more than ``max_change`` x wider or narrower than the track: what a merge with a neighbour
+    beside it, the split after it, or another object taking over the track (a cart where a walker was) looks like.
+    Heights are not compared: a walker's box cut to its head and shoulders for a few frames (a blob broken by the
+    background) and whole again afterwards is still the walker, and the scorer's ``piece_carry`` relies on such
+    pieces staying in their track.
     """
-    tw = np.asarray(track_wh, np.float64).reshape(-1, 2)[:, 0]
-    dw = np.asarray(det_wh, np.float64).reshape(-1, 2)[:, 0]
+    tw = np.asarray(track_width, np.float64).reshape(-1)
+    dw = np.asarray(det_width, np.float64).reshape(-1)
     g = float(max_change)
     return (dw[None, :] > g * tw[:, None]) | (tw[:, None] > g * dw[None, :])
 
 
 def _size_gated_bytetracker(args, max_size_change):
-    """ultralytics' BYTETracker whose IoU cost refuses pairs that :func:`size_jumps` flags (``max_size_change`` None:
+    """ultralytics' BYTETracker whose IoU cost refuses pairs that :func:`width_jumps` flags (``max_size_change`` None:
     the plain BYTETracker). A track's width is that of its last matched detection, not the Kalman filter's (which
     tracks aspect and height apart, so a box cut to half its height for a frame swings its predicted width). Only the
     cost of the first association and of unconfirmed tracks (``get_dists``) is gated; the second association, on
@@ -59,18 +59,18 @@ def _size_gated_bytetracker(args, max_size_change):
     class SizeGatedBYTETracker(BYTETracker):
         def update(self, results, img=None, feats=None, **kwargs):
             out = super().update(results, img, feats, **kwargs)
-            wh = results.xywh[:, 2:4]
-            for t in self.tracked_stracks:
-                if t.frame_id == self.frame_id and t.idx is not None and 0 <= int(t.idx) < len(wh):
-                    t.last_wh = np.asarray(wh[int(t.idx)], np.float64)
+            widths = results.xywh[:, 2]
+            for t in self.tracked_stracks:  # the tracks matched or born in this frame keep their detection's width
+                if t.frame_id == self.frame_id and t.idx is not None and 0 <= int(t.idx) < len(widths):
+                    t.last_width = float(widths[int(t.idx)])
             return out
 
         def get_dists(self, tracks, detections):
             dists = super().get_dists(tracks, detections)
             if len(tracks) and len(detections):
-                track_wh = np.array([getattr(t, "last_wh", t.tlwh[2:4]) for t in tracks], np.float64)
-                det_wh = np.array([d.tlwh[2:4] for d in detections], np.float64)
-                dists = np.where(size_jumps(track_wh, det_wh, max_size_change), 1.0, dists)
+                track_width = np.array([getattr(t, "last_width", t.tlwh[2]) for t in tracks], np.float64)
+                det_width = np.array([d.tlwh[2] for d in detections], np.float64)
+                dists = np.where(width_jumps(track_width, det_width, max_size_change), 1.0, dists)
             return dists
 
     return SizeGatedBYTETracker(args)
@@ -90,7 +90,7 @@ class ByteTracker(Tracker):
             matched while no new track was allowed) keep their row with a fresh one-row track id instead of being
             dropped; on by default because a fast anomalous object is exactly what IoU association tends to miss.
         max_size_change: None (ByteTrack as published) or a factor: a track and a detection whose box widths differ
-            by more than it either way are not matched (:func:`size_jumps`): a walker's identity is not handed on to
+            by more than it either way are not matched (:func:`width_jumps`): a walker's identity is not handed on to
             the cart or the group its blob met.
     The output keeps the detection rows and boxes (not the Kalman-smoothed boxes): see :class:`Tracker`.
     A new BYTETracker is built per clip and ids are renumbered 1..K per clip (ultralytics numbers tracks from a
