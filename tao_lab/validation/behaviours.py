@@ -46,7 +46,8 @@ from typing import Optional
 import numpy as np
 
 from tao_lab.types import Clip, ObjectTable
-from tao_lab.validation.planted import PlantedClip, cut_walker, cut_walker_sequence, feet_velocity, gait_index, make_box
+from tao_lab.validation.planted import (STILL_SPEED, PlantedClip, cut_walker, cut_walker_sequence, feet_velocity,
+                                        gait_index, make_box)
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class SceneStats:
         heights = y2 - y1
         vel = np.concatenate([feet_velocity(t, lag) for t in tables])
         speed = np.linalg.norm(vel, axis=1)
-        moving = np.isfinite(speed) & (speed > 0.2)
+        moving = np.isfinite(speed) & (speed > STILL_SPEED)
         size_fit = _row_fit(feet[:, 1], heights, height)
         speed_fit = _row_fit(feet[moving, 1], speed[moving], height) if moving.sum() >= 5 else (0.0, 1.0)
         gr, gc = cls.GRID

@@ -25,6 +25,10 @@ from tao_lab.types import Clip, ObjectTable
 
 #: Units of :attr:`PlantSpec.speed`.
 SPEED_UNITS = ("px", "normal")
+#: px/frame of feet speed (:func:`feet_velocity`) at or below which a tracked object counts as standing, not moving:
+#: the camera's normal pace (:func:`normal_moving_speed`) and the behaviour sets' scene statistics
+#: (tao_lab/validation/behaviours.py) are measured on the objects above it.
+STILL_SPEED = 0.2
 
 
 @dataclass(frozen=True)
@@ -284,7 +288,7 @@ def feet_velocity(objects: ObjectTable, lag: int) -> np.ndarray:
     return vel
 
 
-def normal_moving_speed(tracks: list[ObjectTable], lag: int = 4, still: float = 0.2) -> Optional[float]:
+def normal_moving_speed(tracks: list[ObjectTable], lag: int = 4, still: float = STILL_SPEED) -> Optional[float]:
     """The camera's normal moving speed (px/frame): the median speed of the feet (box bottom-centre) over ``lag``
     frames of the same track, over the tracked objects of ``tracks`` (one table per clip: track ids are per clip)
     that move faster than ``still`` px/frame (standing people are not the pace of walking). None when no tracked
