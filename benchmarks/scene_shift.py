@@ -109,6 +109,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--group", default="place", help="the group whose flagged objects --figure draws (place)")
     ap.add_argument("--piece-height", type=float, default=0.5,
                     help="a box less tall than this x the expected height is a piece (0.5)")
+    ap.add_argument("--crowd", action="store_true",
+                    help="also score the held-out clips with a crowd added (tao_lab.validation.crowd: their own "
+                         "people half a clip later pasted over them), the validation's simulated busier day")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     set_offline_env()
@@ -132,7 +135,12 @@ def main(argv=None) -> dict:
     print(f"{'clips':16s} {'objects':>8s} {'counted':>8s} | " + " | ".join(f"{g:>10s}" for g in scorer.groups
                                                                              if g != args.quiet_group)
           + " | flagged: foot y, height / expected (median)")
-    for label, clips in (("held-out train", train[k:]), ("new (test)", new)):
+    looks = [("held-out train", train[k:]), ("new (test)", new)]
+    if args.crowd:
+        from tao_lab.validation.crowd import crowd_clip
+
+        looks.insert(1, ("held-out crowded", [crowd_clip(c, c) for c in train[k:]]))
+    for label, clips in looks:
         excess, quiet, foot_y, rel_h, where, placeable = _rows(pipe, scorer, clips, args.quiet_group,
                                                                args.piece_height)
         shares = excess_shares(excess, quiet, args.threshold)

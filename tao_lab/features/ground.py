@@ -21,6 +21,27 @@ def _median(frames: list[np.ndarray]) -> np.ndarray:
 GROUND_SOURCES = ("frame", "background")
 
 
+def strip_cover(strips: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(K,) share of each strip's pixels inside the union of the OTHER boxes. strips: (K, 4) int pixel rectangles
+    [left, top, right, bottom) (box i's strip); boxes: (K, 4) xyxy floats, pixel (x, y) inside when x1 <= x + 0.5
+    < x2 and likewise for y. An empty strip reads 0."""
+    strips = np.asarray(strips, np.int64).reshape(-1, 4)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    out = np.zeros(len(strips))
+    for i, (x0, y0, x1, y1) in enumerate(strips):
+        if x1 <= x0 or y1 <= y0:
+            continue
+        others = np.delete(boxes, i, axis=0)
+        xs, ys = np.arange(x0, x1) + 0.5, np.arange(y0, y1) + 0.5
+        in_x = (xs[None] >= others[:, :1]) & (xs[None] < others[:, 2:3])  # (O, w)
+        in_y = (ys[None] >= others[:, 1:2]) & (ys[None] < others[:, 3:4])  # (O, h)
+        touching = in_x.any(1) & in_y.any(1)
+        if touching.any():  # pixel (y, x) covered when some other box holds both its row and its column
+            covered = in_y[touching].T.astype(np.float32) @ in_x[touching].astype(np.float32) > 0
+            out[i] = covered.mean()
+    return out
+
+
 class GroundFeature(FeatureExtractor):
     """The strip of the frame just below each box: the ground the object stands on, in this very frame.
 
@@ -32,6 +53,11 @@ class GroundFeature(FeatureExtractor):
     a density over footprint positions flags both. The object itself does not cover the strip; its shadow may,
     as it does on the training clips the model is fitted on.
 
+    ``cover`` (None: off) leaves out a strip that other boxes of the same frame cover: when at least that share of its
+    pixels lies inside another object's box, the feature is NaN (no value, as for a strip out of the frame). In a
+    crowd the strip below a person is often the next person's legs or body, nearer the camera, not the ground.
+    The object's own box never counts, so the bottom and shadow of a cart still read as its own ground.
+
     ``source="background"`` reads the strip in the clip's background instead of the frame: the per-pixel median of
     ``samples`` frames spread over the clip (offline), or of the frames seen so far, one every ``stride`` (a
     stream, whose later frames are not known yet). A box that is only a piece of a person (a head, a torso: its
@@ -42,9 +68,13 @@ class GroundFeature(FeatureExtractor):
     name = "ground"
     columns = ("ground_grey", "ground_texture")
 
-    def __init__(self, depth: float = 0.15, source: str = "frame", samples: int = 40, stride: int = 5):
+    def __init__(self, depth: float = 0.15, source: str = "frame", samples: int = 40, stride: int = 5,
+                 cover: Optional[float] = None):
         if not 0.0 < float(depth) <= 1.0:
             raise ValueError(f"depth must be a fraction of the box height in (0, 1], got {depth!r}")
+        if cover is not None and not 0.0 < float(cover) <= 1.0:
+            raise ValueError(f"cover must be a share of the strip in (0, 1] (or null = off), got {cover!r}")
+        self.cover = None if cover is None else float(cover)
         if source not in GROUND_SOURCES:
             raise ValueError(f"source must be one of {GROUND_SOURCES}, got {source!r}")
         if int(samples) < 1 or int(stride) < 1:
@@ -92,8 +122,12 @@ class GroundFeature(FeatureExtractor):
         bottom = np.minimum(h, top + np.maximum(2, np.round(self.depth * (b[:, 3] - b[:, 1]))).astype(np.int64))
         left = np.clip(np.floor(b[:, 0]), 0, w).astype(np.int64)
         right = np.clip(np.ceil(b[:, 2]), 0, w).astype(np.int64)
+        valid = (bottom - top >= 2) & (right - left >= 2)
+        if self.cover is not None and len(b) > 1:
+            strips = np.column_stack([left, top, right, bottom])
+            valid &= strip_cover(strips, b) < self.cover
         # OpenCV's sums and absolute differences on uint8 views: five times faster than numpy's per-box calls
-        for i in np.flatnonzero((bottom - top >= 2) & (right - left >= 2)):
+        for i in np.flatnonzero(valid):
             strip = grey[top[i]:bottom[i], left[i]:right[i]]
             dy, dx = cv2.absdiff(strip[1:], strip[:-1]), cv2.absdiff(strip[:, 1:], strip[:, :-1])
             out[i, 0] = cv2.sumElems(strip)[0] / strip.size

@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="cross-scene: each track of a scored clip (held-out and planted, not the fit) is cut to "
                              "its upper part for a stretch of its detections with probability P, as a detector that "
                              "loses people's lower halves on new video (default: off)")
+    parser.add_argument("--crowd", action="store_true",
+                        help="cross-scene: each scored clip (held-out and planted, not the fit) gets a crowd: the "
+                             "held-out clip's own people half a clip later pasted over it, as a busier day at the "
+                             "same camera (tao_lab.validation.crowd; default: off)")
     parser.add_argument("--json", help="cross-scene: also write the AUC table (variant -> scene -> set) to this file")
     parser.add_argument("--alarm", help="cross-scene: YAML file {methods: [...], targets: [...], folds: [...]} of "
                                         "frame-alarm candidates to compare instead of scorer variants")
@@ -193,7 +197,7 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
                                      show_progress=bool(cfg.get("progress", True)), metric=args.metric,
                                      fit_clips=args.fit_clips, animate=not args.rigid_walkers,
                                      off_path_ground=not args.off_path_anywhere, negatives=args.negatives,
-                                     withhold=args.withhold_place, fragments=args.fragments)
+                                     withhold=args.withhold_place, fragments=args.fragments, crowd=args.crowd)
                 for sd in seeds]
     result = average_results(per_seed)
     fitted_on = "all other clips" if args.fit_clips is None else f"{args.fit_clips} other clip(s)"
@@ -202,6 +206,8 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
                 f", one place withheld from each fit ({args.withhold_place:g} of its footprints)")
     if args.fragments is not None:
         withheld += f", tracks of the scored clips cut to pieces (probability {args.fragments:g})"
+    if args.crowd:
+        withheld += ", the scored clips crowded (their own people half a clip later pasted over them)"
     print(f"\ncross-scene leave-one-clip-out frame AUC ({args.metric}) on planted behaviours, {args.clips} training "
           f"clips x {args.frames} frames per scene, each fold fitted on {fitted_on}, "
           f"{'rigid' if args.rigid_walkers else 'animated'} walkers, off-path walkers "
@@ -228,7 +234,8 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
                   "mean_per_seed": {v: [r.mean(v) for r in per_seed] for v in result.auc}, "metric": args.metric,
                   "fit_clips": args.fit_clips, "variants": variants, "animated_walkers": not args.rigid_walkers,
                   "off_path_ground": not args.off_path_anywhere, "negatives": args.negatives,
-                  "withhold_place": args.withhold_place, "fragments": args.fragments, "base_overrides": base,
+                  "withhold_place": args.withhold_place, "fragments": args.fragments, "crowd": args.crowd,
+                  "base_overrides": base,
                   "auc": result.auc, "mean": {v: result.mean(v) for v in result.auc}, "positives": result.positives}
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,94 @@
+"""A crowd added to a training clip: the validation's simulation of a busier day at the same camera.
+
+A camera's new video is often busier than its training clips (Ped2's test clips: about 1.5x the objects per clip of
+its held-out training clips, session 49), and crowding changes what the scorer measures, not only how many objects
+it sees: boxes merge into groups, a person behind another is cut to a piece, the strip below one person shows the
+next person's body. None of that is in a held-out training clip, so the validation's negatives never showed it.
+
+:class:`CrowdedClip` pastes the moving objects of a donor clip of the same camera over a base clip: frame i of the
+base under frame ``(i + offset) mod T`` of the donor, the donor's pixels wherever they differ from the donor's own
+background (the per-pixel median of ``samples`` frames), cleaned by a morphological opening and grown by ``dilate``
+px. The donor's people walk in front of the base's. The validation uses the held-out clip's own frames half a clip
+later as the donor (:func:`crowd_clip`): its people are new to the fold's fit, as a new day's are, and a planted
+copy is crowded with the same unplanted frames, so the plant is not doubled.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import cv2
+import numpy as np
+
+from tao_lab.types import Clip
+
+
+def _channels(frame: np.ndarray) -> np.ndarray:
+    """(H, W, C) float32 view of a grey (H, W) or colour (H, W, C) frame."""
+    return (frame[..., None] if frame.ndim == 2 else frame).astype(np.float32)
+
+
+class CrowdedClip(Clip):
+    """``base`` with the moving objects of ``donor`` (same size) pasted over it, ``offset`` frames apart (see the
+    module docstring). ``labels`` (a planted base's frame labels) pass through: the crowd may hide the plant, as a
+    crowd hides anything, and its frames stay labelled."""
+
+    def __init__(self, base: Clip, donor: Clip, offset: int, threshold: float = 20.0, samples: int = 40,
+                 dilate: int = 1):
+        if (base.height, base.width) != (donor.height, donor.width):
+            raise ValueError(f"crowd donor {donor.clip_id} is {donor.height}x{donor.width}, base {base.clip_id} "
+                             f"is {base.height}x{base.width}: a crowd comes from the same camera")
+        if donor.num_frames < 1 or float(threshold) <= 0 or int(samples) < 1 or int(dilate) < 0:
+            raise ValueError(f"crowd: need a donor with frames, threshold > 0, samples >= 1, dilate >= 0; got "
+                             f"{donor.num_frames} frames, {threshold!r}, {samples!r}, {dilate!r}")
+        self.offset = int(offset) % donor.num_frames
+        super().__init__(f"{base.clip_id}+crowd{self.offset}", base.num_frames, base.height, base.width, base.fps,
+                         gt=None, source=f"{base.source}+crowd:{donor.source}@{self.offset}/{threshold:g}/{dilate}")
+        self.base, self.donor = base, donor
+        self.threshold, self.samples, self.dilate = float(threshold), int(samples), int(dilate)
+        if hasattr(base, "labels"):
+            self.labels = base.labels
+        self._background: Optional[np.ndarray] = None
+
+    def background(self) -> np.ndarray:
+        """(H, W, C) float32: the donor's per-pixel, per-channel median over ``samples`` frames spread over it."""
+        if self._background is None:
+            idx = np.unique(np.linspace(0, self.donor.num_frames - 1,
+                                        min(self.samples, self.donor.num_frames)).round().astype(int))
+            self._background = np.median(np.stack([_channels(self.donor.frame(int(i))) for i in idx]), axis=0)
+        return self._background
+
+    def donor_mask(self, donor_frame: np.ndarray) -> np.ndarray:
+        """(H, W) bool: the donor frame's moving objects: pixels where some channel differs from the donor's
+        background by more than ``threshold`` (a colour walker on a grey walkway may differ in one channel only),
+        holes closed (a body whose middle matches the ground stays whole), specks opened away, grown by
+        ``dilate`` px."""
+        diff = np.abs(_channels(donor_frame) - self.background()).max(axis=2)
+        mask = (diff > self.threshold).astype(np.uint8)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        if self.dilate:
+            mask = cv2.dilate(mask, np.ones((2 * self.dilate + 1,) * 2, np.uint8))
+        return mask.astype(bool)
+
+    def _compose(self, frame: np.ndarray, i: int) -> np.ndarray:
+        donor_frame = self.donor.frame((i + self.offset) % self.donor.num_frames)
+        mask = self.donor_mask(donor_frame)
+        if donor_frame.ndim != frame.ndim:  # a grey donor on a colour base, or the reverse
+            donor_frame = (cv2.cvtColor(donor_frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 3
+                           else cv2.cvtColor(donor_frame, cv2.COLOR_BGR2GRAY))
+        out = frame.copy()
+        out[mask] = donor_frame[mask]
+        return out
+
+    def _read(self, i: int) -> np.ndarray:
+        return self._compose(self.base.frame(i), i)
+
+    def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
+        for i, frame in enumerate(self.base.frames(start, stop), start):
+            yield self._compose(frame, i)
+
+
+def crowd_clip(scored: Clip, held_out: Clip, **kwargs) -> CrowdedClip:
+    """``scored`` (a held-out training clip or its planted copy) crowded with ``held_out``'s own unplanted frames
+    half a clip later: the validation's busier day (module docstring)."""
+    return CrowdedClip(scored, held_out, held_out.num_frames // 2, **kwargs)
