@@ -110,8 +110,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--piece-height", type=float, default=0.5,
                     help="a box less tall than this x the expected height is a piece (0.5)")
     ap.add_argument("--crowd", action="store_true",
-                    help="also score the held-out clips with a crowd added (tao_lab.validation.crowd: their own "
-                         "people half a clip later pasted over them), the validation's simulated busier day")
+                    help="also score the held-out clips with a crowd added (tao_lab.validation.crowd: the people of "
+                         "the next held-out clip pasted over them, both cut to the shortest one's length), the "
+                         "validation's simulated busier day")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     set_offline_env()
@@ -137,9 +138,15 @@ def main(argv=None) -> dict:
           + " | flagged: foot y, height / expected (median)")
     looks = [("held-out train", train[k:]), ("new (test)", new)]
     if args.crowd:
-        from tao_lab.validation.crowd import crowd_clip
+        from tao_lab.types import SubClip
+        from tao_lab.validation.crowd import CrowdedClip
 
-        looks.insert(1, ("held-out crowded", [crowd_clip(c, c) for c in train[k:]]))
+        held = train[k:]
+        if len(held) < 2:
+            ap.error("--crowd needs at least two held-out training clips (one crowds the other)")
+        n = min(c.num_frames for c in held)
+        cut = [SubClip(c, 0, n) for c in held]
+        looks.insert(1, ("held-out crowded", [CrowdedClip(c, cut[(j + 1) % len(cut)]) for j, c in enumerate(cut)]))
     for label, clips in looks:
         excess, quiet, foot_y, rel_h, where, placeable = _rows(pipe, scorer, clips, args.quiet_group,
                                                                args.piece_height)

@@ -234,6 +234,41 @@ def test_ground_feature_reads_the_strip_below_the_box():
         GroundFeature(depth=0)
 
 
+def test_strip_cover_is_the_share_of_the_strip_inside_other_boxes():
+    from tao_lab.features.ground import strip_cover
+
+    strips = np.array([[0, 10, 10, 12],    # 10 x 2 px below box 0
+                       [20, 30, 30, 34],   # below box 1
+                       [0, 0, 0, 0]])      # an empty strip
+    boxes = np.array([[0, 0, 10, 10],      # its own box never counts
+                      [0, 0, 5, 40],       # covers columns 0-4 of strip 0 (half), not strip 1
+                      [22, 32, 26, 50]], np.float64)  # 4 of strip 1's 10 columns, 2 of its 4 rows: 8 of 40 px
+    np.testing.assert_allclose(strip_cover(strips, boxes), [0.5, 0.2, 0.0])
+    # two overlapping boxes count their union once: columns 0-7 of strip 0
+    np.testing.assert_allclose(strip_cover(strips[:1], np.array([[0, 0, 10, 10], [0, 0, 5, 40], [3, 5, 8, 20]])),
+                               [0.8])
+
+
+def test_ground_cover_leaves_out_a_strip_that_another_object_covers():
+    """A person standing right behind another (the strip below the far one is the near one's body) gets no ground
+    value with cover=0.5; the near one and a lone object keep theirs, as without the option."""
+    from tao_lab.features import GroundFeature
+
+    grey = np.full((60, 60), 200, np.uint8)
+    ctx = type("Ctx", (), {"grey": grey})()
+    boxes = np.array([[10, 0, 20, 20],    # far person: strip rows 20-22, columns 10-19
+                      [8, 18, 22, 50],    # near person, its box covers that strip whole
+                      [40, 10, 50, 30]], np.float32)  # alone
+    plain, covered = GroundFeature().compute(ctx, boxes), GroundFeature(cover=0.5).compute(ctx, boxes)
+    assert np.isfinite(plain).all()
+    assert np.isnan(covered[0]).all()
+    np.testing.assert_allclose(covered[1:], plain[1:])
+    # one box alone in its frame is never covered
+    np.testing.assert_allclose(GroundFeature(cover=0.5).compute(ctx, boxes[:1]), plain[:1])
+    with pytest.raises(ValueError, match="cover must be a share"):
+        GroundFeature(cover=0)
+
+
 def walkway_clip(num_frames: int = 20):
     """Frames of a flat walkway (grey 200) above a striped lawn (rows 40-59), with a dark person (grey 30, rows 10-38,
     6 px wide) walking right 4 px a frame on the walkway."""

@@ -28,17 +28,20 @@ def strip_cover(strips: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     strips = np.asarray(strips, np.int64).reshape(-1, 4)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     out = np.zeros(len(strips))
-    for i, (x0, y0, x1, y1) in enumerate(strips):
-        if x1 <= x0 or y1 <= y0:
-            continue
-        others = np.delete(boxes, i, axis=0)
+    # which other boxes reach into which strips (their rectangles overlap): most strips have none, and only those
+    # that do are read pixel by pixel (a Ped2 frame's dozen boxes cost about 0.1 ms)
+    near = ((boxes[None, :, 0] < strips[:, None, 2]) & (boxes[None, :, 2] > strips[:, None, 0])
+            & (boxes[None, :, 1] < strips[:, None, 3]) & (boxes[None, :, 3] > strips[:, None, 1]))
+    np.fill_diagonal(near, False)
+    near &= ((strips[:, 2] > strips[:, 0]) & (strips[:, 3] > strips[:, 1]))[:, None]
+    for i in np.flatnonzero(near.any(axis=1)):
+        x0, y0, x1, y1 = strips[i]
+        others = boxes[near[i]]
         xs, ys = np.arange(x0, x1) + 0.5, np.arange(y0, y1) + 0.5
         in_x = (xs[None] >= others[:, :1]) & (xs[None] < others[:, 2:3])  # (O, w)
         in_y = (ys[None] >= others[:, 1:2]) & (ys[None] < others[:, 3:4])  # (O, h)
-        touching = in_x.any(1) & in_y.any(1)
-        if touching.any():  # pixel (y, x) covered when some other box holds both its row and its column
-            covered = in_y[touching].T.astype(np.float32) @ in_x[touching].astype(np.float32) > 0
-            out[i] = covered.mean()
+        # pixel (y, x) covered when some other box holds both its row and its column
+        out[i] = (in_y.T.astype(np.float32) @ in_x.astype(np.float32) > 0).mean()
     return out
 
 

@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                              "loses people's lower halves on new video (default: off)")
     parser.add_argument("--crowd", action="store_true",
                         help="cross-scene: each scored clip (held-out and planted, not the fit) gets a crowd: the "
-                             "held-out clip's own people half a clip later pasted over it, as a busier day at the "
-                             "same camera (tao_lab.validation.crowd; default: off)")
+                             "people of a clip of the same camera that no fold fits on pasted over it, as a busier "
+                             "day (tao_lab.validation.crowd; Ped2 scenes: --clips 8 or fewer; default: off)")
     parser.add_argument("--json", help="cross-scene: also write the AUC table (variant -> scene -> set) to this file")
     parser.add_argument("--alarm", help="cross-scene: YAML file {methods: [...], targets: [...], folds: [...]} of "
                                         "frame-alarm candidates to compare instead of scorer variants")
@@ -207,7 +207,7 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
     if args.fragments is not None:
         withheld += f", tracks of the scored clips cut to pieces (probability {args.fragments:g})"
     if args.crowd:
-        withheld += ", the scored clips crowded (their own people half a clip later pasted over them)"
+        withheld += ", the scored clips crowded (the people of a spare clip of the camera pasted over them)"
     print(f"\ncross-scene leave-one-clip-out frame AUC ({args.metric}) on planted behaviours, {args.clips} training "
           f"clips x {args.frames} frames per scene, each fold fitted on {fitted_on}, "
           f"{'rigid' if args.rigid_walkers else 'animated'} walkers, off-path walkers "

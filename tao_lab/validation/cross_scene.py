@@ -21,10 +21,9 @@ track of a scored clip (the held-out clip and its planted copies, not the fit) i
 contiguous stretch of its detections its box keeps only its upper part (:func:`fragment_objects`), as when a
 detector loses a person's lower half, and the features are computed again for the cut boxes.
 ``crowd=True`` simulates a busier day (Ped2's test clips: about 1.5x the objects per clip of its held-out training
-clips): every scored clip, the held-out clip and its planted copies, gets the held-out clip's own people of half a
-clip later pasted over it (:mod:`tao_lab.validation.crowd`); the fit stays as it is. Label-free, on Ped2
-(``benchmarks/scene_shift.py --crowd``, session 49) it moves the held-out clips towards what the test clips show:
-pieces 1.6% -> 6.1% of the objects (test 7.1%), wrong-direction flags 0.32% -> 1.65% of quiet objects (test 1.69%).
+clips): every scored clip, the held-out clip and its planted copies, gets the people of a spare clip of the same
+camera pasted over it (:mod:`tao_lab.validation.crowd`; :func:`tao_lab.validation.scenes.spare_clips`: a clip none
+of the scene's folds fits on); the fit stays as it is.
 
 Planting uses the statistics of the other training clips of the same scene, as that scene's camera sees them
 (placement, depth, direction, size and speed per row), so every scene gets its full planted sets. Clip v is planted
@@ -69,14 +68,16 @@ class SceneClips:
         return self.train[v] if self.held_out is None else self.held_out[v]
 
 
-def crowd_scene(scene: SceneClips) -> SceneClips:
-    """``scene`` whose held-out clips and planted copies are crowded (:func:`tao_lab.validation.crowd.crowd_clip`:
-    each with its held-out clip's own unplanted people of half a clip later); the training clips the folds fit on
-    stay as they are."""
-    from tao_lab.validation.crowd import crowd_clip
+def crowd_scene(scene: SceneClips, donors: Sequence[Clip]) -> SceneClips:
+    """``scene`` whose held-out clips and planted copies are crowded (:class:`tao_lab.validation.crowd.CrowdedClip`):
+    training clip v and its planted copies with the people of ``donors[v]`` (a clip of the same camera that no fold
+    fits on); the training clips the folds fit on stay as they are."""
+    from tao_lab.validation.crowd import CrowdedClip
 
-    out = SceneClips(scene.name, list(scene.train), held_out=[crowd_clip(c, c) for c in scene.train])
-    out.planted = {k: [None if p is None else crowd_clip(p, scene.train[v]) for v, p in enumerate(clips)]
+    if len(donors) != len(scene.train):
+        raise ValueError(f"scene {scene.name}: {len(donors)} crowd donors for {len(scene.train)} training clips")
+    out = SceneClips(scene.name, list(scene.train), held_out=[CrowdedClip(c, d) for c, d in zip(scene.train, donors)])
+    out.planted = {k: [None if p is None else CrowdedClip(p, donors[v]) for v, p in enumerate(clips)]
                    for k, clips in scene.planted.items()}
     return out
 
@@ -293,7 +294,8 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     withhold: each fold's fit leaves out the tracks of one place holding this share of its footprints
     (:func:`withhold_place`; None: the fit keeps every object). fragments: each track of a scored clip is cut to its
     upper part for a stretch with this probability, features computed again (:func:`fragment_objects`; the same cuts
-    for every variant; None: off). crowd: every scored clip gets a crowd (:func:`crowd_scene`; the fit does not)."""
+    for every variant; None: off). crowd: every scored clip gets a crowd from a spare clip of its camera
+    (:func:`crowd_scene`; the fit does not)."""
     if negatives not in NEGATIVES:
         raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
     if metric not in ("micro", "macro"):
@@ -315,7 +317,9 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     built = build_scenes(base_cfg, scenes, sets, ped2_dir, num_clips, num_frames, seed, show_progress, animate,
                          off_path_ground)
     if crowd:
-        built = [crowd_scene(sc) for sc in built]
+        from tao_lab.validation.scenes import spare_clips
+
+        built = [crowd_scene(sc, spare_clips(sc.name, num_clips, num_frames, ped2_dir)) for sc in built]
     sets = list(dict.fromkeys(sets))
     result = CrossSceneResult([s.name for s in built], sets, metric)
     for sc in built:

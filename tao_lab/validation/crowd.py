@@ -5,12 +5,15 @@ its held-out training clips, session 49), and crowding changes what the scorer m
 it sees: boxes merge into groups, a person behind another is cut to a piece, the strip below one person shows the
 next person's body. None of that is in a held-out training clip, so the validation's negatives never showed it.
 
-:class:`CrowdedClip` pastes the moving objects of a donor clip of the same camera over a base clip: frame i of the
-base under frame ``(i + offset) mod T`` of the donor, the donor's pixels wherever they differ from the donor's own
-background (the per-pixel median of ``samples`` frames), cleaned by a morphological opening and grown by ``dilate``
-px. The donor's people walk in front of the base's. The validation uses the held-out clip's own frames half a clip
-later as the donor (:func:`crowd_clip`): its people are new to the fold's fit, as a new day's are, and a planted
-copy is crowded with the same unplanted frames, so the plant is not doubled.
+:class:`CrowdedClip` pastes the moving objects of a donor clip of the same camera over a base clip, frame i over
+frame i: the donor's pixels wherever some channel differs from the donor's own background (the per-pixel median of
+``samples`` frames) by more than ``threshold``, holes closed, specks opened away, grown by ``dilate`` px. The donor's
+people walk in front of the base's. The cross-scene validation takes each scene's donors from clips of the same
+camera that none of its folds fits on (:func:`tao_lab.validation.scenes.spare_clips`), so the crowd is new to every
+fold's scorer, as a new day's people are. The donor must be at least as long as the base: a donor that wrapped
+around would make its people jump from one place to another in a single frame, and the optical flow reads that jump
+as the fastest motion of the clip (a first version that crowded a clip with its own frames half a clip later did,
+and its frames around the seam scored up to 9x the clip's usual level).
 """
 from __future__ import annotations
 
@@ -28,21 +31,22 @@ def _channels(frame: np.ndarray) -> np.ndarray:
 
 
 class CrowdedClip(Clip):
-    """``base`` with the moving objects of ``donor`` (same size) pasted over it, ``offset`` frames apart (see the
-    module docstring). ``labels`` (a planted base's frame labels) pass through: the crowd may hide the plant, as a
-    crowd hides anything, and its frames stay labelled."""
+    """``base`` with the moving objects of ``donor`` (same size, at least as many frames) pasted over it, frame by
+    frame (see the module docstring). ``labels`` (a planted base's frame labels) pass through: the crowd may hide
+    the plant, as a crowd hides anything, and its frames stay labelled."""
 
-    def __init__(self, base: Clip, donor: Clip, offset: int, threshold: float = 20.0, samples: int = 40,
-                 dilate: int = 1):
+    def __init__(self, base: Clip, donor: Clip, threshold: float = 20.0, samples: int = 40, dilate: int = 1):
         if (base.height, base.width) != (donor.height, donor.width):
             raise ValueError(f"crowd donor {donor.clip_id} is {donor.height}x{donor.width}, base {base.clip_id} "
                              f"is {base.height}x{base.width}: a crowd comes from the same camera")
-        if donor.num_frames < 1 or float(threshold) <= 0 or int(samples) < 1 or int(dilate) < 0:
-            raise ValueError(f"crowd: need a donor with frames, threshold > 0, samples >= 1, dilate >= 0; got "
-                             f"{donor.num_frames} frames, {threshold!r}, {samples!r}, {dilate!r}")
-        self.offset = int(offset) % donor.num_frames
-        super().__init__(f"{base.clip_id}+crowd{self.offset}", base.num_frames, base.height, base.width, base.fps,
-                         gt=None, source=f"{base.source}+crowd:{donor.source}@{self.offset}/{threshold:g}/{dilate}")
+        if donor.num_frames < base.num_frames:
+            raise ValueError(f"crowd donor {donor.clip_id} has {donor.num_frames} frames, fewer than the "
+                             f"{base.num_frames} of {base.clip_id}: a donor must cover every frame it crowds")
+        if float(threshold) <= 0 or int(samples) < 1 or int(dilate) < 0:
+            raise ValueError(f"crowd: need threshold > 0, samples >= 1, dilate >= 0; got {threshold!r}, "
+                             f"{samples!r}, {dilate!r}")
+        super().__init__(f"{base.clip_id}+crowd", base.num_frames, base.height, base.width, base.fps, gt=None,
+                         source=f"{base.source}+crowd:{donor.source}/{threshold:g}/{dilate}")
         self.base, self.donor = base, donor
         self.threshold, self.samples, self.dilate = float(threshold), int(samples), int(dilate)
         if hasattr(base, "labels"):
@@ -70,8 +74,7 @@ class CrowdedClip(Clip):
             mask = cv2.dilate(mask, np.ones((2 * self.dilate + 1,) * 2, np.uint8))
         return mask.astype(bool)
 
-    def _compose(self, frame: np.ndarray, i: int) -> np.ndarray:
-        donor_frame = self.donor.frame((i + self.offset) % self.donor.num_frames)
+    def _compose(self, frame: np.ndarray, donor_frame: np.ndarray) -> np.ndarray:
         mask = self.donor_mask(donor_frame)
         if donor_frame.ndim != frame.ndim:  # a grey donor on a colour base, or the reverse
             donor_frame = (cv2.cvtColor(donor_frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 3
@@ -81,14 +84,8 @@ class CrowdedClip(Clip):
         return out
 
     def _read(self, i: int) -> np.ndarray:
-        return self._compose(self.base.frame(i), i)
+        return self._compose(self.base.frame(i), self.donor.frame(i))
 
     def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
-        for i, frame in enumerate(self.base.frames(start, stop), start):
-            yield self._compose(frame, i)
-
-
-def crowd_clip(scored: Clip, held_out: Clip, **kwargs) -> CrowdedClip:
-    """``scored`` (a held-out training clip or its planted copy) crowded with ``held_out``'s own unplanted frames
-    half a clip later: the validation's busier day (module docstring)."""
-    return CrowdedClip(scored, held_out, held_out.num_frames // 2, **kwargs)
+        for frame, donor_frame in zip(self.base.frames(start, stop), self.donor.frames(start, stop)):
+            yield self._compose(frame, donor_frame)

@@ -162,15 +162,58 @@ def scale_scene(name: str, clips: list[Clip]) -> list[Clip]:
                         clip_id=f"{c.clip_id}@{name}") for c in clips]
 
 
-def ped2_train_clips(data_dir: str, num_clips: Optional[int], num_frames: Optional[int]) -> list[Clip]:
-    """``num_clips`` Ped2 training clips spread evenly over the 16 (all when None), first ``num_frames`` frames."""
+def _spread(ids: list[str], n: Optional[int]) -> list[str]:
+    """``n`` of ``ids`` spread evenly over them (all when None or n >= len(ids))."""
+    if n is None or n >= len(ids):
+        return list(ids)
+    return [ids[int(round(k))] for k in np.linspace(0, len(ids) - 1, n)]
+
+
+def _ped2_clips(data_dir: str, ids: list[str], num_frames: Optional[int]) -> list[Clip]:
     from tao_lab.dataset import load_ucsd
 
-    every = load_ucsd(data_dir, "ped2", splits=("train",))
-    ids = [c.clip_id for c in every.train]
-    if num_clips is not None and num_clips < len(ids):
-        ids = [ids[int(round(k))] for k in np.linspace(0, len(ids) - 1, num_clips)]
-    return load_ucsd(data_dir, "ped2", clip_ids=ids, max_frames=num_frames, splits=("train",)).train
+    clips = {c.clip_id: c for c in load_ucsd(data_dir, "ped2", clip_ids=ids, max_frames=num_frames,
+                                               splits=("train",)).train}
+    return [clips[i] for i in ids]
+
+
+def _ped2_ids(data_dir: str) -> list[str]:
+    from tao_lab.dataset import load_ucsd
+
+    return [c.clip_id for c in load_ucsd(data_dir, "ped2", splits=("train",)).train]
+
+
+def ped2_train_clips(data_dir: str, num_clips: Optional[int], num_frames: Optional[int]) -> list[Clip]:
+    """``num_clips`` Ped2 training clips spread evenly over the 16 (all when None), first ``num_frames`` frames."""
+    return _ped2_clips(data_dir, _spread(_ped2_ids(data_dir), num_clips), num_frames)
+
+
+def spare_clips(name: str, num_clips: Optional[int], num_frames: Optional[int],
+                ped2_dir: Optional[str] = None) -> list[Clip]:
+    """One clip per training clip of scene ``name``, from the same camera, that none of the scene's folds fits on:
+    the cross-scene crowd's donors (:mod:`tao_lab.validation.crowd`). The Ped2 scenes: the Ped2 training clips that
+    :func:`ped2_train_clips` leaves out, spread evenly over them, first ``num_frames`` frames, seen by the scene's
+    camera (so at most 8 of the 16 can be validated on with a crowd); the synthetic scenes: the generator's next
+    clips (clip k of the generator does not depend on how many it makes)."""
+    n = num_clips or 4
+    if name in SYNTHETIC_SCENES:
+        return synthetic_scene(name, 2 * n, num_frames)[n:]
+    if name != "ped2" and name not in WARPS and name not in SCALES:
+        raise ValueError(f"unknown scene {name!r}: expected one of {SCENES}")
+    if not ped2_dir:
+        raise ValueError("the Ped2 scenes' crowd needs the Ped2 folder: --ped2-dir ../shared/datasets/ucsd_ped2")
+    ids = _ped2_ids(ped2_dir)
+    used = set(_spread(ids, num_clips))
+    spare = [i for i in ids if i not in used]
+    if len(spare) < n:
+        raise ValueError(f"a crowd needs a spare Ped2 training clip per validated clip: {n} validated leave only "
+                         f"{len(spare)} of {len(ids)} (use --clips {len(ids) // 2} or fewer)")
+    donors = _ped2_clips(ped2_dir, _spread(spare, n), num_frames)
+    if name in WARPS:
+        return warp_scene(name, donors)
+    if name in SCALES:
+        return scale_scene(name, donors)
+    return donors
 
 
 def synthetic_scene(name: str, num_clips: Optional[int], num_frames: Optional[int], seed: int = 0) -> list[Clip]:
