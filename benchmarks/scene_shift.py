@@ -1,7 +1,7 @@
 """Label-free look at how a camera's new video differs from its training clips, through the scorer's eyes.
 
     python benchmarks/scene_shift.py [--data-dir ../shared/datasets/ucsd_ped2] [--fit-clips 12] [--threshold 0.5]
-                                     [--figure shift.png] [hydra overrides ...]
+                                     [--figure shift.png] [--crowd] [hydra overrides ...]
 
 Fits the configured attribute scorer (``fusion: sum_excess``) on the first ``--fit-clips`` training clips, then
 scores the remaining training clips (held out: what the validation's leave-one-clip-out sees) and the test clips
@@ -14,7 +14,9 @@ either a real change in where and how people move, or a measurement the model sh
 validation found people cut off by the bottom edge of the frame this way: ``footprint_edge``). It also prints the
 share of pieces (boxes less tall than ``--piece-height`` x the expected height) and how many of them are in a track
 with a whole detection, which the scorer's ``piece_carry`` can place. ``--figure`` draws
-one frame per new clip with those objects in red, the others in green.
+one frame per new clip with those objects in red, the others in green. ``--crowd`` adds a row between the two: the
+held-out clips crowded by each other (:mod:`tao_lab.validation.crowd`, the cross-scene validation's ``--crowd``), to
+see how much of the new video's shift a busier day explains.
 
 It explains; it never chooses a setting (the cross-scene validation does that, on training clips only).
 """
