@@ -24,24 +24,30 @@ GROUND_SOURCES = ("frame", "background")
 def strip_cover(strips: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """(K,) share of each strip's pixels inside the union of the OTHER boxes. strips: (K, 4) int pixel rectangles
     [left, top, right, bottom) (box i's strip); boxes: (K, 4) xyxy floats, pixel (x, y) inside when x1 <= x + 0.5
-    < x2 and likewise for y. An empty strip reads 0."""
+    < x2 and likewise for y. An empty strip reads 0.
+
+    Vectorised over every (strip, other box) pair whose rectangles overlap, with no Python loop over boxes: the
+    feature stage runs on several threads, and Python-level work holds the interpreter lock the others wait for."""
     strips = np.asarray(strips, np.int64).reshape(-1, 4)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     out = np.zeros(len(strips))
-    # which other boxes reach into which strips (their rectangles overlap): most strips have none, and only those
-    # that do are read pixel by pixel (a Ped2 frame's dozen boxes cost about 0.1 ms)
+    width, height = strips[:, 2] - strips[:, 0], strips[:, 3] - strips[:, 1]
     near = ((boxes[None, :, 0] < strips[:, None, 2]) & (boxes[None, :, 2] > strips[:, None, 0])
             & (boxes[None, :, 1] < strips[:, None, 3]) & (boxes[None, :, 3] > strips[:, None, 1]))
     np.fill_diagonal(near, False)
-    near &= ((strips[:, 2] > strips[:, 0]) & (strips[:, 3] > strips[:, 1]))[:, None]
-    for i in np.flatnonzero(near.any(axis=1)):
-        x0, y0, x1, y1 = strips[i]
-        others = boxes[near[i]]
-        xs, ys = np.arange(x0, x1) + 0.5, np.arange(y0, y1) + 0.5
-        in_x = (xs[None] >= others[:, :1]) & (xs[None] < others[:, 2:3])  # (O, w)
-        in_y = (ys[None] >= others[:, 1:2]) & (ys[None] < others[:, 3:4])  # (O, h)
-        # pixel (y, x) covered when some other box holds both its row and its column
-        out[i] = (in_y.T.astype(np.float32) @ in_x.astype(np.float32) > 0).mean()
+    near &= ((width > 0) & (height > 0))[:, None]
+    strip, other = np.nonzero(near)  # row-major: the pairs of one strip are consecutive
+    if not len(strip):
+        return out
+    cols, rows = np.arange(width[strip].max()), np.arange(height[strip].max())
+    xs = strips[strip, 0, None] + cols[None] + 0.5  # (P, w) pixel centres, padded to the widest strip
+    ys = strips[strip, 1, None] + rows[None] + 0.5  # (P, h)
+    in_x = (xs >= boxes[other, 0, None]) & (xs < boxes[other, 2, None]) & (cols[None] < width[strip, None])
+    in_y = (ys >= boxes[other, 1, None]) & (ys < boxes[other, 3, None]) & (rows[None] < height[strip, None])
+    first = np.flatnonzero(np.r_[True, strip[1:] != strip[:-1]])
+    covered = np.logical_or.reduceat(in_y[:, :, None] & in_x[:, None, :], first, axis=0)  # (S, h, w) per strip
+    mine = strip[first]
+    out[mine] = covered.sum(axis=(1, 2)) / (width[mine] * height[mine])
     return out
 
 
