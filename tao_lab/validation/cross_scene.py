@@ -46,7 +46,7 @@ from tao_lab.types import Clip, ObjectTable
 from tao_lab.validation.behaviours import BEHAVIOURS, NUM_DEPTHS, SceneStats, plant_behaviour
 from tao_lab.validation.protocol import planting_pipeline
 from tao_lab.validation.scenes import (DEFAULT_SCENES, SCALES, SCENES, WARPS, ped2_train_clips, scale_scene,
-                                       synthetic_scene, walkable_ground, warp_scene)
+                                       spare_clips, synthetic_scene, walkable_ground, warp_scene)
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +317,6 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     built = build_scenes(base_cfg, scenes, sets, ped2_dir, num_clips, num_frames, seed, show_progress, animate,
                          off_path_ground)
     if crowd:
-        from tao_lab.validation.scenes import spare_clips
-
         built = [crowd_scene(sc, spare_clips(sc.name, num_clips, num_frames, ped2_dir)) for sc in built]
     sets = list(dict.fromkeys(sets))
     result = CrossSceneResult([s.name for s in built], sets, metric)
