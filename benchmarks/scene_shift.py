@@ -141,14 +141,15 @@ def main(argv=None) -> dict:
     looks = [("held-out train", train[k:]), ("new (test)", new)]
     if args.crowd:
         from tao_lab.types import SubClip
-        from tao_lab.validation.crowd import CrowdedClip
+        from tao_lab.validation.crowd import Crowd, CrowdedClip
 
         held = train[k:]
         if len(held) < 2:
             ap.error("--crowd needs at least two held-out training clips (one crowds the other)")
         n = min(c.num_frames for c in held)
         cut = [SubClip(c, 0, n) for c in held]
-        looks.insert(1, ("held-out crowded", [CrowdedClip(c, cut[(j + 1) % len(cut)]) for j, c in enumerate(cut)]))
+        crowded = [CrowdedClip(c, Crowd(cut[(j + 1) % len(cut)])) for j, c in enumerate(cut)]
+        looks.insert(1, ("held-out crowded", crowded))
     for label, clips in looks:
         excess, quiet, foot_y, rel_h, where, placeable = _rows(pipe, scorer, clips, args.quiet_group,
                                                                args.piece_height)

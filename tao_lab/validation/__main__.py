@@ -190,6 +190,13 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
         parser.error(f"--withhold-place must be a share in (0, 1), got {args.withhold_place}")
     if args.fragments is not None and not 0.0 < args.fragments <= 1.0:
         parser.error(f"--fragments must be a probability in (0, 1], got {args.fragments}")
+    if args.crowd:
+        from tao_lab.validation.scenes import spare_clips
+
+        try:  # each scene needs a spare clip of its camera per validated clip (cheap: the clips are read lazily)
+            spare_clips(scenes, args.clips, args.frames, str(ped2_dir))
+        except ValueError as err:
+            parser.error(f"--crowd: {err}")
     cfg = compose_config(base)
     start = time.perf_counter()
     composed = {name: compose_config(base + o) for name, o in variants.items()}

@@ -20,7 +20,7 @@ half the expected height are 7.1% of the objects against 1.6% of held-out traini
 track of a scored clip (the held-out clip and its planted copies, not the fit) is cut with probability P: for a
 contiguous stretch of its detections its box keeps only its upper part (:func:`fragment_objects`), as when a
 detector loses a person's lower half, and the features are computed again for the cut boxes.
-``crowd=True`` simulates a busier day (Ped2's test clips: about 1.5x the objects per clip of its held-out training
+``crowd=True`` simulates a busier day (Ped2's test clips: about 1.4x the objects per frame of its held-out training
 clips): every scored clip, the held-out clip and its planted copies, gets the people of a spare clip of the same
 camera pasted over it (:mod:`tao_lab.validation.crowd`; :func:`tao_lab.validation.scenes.spare_clips`: a clip none
 of the scene's folds fits on); the fit stays as it is.
@@ -45,8 +45,8 @@ from tao_lab.pipeline import Pipeline, instantiate, progress
 from tao_lab.types import Clip, ObjectTable
 from tao_lab.validation.behaviours import BEHAVIOURS, NUM_DEPTHS, SceneStats, plant_behaviour
 from tao_lab.validation.protocol import planting_pipeline
-from tao_lab.validation.scenes import (DEFAULT_SCENES, SCALES, SCENES, WARPS, ped2_train_clips, scale_scene,
-                                       spare_clips, synthetic_scene, walkable_ground, warp_scene)
+from tao_lab.validation.scenes import (DEFAULT_SCENES, SCENES, SYNTHETIC_SCENES, camera_view, ped2_train_clips,
+                                       spare_clips, synthetic_scene, walkable_ground)
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,16 @@ class SceneClips:
 def crowd_scene(scene: SceneClips, donors: Sequence[Clip]) -> SceneClips:
     """``scene`` whose held-out clips and planted copies are crowded (:class:`tao_lab.validation.crowd.CrowdedClip`):
     training clip v and its planted copies with the people of ``donors[v]`` (a clip of the same camera that no fold
-    fits on); the training clips the folds fit on stay as they are."""
-    from tao_lab.validation.crowd import CrowdedClip
+    fits on; its background is computed once for all of them); the training clips the folds fit on stay as they
+    are."""
+    from tao_lab.validation.crowd import Crowd, CrowdedClip
 
     if len(donors) != len(scene.train):
         raise ValueError(f"scene {scene.name}: {len(donors)} crowd donors for {len(scene.train)} training clips")
-    out = SceneClips(scene.name, list(scene.train), held_out=[CrowdedClip(c, d) for c, d in zip(scene.train, donors)])
-    out.planted = {k: [None if p is None else CrowdedClip(p, donors[v]) for v, p in enumerate(clips)]
+    crowds = [Crowd(d) for d in donors]
+    out = SceneClips(scene.name, list(scene.train),
+                     held_out=[CrowdedClip(c, crowd) for c, crowd in zip(scene.train, crowds)])
+    out.planted = {k: [None if p is None else CrowdedClip(p, crowds[v]) for v, p in enumerate(clips)]
                    for k, clips in scene.planted.items()}
     return out
 
@@ -255,19 +258,12 @@ def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str
     planter = planting_pipeline(base_cfg)  # the plants do not depend on the detector's background scope
     out: list[SceneClips] = []
     ped2: Optional[list[Clip]] = None
-    if any(s == "ped2" or s in WARPS or s in SCALES for s in scenes):
+    if any(s not in SYNTHETIC_SCENES for s in scenes):
         if not ped2_dir:
             raise ValueError("the Ped2 scenes need the Ped2 folder: --ped2-dir ../shared/datasets/ucsd_ped2")
         ped2 = ped2_train_clips(ped2_dir, num_clips, num_frames)
     for name in scenes:
-        if name == "ped2":
-            train = ped2
-        elif name in WARPS:
-            train = warp_scene(name, ped2)
-        elif name in SCALES:
-            train = scale_scene(name, ped2)
-        else:
-            train = synthetic_scene(name, num_clips, num_frames)
+        train = synthetic_scene(name, num_clips, num_frames) if name in SYNTHETIC_SCENES else camera_view(name, ped2)
         out.append(plant_scene(name, train, planter, sets, seed, show_progress, animate, off_path_ground))
     return out
 
@@ -314,10 +310,12 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
             raise ValueError(f"variant {name!r}: {cfg.scorer._target_} is trained with a Lightning Trainer; "
                              "this validation refits the scorer once per held-out clip and supports scorers "
                              "fitted without one (scorer=attribute)")
+    # the crowd's donors first: a camera without enough spare clips is refused before any planting
+    donors = spare_clips(list(dict.fromkeys(scenes)), num_clips, num_frames, ped2_dir) if crowd else None
     built = build_scenes(base_cfg, scenes, sets, ped2_dir, num_clips, num_frames, seed, show_progress, animate,
                          off_path_ground)
-    if crowd:
-        built = [crowd_scene(sc, spare_clips(sc.name, num_clips, num_frames, ped2_dir)) for sc in built]
+    if donors is not None:
+        built = [crowd_scene(sc, donors[sc.name]) for sc in built]
     sets = list(dict.fromkeys(sets))
     result = CrossSceneResult([s.name for s in built], sets, metric)
     for sc in built:

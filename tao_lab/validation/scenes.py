@@ -39,7 +39,7 @@ speed of far ones; :class:`tao_lab.dataset.synthetic.SyntheticGenerator`).
 from __future__ import annotations
 
 import hashlib
-from typing import Optional
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -188,32 +188,42 @@ def ped2_train_clips(data_dir: str, num_clips: Optional[int], num_frames: Option
     return _ped2_clips(data_dir, _spread(_ped2_ids(data_dir), num_clips), num_frames)
 
 
-def spare_clips(name: str, num_clips: Optional[int], num_frames: Optional[int],
-                ped2_dir: Optional[str] = None) -> list[Clip]:
-    """One clip per training clip of scene ``name``, from the same camera, that none of the scene's folds fits on:
-    the cross-scene crowd's donors (:mod:`tao_lab.validation.crowd`). The Ped2 scenes: the Ped2 training clips that
-    :func:`ped2_train_clips` leaves out, spread evenly over them, first ``num_frames`` frames, seen by the scene's
-    camera (so at most 8 of the 16 can be validated on with a crowd); the synthetic scenes: the generator's next
-    clips (clip k of the generator does not depend on how many it makes)."""
-    n = num_clips or 4
-    if name in SYNTHETIC_SCENES:
-        return synthetic_scene(name, 2 * n, num_frames)[n:]
-    if name != "ped2" and name not in WARPS and name not in SCALES:
-        raise ValueError(f"unknown scene {name!r}: expected one of {SCENES}")
-    if not ped2_dir:
-        raise ValueError("the Ped2 scenes' crowd needs the Ped2 folder: --ped2-dir ../shared/datasets/ucsd_ped2")
-    ids = _ped2_ids(ped2_dir)
-    used = set(_spread(ids, num_clips))
-    spare = [i for i in ids if i not in used]
-    if len(spare) < n:
-        raise ValueError(f"a crowd needs a spare Ped2 training clip per validated clip: {n} validated leave only "
-                         f"{len(spare)} of {len(ids)} (use --clips {len(ids) // 2} or fewer)")
-    donors = _ped2_clips(ped2_dir, _spread(spare, n), num_frames)
+def camera_view(name: str, ped2_clips: list[Clip]) -> list[Clip]:
+    """Ped2 clips as Ped2 scene ``name``'s camera sees them: ``ped2`` itself, a warped or a resized camera."""
+    if name == "ped2":
+        return list(ped2_clips)
     if name in WARPS:
-        return warp_scene(name, donors)
+        return warp_scene(name, ped2_clips)
     if name in SCALES:
-        return scale_scene(name, donors)
-    return donors
+        return scale_scene(name, ped2_clips)
+    raise ValueError(f"{name!r} is not a Ped2 scene: expected ped2 or one of {(*WARPS, *SCALES)}")
+
+
+def spare_clips(names: Sequence[str], num_clips: Optional[int], num_frames: Optional[int],
+                ped2_dir: Optional[str] = None) -> dict[str, list[Clip]]:
+    """Per scene of ``names``, one clip per training clip, from the same camera, that none of the scene's folds fits
+    on: the cross-scene crowd's donors (:mod:`tao_lab.validation.crowd`). The Ped2 scenes: the Ped2 training clips
+    that :func:`ped2_train_clips` leaves out, spread evenly over them, first ``num_frames`` frames (read once for
+    every Ped2 scene), seen by the scene's camera, so at most half of the 16 can be validated on with a crowd; the
+    synthetic scenes: the generator's next clips (clip k of the generator does not depend on how many it makes)."""
+    unknown = [n for n in names if n not in SCENES]
+    if unknown:
+        raise ValueError(f"unknown scene {unknown}: expected some of {SCENES}")
+    out = {n: synthetic_scene(n, 2 * (num_clips or 4), num_frames)[num_clips or 4:]
+           for n in names if n in SYNTHETIC_SCENES}
+    ped2_scenes = [n for n in names if n not in SYNTHETIC_SCENES]
+    if ped2_scenes:
+        if not ped2_dir:
+            raise ValueError("the Ped2 scenes' crowd needs the Ped2 folder: --ped2-dir ../shared/datasets/ucsd_ped2")
+        ids = _ped2_ids(ped2_dir)
+        used = _spread(ids, num_clips)
+        spare = [i for i in ids if i not in set(used)]
+        if len(spare) < len(used):
+            raise ValueError(f"a crowd needs a spare Ped2 training clip per validated clip: {len(used)} validated "
+                             f"leave only {len(spare)} of {len(ids)} (use --clips {len(ids) // 2} or fewer)")
+        donors = _ped2_clips(ped2_dir, _spread(spare, len(used)), num_frames)
+        out.update({n: camera_view(n, donors) for n in ped2_scenes})
+    return {n: out[n] for n in names}
 
 
 def synthetic_scene(name: str, num_clips: Optional[int], num_frames: Optional[int], seed: int = 0) -> list[Clip]:
