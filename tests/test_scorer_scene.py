@@ -436,6 +436,53 @@ def test_dwell_stay_side_edge_ends_a_stay_at_a_side_edge():
     assert AttributeScorer(dwell_stay_side_edge=0.01).hparams["dwell_stay_side_edge"] == 0.01
 
 
+def test_box_jumps_mark_a_width_or_height_change_beyond_the_factor_within_a_track():
+    """scene.box_jumps: per track in frame order (rows given out of order), a detection whose box width or height
+    changed by more than the factor either way from the previous detection of its track; a track's first detection,
+    a one-detection track and an untracked object never jump; the factor must exceed 1."""
+    # track 0 in frames 0..4 (rows shuffled), track 1 in frames 0..1, track 2 a single detection, one untracked
+    frames = np.array([2, 0, 4, 1, 3, 0, 1, 0, 5])
+    tracks = np.array([0, 0, 0, 0, 0, 1, 1, 2, -1])
+    objs = ObjectTable.build(frames, np.zeros((9, 4)), track_id=tracks)
+    place = np.tile([[0.5, 0.5, 0.1, 0.2, 100.0, 100.0]], (9, 1))
+    # track 0 by frame: w 0.10, 0.12 (x1.2), 0.25 (x2.08: a merge), 0.25, 0.25 with h 0.2 -> 0.09 (x1/2.2)
+    place[[1, 3, 0, 4, 2], 2] = [0.10, 0.12, 0.25, 0.25, 0.25]
+    place[2, 3] = 0.09
+    place[6, 3] = 0.45  # track 1's second detection: 2.25x taller
+    place[8, 2] = 0.9   # untracked: no previous detection, whatever its size
+    assert scene.box_jumps(objs, place, 2.0).tolist() == [True, False, True, False, False, False, True, False, False]
+    assert scene.box_jumps(objs, place, 1.15).tolist() == [True, False, True, True, False, False, True, False,
+                                                           False]
+    assert scene.box_jumps(objs, place, 2.5).tolist() == [False] * 9
+    with pytest.raises(ValueError, match="must be > 1"):
+        scene.box_jumps(objs, place, 1.0)
+
+
+def test_dwell_stay_jump_ends_a_stay_where_the_box_jumps():
+    """derived_quantities(dwell_stay_jump=1.5): an object standing still for 8 frames whose box doubles in width at
+    frame 4 (a passer-by merged with it, or the track handed to another object) counts its stay again from there, the
+    jump's own frame the first of the new stay (a cut-off break's frame counts 0); the stay is unchanged without the
+    key; the scorer refuses a factor <= 1 and keeps the key through its
+    hyperparameters."""
+    from tao_lab.scorer import AttributeScorer
+
+    n = 8
+    objs = ObjectTable.build(np.arange(n), np.tile([[0, 60, 10, 100]], (n, 1)), track_id=np.zeros(n))
+    place = np.tile([[0.5, 0.5, 0.1, 0.4, 100.0, 100.0]], (n, 1))
+    place[4:, 2] = 0.2
+    height = np.array([0.3, 0.0, 0.0, 0.01])
+    plain = scene.derived_quantities(objs, {"place": place}, height, 5.0)
+    assert plain["scene.dwell"][:, 0].tolist() == list(range(n))
+    jump = scene.derived_quantities(objs, {"place": place}, height, 5.0, dwell_stay_jump=1.5)
+    assert jump["scene.dwell"][:, 0].tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    # each detection's whole stay (dwell_span stay): the stay before the jump and the one from it, 3 frames each
+    whole = scene.derived_quantities(objs, {"place": place}, height, 5.0, dwell_span="stay", dwell_stay_jump=1.5)
+    assert whole["scene.dwell"][:, 0].tolist() == [3] * n
+    with pytest.raises(ValueError, match="dwell_stay_jump must be a box size factor"):
+        AttributeScorer(dwell_stay_jump=1.0)
+    assert AttributeScorer(dwell_stay_jump=1.5).hparams["dwell_stay_jump"] == 1.5
+
+
 def test_size_columns_are_log_sizes_against_the_expected_height_and_the_box_shape_in_pixels():
     """scene.size: log width, height and area against the expected height at the footprint (frame-relative), and
     log(width / height) of the box in pixels (a 40x20 px box on a 360x240 frame: log 2, whatever the frame's shape)."""

@@ -87,6 +87,25 @@ def cut_by_side(place: np.ndarray, edge: float) -> np.ndarray:
     return (p[:, 0] - p[:, 2] / 2 <= edge) | (p[:, 0] + p[:, 2] / 2 >= 1.0 - edge)
 
 
+def box_jumps(objects: ObjectTable, place: np.ndarray, factor: float) -> np.ndarray:
+    """(N,) bool: detections whose box is more than ``factor`` (> 1) times wider or narrower, or taller or shorter,
+    than the previous detection of their track (the scorer's ``dwell_stay_jump``). From one frame to the next a
+    walker's box changes by a few percent (its width by more as its legs swing); a jump means the box now holds
+    something else: it merged with a neighbour, lost one, or the track went over to another person (in a crowd the
+    tracker can hand a track from a walker going one way to one coming back while their boxes are merged, and the
+    footprint, turning round, reads as staying). A track's first detection and an untracked object never jump.
+    ``place`` rows as :func:`place_columns` (columns 2-3: width and height as shares of the frame's)."""
+    factor = float(factor)
+    if not factor > 1.0:
+        raise ValueError(f"a box jump factor must be > 1, got {factor!r}")
+    log_size = np.log(np.maximum(np.asarray(place, np.float64).reshape(-1, 6)[:, 2:4], 1e-9))
+    out = np.zeros(len(objects), bool)
+    for seg in track_segments(objects):
+        step = np.abs(np.diff(log_size[seg], axis=0)).max(axis=1)
+        out[seg[1:]] = step > np.log(factor)
+    return out
+
+
 def detections_so_far(objects: ObjectTable) -> np.ndarray:
     """(N,) int64: how many detections of its track each object's track had up to and including it (1 = the track's
     first); an untracked object (track id < 0) counts 1 (an attribute's ``min_track_detections``)."""
@@ -395,7 +414,7 @@ DWELL_SPANS = ("past", "stay")
 
 def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarray,
                  still: Optional[np.ndarray] = None, breaks: Optional[np.ndarray] = None,
-                 both_ways: bool = False) -> np.ndarray:
+                 both_ways: bool = False, starts: Optional[np.ndarray] = None) -> np.ndarray:
     """(N,) frames each object's track has stayed within ``radius_px`` (N,) of its current footprint (N, 2) px.
 
     For detection i of a track: the frames since the track's last detection farther than the radius from where i
@@ -409,6 +428,8 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
     a stay starts after the track's last such detection, and such a detection has stayed 0 frames. A walker coming
     in through the bottom edge shows more of itself frame by frame while its box's bottom stays on the edge: without
     it, the frames it took to come in count as a stay.
+    ``starts`` (N,) bool: detections where the track begins to hold another object (:func:`box_jumps`); a stay never
+    reaches back over one, but, unlike a break, begins at it (its footprint is where the new object stands).
     ``both_ways``: the whole stay around detection i, the frames before it (as above) AND after it up to the track's
     next detection farther than the radius (or a break), so a loiterer reads its whole stay from the moment it stops
     (offline: the clip's later frames are known; on a stream the current frame is the last, so it reads the stay so
@@ -419,6 +440,7 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
     if n == 0:
         return out
     breaks = None if breaks is None else np.asarray(breaks, bool)
+    starts = None if starts is None else np.asarray(starts, bool)
     for seg in track_segments(objects):
         p = foot_px[seg]
         f = objects.frame[seg].astype(np.float64)
@@ -432,6 +454,8 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
             far = (d > r[rows, None]) & (np.arange(length)[None, :] < rows[:, None])
             if breaks is not None:  # a cut-off detection ends every stay that would reach back over it
                 far |= breaks[seg][None, :] & (np.arange(length)[None, :] <= rows[:, None])
+            if starts is not None:  # the detection before a start ends every stay from the start on
+                far |= np.append(starts[seg][1:], False)[None, :] & (np.arange(length)[None, :] < rows[:, None])
             any_far = far.any(1)
             last_far = np.where(any_far, length - 1 - np.argmax(far[:, ::-1], axis=1), -1)
             first = np.minimum(last_far + 1, rows)
@@ -441,6 +465,8 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
                 ahead = (d > r[rows, None]) & later
                 if breaks is not None:
                     ahead |= breaks[seg][None, :] & later
+                if starts is not None:
+                    ahead |= starts[seg][None, :] & later
                 last = np.maximum(np.where(ahead.any(1), np.argmax(ahead, axis=1) - 1, length - 1), rows)
             if still is None:
                 out[seg[rows]] = f[last] - f[first]
@@ -494,7 +520,8 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
                        dwell_stay_edge: Optional[float] = None,
                        dwell_stay_side_edge: Optional[float] = None,
                        dwell_span: str = "past", heading_window: Optional[int] = None,
-                       dwell_height: str = "expected") -> dict[str, np.ndarray]:
+                       dwell_height: str = "expected", dwell_stay_jump: Optional[float] = None
+                       ) -> dict[str, np.ndarray]:
     """Per-object quantities the scene attributes read, keyed ``scene.<name>`` (rows aligned with objects).
 
     - ``scene.speed_rel`` (N, 3): the velocity feature's columns 0-2 (mean moving-pixel speed, box 90th percentile,
@@ -509,7 +536,11 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
       feature's ``speed_p90``) is below it count: frames the object stayed AND was still; with ``dwell_stay_edge``
       (a fraction of the frame height) a detection whose box bottom lies within it of the bottom edge ends the stay
       (``breaks`` of :func:`dwell_frames`); with ``dwell_stay_side_edge`` (a fraction of the frame width) so does
-      a detection whose box reaches within it of the left or right edge (:func:`cut_by_side`); with ``dwell_span``
+      a detection whose box reaches within it of the left or right edge (:func:`cut_by_side`); with
+      ``dwell_stay_jump`` (a factor > 1) so does a detection whose box width or height jumps by more than that factor
+      from its track's previous detection (:func:`box_jumps`: a merge, a split or a track handed to another object;
+      the stay begins again at that detection, ``starts`` of :func:`dwell_frames`); with
+      ``dwell_span``
       "stay" each detection reads its whole stay, the frames after it too (``both_ways`` of :func:`dwell_frames`),
       with "past" (the default) the frames up to it; with ``dwell_height`` "own" the radius is ``dwell_radius`` x the
       object's own box height (a piece's, after :func:`carry_pieces`, its track's whole detection's) instead of the
@@ -544,6 +575,7 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
     if dwell_stay_side_edge is not None:
         side = cut_by_side(p, dwell_stay_side_edge)
         breaks = side if breaks is None else breaks | side
+    starts = None if dwell_stay_jump is None else box_jumps(objects, p, dwell_stay_jump)
     if dwell_span not in DWELL_SPANS:
         raise ValueError(f"dwell_span must be one of {DWELL_SPANS}, got {dwell_span!r}")
     if dwell_height not in DWELL_HEIGHTS:
@@ -551,7 +583,7 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
     own_px = p[:, 3] * p[:, 5]
     body_px = {"expected": eh_px, "own": own_px, "smaller": np.minimum(eh_px, own_px)}[dwell_height]
     out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * body_px, still, breaks,
-                                      both_ways=dwell_span == "stay")[:, None].astype(np.float32)
+                                      both_ways=dwell_span == "stay", starts=starts)[:, None].astype(np.float32)
     if heading_window is not None:
         bins = int(np.asarray(features["velocity"]).reshape(n, -1).shape[1] - 3) if "velocity" in features and n else 8
         out["scene.heading"] = heading_histogram(objects, foot_px, int(heading_window), max(bins, 1),
