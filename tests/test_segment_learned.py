@@ -6,7 +6,7 @@ import pytest
 from helpers import iou, moving_disc_clip, tracked_scores, two_disc_clip
 from tao_lab.segmenter import ForegroundSegmenter, LearnedSegmenter, mask_box
 from tao_lab.segmenter.learned_training import _stretched, find_blobs, training_crops
-from tao_lab.segmenter.mask_net import crop_inputs, crop_target, crop_to_frame
+from tao_lab.segmenter.mask_net import crop_inputs, crop_target, crop_to_frame, grey_levels
 from tao_lab.types import Prompts
 
 #: a quick training: enough for discs on a textured background
@@ -50,6 +50,20 @@ def test_crop_and_back_reproduce_a_mask(box):
     inner = crop_target(solid, np.array(box), 0.25, 40)
     if x1 >= 0 and y1 >= 0:  # the box maps onto pixels 6.7 .. 33.3 of the 40 px crop
         assert inner[8:32, 8:32].min() > 0.99 and inner[:5].max() == 0 and inner[:, 36:].max() == 0
+
+
+def test_grey_levels_are_the_bits_of_numpys_channel_mean():
+    """mask_net.grey_levels (a channel sum in float32, then / 3) gives exactly numpy's float32 mean over the channels
+    for any uint8 colour frame, including every channel at 255 and odd sizes; a grey frame comes back as float32."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (37, 53, 3), dtype=np.uint8) for _ in range(20)]
+    frames += [np.full((4, 5, 3), 255, np.uint8), np.zeros((1, 1, 3), np.uint8),
+               rng.integers(0, 256, (8, 9, 4), dtype=np.uint8)]
+    for frame in frames:
+        out = grey_levels(frame)
+        assert out.dtype == np.float32 and np.array_equal(out, frame.astype(np.float32).mean(axis=2))
+    grey = rng.integers(0, 256, (6, 7), dtype=np.uint8)
+    assert grey_levels(grey).dtype == np.float32 and np.array_equal(grey_levels(grey), grey)
 
 
 def test_crop_inputs_channels():

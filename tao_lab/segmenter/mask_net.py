@@ -42,8 +42,17 @@ def _warp(image: np.ndarray, m: np.ndarray, size: int, interpolation: int) -> np
 
 
 def grey_levels(frame: np.ndarray) -> np.ndarray:
-    """(H, W) float32 grey levels of a frame: the mean of its channels (a grey frame as it is)."""
-    return frame.astype(np.float32).mean(axis=2) if frame.ndim == 3 else frame.astype(np.float32)
+    """(H, W) float32 grey levels of a frame: the mean of its channels (a grey frame as it is).
+
+    The same bits as ``frame.astype(np.float32).mean(axis=2)`` (float32 channel sum in channel order, then divided by
+    the count), about 10x faster: numpy's reduction over a last axis of 3 runs a short loop per pixel."""
+    if frame.ndim != 3:
+        return frame.astype(np.float32)
+    out = frame[..., 0].astype(np.float32)
+    for c in range(1, frame.shape[2]):
+        out += frame[..., c]
+    out /= np.float32(frame.shape[2])
+    return out
 
 
 def frame_channels(grey: np.ndarray, diff: np.ndarray, fg: np.ndarray) -> tuple[np.ndarray, ...]:
