@@ -539,9 +539,8 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
       a detection whose box reaches within it of the left or right edge (:func:`cut_by_side`); with
       ``dwell_stay_jump`` (a factor > 1) so does a detection whose box width or height jumps by more than that factor
       from its track's previous detection (:func:`box_jumps`: a merge, a split or a track handed to another object;
-      the stay begins again at that detection, ``starts`` of :func:`dwell_frames`); with
-      ``dwell_span``
-      "stay" each detection reads its whole stay, the frames after it too (``both_ways`` of :func:`dwell_frames`),
+      the stay begins again at that detection, ``starts`` of :func:`dwell_frames`); with ``dwell_span`` "stay" each
+      detection reads its whole stay, the frames after it too (``both_ways`` of :func:`dwell_frames`),
       with "past" (the default) the frames up to it; with ``dwell_height`` "own" the radius is ``dwell_radius`` x the
       object's own box height (a piece's, after :func:`carry_pieces`, its track's whole detection's) instead of the
       expected height at its footprint, with "smaller" x the smaller of the two.
