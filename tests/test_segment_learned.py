@@ -54,7 +54,8 @@ def test_crop_and_back_reproduce_a_mask(box):
 
 def test_grey_levels_are_the_bits_of_numpys_channel_mean():
     """mask_net.grey_levels (a channel sum in float32, then / 3) gives exactly numpy's float32 mean over the channels
-    for any uint8 colour frame, including every channel at 255 and odd sizes; a grey frame comes back as float32."""
+    for any uint8 colour frame, including every channel at 255 and odd sizes, and for a float frame; a grey frame comes
+    back as float32."""
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (37, 53, 3), dtype=np.uint8) for _ in range(20)]
     frames += [np.full((4, 5, 3), 255, np.uint8), np.zeros((1, 1, 3), np.uint8),
@@ -62,6 +63,8 @@ def test_grey_levels_are_the_bits_of_numpys_channel_mean():
     for frame in frames:
         out = grey_levels(frame)
         assert out.dtype == np.float32 and np.array_equal(out, frame.astype(np.float32).mean(axis=2))
+    floats = rng.random((5, 6, 3)) * 255.0  # not uint8: numpy's own mean
+    assert np.array_equal(grey_levels(floats), floats.astype(np.float32).mean(axis=2))
     grey = rng.integers(0, 256, (6, 7), dtype=np.uint8)
     assert grey_levels(grey).dtype == np.float32 and np.array_equal(grey_levels(grey), grey)
 

@@ -192,9 +192,10 @@ class AttributeScorer(ObjectScorer):
         dwell_stay_side_edge: None (off) or a fraction of the frame width: a detection whose box reaches within it of
             the left or right edge (part of the object outside the picture) ends a ``scene.dwell`` stay.
         dwell_stay_jump: None (off) or a factor > 1: a detection whose box is more than that many times wider or
-            narrower, or taller or shorter, than its track's previous detection ends a ``scene.dwell`` stay
-            (:func:`tao_lab.scorer.scene.box_jumps`: a merge, a split, or the track handed to another object; in a
-            crowd a track handed between people going opposite ways turns round where it is and reads as staying).
+            narrower, or taller or shorter, than its track's previous detection starts a new ``scene.dwell`` stay, of
+            which it is the first frame (:func:`tao_lab.scorer.scene.box_jumps`: a merge, a split, or the track handed
+            to another object; in a crowd a track handed between people going opposite ways turns round where it is
+            and reads as staying).
         dwell_span: "past" (the stay up to each detection: what a stream can know) or "stay" (the whole stay around it,
             later frames included: a loiterer reads its whole stay from the moment it stops, not only once it has
             stood for longer than normal; on a stream, whose current frame is the buffer's last, it reads the stay so

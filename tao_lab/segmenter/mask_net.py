@@ -48,6 +48,8 @@ def grey_levels(frame: np.ndarray) -> np.ndarray:
     the count), about 10x faster: numpy's reduction over a last axis of 3 runs a short loop per pixel."""
     if frame.ndim != 3:
         return frame.astype(np.float32)
+    if frame.dtype != np.uint8:  # video frames are uint8; anything else takes numpy's own path
+        return frame.astype(np.float32).mean(axis=2)
     out = frame[..., 0].astype(np.float32)
     for c in range(1, frame.shape[2]):
         out += frame[..., c]
