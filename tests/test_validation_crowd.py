@@ -95,6 +95,12 @@ def test_spare_clips_are_the_same_camera_and_never_fitted_on():
         spare_clips(["ped2"], 9, 20, str(PED2_DIR))
     with pytest.raises(ValueError, match="16 validated leave only 0"):  # --clips unset: every clip is validated
         spare_clips(["ped2"], None, 20, str(PED2_DIR))
+    # 8 clips: at 120 frames (Ped2's shortest clip) every donor covers its clip; at 150 Train008 (120 frames) would
+    # crowd Train007 (150), and at full length also Train006 (150) Train005 (180): refused, naming the longest --frames
+    assert all(c.num_frames == 120 for c in spare_clips(["ped2"], 8, 120, str(PED2_DIR))["ped2"])
+    for frames in (150, None):
+        with pytest.raises(ValueError, match=r"as long as the clip it crowds: .*\(use --frames 120 or fewer\)"):
+            spare_clips(["ped2"], 8, frames, str(PED2_DIR))
 
 
 def test_cross_scene_crowd_scores_crowded_held_out_and_planted_clips(compose_cfg):

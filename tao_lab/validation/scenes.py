@@ -162,6 +162,10 @@ def scale_scene(name: str, clips: list[Clip]) -> list[Clip]:
                         clip_id=f"{c.clip_id}@{name}") for c in clips]
 
 
+#: training clips of a synthetic scene when none is asked for
+SYNTHETIC_CLIPS = 4
+
+
 def _spread(ids: list[str], n: Optional[int]) -> list[str]:
     """``n`` of ``ids`` spread evenly over them (all when None or n >= len(ids))."""
     if n is None or n >= len(ids):
@@ -204,13 +208,13 @@ def spare_clips(names: Sequence[str], num_clips: Optional[int], num_frames: Opti
     """Per scene of ``names``, one clip per training clip, from the same camera, that none of the scene's folds fits
     on: the cross-scene crowd's donors (:mod:`tao_lab.validation.crowd`). The Ped2 scenes: the Ped2 training clips
     that :func:`ped2_train_clips` leaves out, spread evenly over them, first ``num_frames`` frames (read once for
-    every Ped2 scene), seen by the scene's camera, so at most half of the 16 can be validated on with a crowd; the
-    synthetic scenes: the generator's next clips (clip k of the generator does not depend on how many it makes)."""
+    every Ped2 scene), seen by the scene's camera, so at most half of the 16 can be validated on with a crowd, and
+    each at least as long as the clip it crowds (else a ValueError before anything is planted); the synthetic scenes: the generator's next clips (clip k of the generator does not depend on how many it makes)."""
     unknown = [n for n in names if n not in SCENES]
     if unknown:
         raise ValueError(f"unknown scene {unknown}: expected some of {SCENES}")
-    out = {n: synthetic_scene(n, 2 * (num_clips or 4), num_frames)[num_clips or 4:]
-           for n in names if n in SYNTHETIC_SCENES}
+    count = num_clips or SYNTHETIC_CLIPS
+    out = {n: synthetic_scene(n, 2 * count, num_frames)[count:] for n in names if n in SYNTHETIC_SCENES}
     ped2_scenes = [n for n in names if n not in SYNTHETIC_SCENES]
     if ped2_scenes:
         if not ped2_dir:
@@ -222,16 +226,24 @@ def spare_clips(names: Sequence[str], num_clips: Optional[int], num_frames: Opti
             raise ValueError(f"a crowd needs a spare Ped2 training clip per validated clip: {len(used)} validated "
                              f"leave only {len(spare)} of {len(ids)} (use --clips {len(ids) // 2} or fewer)")
         donors = _ped2_clips(ped2_dir, _spread(spare, len(used)), num_frames)
+        short = [(d, c) for d, c in zip(donors, _ped2_clips(ped2_dir, used, num_frames))
+                 if d.num_frames < c.num_frames]
+        if short:  # a donor must cover every frame it crowds (tao_lab.validation.crowd.CrowdedClip)
+            d, c = short[0]
+            raise ValueError(f"a crowd donor must be as long as the clip it crowds: Ped2 {d.clip_id} has "
+                             f"{d.num_frames} frames, {c.clip_id} {c.num_frames} (use --frames "
+                             f"{min(d.num_frames for d, _ in short)} or fewer)")
         out.update({n: camera_view(n, donors) for n in ped2_scenes})
     return {n: out[n] for n in names}
 
 
 def synthetic_scene(name: str, num_clips: Optional[int], num_frames: Optional[int], seed: int = 0) -> list[Clip]:
-    """Training clips of synthetic scene ``name`` (default size 160x240; 4 clips of 120 frames when None)."""
+    """Training clips of synthetic scene ``name`` (default size 160x240; ``SYNTHETIC_CLIPS`` clips of 120 frames
+    when None)."""
     from tao_lab.dataset.synthetic import SyntheticGenerator
 
     if name not in SYNTHETIC_SCENES:
         raise ValueError(f"unknown synthetic scene {name!r}: expected one of {tuple(SYNTHETIC_SCENES)}")
-    gen = SyntheticGenerator(seed=seed, num_train_clips=num_clips or 4, num_test_clips=0,
+    gen = SyntheticGenerator(seed=seed, num_train_clips=num_clips or SYNTHETIC_CLIPS, num_test_clips=0,
                              num_frames=num_frames or 120, perspective=SYNTHETIC_SCENES[name])
     return gen.dataset().train
