@@ -12,7 +12,8 @@ Builds detector / tracker / features / scorer / threshold from the project's Hyd
 the scorer and the threshold) and every test clip, and prints
 - frames/s per stage (detect, track, features, score) on the test frames, and for the four together; with
   ``--masks`` also the prompt filter and the segmenter on the flagged objects (stages prompts, segment) and the six
-  together: frames in, masks out;
+  together: frames in, masks out (each clip's stages back to back, as a run does them, so with ``share_flows`` the
+  features hand their optical flows to the segmenter; the parallel pass's masks must equal the sequential ones);
 - frame AUC micro (sklearn roc_auc_score on all test frames pooled, labels from labels/frame_labels_ped2.npy)
   and macro (mean of per-clip AUCs, one-class clips skipped);
 - object diagnostics that bound RBDC/TBDC: the fraction of GT anomalous regions (8-connected components of the
@@ -125,9 +126,15 @@ def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=
 
     from tao_lab.detector.camera import CameraBackgrounds
 
+    from tao_lab.pipeline import shares_flows
+
     masks = threshold is not None
     local = threading.local()
-    built = [build_stages(overrides, masks=masks)[0] for _ in range(workers)]  # built up front: not timed
+    built = [build_stages(overrides, masks=masks) for _ in range(workers)]  # built up front: not timed
+    # each clip's stages run back to back here, so the features leave their flows to the segmenter (share_flows)
+    cfg = built[0][1]
+    leave_flows = masks and shares_flows(cfg)
+    built = [stages for stages, _ in built]
     cameras = CameraBackgrounds(train_clips)  # fresh: the camera statistics are fitted (and timed) in this pass
     for stages in built:
         use_camera(stages["detector"], cameras)
@@ -140,16 +147,30 @@ def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=
             local.stages = built.pop()
         det, trk, feats = (local.stages[k] for k in ("detector", "tracker", "features"))
         objects = trk.track(det.detect(clip), clip)
-        scored = scorer.score_clip(objects, feats.extract(clip, objects, progress=False), clip.num_frames)
+        scored = scorer.score_clip(objects, feats.extract(clip, objects, progress=False, leave_flows=leave_flows),
+                                   clip.num_frames)
         if masks:
-            local.stages["segmenter"].segment(clip, prompts_of(local.stages["prompt_filter"], threshold, clip,
-                                                               scored), scored)
+            seg = local.stages["segmenter"].segment(clip, prompts_of(local.stages["prompt_filter"], threshold, clip,
+                                                                     scored), scored)
+            return scored, mask_digest(seg)  # the masks themselves dropped at once (memory)
         return scored
 
+    from tao_lab.library_threads import opencv_threads
+
     start = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
+    with opencv_threads(cfg.get("worker_opencv_threads", 1)), ThreadPoolExecutor(workers) as pool:  # as extract's
         out = list(pool.map(score, clips))
     return time.perf_counter() - start, out
+
+
+def mask_digest(seg) -> str:
+    """A hash of a segmentation's score maps and mask boxes: two runs gave the same masks iff equal."""
+    import hashlib
+
+    h = hashlib.sha256(np.ascontiguousarray(seg.score_maps).tobytes())
+    for a in (seg.objects.frame, seg.objects.xyxy, seg.objects.track_id, seg.objects.score):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def main(argv=None) -> dict:
@@ -245,12 +266,13 @@ def bench(args, overrides: list[str]) -> dict:
     else:
         detect = det.detect
 
-    def run(clips, times):
+    def run(clips, times, leave_flows=False):
         out = []
         for clip in clips:
             d = timed("detect", times, detect, clip)
             o = timed("track", times, trk.track, d, clip)
-            f = timed("features", times, lambda c, x: feats.extract(c, x, progress=False), clip, o)
+            f = timed("features", times, lambda c, x: feats.extract(c, x, progress=False, leave_flows=leave_flows),
+                      clip, o)
             out.append((clip, o, f))
         return out
 
@@ -265,17 +287,21 @@ def bench(args, overrides: list[str]) -> dict:
     print(f"train: extraction {n_train / sum(train_times.values()):.1f} frames/s; scorer+threshold fit {fit_s:.2f} s; "
           f"{len(scorer.train_object_scores())} training objects; tau = {threshold.tau:.4f}")
 
+    from tao_lab.pipeline import shares_flows
+
     times: dict = defaultdict(float)
-    test = run(data.test, times)
-    scored = [timed("score", times, scorer.score_clip, o, f, clip.num_frames) for clip, o, f in test]
+    test, scored = [], []
+    digests: list[str] = []  # per test clip: the sequential masks (score maps dropped at once: memory)
+    for clip in data.test:  # a clip's stages back to back, as a run does them: its features' flows go to its masks
+        _, o, f = run([clip], times, leave_flows=args.masks and shares_flows(cfg))[0]
+        test.append((clip, o, f))
+        scored.append(timed("score", times, scorer.score_clip, o, f, clip.num_frames))
+        if args.masks:  # frames in, masks out: the objects above the threshold become prompts, then masks
+            prompts = timed("prompts", times, prompts_of, stages["prompt_filter"], threshold, clip, scored[-1])
+            digests.append(mask_digest(timed("segment", times, segmenter.segment, clip, prompts, scored[-1])))
     n = sum(c.num_frames for c in data.test)
-    total = sum(times.values())
-    mask_s = None
-    if args.masks:  # frames in, masks out: the objects above the threshold become prompts, then masks
-        for (clip, _, _), s in zip(test, scored):
-            prompts = timed("prompts", times, prompts_of, stages["prompt_filter"], threshold, clip, s)
-            timed("segment", times, segmenter.segment, clip, prompts, s)  # score maps dropped at once (memory)
-        mask_s = sum(times.values())
+    total = sum(times[k] for k in ("detect", "track", "features", "score"))
+    mask_s = sum(times.values()) if args.masks else None
     print("test frames/s per stage (wall clock): " + ", ".join(f"{k} {n / v:.1f}" for k, v in times.items())
           + f"; all four {n / total:.1f} ({total:.1f} s for {n} frames)"
           + (f"; frames -> masks, all six {n / mask_s:.1f} ({mask_s:.1f} s)" if mask_s else ""))
@@ -301,9 +327,11 @@ def bench(args, overrides: list[str]) -> dict:
               f"({parallel_s:.1f} s for {n} frames; scores identical to the sequential run)")
         results.update(fps_parallel=n / parallel_s, parallel_workers=workers)
         if args.masks:  # the same with the prompt filter and the segmenter: frames in, masks out, both cores
-            masks_s, _ = run_parallel(overrides, data.test, scorer, workers, data.train, threshold)
+            masks_s, out = run_parallel(overrides, data.test, scorer, workers, data.train, threshold)
+            if [d for _, d in out] != digests:
+                raise SystemExit("parallel run gave different masks than the sequential run")
             print(f"test frames/s, all six stages, clips on {workers} threads (wall clock): {n / masks_s:.1f} "
-                  f"({masks_s:.1f} s for {n} frames)")
+                  f"({masks_s:.1f} s for {n} frames; masks identical to the sequential run)")
             results.update(fps_masks_parallel=n / masks_s)
     scores = np.concatenate([s.frame_scores for s in scored])
     labels_file = os.path.join(args.data_dir, "labels", "frame_labels_ped2.npy")

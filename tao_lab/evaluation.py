@@ -110,7 +110,7 @@ def evaluate_clips(pipe: Pipeline, clips: list[Clip], cfg: DictConfig, split: st
 
     pipe.prefetch(clips, split)
     for clip in progress(clips, f"evaluate {split}", pipe.show_progress):
-        scores = pipe.scores(clip)
+        scores = pipe.scores(clip, segment_next=True)
         scene_check.add(scores)
         seg = pipe.segmentation(clip, scores)
         labels = clip.gt.frame_labels if clip.gt is not None else None

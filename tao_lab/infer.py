@@ -224,7 +224,7 @@ def _process(cfg, pipe, clip: Clip, chunks: list, sink, tau: float, alarm, n_fit
     # pass 1: the pipeline chunk by chunk; masks go to disk right away, so one chunk's maps are in memory
     for k, (a, b) in enumerate(progress(chunks, f"pipeline ({len(chunks)} chunk{'s' * (len(chunks) > 1)})", show)):
         part = chunk_clip(clip, a, b)
-        scores = pipe.scores(part)
+        scores = pipe.scores(part, segment_next=True)
         scene_check.add(scores)
         seg = pipe.segmentation(part, scores)
         pr = pipe.prompts(part, scores)

@@ -267,17 +267,25 @@ class Pipeline:
     def tracks(self, clip: Clip) -> ObjectTable:
         return self._run("track", clip, lambda dets: self.tracker.track(dets, clip), lambda: self.detections(clip))
 
-    def features(self, clip: Clip) -> dict[str, np.ndarray]:
-        return self._run("features", clip, lambda tracks: self.feature_set.extract(clip, tracks, progress=False),
+    def features(self, clip: Clip, leave_flows: bool = False) -> dict[str, np.ndarray]:
+        """``leave_flows``: the clip's segmentation follows, so features computed here leave their optical flows
+        to the segmenter (:meth:`FeatureSet.extract`; only when :func:`shares_flows` says the segmenter reads them)."""
+        leave = leave_flows and self._shared_flow_signature is not None
+        return self._run("features", clip,
+                         lambda tracks: self.feature_set.extract(clip, tracks, progress=False, leave_flows=leave),
                          lambda: self.tracks(clip))
 
-    def scores(self, clip: Clip) -> ObjectScores:
+    def scores(self, clip: Clip, segment_next: bool = False) -> ObjectScores:
+        """The clip's object and frame scores. ``segment_next``: the caller asks for the clip's segmentation right
+        after, so features computed on the way hand their flows on to the segmenter (exact, just not computed
+        twice: tao_lab.features.flow_memo)."""
         self._downstream_caches()
         held_out = self._fit_clip_index.get(clip.source)
         def score(tracks, feats):
             return self.scorer.score_clip(tracks, feats, clip.num_frames, held_out=held_out)
 
-        return self._run("score", clip, score, lambda: self.tracks(clip), lambda: self.features(clip))
+        return self._run("score", clip, score, lambda: self.tracks(clip),
+                         lambda: self.features(clip, leave_flows=segment_next))
 
     def anomalous(self, clip: Clip, scores: ObjectScores) -> ObjectTable:
         """The objects whose anomaly score passes the threshold (optionally gated by GT frame labels)."""
@@ -318,8 +326,23 @@ class Pipeline:
                 held[0] = self.scores(clip)
             return held[0]
 
-        return self._run("segment", clip, lambda sc, pr: self.segmenter.segment(clip, pr, sc),
-                         upstream_scores, lambda: self.prompts(clip, upstream_scores()))
+        try:
+            return self._run("segment", clip, lambda sc, pr: self.segmenter.segment(clip, pr, sc),
+                             upstream_scores, lambda: self.prompts(clip, upstream_scores()))
+        finally:  # flows the features left for a segmentation read from the cache (the segmenter drops its own)
+            if self._shared_flow_signature is not None:
+                from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
+
+                SHARED_FLOWS.drop(clip_key(clip, self._shared_flow_signature))
+
+    @cached_property
+    def _shared_flow_signature(self) -> Optional[tuple]:
+        """The features' flow settings when they hand flows to the segmenter (:func:`shares_flows`), else None."""
+        if not shares_flows(self.cfg):
+            return None
+        from tao_lab.features.base import FlowEstimator
+
+        return FlowEstimator(**to_plain(self.cfg.features.get("flow") or {})).signature
 
     def segment_objects(self, clip: Clip, scores: Optional[ObjectScores] = None) -> ObjectTable:
         """The objects of the clip's segmentation (the RBDC/TBDC detections). A cached segmentation is read array
@@ -373,7 +396,10 @@ class Pipeline:
                     clones.append(pipe)
             pipe.features(clip)
 
-        with ThreadPoolExecutor(workers, thread_name_prefix="extract") as pool:
+        from tao_lab.library_threads import opencv_threads
+
+        with opencv_threads(self.cfg.get("worker_opencv_threads", 1)), \
+                ThreadPoolExecutor(workers, thread_name_prefix="extract") as pool:
             futures = [pool.submit(job, c) for c in clips]
             for future in progress(as_completed(futures), f"extract {desc} ({workers} threads)", self.show_progress,
                                    total=len(futures)):
@@ -562,6 +588,21 @@ class Pipeline:
 
     def cache_summary(self) -> list[str]:
         return [c.summary() for c in self.caches.values()]
+
+
+def shares_flows(cfg: DictConfig) -> bool:
+    """Whether features computed right before a clip's segmentation leave their optical flows to the segmenter
+    (tao_lab.features.flow_memo): ``share_flows`` is on and the segmenter weighs its masks by a flow of the same
+    settings (``coherence`` on). Exact either way: a flow is taken only if computed from the same two frames, and
+    flows nobody reads are never held."""
+    seg = cfg.get("segmenter")
+    if not cfg.get("share_flows", True) or seg is None or seg.get("coherence", "none") == "none":
+        return False
+    from tao_lab.features.base import FlowEstimator
+
+    features_flow = cfg.get("features", {}).get("flow")
+    return (FlowEstimator(**to_plain(seg.get("flow") or {})).signature
+            == FlowEstimator(**to_plain(features_flow or {})).signature)
 
 
 def training_mode(cfg: DictConfig) -> str:

@@ -240,7 +240,7 @@ def _fill_downstream(cfg: DictConfig, pipe, dataset, shard: int, num_shards: int
     from tqdm import tqdm
 
     for clip in tqdm(dataset.test, desc="fill downstream", disable=not cfg.get("progress", True)):
-        pipe.segmentation(clip, pipe.scores(clip))
+        pipe.segmentation(clip, pipe.scores(clip, segment_next=True))
         gt_tracks_for(clip, pipe.cache_dir, min_area)
     if cfg.get("validation") is not None and "train" in splits:
         _validation(cfg, dataset)  # the val/ folds go through the stage cache as well

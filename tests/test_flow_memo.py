@@ -108,3 +108,50 @@ def test_online_features_take_the_detector_steps_flow_and_equal_their_own():
     assert used >= 20
     for a, b in zip(shared, own):
         np.testing.assert_array_equal(a, b)
+
+
+def test_pipeline_hands_flows_to_the_segmenter_only_when_it_reads_the_same_flow(compose_cfg):
+    """shares_flows: on for the default configs (the learned segmenter's motion coherence reads the features' flow
+    settings); off when switched off, when the segmenter reads no flow, or reads another flow (nothing would take
+    the flows left behind)."""
+    from tao_lab.pipeline import shares_flows
+
+    assert shares_flows(compose_cfg("eval", []))
+    assert not shares_flows(compose_cfg("eval", ["share_flows=false"]))
+    assert not shares_flows(compose_cfg("eval", ["segmenter.coherence=none"]))
+    assert not shares_flows(compose_cfg("eval", ["segmenter=boxes"]))
+    assert not shares_flows(compose_cfg("eval", ["+segmenter.flow.finest_scale=2"]))
+    assert not shares_flows(compose_cfg("eval", ["features.flow.finest_scale=2"]))
+
+
+def test_pipeline_segmentation_with_the_features_flows_equals_its_own(tmp_path):
+    """A clip scored with segment_next=True (its features computed there) hands its flows to its segmentation, which
+    takes them (none is computed again) and gives the same masks as share_flows=false; nothing stays in the memo."""
+    from helpers import TINY_SYNTHETIC, compose
+    from tao_lab.pipeline import Pipeline, load_dataset
+
+    def run(share: bool, where):
+        cfg = compose("eval", [*TINY_SYNTHETIC, "dataset.num_frames=30", "workers=1", "segmenter=classical",
+                               "segmenter.coherence=mask", f"share_flows={str(share).lower()}"], where)
+        data = load_dataset(cfg)
+        pipe = Pipeline(cfg)
+        pipe.fit_scorer(data.train)
+        clip = data.test[0]
+        calls = []
+        estimator = pipe.segmenter.flow_estimator
+        original = type(estimator).__call__
+        type(estimator).__call__ = lambda self, a, b: calls.append(self is estimator) or original(self, a, b)
+        try:
+            seg = pipe.segmentation(clip, pipe.scores(clip, segment_next=True))
+        finally:
+            type(estimator).__call__ = original
+        assert not any(key[:2] == (clip.source, clip.clip_id) for key in SHARED_FLOWS._store)
+        return seg, sum(calls)
+
+    shared, own_computed = run(True, tmp_path / "shared")
+    own, computed = run(False, tmp_path / "own")
+    assert computed >= 10 and own_computed <= 1       # frame 0 (the flow to the next frame) is the segmenter's own
+    np.testing.assert_array_equal(shared.score_maps, own.score_maps)
+    np.testing.assert_array_equal(shared.instance_maps, own.instance_maps)
+    np.testing.assert_array_equal(shared.objects.xyxy, own.objects.xyxy)
+    assert (own.instance_maps > 0).any()

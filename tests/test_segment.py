@@ -427,6 +427,45 @@ def test_coherence_fastest_reference_ranks_the_fast_object_of_a_merged_track():
     assert ratios["track"] > 0.4, ratios
 
 
+def test_segmenter_takes_the_features_flows_and_gives_the_same_masks():
+    """share_flows: features extracted with leave_flows hand each frame's flow to the segmenter of the same clip, which
+    takes it instead of computing it (same settings, same two frames) and gives the same bits as with its own flows;
+    it drops what it did not take. Without leave_flows nothing is left and the segmenter computes every flow."""
+    from tao_lab.features import FeatureSet, VelocityFeature
+    from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
+
+    clip, ma, mb, boxes_a, union = two_disc_clip()
+    T = clip.num_frames
+    scores = tracked_scores(union, jitter=0.0)
+    prompts = Prompts.from_boxes(np.arange(T), np.ones(T, np.int64), union, np.full(T, 2.0))
+    features = FeatureSet({"velocity": VelocityFeature()})
+    seg = ForegroundSegmenter(background={"scope": "clip"}, box_score=0.0, coherence="mask",
+                              coherence_reference="fastest", min_track_iou=0.05)
+    key = clip_key(clip, seg.flow_estimator.signature)
+    assert key == clip_key(clip, features.flow_signature)
+    original, taken = SHARED_FLOWS.take, []
+
+    def run(leave: bool):
+        features.extract(clip, scores.objects, progress=False, leave_flows=leave)
+        assert (len(SHARED_FLOWS._store.get(key, {})) == T - 1) if leave else key not in SHARED_FLOWS._store
+        taken.clear()
+        SHARED_FLOWS.take = lambda *a: (lambda f: taken.append(f is not None) or f)(original(*a))
+        try:
+            out = seg.segment(clip, prompts, scores)
+        finally:
+            SHARED_FLOWS.take = original
+        assert key not in SHARED_FLOWS._store                            # taken or dropped: nothing lingers
+        return out, sum(taken)
+
+    shared, hits = run(True)
+    own, none = run(False)
+    assert hits == T - 1 and none == 0                                   # every frame after the first was handed on
+    np.testing.assert_array_equal(shared.score_maps, own.score_maps)
+    np.testing.assert_array_equal(shared.instance_maps, own.instance_maps)
+    np.testing.assert_array_equal(shared.objects.xyxy, own.objects.xyxy)
+    assert (shared.instance_maps > 0).sum() > 0
+
+
 def test_coherence_online_matches_the_clip():
     """Online, the stream's previous frame gives the flow: the same frame's masks as segment() on the clip."""
     from tao_lab.streaming import StreamContext

@@ -137,6 +137,11 @@ class FrameContext:
         return self._grey
 
     @property
+    def has_flow(self) -> bool:
+        """Whether :attr:`flow` was computed (or handed over) already."""
+        return self._flow is not None
+
+    @property
     def flow(self) -> np.ndarray:
         if self._flow is None:
             if self._prev_grey is not None:
@@ -174,13 +179,16 @@ class FeatureExtractor:
 
 def extract_features(clip: Clip, objects: ObjectTable,
                      extractors: Sequence[FeatureExtractor] | Mapping[str, FeatureExtractor], progress: bool = True,
-                     flow: Optional[FlowEstimator] = None) -> dict[str, np.ndarray]:
+                     flow: Optional[FlowEstimator] = None, leave_flows: bool = False) -> dict[str, np.ndarray]:
     """Features of every object of ``clip``: ``{extractor.name: (N, D) float32}``, rows aligned with ``objects``.
 
     The frames are decoded once, in order, and shared by all extractors; only the previous grey frame is kept (and,
     for frame 0 only, one frame of look-ahead for its flow). The flow of a frame is computed only when an extractor
     reads it, so frames without objects cost a decode and a grey conversion. ``flow`` is the shared
     :class:`FlowEstimator` (default: ``FlowEstimator()``).
+    ``leave_flows``: leave every frame's flow (frames after the first) in ``SHARED_FLOWS`` for a segmenter that
+    segments this clip next with the same flow settings (tao_lab.features.flow_memo: the segmenter takes them and
+    drops the rest); False drops the clip's flows when done, as a caller that does not segment next should.
     """
     exts = list(extractors.values()) if isinstance(extractors, Mapping) else list(extractors)
     names = [e.name for e in exts]
@@ -219,6 +227,8 @@ def extract_features(clip: Clip, objects: ObjectTable,
             boxes = objects.xyxy[rows]
             for e in exts:
                 out[e.name][rows] = e.compute(ctx, boxes)
+        if leave_flows and prev is not None and ctx.has_flow:  # only flows already computed: never one extra
+            SHARED_FLOWS.put(memo_key, i, ctx.flow, ctx.grey, prev)
         if bar is not None:
             bar.update(1)
         return ctx.grey
@@ -233,7 +243,8 @@ def extract_features(clip: Clip, objects: ObjectTable,
         prev_grey = process(i, frame, prev_grey, None)
     if pending is not None:
         process(0, pending, None, None)
-    SHARED_FLOWS.drop(memo_key)
+    if not leave_flows:
+        SHARED_FLOWS.drop(memo_key)
     for e in exts:
         e.end()
     if bar is not None:
@@ -258,10 +269,16 @@ class FeatureSet:
         FlowEstimator(**self.flow_kwargs)  # fail at build time on a bad flow setting
         self.progress = bool(progress)
 
-    def extract(self, clip: Clip, objects: ObjectTable, progress: Optional[bool] = None) -> dict[str, np.ndarray]:
-        """``extract_features`` with this set's extractors and flow settings."""
+    def extract(self, clip: Clip, objects: ObjectTable, progress: Optional[bool] = None,
+                leave_flows: bool = False) -> dict[str, np.ndarray]:
+        """``extract_features`` with this set's extractors and flow settings (``leave_flows``: see there)."""
         return extract_features(clip, objects, self.extractors, self.progress if progress is None else progress,
-                                flow=FlowEstimator(**self.flow_kwargs))
+                                flow=FlowEstimator(**self.flow_kwargs), leave_flows=leave_flows)
+
+    @property
+    def flow_signature(self) -> tuple:
+        """The flow settings' :attr:`FlowEstimator.signature` (a segmenter with the same one can take the flows)."""
+        return FlowEstimator(**self.flow_kwargs).signature
 
     __call__ = extract
 

@@ -1,4 +1,5 @@
-"""Optical flow handed from the detector to the features of the same clip, so it is computed once.
+"""Optical flow handed from the detector to the features, and from the features to the segmenter, of the same clip,
+so it is computed once.
 
 The background detector's motion split (tao_lab/detector/motion_split.py) needs the flow of a frame from the
 previous one, and so do the features (FrameContext.flow): the same DIS flow of the same frames, 3.3 ms a frame on
@@ -10,7 +11,10 @@ Exact by construction: a flow is found only under the same clip (source, id, siz
 equal the reader's (clips built in code may share a source); anything else is computed as before. Bounded: at most
 ``clip_bytes`` per clip (later frames are not kept: the features compute them) and the ``clips`` most recent
 clips (a clip whose features never ran, e.g. its detections were needed alone, is dropped when newer clips come);
-the features drop their clip's leftovers when they finish. Thread-safe (parallel extraction runs one clip per
+the features drop their clip's leftovers when they finish, unless the clip's segmentation follows
+(``FeatureSet.extract(leave_flows=True)``, the pipeline's ``scores(clip, segment_next=True)``): then they leave
+every flow they read, and the segmenter (its motion coherence reads the same flow of the same frames) takes them and
+drops the rest (``share_flows``, tao_lab.pipeline.shares_flows). Thread-safe (parallel extraction runs one clip per
 thread). Online, each stream has a memo of its own (:class:`tao_lab.streaming.StreamContext` ``flows``) holding the
 last frame's flow: the detector's step leaves it, the features' step of the same frame takes it.
 """

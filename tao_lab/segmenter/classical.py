@@ -44,12 +44,14 @@ coverage they bought.
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from functools import partial
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
 from scipy import ndimage
 
+from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
 from tao_lab.segmenter.base import SegmentationBuilder
 from tao_lab.segmenter.boxes import CarryingSegmenter, box_slices
 from tao_lab.types import Clip, ObjectScores, Prompts, Segmentation
@@ -239,15 +241,22 @@ class ForegroundSegmenter(CarryingSegmenter):
 
         self.flow_estimator = FlowEstimator(**dict(flow or {}))  # pickles (rebuilt in a worker process)
 
-    def pixel_flow(self, frame: np.ndarray, other: Optional[np.ndarray], other_is_previous: bool = True
+    def pixel_flow(self, frame: np.ndarray, other: Optional[np.ndarray], other_is_previous: bool = True,
+                   known: Optional[Callable[[np.ndarray, np.ndarray], Optional[np.ndarray]]] = None
                    ) -> Optional[np.ndarray]:
         """(H, W, 2) float32 motion of ``frame``'s pixels in px/frame (as tao_lab.features.FrameContext.flow: the
-        negated flow to the previous frame, or the flow to the next one), or None without another frame."""
+        negated flow to the previous frame, or the flow to the next one), or None without another frame.
+        ``known(grey, previous_grey)``: that motion if another stage computed it already (else None)."""
         from tao_lab.features.base import grey_uint8
 
         if other is None:
             return None
-        flow = self.flow_estimator(grey_uint8(frame), grey_uint8(other))
+        grey, other_grey = grey_uint8(frame), grey_uint8(other)
+        if other_is_previous and known is not None:
+            flow = known(grey, other_grey)
+            if flow is not None:
+                return flow
+        flow = self.flow_estimator(grey, other_grey)
         return -flow if other_is_previous else flow
 
     def fastest_motion(self, flow: np.ndarray, box: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -437,9 +446,12 @@ class ForegroundSegmenter(CarryingSegmenter):
     def segment(self, clip: Clip, prompts: Prompts, scores: Optional[ObjectScores] = None) -> Segmentation:
         T, H, W = clip.num_frames, clip.height, clip.width
         builder = SegmentationBuilder(T, H, W)
+        # flows the features left for this clip (FeatureSet.extract(leave_flows=True), same flow settings): exact
+        memo_key = clip_key(clip, self.flow_estimator.signature)
         plan = self.plan(prompts, scores, T)
         needed = [t for t in range(T) if plan[t]]
         if not needed:
+            SHARED_FLOWS.drop(memo_key)
             return builder.build()
         model = self._foreground_model(clip)
         previous: tuple[int, Optional[np.ndarray]] = (-2, None)  # (index, frame) of the last decoded frame
@@ -450,12 +462,14 @@ class ForegroundSegmenter(CarryingSegmenter):
             flow = None
             if self._wants_flow(items) and T > 1:
                 if t > 0:
-                    flow = self.pixel_flow(frame, previous[1] if previous[0] == t - 1 else clip.frame(t - 1))
+                    flow = self.pixel_flow(frame, previous[1] if previous[0] == t - 1 else clip.frame(t - 1),
+                                           known=partial(SHARED_FLOWS.take, memo_key, t))
                 else:
                     flow = self.pixel_flow(frame, clip.frame(1), other_is_previous=False)
             previous = (t, frame)
             masks, pix = self.masks_at(t, frame, items, diff, fg, scores, flow=flow)
             builder.set_frame(t, [it.obj_id for it in items], masks, [it.score for it in items], pix)
+        SHARED_FLOWS.drop(memo_key)
         return builder.build()
 
     def _wants_flow(self, items: list) -> bool:
