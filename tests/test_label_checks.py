@@ -72,7 +72,7 @@ class _StubPipe:
     def prefetch(self, clips, split):
         pass
 
-    def scores(self, clip):
+    def scores(self, clip, segment_next=False):
         return ObjectScores(ObjectTable.empty(), np.linspace(0, 1, clip.num_frames).astype(np.float32))
 
     def segmentation(self, clip, scores):
