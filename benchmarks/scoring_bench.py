@@ -125,7 +125,7 @@ def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=
     from concurrent.futures import ThreadPoolExecutor
 
     from tao_lab.detector.camera import CameraBackgrounds
-
+    from tao_lab.library_threads import opencv_threads
     from tao_lab.pipeline import shares_flows
 
     masks = threshold is not None
@@ -154,8 +154,6 @@ def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=
                                                                      scored), scored)
             return scored, mask_digest(seg)  # the masks themselves dropped at once (memory)
         return scored
-
-    from tao_lab.library_threads import opencv_threads
 
     start = time.perf_counter()
     with opencv_threads(cfg.get("worker_opencv_threads", 1)), ThreadPoolExecutor(workers) as pool:  # as extract's

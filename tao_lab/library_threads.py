@@ -7,40 +7,36 @@ These context managers set a count for their body and restore the previous one a
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Optional
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Callable, Iterator, Optional
 
 
 @contextmanager
-def opencv_threads(count: Optional[int]) -> Iterator[None]:
-    """OpenCV's thread count for the body (None: unchanged). OpenCV's count is process-wide: set it around work
-    that runs one clip per core, not inside one of those threads."""
-    if count is None:
-        yield
-        return
-    import cv2
-
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(int(count))
+def _count_for_body(get: Callable[[], int], set_count: Callable[[int], None], count: int) -> Iterator[None]:
+    before = get()
+    set_count(count)
     try:
         yield
     finally:
-        cv2.setNumThreads(before)
+        set_count(before)
 
 
-@contextmanager
-def torch_threads(count: Optional[int]) -> Iterator[None]:
+def opencv_threads(count: Optional[int]) -> AbstractContextManager:
+    """OpenCV's thread count for the body (None: unchanged). OpenCV's count is process-wide: set it around work
+    that runs one clip per core, not inside one of those threads."""
+    if count is None:
+        return nullcontext()
+    import cv2
+
+    return _count_for_body(cv2.getNumThreads, cv2.setNumThreads, int(count))
+
+
+def torch_threads(count: Optional[int]) -> AbstractContextManager:
     """Torch's intra-op thread count for the body (None: unchanged). Called from a worker thread (a parallel run's
     clip), it changes that thread's count only; from the main thread, torch's count for the threads that set none
     (OpenMP's)."""
     if count is None:
-        yield
-        return
+        return nullcontext()
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(count))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return _count_for_body(torch.get_num_threads, torch.set_num_threads, int(count))
