@@ -287,11 +287,12 @@ def bench(args, overrides: list[str]) -> dict:
 
     from tao_lab.pipeline import shares_flows
 
+    leave_flows = args.masks and shares_flows(cfg)
     times: dict = defaultdict(float)
     test, scored = [], []
     digests: list[str] = []  # per test clip: the sequential masks (score maps dropped at once: memory)
     for clip in data.test:  # a clip's stages back to back, as a run does them: its features' flows go to its masks
-        _, o, f = run([clip], times, leave_flows=args.masks and shares_flows(cfg))[0]
+        _, o, f = run([clip], times, leave_flows=leave_flows)[0]
         test.append((clip, o, f))
         scored.append(timed("score", times, scorer.score_clip, o, f, clip.num_frames))
         if args.masks:  # frames in, masks out: the objects above the threshold become prompts, then masks

@@ -337,12 +337,7 @@ class Pipeline:
 
     @cached_property
     def _shared_flow_signature(self) -> Optional[tuple]:
-        """The features' flow settings when they hand flows to the segmenter (:func:`shares_flows`), else None."""
-        if not shares_flows(self.cfg):
-            return None
-        from tao_lab.features.base import FlowEstimator
-
-        return FlowEstimator(**to_plain(self.cfg.features.get("flow") or {})).signature
+        return shared_flow_signature(self.cfg)
 
     def segment_objects(self, clip: Clip, scores: Optional[ObjectScores] = None) -> ObjectTable:
         """The objects of the clip's segmentation (the RBDC/TBDC detections). A cached segmentation is read array
@@ -590,19 +585,24 @@ class Pipeline:
         return [c.summary() for c in self.caches.values()]
 
 
-def shares_flows(cfg: DictConfig) -> bool:
-    """Whether features computed right before a clip's segmentation leave their optical flows to the segmenter
-    (tao_lab.features.flow_memo): ``share_flows`` is on and the segmenter weighs its masks by a flow of the same
-    settings (``coherence`` on). Exact either way: a flow is taken only if computed from the same two frames, and
-    flows nobody reads are never held."""
+def shared_flow_signature(cfg: DictConfig) -> Optional[tuple]:
+    """The features' flow settings (:attr:`FlowEstimator.signature`, the memo's key) when features computed right
+    before a clip's segmentation leave their optical flows to the segmenter (tao_lab.features.flow_memo), else None:
+    ``share_flows`` is on and the segmenter weighs its masks by a flow of the same settings (``coherence`` on).
+    Exact either way: a flow is taken only if computed from the same two frames, and flows nobody reads are never
+    held."""
     seg = cfg.get("segmenter")
     if not cfg.get("share_flows", True) or seg is None or seg.get("coherence", "none") == "none":
-        return False
+        return None
     from tao_lab.features.base import FlowEstimator
 
-    features_flow = cfg.get("features", {}).get("flow")
-    return (FlowEstimator(**to_plain(seg.get("flow") or {})).signature
-            == FlowEstimator(**to_plain(features_flow or {})).signature)
+    features = FlowEstimator(**to_plain(cfg.get("features", {}).get("flow") or {})).signature
+    return features if FlowEstimator(**to_plain(seg.get("flow") or {})).signature == features else None
+
+
+def shares_flows(cfg: DictConfig) -> bool:
+    """Whether the features hand their flows to the segmenter (:func:`shared_flow_signature`)."""
+    return shared_flow_signature(cfg) is not None
 
 
 def training_mode(cfg: DictConfig) -> str:

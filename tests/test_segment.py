@@ -431,7 +431,7 @@ def test_segmenter_takes_the_features_flows_and_gives_the_same_masks():
     """share_flows: features extracted with leave_flows hand each frame's flow to the segmenter of the same clip, which
     takes it instead of computing it (same settings, same two frames) and gives the same bits as with its own flows;
     it drops what it did not take. Without leave_flows nothing is left and the segmenter computes every flow."""
-    from tao_lab.features import FeatureSet, VelocityFeature
+    from tao_lab.features import FeatureSet, FlowEstimator, VelocityFeature
     from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
 
     clip, ma, mb, boxes_a, union = two_disc_clip()
@@ -442,7 +442,7 @@ def test_segmenter_takes_the_features_flows_and_gives_the_same_masks():
     seg = ForegroundSegmenter(background={"scope": "clip"}, box_score=0.0, coherence="mask",
                               coherence_reference="fastest", min_track_iou=0.05)
     key = clip_key(clip, seg.flow_estimator.signature)
-    assert key == clip_key(clip, features.flow_signature)
+    assert key == clip_key(clip, FlowEstimator(**features.flow_kwargs).signature)
     original, taken = SHARED_FLOWS.take, []
 
     def run(leave: bool):

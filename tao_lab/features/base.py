@@ -275,11 +275,6 @@ class FeatureSet:
         return extract_features(clip, objects, self.extractors, self.progress if progress is None else progress,
                                 flow=FlowEstimator(**self.flow_kwargs), leave_flows=leave_flows)
 
-    @property
-    def flow_signature(self) -> tuple:
-        """The flow settings' :attr:`FlowEstimator.signature` (a segmenter with the same one can take the flows)."""
-        return FlowEstimator(**self.flow_kwargs).signature
-
     __call__ = extract
 
     @property

@@ -444,14 +444,21 @@ class ForegroundSegmenter(CarryingSegmenter):
         return (self.box_score * np.clip(1.0 - dist / reach, 0.0, 1.0)).astype(np.float32)
 
     def segment(self, clip: Clip, prompts: Prompts, scores: Optional[ObjectScores] = None) -> Segmentation:
+        # flows the features left for this clip (FeatureSet.extract(leave_flows=True), same flow settings): exact;
+        # what is not taken is dropped when the clip is done
+        memo_key = clip_key(clip, self.flow_estimator.signature)
+        try:
+            return self._segment(clip, prompts, scores, partial(SHARED_FLOWS.take, memo_key))
+        finally:
+            SHARED_FLOWS.drop(memo_key)
+
+    def _segment(self, clip: Clip, prompts: Prompts, scores: Optional[ObjectScores],
+                 known_flow: Callable[[int, np.ndarray, np.ndarray], Optional[np.ndarray]]) -> Segmentation:
         T, H, W = clip.num_frames, clip.height, clip.width
         builder = SegmentationBuilder(T, H, W)
-        # flows the features left for this clip (FeatureSet.extract(leave_flows=True), same flow settings): exact
-        memo_key = clip_key(clip, self.flow_estimator.signature)
         plan = self.plan(prompts, scores, T)
         needed = [t for t in range(T) if plan[t]]
         if not needed:
-            SHARED_FLOWS.drop(memo_key)
             return builder.build()
         model = self._foreground_model(clip)
         previous: tuple[int, Optional[np.ndarray]] = (-2, None)  # (index, frame) of the last decoded frame
@@ -463,13 +470,12 @@ class ForegroundSegmenter(CarryingSegmenter):
             if self._wants_flow(items) and T > 1:
                 if t > 0:
                     flow = self.pixel_flow(frame, previous[1] if previous[0] == t - 1 else clip.frame(t - 1),
-                                           known=partial(SHARED_FLOWS.take, memo_key, t))
+                                           known=partial(known_flow, t))
                 else:
                     flow = self.pixel_flow(frame, clip.frame(1), other_is_previous=False)
             previous = (t, frame)
             masks, pix = self.masks_at(t, frame, items, diff, fg, scores, flow=flow)
             builder.set_frame(t, [it.obj_id for it in items], masks, [it.score for it in items], pix)
-        SHARED_FLOWS.drop(memo_key)
         return builder.build()
 
     def _wants_flow(self, items: list) -> bool:

@@ -30,8 +30,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tao_lab.segmenter.classical import ForegroundSegmenter
 from tao_lab.library_threads import torch_threads
+from tao_lab.segmenter.classical import ForegroundSegmenter
 from tao_lab.segmenter.mask_net import crop_to_frame, frame_channels, grey_levels, window_inputs
 from tao_lab.types import Clip
 

@@ -209,7 +209,8 @@ def spare_clips(names: Sequence[str], num_clips: Optional[int], num_frames: Opti
     on: the cross-scene crowd's donors (:mod:`tao_lab.validation.crowd`). The Ped2 scenes: the Ped2 training clips
     that :func:`ped2_train_clips` leaves out, spread evenly over them, first ``num_frames`` frames (read once for
     every Ped2 scene), seen by the scene's camera, so at most half of the 16 can be validated on with a crowd, and
-    each at least as long as the clip it crowds (else a ValueError before anything is planted); the synthetic scenes: the generator's next clips (clip k of the generator does not depend on how many it makes)."""
+    each at least as long as the clip it crowds (else a ValueError before anything is planted); the synthetic
+    scenes: the generator's next clips (clip k of the generator does not depend on how many it makes)."""
     unknown = [n for n in names if n not in SCENES]
     if unknown:
         raise ValueError(f"unknown scene {unknown}: expected some of {SCENES}")
