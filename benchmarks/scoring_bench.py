@@ -26,7 +26,8 @@ does the same per scorer option, and ``--variants FILE`` per named list of overr
 reads detections from (and writes them to) the project's stage cache, as ``extract.py`` / ``eval.py`` do (hybrid
 re-uses cached YOLO and background detections): detect frames/s then measure loading, so take the detectors'
 speed from a run without it or from the cache-filling run's log. ``--no-parallel`` skips the parallel passes (the
-clips spread over one thread per core: the four scoring stages, and with ``--masks`` all six stages).
+clips spread over one worker per core, processes or threads as the pipeline's ``worker_kind``: the four scoring
+stages, and with ``--masks`` all six stages).
 Settings are never chosen here: this only measures the configured pipeline.
 """
 from __future__ import annotations
@@ -118,23 +119,24 @@ def prompts_of(prompt_filter, threshold, clip, scored):
 
 def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=(), threshold=None):
     """Wall-clock seconds and per-clip ObjectScores of detect -> track -> features -> score over ``clips``, with
-    the clips spread over ``workers`` threads, each with its own stage instances (and one fresh, shared set of
-    camera backgrounds of ``train_clips``: its fit is timed, as a run pays it). With a fitted ``threshold`` each
-    thread also runs the prompt filter and the segmenter on its clips (frames in, masks out)."""
+    the clips spread over ``workers`` as the pipeline spreads them (``worker_kind``: forked processes or threads,
+    tao_lab/clip_workers.py), each worker with its own stage instances (and one fresh set of camera backgrounds of
+    ``train_clips``: its fit is timed, as a run pays it). With a fitted ``threshold`` each worker also runs the prompt
+    filter and the segmenter on its clips (frames in, masks out)."""
     import threading
-    from concurrent.futures import ThreadPoolExecutor
 
+    from tao_lab.clip_workers import run_jobs
     from tao_lab.detector.camera import CameraBackgrounds
-    from tao_lab.library_threads import opencv_threads
-    from tao_lab.pipeline import shares_flows
+    from tao_lab.pipeline import fit_camera_statistics, shares_flows, worker_kind
 
     masks = threshold is not None
     local = threading.local()
-    built = [build_stages(overrides, masks=masks) for _ in range(workers)]  # built up front: not timed
+    cfg = build_stages(overrides)[1]
+    kind = worker_kind(cfg)
+    # built up front, not timed: a forked worker takes its copy of the one set, a thread one set of its own
+    built = [build_stages(overrides, masks=masks)[0] for _ in range(workers if kind == "thread" else 1)]
     # each clip's stages run back to back here, so the features leave their flows to the segmenter (share_flows)
-    cfg = built[0][1]
     leave_flows = masks and shares_flows(cfg)
-    built = [stages for stages, _ in built]
     cameras = CameraBackgrounds(train_clips)  # fresh: the camera statistics are fitted (and timed) in this pass
     for stages in built:
         use_camera(stages["detector"], cameras)
@@ -156,9 +158,12 @@ def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=
         return scored
 
     start = time.perf_counter()
-    with opencv_threads(cfg.get("worker_opencv_threads", 1)), ThreadPoolExecutor(workers) as pool:  # as extract's
-        out = list(pool.map(score, clips))
-    return time.perf_counter() - start, out
+    library_threads = cfg.get("worker_library_threads", 1)
+    # as Pipeline.extract / prefetch: forked workers get the camera statistics fitted on them first
+    fit_camera_statistics(cameras, [built[0]["detector"], built[0].get("segmenter")], clips, workers, kind,
+                          library_threads)
+    out = run_jobs(score, clips, workers, kind, costs=[c.num_frames for c in clips], library_threads=library_threads)
+    return time.perf_counter() - start, out, kind
 
 
 def mask_digest(seg) -> str:
@@ -175,7 +180,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "datasets", "ucsd_ped2"))
     ap.add_argument("--max-clips", type=int, default=None, help="per split (quick runs)")
-    ap.add_argument("--workers", type=int, default=None, help="threads of the parallel run (default: one per core)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="workers of the parallel run (default: one per core; processes or threads: worker_kind)")
     ap.add_argument("--detector", nargs="+", default=None,
                     help="detector options side by side (background yolo hybrid; '+class' adds the class attribute)")
     ap.add_argument("--scorer", nargs="+", default=None,
@@ -309,8 +315,8 @@ def bench(args, overrides: list[str]) -> dict:
           + ", ".join(f"{k} {n / max(v, 1e-9):.1f}" for k, v in cpu.items()) + f"; all four {n / total_cpu:.1f}")
     print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
-    # the same four stages, clips spread over one thread per core (each thread with its own detector, tracker and
-    # feature set; OpenCV and numpy release the GIL); the scores must be identical to the sequential run
+    # the same four stages, clips spread over one worker per core (each with its own detector, tracker and feature
+    # set); the scores must be identical to the sequential run
     results = {"fps": {k: n / v for k, v in times.items()}, "fps_total": n / total,
                "fps_masks": n / mask_s if mask_s else None,
                "fps_cpu": {k: n / max(v, 1e-9) for k, v in cpu.items()}, "fps_cpu_total": n / total_cpu,
@@ -318,18 +324,19 @@ def bench(args, overrides: list[str]) -> dict:
                "test_tracks": int(sum(len(np.unique(o.track_id)) for _, o, _ in test))}
     if not args.no_parallel:
         workers = max(1, min(args.workers or os.cpu_count() or 1, len(data.test)))
-        parallel_s, parallel_scores = run_parallel(overrides, data.test, scorer, workers, data.train)
+        parallel_s, parallel_scores, kind = run_parallel(overrides, data.test, scorer, workers, data.train)
+        kind = "processes" if kind == "process" else "threads"
         for a, b in zip(scored, parallel_scores):
             if not np.array_equal(a.frame_scores, b.frame_scores):
                 raise SystemExit("parallel run gave different scores than the sequential run")
-        print(f"test frames/s, all four stages, clips on {workers} threads (wall clock): {n / parallel_s:.1f} "
+        print(f"test frames/s, all four stages, clips on {workers} {kind} (wall clock): {n / parallel_s:.1f} "
               f"({parallel_s:.1f} s for {n} frames; scores identical to the sequential run)")
         results.update(fps_parallel=n / parallel_s, parallel_workers=workers)
         if args.masks:  # the same with the prompt filter and the segmenter: frames in, masks out, both cores
-            masks_s, out = run_parallel(overrides, data.test, scorer, workers, data.train, threshold)
+            masks_s, out, _ = run_parallel(overrides, data.test, scorer, workers, data.train, threshold)
             if [d for _, d in out] != digests:
                 raise SystemExit("parallel run gave different masks than the sequential run")
-            print(f"test frames/s, all six stages, clips on {workers} threads (wall clock): {n / masks_s:.1f} "
+            print(f"test frames/s, all six stages, clips on {workers} {kind} (wall clock): {n / masks_s:.1f} "
                   f"({masks_s:.1f} s for {n} frames; masks identical to the sequential run)")
             results.update(fps_masks_parallel=n / masks_s)
     scores = np.concatenate([s.frame_scores for s in scored])

@@ -14,9 +14,10 @@ import logging
 import os
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -66,6 +67,86 @@ def progress(items: Iterable, desc: str, enabled: bool = True, total: Optional[i
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, total=total, leave=False, dynamic_ncols=True)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+@contextmanager
+def progress_bar(desc: str, total: int, enabled: bool = True) -> Iterator[Any]:
+    """A progress bar to ``update()`` by hand (work finishing out of order, e.g. on workers); closed at the end."""
+    if not enabled:
+        yield _NoBar()
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, total=total, leave=False, dynamic_ncols=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def worker_kind(cfg: DictConfig) -> str:
+    """``process`` or ``thread``: config ``worker_kind`` where this platform can fork (tao_lab/clip_workers.py),
+    threads when a stage is configured to run on a GPU (CUDA does not survive fork)."""
+    from tao_lab.clip_workers import resolve_kind
+
+    kind = resolve_kind(str(cfg.get("worker_kind", "process")))
+    if kind == "process":
+        cuda = sorted(d for d in _configured_devices(cfg) if d.startswith("cuda"))
+        if cuda:
+            log.info("worker_kind=process: a stage runs on %s, and CUDA does not survive fork: worker threads", cuda[0])
+            return "thread"
+    return kind
+
+
+def fit_camera_statistics(cameras, stages: Iterable[Any], clips: list[Clip], workers: int, kind: str,
+                          library_threads: Optional[int] = 1) -> None:
+    """Fits, on the workers, the training clips' statistics that the camera backgrounds of ``clips`` need for
+    ``stages`` (tao_lab.detector.camera), and keeps them in ``cameras``: forked workers would otherwise each fit every
+    one of them again (a Ped2 training clip's takes about 0.13 s; threads share one set anyway). No-op for threads,
+    or without camera backgrounds."""
+    if cameras is None or kind != "process":
+        return
+    from tao_lab.clip_workers import run_jobs
+    from tao_lab.detector.camera import camera_settings
+
+    todo = cameras.missing_statistics([s for stage in stages for s in camera_settings(stage)], clips)
+    if len(todo) < 2:  # nothing to split
+        return
+    stats = run_jobs(lambda job: cameras.clip_statistics(*job), todo, min(workers, len(todo)), kind,
+                     library_threads=library_threads)
+    for (clip, kwargs), fitted in zip(todo, stats):
+        cameras.add_statistics(clip, kwargs, fitted)
+
+
+def _configured_devices(cfg: DictConfig) -> set[str]:
+    """Every ``device`` value set in the stage groups' configs (nested ones too)."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "device" and isinstance(value, str):
+                    found.add(value)
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for group in ("detector", "features", "scorer", "segmenter"):
+        if cfg.get(group) is not None:
+            walk(OmegaConf.to_container(cfg[group], resolve=False))
+    return found
+
+
+def _bookkeeping_since(before: dict, after: dict) -> dict:
+    """The counters a job added (:meth:`Pipeline._bookkeeping` before and after it)."""
+    return {part: {k: v - before[part].get(k, 0) for k, v in after[part].items() if v != before[part].get(k, 0)}
+            for part in after}
 
 
 SEGMENTER_CHECKPOINT = "segmenter.ckpt"  # train.py writes it next to scorer.ckpt (tao_lab.tasks.train)
@@ -362,62 +443,101 @@ class Pipeline:
         """Runs detect -> track -> features on every clip (fills the cache).
 
         With ``workers`` > 1 (config key ``workers``; null = one per CPU core) and a cache directory, the clips are
-        spread over that many threads, each with its own detector, tracker and feature set (OpenCV and numpy
-        release the GIL, so the stages run truly in parallel); results are identical to a sequential run.
+        spread over that many worker processes (or threads: ``worker_kind``; tao_lab/clip_workers.py); results are
+        identical to a sequential run.
         """
         if self.cache_dir is not None:  # clips whose features are cached already need nothing (not even a load)
             clips = [c for c in clips if not self.caches["features"].path(c.clip_id, c.source).is_file()]
+        self._in_workers(clips, f"extract {desc}", lambda pipe, clip: pipe.features(clip), ("detector",))
+
+    def _in_workers(self, clips: list[Clip], desc: str, job: Callable[["Pipeline", Clip], Any],
+                    stages: tuple[str, ...]) -> None:
+        """``job(pipeline, clip)`` for every clip, for its stage caches: on the configured workers when there are
+        several and a cache to keep the results in, else one clip after the other here. Each worker has a pipeline
+        of its own (a forked copy of this one, or a clone per thread); their timings, frame counts and cache counts
+        are added to this pipeline's. ``stages``: the stages (attribute names) the job runs that may read camera
+        backgrounds, whose training-clip statistics forked workers get fitted beforehand."""
         workers = self.workers(len(clips))
         if workers <= 1 or self.cache_dir is None:  # without a cache, parallel results would be thrown away
-            for clip in progress(clips, f"extract {desc}", self.show_progress):
-                self.features(clip)
+            for clip in progress(clips, desc, self.show_progress):
+                job(self, clip)
             return
         import threading
-        from concurrent.futures import ThreadPoolExecutor, as_completed
 
-        # heavy imports (torch, ultralytics) here, before the threads: one importing torch while another runs
-        # OpenCV has crashed the process with SIGFPE
+        from tao_lab.clip_workers import run_jobs
+
+        kind = self.worker_kind()
+        # heavy imports (torch, ultralytics) here, before the workers: one thread importing torch while another runs
+        # OpenCV has crashed the process with SIGFPE; and a forked worker would import them once per process
         self.detector.prepare()
         self.tracker.prepare()
-        local, clones, lock = threading.local(), [], threading.Lock()
+        library_threads = self.cfg.get("worker_library_threads", 1)
+        fit_camera_statistics(self.camera_backgrounds, [getattr(self, s) for s in stages], clips, workers, kind,
+                              library_threads)
+        local = threading.local()
 
-        def job(clip: Clip) -> None:
-            pipe = getattr(local, "pipe", None)
+        def run(clip: Clip) -> dict:
+            pipe = self if kind == "process" else getattr(local, "pipe", None)  # a forked copy is the worker's own
             if pipe is None:
                 pipe = local.pipe = Pipeline(self.cfg)
-                if self.camera_backgrounds is not None:  # one shared (thread-safe) set of camera statistics
-                    pipe._adopt_camera(self.camera_backgrounds)
-                with lock:
-                    clones.append(pipe)
-            pipe.features(clip)
+                pipe._adopt_state(self)
+            before = pipe._bookkeeping()
+            job(pipe, clip)
+            return _bookkeeping_since(before, pipe._bookkeeping())
 
-        from tao_lab.library_threads import opencv_threads
+        with progress_bar(f"{desc} ({workers} {'processes' if kind == 'process' else 'threads'})", len(clips),
+                          self.show_progress) as bar:
+            done = run_jobs(run, clips, workers, kind, costs=[c.num_frames for c in clips],
+                            library_threads=library_threads, on_done=bar.update)
+        for counts in done:  # fold the workers' bookkeeping into this pipeline's
+            self._add_bookkeeping(counts)
 
-        with opencv_threads(self.cfg.get("worker_opencv_threads", 1)), \
-                ThreadPoolExecutor(workers, thread_name_prefix="extract") as pool:
-            futures = [pool.submit(job, c) for c in clips]
-            for future in progress(as_completed(futures), f"extract {desc} ({workers} threads)", self.show_progress,
-                                   total=len(futures)):
-                future.result()
-        for pipe in clones:  # fold the workers' bookkeeping into this pipeline's
-            for stage, seconds in pipe.timings.items():
-                self.timings[stage] += seconds
-            for stage, frames in pipe.frames_processed.items():
-                self.frames_processed[stage] += frames
-            for stage in ("detect", "track", "features"):
-                self.caches[stage].hits += pipe.caches[stage].hits
-                self.caches[stage].misses += pipe.caches[stage].misses
+    def _bookkeeping(self) -> dict:
+        """This pipeline's counters: seconds and frames per stage, cache hits and misses per stage."""
+        return {"timings": dict(self.timings), "frames": dict(self.frames_processed),
+                "hits": {k: c.hits for k, c in self.caches.items()},
+                "misses": {k: c.misses for k, c in self.caches.items()}}
+
+    def _add_bookkeeping(self, counts: dict) -> None:
+        for stage, seconds in counts["timings"].items():
+            self.timings[stage] += seconds
+        for stage, frames in counts["frames"].items():
+            self.frames_processed[stage] += frames
+        for stage, n in counts["hits"].items():
+            self.caches[stage].hits += n
+        for stage, n in counts["misses"].items():
+            self.caches[stage].misses += n
+
+    def _adopt_state(self, other: "Pipeline") -> None:
+        """A worker thread's clone takes what ``other`` fitted for the per-clip stages: its camera statistics (one
+        shared, thread-safe set)."""
+        if other.camera_backgrounds is not None:
+            self._adopt_camera(other.camera_backgrounds)
 
     def prefetch(self, clips: list[Clip], desc: str) -> None:
-        """Extracts, in parallel, the features of the clips whose scores are not cached yet, so the per-clip loop
-        that follows reads them from the cache (no-op with one worker or without a cache)."""
+        """Fills, in parallel, the stage caches that the per-clip loop after it reads (no-op with one worker or
+        without a cache). On worker processes, each clip's whole chain: features -> scores -> prompts -> segmentation
+        (its features hand their optical flows to its segmenter, as in the loop); on threads, the features only (the
+        scorer and the segmenter are not shared between threads)."""
         if self.cache_dir is None or self.workers(len(clips)) <= 1:
             return
         self._downstream_caches()
+        if self.worker_kind() == "process":
+            self.segmenter.prepare()  # a network is loaded or trained once, here, not once per worker
+            todo = [c for c in clips if not self.caches["segment"].path(c.clip_id, self.source("segment", c)).is_file()]
+            self._in_workers(todo, f"{desc}: frames -> masks",
+                             lambda pipe, clip: pipe.segmentation(clip, pipe.scores(clip, segment_next=True)),
+                             ("detector", "segmenter"))
+            return
         self.extract([c for c in clips if not self.caches["score"].path(c.clip_id, c.source).is_file()], desc)
 
+    def worker_kind(self) -> str:
+        """``process`` or ``thread``: :func:`worker_kind` of the config."""
+        return worker_kind(self.cfg)
+
     def workers(self, num_clips: int) -> int:
-        """Threads for :meth:`extract`: config ``workers`` (null = CPU cores), at most one per clip."""
+        """Workers of the parallel passes (:meth:`extract`, :meth:`prefetch`): config ``workers`` (null = CPU
+        cores), at most one per clip."""
         wanted = self.cfg.get("workers")
         wanted = (os.cpu_count() or 1) if wanted is None else int(wanted)
         if wanted < 1:

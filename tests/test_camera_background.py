@@ -414,3 +414,37 @@ def test_the_median_over_frames_is_numpys():
         got, expected = median_over_frames(stack), np.median(stack, axis=0)
         assert got.dtype == expected.dtype
         np.testing.assert_array_equal(got, expected)
+
+
+def test_camera_statistics_fitted_on_worker_processes_are_the_ones_the_stages_would_fit():
+    """fit_camera_statistics (before a parallel pass on forked workers) fits each training clip's statistics the
+    stages will need once, on the workers, and keeps them here: the same arrays as fitted in this process, and
+    afterwards nothing is missing, so no worker fits them again."""
+    from tao_lab.detector.camera import camera_settings
+    from tao_lab.pipeline import fit_camera_statistics
+
+    train = training_clips(n=4)
+    test = [SceneClip("test0", standing=True, seed=9)]
+    det = BackgroundSubtractionDetector(background={"scope": "camera", "num_samples": 12, "max_clips": 3})
+    seg = ForegroundSegmenter(background={"scope": "camera", "blend": "seen"})
+    plain = BackgroundSubtractionDetector(background={"scope": "clip"})
+    assert camera_settings(plain) == [] and camera_settings(object()) == []
+    assert [(kw["num_samples"], n) for kw, n in camera_settings(det)] == [(12, 3)]
+    cameras = CameraBackgrounds(train)
+    settings = camera_settings(det) + camera_settings(seg)
+    todo = cameras.missing_statistics(settings, test)
+    # max_clips 3 of the detector: 3 of the 4 training clips; the segmenter's default: all 4 (other settings)
+    default_samples = BackgroundModel.settings({})["num_samples"]
+    assert default_samples != 12
+    assert sorted((c.clip_id, kw["num_samples"]) for c, kw in todo) == sorted(
+        [(c.clip_id, 12) for c in cameras.camera_clips(test[0], 3)] + [(c.clip_id, default_samples) for c in train])
+    fit_camera_statistics(cameras, [det, seg, plain], test, workers=2, kind="process")
+    assert cameras.missing_statistics(settings, test) == []
+    here = CameraBackgrounds(train)
+    for clip, kwargs in todo:
+        for got, want in zip(cameras.clip_statistics(clip, kwargs), here.clip_statistics(clip, kwargs)):
+            np.testing.assert_array_equal(got, want)
+    # the training clips themselves (leave-one-out): every other training clip
+    fresh = CameraBackgrounds(train)
+    assert {c.clip_id for c, _ in fresh.missing_statistics([({}, 32)], train)} == {c.clip_id for c in train}
+    assert {c.clip_id for c, _ in fresh.missing_statistics([({}, 32)], train[:1])} == {c.clip_id for c in train[1:]}

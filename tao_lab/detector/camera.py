@@ -155,6 +155,13 @@ def fit_background(clip: Clip, kwargs: dict, scope: str, options: dict,
     return BackgroundModel(**kwargs).fit(clip)
 
 
+def camera_settings(stage: Any) -> list[tuple[dict, int]]:
+    """(BackgroundModel keyword arguments, max_clips) of each camera background ``stage`` will ask for (a stage opts in
+    with a ``camera_settings()`` method; empty for any other stage and for ``scope: clip``)."""
+    method = getattr(stage, "camera_settings", None)
+    return list(method()) if callable(method) else []
+
+
 def derived_from(source: str, base: str) -> bool:
     """True when ``source`` is ``base`` or made from it (planted copy ``base+...``, sub-clip ``base[a:b]``)."""
     return source == base or (source.startswith(base) and source[len(base):len(base) + 1] in ("+", "["))
@@ -280,6 +287,31 @@ class CameraBackgrounds:
         otherwise fitted on first use): lets a benchmark keep this once-per-run cost out of its per-frame times."""
         for clip in self.clips:
             self._clip_stats(clip, dict(kwargs or {}))
+
+    def missing_statistics(self, settings: Sequence[tuple[dict, int]], clips: Sequence[Clip]
+                           ) -> list[tuple[Clip, dict]]:
+        """(training clip, BackgroundModel keyword arguments) of every clip statistic that the camera backgrounds of
+        ``clips`` need for these ``settings`` ((keyword arguments, max_clips) of each stage: :func:`camera_settings`)
+        and that is not fitted yet: what the workers of a parallel pass would otherwise each fit again (forked
+        workers do not share what they fit)."""
+        wanted: dict = {}
+        for kwargs, max_clips in settings:
+            kwargs = BackgroundModel.settings(kwargs)
+            key = repr(sorted(kwargs.items()))
+            for clip in clips:
+                for other in self.camera_clips(clip, max_clips):
+                    wanted[(other.source, key)] = (other, kwargs)
+        with self._lock:
+            return [job for key, job in wanted.items() if key not in self._stats]
+
+    def clip_statistics(self, clip: Clip, kwargs: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(median, noise) of one training clip for these BackgroundModel keyword arguments (fitted once, kept)."""
+        return self._clip_stats(clip, dict(kwargs))
+
+    def add_statistics(self, clip: Clip, kwargs: dict, stats: tuple[np.ndarray, np.ndarray]) -> None:
+        """Keeps ``stats`` (:meth:`clip_statistics` computed elsewhere, e.g. in a worker process)."""
+        with self._lock:
+            self._stats[(clip.source, repr(sorted(BackgroundModel.settings(kwargs).items())))] = stats
 
     def _clip_stats(self, clip: Clip, kwargs: dict) -> tuple[np.ndarray, np.ndarray]:
         kwargs = BackgroundModel.settings(kwargs)

@@ -106,6 +106,11 @@ class HybridDetector(Detector):
             if hasattr(part, "use_camera"):
                 part.use_camera(backgrounds)
 
+    def camera_settings(self) -> list[tuple[dict, int]]:
+        from tao_lab.detector.camera import camera_settings
+
+        return [kw for part in self.parts.values() for kw in camera_settings(part)]
+
     def prepare(self) -> None:
         self.yolo.prepare()
         self.background.prepare()

@@ -134,6 +134,10 @@ class BackgroundSubtractionDetector(Detector):
         """The camera backgrounds of the run's training clips (given by the pipeline; used with scope=camera)."""
         self.camera = backgrounds
 
+    def camera_settings(self) -> list[tuple[dict, int]]:
+        """The background settings it asks the camera backgrounds for (tao_lab.detector.camera.camera_settings)."""
+        return [(dict(self.background_kwargs), self.camera_options["max_clips"])] if self.scope == "camera" else []
+
     def background_model(self, clip: Clip) -> BackgroundModel:
         """The fitted background of ``clip``: its own median, or with scope=camera the camera's (with the
         per-clip fallbacks of :meth:`CameraBackgrounds.model`; no camera backgrounds given = none to use)."""

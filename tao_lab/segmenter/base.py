@@ -36,6 +36,10 @@ class Segmenter(ABC):
         the clip (with tracker ids), used to carry objects between prompt frames. Returns the clip's
         Segmentation (see the module docstring)."""
 
+    def prepare(self) -> None:
+        """Loads (or trains) what :meth:`segment` will need, in the calling process: before clips spread over
+        worker processes, which would otherwise each load or train a copy of their own. The default needs nothing."""
+
     def stream(self, ctx) -> "SegmenterStream":
         """The per-frame form (online; ``ctx``: :class:`tao_lab.streaming.StreamContext`). The default segments
         the ring buffer of the last ``ctx.window`` frames as a clip and keeps its last frame (exact, but it redoes

@@ -322,6 +322,10 @@ class ForegroundSegmenter(CarryingSegmenter):
         """The camera backgrounds of the run's training clips (given by the pipeline; used with scope=camera)."""
         self.camera = backgrounds
 
+    def camera_settings(self) -> list[tuple[dict, int]]:
+        """The background settings it asks the camera backgrounds for (tao_lab.detector.camera.camera_settings)."""
+        return [(dict(self.background), self.camera_options["max_clips"])] if self.scope == "camera" else []
+
     def _foreground_model(self, clip: Clip):
         if self.foreground == "background_model":
             from tao_lab.detector.camera import fit_background

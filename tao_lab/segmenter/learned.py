@@ -140,6 +140,10 @@ class LearnedSegmenter(ForegroundSegmenter):
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
 
     # ----- the network ----------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """The network now (loaded, read from the cache or trained): see :meth:`net`."""
+        _ = self.net
+
     @property
     def net(self):
         """The network: loaded from ``checkpoint``, or trained on the camera's training clips at first use; None when

@@ -182,6 +182,10 @@ class Sam2Segmenter(Segmenter):
         self._model = None
 
     # ------------------------------------------------------------------ model
+    def prepare(self) -> None:
+        """Builds the model now (Segmenter.prepare)."""
+        self.build_model()
+
     def build_model(self):
         """Builds (once) and returns the sam2 model: SAM2VideoPredictor (video) or SAM2Base (image).
 

@@ -1,0 +1,157 @@
+"""tao_lab.clip_workers.run_jobs: results in the items' order on processes and threads, forked workers that inherit
+unpicklable state, errors that come back, and no hang after the parent used the numeric libraries' thread pools."""
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+from tao_lab.clip_workers import longest_first, run_jobs
+
+
+def finishes(fn, seconds: float = 120.0):
+    """fn() on a thread, joined with a timeout: a hang fails the test instead of blocking the run."""
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"run_jobs did not finish within {seconds} s (a worker hung)"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_results_come_back_in_the_items_order_whatever_order_they_ran_in(kind):
+    items = list(range(7))
+    done = []
+    out = run_jobs(lambda i: (i * i, os.getpid()), items, workers=2, kind=kind, costs=[1, 9, 3, 9, 0, 5, 2],
+                   on_done=lambda: done.append(1))
+    assert [v for v, _ in out] == [i * i for i in items]
+    assert len(done) == len(items)  # on_done once per finished job
+    pids = {p for _, p in out}
+    if kind == "process":
+        assert os.getpid() not in pids
+    else:
+        assert pids == {os.getpid()}
+
+
+def test_longest_first_orders_by_cost_and_keeps_ties_in_order():
+    assert longest_first([1, 9, 3, 9, 0]) == [1, 3, 2, 0, 4]
+    assert longest_first([]) == []
+
+
+def test_forked_workers_inherit_state_that_could_not_be_pickled():
+    """The job is a closure over a lock and a generator (neither can be pickled): the workers inherit them by fork."""
+    lock = threading.Lock()
+    table = {i: np.full(3, i) for i in range(4)}
+    gen = (x for x in range(3))
+
+    def job(i):
+        with lock:
+            return int(table[i].sum()) + (gen is not None)
+
+    assert run_jobs(job, [0, 1, 2, 3], workers=2, kind="process") == [1, 4, 7, 10]
+
+
+class NeedsTwoArguments(Exception):
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_a_jobs_error_is_raised_in_the_caller(kind):
+    def job(i):
+        if i == 2:
+            raise ValueError(f"bad item {i}")
+        return i
+
+    with pytest.raises(ValueError, match="bad item 2"):
+        run_jobs(job, [0, 1, 2, 3], workers=2, kind=kind)
+
+
+def test_an_error_that_cannot_be_unpickled_comes_back_with_its_type_and_message():
+    def job(i):
+        raise NeedsTwoArguments("clip.avi", "corrupt frame")
+
+    with pytest.raises(RuntimeError, match=r"NeedsTwoArguments: clip.avi: corrupt frame"):
+        run_jobs(job, [0, 1], workers=2, kind="process")
+
+
+def test_a_worker_that_dies_gives_a_clear_error():
+    def job(i):
+        if i == 1:
+            os._exit(3)  # as if the system killed it (out of memory)
+        return i
+
+    with pytest.raises(RuntimeError, match="worker process died"):
+        finishes(lambda: run_jobs(job, [0, 1, 2], workers=2, kind="process"))
+
+
+def test_a_job_cannot_start_worker_processes_of_its_own():
+    def job(i):
+        return run_jobs(lambda j: j, [0, 1], workers=2, kind="process")
+
+    with pytest.raises(RuntimeError, match="already running"):
+        run_jobs(job, [0, 1], workers=2, kind="process")
+
+
+PARENT_USED_THE_POOLS = """
+import sys
+import numpy as np
+import torch
+from tao_lab.clip_workers import run_jobs
+{patch}
+torch.set_num_threads(2)
+net = torch.nn.Conv2d(3, 8, 3)
+x = torch.rand(4, 3, 128, 128)
+net(x)  # in this (the main) thread, split over torch's two OpenMP threads
+out = run_jobs(lambda i: float(net(x).sum()) + i, [0, 1, 2], workers=2, kind="process")
+assert np.allclose(np.diff(out), 1.0), out
+assert torch.get_num_threads() == 2  # restored in the parent
+print("done")
+"""
+
+
+@pytest.mark.parametrize("counts_set_before_fork", [True, False])
+def test_no_hang_after_the_parent_used_torchs_threads(counts_set_before_fork, tmp_path):
+    """libgomp's thread team does not survive fork: a worker forked from the main thread after it ran a convolution
+    on two threads hangs in its own (the control run shows that this test sees the hang); run_jobs sets the count to 1
+    before forking, so its workers finish. In a subprocess with a timeout: a hang cannot block the test run."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    patch = "" if counts_set_before_fork else (
+        "import contextlib, tao_lab.clip_workers as cw, tao_lab.library_threads as lt\n"
+        "lt.opencv_threads = cw._torch_threads_if_imported = lambda n: contextlib.nullcontext()")
+    script = tmp_path / "fork_after_threads.py"
+    script.write_text(PARENT_USED_THE_POOLS.format(patch=patch))
+    # its own session: on a timeout the script and its hung workers are killed together
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=120 if counts_set_before_fork else 25)
+        hung = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        hung = True
+    if counts_set_before_fork:
+        assert not hung and proc.returncode == 0 and "done" in out, None if hung else err[-2000:]
+    else:
+        assert hung  # the control: without the counts set before the fork, the workers hang
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="worker_kind"):
+        run_jobs(lambda i: i, [0], workers=1, kind="greenlet")
