@@ -147,7 +147,8 @@ def test_a_stage_on_a_gpu_makes_the_workers_threads(compose_cfg):
 
 
 def test_prefetch_readies_the_segmenters_network_once_in_this_process(compose_cfg, tmp_path, monkeypatch):
-    """segmenter=learned trains (or reads) its network in prepare(), called before the fork: no worker trains its own."""
+    """segmenter=learned trains (or reads) its network in prepare(), called before the fork: no worker trains a
+    network of its own."""
     import os
 
     from tao_lab.pipeline import Pipeline, load_dataset
