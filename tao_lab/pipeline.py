@@ -504,9 +504,11 @@ class Pipeline:
         for stage, frames in counts["frames"].items():
             self.frames_processed[stage] += frames
         for stage, n in counts["hits"].items():
-            self.caches[stage].hits += n
+            if stage in self.caches:  # (a stage a worker opened that this pipeline has not: nothing to count it in)
+                self.caches[stage].hits += n
         for stage, n in counts["misses"].items():
-            self.caches[stage].misses += n
+            if stage in self.caches:
+                self.caches[stage].misses += n
 
     def _adopt_state(self, other: "Pipeline") -> None:
         """A worker thread's clone takes what ``other`` fitted for the per-clip stages: its camera statistics (one

@@ -206,3 +206,29 @@ def test_validation_group_defaults_to_planted_in_eval_and_train_and_parses_plant
     assert plant_specs(custom) == (PlantSpec("fast", "walker", (6.0, 8.0)),)
     with pytest.raises(ValueError, match="name, kind and speed"):
         plant_specs(OmegaConf.create({"plants": [{"name": "x"}]}))
+
+
+def test_folds_on_worker_processes_give_the_one_worker_figures(tmp_path, monkeypatch):
+    """With worker processes the folds run on the workers first (into the stage cache) and the loop reads them back:
+    every val/ metric equals the one-worker run's, and no fold's scorer is fitted in this process."""
+    import os
+
+    from tao_lab.pipeline import Pipeline, load_dataset
+    from tao_lab.validation.in_run import validation_metrics
+
+    runs = {}
+    for workers in (1, 2):
+        cfg = compose("eval", [*PLANTED, f"workers={workers}", "worker_kind=process"], tmp_path / f"w{workers}")
+        train = load_dataset(cfg).train
+        fits = []
+        real = Pipeline.new_fitted_scorer
+        monkeypatch.setattr(Pipeline, "new_fitted_scorer", lambda self, items: fits.append(os.getpid()) or
+                            real(self, items))
+        runs[workers] = validation_metrics(cfg, train, "synthetic", show_progress=False).metrics
+        monkeypatch.setattr(Pipeline, "new_fitted_scorer", real)
+        if workers == 2:
+            assert fits == []  # every fold fitted in a worker (this process read the fits from the cache)
+        else:
+            assert len(fits) == len(train)
+    drop = {"time/validation_s"}
+    assert {k: v for k, v in runs[2].items() if k not in drop} == {k: v for k, v in runs[1].items() if k not in drop}

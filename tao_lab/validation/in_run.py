@@ -229,28 +229,51 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
     if pipe.cache_dir is not None:  # extract the planted clips in parallel first (no-op when cached)
         pipe.extract([c for clips in planted.values() for c in clips], "validation planted")
 
+    def run_fold(v: int) -> list[tuple]:
+        """Fold v: a pipeline whose scorer is fitted without training clip v, and per planted set (spec, clip,
+        scores, its segmentation (its objects without pixel metrics) or None)."""
+        fold = Pipeline(cfg)
+        fold.set_camera_clips(train)
+        fold.show_progress = False
+        fold.fit_scorer([c for u, c in enumerate(train) if u != v])  # cached by config and clips
+        out = []
+        for spec in specs:
+            clip = planted[spec.name][v]
+            scores = fold.scores(clip)
+            segmented = None
+            if want_object and clip is object_clips[v]:
+                # the whole segmentation (cached like the run's own) when its score maps feed the pixel metrics
+                segmented = fold.segment_objects(clip, scores) if pixel is None else fold.segmentation(clip, scores)
+            out.append((spec, clip, scores, segmented))
+        return out
+
     frame_scores: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
     gt_regions, detections = {}, {}
     pixel = PixelMetrics() if want_pixel else None
     min_area = float(cfg.metrics.get("gt_min_area", 20))
     with _quiet("tao_lab.pipeline"):
+        workers = pipe.workers(len(train))
+        if pipe.cache_dir is not None and workers > 1 and pipe.worker_kind() == "process":
+            # the folds on forked workers first, into the stage cache (fits, scores, masks); the loop below reads
+            # them back. The segmenter's network is readied here once, not once per worker.
+            from tao_lab.clip_workers import run_jobs
+            from tao_lab.pipeline import progress_bar
+
+            pipe.segmenter.prepare()
+            with progress_bar(f"validation folds ({workers} processes)", len(train), show) as bar:
+                run_jobs(lambda v: run_fold(v) and None, list(range(len(train))), workers, "process",  # into the cache
+                         library_threads=cfg.get("worker_library_threads", 1), on_done=bar.update)
         for v in progress(range(len(train)), "validation folds", show):
-            fold = Pipeline(cfg)
-            fold.set_camera_clips(train)
-            fold.show_progress = False
-            fold.fit_scorer([c for u, c in enumerate(train) if u != v])  # cached by config and clips
-            for spec in specs:
-                clip = planted[spec.name][v]
-                scores = fold.scores(clip)
+            for spec, clip, scores, segmented in run_fold(v):
                 frame_scores[spec.name].append(np.asarray(scores.frame_scores, np.float64))
-                if want_object and clip is object_clips[v]:
-                    if pixel is None:
-                        detections[clip.clip_id] = fold.segment_objects(clip, scores)
-                    else:  # the whole segmentation (cached like the run's own): its score maps too
-                        segmentation = fold.segmentation(clip, scores)
-                        detections[clip.clip_id] = segmentation.objects
-                        add_planted_pixels(pixel, clip, segmentation.score_maps, pixel_gt)
-                    gt_regions[clip.clip_id] = planted_box_table(clip, min_area)
+                if segmented is None:
+                    continue
+                if pixel is None:
+                    detections[clip.clip_id] = segmented
+                else:
+                    detections[clip.clip_id] = segmented.objects
+                    add_planted_pixels(pixel, clip, segmented.score_maps, pixel_gt)
+                gt_regions[clip.clip_id] = planted_box_table(clip, min_area)
 
     metrics: dict[str, float] = {}
     for spec in specs:
