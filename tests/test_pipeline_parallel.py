@@ -105,20 +105,26 @@ def test_processes_run_the_clips_in_other_processes(compose_cfg, tmp_path, monke
     assert all(pipe.caches["features"].path(c.clip_id, c.source).is_file() for c in clips)
 
 
+def prefetched(cfg):
+    """(pipeline, dataset) after the run's steps up to the test loop: camera clips, scorer fit, prefetch."""
+    from tao_lab.pipeline import Pipeline, load_dataset
+
+    data = load_dataset(cfg)
+    pipe = Pipeline(cfg)
+    pipe.set_camera_clips(data.train)
+    pipe.fit_scorer(data.train)
+    pipe.prefetch(data.test, "test")
+    return pipe, data
+
+
 def test_prefetch_on_processes_fills_every_stage_cache_with_the_sequential_results(compose_cfg, tmp_path):
     """With worker processes, prefetch runs each clip's whole chain (features -> scores -> prompts -> segmentation)
     in the workers; the loop after it reads every stage from the cache, and what it reads equals a sequential run."""
-    from tao_lab.pipeline import Pipeline, load_dataset
-
     results, pipes = {}, {}
     for workers in (1, 2):
-        cfg = compose_cfg("eval", [*TINY_SYNTHETIC, "dataset.num_frames=30", f"workers={workers}",
-                                   "worker_kind=process", f"paths.cache_dir={tmp_path / f'cache{workers}'}"])
-        data = load_dataset(cfg)
-        pipe = Pipeline(cfg)
-        pipe.set_camera_clips(data.train)
-        pipe.fit_scorer(data.train)
-        pipe.prefetch(data.test, "test")
+        pipe, data = prefetched(compose_cfg("eval", [*TINY_SYNTHETIC, "dataset.num_frames=30", f"workers={workers}",
+                                                     "worker_kind=process",
+                                                     f"paths.cache_dir={tmp_path / f'cache{workers}'}"]))
         if workers == 2:  # everything is in the cache: the loop computes nothing
             assert pipe.caches["segment"].misses == len(data.test)  # counted by the workers
             assert all(pipe.caches["segment"].path(c.clip_id, pipe.source("segment", c)).is_file() for c in data.test)
@@ -151,7 +157,6 @@ def test_prefetch_readies_the_segmenters_network_once_in_this_process(compose_cf
     network of its own."""
     import os
 
-    from tao_lab.pipeline import Pipeline, load_dataset
     from tao_lab.segmenter.learned import LearnedSegmenter
 
     log = tmp_path / "fit_pids.txt"
@@ -163,12 +168,8 @@ def test_prefetch_readies_the_segmenters_network_once_in_this_process(compose_cf
         return real_fit(self, clips)
 
     monkeypatch.setattr(LearnedSegmenter, "fit", fit)
-    cfg = compose_cfg("eval", [*TINY_SYNTHETIC, "dataset.num_frames=30", "workers=2", "worker_kind=process",
-                               "segmenter=learned", f"paths.cache_dir={tmp_path / 'cache'}"])
-    data = load_dataset(cfg)
-    pipe = Pipeline(cfg)
-    pipe.set_camera_clips(data.train)
-    pipe.fit_scorer(data.train)
-    pipe.prefetch(data.test, "test")
+    pipe, data = prefetched(compose_cfg("eval", [*TINY_SYNTHETIC, "dataset.num_frames=30", "workers=2",
+                                                 "worker_kind=process", "segmenter=learned",
+                                                 f"paths.cache_dir={tmp_path / 'cache'}"]))
     assert all(pipe.caches["segment"].path(c.clip_id, pipe.source("segment", c)).is_file() for c in data.test)
     assert [int(p) for p in log.read_text().split()] == [os.getpid()]  # once, here
