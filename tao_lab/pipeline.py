@@ -525,8 +525,9 @@ class Pipeline:
             return
         self._downstream_caches()
         if self.worker_kind() == "process":
-            self.segmenter.prepare()  # a network is loaded or trained once, here, not once per worker
             todo = [c for c in clips if not self.caches["segment"].path(c.clip_id, self.source("segment", c)).is_file()]
+            if todo:
+                self.segmenter.prepare()  # a network is loaded or trained once, here, not once per worker
             self._in_workers(todo, f"{desc}: frames -> masks",
                              lambda pipe, clip: pipe.segmentation(clip, pipe.scores(clip, segment_next=True)),
                              ("detector", "segmenter"))

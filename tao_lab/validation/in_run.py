@@ -259,9 +259,12 @@ def validation_metrics(cfg: DictConfig, train: Sequence[Clip], dataset_name: str
             from tao_lab.clip_workers import run_jobs
             from tao_lab.pipeline import progress_bar
 
+            def fill_cache(v: int) -> None:  # the fold's outputs stay in the cache: nothing crosses the pipe
+                run_fold(v)
+
             pipe.segmenter.prepare()
             with progress_bar(f"validation folds ({workers} processes)", len(train), show) as bar:
-                run_jobs(lambda v: run_fold(v) and None, list(range(len(train))), workers, "process",  # into the cache
+                run_jobs(fill_cache, list(range(len(train))), workers, "process",
                          library_threads=cfg.get("worker_library_threads", 1), on_done=bar.update)
         for v in progress(range(len(train)), "validation folds", show):
             for spec, clip, scores, segmented in run_fold(v):
