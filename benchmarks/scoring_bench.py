@@ -126,12 +126,13 @@ def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=
     import threading
 
     from tao_lab.clip_workers import run_jobs
+    from tao_lab.config import compose_config
     from tao_lab.detector.camera import CameraBackgrounds
     from tao_lab.pipeline import fit_camera_statistics, shares_flows, worker_kind
 
     masks = threshold is not None
     local = threading.local()
-    cfg = build_stages(overrides)[1]
+    cfg = compose_config(overrides, config_name="pipeline")
     kind = worker_kind(cfg)
     # built up front, not timed: a forked worker takes its copy of the one set, a thread one set of its own
     built = [build_stages(overrides, masks=masks)[0] for _ in range(workers if kind == "thread" else 1)]

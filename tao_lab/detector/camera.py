@@ -162,6 +162,12 @@ def camera_settings(stage: Any) -> list[tuple[dict, int]]:
     return list(method()) if callable(method) else []
 
 
+def _stats_key(clip: Clip, kwargs: dict) -> tuple[str, str]:
+    """The key of one training clip's statistics for these BackgroundModel keyword arguments (defaults filled in, so
+    two spellings of the same settings share one fit)."""
+    return clip.source, repr(sorted(BackgroundModel.settings(kwargs).items()))
+
+
 def derived_from(source: str, base: str) -> bool:
     """True when ``source`` is ``base`` or made from it (planted copy ``base+...``, sub-clip ``base[a:b]``)."""
     return source == base or (source.startswith(base) and source[len(base):len(base) + 1] in ("+", "["))
@@ -296,11 +302,9 @@ class CameraBackgrounds:
         workers do not share what they fit)."""
         wanted: dict = {}
         for kwargs, max_clips in settings:
-            kwargs = BackgroundModel.settings(kwargs)
-            key = repr(sorted(kwargs.items()))
             for clip in clips:
                 for other in self.camera_clips(clip, max_clips):
-                    wanted[(other.source, key)] = (other, kwargs)
+                    wanted[_stats_key(other, kwargs)] = (other, BackgroundModel.settings(kwargs))
         with self._lock:
             return [job for key, job in wanted.items() if key not in self._stats]
 
@@ -311,15 +315,14 @@ class CameraBackgrounds:
     def add_statistics(self, clip: Clip, kwargs: dict, stats: tuple[np.ndarray, np.ndarray]) -> None:
         """Keeps ``stats`` (:meth:`clip_statistics` computed elsewhere, e.g. in a worker process)."""
         with self._lock:
-            self._stats[(clip.source, repr(sorted(BackgroundModel.settings(kwargs).items())))] = stats
+            self._stats[_stats_key(clip, kwargs)] = stats
 
     def _clip_stats(self, clip: Clip, kwargs: dict) -> tuple[np.ndarray, np.ndarray]:
-        kwargs = BackgroundModel.settings(kwargs)
-        key = (clip.source, repr(sorted(kwargs.items())))
+        key = _stats_key(clip, kwargs)
         with self._lock:
             hit = self._stats.get(key)
         if hit is None:
-            m = BackgroundModel(**kwargs).fit(clip)
+            m = BackgroundModel(**BackgroundModel.settings(kwargs)).fit(clip)
             hit = (m.background, m.sigma)
             with self._lock:
                 self._stats[key] = hit
