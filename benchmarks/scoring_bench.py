@@ -61,9 +61,11 @@ def build_stages(overrides: list[str], masks: bool = False):
     ``masks`` (a segmenter may need weights that a scoring-only run does not)."""
     from hydra.utils import instantiate
 
+    from tao_lab import frame_memo
     from tao_lab.config import compose_config
 
     cfg = compose_config(overrides, config_name="pipeline")
+    frame_memo.configure(cfg)  # as a Pipeline does
     groups = ("detector", "tracker", "features", "scorer", "threshold") + (("prompt_filter", "segmenter") if masks
                                                                           else ())
     stages = {g: instantiate(cfg[g]) for g in groups}
@@ -125,6 +127,7 @@ def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=
     filter and the segmenter on its clips (frames in, masks out)."""
     import threading
 
+    from tao_lab import frame_memo
     from tao_lab.clip_workers import run_jobs
     from tao_lab.config import compose_config
     from tao_lab.detector.camera import CameraBackgrounds
@@ -158,6 +161,9 @@ def run_parallel(overrides: list[str], clips, scorer, workers: int, train_clips=
             return scored, mask_digest(seg)  # the masks themselves dropped at once (memory)
         return scored
 
+    # the workers start without the frames this process decoded in the sequential pass, as a run's workers do
+    frame_memo.FRAMES.clear()
+    frame_memo.FOREGROUNDS.clear()
     start = time.perf_counter()
     library_threads = cfg.get("worker_library_threads", 1)
     # as Pipeline.extract / prefetch: forked workers get the camera statistics fitted on them first

@@ -197,6 +197,9 @@ class Pipeline:
         # training clips given (those stages then use per-clip backgrounds)
         self.camera_backgrounds = None
         use_segmenter_beside_scorer(cfg)
+        from tao_lab import frame_memo
+
+        frame_memo.configure(cfg)
 
     # ----- camera background ---------------------------------------------------------------------------------
     def set_camera_clips(self, clips: Iterable[Clip] = (), cameras: Optional[list[list[Clip]]] = None) -> None:

@@ -26,6 +26,8 @@ from tao_lab.types import Clip
 class BufferClip(Clip):
     """An in-memory clip over a list of frames (the ring buffer as a clip, for stages that want a Clip)."""
 
+    memoize_frames = False  # in memory already
+
     def __init__(self, frames: list[np.ndarray], clip_id: str = "buffer", fps: float = 25.0, source: str = ""):
         h, w = frames[0].shape[:2]
         super().__init__(clip_id, len(frames), h, w, fps, None, source or f"buffer:{clip_id}")

@@ -42,9 +42,14 @@ class ClipGT:
 class Clip:
     """One video clip that streams its frames lazily.
 
-    Subclasses implement ``_read(i)`` (decode frame i) and may override ``frames()`` for faster sequential
-    decoding (video files). ``num_frames``, ``height``, ``width`` are known without decoding every frame.
+    Subclasses implement ``_read(i)`` (decode frame i) and may override ``_sequential(start, stop)`` for faster
+    sequential decoding (video files). ``num_frames``, ``height``, ``width`` are known without decoding every frame.
+    Frames are read through the process's frame memo (tao_lab/frame_memo.py), so the stages of a clip decode each
+    frame once; a subclass whose frames are held in memory already sets ``memoize_frames = False``.
     """
+
+    #: read through tao_lab.frame_memo.FRAMES (False: the frames are in memory already, a copy would only cost)
+    memoize_frames = True
 
     def __init__(self, clip_id: str, num_frames: int, height: int, width: int, fps: float = 25.0,
                  gt: Optional[ClipGT] = None, source: str = ""):
@@ -65,10 +70,37 @@ class Clip:
     def frame(self, i: int) -> np.ndarray:
         if not 0 <= i < self.num_frames:
             raise IndexError(f"clip {self.clip_id}: frame {i} out of range [0, {self.num_frames})")
-        return self._read(i)
+        if not self.memoize_frames:
+            return self._read(i)
+        from tao_lab.frame_memo import FRAMES
+
+        frame = FRAMES.get(self, i)
+        if frame is None:
+            frame = self._read(i)
+            FRAMES.put(self, i, frame)
+        return frame
 
     def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
         stop = self.num_frames if stop is None else min(stop, self.num_frames)
+        if not self.memoize_frames:
+            yield from self._sequential(start, stop)
+            return
+        from tao_lab.frame_memo import FRAMES
+
+        decoder = None  # a sequential decode positioned at frame i (restarted after frames the memo had)
+        for i in range(start, stop):
+            frame = FRAMES.get(self, i)
+            if frame is not None:
+                decoder = None
+            else:
+                if decoder is None:
+                    decoder = self._sequential(i, stop)
+                frame = next(decoder)
+                FRAMES.put(self, i, frame)
+            yield frame
+
+    def _sequential(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """Frames [start, stop) decoded in order (a subclass may decode a run of frames faster than one by one)."""
         for i in range(start, stop):
             yield self._read(i)
 
@@ -87,11 +119,12 @@ class SubClip(Clip):
                          parent.width, parent.fps, gt=None, source=f"{parent.source}[{start}:{stop}]")
         self.parent, self.start = parent, start
 
+    memoize_frames = False  # the parent's frames are memoized: keeping them again under the sub-clip would double
+
     def _read(self, i: int) -> np.ndarray:
         return self.parent.frame(self.start + i)
 
-    def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
-        stop = self.num_frames if stop is None else min(stop, self.num_frames)
+    def _sequential(self, start: int, stop: int) -> Iterator[np.ndarray]:
         return self.parent.frames(self.start + start, self.start + stop)
 
 

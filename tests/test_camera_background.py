@@ -448,3 +448,46 @@ def test_camera_statistics_fitted_on_worker_processes_are_the_ones_the_stages_wo
     fresh = CameraBackgrounds(train)
     assert {c.clip_id for c, _ in fresh.missing_statistics([({}, 32)], train)} == {c.clip_id for c in train}
     assert {c.clip_id for c, _ in fresh.missing_statistics([({}, 32)], train[:1])} == {c.clip_id for c in train[1:]}
+
+
+def test_the_segmenter_takes_the_detectors_foregrounds_of_the_shared_camera_model(monkeypatch):
+    """Detector and segmenter on one camera background: each frame is differenced once (the detector's pass leaves
+    its differences under the model, tao_lab/frame_memo.py), and the masks are those of a segmenter that computes its
+    own."""
+    from tao_lab.frame_memo import FOREGROUNDS
+
+    train = training_clips()
+    clip = SceneClip("test", gain=0.9, standing=True, seed=9)
+    prompts = Prompts(np.arange(T), np.ones(T), np.tile(np.float32(STANDING), (T, 1)), np.zeros((T, 2), np.float32),
+                      np.ones(T))
+
+    def segmenter(cameras):
+        seg = ForegroundSegmenter(background={"scope": "camera"}, max_carry=0, carry_backward=0)
+        seg.use_camera(cameras)
+        return seg
+
+    own = segmenter(CameraBackgrounds(train)).segment(clip, prompts)  # nothing left by a detector: computed here
+    calls = []
+    real = BackgroundModel.difference
+    monkeypatch.setattr(BackgroundModel, "difference", lambda self, frame: calls.append(1) or real(self, frame))
+    cameras = CameraBackgrounds(train)
+    detector = BackgroundSubtractionDetector(background={"scope": "camera"})
+    detector.use_camera(cameras)
+    detector.detect(clip)
+    assert len(calls) == T and len(FOREGROUNDS) >= T  # the sampled frames of its row model included
+    shared = segmenter(cameras).segment(clip, prompts)
+    assert len(calls) == T                                 # the segmenter computed none
+    np.testing.assert_array_equal(shared.score_maps, own.score_maps)
+    np.testing.assert_array_equal(shared.instance_maps, own.instance_maps)
+    # an edited frame (the learned segmenter's training pastes objects into frames) is differenced itself
+    from tao_lab.segmenter.classical import _Background
+
+    model = cameras.model(clip)[0]
+    edited = clip.frame(0)
+    edited[:20, :20] = 255
+    np.testing.assert_array_equal(_Background(model)(0, edited)[0], real(model, edited))
+    assert not np.array_equal(_Background(model)(0, edited, as_decoded=True)[0], real(model, edited))
+    # a model that changes forgets what was kept under it
+    assert FOREGROUNDS.get(model, 0) is not None
+    model._set_sigma(model.sigma)
+    assert FOREGROUNDS.get(model, 0) is None

@@ -52,6 +52,38 @@ def test_background_model_normalises_global_brightness():
     assert unnormalised.sum() > 5 * fg.sum()
 
 
+def whole_frame_shadow(model, grey):
+    """The shadow test on every pixel of the frame, as it was before it was confined to the darker pixels' part: the
+    independent reference of the test below."""
+    import cv2
+
+    ratio = grey / np.maximum(model.background, 1.0)
+    lo, hi = model.shadow_ratio
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    bx = cv2.Sobel(model.background, cv2.CV_32F, 1, 0, ksize=3)
+    by = cv2.Sobel(model.background, cv2.CV_32F, 0, 1, ksize=3)
+    tex = cv2.blur(np.abs(gx - ratio * bx) + np.abs(gy - ratio * by), (5, 5)) * 0.5
+    return (ratio >= lo) & (ratio <= hi) & (tex <= model.shadow_texture)
+
+
+def test_the_shadow_test_on_the_darker_part_equals_the_whole_frame_one():
+    """Shadows and dark objects anywhere, at the frame's edges and corners too, one pixel wide or none at all."""
+    rng = np.random.default_rng(5)
+    clip = MovingSquareClip(noise=1.5, height=60, width=80)
+    model = BackgroundModel().fit(clip)
+    darker_seen = 0
+    for trial in range(40):
+        grey = model.background * rng.uniform(0.995, 1.005, model.background.shape).astype(np.float32)
+        for _ in range(0 if trial % 8 == 0 else int(rng.integers(1, 4))):  # no patch at all on every 8th trial
+            y, x = int(rng.integers(-3, 60)), int(rng.integers(-3, 80))
+            h, w = int(rng.integers(1, 15)), int(rng.integers(1, 20))
+            grey[max(y, 0):y + h, max(x, 0):x + w] *= rng.uniform(0.5, 0.9)
+        expected = whole_frame_shadow(model, grey)
+        np.testing.assert_array_equal(model._shadow(grey), expected)
+        darker_seen += int(expected.any())
+    assert darker_seen >= 15  # most trials had shadow pixels to find (22 of the 40 with this seed)
+
+
 def test_background_model_suppresses_cast_shadow():
     # a soft-edged shadow (background darkened to 70%, texture kept) trails under the square
     clip = MovingSquareClip(shadow=(-6, 16, 30, 50, 0.7), noise=1.5, height=120)

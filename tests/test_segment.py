@@ -67,6 +67,16 @@ def test_builder_overlap_and_scores():
     np.testing.assert_array_equal(seg.objects.track_id, [3, 5])
     with pytest.raises(ValueError):
         b.set_frame(0, [0], m[:1], [1.0])
+    # a frame written again holds the later write only (a chunked segmenter redoes its overlap frames)
+    b.set_frame_regions(1, [7], [(slice(8, 10), slice(8, 10))], [np.ones((2, 2), bool)], [0.5])
+    seg = b.build()
+    assert (seg.instance_maps[1] > 0).sum() == 4 and seg.instance_maps[1, 9, 9] == 7
+    assert (seg.score_maps[1] > 0).sum() == 4 and list(seg.objects.track_id) == [7]
+    region = (slice(2, 5), slice(0, 4))
+    with pytest.raises(ValueError, match="region's shape"):
+        b.set_frame_regions(0, [1], [region], [np.ones((3, 5), bool)], [1.0])
+    with pytest.raises(ValueError, match="2 regions"):
+        b.set_frame_regions(0, [1], [region, region], [np.ones((3, 4), bool)], [1.0])
 
 
 def whole_frame_set_frame(shape, obj_ids, masks, obj_scores, pixel_scores):
@@ -88,10 +98,24 @@ def whole_frame_set_frame(shape, obj_ids, masks, obj_scores, pixel_scores):
     return score_map.astype(np.float16), inst, sorted(rows)
 
 
+def object_region(rng, mask, pix, H, W):
+    """A random region holding everything the object writes (its mask, its positive pixel scores), or, for an
+    object that writes nothing, anywhere."""
+    ys, xs = np.nonzero(mask | (pix > 0))
+    if not len(ys):
+        y, x = int(rng.integers(0, H)), int(rng.integers(0, W))
+        return slice(y, y + 1), slice(x, x + 1)
+    pad = rng.integers(0, 4, 4)
+    return (slice(max(ys.min() - pad[0], 0), min(ys.max() + 1 + pad[1], H)),
+            slice(max(xs.min() - pad[2], 0), min(xs.max() + 1 + pad[3], W)))
+
+
 @pytest.mark.parametrize("with_pixel_scores", [True, False])
-def test_builder_writes_what_the_whole_frame_computation_writes(with_pixel_scores):
+@pytest.mark.parametrize("regions", [False, True])
+def test_builder_writes_what_the_whole_frame_computation_writes(with_pixel_scores, regions):
     """Random objects: overlapping masks, soft margins outside them, negative and zero pixel scores, an empty mask
-    with a margin, an object with nothing at all; the builder's maps and boxes equal the whole-frame reference."""
+    with a margin, an object with nothing at all; the builder's maps and boxes equal the whole-frame reference,
+    given whole-frame masks (set_frame) or each object on a region around it (set_frame_regions)."""
     rng = np.random.default_rng(3)
     H, W = 40, 56
     for trial in range(20):
@@ -109,7 +133,13 @@ def test_builder_writes_what_the_whole_frame_computation_writes(with_pixel_score
                 pix[k] = 0.0  # nothing outside its mask, zeros inside
         ids, scores = rng.permutation(np.arange(1, K + 1)), rng.uniform(0, 2, K)
         b = SegmentationBuilder(1, H, W)
-        b.set_frame(0, ids, masks, scores, pix if with_pixel_scores else None)
+        if regions:
+            cut = [object_region(rng, masks[k], pix[k] if with_pixel_scores else np.zeros_like(pix[k]), H, W)
+                   for k in range(K)]
+            b.set_frame_regions(0, ids, cut, [masks[k][r] for k, r in enumerate(cut)], scores,
+                                [pix[k][r] for k, r in enumerate(cut)] if with_pixel_scores else None)
+        else:
+            b.set_frame(0, ids, masks, scores, pix if with_pixel_scores else None)
         seg = b.build()
         score_map, inst, rows = whole_frame_set_frame((H, W), ids, masks, scores, pix if with_pixel_scores else None)
         np.testing.assert_array_equal(seg.score_maps[0], score_map)

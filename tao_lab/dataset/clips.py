@@ -111,7 +111,8 @@ class FrameFolderClip(Clip):
 class VideoFileClip(Clip):
     """A clip read from a video file (mp4/avi/... via ``cv2.VideoCapture``).
 
-    ``frames()`` decodes sequentially from one open capture (no per-frame seek). ``frame(i)`` reuses the open
+    ``frames()`` decodes sequentially from one open capture (``_read`` seeks only when the capture is not at the
+    frame already). ``frame(i)`` reuses the open
     capture: a short forward jump (<= ``seek_window`` frames) is done by grabbing, anything else by setting
     CAP_PROP_POS_FRAMES.
 
@@ -247,12 +248,6 @@ class VideoFileClip(Clip):
                 cap.set(cv2.CAP_PROP_POS_FRAMES, i)
                 self._pos = i
         return self._next(i)
-
-    def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
-        stop = self.num_frames if stop is None else min(stop, self.num_frames)
-        for i in range(start, stop):
-            # _read only seeks when the position is not already i, so this is one sequential decode
-            yield self._read(i)
 
 
 class FolderMasks:

@@ -55,6 +55,8 @@ _BACKGROUND_DETECTOR = "tao_lab.detector.BackgroundSubtractionDetector"
 class _SampledClip(Clip):
     """Frames ``indices`` of ``parent``, re-indexed from 0: a short clip the detector fits its background on."""
 
+    memoize_frames = False  # the parent's frames are memoized
+
     def __init__(self, parent: Clip, indices: np.ndarray):
         self.parent, self.indices = parent, [int(i) for i in indices]
         super().__init__(f"{parent.clip_id}@sample", len(self.indices), parent.height, parent.width, parent.fps,

@@ -91,7 +91,7 @@ class ResizedClip(Clip):
     def _read(self, i: int) -> np.ndarray:
         return resample(self.base.frame(i), self.height, self.width)
 
-    def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
+    def _sequential(self, start: int, stop: int) -> Iterator[np.ndarray]:
         for frame in self.base.frames(start, stop):
             yield resample(frame, self.height, self.width)
 

@@ -157,7 +157,14 @@ class BackgroundModel:
         self._samples = stack.astype(np.float32) if keep_samples else None
         return self
 
+    def _forget_foregrounds(self) -> None:
+        """The model changed: differences kept under it (:meth:`frame_foreground`) no longer hold."""
+        from tao_lab.frame_memo import FOREGROUNDS
+
+        FOREGROUNDS.drop(self)
+
     def _set_background(self, bg: np.ndarray) -> None:
+        self._forget_foregrounds()
         h, w = bg.shape
         self._grid = (slice(2, h, 4), slice(2, w, 4))  # sparse grid for the global gain (cheap, robust)
         self.background = bg.astype(np.float32)
@@ -165,6 +172,7 @@ class BackgroundModel:
         self._bg_grad = self._gradients(self.background)
 
     def _set_sigma(self, sigma: np.ndarray) -> None:
+        self._forget_foregrounds()
         self.sigma = sigma.astype(np.float32)
         self.threshold = np.maximum(self.k * self.sigma, self.min_threshold).astype(np.float32)
 
@@ -276,23 +284,51 @@ class BackgroundModel:
             diff[self._shadow(grey)] = 0.0
         return diff
 
+    #: pixels a shadow pixel's texture test reads on each side: the 3 x 3 gradient and the 5 x 5 blur of the texture
+    _SHADOW_REACH = 3
+
     def _shadow(self, grey: np.ndarray) -> np.ndarray:
         bg = self.background
         ratio = grey / np.maximum(bg, 1.0)
         lo, hi = self.shadow_ratio
         darker = (ratio >= lo) & (ratio <= hi)
-        if not darker.any():
+        rows = np.flatnonzero(darker.any(axis=1))
+        if not len(rows):
             return darker
-        gx, gy = self._gradients(grey)
-        bx, by = self._bg_grad
+        # the texture test only where it can matter: the rows and columns holding darker pixels, and the reach
+        # around them (a few percent of a frame is darker, within about half of it). Exact: a darker pixel reads
+        # only pixels within the reach, and where the part ends at the frame's edge OpenCV's border rule reads the
+        # same pixels as on the whole frame.
+        cols = np.flatnonzero(darker.any(axis=0))
+        r, (H, W) = self._SHADOW_REACH, darker.shape
+        part = (slice(max(rows[0] - r, 0), min(rows[-1] + 1 + r, H)),
+                slice(max(cols[0] - r, 0), min(cols[-1] + 1 + r, W)))
+        gx, gy = self._gradients(np.ascontiguousarray(grey[part]))
+        bx, by = (g[part] for g in self._bg_grad)
+        ratio = ratio[part]
         # a shadow dims the background's texture (gradients scale by the ratio) but adds no texture of its own
         tex = np.abs(gx - ratio * bx) + np.abs(gy - ratio * by)
         tex = cv2.blur(tex, (5, 5)) * 0.5
-        return darker & (tex <= self.shadow_texture)
+        darker[part] &= tex <= self.shadow_texture
+        return darker
 
     def foreground(self, frame: np.ndarray) -> np.ndarray:
         """Foreground mask (H,W) bool: difference above the per-pixel threshold, cleaned by opening/closing."""
         return self.clean(self.difference(frame) > self.threshold)
+
+    def frame_foreground(self, frame: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(:meth:`difference`, the cleaned foreground mask) of frame ``index`` of the clip this model was fitted for,
+        computed once for every stage that asks: kept under this model in tao_lab.frame_memo.FOREGROUNDS (the
+        detector's pass leaves them, the segmenter takes them). ``index`` must be the frame's index in that clip."""
+        from tao_lab.frame_memo import FOREGROUNDS
+
+        kept = FOREGROUNDS.get(self, index)
+        if kept is not None:
+            return kept
+        diff = self.difference(frame)
+        fg = self.clean(diff > self.threshold)
+        FOREGROUNDS.put(self, index, (diff, fg))
+        return diff, fg
 
     def clean(self, mask: np.ndarray) -> np.ndarray:
         """Opening (removes speckle) then closing (fills small holes) of a (H,W) bool mask, size ``morph``."""

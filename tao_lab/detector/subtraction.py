@@ -150,10 +150,9 @@ class BackgroundSubtractionDetector(Detector):
         previous = None
         key = clip_key(clip, self.flow_estimator.signature)
         for i, frame in enumerate(clip.frames()):
-            diff = model.difference(frame)
+            diff, fg = model.frame_foreground(frame, i)  # kept for the segmenter when it uses the same model
             keep = partial(SHARED_FLOWS.put, key, i)
-            boxes, scores = self.boxes_from_mask(model.clean(diff > model.threshold), diff,
-                                                 self._motion(frame, previous, keep), height)
+            boxes, scores = self.boxes_from_mask(fg, diff, self._motion(frame, previous, keep), height)
             previous = frame
             rows_f.append(np.full(len(boxes), i))
             rows_b.append(boxes)
@@ -173,7 +172,7 @@ class BackgroundSubtractionDetector(Detector):
         feet, heights = [], []
         for i in np.unique(np.linspace(0, len(clip) - 1, self.split_rows_fit_frames).round().astype(int)):
             frame = clip.frame(int(i))
-            boxes, _ = self.boxes_from_mask(model.clean(model.difference(frame) > model.threshold))
+            boxes, _ = self.boxes_from_mask(model.frame_foreground(frame, int(i))[1])
             feet.append(np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]]))
             heights.append(boxes[:, 3] - boxes[:, 1])
         heights = np.concatenate(heights) if heights else np.zeros(0)

@@ -246,28 +246,56 @@ class SegmentationBuilder:
         on this frame; pixel_scores (K, H, W) float per-pixel score of each object (None = its obj_score on every
         mask pixel; mask pixels are raised to at least MIN_PIXEL_SCORE, positive values outside the mask are kept
         as a soft margin, values <= 0 outside the mask are ignored). Replaces anything written to frame t."""
+        K = len(np.asarray(obj_ids).reshape(-1))
+        masks = np.asarray(masks, dtype=bool).reshape(K, *self.shape[1:])
+        whole = (slice(0, self.shape[1]), slice(0, self.shape[2]))
+        self.set_frame_regions(t, obj_ids, [whole] * K, list(masks),
+                               obj_scores, None if pixel_scores is None else list(pixel_scores))
+
+    def set_frame_regions(self, t: int, obj_ids, regions: list, masks: list, obj_scores,
+                          pixel_scores: Optional[list] = None) -> None:
+        """:meth:`set_frame` with each object given on a region of the frame only: ``regions[k]`` (rows, cols)
+        slices, ``masks[k]`` and ``pixel_scores[k]`` arrays of that region's shape; outside its region an object
+        has no mask pixel and a pixel score of 0. The same result as the whole-frame masks, at the cost of the
+        regions' pixels (an object covers a few percent of a frame)."""
         obj_ids = np.asarray(obj_ids, dtype=np.int64).reshape(-1)
         obj_scores = np.asarray(obj_scores, dtype=np.float64).reshape(-1)
-        masks = np.asarray(masks, dtype=bool).reshape(len(obj_ids), *self.shape[1:])
+        if not len(obj_ids) == len(regions) == len(masks) == len(obj_scores) or \
+                (pixel_scores is not None and len(pixel_scores) != len(obj_ids)):
+            raise ValueError(f"set_frame_regions: {len(obj_ids)} ids, {len(regions)} regions, {len(masks)} masks, "
+                             f"{len(obj_scores)} scores"
+                             + ("" if pixel_scores is None else f", {len(pixel_scores)} pixel score maps"))
         if len(obj_ids) and obj_ids.min() < 1:
             raise ValueError(f"object ids must be >= 1 (0 is the background label), got {obj_ids.min()}")
-        score_map = np.zeros(self.shape[1:], dtype=np.float32)
-        inst = np.zeros(self.shape[1:], dtype=np.int32)
-        rows = []
+        # what each object writes: the box around its mask and its positive (or NaN) pixel scores, within its region
+        parts = []
         for k in np.argsort(obj_scores, kind="stable"):  # ascending: the higher-scored object is painted last
-            m = masks[k]
-            # what the object writes lies in the box around its mask and its positive (or NaN) pixel scores: work
-            # there, not on the whole frame (an object covers a few percent of it)
-            support = m if pixel_scores is None else m | ~(pixel_scores[k] <= 0)
+            (ys, xs), m = regions[k], np.asarray(masks[k], dtype=bool)
+            p = None if pixel_scores is None else np.asarray(pixel_scores[k])
+            if m.shape != (ys.stop - ys.start, xs.stop - xs.start) or (p is not None and p.shape != m.shape):
+                raise ValueError(f"object {obj_ids[k]}: mask {m.shape} and pixel scores "
+                                 f"{None if p is None else p.shape} must have its region's shape "
+                                 f"({ys.stop - ys.start}, {xs.stop - xs.start})")
+            support = m if p is None else m | ~(p <= 0)
             x, y, w, h = cv2.boundingRect(np.ascontiguousarray(support).view(np.uint8))
             if w == 0 or h == 0:
                 continue  # writes nothing: no mask pixel, no positive pixel score
-            part = (slice(y, y + h), slice(x, x + w))
-            m = m[part]
+            inner = (slice(y, y + h), slice(x, x + w))
+            parts.append((k, ys.start + y, xs.start + x, m[inner], None if p is None else p[inner]))
+        # painted on the rectangle around all the parts only: the rest of the frame's maps is 0 (converting a whole
+        # frame to float16 costs more than the objects)
+        y0 = min((y for _, y, _, _, _ in parts), default=0)
+        x0 = min((x for _, _, x, _, _ in parts), default=0)
+        y1 = max((y + m.shape[0] for _, y, _, m, _ in parts), default=0)
+        x1 = max((x + m.shape[1] for _, _, x, m, _ in parts), default=0)
+        score_map = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
+        inst = np.zeros(score_map.shape, dtype=np.int32)
+        rows = []
+        for k, y, x, m, p in parts:
+            part = (slice(y - y0, y - y0 + m.shape[0]), slice(x - x0, x - x0 + m.shape[1]))
             scores_part = score_map[part]
-            if pixel_scores is not None:
+            if p is not None:
                 # soft support: pixels outside the mask may carry a (lower) positive score too
-                p = pixel_scores[k][part]
                 np.maximum(scores_part, np.where(m, np.maximum(p, MIN_PIXEL_SCORE), np.maximum(p, 0.0)),
                            out=scores_part)
             box = mask_box(m)
@@ -275,11 +303,14 @@ class SegmentationBuilder:
                 continue
             box += np.array([x, y, x, y], np.float32)
             inst[part][m] = obj_ids[k]
-            if pixel_scores is None:
+            if p is None:
                 scores_part[m] = np.maximum(scores_part[m], max(obj_scores[k], MIN_PIXEL_SCORE))
             rows.append((int(obj_ids[k]), box, float(obj_scores[k])))
-        self.score_maps[t] = score_map.astype(np.float16)
-        self.instance_maps[t] = inst
+        if int(t) in self._rows:  # written before: cleared (a frame never written is still all 0, and its memory
+            self.score_maps[t].fill(0)  # pages untouched: np.zeros gives pages that cost nothing until written)
+            self.instance_maps[t].fill(0)
+        self.score_maps[t, y0:y1, x0:x1] = score_map
+        self.instance_maps[t, y0:y1, x0:x1] = inst
         self._rows[int(t)] = sorted(rows, key=lambda r: r[0])
 
     def build(self) -> Segmentation:

@@ -104,7 +104,7 @@ class _FrameDifference:
             self._cache[i] = g
         return g
 
-    def __call__(self, t: int, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, t: int, frame: np.ndarray, as_decoded: bool = False) -> tuple[np.ndarray, np.ndarray]:
         g = self._grey(t, frame)
         idx = [t + s * k * self.gap for k in range(1, self.n + 1) for s in (-1, 1)]
         idx = [i for i in idx if 0 <= i < self.clip.num_frames]
@@ -123,7 +123,12 @@ class _Background:
     def __init__(self, model):
         self.model = model
 
-    def __call__(self, t: int, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, t: int, frame: np.ndarray, as_decoded: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(difference, foreground) of ``frame``; ``as_decoded``: it is frame ``t`` of the clip as read, not edited
+        (the learned segmenter's training pastes objects into frames), so the detector's result for that frame may be
+        taken (the same camera model: tao_lab.frame_memo.FOREGROUNDS)."""
+        if as_decoded:
+            return self.model.frame_foreground(frame, t)
         diff = self.model.difference(frame)
         return diff, self.model.clean(diff > self.model.threshold)
 
@@ -468,7 +473,7 @@ class ForegroundSegmenter(CarryingSegmenter):
         previous: tuple[int, Optional[np.ndarray]] = (-2, None)  # (index, frame) of the last decoded frame
         for t in needed:
             frame = clip.frame(t)
-            diff, fg = model(t, frame)
+            diff, fg = model(t, frame, as_decoded=True)
             items = plan[t]
             flow = None
             if self._wants_flow(items) and T > 1:
@@ -478,8 +483,9 @@ class ForegroundSegmenter(CarryingSegmenter):
                 else:
                     flow = self.pixel_flow(frame, clip.frame(1), other_is_previous=False)
             previous = (t, frame)
-            masks, pix = self.masks_at(t, frame, items, diff, fg, scores, flow=flow)
-            builder.set_frame(t, [it.obj_id for it in items], masks, [it.score for it in items], pix)
+            regions, masks, pix = zip(*self.masks_at(t, frame, items, diff, fg, scores, flow=flow))
+            builder.set_frame_regions(t, [it.obj_id for it in items], list(regions), list(masks),
+                                      [it.score for it in items], list(pix))
         return builder.build()
 
     def _wants_flow(self, items: list) -> bool:
@@ -490,10 +496,10 @@ class ForegroundSegmenter(CarryingSegmenter):
         return self.coherence_reference == "fastest" or bool(np.isfinite(item.velocity).all())
 
     def masks_at(self, t: int, frame: np.ndarray, items: list, diff: np.ndarray, fg: np.ndarray,
-                 scores: Optional[ObjectScores], flow: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
-        """Masks and pixel scores of frame ``t``'s planned items; a subclass may read more of the frame's context
-        from ``scores`` (pose_person: the detector class of each box)."""
-        return self.frame_masks(frame, items, diff, fg, flow=flow)
+                 scores: Optional[ObjectScores], flow: Optional[np.ndarray] = None) -> list[tuple]:
+        """(region, mask, pixel scores) of each of frame ``t``'s planned items (:meth:`object_regions`); a subclass
+        may read more of the frame's context from ``scores`` (pose_person: the detector class of each box)."""
+        return self.object_regions(frame, items, diff, fg, flow=flow)
 
     def stream(self, ctx):
         """Online: with ``foreground="background_model"``, the current frame's masks from the stream's background
@@ -519,21 +525,32 @@ class ForegroundSegmenter(CarryingSegmenter):
 
     def frame_masks(self, frame: np.ndarray, items: list, diff: np.ndarray, fg: np.ndarray,
                     flow: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
-        """Masks (K,H,W) bool and pixel scores (K,H,W) float32 of one frame's planned objects.
-
-        The pixel score is the object's anomaly score times the foreground strength factor on its mask (times the
-        coherence weight when ``coherence`` is on and ``flow``, (H,W,2) px/frame of this frame's pixels, is given),
-        plus the soft margin around it (see the class docstring). Also the online step (:meth:`stream`).
-        """
+        """Masks (K,H,W) bool and pixel scores (K,H,W) float32 of one frame's planned objects: :meth:`object_regions`
+        on the whole frame (the online step, :meth:`stream`, and subclasses that edit whole-frame masks)."""
         H, W = frame.shape[:2]
         masks = np.zeros((len(items), H, W), dtype=bool)
         pix = np.zeros((len(items), H, W), dtype=np.float32)
-        for k, (it, (region, mask, strength)) in enumerate(zip(items, self._objects_in_regions(
-                frame, [it.box for it in items], diff, fg))):
+        for k, (region, mask, p) in enumerate(self.object_regions(frame, items, diff, fg, flow=flow)):
+            masks[k][region] = mask
+            pix[k][region] = p
+        return masks, pix
+
+    def object_regions(self, frame: np.ndarray, items: list, diff: np.ndarray, fg: np.ndarray,
+                       flow: Optional[np.ndarray] = None) -> list[tuple[tuple[slice, slice], np.ndarray, np.ndarray]]:
+        """Per planned object (region, mask, pixel scores): its enlarged box's (rows, cols) slices and, on them, its
+        mask (bool) and pixel scores (float32); nothing of the object lies outside its region.
+
+        The pixel score is the object's anomaly score times the foreground strength factor on its mask (times the
+        coherence weight when ``coherence`` is on and ``flow``, (H,W,2) px/frame of this frame's pixels, is given),
+        plus the soft margin around it (see the class docstring).
+        """
+        out = []
+        for it, (region, mask, strength) in zip(items, self._objects_in_regions(frame, [it.box for it in items],
+                                                                                diff, fg)):
             factor = np.ones(mask.shape, np.float32) if self.pixel_score == "object" else \
                 self.strength_floor + (1.0 - self.strength_floor) * strength
             if flow is not None and self.coherence != "none" and self._has_reference(it):
                 mask = self._apply_coherence(mask, factor, flow, it, region)
-            masks[k][region] = mask
-            pix[k][region] = it.score * np.where(mask, factor, self._margin_in_region(it.box, mask))
-        return masks, pix
+            out.append((region, mask, (it.score * np.where(mask, factor, self._margin_in_region(it.box, mask))
+                                       ).astype(np.float32)))
+        return out

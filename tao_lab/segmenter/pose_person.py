@@ -121,7 +121,9 @@ class PosePersonSegmenter(ForegroundSegmenter):
         return masks, pix
 
     def masks_at(self, t, frame, items, diff, fg, scores, flow=None):
-        return self.frame_masks(frame, items, diff, fg, self.classes_of(t, items, scores), flow=flow)
+        masks, pix = self.frame_masks(frame, items, diff, fg, self.classes_of(t, items, scores), flow=flow)
+        whole = (slice(0, frame.shape[0]), slice(0, frame.shape[1]))  # a person mask may reach the whole frame
+        return [(whole, m, p) for m, p in zip(masks, pix)]
 
     def segment(self, clip: Clip, prompts: Prompts, scores: Optional[ObjectScores] = None) -> Segmentation:
         out = super().segment(clip, prompts, scores)

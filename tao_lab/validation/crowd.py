@@ -97,6 +97,6 @@ class CrowdedClip(Clip):
     def _read(self, i: int) -> np.ndarray:
         return self._compose(self.base.frame(i), self.crowd.donor.frame(i))
 
-    def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
+    def _sequential(self, start: int, stop: int) -> Iterator[np.ndarray]:
         for frame, donor_frame in zip(self.base.frames(start, stop), self.crowd.donor.frames(start, stop)):
             yield self._compose(frame, donor_frame)

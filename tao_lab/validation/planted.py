@@ -145,7 +145,7 @@ class PlantedClip(Clip):
     def _read(self, i: int) -> np.ndarray:
         return self._paste(self.base.frame(i), i)
 
-    def frames(self, start: int = 0, stop: Optional[int] = None) -> Iterator[np.ndarray]:
+    def _sequential(self, start: int, stop: int) -> Iterator[np.ndarray]:
         for i, frame in enumerate(self.base.frames(start, stop), start):
             yield self._paste(frame, i)
 

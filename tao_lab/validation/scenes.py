@@ -141,7 +141,7 @@ class WarpedClip(Clip):
     def _read(self, i: int) -> np.ndarray:
         return self._warp(self.base.frame(i))
 
-    def frames(self, start: int = 0, stop: Optional[int] = None):
+    def _sequential(self, start: int, stop: int):
         for frame in self.base.frames(start, stop):
             yield self._warp(frame)
 
