@@ -7,7 +7,7 @@ Conventions, everywhere in tao_lab:
 - boxes are ``xyxy`` float32 in original-frame pixels (x to the right, y down; x2/y2 exclusive like slicing);
 - every per-object table is columnar: one numpy array per column, all of the same length N.
 
-Only numpy is imported here so that every module can use these types cheaply.
+Only numpy (and tao_lab.frame_memo, numpy only) is imported here so that every module can use these types cheaply.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Callable, Iterator, Optional
 
 import numpy as np
+
+from tao_lab.frame_memo import FRAMES
 
 
 @dataclass
@@ -72,8 +74,6 @@ class Clip:
             raise IndexError(f"clip {self.clip_id}: frame {i} out of range [0, {self.num_frames})")
         if not self.memoize_frames:
             return self._read(i)
-        from tao_lab.frame_memo import FRAMES
-
         frame = FRAMES.get(self, i)
         if frame is None:
             frame = self._read(i)
@@ -85,8 +85,6 @@ class Clip:
         if not self.memoize_frames:
             yield from self._sequential(start, stop)
             return
-        from tao_lab.frame_memo import FRAMES
-
         decoder = None  # a sequential decode positioned at frame i (restarted after frames the memo had)
         for i in range(start, stop):
             frame = FRAMES.get(self, i)
