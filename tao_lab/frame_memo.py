@@ -32,8 +32,8 @@ from typing import Optional, Union
 import numpy as np
 
 #: the default bounds, in MiB (configs/pipeline.yaml ``frame_memo_mb``, ``foreground_memo_mb``)
-DEFAULT_MB = 512
-DEFAULT_FOREGROUND_MB = 256
+DEFAULT_MB = 128
+DEFAULT_FOREGROUND_MB = 128
 
 #: what is kept per frame: one array or a tuple of arrays
 Arrays = Union[np.ndarray, tuple]
