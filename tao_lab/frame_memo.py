@@ -47,12 +47,14 @@ def _copy(value: Arrays) -> Arrays:
     return tuple(a.copy() for a in value) if isinstance(value, tuple) else value.copy()
 
 
-class _ClipFrames:
+class _Entries:
+    """What one owner has kept: its arrays by frame index, their bytes, a weak reference to the owner."""
+
     __slots__ = ("ref", "frames", "nbytes")
 
-    def __init__(self, clip, on_death):
-        self.ref = weakref.ref(clip, on_death)
-        self.frames: dict[int, np.ndarray] = {}
+    def __init__(self, owner, on_death):
+        self.ref = weakref.ref(owner, on_death)
+        self.frames: dict[int, Arrays] = {}
         self.nbytes = 0
 
 
@@ -62,10 +64,10 @@ class FrameMemo:
 
     def __init__(self, max_bytes: int = DEFAULT_MB << 20):
         self.max_bytes = int(max_bytes)
-        self._clips: "OrderedDict[int, _ClipFrames]" = OrderedDict()  # id(clip) -> its frames, least recent first
+        self._owners: "OrderedDict[int, _Entries]" = OrderedDict()  # id(owner) -> its entries, least recent first
         self._nbytes = 0
         self._lock = threading.Lock()
-        # ids of clips that died: their frames are freed at the next call (a weakref callback may run while this
+        # ids of owners that died: their entries are freed at the next call (a weakref callback may run while this
         # thread holds the lock, so it only notes the id)
         self._dead: list[int] = []
         self.hits = 0
@@ -76,82 +78,78 @@ class FrameMemo:
         return self._nbytes
 
     def set_max_bytes(self, max_bytes: int) -> None:
-        """A new bound (0 = keep nothing); frames over it are dropped, least recently read clips first."""
+        """A new bound (0 = keep nothing); entries over it are dropped, least recently read owners first."""
         with self._lock:
             self.max_bytes = max(0, int(max_bytes))
-            while self._clips and self._nbytes > self.max_bytes:
+            while self._owners and self._nbytes > self.max_bytes:
                 self._drop_oldest()
 
-    def get(self, clip, index: int) -> Optional[Arrays]:
-        """A copy of what is kept for frame ``index`` of ``clip`` (the owner), else None."""
+    def get(self, owner, index: int) -> Optional[Arrays]:
+        """A copy of what is kept for frame ``index`` of ``owner``, else None."""
         with self._lock:
-            entry = self._entry(clip)
-            frame = None if entry is None else entry.frames.get(index)
-            if frame is None:
+            entries = self._entries(owner)
+            arrays = None if entries is None else entries.frames.get(index)
+            if arrays is None:
                 self.misses += 1
                 return None
             self.hits += 1
-            self._clips.move_to_end(id(clip))
-        return _copy(frame)
+            self._owners.move_to_end(id(owner))
+        return _copy(arrays)
 
-    def put(self, clip, index: int, frame: Arrays) -> None:
-        """Keeps a copy of ``clip``'s (the owner's) arrays of frame ``index`` if the bound allows (module
-        docstring)."""
-        size = _nbytes(frame)
+    def put(self, owner, index: int, arrays: Arrays) -> None:
+        """Keeps a copy of ``owner``'s arrays of frame ``index`` if the bound allows (module docstring)."""
+        size = _nbytes(arrays)
         if size > self.max_bytes:
             return
         with self._lock:
-            entry = self._entry(clip)
-            if entry is not None and index in entry.frames:
+            entries = self._entries(owner)
+            if entries is not None and index in entries.frames:
                 return
-            while self._nbytes + size > self.max_bytes and self._has_other(clip):
-                self._drop_oldest(keep=id(clip))
+            while self._nbytes + size > self.max_bytes and any(key != id(owner) for key in self._owners):
+                self._drop_oldest(keep=id(owner))
             if self._nbytes + size > self.max_bytes:
-                return  # the clip's own frames fill the bound: later frames are decoded on every read
-            if entry is None:
-                entry = self._clips[id(clip)] = _ClipFrames(clip, lambda _, key=id(clip): self._dead.append(key))
-            entry.frames[index] = _copy(frame)
-            entry.nbytes += size
+                return  # the owner's own entries fill the bound: its later frames are computed on every read
+            if entries is None:
+                entries = self._owners[id(owner)] = _Entries(owner, lambda _, key=id(owner): self._dead.append(key))
+            entries.frames[index] = _copy(arrays)
+            entries.nbytes += size
             self._nbytes += size
-            self._clips.move_to_end(id(clip))
+            self._owners.move_to_end(id(owner))
 
-    def drop(self, clip) -> None:
-        """Forgets everything kept for ``clip`` (the owner), e.g. when it changes what it would compute."""
+    def drop(self, owner) -> None:
+        """Forgets everything kept for ``owner``, e.g. when it changes what it would compute."""
         with self._lock:
-            if self._entry(clip) is not None:
-                self._nbytes -= self._clips.pop(id(clip)).nbytes
+            if self._entries(owner) is not None:
+                self._nbytes -= self._owners.pop(id(owner)).nbytes
 
     def clear(self) -> None:
-        """Drops every frame and zeroes the hit and miss counts."""
+        """Drops every entry and zeroes the hit and miss counts."""
         with self._lock:
-            self._clips.clear()
+            self._owners.clear()
             self._nbytes = 0
             self.hits = self.misses = 0
 
     def __len__(self) -> int:
         with self._lock:
-            return sum(len(e.frames) for e in self._clips.values())
+            return sum(len(e.frames) for e in self._owners.values())
 
-    def _entry(self, clip) -> Optional[_ClipFrames]:
+    def _entries(self, owner) -> Optional[_Entries]:
         while self._dead:
             key = self._dead.pop()
-            dead = self._clips.get(key)
+            dead = self._owners.get(key)
             if dead is not None and dead.ref() is None:
-                self._nbytes -= self._clips.pop(key).nbytes
-        entry = self._clips.get(id(clip))
-        if entry is not None and entry.ref() is not clip:  # a dead clip whose id was given to a new object
-            self._nbytes -= entry.nbytes
-            del self._clips[id(clip)]
+                self._nbytes -= self._owners.pop(key).nbytes
+        entries = self._owners.get(id(owner))
+        if entries is not None and entries.ref() is not owner:  # a dead owner whose id was given to a new object
+            self._nbytes -= entries.nbytes
+            del self._owners[id(owner)]
             return None
-        return entry
-
-    def _has_other(self, clip) -> bool:
-        return any(key != id(clip) for key in self._clips)
+        return entries
 
     def _drop_oldest(self, keep: Optional[int] = None) -> None:
-        for key in self._clips:
+        for key in self._owners:
             if key != keep:
-                self._nbytes -= self._clips.pop(key).nbytes
+                self._nbytes -= self._owners.pop(key).nbytes
                 return
 
 

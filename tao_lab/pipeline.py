@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from tao_lab import frame_memo
 from tao_lab.artifacts import remove_orphan_temps
 from tao_lab.cache import StageCache, stable_hash
 from tao_lab.config import to_plain
@@ -197,9 +198,7 @@ class Pipeline:
         # training clips given (those stages then use per-clip backgrounds)
         self.camera_backgrounds = None
         use_segmenter_beside_scorer(cfg)
-        from tao_lab import frame_memo
-
-        frame_memo.configure(cfg)
+        frame_memo.configure(cfg)  # the process's memo bounds (frame_memo_mb, foreground_memo_mb)
 
     # ----- camera background ---------------------------------------------------------------------------------
     def set_camera_clips(self, clips: Iterable[Clip] = (), cameras: Optional[list[list[Clip]]] = None) -> None:

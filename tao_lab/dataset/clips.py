@@ -112,9 +112,8 @@ class VideoFileClip(Clip):
     """A clip read from a video file (mp4/avi/... via ``cv2.VideoCapture``).
 
     ``frames()`` decodes sequentially from one open capture (``_read`` seeks only when the capture is not at the
-    frame already). ``frame(i)`` reuses the open
-    capture: a short forward jump (<= ``seek_window`` frames) is done by grabbing, anything else by setting
-    CAP_PROP_POS_FRAMES.
+    frame already). ``frame(i)`` reuses the open capture: a short forward jump (<= ``seek_window`` frames) is done by
+    grabbing, anything else by setting CAP_PROP_POS_FRAMES.
 
     The frame count is verified: OpenCV's CAP_PROP_FRAME_COUNT can be wrong (it is estimated from the container
     header / duration), so the frames are counted once by grabbing through the file; the count is cached per

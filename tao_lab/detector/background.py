@@ -29,6 +29,7 @@ from typing import Iterable, Optional
 import cv2
 import numpy as np
 
+from tao_lab.frame_memo import FOREGROUNDS
 from tao_lab.types import Clip
 
 _MAD_TO_SIGMA = 1.4826
@@ -159,8 +160,6 @@ class BackgroundModel:
 
     def _forget_foregrounds(self) -> None:
         """The model changed: differences kept under it (:meth:`frame_foreground`) no longer hold."""
-        from tao_lab.frame_memo import FOREGROUNDS
-
         FOREGROUNDS.drop(self)
 
     def _set_background(self, bg: np.ndarray) -> None:
@@ -320,8 +319,6 @@ class BackgroundModel:
         """(:meth:`difference`, the cleaned foreground mask) of frame ``index`` of the clip this model was fitted for,
         computed once for every stage that asks: kept under this model in tao_lab.frame_memo.FOREGROUNDS (the
         detector's pass leaves them, the segmenter takes them). ``index`` must be the frame's index in that clip."""
-        from tao_lab.frame_memo import FOREGROUNDS
-
         kept = FOREGROUNDS.get(self, index)
         if kept is not None:
             return kept
