@@ -155,3 +155,58 @@ def test_no_hang_after_the_parent_used_torchs_threads(counts_set_before_fork, tm
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="worker_kind"):
         run_jobs(lambda i: i, [0], workers=1, kind="greenlet")
+
+
+PARENT_READ_THE_VIDEO = """
+import sys
+import cv2
+import numpy as np
+from tao_lab.clip_workers import run_jobs
+from tao_lab.dataset.clips import VideoFileClip
+{patch}
+path = sys.argv[1]
+writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 25, (160, 120))
+rng = np.random.default_rng(0)
+for _ in range(60):
+    writer.write(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+writer.release()
+clips = [VideoFileClip(path, clip_id=f"c{{i}}") for i in range(2)]
+for clip in clips:
+    clip.frame(3)  # the parent reads: each clip's capture is open, with FFmpeg's decoding threads
+out = run_jobs(lambda clip: [float(clip.frame(i).mean()) for i in range(10, 40)], clips, workers=2, kind="process")
+expected = [float(clips[0].frame(i).mean()) for i in range(10, 40)]  # the parent's capture still reads after
+assert out == [expected, expected], (out, expected)
+print("done")
+"""
+
+
+@pytest.mark.parametrize("own_capture", [True, False])
+def test_no_hang_when_a_worker_reads_a_video_its_parent_had_open(own_capture, tmp_path):
+    """A video clip read in the parent keeps its capture open, and FFmpeg decodes with threads of that process; a
+    forked worker that read through the inherited capture waited for those threads forever (found on a video
+    dataset with a training split, whose clips the parent samples before the workers start). The worker opens its
+    own capture (VideoFileClip._abandon_inherited). The control, with the inherited capture used, shows that this
+    test sees the hang. In a subprocess with a timeout, as above."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    if not own_capture and (os.cpu_count() or 1) < 2:
+        pytest.skip("FFmpeg decodes on one thread on a one-core machine: nothing to hang on")
+    patch = "" if own_capture else "VideoFileClip._abandon_inherited = lambda self: None"
+    script = tmp_path / "fork_after_video.py"
+    script.write_text(PARENT_READ_THE_VIDEO.format(patch=patch))
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "clip.mp4")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=120 if own_capture else 25)
+        hung = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        hung = True
+    if own_capture:
+        assert not hung and proc.returncode == 0 and "done" in out, None if hung else err[-2000:]
+    else:
+        assert hung  # the control: through the inherited capture, the workers hang

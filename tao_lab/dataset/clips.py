@@ -108,6 +108,10 @@ class FrameFolderClip(Clip):
         return img
 
 
+# Captures a forked worker inherited from its parent, dropped unreleased (VideoFileClip._abandon_inherited).
+_INHERITED_CAPTURES: list = []
+
+
 class VideoFileClip(Clip):
     """A clip read from a video file (mp4/avi/... via ``cv2.VideoCapture``).
 
@@ -133,6 +137,7 @@ class VideoFileClip(Clip):
             raise DataError(f"video file not found: {path}")
         self.path = path
         self._cap = None
+        self._cap_pid = os.getpid()  # the process that opened _cap (a forked worker must open its own)
         self._pos = 0
         cap = self._open()
         h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -193,17 +198,33 @@ class VideoFileClip(Clip):
         return n
 
     def _open(self):
+        if self._cap is not None and self._cap_pid != os.getpid():
+            self._abandon_inherited()
         if self._cap is None:
             cap = cv2.VideoCapture(self.path)
             if not cap.isOpened():
                 raise DataError(f"cannot open video file {self.path} (unsupported codec or not a video)")
             self._cap = cap
+            self._cap_pid = os.getpid()
             self._pos = 0
         return self._cap
 
     def _release(self):
+        if self._cap is not None and self._cap_pid != os.getpid():
+            self._abandon_inherited()
         if self._cap is not None:
             self._cap.release()
+        self._cap = None
+        self._pos = 0
+
+    def _abandon_inherited(self):
+        """Drops a capture this process inherited through fork (a worker process) without touching it.
+
+        FFmpeg decodes with threads of the process that opened the capture; a forked copy has the decoder's state
+        but not its threads, so reading from it, or releasing it, waits for them forever (a worker process that
+        hangs at its first frame). The copy is kept referenced, never released: it holds no thread, and the worker
+        ends with os._exit, which runs no destructor. This process opens its own capture instead."""
+        _INHERITED_CAPTURES.append(self._cap)
         self._cap = None
         self._pos = 0
 
