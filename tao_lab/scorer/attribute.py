@@ -1028,13 +1028,17 @@ def _knn_score(x: np.ndarray, bank: np.ndarray, k: int, metric: str,
     kk = min(k, len(bank))
     for s in range(0, len(x), chunk):
         q = torch.from_numpy(np.ascontiguousarray(x[s:s + chunk], np.float32))
-        d = (q * q).sum(1, keepdim=True) + bn[None, :] - 2 * q @ b.T
-        d.clamp_(min=0)
+        # |q|^2 + |b|^2 - 2 q.b, in that order (the same bits as written out), with one (chunk, M) temporary less
+        d = torch.add((q * q).sum(1, keepdim=True), bn[None, :])
+        d.sub_(q @ b.T, alpha=2)
         if exclude is not None:
             qg = torch.from_numpy(np.asarray(exclude[0][s:s + chunk]))
             bg = torch.from_numpy(np.asarray(exclude[1]))
             d.masked_fill_(qg[:, None] == bg[None, :], float("inf"))
-        v = torch.topk(d, kk, dim=1, largest=False).values
+        # the nearest first, then clamped at 0 (rounding can make a distance slightly negative): clamping is
+        # monotone, so the k nearest of the clamped distances are the clamped k nearest
+        v = d.min(1, keepdim=True).values if kk == 1 else torch.topk(d, kk, dim=1, largest=False).values
+        v.clamp_(min=0)
         if metric == "euclidean":
             v = v.sqrt()
         elif metric != "sqeuclidean":
