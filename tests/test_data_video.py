@@ -213,3 +213,45 @@ def test_load_frames_or_video(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="notes.txt"):
         load_frames_or_video(str(tmp_path / "notes.txt"))
+
+
+def test_a_video_dataset_evaluates_on_worker_processes(tmp_path):
+    """The path a held-out camera takes: a dataset of MPEG-4 videos (decoded on FFmpeg's threads) with a training
+    split, evaluated on two forked worker processes after the parent has read the clips (frame counts, object scale,
+    camera background). Before VideoFileClip opened a capture of its own in each worker, this hung at the first
+    parallel pass. In a subprocess with a timeout, so a hang fails the test instead of blocking the run."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import QUICK_SEGMENTER, ROOT, MovingSquareClip
+
+    root = tmp_path / "avenue"
+    squares = ((10, 40, 3, 0, 16, 230), (100, 20, -2, 1, 14, 200))
+    for split, folder, n in (("train", "training_videos", 2), ("test", "testing_videos", 2)):
+        for k in range(1, n + 1):
+            path = root / folder / f"{k:02d}.avi"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            clip = MovingSquareClip(num_frames=40, squares=squares, seed=k + (10 if split == "test" else 0))
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (clip.width, clip.height))
+            for frame in clip.frames():
+                writer.write(frame)
+            writer.release()
+            if split == "test":
+                write_label_mat(str(root / "testing_label_mask" / f"{k}_label.mat"),
+                                box_masks(40, on=range(5, 15), h=clip.height, w=clip.width))
+    cmd = [sys.executable, str(ROOT / "eval.py"), "dataset=avenue", f"paths.data_dir={root}", "workers=2",
+           "worker_kind=process", "validation=none", "progress=false", f"paths.output_dir={tmp_path / 'run'}",
+           f"paths.cache_dir={tmp_path / 'cache'}", f"paths.log_dir={tmp_path / 'logs'}", *QUICK_SEGMENTER]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the evaluation of a video dataset on two worker processes did not finish in 240 s (a hang)")
+    assert proc.returncode == 0, err[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test/num_clips"] == 2 and metrics["test/frames"] == 80
