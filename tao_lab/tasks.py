@@ -97,7 +97,9 @@ def run_cli(cfg: DictConfig, task: Callable[[DictConfig, Any], dict]) -> dict:
     except KeyboardInterrupt as exc:
         if full_traceback_wanted():
             raise
-        print(f"tao_lab {name}: {exc or 'interrupted'}; marked in {output_dir(cfg) / 'INTERRUPTED.json'}",
+        # a plain Ctrl+C is a KeyboardInterrupt without a message (RunInterrupted names its signal)
+        print(f"tao_lab {name}: {str(exc) or 'interrupted by SIGINT'}; marked in "
+              f"{output_dir(cfg) / 'INTERRUPTED.json'}",
               file=sys.stderr, flush=True)
         sys.exit(exit_code_for_interrupt(exc))
     except Exception as exc:

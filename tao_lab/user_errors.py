@@ -122,3 +122,27 @@ class interrupt_on_sigterm:
         if self._old is not None:
             signal.signal(signal.SIGTERM, self._old)
         return False
+
+
+def fit_keeping_interrupts(trainer, *args, **kwargs) -> None:
+    """``trainer.fit(*args, **kwargs)`` for a Lightning trainer, with an interruption left an interruption.
+
+    Lightning catches a KeyboardInterrupt (Ctrl+C, or :class:`RunInterrupted` from SIGTERM) inside ``fit``, sets
+    SIGINT to be ignored for the rest of the process and exits with ``sys.exit(1)``: the run would end with code 1,
+    no message and no ``INTERRUPTED.json``, and a second Ctrl+C would do nothing. Here the interruption Lightning
+    caught (the SystemExit's context) is raised again, and the SIGINT handler from before the fit is put back (in the
+    main thread, the only one that can set it)."""
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        trainer.fit(*args, **kwargs)
+    except SystemExit as exc:
+        caught = exc.__context__
+        if isinstance(caught, KeyboardInterrupt):
+            raise caught from None
+        raise
+    finally:
+        if main_thread and before is not None and signal.getsignal(signal.SIGINT) != before:
+            signal.signal(signal.SIGINT, before)

@@ -150,3 +150,69 @@ def test_unreadable_input_video_is_one_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"tao_lab infer: error: cannot read input '{bad}': cannot open video file {bad}" in err
     assert "full_key" not in err and "Error in call to target" not in err
+
+
+def test_plain_ctrl_c_exits_130_with_a_message_naming_it(tmp_path, capsys):
+    from tao_lab.tasks import run_cli
+
+    def interrupted(cfg, logger):
+        raise KeyboardInterrupt  # what Ctrl+C raises: no message of its own
+
+    with pytest.raises(SystemExit) as e:
+        run_cli(compose("eval", TINY_SYNTHETIC, tmp_path), interrupted)
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert "tao_lab eval: interrupted by SIGINT; marked in" in err and str(tmp_path / "run" / "INTERRUPTED.json") in err
+
+
+def _interrupting_module(interruption):
+    import lightning
+    import torch
+
+    class Interrupted(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, i):
+            if i == 2:
+                raise interruption
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return Interrupted()
+
+
+@pytest.mark.parametrize("interruption", ["ctrl_c", "sigterm"])
+def test_an_interrupted_lightning_fit_stays_an_interruption(interruption):
+    """Lightning turns an interruption inside fit into sys.exit(1) (the control); through fit_keeping_interrupts the
+    interruption itself comes out, the SIGTERM one with its signal, and the SIGINT handler is the one from before."""
+    import lightning
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from tao_lab.user_errors import RunInterrupted, fit_keeping_interrupts
+
+    def trainer():
+        return lightning.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                                 enable_progress_bar=False, enable_model_summary=False)
+
+    def make():
+        return KeyboardInterrupt() if interruption == "ctrl_c" else RunInterrupted(signal.SIGTERM)
+
+    loader = DataLoader(TensorDataset(torch.rand(16, 2)), batch_size=2)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # the control: what Lightning does by itself
+            trainer().fit(_interrupting_module(make()), loader)
+        signal.signal(signal.SIGINT, before)
+
+        with pytest.raises(KeyboardInterrupt) as e:
+            fit_keeping_interrupts(trainer(), _interrupting_module(make()), loader)
+        if interruption == "sigterm":
+            assert isinstance(e.value, RunInterrupted) and e.value.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) == before
+    finally:
+        signal.signal(signal.SIGINT, before)

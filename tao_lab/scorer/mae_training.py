@@ -22,6 +22,7 @@ import torch
 from tao_lab.scorer.base import FitItem
 from tao_lab.scorer.mae_windows import split_by_frame
 from tao_lab.scorer.spr import check_schedule, keep_lowest
+from tao_lab.user_errors import fit_keeping_interrupts
 
 if TYPE_CHECKING:  # pragma: no cover
     from tao_lab.scorer.temporal_mae import TemporalMaeScorer
@@ -130,8 +131,8 @@ def fit_in_rounds(scorer: "TemporalMaeScorer", train: dict[str, np.ndarray], val
             tr = factory() if factory is not None else default_trainer(scorer.max_epochs, tmp.name)
             if not isinstance(tr, lightning.Trainer):
                 raise TypeError(f"trainer factory returned {type(tr).__name__}, expected lightning.Trainer")
-            tr.fit(scorer, scorer.loader(train, keep_t, shuffle=True),
-                   None if val is None else scorer.loader(val, keep_v, shuffle=False))
+            fit_keeping_interrupts(tr, scorer, scorer.loader(train, keep_t, shuffle=True),
+                                   None if val is None else scorer.loader(val, keep_v, shuffle=False))
             best = restore_best(scorer, tr)
             metrics[f"round{r}_epochs"] = float(tr.current_epoch)
             if best is not None:

@@ -244,6 +244,8 @@ def train_mask_net(inputs: np.ndarray, targets: np.ndarray, width: int = 8, epoc
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
+    from tao_lab.user_errors import fit_keeping_interrupts
+
     lightning.seed_everything(seed, workers=True, verbose=False)
     module = build_module(width, lr)
     data = TensorDataset(torch.from_numpy(inputs), torch.from_numpy(targets))
@@ -252,7 +254,7 @@ def train_mask_net(inputs: np.ndarray, targets: np.ndarray, width: int = 8, epoc
         trainer = lightning.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
                                     enable_checkpointing=False, enable_progress_bar=progress,
                                     enable_model_summary=False, num_sanity_val_steps=0, deterministic=True)
-        trainer.fit(module, loader)
+        fit_keeping_interrupts(trainer, module, loader)  # Ctrl+C stays an interruption (not exit 1)
     net = module.net.eval()
     with torch.no_grad():
         losses = [float(torch.nn.functional.binary_cross_entropy_with_logits(net(x)[:, 0], y))
