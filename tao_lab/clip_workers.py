@@ -19,6 +19,10 @@ at its first parallel torch operation (libgomp's team is gone; seen here in a wo
 that resizes OpenCV's pool hangs in it (seen here in ``cv2.setNumThreads`` in a worker). So the parent sets OpenCV and
 torch (when imported) to ``library_threads`` threads before it forks, and the workers never touch the counts: with one
 thread neither library enters its pool. One clip per core needs no splitting of each operation again anyway.
+
+An interrupted parent (Ctrl+C, SIGTERM) stops its workers at once: a stop flag they inherit makes them skip the jobs
+they have not started, and ``_STOP_SIGNAL`` (or the terminal's own Ctrl+C) interrupts the job they are in. A worker's
+signals raise only inside a job, never while it waits in the pool's queue (see ``_worker_signals``).
 """
 from __future__ import annotations
 
@@ -26,15 +30,21 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
+import threading
 from typing import Any, Callable, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
 KINDS = ("process", "thread")
 
-# the job and its items while a process pool runs: the forked workers inherit them (never pickled)
-_FORKED: Optional[tuple[Callable[[Any], Any], Sequence[Any]]] = None
+# the job, its items and the stop flag while a process pool runs: the forked workers inherit them (never pickled)
+_FORKED: Optional[tuple[Callable[[Any], Any], Sequence[Any], Any]] = None
+# in a worker, whether it is inside a job (a stop request raises only there: _stop_requested)
+_IN_JOB = False
+# the signal an interrupted parent sends its workers (their handler: _stop_requested)
+_STOP_SIGNAL = getattr(signal, "SIGUSR1", None)
 
 
 def can_fork() -> bool:
@@ -117,19 +127,23 @@ def _run_forked(job, items, workers, order, library_threads, on_done) -> list:
                            "processes of its own")
     results: list = [None] * len(items)
     threads = 1 if library_threads is None else int(library_threads)  # the workers inherit the counts set here
-    _FORKED = (job, items)
+    context = multiprocessing.get_context("fork")
+    stop = context.Event()  # set when this process is interrupted: a worker then starts no further job
+    _FORKED = (job, items, stop)
     try:
-        with opencv_threads(threads), _torch_threads_if_imported(threads), \
-                ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        with opencv_threads(threads), _torch_threads_if_imported(threads), _stop_handler() as handler, \
+                ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_signals) as pool:
             futures = {pool.submit(_run_forked_job, i): i for i in order}
             try:
                 for future in as_completed(futures):
                     results[futures[future]] = future.result()
                     if on_done is not None:
                         on_done()
-            except BaseException:
+            except BaseException as exc:
                 for future in futures:  # an error or Ctrl-C: start no further job
                     future.cancel()
+                if isinstance(exc, KeyboardInterrupt):
+                    _interrupt_workers(pool, stop, handler.installed)
                 raise
     except BrokenProcessPool as exc:
         raise RuntimeError("a worker process died while processing clips (killed by the system, e.g. out of "
@@ -139,11 +153,66 @@ def _run_forked(job, items, workers, order, library_threads, on_done) -> list:
     return results
 
 
+def _interrupt_workers(pool, stop, signalled: bool) -> None:
+    """This process was interrupted (Ctrl+C, or SIGTERM sent to it alone, as ``kill``, ``timeout`` or a container's
+    stop send it): its workers stop too instead of finishing their clips. The pool waits for its running jobs when it
+    shuts down, and it hands each worker one job ahead, so a run of long clips went on for two clips' time after the
+    signal (and on with orphaned workers if it was killed meanwhile). The stop flag makes a worker skip the jobs it
+    has not started; ``_STOP_SIGNAL`` interrupts the job it is in (``signalled``: the workers have the handler), which
+    unwinds as on Ctrl+C (temporary files removed). Not SIGINT: a worker that Ctrl+C had already reached could get it
+    again outside its job, inside the pool's queue lock, and the other worker would wait for that lock forever."""
+    stop.set()
+    if not signalled:
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):  # the pool's workers (CPython)
+        try:
+            os.kill(process.pid, _STOP_SIGNAL)
+        except OSError:  # already gone
+            pass
+
+
+def _stop_requested(signum, frame) -> None:
+    """Handler of ``_STOP_SIGNAL`` and SIGINT in a worker: the run was interrupted. Raises only inside a job, where it
+    unwinds the job; between jobs the stop flag is enough (the next job is skipped)."""
+    if _IN_JOB:
+        raise KeyboardInterrupt("stopped: the run was interrupted")
+
+
+def _worker_signals() -> None:
+    """A worker's Ctrl+C (the terminal sends it to every process of the run) raises only inside a job, as a stop
+    request does. Outside one the worker waits in the pool's queue; interrupted there it printed a traceback, and it
+    could die holding the queue's lock, for which the other worker then waited forever. The parent, interrupted too,
+    sets the stop flag, so the worker skips its remaining jobs."""
+    signal.signal(signal.SIGINT, _stop_requested)
+
+
+class _stop_handler:
+    """Context manager in the parent: ``_STOP_SIGNAL`` handled by :func:`_stop_requested` while the pool forks its
+    workers (they inherit the handler; in the parent it never raises, as the parent runs no job). Whether it could be
+    set (only the main thread can) is ``installed``."""
+
+    def __enter__(self):
+        self.installed, self._old = False, None
+        if _STOP_SIGNAL is not None and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(_STOP_SIGNAL, _stop_requested)
+            self.installed = True
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.installed:
+            signal.signal(_STOP_SIGNAL, self._old)
+        return False
+
+
 def _run_forked_job(index: int) -> Any:
-    """Runs in a worker: the inherited job on the inherited item ``index``. An error that cannot cross the pipe as
-    it is (an exception class with extra constructor arguments cannot be unpickled) crosses as a RuntimeError with
-    its type and message."""
-    job, items = _FORKED
+    """Runs in a worker: the inherited job on the inherited item ``index`` (nothing once the parent was interrupted).
+    An error that cannot cross the pipe as it is (an exception class with extra constructor arguments cannot be
+    unpickled) crosses as a RuntimeError with its type and message."""
+    global _IN_JOB
+    job, items, stop = _FORKED
+    if stop.is_set():
+        return None
+    _IN_JOB = True
     try:
         return job(items[index])
     except Exception as exc:
@@ -152,3 +221,5 @@ def _run_forked_job(index: int) -> Any:
         except Exception:  # noqa: BLE001 - any failure to round-trip: send the text instead
             raise RuntimeError(f"{type(exc).__name__}: {exc} (in worker process {os.getpid()})") from None
         raise
+    finally:
+        _IN_JOB = False

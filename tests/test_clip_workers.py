@@ -210,3 +210,71 @@ def test_no_hang_when_a_worker_reads_a_video_its_parent_had_open(own_capture, tm
         assert not hung and proc.returncode == 0 and "done" in out, None if hung else err[-2000:]
     else:
         assert hung  # the control: through the inherited capture, the workers hang
+
+
+LONG_JOBS = """
+import sys, time
+from pathlib import Path
+from tao_lab.clip_workers import run_jobs
+from tao_lab.user_errors import interrupt_on_sigterm
+
+def job(i):
+    Path(sys.argv[1], f"started{{i}}").write_text("")
+    start = time.time()
+    while time.time() - start < 120:  # busy for two minutes, as a long clip keeps a worker busy
+        sum(range(10000))
+    return i
+
+with interrupt_on_sigterm():
+    try:
+        run_jobs(job, list(range(4)), workers=2, kind="process")
+    except KeyboardInterrupt as exc:
+        print("interrupted:", type(exc).__name__, flush=True)
+        sys.exit(3)
+print("finished")
+"""
+
+
+@pytest.mark.parametrize("how", ["sigterm_to_the_parent", "ctrl_c_to_all"])
+def test_an_interrupted_run_stops_its_workers_at_once(how, tmp_path):
+    """An interrupted parent did not stop its workers: the pool waited for their running jobs and handed each one
+    more, so a run of long clips went on for two clips' time after a SIGTERM sent to it alone (``kill``, ``timeout``,
+    a container's stop), with orphaned workers if it was killed meanwhile; a Ctrl+C that reached an idle worker
+    printed its traceback. Now the workers stop within seconds, none outlives the run, no traceback."""
+    import subprocess
+    import sys
+    import time
+
+    from helpers import ROOT
+
+    script = tmp_path / "long_jobs.py"
+    script.write_text(LONG_JOBS.format())
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for _ in range(600):  # both workers inside their first job
+            if len(list(tmp_path.glob("started*"))) >= 2 or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert len(list(tmp_path.glob("started*"))) >= 2, proc.communicate(timeout=5)
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(workers) >= 2
+        start = time.time()
+        if how == "sigterm_to_the_parent":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        took = time.time() - start
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 3 and "interrupted:" in out, (out, err[-2000:])
+    assert took < 20, f"the run took {took:.0f} s to stop after the signal"
+    time.sleep(0.5)
+    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}") and
+             "Z" not in open(f"/proc/{pid}/stat").read().split()[2]]
+    assert alive == [], f"workers {alive} outlived the run"
+    assert "Traceback" not in err, err[-2000:]
+    assert len(list(tmp_path.glob("started*"))) == 2  # the jobs not yet started were skipped
