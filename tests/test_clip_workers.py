@@ -29,6 +29,30 @@ def finishes(fn, seconds: float = 120.0):
     return out["value"]
 
 
+def script_finishes(script, args=(), fixed: bool = True) -> None:
+    """Runs ``script`` in a subprocess of its own session. ``fixed``: it must print "done" and exit 0 within 120 s;
+    else (the control, the defect put back) it must still be running after 25 s, when it and its hung workers are
+    killed together."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    proc = subprocess.Popen([sys.executable, str(script), *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=120 if fixed else 25)
+        hung = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        hung = True
+    if fixed:
+        assert not hung and proc.returncode == 0 and "done" in out, None if hung else err[-2000:]
+    else:
+        assert hung  # the control sees the hang
+
+
 @pytest.mark.parametrize("kind", ["process", "thread"])
 def test_results_come_back_in_the_items_order_whatever_order_they_ran_in(kind):
     items = list(range(7))
@@ -126,30 +150,12 @@ def test_no_hang_after_the_parent_used_torchs_threads(counts_set_before_fork, tm
     """libgomp's thread team does not survive fork: a worker forked from the main thread after it ran a convolution
     on two threads hangs in its own (the control run shows that this test sees the hang); run_jobs sets the count to 1
     before forking, so its workers finish. In a subprocess with a timeout: a hang cannot block the test run."""
-    import subprocess
-    import sys
-
-    from helpers import ROOT
-
     patch = "" if counts_set_before_fork else (
         "import contextlib, tao_lab.clip_workers as cw, tao_lab.library_threads as lt\n"
         "lt.opencv_threads = cw._torch_threads_if_imported = lambda n: contextlib.nullcontext()")
     script = tmp_path / "fork_after_threads.py"
     script.write_text(PARENT_USED_THE_POOLS.format(patch=patch))
-    # its own session: on a timeout the script and its hung workers are killed together
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=120 if counts_set_before_fork else 25)
-        hung = False
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        hung = True
-    if counts_set_before_fork:
-        assert not hung and proc.returncode == 0 and "done" in out, None if hung else err[-2000:]
-    else:
-        assert hung  # the control: without the counts set before the fork, the workers hang
+    script_finishes(script, fixed=counts_set_before_fork)  # control: without the counts set first, the workers hang
 
 
 def test_unknown_kind_is_refused():
@@ -187,29 +193,12 @@ def test_no_hang_when_a_worker_reads_a_video_its_parent_had_open(own_capture, tm
     dataset with a training split, whose clips the parent samples before the workers start). The worker opens its
     own capture (VideoFileClip._abandon_inherited). The control, with the inherited capture used, shows that this
     test sees the hang. In a subprocess with a timeout, as above."""
-    import subprocess
-    import sys
-
-    from helpers import ROOT
-
     if not own_capture and (os.cpu_count() or 1) < 2:
         pytest.skip("FFmpeg decodes on one thread on a one-core machine: nothing to hang on")
     patch = "" if own_capture else "VideoFileClip._abandon_inherited = lambda self: None"
     script = tmp_path / "fork_after_video.py"
     script.write_text(PARENT_READ_THE_VIDEO.format(patch=patch))
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "clip.mp4")], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=120 if own_capture else 25)
-        hung = False
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        hung = True
-    if own_capture:
-        assert not hung and proc.returncode == 0 and "done" in out, None if hung else err[-2000:]
-    else:
-        assert hung  # the control: through the inherited capture, the workers hang
+    script_finishes(script, [tmp_path / "clip.mp4"], fixed=own_capture)  # control: through the inherited capture
 
 
 LONG_JOBS = """
