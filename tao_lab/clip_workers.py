@@ -41,8 +41,9 @@ KINDS = ("process", "thread")
 
 # the job, its items and the stop flag while a process pool runs: the forked workers inherit them (never pickled)
 _FORKED: Optional[tuple[Callable[[Any], Any], Sequence[Any], Any]] = None
-# in a worker, whether it is inside a job (a stop request raises only there: _stop_requested)
+# in a worker, whether it is inside a job (a stop request raises only there) and whether one came (_stop_requested)
 _IN_JOB = False
+_STOPPED = False
 # the signal an interrupted parent sends its workers (their handler: _stop_requested)
 _STOP_SIGNAL = getattr(signal, "SIGUSR1", None)
 
@@ -128,7 +129,9 @@ def _run_forked(job, items, workers, order, library_threads, on_done) -> list:
     results: list = [None] * len(items)
     threads = 1 if library_threads is None else int(library_threads)  # the workers inherit the counts set here
     context = multiprocessing.get_context("fork")
-    stop = context.Event()  # set when this process is interrupted: a worker then starts no further job
+    # 1 once the run is interrupted: a worker then starts no further job. A shared byte without a lock: read and set
+    # while signals arrive, a lock could be left held by an interrupted holder and wait everyone else out
+    stop = context.RawValue("b", 0)
     _FORKED = (job, items, stop)
     try:
         with opencv_threads(threads), _torch_threads_if_imported(threads), _stop_handler() as handler, \
@@ -161,7 +164,7 @@ def _interrupt_workers(pool, stop, signalled: bool) -> None:
     has not started; ``_STOP_SIGNAL`` interrupts the job it is in (``signalled``: the workers have the handler), which
     unwinds as on Ctrl+C (temporary files removed). Not SIGINT: a worker that Ctrl+C had already reached could get it
     again outside its job, inside the pool's queue lock, and the other worker would wait for that lock forever."""
-    stop.set()
+    stop.value = 1
     if not signalled:
         return
     for process in list((getattr(pool, "_processes", None) or {}).values()):  # the pool's workers (CPython)
@@ -172,8 +175,10 @@ def _interrupt_workers(pool, stop, signalled: bool) -> None:
 
 
 def _stop_requested(signum, frame) -> None:
-    """Handler of ``_STOP_SIGNAL`` and SIGINT in a worker: the run was interrupted. Raises only inside a job, where it
-    unwinds the job; between jobs the stop flag is enough (the next job is skipped)."""
+    """Handler of ``_STOP_SIGNAL`` and SIGINT in a worker: the run was interrupted. It records the request (the
+    worker starts no further job) and raises only inside a job, where it unwinds the job."""
+    global _STOPPED
+    _STOPPED = True
     if _IN_JOB:
         raise KeyboardInterrupt("stopped: the run was interrupted")
 
@@ -183,6 +188,8 @@ def _worker_signals() -> None:
     request does. Outside one the worker waits in the pool's queue; interrupted there it printed a traceback, and it
     could die holding the queue's lock, for which the other worker then waited forever. The parent, interrupted too,
     sets the stop flag, so the worker skips its remaining jobs."""
+    global _STOPPED
+    _STOPPED = False  # a fresh worker: nothing it inherited from its parent's state was a request to it
     signal.signal(signal.SIGINT, _stop_requested)
 
 
@@ -210,11 +217,17 @@ def _run_forked_job(index: int) -> Any:
     unpickled) crosses as a RuntimeError with its type and message."""
     global _IN_JOB
     job, items, stop = _FORKED
-    if stop.is_set():
+    if _STOPPED or stop.value:  # this worker, or another one, or the parent was interrupted
         return None
     _IN_JOB = True
     try:
+        if _STOPPED:  # a request that came between the check above and _IN_JOB
+            return None
         return job(items[index])
+    except KeyboardInterrupt:
+        _IN_JOB = False
+        stop.value = 1  # the run is being stopped (a Ctrl+C reached this worker too): no worker starts another job
+        raise
     except Exception as exc:
         try:
             pickle.loads(pickle.dumps(exc))
