@@ -41,9 +41,8 @@ KINDS = ("process", "thread")
 
 # the job, its items and the stop flag while a process pool runs: the forked workers inherit them (never pickled)
 _FORKED: Optional[tuple[Callable[[Any], Any], Sequence[Any], Any]] = None
-# in a worker, whether it is inside a job (a stop request raises only there) and whether one came (_stop_requested)
+# in a worker, whether it is inside a job (a stop request raises only there: _stop_requested)
 _IN_JOB = False
-_STOPPED = False
 # the signal an interrupted parent sends its workers (their handler: _stop_requested)
 _STOP_SIGNAL = getattr(signal, "SIGUSR1", None)
 
@@ -161,7 +160,7 @@ def _interrupt_workers(pool, stop, signalled: bool) -> None:
     stop send it): its workers stop too instead of finishing their clips. The pool waits for its running jobs when it
     shuts down, and it hands each worker one job ahead, so a run of long clips went on for two clips' time after the
     signal (and on with orphaned workers if it was killed meanwhile). The stop flag makes a worker skip the jobs it
-    has not started; ``_STOP_SIGNAL`` interrupts the job it is in (``signalled``: the workers have the handler), which
+    has not started; ``_STOP_SIGNAL`` interrupts the job it is in (``signalled``: it reaches no default action), which
     unwinds as on Ctrl+C (temporary files removed). Not SIGINT: a worker that Ctrl+C had already reached could get it
     again outside its job, inside the pool's queue lock, and the other worker would wait for that lock forever."""
     stop.value = 1
@@ -175,33 +174,33 @@ def _interrupt_workers(pool, stop, signalled: bool) -> None:
 
 
 def _stop_requested(signum, frame) -> None:
-    """Handler of ``_STOP_SIGNAL`` and SIGINT in a worker: the run was interrupted. It records the request (the
-    worker starts no further job) and raises only inside a job, where it unwinds the job."""
-    global _STOPPED
-    _STOPPED = True
+    """Handler of ``_STOP_SIGNAL`` and SIGINT in a worker: the run was interrupted. It sets the shared stop flag (no
+    worker starts another job) and raises only inside a job, where it unwinds the job."""
+    _FORKED[2].value = 1
     if _IN_JOB:
         raise KeyboardInterrupt("stopped: the run was interrupted")
 
 
 def _worker_signals() -> None:
-    """A worker's Ctrl+C (the terminal sends it to every process of the run) raises only inside a job, as a stop
-    request does. Outside one the worker waits in the pool's queue; interrupted there it printed a traceback, and it
-    could die holding the queue's lock, for which the other worker then waited forever. The parent, interrupted too,
-    sets the stop flag, so the worker skips its remaining jobs."""
-    global _STOPPED
-    _STOPPED = False  # a fresh worker: nothing it inherited from its parent's state was a request to it
+    """A worker's Ctrl+C (the terminal sends it to every process of the run) and the parent's stop signal raise only
+    inside a job. Outside one the worker waits in the pool's queue; interrupted there it printed a traceback, and it
+    could die holding the queue's lock, for which the other worker then waited forever. Either signal sets the stop
+    flag, so the worker skips its remaining jobs."""
     signal.signal(signal.SIGINT, _stop_requested)
+    if _STOP_SIGNAL is not None:
+        signal.signal(_STOP_SIGNAL, _stop_requested)
 
 
 class _stop_handler:
-    """Context manager in the parent: ``_STOP_SIGNAL`` handled by :func:`_stop_requested` while the pool forks its
-    workers (they inherit the handler; in the parent it never raises, as the parent runs no job). Whether it could be
-    set (only the main thread can) is ``installed``."""
+    """Context manager in the parent: ``_STOP_SIGNAL`` ignored while the pool forks its workers, so a worker signalled
+    before :func:`_worker_signals` installed its handler is not killed by the signal's default action (it sees the stop
+    flag instead). Whether it could be set (only the main thread can) is ``installed``: if not, the workers are not
+    signalled."""
 
     def __enter__(self):
         self.installed, self._old = False, None
         if _STOP_SIGNAL is not None and threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(_STOP_SIGNAL, _stop_requested)
+            self._old = signal.signal(_STOP_SIGNAL, signal.SIG_IGN)
             self.installed = True
         return self
 
@@ -217,17 +216,13 @@ def _run_forked_job(index: int) -> Any:
     unpickled) crosses as a RuntimeError with its type and message."""
     global _IN_JOB
     job, items, stop = _FORKED
-    if _STOPPED or stop.value:  # this worker, or another one, or the parent was interrupted
+    if stop.value:  # a worker or the parent was interrupted
         return None
     _IN_JOB = True
     try:
-        if _STOPPED:  # a request that came between the check above and _IN_JOB
+        if stop.value:  # a request that came between the check above and _IN_JOB (its handler did not raise)
             return None
         return job(items[index])
-    except KeyboardInterrupt:
-        _IN_JOB = False
-        stop.value = 1  # the run is being stopped (a Ctrl+C reached this worker too): no worker starts another job
-        raise
     except Exception as exc:
         try:
             pickle.loads(pickle.dumps(exc))

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from typing import Optional
 
 EXIT_USER_ERROR = 2
@@ -132,8 +133,6 @@ def fit_keeping_interrupts(trainer, *args, **kwargs) -> None:
     no message and no ``INTERRUPTED.json``, and a second Ctrl+C would do nothing. Here the interruption Lightning
     caught (the SystemExit's context) is raised again, and the SIGINT handler from before the fit is put back (in the
     main thread, the only one that can set it)."""
-    import threading
-
     main_thread = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGINT) if main_thread else None
     try:

@@ -146,9 +146,11 @@ class VideoFileClip(Clip):
         if h <= 0 or w <= 0:
             ok, img = cap.read()
             if not ok:
+                self._release()
                 raise DataError(f"video file has no decodable frame: {path}")
             h, w = img.shape[:2]
-            self._release()
+        # closed until the first read: a dataset's clips do not each hold a decoder (and its threads) from the start
+        self._release()
         total = self.count_frames(path, expected_frames)
         if total == 0:
             raise DataError(f"video file has no decodable frame: {path}")
