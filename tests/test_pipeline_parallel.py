@@ -173,3 +173,43 @@ def test_prefetch_readies_the_segmenters_network_once_in_this_process(compose_cf
                                                  f"paths.cache_dir={tmp_path / 'cache'}"]))
     assert all(pipe.caches["segment"].path(c.clip_id, pipe.source("segment", c)).is_file() for c in data.test)
     assert [int(p) for p in log.read_text().split()] == [os.getpid()]  # once, here
+
+
+@pytest.mark.parametrize("platform", ["win32", "darwin"])
+def test_where_it_cannot_fork_the_workers_are_threads_with_the_same_results(compose_cfg, tmp_path, monkeypatch,
+                                                                            platform):
+    """Windows cannot fork and macOS's system libraries are not fork-safe: worker_kind=process (the default) runs the
+    clips on threads there, forks nothing, and gives the sequential results."""
+    import multiprocessing
+    import sys
+
+    from tao_lab.pipeline import Pipeline, load_dataset
+
+    def sequential():
+        cfg = compose_cfg("eval", [*TINY_SYNTHETIC, "workers=1", f"paths.cache_dir={tmp_path / 'cache1'}"])
+        clips = load_dataset(cfg).train
+        pipe = Pipeline(cfg)
+        pipe.extract(clips, "train")
+        return [(pipe.tracks(c), pipe.features(c)) for c in clips]
+
+    expected = sequential()
+    monkeypatch.setattr(sys, "platform", platform)
+
+    def no_fork(*args, **kwargs):
+        raise AssertionError("a worker process was started on a platform that cannot fork")
+
+    monkeypatch.setattr(multiprocessing, "get_context", no_fork)
+    cfg = compose_cfg("eval", [*TINY_SYNTHETIC, "workers=2", "worker_kind=process",
+                               f"paths.cache_dir={tmp_path / 'cache2'}"])
+    clips = load_dataset(cfg).train
+    pipe = Pipeline(cfg)
+    assert pipe.worker_kind() == "thread"
+    pipe.extract(clips, "train")
+    assert pipe.caches["features"].misses == len(clips)
+    for (t1, f1), c in zip(expected, clips):
+        t2, f2 = pipe.tracks(c), pipe.features(c)
+        np.testing.assert_array_equal(t1.xyxy, t2.xyxy)
+        np.testing.assert_array_equal(t1.track_id, t2.track_id)
+        assert f1.keys() == f2.keys()
+        for k in f1:
+            np.testing.assert_array_equal(f1[k], f2[k])
