@@ -1,7 +1,7 @@
 """Why a planted set scores what it scores: each held-out clip of the cross-scene validation, explained.
 
     python benchmarks/planted_look.py --scenes ped2,ped2_oblique --sets cart [--seed 0]
-        [--ped2-dir ../shared/datasets/ucsd_ped2] [--clips 4] [--frames 120] [--top 2] [hydra overrides ...]
+        [--ped2-dir ../shared/datasets/ucsd_ped2] [--clips 4] [--frames 120] [--top 2] [--crowd] [hydra overrides ...]
     python benchmarks/planted_look.py --in-run [--seed 0] [hydra overrides ...]   # a run's val/ sets (D, C)
 
 For every scene, planted set and held-out clip v, the configured attribute scorer (``fusion: sum_excess``) is fitted
@@ -110,15 +110,20 @@ def _auc(positives: list, negatives: list) -> float:
 
 
 def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None, num_clips: int = 4,
-                num_frames: int = 120, top: int = 2, min_iou: float = 0.2):
-    """Yields printable lines, then returns {scene: {set: AUC}} (the cross-scene validation's cells for ``seed``)."""
+                num_frames: int = 120, top: int = 2, min_iou: float = 0.2, crowd: bool = False):
+    """Yields printable lines, then returns {scene: {set: AUC}} (the cross-scene validation's cells for ``seed``;
+    with ``crowd`` those of its ``--crowd`` guard: held-out and planted clips crowded by a spare clip)."""
     from tao_lab.pipeline import dataset_pipeline, instantiate
     from tao_lab.types import Dataset
-    from tao_lab.validation.cross_scene import _at_working_resolution, build_scenes, fold_clips
+    from tao_lab.validation.cross_scene import _at_working_resolution, build_scenes, crowd_scene, fold_clips
     from tao_lab.validation.in_run import planted_box_table
+    from tao_lab.validation.scenes import spare_clips
 
+    donors = spare_clips(list(dict.fromkeys(scenes)), num_clips, num_frames, ped2_dir) if crowd else None
     built = build_scenes(cfg, scenes, sets, ped2_dir, num_clips, num_frames, seed, False, animate=True,
                          off_path_ground=True)
+    if donors is not None:
+        built = [crowd_scene(sc, donors[sc.name]) for sc in built]
     aucs: dict[str, dict[str, float]] = {}
     measured: dict = {}
     for scene_clips in built:
@@ -126,6 +131,7 @@ def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None
         pipe = dataset_pipeline(cfg, Dataset(sc.name, list(sc.train), []))  # the scene is one camera
         pipe.show_progress = False
         items = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in sc.train]
+        scored = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in map(sc.scored_clip, range(len(items)))]
         aucs[sc.name] = {}
         for kind in sets:
             pos, neg = [], []
@@ -136,8 +142,8 @@ def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None
                     continue
                 scorer = instantiate(cfg.scorer).fit_clips([items[u] for u in fold_clips(v, len(items))])
                 scorer.eval()
-                got = explain_fold(scorer, (pipe.tracks(clip), pipe.features(clip), clip.num_frames), items[v],
-                                   clip.labels, planted_box_table(clip), top, min_iou)
+                got = explain_fold(scorer, (pipe.tracks(clip), pipe.features(clip), clip.num_frames), scored[v],
+                                   clip.labels, planted_box_table(getattr(clip, "base", clip)), top, min_iou)
                 pos.append(got["positives"])
                 neg.append(got["negatives"])
                 yield from fold_lines(f"{sc.name} / {kind}", v, got)
@@ -192,6 +198,8 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--top", type=int, default=2, help="top negative objects shown per fold")
     parser.add_argument("--iou", type=float, default=0.2, help="IoU a detection needs to count as the planted object")
+    parser.add_argument("--crowd", action="store_true",
+                        help="the validation's --crowd guard: held-out and planted clips crowded by a spare clip")
     args, overrides = parser.parse_known_args(argv)
     from tao_lab.config import compose_config
     from tao_lab.validation.behaviours import BEHAVIOURS
@@ -199,12 +207,14 @@ def main(argv=None) -> int:
     cfg = compose_config(["progress=false", "validation.kind=planted", *overrides])
     if cfg.scorer.get("fusion") != "sum_excess":
         parser.error("the look reads each group's excess over its normal level: it needs scorer.fusion=sum_excess")
+    if args.in_run and args.crowd:
+        parser.error("--crowd explains the cross-scene validation's crowd guard: not with --in-run")
     if args.in_run:
         lines = look_in_run(cfg, args.seed, args.top, args.iou)
     else:
         sets = list(BEHAVIOURS) if args.sets is None else args.sets.split(",")
         lines = look_scenes(cfg, args.scenes.split(","), sets, args.seed, args.ped2_dir, args.clips, args.frames,
-                            args.top, args.iou)
+                            args.top, args.iou, args.crowd)
     for line in lines:
         print(line, flush=True)
     return 0
