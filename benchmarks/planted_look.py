@@ -115,6 +115,7 @@ def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None
     with ``crowd`` those of its ``--crowd`` guard: held-out and planted clips crowded by a spare clip)."""
     from tao_lab.pipeline import dataset_pipeline, instantiate
     from tao_lab.types import Dataset
+    from tao_lab.validation.crowd import CrowdedClip
     from tao_lab.validation.cross_scene import _at_working_resolution, build_scenes, crowd_scene, fold_clips
     from tao_lab.validation.in_run import planted_box_table
     from tao_lab.validation.scenes import spare_clips
@@ -143,7 +144,7 @@ def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None
                 scorer = instantiate(cfg.scorer).fit_clips([items[u] for u in fold_clips(v, len(items))])
                 scorer.eval()
                 got = explain_fold(scorer, (pipe.tracks(clip), pipe.features(clip), clip.num_frames), scored[v],
-                                   clip.labels, planted_box_table(getattr(clip, "base", clip)), top, min_iou)
+                                   clip.labels, planted_box_table(clip.base if isinstance(clip, CrowdedClip) else clip), top, min_iou)
                 pos.append(got["positives"])
                 neg.append(got["negatives"])
                 yield from fold_lines(f"{sc.name} / {kind}", v, got)

@@ -19,14 +19,16 @@ def test_planted_rows_take_the_best_overlapping_detection_of_each_planted_frame(
     assert not look.planted_rows(ObjectTable.empty(), gt).any()
 
 
-def test_the_looks_auc_is_the_cross_scene_cell(compose_cfg):
+@pytest.mark.parametrize("crowd", [False, True])
+def test_the_looks_auc_is_the_cross_scene_cell(compose_cfg, crowd):
+    """With ``crowd`` the cell of the validation's crowd guard: the held-out and planted clips crowded by a spare clip."""
     from tao_lab.validation.cross_scene import cross_scene_validate
 
     look = load_benchmark("planted_look")
     cfg = compose_cfg("eval", [])
     sets = ["fast", "loiter"]
     lines = []
-    gen = look.look_scenes(cfg, ["synthetic_persp"], sets, seed=0, num_clips=3, num_frames=70)
+    gen = look.look_scenes(cfg, ["synthetic_persp"], sets, seed=0, num_clips=3, num_frames=70, crowd=crowd)
     while True:
         try:
             lines.append(next(gen))
@@ -34,7 +36,7 @@ def test_the_looks_auc_is_the_cross_scene_cell(compose_cfg):
             aucs = stop.value
             break
     result = cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=sets, num_clips=3,
-                                  num_frames=70, show_progress=False)
+                                  num_frames=70, show_progress=False, crowd=crowd)
     for kind in sets:
         assert aucs["synthetic_persp"][kind] == pytest.approx(result.auc["default"]["synthetic_persp"][kind], abs=1e-9)
     # one explanation per held-out clip and set, each with the planted object's excess per group
