@@ -19,6 +19,8 @@ give ``--sets`` as the validation run did, since a set's depth band follows its 
 (:data:`tao_lab.validation.DEFAULT_PLANTS`, or ``validation.plants``), whose negatives are the planted copy's own
 unlabelled frames. Two defects of session 47 were found this way (the in-run slow walkers were ordinary walkers on the
 main job's camera; planted carts read a walker's shape through a track switch).
+With ``--crowd``: the cells of the validation's crowd guard (``python -m tao_lab.validation --crowd``): each
+held-out clip and its planted copies crowded by a spare clip of the camera, the fit on uncrowded clips.
 
 It explains; it never chooses a setting. Training clips only: no test clip is read.
 """
@@ -143,8 +145,9 @@ def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None
                     continue
                 scorer = instantiate(cfg.scorer).fit_clips([items[u] for u in fold_clips(v, len(items))])
                 scorer.eval()
+                plant = clip.base if isinstance(clip, CrowdedClip) else clip  # the crowd pastes over the plant
                 got = explain_fold(scorer, (pipe.tracks(clip), pipe.features(clip), clip.num_frames), scored[v],
-                                   clip.labels, planted_box_table(clip.base if isinstance(clip, CrowdedClip) else clip), top, min_iou)
+                                   clip.labels, planted_box_table(plant), top, min_iou)
                 pos.append(got["positives"])
                 neg.append(got["negatives"])
                 yield from fold_lines(f"{sc.name} / {kind}", v, got)

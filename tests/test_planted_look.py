@@ -21,7 +21,7 @@ def test_planted_rows_take_the_best_overlapping_detection_of_each_planted_frame(
 
 @pytest.mark.parametrize("crowd", [False, True])
 def test_the_looks_auc_is_the_cross_scene_cell(compose_cfg, crowd):
-    """With ``crowd`` the cell of the validation's crowd guard: the held-out and planted clips crowded by a spare clip."""
+    """With ``crowd`` the cell of the validation's crowd guard: held-out and planted clips crowded by a spare clip."""
     from tao_lab.validation.cross_scene import cross_scene_validate
 
     look = load_benchmark("planted_look")
