@@ -134,7 +134,9 @@ def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None
         pipe = dataset_pipeline(cfg, Dataset(sc.name, list(sc.train), []))  # the scene is one camera
         pipe.show_progress = False
         items = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in sc.train]
-        scored = [(pipe.tracks(c), pipe.features(c), c.num_frames) for c in map(sc.scored_clip, range(len(items)))]
+        # the negatives' clips: the training clips themselves, or (crowd) their crowded copies
+        scored = items if sc.held_out is None else [(pipe.tracks(c), pipe.features(c), c.num_frames)
+                                                    for c in sc.held_out]
         aucs[sc.name] = {}
         for kind in sets:
             pos, neg = [], []

@@ -6,6 +6,17 @@ import pytest
 from helpers import TINY_SYNTHETIC
 
 
+def assert_same_outputs(expected, got):
+    """Per clip (tracks, features) pairs equal bit for bit."""
+    assert len(expected) == len(got)
+    for (t1, f1), (t2, f2) in zip(expected, got):
+        np.testing.assert_array_equal(t1.xyxy, t2.xyxy)
+        np.testing.assert_array_equal(t1.track_id, t2.track_id)
+        assert f1.keys() == f2.keys()
+        for k in f1:
+            np.testing.assert_array_equal(f1[k], f2[k])
+
+
 @pytest.mark.parametrize("kind", ["process", "thread"])
 def test_parallel_extraction_matches_sequential(compose_cfg, tmp_path, kind):
     from tao_lab.pipeline import Pipeline, load_dataset
@@ -26,12 +37,7 @@ def test_parallel_extraction_matches_sequential(compose_cfg, tmp_path, kind):
         again = Pipeline(cfg)
         again.extract(clips, "all")  # everything cached: nothing is loaded or computed
         assert again.caches["features"].hits == 0 and again.caches["features"].misses == 0
-    for (t1, f1), (t2, f2) in zip(runs[1], runs[2]):
-        np.testing.assert_array_equal(t1.xyxy, t2.xyxy)
-        np.testing.assert_array_equal(t1.track_id, t2.track_id)
-        assert f1.keys() == f2.keys()
-        for k in f1:
-            np.testing.assert_array_equal(f1[k], f2[k])
+    assert_same_outputs(runs[1], runs[2])
 
 
 def test_workers_must_be_positive(compose_cfg):
@@ -185,14 +191,11 @@ def test_where_it_cannot_fork_the_workers_are_threads_with_the_same_results(comp
 
     from tao_lab.pipeline import Pipeline, load_dataset
 
-    def sequential():
-        cfg = compose_cfg("eval", [*TINY_SYNTHETIC, "workers=1", f"paths.cache_dir={tmp_path / 'cache1'}"])
-        clips = load_dataset(cfg).train
-        pipe = Pipeline(cfg)
-        pipe.extract(clips, "train")
-        return [(pipe.tracks(c), pipe.features(c)) for c in clips]
-
-    expected = sequential()
+    cfg = compose_cfg("eval", [*TINY_SYNTHETIC, "workers=1", f"paths.cache_dir={tmp_path / 'cache1'}"])
+    clips = load_dataset(cfg).train
+    sequential = Pipeline(cfg)
+    sequential.extract(clips, "train")
+    expected = [(sequential.tracks(c), sequential.features(c)) for c in clips]
     monkeypatch.setattr(sys, "platform", platform)
 
     def no_fork(*args, **kwargs):
@@ -206,10 +209,4 @@ def test_where_it_cannot_fork_the_workers_are_threads_with_the_same_results(comp
     assert pipe.worker_kind() == "thread"
     pipe.extract(clips, "train")
     assert pipe.caches["features"].misses == len(clips)
-    for (t1, f1), c in zip(expected, clips):
-        t2, f2 = pipe.tracks(c), pipe.features(c)
-        np.testing.assert_array_equal(t1.xyxy, t2.xyxy)
-        np.testing.assert_array_equal(t1.track_id, t2.track_id)
-        assert f1.keys() == f2.keys()
-        for k in f1:
-            np.testing.assert_array_equal(f1[k], f2[k])
+    assert_same_outputs(expected, [(pipe.tracks(c), pipe.features(c)) for c in clips])
