@@ -483,6 +483,51 @@ def test_dwell_stay_jump_ends_a_stay_where_the_box_jumps():
     assert AttributeScorer(dwell_stay_jump=1.5).hparams["dwell_stay_jump"] == 1.5
 
 
+def test_track_gaps_mark_a_detection_after_more_missed_frames_than_the_limit():
+    """scene.track_gaps: per track in frame order (rows given out of order), a detection that comes more than
+    ``max_gap`` frames after the previous detection of its track; a track's first detection, a one-detection track and
+    an untracked object never follow a gap; the limit must be at least one frame."""
+    # track 0 in frames 0, 1, 3, 9, 10 (rows shuffled: steps 1, 2, 6, 1), track 1 in frames 4 and 8, track 2 alone
+    frames = np.array([9, 0, 3, 1, 10, 4, 8, 20, 30])
+    tracks = np.array([0, 0, 0, 0, 0, 1, 1, 2, -1])
+    objs = ObjectTable.build(frames, np.zeros((9, 4)), track_id=tracks)
+    assert scene.track_gaps(objs, 5).tolist() == [True, False, False, False, False, False, False, False, False]
+    assert scene.track_gaps(objs, 3).tolist() == [True, False, False, False, False, False, True, False, False]
+    assert scene.track_gaps(objs, 1).tolist() == [True, False, True, False, False, False, True, False, False]
+    assert scene.track_gaps(objs, 6).tolist() == [False] * 9
+    with pytest.raises(ValueError, match="at least 1 frame"):
+        scene.track_gaps(objs, 0)
+
+
+def test_dwell_stay_gap_starts_a_new_stay_after_a_gap_in_the_track():
+    """derived_quantities(dwell_stay_gap=G): a still object seen in frames 0-3 and again in frames 10-13 (a gap of 7
+    frames, in which the tracker may have handed its track to someone else) stays 0-3 and 10-13 frames without the key;
+    with G 5 the stay begins again at frame 10 (its first frame), with G 7 the gap is within the limit and nothing
+    changes; a box jump and a gap both start stays; the scorer refuses anything but a whole number of frames >= 1 and
+    keeps the key through its hyperparameters."""
+    from tao_lab.scorer import AttributeScorer
+
+    frames = np.array([0, 1, 2, 3, 10, 11, 12, 13])
+    n = len(frames)
+    objs = ObjectTable.build(frames, np.tile([[0, 60, 10, 100]], (n, 1)), track_id=np.zeros(n))
+    place = np.tile([[0.5, 0.5, 0.1, 0.4, 100.0, 100.0]], (n, 1))
+    height = np.array([0.3, 0.0, 0.0, 0.01])
+    plain = scene.derived_quantities(objs, {"place": place}, height, 5.0)
+    assert plain["scene.dwell"][:, 0].tolist() == [0, 1, 2, 3, 10, 11, 12, 13]
+    gap = scene.derived_quantities(objs, {"place": place}, height, 5.0, dwell_stay_gap=5)
+    assert gap["scene.dwell"][:, 0].tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    within = scene.derived_quantities(objs, {"place": place}, height, 5.0, dwell_stay_gap=7)
+    assert within["scene.dwell"][:, 0].tolist() == plain["scene.dwell"][:, 0].tolist()
+    place[2:, 2] = 0.25  # the box is 2.5x wider from frame 2 on: a jump at frame 2, then the gap at frame 10
+    both = scene.derived_quantities(objs, {"place": place}, height, 5.0, dwell_stay_jump=2.0, dwell_stay_gap=5)
+    assert both["scene.dwell"][:, 0].tolist() == [0, 1, 0, 1, 0, 1, 2, 3]
+    for bad in (0, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="dwell_stay_gap must be a whole number of frames"):
+            AttributeScorer(dwell_stay_gap=bad)
+    assert AttributeScorer(dwell_stay_gap=5).hparams["dwell_stay_gap"] == 5
+    assert AttributeScorer().hparams["dwell_stay_gap"] is None
+
+
 def test_size_columns_are_log_sizes_against_the_expected_height_and_the_box_shape_in_pixels():
     """scene.size: log width, height and area against the expected height at the footprint (frame-relative), and
     log(width / height) of the box in pixels (a 40x20 px box on a 360x240 frame: log 2, whatever the frame's shape)."""

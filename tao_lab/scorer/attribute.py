@@ -196,6 +196,9 @@ class AttributeScorer(ObjectScorer):
             which it is the first frame (:func:`tao_lab.scorer.scene.box_jumps`: a merge, a split, or the track handed
             to another object; in a crowd a track handed between people going opposite ways turns round where it is
             and reads as staying).
+        dwell_stay_gap: None (off) or frames >= 1: a detection that follows its track's previous detection after more
+            than that many frames starts a new ``scene.dwell`` stay (:func:`tao_lab.scorer.scene.track_gaps`: the
+            tracker lost the object and gave the track to whatever came up near it, in a crowd often another person).
         dwell_span: "past" (the stay up to each detection: what a stream can know) or "stay" (the whole stay around it,
             later frames included: a loiterer reads its whole stay from the moment it stops, not only once it has
             stood for longer than normal; on a stream, whose current frame is the buffer's last, it reads the stay so
@@ -237,7 +240,8 @@ class AttributeScorer(ObjectScorer):
                  frame_crowd_baseline: Optional[float] = None, dwell_still_speed: Optional[float] = None,
                  dwell_still_fit: str = "still", dwell_stay_edge: Optional[float] = None,
                  dwell_stay_side_edge: Optional[float] = None, dwell_span: str = "past",
-                 dwell_stay_jump: Optional[float] = None, piece_carry: Optional[float] = None,
+                 dwell_stay_jump: Optional[float] = None, dwell_stay_gap: Optional[int] = None,
+                 piece_carry: Optional[float] = None,
                  piece_carry_features: Sequence[str] = scene.PIECE_CARRIED_FEATURES, piece_join: bool = False,
                  piece_track_height: Optional[float] = None, height_fit: str = "median",
                  dwell_height: str = "expected", piece_shape: str = "carried", piece_shape_width: float = 1.5):
@@ -323,6 +327,11 @@ class AttributeScorer(ObjectScorer):
         if dwell_stay_jump is not None and not float(dwell_stay_jump) > 1.0:
             raise ValueError(f"dwell_stay_jump must be a box size factor > 1 or null (off), got {dwell_stay_jump!r}")
         self.dwell_stay_jump = None if dwell_stay_jump is None else float(dwell_stay_jump)
+        whole_frames = isinstance(dwell_stay_gap, (int, np.integer)) and not isinstance(dwell_stay_gap, bool)
+        if dwell_stay_gap is not None and not (whole_frames and dwell_stay_gap >= 1):
+            raise ValueError(f"dwell_stay_gap must be a whole number of frames >= 1 or null (off), got "
+                             f"{dwell_stay_gap!r}")
+        self.dwell_stay_gap = None if dwell_stay_gap is None else int(dwell_stay_gap)
         self.dwell_span = _one_of("dwell_span", dwell_span, scene.DWELL_SPANS)
         self.dwell_height = _one_of("dwell_height", dwell_height, scene.DWELL_HEIGHTS)
         if piece_carry is not None and not 0.0 < float(piece_carry) < 1.0:
@@ -399,6 +408,7 @@ class AttributeScorer(ObjectScorer):
                                    "dwell_stay_edge": self.dwell_stay_edge,
                                    "dwell_stay_side_edge": self.dwell_stay_side_edge,
                                    "dwell_stay_jump": self.dwell_stay_jump,
+                                   "dwell_stay_gap": self.dwell_stay_gap,
                                    "dwell_span": self.dwell_span, "piece_carry": self.piece_carry,
                                    "piece_carry_features": list(self.piece_carry_features),
                                    "piece_join": self.piece_join,
@@ -482,7 +492,7 @@ class AttributeScorer(ObjectScorer):
         derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius,
                                            still_speed, self.dwell_stay_edge, self.dwell_stay_side_edge,
                                            self.dwell_span, self.heading_window, self.dwell_height,
-                                           self.dwell_stay_jump)
+                                           self.dwell_stay_jump, self.dwell_stay_gap)
         if self.piece_shape != "carried" and features.get(scene.PLACE_FEATURE) is not own_place and len(objects):
             # a whole box's place was not changed, so its shape is its own either way; place column 2 is the width
             own_p = scene.place_columns({scene.PLACE_FEATURE: own_place}, len(objects))

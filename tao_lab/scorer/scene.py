@@ -106,6 +106,22 @@ def box_jumps(objects: ObjectTable, place: np.ndarray, factor: float) -> np.ndar
     return out
 
 
+def track_gaps(objects: ObjectTable, max_gap: int) -> np.ndarray:
+    """(N,) bool: detections that follow the previous detection of their track after more than ``max_gap`` frames
+    (the scorer's ``dwell_stay_gap``). The tracker keeps a lost track alive for a while (ByteTrack's
+    ``track_buffer``) and gives it to whatever detection comes up near where it was predicted: in a crowd, often
+    another person than the one it lost. Nothing was seen of the object in between, so a stay measured across the gap
+    is not a measured stay. A track's first detection and an untracked object never follow a gap. ``max_gap`` >= 1
+    frames (1: every missed frame is a gap)."""
+    max_gap = int(max_gap)
+    if max_gap < 1:
+        raise ValueError(f"a track gap must be at least 1 frame, got {max_gap!r}")
+    out = np.zeros(len(objects), bool)
+    for seg in track_segments(objects):
+        out[seg[1:]] = np.diff(objects.frame[seg].astype(np.int64)) > max_gap
+    return out
+
+
 def detections_so_far(objects: ObjectTable) -> np.ndarray:
     """(N,) int64: how many detections of its track each object's track had up to and including it (1 = the track's
     first); an untracked object (track id < 0) counts 1 (an attribute's ``min_track_detections``)."""
@@ -428,7 +444,8 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
     a stay starts after the track's last such detection, and such a detection has stayed 0 frames. A walker coming
     in through the bottom edge shows more of itself frame by frame while its box's bottom stays on the edge: without
     it, the frames it took to come in count as a stay.
-    ``starts`` (N,) bool: detections where the track begins to hold another object (:func:`box_jumps`); a stay never
+    ``starts`` (N,) bool: detections where the track begins to hold another object (:func:`box_jumps`,
+    :func:`track_gaps`); a stay never
     reaches back over one, but, unlike a break, begins at it (its footprint is where the new object stands).
     ``both_ways``: the whole stay around detection i, the frames before it (as above) AND after it up to the track's
     next detection farther than the radius (or a break), so a loiterer reads its whole stay from the moment it stops
@@ -520,8 +537,8 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
                        dwell_stay_edge: Optional[float] = None,
                        dwell_stay_side_edge: Optional[float] = None,
                        dwell_span: str = "past", heading_window: Optional[int] = None,
-                       dwell_height: str = "expected", dwell_stay_jump: Optional[float] = None
-                       ) -> dict[str, np.ndarray]:
+                       dwell_height: str = "expected", dwell_stay_jump: Optional[float] = None,
+                       dwell_stay_gap: Optional[int] = None) -> dict[str, np.ndarray]:
     """Per-object quantities the scene attributes read, keyed ``scene.<name>`` (rows aligned with objects).
 
     - ``scene.speed_rel`` (N, 3): the velocity feature's columns 0-2 (mean moving-pixel speed, box 90th percentile,
@@ -539,7 +556,9 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
       a detection whose box reaches within it of the left or right edge (:func:`cut_by_side`); with
       ``dwell_stay_jump`` (a factor > 1) so does a detection whose box width or height jumps by more than that factor
       from its track's previous detection (:func:`box_jumps`: a merge, a split or a track handed to another object;
-      the stay begins again at that detection, ``starts`` of :func:`dwell_frames`); with ``dwell_span`` "stay" each
+      the stay begins again at that detection, ``starts`` of :func:`dwell_frames`); with ``dwell_stay_gap`` (frames)
+      so does a detection that follows its track's previous one after more than that many frames (:func:`track_gaps`:
+      the track was lost and may have been given to another object); with ``dwell_span`` "stay" each
       detection reads its whole stay, the frames after it too (``both_ways`` of :func:`dwell_frames`),
       with "past" (the default) the frames up to it; with ``dwell_height`` "own" the radius is ``dwell_radius`` x the
       object's own box height (a piece's, after :func:`carry_pieces`, its track's whole detection's) instead of the
@@ -575,6 +594,9 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
         side = cut_by_side(p, dwell_stay_side_edge)
         breaks = side if breaks is None else breaks | side
     starts = None if dwell_stay_jump is None else box_jumps(objects, p, dwell_stay_jump)
+    if dwell_stay_gap is not None:
+        gaps = track_gaps(objects, dwell_stay_gap)
+        starts = gaps if starts is None else starts | gaps
     if dwell_span not in DWELL_SPANS:
         raise ValueError(f"dwell_span must be one of {DWELL_SPANS}, got {dwell_span!r}")
     if dwell_height not in DWELL_HEIGHTS:
