@@ -11,7 +11,10 @@ on the other training clips, as ``python -m tao_lab.validation --scenes`` does, 
   its pasted box), and which tracks carry it (a track switch or a merge with a passer-by shows here);
 - the planted object's median excess over each group's normal level (below 0: that group sees nothing unusual);
 - the frame scores on its labelled frames against the held-out clip's own frames without it (the negatives), and the
-  ``--top`` objects of those negatives with the groups that lift them.
+  ``--top`` objects of those negatives with the groups that lift them;
+- at the end, one table of scene x set: the cell's AUC and the share of its labelled frames on which the planted
+  object was detected. A cell whose plant is seldom detected measures the detector, not the scorer (session 56:
+  synthetic_persp's off-path walkers, 4-6 px wide on the far lawn, under the detector's ``min_area``).
 
 The AUC per scene and set it prints is the validation's cell for that seed (the same plants, folds and negatives:
 give ``--sets`` as the validation run did, since a set's depth band follows its position in that list). With
@@ -128,6 +131,7 @@ def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None
     if donors is not None:
         built = [crowd_scene(sc, donors[sc.name]) for sc in built]
     aucs: dict[str, dict[str, float]] = {}
+    detected: dict[str, dict[str, tuple[int, int]]] = {}  # (frames the plant was detected on, labelled frames)
     measured: dict = {}
     for scene_clips in built:
         sc = _at_working_resolution(scene_clips, cfg, measured)
@@ -137,9 +141,10 @@ def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None
         # the negatives' clips: the training clips themselves, or (crowd) their crowded copies
         scored = items if sc.held_out is None else [(pipe.tracks(c), pipe.features(c), c.num_frames)
                                                     for c in sc.held_out]
-        aucs[sc.name] = {}
+        aucs[sc.name], detected[sc.name] = {}, {}
         for kind in sets:
             pos, neg = [], []
+            found = labelled = 0
             for v in range(len(sc.train)):
                 clip = sc.planted[kind][v]
                 if clip is None:
@@ -152,10 +157,29 @@ def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None
                                    clip.labels, planted_box_table(plant), top, min_iou)
                 pos.append(got["positives"])
                 neg.append(got["negatives"])
+                found, labelled = found + got["found"], labelled + got["labelled"]
                 yield from fold_lines(f"{sc.name} / {kind}", v, got)
             aucs[sc.name][kind] = _auc(pos, neg)
+            detected[sc.name][kind] = (found, labelled)
             yield f"{sc.name} / {kind}: frame AUC micro {aucs[sc.name][kind]:.4f} (seed {seed})"
+    yield from summary_table(aucs, detected, seed)
     return aucs
+
+
+def summary_table(aucs: dict, detected: dict, seed: int) -> list[str]:
+    """scene x set: the cell's frame AUC and, in brackets, the share of its labelled frames on which a detection
+    covers the planted object (a cell with no planted fold reads "-")."""
+    sets = list(dict.fromkeys(k for row in aucs.values() for k in row))
+    width = max([len(s) for s in sets] + [13])
+    lines = [f"frame AUC micro (share of the labelled frames on which the plant is detected), seed {seed}",
+             "scene \\ set".ljust(16) + " | " + " | ".join(f"{s:>{width}}" for s in sets)]
+    for scene, row in aucs.items():
+        cells = []
+        for kind in sets:
+            found, labelled = detected[scene].get(kind, (0, 0))
+            cells.append(f"{row[kind]:.4f} ({found / labelled:4.0%})" if labelled else "-")
+        lines.append(f"{scene:<16} | " + " | ".join(f"{c:>{width}}" for c in cells))
+    return lines
 
 
 def look_in_run(cfg, seed: int = 0, top: int = 2, min_iou: float = 0.2):

@@ -42,6 +42,16 @@ def test_the_looks_auc_is_the_cross_scene_cell(compose_cfg, crowd):
     # one explanation per held-out clip and set, each with the planted object's excess per group
     assert sum(line.startswith("synthetic_persp / fast fold") for line in lines) == 3
     assert sum("planted object's median excess: motion" in line for line in lines) == 6
+    # the closing table: per set the cell's AUC and the share of the labelled frames the folds found the plant on
+    for kind in sets:
+        folds = [line for line in lines if line.startswith(f"synthetic_persp / {kind} fold")]
+        found = sum(int(line.split("detected on ")[1].split()[0].rstrip(";")) for line in folds)
+        labelled = sum(int(line.split("labelled ")[1].split(",")[0]) for line in folds)
+        assert labelled > 0
+        header = next(line for line in lines if line.startswith("scene \\ set")).split("|")
+        row = next(line for line in lines if line.startswith("synthetic_persp  ")).split("|")
+        cell = row[[h.strip() for h in header].index(kind)].strip()
+        assert cell == f"{aucs['synthetic_persp'][kind]:.4f} ({found / labelled:4.0%})"
     # the fast plant is seen by the motion group: its median motion excess is above 0 in most folds
     motion = [float(line.split("motion ")[1].split(",")[0]) for line in lines
               if "median excess" in line][:3]
