@@ -14,7 +14,7 @@ on the other training clips, as ``python -m tao_lab.validation --scenes`` does, 
   ``--top`` objects of those negatives with the groups that lift them;
 - at the end, one table of scene x set: the cell's AUC and the share of its labelled frames on which the planted
   object was detected. A cell whose plant is seldom detected measures the detector, not the scorer (session 56:
-  synthetic_persp's off-path walkers, 4-6 px wide on the far lawn, under the detector's ``min_area``).
+  synthetic_persp's off-path walkers, 3-6 px wide on the far lawn, under the detector's ``min_area``).
 
 The AUC per scene and set it prints is the validation's cell for that seed (the same plants, folds and negatives:
 give ``--sets`` as the validation run did, since a set's depth band follows its position in that list). With
@@ -170,15 +170,17 @@ def summary_table(aucs: dict, detected: dict, seed: int) -> list[str]:
     """scene x set: the cell's frame AUC and, in brackets, the share of its labelled frames on which a detection
     covers the planted object (a cell with no planted fold reads "-")."""
     sets = list(dict.fromkeys(k for row in aucs.values() for k in row))
+    corner = "scene \\ set"
+    first = max(len(corner), *(len(scene) for scene in aucs))  # the scene column, as the validation's table
     width = max([len(s) for s in sets] + [13])
     lines = [f"frame AUC micro (share of the labelled frames on which the plant is detected), seed {seed}",
-             "scene \\ set".ljust(16) + " | " + " | ".join(f"{s:>{width}}" for s in sets)]
+             f"{corner:<{first}} | " + " | ".join(f"{s:>{width}}" for s in sets)]
     for scene, row in aucs.items():
         cells = []
         for kind in sets:
             found, labelled = detected[scene].get(kind, (0, 0))
             cells.append(f"{row[kind]:.4f} ({found / labelled:4.0%})" if labelled else "-")
-        lines.append(f"{scene:<16} | " + " | ".join(f"{c:>{width}}" for c in cells))
+        lines.append(f"{scene:<{first}} | " + " | ".join(f"{c:>{width}}" for c in cells))
     return lines
 
 

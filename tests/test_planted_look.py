@@ -49,7 +49,7 @@ def test_the_looks_auc_is_the_cross_scene_cell(compose_cfg, crowd):
         labelled = sum(int(line.split("labelled ")[1].split(",")[0]) for line in folds)
         assert labelled > 0
         header = next(line for line in lines if line.startswith("scene \\ set")).split("|")
-        row = next(line for line in lines if line.startswith("synthetic_persp  ")).split("|")
+        row = next(line for line in lines if line.startswith("synthetic_persp | ")).split("|")
         cell = row[[h.strip() for h in header].index(kind)].strip()
         assert cell == f"{aucs['synthetic_persp'][kind]:.4f} ({found / labelled:4.0%})"
     # the fast plant is seen by the motion group: its median motion excess is above 0 in most folds
