@@ -528,6 +528,66 @@ def test_dwell_stay_gap_starts_a_new_stay_after_a_gap_in_the_track():
     assert AttributeScorer().hparams["dwell_stay_gap"] is None
 
 
+def test_dwell_stay_chain_carries_a_stay_across_a_track_break():
+    """derived_quantities(dwell_stay_chain=True): a still object tracked as track 0 in frames 0-5, lost, and tracked
+    again as track 1 from frame 9 at the same spot goes on with track 0's stay (5 frames at frame 5, plus the 4 frames
+    between): 13-16 at frames 9-12. Not chained: a new track starting farther than the radius away; one starting
+    after more than dwell_stay_gap frames; one whose box is more than dwell_stay_jump times larger; one that begins
+    while the old track is still seen. A lost track hands its stay to one new track only (the nearer); the carried
+    stay ends where the new track's own stay restarts (it walks off and stops again)."""
+    from tao_lab.scorer import AttributeScorer
+
+    def dwell(frames, tracks, feet_x, widths=None, **kw):
+        n = len(frames)
+        objs = ObjectTable.build(np.asarray(frames), np.tile([[0, 60, 10, 100]], (n, 1)), track_id=np.asarray(tracks))
+        place = np.tile([[0.5, 0.5, 0.1, 0.4, 100.0, 100.0]], (n, 1))
+        place[:, 0] = feet_x
+        if widths is not None:
+            place[:, 2] = widths
+        # expected height 0.3 of the frame (30 px): radius 0.5 x 30 = 15 px, i.e. 0.15 of the frame's width
+        out = scene.derived_quantities(objs, {"place": place}, np.array([0.3, 0.0, 0.0, 0.01]), 0.5, **kw)
+        return out["scene.dwell"][:, 0].tolist()
+
+    frames = [0, 1, 2, 3, 4, 5, 9, 10, 11, 12]
+    tracks = [0] * 6 + [1] * 4
+    at = [0.5] * 10
+    assert dwell(frames, tracks, at, dwell_stay_gap=10) == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
+    chained = dwell(frames, tracks, at, dwell_stay_gap=10, dwell_stay_chain=True)
+    assert chained == [0, 1, 2, 3, 4, 5, 9, 10, 11, 12]
+    # 0.2 of the frame away (20 px > 15 px): another object
+    assert dwell(frames, tracks, [0.5] * 6 + [0.7] * 4, dwell_stay_gap=10, dwell_stay_chain=True)[6:] == [0, 1, 2, 3]
+    # lost for 4 frames > a gap limit of 3
+    assert dwell(frames, tracks, at, dwell_stay_gap=3, dwell_stay_chain=True)[6:] == [0, 1, 2, 3]
+    # the new box 3x wider than the old: with the jump limit another object, without it the same
+    wide = [0.1] * 6 + [0.3] * 4
+    assert dwell(frames, tracks, at, wide, dwell_stay_gap=10, dwell_stay_jump=2.0, dwell_stay_chain=True)[6:] == \
+        [0, 1, 2, 3]
+    assert dwell(frames, tracks, at, wide, dwell_stay_gap=10, dwell_stay_chain=True)[6:] == [9, 10, 11, 12]
+    # track 0 still seen in track 1's first frame: two objects side by side, not one tracked again
+    assert dwell([0, 1, 2, 3, 3, 4], [0, 0, 0, 0, 1, 1], [0.5] * 6, dwell_stay_gap=10,
+                 dwell_stay_chain=True)[4:] == [0, 1]
+    # two new tracks where one was lost: the nearer (0.05 away) takes the stay, the other (0.1 away) starts its own
+    two = dwell(frames[:6] + [9, 10, 9, 10], [0] * 6 + [1, 1, 2, 2], [0.5] * 6 + [0.6, 0.6, 0.55, 0.55],
+                dwell_stay_gap=10, dwell_stay_chain=True)
+    assert two[6:] == [0, 1, 9, 10]
+    # the new track walks off at frame 11 and stands again: its stay there starts afresh
+    assert dwell(frames, tracks, [0.5] * 8 + [0.9, 0.9], dwell_stay_gap=10, dwell_stay_chain=True)[6:] == \
+        [9, 10, 0, 1]
+    # chained twice: a third track takes over the second's stay, carried stay included
+    three = dwell([0, 1, 3, 4, 6, 7], [0, 0, 1, 1, 2, 2], [0.5] * 6, dwell_stay_gap=10, dwell_stay_chain=True)
+    assert three == [0, 1, 3, 4, 6, 7]
+    with pytest.raises(ValueError, match="needs dwell_stay_gap"):
+        dwell(frames, tracks, at, dwell_stay_chain=True)
+    with pytest.raises(ValueError, match="stay so far"):
+        dwell(frames, tracks, at, dwell_stay_gap=10, dwell_stay_chain=True, dwell_span="stay")
+    for bad in ({"dwell_stay_chain": True}, {"dwell_stay_chain": True, "dwell_stay_gap": 10, "dwell_span": "stay"},
+                {"dwell_stay_chain": "yes", "dwell_stay_gap": 10}):
+        with pytest.raises(ValueError, match="dwell_stay_chain"):
+            AttributeScorer(**bad)
+    assert AttributeScorer(dwell_stay_gap=10, dwell_stay_chain=True).hparams["dwell_stay_chain"] is True
+    assert AttributeScorer().hparams["dwell_stay_chain"] is False
+
+
 def test_size_columns_are_log_sizes_against_the_expected_height_and_the_box_shape_in_pixels():
     """scene.size: log width, height and area against the expected height at the footprint (frame-relative), and
     log(width / height) of the box in pixels (a 40x20 px box on a 360x240 frame: log 2, whatever the frame's shape)."""

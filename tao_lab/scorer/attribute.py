@@ -199,6 +199,12 @@ class AttributeScorer(ObjectScorer):
         dwell_stay_gap: None (off) or frames >= 1: a detection that follows its track's previous detection after more
             than that many frames starts a new ``scene.dwell`` stay (:func:`tao_lab.scorer.scene.track_gaps`: the
             tracker lost the object and gave the track to whatever came up near it, in a crowd often another person).
+        dwell_stay_chain: a new track that begins within the dwell radius of where another track was last seen, at
+            most ``dwell_stay_gap`` frames before (and with ``dwell_stay_jump``, a box of about its size), goes on with
+            that track's ``scene.dwell`` stay (``chain_gap`` of :func:`tao_lab.scorer.scene.dwell_frames`): a
+            standing person the tracker lost (someone passed in front, the background absorbed them) and found
+            again keeps the stay. Needs ``dwell_stay_gap``; only with ``dwell_span`` "past" and no
+            ``dwell_still_speed``.
         dwell_span: "past" (the stay up to each detection: what a stream can know) or "stay" (the whole stay around it,
             later frames included: a loiterer reads its whole stay from the moment it stops, not only once it has
             stood for longer than normal; on a stream, whose current frame is the buffer's last, it reads the stay so
@@ -241,7 +247,7 @@ class AttributeScorer(ObjectScorer):
                  dwell_still_fit: str = "still", dwell_stay_edge: Optional[float] = None,
                  dwell_stay_side_edge: Optional[float] = None, dwell_span: str = "past",
                  dwell_stay_jump: Optional[float] = None, dwell_stay_gap: Optional[int] = None,
-                 piece_carry: Optional[float] = None,
+                 dwell_stay_chain: bool = False, piece_carry: Optional[float] = None,
                  piece_carry_features: Sequence[str] = scene.PIECE_CARRIED_FEATURES, piece_join: bool = False,
                  piece_track_height: Optional[float] = None, height_fit: str = "median",
                  dwell_height: str = "expected", piece_shape: str = "carried", piece_shape_width: float = 1.5):
@@ -332,6 +338,12 @@ class AttributeScorer(ObjectScorer):
             raise ValueError(f"dwell_stay_gap must be a whole number of frames >= 1 or null (off), got "
                              f"{dwell_stay_gap!r}")
         self.dwell_stay_gap = None if dwell_stay_gap is None else int(dwell_stay_gap)
+        if not isinstance(dwell_stay_chain, (bool, np.bool_)):
+            raise ValueError(f"dwell_stay_chain must be true or false, got {dwell_stay_chain!r}")
+        if dwell_stay_chain and (self.dwell_stay_gap is None or dwell_span != "past" or dwell_still_speed is not None):
+            raise ValueError("dwell_stay_chain needs dwell_stay_gap (the frames after which a lost track's stay may "
+                             "be taken over), dwell_span past and no dwell_still_speed")
+        self.dwell_stay_chain = bool(dwell_stay_chain)
         self.dwell_span = _one_of("dwell_span", dwell_span, scene.DWELL_SPANS)
         self.dwell_height = _one_of("dwell_height", dwell_height, scene.DWELL_HEIGHTS)
         if piece_carry is not None and not 0.0 < float(piece_carry) < 1.0:
@@ -409,6 +421,7 @@ class AttributeScorer(ObjectScorer):
                                    "dwell_stay_side_edge": self.dwell_stay_side_edge,
                                    "dwell_stay_jump": self.dwell_stay_jump,
                                    "dwell_stay_gap": self.dwell_stay_gap,
+                                   "dwell_stay_chain": self.dwell_stay_chain,
                                    "dwell_span": self.dwell_span, "piece_carry": self.piece_carry,
                                    "piece_carry_features": list(self.piece_carry_features),
                                    "piece_join": self.piece_join,
@@ -492,7 +505,7 @@ class AttributeScorer(ObjectScorer):
         derived = scene.derived_quantities(objects, features, self.scene__height.cpu().numpy(), self.dwell_radius,
                                            still_speed, self.dwell_stay_edge, self.dwell_stay_side_edge,
                                            self.dwell_span, self.heading_window, self.dwell_height,
-                                           self.dwell_stay_jump, self.dwell_stay_gap)
+                                           self.dwell_stay_jump, self.dwell_stay_gap, self.dwell_stay_chain)
         if self.piece_shape != "carried" and features.get(scene.PLACE_FEATURE) is not own_place and len(objects):
             # a whole box's place was not changed, so its shape is its own either way; place column 2 is the width
             own_p = scene.place_columns({scene.PLACE_FEATURE: own_place}, len(objects))

@@ -430,7 +430,9 @@ DWELL_SPANS = ("past", "stay")
 
 def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarray,
                  still: Optional[np.ndarray] = None, breaks: Optional[np.ndarray] = None,
-                 both_ways: bool = False, starts: Optional[np.ndarray] = None) -> np.ndarray:
+                 both_ways: bool = False, starts: Optional[np.ndarray] = None,
+                 chain_gap: Optional[int] = None, chain_jump: Optional[float] = None,
+                 log_size: Optional[np.ndarray] = None) -> np.ndarray:
     """(N,) frames each object's track has stayed within ``radius_px`` (N,) of its current footprint (N, 2) px.
 
     For detection i of a track: the frames since the track's last detection farther than the radius from where i
@@ -451,6 +453,14 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
     next detection farther than the radius (or a break), so a loiterer reads its whole stay from the moment it stops
     (offline: the clip's later frames are known; on a stream the current frame is the last, so it reads the stay so
     far). A passer-by's stay is then its whole crossing time, wherever in the crossing it is.
+    ``chain_gap`` (frames; None = off): a stay goes on across a track break. A track whose first detection stands
+    within its radius of where another track was last seen at most ``chain_gap`` frames before (that track not seen
+    in the new one's first frame; with ``chain_jump``, a factor > 1, and ``log_size`` (N, 2) log box width and
+    height, neither more than ``chain_jump`` times larger or smaller) takes over that track's stay there plus the
+    frames between: its detections whose stay reaches back to its first one count from the earlier stay's start
+    (:class:`_StayChain`). The tracker loses a standing person when someone passes in front or the
+    background absorbs them, and starts a new track when they come back: without it, the stay starts again. Only
+    with the stay so far (not ``still``, not ``both_ways``); it reads frames at or before the new track's first.
     """
     n = len(objects)
     out = np.zeros(n, np.float64)
@@ -458,13 +468,22 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
         return out
     breaks = None if breaks is None else np.asarray(breaks, bool)
     starts = None if starts is None else np.asarray(starts, bool)
-    for seg in track_segments(objects):
+    segments = list(track_segments(objects))
+    chain = None
+    if chain_gap is not None:
+        if still is not None or both_ways:
+            raise ValueError("a stay chained across track breaks (dwell_stay_chain) counts the stay so far: it works "
+                             "with dwell_span past and without dwell_still_speed")
+        segments.sort(key=lambda seg: objects.frame[seg[0]])  # a track's predecessors are done before it
+        chain = _StayChain(objects, foot_px, radius_px, int(chain_gap), chain_jump, log_size, breaks)
+    for seg in segments:
         p = foot_px[seg]
         f = objects.frame[seg].astype(np.float64)
         r = radius_px[seg]
         length = len(seg)
         # frames so far that ended at a still detection (the interval into it)
         counted = None if still is None else np.cumsum(np.where(still[seg], np.diff(f, prepend=f[0]), 0.0))
+        reach = np.zeros(length, bool)  # detections whose stay reaches back to the track's first (chain_gap)
         for s in range(0, length, 1024):  # row chunks keep the distance matrix small on very long tracks
             rows = np.arange(s, min(s + 1024, length))
             d = np.hypot(p[rows, None, 0] - p[None, :, 0], p[rows, None, 1] - p[None, :, 1])
@@ -489,9 +508,83 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
                 out[seg[rows]] = f[last] - f[first]
             else:  # frames of the stay (from detection ``first`` to ``last``) that ended at a still detection
                 out[seg[rows]] = counted[last] - counted[first]
+            if chain is not None:
+                reach[rows] = first == 0
+        if chain is not None:
+            chain.add(seg, reach if breaks is None else reach & ~breaks[seg])
+    if chain is not None:
+        chain.carry(out)
     if breaks is not None:
         out[breaks] = 0.0
     return out
+
+
+class _StayChain:
+    """The stays new tracks take over from tracks lost where they begin (``chain_gap`` of :func:`dwell_frames`).
+    :meth:`add` each track (rows in frame order, and which of them have stayed since its first detection), then
+    :meth:`carry` once, after every track's own stays are counted."""
+
+    def __init__(self, objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarray, max_gap: int,
+                 jump: Optional[float], log_size: Optional[np.ndarray], breaks: Optional[np.ndarray]):
+        if max_gap < 1:
+            raise ValueError(f"a chained stay's gap must be at least 1 frame, got {max_gap!r}")
+        if jump is not None and (not float(jump) > 1.0 or log_size is None):
+            raise ValueError(f"a chained stay's jump factor must be > 1 with the boxes' log sizes, got {jump!r}")
+        self.frame = objects.frame.astype(np.int64)
+        self.foot, self.radius, self.max_gap, self.breaks = foot_px, radius_px, max_gap, breaks
+        self.log_jump = None if jump is None else np.log(float(jump))
+        self.log_size = None if log_size is None else np.asarray(log_size, np.float64).reshape(-1, 2)
+        self.tracks: list[np.ndarray] = []
+        self.reach: list[np.ndarray] = []
+
+    def add(self, seg: np.ndarray, reach: np.ndarray) -> None:
+        self.tracks.append(seg)
+        self.reach.append(reach)
+
+    def _candidates(self, t: int, first: np.ndarray, last: np.ndarray) -> list[tuple[float, int]]:
+        """(distance, row) of each earlier track's last detection before track ``t`` begins that it may take over."""
+        i = self.tracks[t][0]
+        f0 = self.frame[i]
+        if self.breaks is not None and self.breaks[i]:
+            return []
+        out = []
+        for u in np.flatnonzero((first < f0) & (last >= f0 - self.max_gap)):
+            rows = self.tracks[u]
+            frames = self.frame[rows]
+            k = int(np.searchsorted(frames, f0)) - 1
+            if f0 - frames[k] > self.max_gap or (k + 1 < len(rows) and frames[k + 1] == f0):
+                continue  # lost too long ago, or still seen when the new track begins: not the same object
+            j = rows[k]
+            if self.breaks is not None and self.breaks[j]:
+                continue
+            d = float(np.hypot(*(self.foot[j] - self.foot[i])))
+            if d > self.radius[i]:
+                continue
+            if self.log_jump is not None and np.abs(self.log_size[j] - self.log_size[i]).max() > self.log_jump:
+                continue
+            out.append((d, j))
+        return out
+
+    def carry(self, dwell: np.ndarray) -> None:
+        """Adds to ``dwell`` (N,) each new track's carried stay, on its detections that have stayed since its first:
+        its predecessor's stay at its last detection plus the frames between. Tracks are taken in the order they
+        begin (a predecessor's own carried stay is counted before a later track takes it over); the tracks that
+        begin in one frame share out the lost ones nearest first, one new track per lost track."""
+        if not self.tracks:
+            return
+        first = np.array([self.frame[seg[0]] for seg in self.tracks])
+        last = np.array([self.frame[seg[-1]] for seg in self.tracks])
+        taken: set[int] = set()
+        for f0 in np.unique(first):
+            pairs = sorted((d, j, t) for t in np.flatnonzero(first == f0) for d, j in self._candidates(t, first, last))
+            given: set[int] = set()
+            for _, j, t in pairs:
+                if j in taken or t in given:
+                    continue
+                taken.add(j)
+                given.add(t)
+                seg = self.tracks[t]
+                dwell[seg[self.reach[t]]] += dwell[j] + (f0 - self.frame[j])
 
 
 def heading_histogram(objects: ObjectTable, foot_px: np.ndarray, window: int, bins: int,
@@ -538,7 +631,8 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
                        dwell_stay_side_edge: Optional[float] = None,
                        dwell_span: str = "past", heading_window: Optional[int] = None,
                        dwell_height: str = "expected", dwell_stay_jump: Optional[float] = None,
-                       dwell_stay_gap: Optional[int] = None) -> dict[str, np.ndarray]:
+                       dwell_stay_gap: Optional[int] = None, dwell_stay_chain: bool = False
+                       ) -> dict[str, np.ndarray]:
     """Per-object quantities the scene attributes read, keyed ``scene.<name>`` (rows aligned with objects).
 
     - ``scene.speed_rel`` (N, 3): the velocity feature's columns 0-2 (mean moving-pixel speed, box 90th percentile,
@@ -558,7 +652,10 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
       from its track's previous detection (:func:`box_jumps`: a merge, a split or a track handed to another object;
       the stay begins again at that detection, ``starts`` of :func:`dwell_frames`); with ``dwell_stay_gap`` (frames)
       so does a detection that follows its track's previous one after more than that many frames (:func:`track_gaps`:
-      the track was lost and may have been given to another object); with ``dwell_span`` "stay" each
+      the track was lost and may have been given to another object); with ``dwell_stay_chain`` a new track that
+      begins where another was lost at most ``dwell_stay_gap`` frames before (and, with ``dwell_stay_jump``, with a
+      box of about its size) goes on with that track's stay (``chain_gap`` of :func:`dwell_frames`: the same object,
+      tracked again after the tracker lost it); with ``dwell_span`` "stay" each
       detection reads its whole stay, the frames after it too (``both_ways`` of :func:`dwell_frames`),
       with "past" (the default) the frames up to it; with ``dwell_height`` "own" the radius is ``dwell_radius`` x the
       object's own box height (a piece's, after :func:`carry_pieces`, its track's whole detection's) instead of the
@@ -603,8 +700,13 @@ def derived_quantities(objects: ObjectTable, features: Mapping[str, np.ndarray],
         raise ValueError(f"dwell_height must be one of {DWELL_HEIGHTS}, got {dwell_height!r}")
     own_px = p[:, 3] * p[:, 5]
     body_px = {"expected": eh_px, "own": own_px, "smaller": np.minimum(eh_px, own_px)}[dwell_height]
-    out["scene.dwell"] = dwell_frames(objects, foot_px, float(dwell_radius) * body_px, still, breaks,
-                                      both_ways=dwell_span == "stay", starts=starts)[:, None].astype(np.float32)
+    if dwell_stay_chain and dwell_stay_gap is None:
+        raise ValueError("dwell_stay_chain needs dwell_stay_gap: the frames a lost track's stay may be taken over "
+                         "after, as within a track")
+    out["scene.dwell"] = dwell_frames(
+        objects, foot_px, float(dwell_radius) * body_px, still, breaks, both_ways=dwell_span == "stay", starts=starts,
+        chain_gap=dwell_stay_gap if dwell_stay_chain else None, chain_jump=dwell_stay_jump,
+        log_size=np.log(np.maximum(p[:, 2:4], 1e-9)))[:, None].astype(np.float32)
     if heading_window is not None:
         bins = int(np.asarray(features["velocity"]).reshape(n, -1).shape[1] - 3) if "velocity" in features and n else 8
         out["scene.heading"] = heading_histogram(objects, foot_px, int(heading_window), max(bins, 1),
