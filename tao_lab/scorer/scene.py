@@ -468,15 +468,13 @@ def dwell_frames(objects: ObjectTable, foot_px: np.ndarray, radius_px: np.ndarra
         return out
     breaks = None if breaks is None else np.asarray(breaks, bool)
     starts = None if starts is None else np.asarray(starts, bool)
-    segments = list(track_segments(objects))
     chain = None
     if chain_gap is not None:
         if still is not None or both_ways:
             raise ValueError("a stay chained across track breaks (dwell_stay_chain) counts the stay so far: it works "
                              "with dwell_span past and without dwell_still_speed")
-        segments.sort(key=lambda seg: objects.frame[seg[0]])  # a track's predecessors are done before it
         chain = _StayChain(objects, foot_px, radius_px, int(chain_gap), chain_jump, log_size, breaks)
-    for seg in segments:
+    for seg in track_segments(objects):
         p = foot_px[seg]
         f = objects.frame[seg].astype(np.float64)
         r = radius_px[seg]
