@@ -245,6 +245,9 @@ def main(argv=None) -> int:
         lines = look_in_run(cfg, args.seed, args.top, args.iou)
     else:
         sets = list(BEHAVIOURS) if args.sets is None else args.sets.split(",")
+        if sets != list(BEHAVIOURS):
+            print(f"note: each set is planted at the depth band its position in --sets gives it; these cells equal a "
+                  f"validation run with --sets {','.join(sets)}, not the full table's (sets {','.join(BEHAVIOURS)})")
         lines = look_scenes(cfg, args.scenes.split(","), sets, args.seed, args.ped2_dir, args.clips, args.frames,
                             args.top, args.iou, args.crowd)
     for line in lines:
