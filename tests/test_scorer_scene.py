@@ -531,7 +531,7 @@ def test_dwell_stay_gap_starts_a_new_stay_after_a_gap_in_the_track():
 def test_dwell_stay_chain_carries_a_stay_across_a_track_break():
     """derived_quantities(dwell_stay_chain=True): a still object tracked as track 0 in frames 0-5, lost, and tracked
     again as track 1 from frame 9 at the same spot goes on with track 0's stay (5 frames at frame 5, plus the 4 frames
-    between): 13-16 at frames 9-12. Not chained: a new track starting farther than the radius away; one starting
+    between): 9-12 at frames 9-12. Not chained: a new track starting farther than the radius away; one starting
     after more than dwell_stay_gap frames; one whose box is more than dwell_stay_jump times larger; one that begins
     while the old track is still seen. A lost track hands its stay to one new track only (the nearer); the carried
     stay ends where the new track's own stay restarts (it walks off and stops again)."""
