@@ -157,6 +157,34 @@ def test_frame_and_track_helpers():
     np.testing.assert_array_equal(sm9[:5], np.full(5, np.median(t1)))
 
 
+def test_track_quantile_keeps_an_excess_that_lasts_a_quarter_of_the_window():
+    """fusion_track_quantile: the window's 75th percentile keeps a run of 4 high detections in 15 that the median
+    drops, drops a run of 2, and equals a direct percentile over each (inward-shifted) window; 50 is the median."""
+    vals = np.zeros(30)
+    vals[5:7] = 3.0  # a 2-detection excess (a merge, a hand-over)
+    vals[18:22] = 2.0  # a 4-detection excess
+    objs = ObjectTable.build(np.arange(30), np.zeros((30, 4)), track_id=np.ones(30, int))
+    q75 = smooth_along_tracks(objs, vals, 15, quantile=75.0)
+    starts = np.clip(np.arange(30) - 7, 0, 30 - 15)  # the window shifts inwards at the track's ends
+    np.testing.assert_allclose(q75, [np.percentile(vals[s:s + 15], 75) for s in starts], rtol=1e-6)
+    assert q75[19] > 0 and q75[5] == 0.0  # the lasting excess survives, the short one does not
+    assert smooth_along_tracks(objs, vals, 15)[19] == 0.0  # the median drops both
+    np.testing.assert_array_equal(smooth_along_tracks(objs, vals, 15, quantile=50.0),
+                                  smooth_along_tracks(objs, vals, 15))
+    with pytest.raises(ValueError, match="percentile"):
+        AttributeScorer(fusion_track_quantile=120.0)
+    # the scorer's object scores are that percentile of its fused scores along each track, and round-trip
+    rng = np.random.default_rng(5)
+    train = [make_clip(rng) for _ in range(3)]
+    plain = AttributeScorer(ATTRS, frame_sigma=0.0).fit_clips(train)
+    q = AttributeScorer(ATTRS, frame_sigma=0.0, fusion_track_window=9, fusion_track_quantile=75.0).fit_clips(train)
+    objects, feats, n = make_clip(rng, fast=set(range(15, 19)))
+    fused = plain.score_clip(objects, feats, n).objects.score
+    np.testing.assert_allclose(q.score_clip(objects, feats, n).objects.score,
+                               smooth_along_tracks(objects, fused, 9, quantile=75.0), rtol=1e-6)
+    assert q.hparams["fusion_track_quantile"] == 75.0
+
+
 def test_single_clip_loo_falls_back_loudly(caplog):
     rng = np.random.default_rng(4)
     with caplog.at_level(logging.WARNING):

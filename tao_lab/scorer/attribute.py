@@ -169,6 +169,8 @@ class AttributeScorer(ObjectScorer):
             (a flow glitch at the frame edge, a blob merged for a frame) can outweigh what every other group says.
         fusion_track_window: running median of the fused object score along each track, over this many detections
             (1 = off): an anomaly that lasts keeps its score, a one-off excess of a normal walker is removed.
+        fusion_track_quantile: the percentile of that window the object takes (50 = its median): at 75 an excess
+            lasting a quarter of the window's detections survives, at 50 one lasting half of them.
         fusion_weights: ``fusion="sum_excess"`` only: "equal" (every group's excess counts once) or "reliability"
             (each group's excess divided by its noise on the camera's own held-out training clips; see
             :meth:`_reliability_weights`).
@@ -241,7 +243,8 @@ class AttributeScorer(ObjectScorer):
     def __init__(self, attributes: Optional[Mapping[str, Mapping[str, Any]]] = None, frame_sigma: float = 3.0,
                  frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum",
                  fusion_baseline: float | Mapping[str, float] = 90.0, fusion_baseline_level: str = "object",
-                 fusion_track_window: int = 1, fusion_group_cap: Optional[float] = None,
+                 fusion_track_window: int = 1, fusion_track_quantile: float = 50.0,
+                 fusion_group_cap: Optional[float] = None,
                  fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0,
                  frame_crowd_baseline: Optional[float] = None, dwell_still_speed: Optional[float] = None,
                  dwell_still_fit: str = "still", dwell_stay_edge: Optional[float] = None,
@@ -383,6 +386,9 @@ class AttributeScorer(ObjectScorer):
         if int(fusion_track_window) < 1:
             raise ValueError(f"fusion_track_window must be >= 1 (1 = off), got {fusion_track_window!r}")
         self.fusion_track_window = int(fusion_track_window)
+        if not 0.0 <= float(fusion_track_quantile) <= 100.0:
+            raise ValueError(f"fusion_track_quantile must be a percentile in [0, 100], got {fusion_track_quantile!r}")
+        self.fusion_track_quantile = float(fusion_track_quantile)
         if fusion_group_cap is not None and not float(fusion_group_cap) > 0:
             raise ValueError(f"fusion_group_cap must be a calibrated score > 0 or null (off), got {fusion_group_cap!r}")
         self.fusion_group_cap = None if fusion_group_cap is None else float(fusion_group_cap)
@@ -411,6 +417,7 @@ class AttributeScorer(ObjectScorer):
                                    "fusion_baseline": self.fusion_baseline,
                                    "fusion_baseline_level": fusion_baseline_level,
                                    "fusion_track_window": self.fusion_track_window,
+                                   "fusion_track_quantile": self.fusion_track_quantile,
                                    "fusion_group_cap": self.fusion_group_cap,
                                    "fusion_weights": fusion_weights,
                                    "fusion_reliability_percentile": self.fusion_reliability_percentile,
@@ -717,11 +724,11 @@ class AttributeScorer(ObjectScorer):
 
     def _object_scores(self, objects: ObjectTable, parts: Mapping[str, np.ndarray]) -> np.ndarray:
         """(N,) float32 object scores: the fused parts, then (``fusion_track_window`` > 1) their running median
-        along each track."""
+        (``fusion_track_quantile``) along each track."""
         fused = self._fuse(parts).astype(np.float32)
         if self.fusion_track_window <= 1:
             return fused
-        return smooth_along_tracks(objects, fused, self.fusion_track_window)
+        return smooth_along_tracks(objects, fused, self.fusion_track_window, self.fusion_track_quantile)
 
     # ------------------------------------------------------------------ fitting
     def fit_clips(self, items: list[FitItem]) -> "AttributeScorer":
