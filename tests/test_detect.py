@@ -128,6 +128,29 @@ def test_background_detector_splits_merged_blob():
     assert len(unsplit) == 1
 
 
+def test_min_area_height_keeps_small_blobs_only_where_objects_are_expected_small():
+    """min_area_height: the area a blob needs follows the expected height at its footprint (clipped to
+    [min_area_floor, min_area]); without the option, or near the camera, a 4x5 blob (20 px) is dropped."""
+    mask = np.zeros((120, 160), bool)
+    mask[10:15, 20:24] = True  # 20 px, footprint at row 15 (far: expected 10 px tall)
+    mask[100:105, 120:124] = True  # 20 px, footprint at row 105 (near: expected 60 px tall)
+    mask[60:80, 60:70] = True  # 200 px, kept everywhere
+    expected = lambda foot_x, foot_y: 5.0 + 0.5 * foot_y  # noqa: E731  (far rows small, near rows large)
+    plain = BackgroundSubtractionDetector(dilate=0, split_aspect=0, split_motion=0)
+    boxes, _ = plain.boxes_from_mask(mask)
+    assert len(boxes) == 1  # min_area 40: only the large blob
+    relative = BackgroundSubtractionDetector(dilate=0, split_aspect=0, split_motion=0, min_area_height=0.1)
+    assert relative._min_area_at(22, 15, expected) == pytest.approx(max(10, 0.1 * 12.5 ** 2))  # 15.6 px
+    assert relative._min_area_at(122, 105, expected) == 40  # 0.1 x 57.5^2 capped at min_area
+    assert relative._min_area_at(0, -100, expected) == 10  # a plane below 0: the floor
+    boxes, _ = relative.boxes_from_mask(mask, area_height=expected)
+    np.testing.assert_array_equal(sorted(map(tuple, boxes.astype(int))), [(20, 10, 24, 15), (60, 60, 70, 80)])
+    boxes, _ = relative.boxes_from_mask(mask)  # no plane (too few blobs to fit it): min_area everywhere
+    assert len(boxes) == 1
+    with pytest.raises(ValueError, match="min_area_floor"):
+        BackgroundSubtractionDetector(min_area_floor=50)
+
+
 def test_yolo_missing_weights_is_clear(tmp_path):
     missing = tmp_path / "nope" / "yolov8s.pt"
     with pytest.raises(FileNotFoundError, match=r"yolov8s\.pt.*download"):

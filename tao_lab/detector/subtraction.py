@@ -40,6 +40,12 @@ class BackgroundSubtractionDetector(Detector):
             training clips, which the pipeline hands over through :meth:`use_camera`; see
             :mod:`tao_lab.detector.camera`, with its options ``max_disagreement`` and ``max_clips``).
         min_area: smallest blob kept (foreground pixels).
+        min_area_height: None (off) or a fraction: the smallest blob kept at a place is at most this x the square of
+            the clip's expected blob height there (and at least ``min_area_floor``), so a camera's far people, a few
+            pixels wide, stay objects while near ones still need ``min_area``. The expected height is the robust
+            plane of ``split_rows_height`` (fitted the same way; a clip with too few blobs keeps ``min_area``).
+            Online, as the row cut, it is off (no clip to fit the plane on).
+        min_area_floor: with ``min_area_height``, the smallest blob kept anywhere (foreground pixels).
         dilate: px of dilation before labelling, so a body split by the threshold (e.g. legs vs torso) stays one
             component; the box is taken from the undilated pixels of the component.
         split_aspect: blobs with width > split_aspect * height are candidates for splitting (0 = never split).
@@ -76,7 +82,8 @@ class BackgroundSubtractionDetector(Detector):
     Output: ``cls`` = 0, ``score`` in (0, 1], ``track_id`` = -1.
     """
 
-    def __init__(self, background: Optional[dict] = None, min_area: int = 40, dilate: int = 5,
+    def __init__(self, background: Optional[dict] = None, min_area: int = 40, min_area_height: Optional[float] = None,
+                 min_area_floor: int = 10, dilate: int = 5,
                  split_aspect: float = 0.9, split_valley: float = 0.5, min_width: int = 6,
                  score_scale: float = 40.0, split_motion: float = 1.0, split_motion_ratio: float = 0.5,
                  split_motion_aspect: float = 0.25, split_motion_rows: bool = False,
@@ -94,6 +101,12 @@ class BackgroundSubtractionDetector(Detector):
             background, "detector.background")
         self.camera: Optional[CameraBackgrounds] = None
         self.min_area = int(min_area)
+        if min_area_height is not None and not float(min_area_height) > 0:
+            raise ValueError(f"detector.min_area_height must be a fraction > 0 or null (off), got {min_area_height!r}")
+        self.min_area_height = None if min_area_height is None else float(min_area_height)
+        if not 1 <= int(min_area_floor) <= self.min_area:
+            raise ValueError(f"detector.min_area_floor must be in [1, min_area={self.min_area}], got {min_area_floor!r}")
+        self.min_area_floor = int(min_area_floor)
         self.dilate = int(dilate)
         self.split_aspect = float(split_aspect)
         self.split_valley = float(split_valley)
@@ -145,14 +158,16 @@ class BackgroundSubtractionDetector(Detector):
 
     def detect(self, clip: Clip) -> ObjectTable:
         model = self.background_model(clip)
-        height = self.expected_height(clip, model)
+        plane = self.expected_height(clip, model)
+        height = plane if self.split_rows_valley > 0 else None  # the row cut's
+        area_height = plane if self.min_area_height is not None else None  # min_area_height's
         rows_f, rows_b, rows_s = [], [], []
         previous = None
         key = clip_key(clip, self.flow_estimator.signature)
         for i, frame in enumerate(clip.frames()):
             diff, fg = model.frame_foreground(frame, i)  # kept for the segmenter when it uses the same model
             keep = partial(SHARED_FLOWS.put, key, i)
-            boxes, scores = self.boxes_from_mask(fg, diff, self._motion(frame, previous, keep), height)
+            boxes, scores = self.boxes_from_mask(fg, diff, self._motion(frame, previous, keep), height, area_height)
             previous = frame
             rows_f.append(np.full(len(boxes), i))
             rows_b.append(boxes)
@@ -163,9 +178,9 @@ class BackgroundSubtractionDetector(Detector):
         return ObjectTable.build(frame, np.concatenate(rows_b).reshape(-1, 4), np.concatenate(rows_s))
 
     def expected_height(self, clip: Clip, model: BackgroundModel) -> Optional[Callable[[float, float], float]]:
-        """(foot_x, foot_y) px -> the clip's expected blob height (px) there, for the row cut (None: no row cut,
-        because ``split_rows_valley`` is 0 or the clip shows too few blobs to fit it on)."""
-        if self.split_rows_valley <= 0:
+        """(foot_x, foot_y) px -> the clip's expected blob height (px) there, for the row cut and
+        ``min_area_height`` (None: neither is on, or the clip shows too few blobs to fit it on)."""
+        if self.split_rows_valley <= 0 and self.min_area_height is None:
             return None
         from tao_lab.scorer import scene  # the scorer's perspective model: a robust plane of height over the footprint
 
@@ -201,11 +216,14 @@ class BackgroundSubtractionDetector(Detector):
 
     def boxes_from_mask(self, mask: np.ndarray, diff: Optional[np.ndarray] = None,
                         motion: Optional[Callable[..., np.ndarray]] = None,
-                        height: Optional[Callable[[float, float], float]] = None) -> tuple[np.ndarray, np.ndarray]:
+                        height: Optional[Callable[[float, float], float]] = None,
+                        area_height: Optional[Callable[[float, float], float]] = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (K,4) xyxy float32 and scores (K,) of one frame's foreground mask (H,W) bool; ``motion`` (y1, y2,
         x1, x2) -> (y2-y1, x2-x1, 2) px/frame flow of the frame's pixels there, called only for a piece that may be
         cut by motion (None = no motion split); ``height`` (foot_x, foot_y) -> expected blob height px there
-        (:meth:`expected_height`; None = no row cut)."""
+        (:meth:`expected_height`; None = no row cut); ``area_height`` the same for ``min_area_height`` (None: every
+        blob needs ``min_area``)."""
         fg = mask.astype(np.uint8)
         grouped = fg
         if self.dilate > 1:
@@ -215,15 +233,17 @@ class BackgroundSubtractionDetector(Detector):
         for lab in range(1, n):
             x, y, w, h, _ = stats[lab]
             comp = (labels[y:y + h, x:x + w] == lab) & (fg[y:y + h, x:x + w] > 0)
-            if comp.sum() < self.min_area:
+            if comp.sum() < self._min_area_at(x + w / 2, y + h, area_height):
                 continue
             for x1, y1, x2, y2 in self._pieces(comp, (x, y), motion, height):
                 piece = comp[y1:y2, x1:x2]
                 area = int(piece.sum())
-                if area < self.min_area:
+                if area < self.min_area_floor:
                     continue
                 ys, xs = np.nonzero(piece)
                 bx1, by1, bx2, by2 = x + x1 + xs.min(), y + y1 + ys.min(), x + x1 + xs.max() + 1, y + y1 + ys.max() + 1
+                if area < self._min_area_at((bx1 + bx2) / 2, by2, area_height):
+                    continue
                 boxes.append((bx1, by1, bx2, by2))
                 if diff is None:
                     scores.append(1.0)
@@ -231,6 +251,15 @@ class BackgroundSubtractionDetector(Detector):
                     d = diff[y + y1:y + y2, x + x1:x + x2][piece]
                     scores.append(min(1.0, float(d.mean()) / self.score_scale))
         return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32)
+
+    def _min_area_at(self, foot_x: float, foot_y: float,
+                     area_height: Optional[Callable[[float, float], float]]) -> float:
+        """The smallest blob kept with its footprint at (foot_x, foot_y): ``min_area``, or with ``area_height``
+        ``min_area_height`` x the expected height there squared, between ``min_area_floor`` and ``min_area``."""
+        if area_height is None:
+            return self.min_area
+        expected = max(area_height(foot_x, foot_y), 0.0)  # a plane extrapolated past the horizon goes below 0
+        return float(np.clip(self.min_area_height * expected * expected, self.min_area_floor, self.min_area))
 
     def _pieces(self, comp: np.ndarray, origin: tuple[int, int], motion: Optional[Callable[..., np.ndarray]],
                 height: Optional[Callable[[float, float], float]] = None) -> list[tuple[int, int, int, int]]:
