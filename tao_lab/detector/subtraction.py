@@ -44,7 +44,8 @@ class BackgroundSubtractionDetector(Detector):
             the clip's expected blob height there (and at least ``min_area_floor``), so a camera's far people, a few
             pixels wide, stay objects while near ones still need ``min_area``. The expected height is the robust
             plane of ``split_rows_height`` (fitted the same way; a clip with too few blobs keeps ``min_area``).
-            Online, as the row cut, it is off (no clip to fit the plane on).
+            Online the plane is fitted on the blobs of the stream's first ``split_rows_fit_frames`` frames, and
+            until then every blob needs ``min_area``.
         min_area_floor: with ``min_area_height``, the smallest blob kept anywhere (foreground pixels).
         dilate: px of dilation before labelling, so a body split by the threshold (e.g. legs vs torso) stays one
             component; the box is taken from the undilated pixels of the component.
@@ -182,19 +183,13 @@ class BackgroundSubtractionDetector(Detector):
         ``min_area_height`` (None: neither is on, or the clip shows too few blobs to fit it on)."""
         if self.split_rows_valley <= 0 and self.min_area_height is None:
             return None
-        from tao_lab.scorer import scene  # the scorer's perspective model: a robust plane of height over the footprint
-
         feet, heights = [], []
         for i in np.unique(np.linspace(0, len(clip) - 1, self.split_rows_fit_frames).round().astype(int)):
             frame = clip.frame(int(i))
             boxes, _ = self.boxes_from_mask(model.frame_foreground(frame, int(i))[1])
             feet.append(np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]]))
             heights.append(boxes[:, 3] - boxes[:, 1])
-        heights = np.concatenate(heights) if heights else np.zeros(0)
-        if len(heights) < 20:
-            return None
-        plane = scene.fit_expected_height(np.concatenate(feet), heights)  # in px here (the plane is linear)
-        return lambda x, y: float(scene.expected_height(plane, np.array([[x, y]]))[0])
+        return _height_plane(feet, heights)
 
     def stream(self, ctx) -> DetectorStream:
         """Online: the blobs of each frame against the stream's background model (fitted once on the warm-up
@@ -204,12 +199,22 @@ class BackgroundSubtractionDetector(Detector):
                      "on its warm-up frames")
         background = ctx.background(self.background_kwargs)
         previous: list[Optional[np.ndarray]] = [None]
+        # min_area_height online: the plane is fitted on the blobs of the stream's first split_rows_fit_frames
+        # frames (min_area everywhere until then), as offline on that many frames of the clip
+        seen: dict = {"feet": [], "heights": [], "plane": None}
 
         def step(frame: np.ndarray) -> ObjectTable:
             diff, fg = background.foreground(frame)
             keep = partial(ctx.flows.put, self.flow_estimator.signature, 0)  # the stream's current frame
-            boxes, scores = self.boxes_from_mask(fg, diff, self._motion(frame, previous[0], keep))
+            boxes, scores = self.boxes_from_mask(fg, diff, self._motion(frame, previous[0], keep),
+                                                 area_height=seen["plane"])
             previous[0] = frame
+            if self.min_area_height is not None and seen["plane"] is None:
+                seen["feet"].append(np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]]))
+                seen["heights"].append(boxes[:, 3] - boxes[:, 1])
+                if len(seen["heights"]) >= self.split_rows_fit_frames:  # too few blobs: again over the next frames
+                    seen["plane"] = _height_plane(seen["feet"], seen["heights"])
+                    seen["feet"], seen["heights"] = [], []
             return ObjectTable.build(np.zeros(len(boxes)), boxes, scores)
 
         return DetectorStream(step)
@@ -327,6 +332,19 @@ class BackgroundSubtractionDetector(Detector):
             cuts = valley_cuts(rows, min_height, self.split_rows_valley, self.split_rows_share)
             pieces.extend((a, y1, b, y2) for y1, y2 in cuts)
         return pieces
+
+
+def _height_plane(feet: list[np.ndarray], heights: list[np.ndarray]) -> Optional[Callable[[float, float], float]]:
+    """(foot_x, foot_y) px -> the expected blob height (px) there: the scorer's robust plane of height over footprint
+    (:func:`tao_lab.scorer.scene.fit_expected_height`) fitted on the blobs' feet (K, 2) and heights (K,) of some
+    frames; None with fewer than 20 blobs."""
+    from tao_lab.scorer import scene
+
+    heights_all = np.concatenate(heights) if heights else np.zeros(0)
+    if len(heights_all) < 20:
+        return None
+    plane = scene.fit_expected_height(np.concatenate(feet), heights_all)  # in px here (the plane is linear)
+    return lambda x, y: float(scene.expected_height(plane, np.array([[x, y]]))[0])
 
 
 def valley_cuts(profile: np.ndarray, min_length: int, valley: float, min_share: float = 0.0
