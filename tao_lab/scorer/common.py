@@ -70,28 +70,3 @@ def smooth_along_tracks(objects: ObjectTable, values: np.ndarray, window: int, q
         half = size // 2
         out[seg] = np.concatenate([np.repeat(picked[:1], half), picked, np.repeat(picked[-1:], half)])
     return out
-    tid = objects.track_id
-    order = np.lexsort((objects.frame, tid))
-    t_sorted = tid[order]
-    bounds = np.flatnonzero(np.diff(t_sorted)) + 1
-    for seg in np.split(order, bounds):
-        size = min(int(window) | 1, len(seg) if len(seg) % 2 else len(seg) - 1)  # odd, at most the track
-        if size <= 1 or tid[seg[0]] < 0:
-            continue
-        windows = np.lib.stride_tricks.sliding_window_view(values[seg], size)  # (len - size + 1, size)
-        finite = not np.isnan(windows).any()
-        if quantile == 50.0:
-            # the same values as nanmedian: its masked arrays cost 10x more
-            pick, pick_nan = np.median, np.nanmedian
-        else:
-            pick = lambda w, axis: np.percentile(w, quantile, axis=axis)  # noqa: E731
-            pick_nan = lambda w, axis: np.nanpercentile(w, quantile, axis=axis)  # noqa: E731
-        if finite:
-            medians = pick(windows, axis=1)
-        else:
-            with warnings.catch_warnings():  # an all-NaN window (no finite value) stays NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                medians = pick_nan(windows, axis=1)
-        half = size // 2
-        out[seg] = np.concatenate([np.repeat(medians[:1], half), medians, np.repeat(medians[-1:], half)])
-    return out
