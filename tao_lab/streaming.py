@@ -64,6 +64,7 @@ class StreamContext:
         self.window = int(window)
         self.background_refit = int(background_refit)
         self._background = None
+        self._after_fit: list = []  # what the stages fit on the warm-up frames once the background is fitted
         from tao_lab.features.flow_memo import FlowMemo  # lazily: tao_lab.features imports OpenCV
 
         self.flows = FlowMemo(clips=1)  # the current frame's flow, left by the detector for the features
@@ -80,10 +81,18 @@ class StreamContext:
             self._background = StreamBackground(dict(kwargs or {}), self.background_refit)
         return self._background
 
+    def after_fit(self, fit) -> None:
+        """``fit(warmup)`` is called with the warm-up frames once the background model is fitted on them (a stage's
+        own model of the warm-up, e.g. the detector's expected blob heights)."""
+        self._after_fit.append(fit)
+
     def fit(self, warmup: Clip) -> None:
-        """Fits what the stages asked for (the background model) on the warm-up frames."""
+        """Fits what the stages asked for (the background model, then their :meth:`after_fit` models) on the warm-up
+        frames."""
         if self._background is not None:
             self._background.fit(warmup)
+        for fit in self._after_fit:
+            fit(warmup)
 
     def end_frame(self, frame: np.ndarray, index: int) -> bool:
         """After every stage has seen frame ``index``: True when the background model was refitted."""

@@ -17,7 +17,11 @@ def test_in_run_figure_is_the_validation_cli_figure(tmp_path, capsys):
     from tao_lab.validation.__main__ import main as validation_cli
     from tao_lab.validation.in_run import validation_metrics
 
-    cfg = compose("eval", PLANTED, tmp_path)
+    # min_area_height off: on these 2 short training clips (60 frames) the depth-relative smallest blob keeps many
+    # small blobs and the planted objects' RBDC falls 0.34 -> 0.10 (session 58; the main job's 4 clips of 120 frames
+    # keep theirs, 0.777 -> 0.779), so the localisation bound below is checked on the detector it was set for
+    detector = ["detector.min_area_height=null"]
+    cfg = compose("eval", [*PLANTED, *detector], tmp_path)
     train = load_dataset(cfg).train
     got = validation_metrics(cfg, train, "synthetic", show_progress=False)
     m = got.metrics
@@ -35,7 +39,7 @@ def test_in_run_figure_is_the_validation_cli_figure(tmp_path, capsys):
 
     # `python -m tao_lab.validation` with the same settings and seed prints the same numbers (4 decimals) ...
     assert validation_cli(["--seed", "0", f"paths.cache_dir={tmp_path / 'cache'}", "progress=false",
-                           *TINY_SYNTHETIC]) == 0
+                           *TINY_SYNTHETIC, *detector]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("configured"))
     printed = [float(v) for v in row.split("|")[1:]]
     assert printed == pytest.approx([m[f"val/frame_auc_{n}"] for n in names] + [m["val/frame_auc_mean"]], abs=5e-5)
@@ -44,7 +48,7 @@ def test_in_run_figure_is_the_validation_cli_figure(tmp_path, capsys):
     assert [m[f"val/frame_auc_{n}"] for n in names] == pytest.approx([direct.auc["run"][n] for n in names],
                                                                        abs=1e-12)
     # a train run writes the same val/ metrics (from the cache filled above)
-    trained = run_task(compose("train", PLANTED, tmp_path), train_task)
+    trained = run_task(compose("train", [*PLANTED, *detector], tmp_path), train_task)
     assert {k: v for k, v in trained.items() if k.startswith("val/")} == \
         {k: v for k, v in m.items() if k.startswith("val/")}
 

@@ -44,8 +44,7 @@ class BackgroundSubtractionDetector(Detector):
             the clip's expected blob height there (and at least ``min_area_floor``), so a camera's far people, a few
             pixels wide, stay objects while near ones still need ``min_area``. The expected height is the robust
             plane of ``split_rows_height`` (fitted the same way; a clip with too few blobs keeps ``min_area``).
-            Online the plane is fitted on the blobs of the stream's first ``split_rows_fit_frames`` frames, and
-            until then every blob needs ``min_area``.
+            Online the plane is fitted the same way on the warm-up frames, against the stream's background.
         min_area_floor: with ``min_area_height``, the smallest blob kept anywhere (foreground pixels).
         dilate: px of dilation before labelling, so a body split by the threshold (e.g. legs vs torso) stays one
             component; the box is taken from the undilated pixels of the component.
@@ -178,15 +177,20 @@ class BackgroundSubtractionDetector(Detector):
         frame = np.concatenate(rows_f)
         return ObjectTable.build(frame, np.concatenate(rows_b).reshape(-1, 4), np.concatenate(rows_s))
 
-    def expected_height(self, clip: Clip, model: BackgroundModel) -> Optional[Callable[[float, float], float]]:
+    def expected_height(self, clip: Clip, model: BackgroundModel,
+                        foreground: Optional[Callable[[np.ndarray, int], np.ndarray]] = None
+                        ) -> Optional[Callable[[float, float], float]]:
         """(foot_x, foot_y) px -> the clip's expected blob height (px) there, for the row cut and
-        ``min_area_height`` (None: neither is on, or the clip shows too few blobs to fit it on)."""
+        ``min_area_height`` (None: neither is on, or the clip shows too few blobs to fit it on). ``foreground``
+        (frame, index) -> mask: how a frame's foreground is had (default: the model's, kept for the clip's stages)."""
         if self.split_rows_valley <= 0 and self.min_area_height is None:
             return None
+        if foreground is None:
+            foreground = lambda frame, i: model.frame_foreground(frame, i)[1]  # noqa: E731
         feet, heights = [], []
         for i in np.unique(np.linspace(0, len(clip) - 1, self.split_rows_fit_frames).round().astype(int)):
             frame = clip.frame(int(i))
-            boxes, _ = self.boxes_from_mask(model.frame_foreground(frame, int(i))[1])
+            boxes, _ = self.boxes_from_mask(foreground(frame, int(i)))
             feet.append(np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]]))
             heights.append(boxes[:, 3] - boxes[:, 1])
         return _height_plane(feet, heights)
@@ -199,22 +203,20 @@ class BackgroundSubtractionDetector(Detector):
                      "on its warm-up frames")
         background = ctx.background(self.background_kwargs)
         previous: list[Optional[np.ndarray]] = [None]
-        # min_area_height online: the plane is fitted on the blobs of the stream's first split_rows_fit_frames
-        # frames (min_area everywhere until then), as offline on that many frames of the clip
-        seen: dict = {"feet": [], "heights": [], "plane": None}
+        plane: list[Optional[Callable[[float, float], float]]] = [None]
+        if self.min_area_height is not None:
+            # min_area_height online: the plane is fitted on the warm-up frames, against the stream's background,
+            # as offline on the clip's frames against the clip's background
+            # (not kept under the model: a stream's frame indices are not the warm-up clip's)
+            ctx.after_fit(lambda warmup: plane.__setitem__(0, self.expected_height(
+                warmup, background.model, lambda frame, i: background.foreground(frame)[1])))
 
         def step(frame: np.ndarray) -> ObjectTable:
             diff, fg = background.foreground(frame)
             keep = partial(ctx.flows.put, self.flow_estimator.signature, 0)  # the stream's current frame
             boxes, scores = self.boxes_from_mask(fg, diff, self._motion(frame, previous[0], keep),
-                                                 area_height=seen["plane"])
+                                                 area_height=plane[0])
             previous[0] = frame
-            if self.min_area_height is not None and seen["plane"] is None:
-                seen["feet"].append(np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]]))
-                seen["heights"].append(boxes[:, 3] - boxes[:, 1])
-                if len(seen["heights"]) >= self.split_rows_fit_frames:  # too few blobs: again over the next frames
-                    seen["plane"] = _height_plane(seen["feet"], seen["heights"])
-                    seen["feet"], seen["heights"] = [], []
             return ObjectTable.build(np.zeros(len(boxes)), boxes, scores)
 
         return DetectorStream(step)
