@@ -148,7 +148,10 @@ def test_min_area_height_keeps_small_blobs_only_where_objects_are_expected_small
     boxes, _ = relative.boxes_from_mask(mask)  # no plane (too few blobs to fit it): min_area everywhere
     assert len(boxes) == 1
     with pytest.raises(ValueError, match="min_area_floor"):
-        BackgroundSubtractionDetector(min_area_floor=50)
+        BackgroundSubtractionDetector(min_area_floor=0)
+    # a min_area below the floor still holds without the option (the floor never exceeds it): the 20-px blobs stay
+    small = BackgroundSubtractionDetector(min_area=5, dilate=0, split_aspect=0, split_motion=0)
+    assert small.min_area_floor == 5 and len(small.boxes_from_mask(mask)[0]) == 3
 
 
 def test_min_area_height_online_fits_its_plane_on_the_warm_up_frames():

@@ -42,10 +42,12 @@ class BackgroundSubtractionDetector(Detector):
         min_area: smallest blob kept (foreground pixels).
         min_area_height: None (off) or a fraction: the smallest blob kept at a place is at most this x the square of
             the clip's expected blob height there (and at least ``min_area_floor``), so a camera's far people, a few
-            pixels wide, stay objects while near ones still need ``min_area``. The expected height is the robust
-            plane of ``split_rows_height`` (fitted the same way; a clip with too few blobs keeps ``min_area``).
+            pixels wide, stay objects while near ones still need ``min_area``. The expected height is the row cut's
+            robust plane of blob height over footprint (:meth:`expected_height`; a clip with too few blobs to fit it
+            keeps ``min_area`` everywhere).
             Online the plane is fitted the same way on the warm-up frames, against the stream's background.
-        min_area_floor: with ``min_area_height``, the smallest blob kept anywhere (foreground pixels).
+        min_area_floor: with ``min_area_height``, the smallest blob kept anywhere (foreground pixels; at most
+            ``min_area``, which a smaller ``min_area`` lowers it to).
         dilate: px of dilation before labelling, so a body split by the threshold (e.g. legs vs torso) stays one
             component; the box is taken from the undilated pixels of the component.
         split_aspect: blobs with width > split_aspect * height are candidates for splitting (0 = never split).
@@ -104,9 +106,9 @@ class BackgroundSubtractionDetector(Detector):
         if min_area_height is not None and not float(min_area_height) > 0:
             raise ValueError(f"detector.min_area_height must be a fraction > 0 or null (off), got {min_area_height!r}")
         self.min_area_height = None if min_area_height is None else float(min_area_height)
-        if not 1 <= int(min_area_floor) <= self.min_area:
-            raise ValueError(f"detector.min_area_floor must be in [1, min_area={self.min_area}], got {min_area_floor!r}")
-        self.min_area_floor = int(min_area_floor)
+        if int(min_area_floor) < 1:
+            raise ValueError(f"detector.min_area_floor must be >= 1 foreground pixel, got {min_area_floor!r}")
+        self.min_area_floor = min(int(min_area_floor), self.min_area)  # never above min_area: the option only lowers it
         self.dilate = int(dilate)
         self.split_aspect = float(split_aspect)
         self.split_valley = float(split_valley)
@@ -204,12 +206,15 @@ class BackgroundSubtractionDetector(Detector):
         background = ctx.background(self.background_kwargs)
         previous: list[Optional[np.ndarray]] = [None]
         plane: list[Optional[Callable[[float, float], float]]] = [None]
+
+        def fit_plane(warmup: Clip) -> None:
+            """min_area_height online: the plane fitted on the warm-up frames against the stream's background, as
+            offline on the clip's frames against the clip's (the masks are not kept under the model: a stream's frame
+            indices are not the warm-up clip's)."""
+            plane[0] = self.expected_height(warmup, background.model, lambda frame, i: background.foreground(frame)[1])
+
         if self.min_area_height is not None:
-            # min_area_height online: the plane is fitted on the warm-up frames, against the stream's background,
-            # as offline on the clip's frames against the clip's background
-            # (not kept under the model: a stream's frame indices are not the warm-up clip's)
-            ctx.after_fit(lambda warmup: plane.__setitem__(0, self.expected_height(
-                warmup, background.model, lambda frame, i: background.foreground(frame)[1])))
+            ctx.after_fit(fit_plane)
 
         def step(frame: np.ndarray) -> ObjectTable:
             diff, fg = background.foreground(frame)
