@@ -45,18 +45,46 @@ def width_jumps(track_width: np.ndarray, det_width: np.ndarray, max_change: floa
     return (dw[None, :] > g * tw[:, None]) | (tw[:, None] > g * dw[None, :])
 
 
-def _size_gated_bytetracker(args, max_size_change):
-    """ultralytics' BYTETracker whose IoU cost refuses pairs that :func:`width_jumps` flags (``max_size_change`` None:
-    the plain BYTETracker). A track's width is that of its last matched detection, not the Kalman filter's (which
-    tracks aspect and height apart, so a box cut to half its height for a frame swings its predicted width). Only the
-    cost of the first association and of unconfirmed tracks (``get_dists``) is gated; the second association, on
-    low-score boxes, keeps ByteTrack's plain IoU."""
-    from ultralytics.trackers.byte_tracker import BYTETracker
+def buffered_iou(a: np.ndarray, b: np.ndarray, buffer: float) -> np.ndarray:
+    """(A, B) IoU of xyxy boxes ``a`` (A,4) and ``b`` (B,4), each first enlarged by ``buffer`` x its own width and
+    height on every side (0: plain IoU).
 
-    if max_size_change is None:
+    Why: a box that moves more than its own width between two frames has no overlap with where it was, so IoU
+    association loses it and every frame of a fast object starts a new track. Enlarged in proportion to its own size,
+    a box overlaps its next position at any distance from the camera alike (Yang et al., "Hard to Track Objects with
+    Irregular Motions and Similar Appearances? Make It Easier by Buffering the Matching Space", WACV 2023).
+    """
+    def grow(x):
+        x = np.asarray(x, np.float64).reshape(-1, 4)
+        wh = np.concatenate([x[:, 2:] - x[:, :2]] * 2, axis=1) * float(buffer)
+        return x + wh * np.array([-1.0, -1.0, 1.0, 1.0])
+
+    a, b = grow(a), grow(b)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def _gated_bytetracker(args, max_size_change, buffer):
+    """ultralytics' BYTETracker whose association cost of the first stage and of unconfirmed tracks (``get_dists``)
+    is changed by two options; with both off (None, 0) the plain BYTETracker.
+
+    ``buffer`` > 0: the IoU is that of the boxes enlarged by ``buffer`` x their size (:func:`buffered_iou`), so a
+    fast object keeps its track. ``max_size_change``: pairs that :func:`width_jumps` flags are refused. A track's
+    width is that of its last matched detection, not the Kalman filter's (which tracks aspect and height apart, so a
+    box cut to half its height for a frame swings its predicted width). The second association, on low-score boxes,
+    keeps ByteTrack's plain IoU."""
+    from ultralytics.trackers.byte_tracker import BYTETracker
+    from ultralytics.trackers.utils import matching
+
+    if max_size_change is None and not buffer:
         return BYTETracker(args)
 
-    class SizeGatedBYTETracker(BYTETracker):
+    class GatedBYTETracker(BYTETracker):
         def update(self, results, img=None, feats=None, **kwargs):
             out = super().update(results, img, feats, **kwargs)
             widths = results.xywh[:, 2]
@@ -66,14 +94,21 @@ def _size_gated_bytetracker(args, max_size_change):
             return out
 
         def get_dists(self, tracks, detections):
-            dists = super().get_dists(tracks, detections)
-            if len(tracks) and len(detections):
+            if buffer and len(tracks) and len(detections):
+                iou = buffered_iou(np.array([t.xyxy for t in tracks]), np.array([d.xyxy for d in detections]),
+                                   buffer)
+                dists = 1.0 - iou
+                if self.args.fuse_score:
+                    dists = matching.fuse_score(dists, detections)
+            else:
+                dists = super().get_dists(tracks, detections)
+            if max_size_change is not None and len(tracks) and len(detections):
                 track_width = np.array([getattr(t, "last_width", t.tlwh[2]) for t in tracks], np.float64)
                 det_width = np.array([d.tlwh[2] for d in detections], np.float64)
                 dists = np.where(width_jumps(track_width, det_width, max_size_change), 1.0, dists)
             return dists
 
-    return SizeGatedBYTETracker(args)
+    return GatedBYTETracker(args)
 
 
 class ByteTracker(Tracker):
@@ -92,6 +127,9 @@ class ByteTracker(Tracker):
         max_size_change: None (ByteTrack as published) or a factor: a track and a detection whose box widths differ
             by more than it either way are not matched (:func:`width_jumps`): a walker's identity is not handed on to
             the cart or the group its blob met.
+        buffer: 0 (plain IoU) or a fraction: the first association's IoU is that of the boxes enlarged by this x
+            their width and height on every side (:func:`buffered_iou`), so an object moving more than its own width
+            per frame keeps its track.
     The output keeps the detection rows and boxes (not the Kalman-smoothed boxes): see :class:`Tracker`.
     A new BYTETracker is built per clip and ids are renumbered 1..K per clip (ultralytics numbers tracks from a
     counter that older versions shared across the process).
@@ -99,7 +137,8 @@ class ByteTracker(Tracker):
 
     def __init__(self, track_high_thresh: float = 0.25, track_low_thresh: float = 0.1,
                  new_track_thresh: float = 0.25, track_buffer: int = 30, match_thresh: float = 0.8,
-                 fuse_score: bool = True, keep_unmatched: bool = True, max_size_change: float | None = None):
+                 fuse_score: bool = True, keep_unmatched: bool = True, max_size_change: float | None = None,
+                 buffer: float = 0.0):
         self.args = SimpleNamespace(tracker_type="bytetrack", track_high_thresh=float(track_high_thresh),
                                     track_low_thresh=float(track_low_thresh),
                                     new_track_thresh=float(new_track_thresh), track_buffer=int(track_buffer),
@@ -108,6 +147,9 @@ class ByteTracker(Tracker):
         if max_size_change is not None and not float(max_size_change) > 1.0:
             raise ValueError(f"tracker.max_size_change must be null or a factor > 1, got {max_size_change!r}")
         self.max_size_change = None if max_size_change is None else float(max_size_change)
+        if not float(buffer or 0.0) >= 0.0:
+            raise ValueError(f"tracker.buffer must be >= 0 (0 = plain IoU), got {buffer!r}")
+        self.buffer = float(buffer or 0.0)
 
     def prepare(self) -> None:
         from tao_lab.no_network import disable_ultralytics_sync, set_offline_env
@@ -118,7 +160,7 @@ class ByteTracker(Tracker):
 
     def _new_tracker(self):
         self.prepare()
-        return _size_gated_bytetracker(self.args, self.max_size_change)
+        return _gated_bytetracker(self.args, self.max_size_change, self.buffer)
 
     def track(self, detections: ObjectTable, clip: Clip) -> ObjectTable:
         n = len(detections)
