@@ -140,3 +140,46 @@ def test_size_gate_online_matches_offline():
     stream = tracker.stream()
     online = np.concatenate([stream.update(dets.take(dets.frame == f)) for f in range(30)])
     np.testing.assert_array_equal(online, offline)
+
+
+def test_buffered_iou_known_answers():
+    from tao_lab.tracker.bytetrack import buffered_iou
+
+    a = np.array([[0.0, 0.0, 10.0, 10.0]])
+    b = np.array([[12.0, 0.0, 22.0, 10.0], [5.0, 0.0, 15.0, 10.0]])
+    # plain: no overlap 2 px apart; half a box apart 50 / 150
+    np.testing.assert_allclose(buffered_iou(a, b, 0.0), [[0.0, 50.0 / 150.0]])
+    # buffer 0.3: both boxes 16 x 16, [-3, 13] and [9, 25] overlap 4 x 16 = 64 of 2 * 256 - 64
+    got = buffered_iou(a, b, 0.3)
+    assert got.shape == (1, 2)
+    np.testing.assert_allclose(got[0, 0], 64.0 / 448.0)
+    # [-3, 13] and [2, 18]: 11 x 16 = 176 of 512 - 176
+    np.testing.assert_allclose(got[0, 1], 176.0 / 336.0)
+    # scale-free: the same layout 3x larger gives the same IoU
+    np.testing.assert_allclose(buffered_iou(a * 3, b * 3, 0.3), got)
+
+
+def fast_object(n=12, step=8.0, size=10.0):
+    """One 10 x 10 box moving ``step`` px/frame to the right: more than half its width, so plain IoU with its last
+    position (2 / 18 = 0.11 at 8 px) is below what ByteTrack needs to confirm a new track."""
+    x = 5.0 + step * np.arange(n)
+    xyxy = np.stack([x, np.full(n, 50.0), x + size, np.full(n, 50.0 + size)], axis=1).astype(np.float32)
+    return ObjectTable.build(np.arange(n), xyxy, np.full(n, 0.9))
+
+
+def test_buffer_keeps_a_fast_object_in_one_track_online_and_offline():
+    import pytest
+
+    dets, clip = fast_object(), BlankClip(12)
+    plain = ByteTracker().track(dets, clip)
+    assert len(set(plain.track_id)) > 6  # plain IoU: a new track nearly every frame
+    buffered = ByteTracker(buffer=0.3).track(dets, clip)
+    assert set(buffered.track_id) == {1}
+    # two steady walkers side by side are still two tracks with the buffer
+    walkers = ByteTracker(buffer=0.3).track(two_walkers(), BlankClip())
+    assert set(walkers.track_id[0::2]) == {1} and set(walkers.track_id[1::2]) == {2}
+    stream = ByteTracker(buffer=0.3).stream()
+    online = np.concatenate([stream.update(dets.take(dets.frame == f)) for f in range(12)])
+    np.testing.assert_array_equal(online, buffered.track_id)
+    with pytest.raises(ValueError, match="buffer"):
+        ByteTracker(buffer=-0.1)
