@@ -22,7 +22,7 @@ def test_default_and_speed_scorers_on_ped2():
     rows = bench.main(["--data-dir", PED2, "--scorer", "attribute_speed", "attribute", "--no-parallel"])
     assert rows["attribute_speed"]["frame_auc_micro"] >= 0.92  # speed anomalies: the speed scorer's contract
     # the default as measured after off-path round 1 (0.836 micro, 0.880 macro; 0.854 / 0.880 before it, 0.851 / 0.878
-    # after motion split round 2, 0.876 / 0.882 before that, README "The scene-general default": each chosen on
+    # after motion split round 2, 0.876 / 0.882 before that, docs/SCORER_ROUNDS.md: each chosen on
     # training clips; off-path round 1 cost Ped2's test set 0.019 micro; 0.841 / 0.869 after dwell height round 1,
     # session 46; 0.829 / 0.860 after dwell jump round 1, session 50, 0.843 / 0.882 before it; 0.831 / 0.861 after
     # dwell gap round 1, session 56; 0.827 / 0.872 after session 58's track percentile and depth-relative smallest

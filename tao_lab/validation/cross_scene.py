@@ -11,7 +11,7 @@ all (scene, set) cells, by a rule written in the variants file before the run.
 
 A camera's held-out training clips come from the same days as the clips a fold is fitted on, so they show the places
 people use as often as the fit does; a new day's video does not (Ped2's test clips put several times more people at
-the bottom of the picture than its training clips: README "The scene-general default"). ``withhold=S``
+the bottom of the picture than its training clips: docs/SCORER_ROUNDS.md). ``withhold=S``
 simulates that shift on training clips: each fold's fit leaves out every track that ever stands in one place, the
 disc around a random fit footprint that holds the share S of the fit's footprints
 (:func:`withhold_place`), so the held-out clip's people who use that place are new to the scorer, as on a new day.
