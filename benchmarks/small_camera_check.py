@@ -1,5 +1,5 @@
-"""A check, not a choice (docs/DETECTOR_ROUNDS.md, "Object scale"): UCSD Ped2 seen by a smaller camera, side by side with the object
-scale off and at the configured default, in one run.
+"""A check, not a choice (docs/DETECTOR_ROUNDS.md, "Object scale"): UCSD Ped2 seen by a smaller camera, side by side
+with the object scale off and at the configured default, in one run.
 
     python benchmarks/small_camera_check.py [--scale 0.6] [--data-dir ../shared/datasets/ucsd_ped2]
 

@@ -9,8 +9,8 @@ the README and docs/*_ROUNDS.md describe them over thousands of lines. For each 
 variants (the overrides each one applies), the outcome appended to the file after its runs (``# Outcome ...``; the
 older files have none), and the lines of README.md and docs/*.md that name the file, where the round's numbers are.
 
-Terms match the file's name and its whole text, comments included, case-insensitively. Files are listed in the order git first saw them
-(by name outside a git checkout). It reads files; it runs nothing and chooses nothing.
+Terms match the file's name and its whole text, comments included, case-insensitively. Files are listed in the order
+git first saw them (by name outside a git checkout). It reads files; it runs nothing and chooses nothing.
 """
 from __future__ import annotations
 

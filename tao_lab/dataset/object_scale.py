@@ -1,11 +1,11 @@
 """Working resolution chosen by the camera's objects: a camera whose people are small is processed enlarged.
 
 Why not by frame height (``working_min_height``): a 160-row frame can show 31-px walkers (the main job's synthetic
-camera, where enlarging lost: docs/DETECTOR_ROUNDS.md, "Working resolution and the resized scenes") or 12-21-px walkers (UCSD Ped1's
-158-row frames; the cross-scene validation's ``ped2_small``, where enlarging gained). The detector's pixel sizes
-(blur, opening, smallest blob, flow cell) and the px/frame thresholds downstream were chosen on cameras whose objects
-are 39-40 px tall by the measure below (Ped2, the synthetic scenes), so what matters is the size of the camera's
-objects, not of its frames.
+camera, where enlarging lost: docs/DETECTOR_ROUNDS.md, "Working resolution and the resized scenes") or 12-21-px
+walkers (UCSD Ped1's 158-row frames; the cross-scene validation's ``ped2_small``, where enlarging gained). The
+detector's pixel sizes (blur, opening, smallest blob, flow cell) and the px/frame thresholds downstream were chosen on
+cameras whose objects are 39-40 px tall by the measure below (Ped2, the synthetic scenes), so what matters is the
+size of the camera's objects, not of its frames.
 
 ``working_object_height: T`` (configs/pipeline.yaml): the camera's object height ``h`` is measured label-free on its
 training clips (the test clips when it has none): the weight-free background-subtraction detector (the run's, or the
