@@ -171,6 +171,10 @@ class AttributeScorer(ObjectScorer):
             (1 = off): an anomaly that lasts keeps its score, a one-off excess of a normal walker is removed.
         fusion_track_quantile: the percentile of that window the object takes (50 = its median): at 75 an excess
             lasting a quarter of the window's detections survives, at 50 one lasting half of them.
+        fusion_track_level: what that window smooths: "object" (the fused object score) or "group"
+            (``fusion="sum_excess"`` only: each group's excess over its baseline along the track first, then their
+            sum), so short excesses of different groups at different detections (a merge read as wide, then a turn
+            read as wrong way) no longer add up to one lasting score, while an excess that lasts in one group does.
         fusion_weights: ``fusion="sum_excess"`` only: "equal" (every group's excess counts once) or "reliability"
             (each group's excess divided by its noise on the camera's own held-out training clips; see
             :meth:`_reliability_weights`).
@@ -244,7 +248,7 @@ class AttributeScorer(ObjectScorer):
                  frame_reduce: str = "max", seed: int = 0, dwell_radius: float = 0.5, fusion: str = "sum",
                  fusion_baseline: float | Mapping[str, float] = 90.0, fusion_baseline_level: str = "object",
                  fusion_track_window: int = 1, fusion_track_quantile: float = 50.0,
-                 fusion_group_cap: Optional[float] = None,
+                 fusion_track_level: str = "object", fusion_group_cap: Optional[float] = None,
                  fusion_weights: str = "equal", fusion_reliability_percentile: float = 99.0,
                  frame_crowd_baseline: Optional[float] = None, dwell_still_speed: Optional[float] = None,
                  dwell_still_fit: str = "still", dwell_stay_edge: Optional[float] = None,
@@ -389,6 +393,12 @@ class AttributeScorer(ObjectScorer):
         if not 0.0 <= float(fusion_track_quantile) <= 100.0:
             raise ValueError(f"fusion_track_quantile must be a percentile in [0, 100], got {fusion_track_quantile!r}")
         self.fusion_track_quantile = float(fusion_track_quantile)
+        if fusion_track_level not in ("object", "group"):
+            raise ValueError(f"fusion_track_level must be 'object' or 'group', got {fusion_track_level!r}")
+        if fusion_track_level == "group" and fusion != "sum_excess":
+            raise ValueError(f"fusion_track_level='group' smooths each group's excess over its baseline: it needs "
+                             f"fusion='sum_excess', got fusion={fusion!r}")
+        self.fusion_track_level = fusion_track_level
         if fusion_group_cap is not None and not float(fusion_group_cap) > 0:
             raise ValueError(f"fusion_group_cap must be a calibrated score > 0 or null (off), got {fusion_group_cap!r}")
         self.fusion_group_cap = None if fusion_group_cap is None else float(fusion_group_cap)
@@ -418,6 +428,7 @@ class AttributeScorer(ObjectScorer):
                                    "fusion_baseline_level": fusion_baseline_level,
                                    "fusion_track_window": self.fusion_track_window,
                                    "fusion_track_quantile": self.fusion_track_quantile,
+                                   "fusion_track_level": self.fusion_track_level,
                                    "fusion_group_cap": self.fusion_group_cap,
                                    "fusion_weights": fusion_weights,
                                    "fusion_reliability_percentile": self.fusion_reliability_percentile,
@@ -724,7 +735,16 @@ class AttributeScorer(ObjectScorer):
 
     def _object_scores(self, objects: ObjectTable, parts: Mapping[str, np.ndarray]) -> np.ndarray:
         """(N,) float32 object scores: the fused parts, then (``fusion_track_window`` > 1) their running median
-        (``fusion_track_quantile``) along each track."""
+        (``fusion_track_quantile``) along each track; with ``fusion_track_level="group"`` each group's excess is
+        smoothed so before the excesses are summed."""
+        if self.fusion_track_window > 1 and self.fusion_track_level == "group":
+            baseline = self.fusion__baseline.cpu().numpy()[:, None]
+            weight = self.fusion__weight.cpu().numpy()[:, None]
+            excess = (weight * np.clip(self._group_scores(parts) - baseline, 0.0, None)).astype(np.float32)
+            smoothed = [smooth_along_tracks(objects, row, self.fusion_track_window, self.fusion_track_quantile)
+                        for row in excess]
+            return np.sum(smoothed, axis=0, dtype=np.float64).astype(np.float32) if len(smoothed) else \
+                np.zeros(len(objects), np.float32)
         fused = self._fuse(parts).astype(np.float32)
         if self.fusion_track_window <= 1:
             return fused
