@@ -185,6 +185,48 @@ def test_track_quantile_keeps_an_excess_that_lasts_a_quarter_of_the_window():
     assert q.hparams["fusion_track_quantile"] == 75.0
 
 
+def test_track_level_group_smooths_each_group_before_the_sum():
+    """fusion_track_level="group": short excesses of two groups at different detections add up to a lasting fused
+    excess that the object level keeps and the group level removes; a lasting excess in one group is kept by both;
+    the object scores are the sum of each group's excess smoothed along the track (checked against a direct
+    computation), and the option round-trips through the hyperparameters."""
+    attrs = {"speed": {"feature": "velocity", "columns": [0], "model": "gmm", "components": 1, "tail": "upper",
+                       "calibration": "in_sample", "group": "motion"},
+             "look": {"feature": "appearance", "columns": [0], "model": "gmm", "components": 1, "tail": "upper",
+                      "calibration": "in_sample", "group": "appearance"}}
+    rng = np.random.default_rng(7)
+    train = [make_clip(rng) for _ in range(3)]
+    kw = dict(frame_sigma=0.0, fusion="sum_excess", fusion_track_window=15, fusion_track_quantile=75.0)
+    obj = AttributeScorer(attrs, **kw).fit_clips(train)
+    grp = AttributeScorer(attrs, fusion_track_level="group", **kw).fit_clips(train)
+    assert grp.hparams["fusion_track_level"] == "group"
+    objects, feats, n = make_clip(rng)
+    # a walker's track: speed far above normal on 3 detections, then its look on 3 others, then both normal;
+    # another walker's track with a lasting speed excess
+    speeds = np.asarray(feats["velocity"], np.float64).copy()
+    looks = np.asarray(feats["appearance"], np.float64).copy()
+    high = speeds[:, 0].max() * 20, np.abs(looks[:, 0]).max() * 20
+    rows = np.flatnonzero(objects.track_id == objects.track_id[0])[:30]
+    other = np.flatnonzero(objects.track_id == objects.track_id[-1])[:30]
+    assert len(rows) >= 15 and len(other) >= 15
+    speeds[rows[5:8], 0] = high[0]
+    looks[rows[8:11], 0] = high[1]
+    speeds[other[2:12], 0] = high[0]
+    feats = {**feats, "velocity": speeds.astype(np.float32), "appearance": looks.astype(np.float32)}
+    s_obj = obj.score_clip(objects, feats, n).objects.score
+    s_grp = grp.score_clip(objects, feats, n).objects.score
+    assert s_obj[rows[7]] > 1.0  # six of fifteen high in the fused score: kept
+    assert s_grp[rows[7]] < 0.1 * s_obj[rows[7]]  # three of fifteen in each group: removed
+    assert s_grp[other[7]] > 1.0 and s_obj[other[7]] > 1.0  # ten of fifteen in one group: kept by both
+    excess = grp.group_excess(grp.object_parts(objects, feats)).clip(0.0, None)
+    direct = sum(smooth_along_tracks(objects, row.astype(np.float32), 15, quantile=75.0) for row in excess)
+    np.testing.assert_allclose(s_grp, direct, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="sum_excess"):
+        AttributeScorer(attrs, fusion="sum", fusion_track_level="group")
+    with pytest.raises(ValueError, match="fusion_track_level"):
+        AttributeScorer(attrs, fusion_track_level="track")
+
+
 def test_single_clip_loo_falls_back_loudly(caplog):
     rng = np.random.default_rng(4)
     with caplog.at_level(logging.WARNING):
