@@ -136,6 +136,16 @@ def _one_of(key: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
+def _sum_excess_option(name: str, value: str, choices: tuple[str, ...], fusion: str, what: str) -> str:
+    """``value`` of an option of the groups' excesses, checked: one of ``choices``, whose first is "off"; any other
+    needs ``fusion="sum_excess"`` (``what``: what that choice does, for the message)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    if value != choices[0] and fusion != "sum_excess":
+        raise ValueError(f"{name}={value!r} {what}: it needs fusion='sum_excess', got fusion={fusion!r}")
+    return value
+
+
 class AttributeScorer(ObjectScorer):
     """Density models over per-object attributes with training-only calibration (see the module docstring).
 
@@ -393,21 +403,13 @@ class AttributeScorer(ObjectScorer):
         if not 0.0 <= float(fusion_track_quantile) <= 100.0:
             raise ValueError(f"fusion_track_quantile must be a percentile in [0, 100], got {fusion_track_quantile!r}")
         self.fusion_track_quantile = float(fusion_track_quantile)
-        if fusion_track_level not in ("object", "group"):
-            raise ValueError(f"fusion_track_level must be 'object' or 'group', got {fusion_track_level!r}")
-        if fusion_track_level == "group" and fusion != "sum_excess":
-            raise ValueError(f"fusion_track_level='group' smooths each group's excess over its baseline: it needs "
-                             f"fusion='sum_excess', got fusion={fusion!r}")
-        self.fusion_track_level = fusion_track_level
+        self.fusion_track_level = _sum_excess_option("fusion_track_level", fusion_track_level, ("object", "group"),
+                                                     fusion, "smooths each group's excess over its baseline")
         if fusion_group_cap is not None and not float(fusion_group_cap) > 0:
             raise ValueError(f"fusion_group_cap must be a calibrated score > 0 or null (off), got {fusion_group_cap!r}")
         self.fusion_group_cap = None if fusion_group_cap is None else float(fusion_group_cap)
-        if fusion_weights not in ("equal", "reliability"):
-            raise ValueError(f"fusion_weights must be 'equal' or 'reliability', got {fusion_weights!r}")
-        if fusion_weights == "reliability" and fusion != "sum_excess":
-            raise ValueError(f"fusion_weights='reliability' weighs the groups' excesses: it needs "
-                             f"fusion='sum_excess', got fusion={fusion!r}")
-        self.fusion_weights = fusion_weights
+        self.fusion_weights = _sum_excess_option("fusion_weights", fusion_weights, ("equal", "reliability"), fusion,
+                                                 "weighs the groups' excesses")
         if not 0.0 < float(fusion_reliability_percentile) <= 100.0:
             raise ValueError(f"fusion_reliability_percentile must be in (0, 100], got "
                              f"{fusion_reliability_percentile!r}")
