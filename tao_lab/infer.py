@@ -81,8 +81,14 @@ def fit_frames(cfg: DictConfig, clip: Clip) -> int:
         log.warning("fit_seconds=%s covers the whole input: the alarm is calibrated on its first half (%d frames)",
                     cfg.fit_seconds, n_fit)
     if n_fit >= clip.num_frames:
-        raise ValueError(f"fit_seconds={cfg.fit_seconds} covers the whole input ({clip.num_frames} frames at "
-                         f"{clip.fps:g} fps): give a shorter fit_seconds or a trained ckpt_path")
+        from tao_lab.user_errors import ConfigError
+
+        # a user's error (a short input), so one message and exit 2, not a traceback; suggest a window that leaves
+        # most of the input to score
+        suggest = max(2, int(0.4 * clip.num_frames)) / clip.fps
+        raise ConfigError(f"fit_seconds={cfg.fit_seconds} covers the whole input ({clip.num_frames} frames, "
+                          f"{clip.num_frames / clip.fps:.1f} s at {clip.fps:g} fps): give a shorter fit_seconds "
+                          f"(e.g. fit_seconds={suggest:.1f}, the first 40%) or a trained ckpt_path")
     return n_fit
 
 

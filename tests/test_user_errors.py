@@ -152,6 +152,22 @@ def test_unreadable_input_video_is_one_message(tmp_path, capsys):
     assert "full_key" not in err and "Error in call to target" not in err
 
 
+def test_fit_window_longer_than_the_input_is_one_message(tmp_path, capsys):
+    """infer.py without a checkpoint fits on the input's first fit_seconds: an input shorter than that is the user's to
+    fix (one message naming the input's length and a fit_seconds that fits, exit 2), not a traceback."""
+    from helpers import write_video
+
+    from tao_lab.tasks import infer, run_cli
+
+    video = write_video(tmp_path / "short.mp4", num_frames=40)  # 1.6 s at 25 fps
+    with pytest.raises(SystemExit) as e:
+        run_cli(compose("infer", [f"input={video}", "fit_seconds=10"], tmp_path), infer)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "tao_lab infer: error: fit_seconds=10 covers the whole input (40 frames, 1.6 s at 25 fps)" in err
+    assert "fit_seconds=0.6, the first 40%" in err and "Traceback" not in err
+
+
 def test_plain_ctrl_c_exits_130_with_a_message_naming_it(tmp_path, capsys):
     from tao_lab.tasks import run_cli
 
