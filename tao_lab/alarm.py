@@ -28,6 +28,7 @@ import numpy as np
 
 from tao_lab.config import to_plain
 from tao_lab.types import Clip, ObjectTable
+from tao_lab.user_errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def build_threshold(method: str, rate: float):
         return EvtThreshold(exceedance=rate, tail_quantile=max(0.5, 1.0 - 10.0 * rate), min_tail=10)
     if method == "percentile":
         return PercentileThreshold(100.0 * (1.0 - rate))
-    raise ValueError(f"alarm.method must be one of {', '.join(METHODS)}, got {method!r}")
+    raise ConfigError(f"alarm.method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
 @dataclass
@@ -125,8 +126,8 @@ def window_blocks(objects: ObjectTable, features: dict, num_frames: int, folds: 
     """Frames [0, num_frames) of one clip's objects cut into ``folds`` contiguous blocks (fewer when a block would be
     shorter than ``min_frames``), each an item ``(objects, features, block length)`` re-indexed from frame 0."""
     if num_frames < 2 * min_frames:
-        raise ValueError(f"{num_frames} frames are too few to calibrate the alarm by cross-fitting (need at least "
-                         f"{2 * min_frames}); give a longer fit_seconds")
+        raise ConfigError(f"{num_frames} frames are too few to calibrate the alarm by cross-fitting (need at least "
+                          f"{2 * min_frames}); give a longer fit_seconds")
     k = max(2, min(int(folds), num_frames // max(1, min_frames)))
     edges = np.linspace(0, num_frames, k + 1).round().astype(int)
     return [frame_range(objects, features, int(a), int(b)) for a, b in zip(edges, edges[1:])]
@@ -202,8 +203,8 @@ def _crossfit(pipe, items: list, folds: int, causal_window: Optional[int] = None
 
         if sum(len(it[0]) for it in items) == 0:  # an empty scene: the callers name the input and the ways out
             raise NoTrainingObjectsError("the fit data hold no detected object: nothing to fit the scorer on")
-        raise ValueError("alarm cross-fitting: no fold could fit a scorer (too few objects in the fit data); "
-                         "give a longer fit_seconds or a checkpoint")
+        raise ConfigError("alarm cross-fitting: no fold could fit a scorer (too few objects in the fit data); "
+                          "give a longer fit_seconds or a checkpoint")
     how = (f"{used}-fold cross-fitting over {len(items)} {unit} of the fit data"
            + (f", causal scores (window {causal_window} frames)" if causal_window else ""))
     return out, how
@@ -245,7 +246,7 @@ def window_crossfit(pipe, objects: ObjectTable, features: dict, num_frames: int,
     """(parts, held-out frame scores, description) of one fit window, split into ``folds`` time blocks
     (``split="time"``) or track parts (``"tracks"``, :func:`track_parts`)."""
     if split not in ("time", "tracks"):
-        raise ValueError(f"alarm.split must be 'time' or 'tracks', got {split!r}")
+        raise ConfigError(f"alarm.split must be 'time' or 'tracks', got {split!r}")
     if split == "tracks":
         try:
             parts = track_parts(objects, features, num_frames, folds)

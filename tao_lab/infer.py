@@ -41,6 +41,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from tao_lab.types import Clip, ObjectTable, Prompts, SubClip
+from tao_lab.user_errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,6 @@ def fit_frames(cfg: DictConfig, clip: Clip) -> int:
         log.warning("fit_seconds=%s covers the whole input: the alarm is calibrated on its first half (%d frames)",
                     cfg.fit_seconds, n_fit)
     if n_fit >= clip.num_frames:
-        from tao_lab.user_errors import ConfigError
-
         # a user's error (a short input), so one message and exit 2, not a traceback; suggest a window that leaves
         # most of the input to score
         suggest = max(2, int(0.4 * clip.num_frames)) / clip.fps

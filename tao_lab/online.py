@@ -50,6 +50,7 @@ from tao_lab.sources import (ReconnectingSource, Source, SourceError, is_network
                              parse_source, read_frames)  # noqa: F401
 from tao_lab.streaming import BufferClip, StreamContext  # noqa: F401 - BufferClip: importable from here too
 from tao_lab.types import ObjectTable
+from tao_lab.user_errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,6 @@ class OnlinePipeline:
                  keep_frames: bool = True, working_height: Optional[int] = None,
                  working_min_height: Optional[int] = None, working_object_height: Optional[float] = None):
         if buffer_frames < 2:
-            from tao_lab.user_errors import ConfigError  # a bad setting: one message, exit 2
-
             raise ConfigError(f"buffer_frames must be >= 2, got {buffer_frames}")
         self.pipe = pipe
         self.T = int(buffer_frames)
@@ -324,8 +323,6 @@ class OnlinePipeline:
             n_warm = max(2, int(round(float(fit_seconds) * self.fps)))
             frames = self._at_working_resolution(self._object_scaled(iter(self.source), n_warm))
             if max_frames is not None and n_warm >= max_frames:
-                from tao_lab.user_errors import ConfigError  # a bad setting: one message, exit 2
-
                 raise ConfigError(f"max_frames={max_frames} leaves nothing after the {n_warm} warm-up frames "
                                   f"(fit_seconds={fit_seconds})")
             def first(n):  # the warm-up frames go straight to warmup()'s spool folder, never all in memory

@@ -28,6 +28,7 @@ from tao_lab.cache import StageCache, stable_hash
 from tao_lab.config import to_plain
 from tao_lab.distributed import is_rank_zero, planned_world_size, wait_for_files
 from tao_lab.types import Clip, Dataset, ObjectScores, ObjectTable, Prompts, Segmentation
+from tao_lab.user_errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -546,7 +547,7 @@ class Pipeline:
         wanted = self.cfg.get("workers")
         wanted = (os.cpu_count() or 1) if wanted is None else int(wanted)
         if wanted < 1:
-            raise ValueError(f"workers must be >= 1 (or null = one per CPU core), got {wanted}")
+            raise ConfigError(f"workers must be >= 1 (or null = one per CPU core), got {wanted}")
         return max(1, min(wanted, num_clips))
 
     def fit_scorer(self, train_clips: list[Clip], ckpt_path: Optional[str] = None) -> Path | None:
@@ -654,10 +655,10 @@ class Pipeline:
                         "%d processes): fitting it in this single process", scorer_cls.__name__, processes)
             return 1
         if self.cache_dir is None:
-            raise ValueError(f"trainer strategy {self.cfg.trainer.get('strategy')!r} runs {processes} processes, "
-                             f"which share the stage outputs through the stage cache (rank 0 computes, the others "
-                             f"read), but paths.cache_dir is null: set paths.cache_dir (on a cluster, a folder on a "
-                             f"filesystem every node sees)")
+            raise ConfigError(f"trainer strategy {self.cfg.trainer.get('strategy')!r} runs {processes} processes, "
+                              f"which share the stage outputs through the stage cache (rank 0 computes, the others "
+                              f"read), but paths.cache_dir is null: set paths.cache_dir (on a cluster, a folder on a "
+                              f"filesystem every node sees)")
         return processes
 
     def set_scorer(self, scorer, key: str) -> None:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from tao_lab import preflight
 from tao_lab.objective import check_objective, objective_marker, objective_note
 from tao_lab.no_network import set_offline_env
-from tao_lab.user_errors import interrupt_on_sigterm
+from tao_lab.user_errors import ConfigError, interrupt_on_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def train(cfg: DictConfig, logger=None) -> dict:
     pipe.set_camera_clips(camera_clips(cfg, dataset))
     clips = training_clips(cfg, dataset)
     if not clips:
-        raise ValueError(f"dataset {dataset.name!r} has no training clips")
+        raise ConfigError(f"dataset {dataset.name!r} has no training clips")
     cached = pipe.fit_scorer(clips)
     if _fit_share_done(pipe):
         return {}
@@ -327,7 +327,7 @@ def evaluate(cfg: DictConfig, logger=None) -> dict:
     preflight.check_components(pipe)
     dataset = load_dataset(cfg, splits=splits_needed(cfg))
     if not dataset.test:
-        raise ValueError(f"dataset {dataset.name!r} has no test clips")
+        raise ConfigError(f"dataset {dataset.name!r} has no test clips")
     if cfg.get("ckpt_path") and training_mode(cfg) == "supervised" and not dataset.train:
         # the scorer comes from the checkpoint, but the camera background, the frame alarm and the val/ metrics are
         # fitted on the training clips all the same (at the checkpoint's scale): read them when the copy has them

@@ -7,6 +7,7 @@ from tao_lab.fragments import fragment_reasons, rank_tracks
 from tao_lab.metrics.operating_point import intervals, operating_point
 from tao_lab.threshold import ConformalThreshold
 from tao_lab.types import ObjectTable
+from tao_lab.user_errors import ConfigError
 
 
 # ----- the conformal threshold ------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def test_an_unknown_split_is_refused(tmp_path):
                            "alarm.split=frames"], tmp_path)
     data = load_dataset(cfg)
     pipe = Pipeline(cfg)
-    with pytest.raises(ValueError, match="alarm.split must be 'time' or 'tracks'"):
+    with pytest.raises(ConfigError, match="alarm.split must be 'time' or 'tracks'"):
         calibrate_on_training(pipe, cfg, data.train)
 
 
