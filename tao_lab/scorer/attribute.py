@@ -139,8 +139,7 @@ def _one_of(key: str, value: str, choices: Sequence[str]) -> str:
 def _sum_excess_option(name: str, value: str, choices: tuple[str, ...], fusion: str, what: str) -> str:
     """``value`` of an option of the groups' excesses, checked: one of ``choices``, whose first is "off"; any other
     needs ``fusion="sum_excess"`` (``what``: what that choice does, for the message)."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    _one_of(name, value, choices)
     if value != choices[0] and fusion != "sum_excess":
         raise ValueError(f"{name}={value!r} {what}: it needs fusion='sum_excess', got fusion={fusion!r}")
     return value
@@ -702,9 +701,7 @@ class AttributeScorer(ObjectScorer):
         if self.fusion == "sum":
             return stacked.sum(0)
         if self.fusion == "sum_excess":
-            baseline = self.fusion__baseline.cpu().numpy()[:, None]
-            weight = self.fusion__weight.cpu().numpy()[:, None]
-            return (weight * np.clip(stacked - baseline, 0.0, None)).sum(0)
+            return self._weighted_excess(stacked).sum(0)
         top = stacked.max(0)
         if self.fusion == "max":
             return top
@@ -713,6 +710,13 @@ class AttributeScorer(ObjectScorer):
         # normal-range noise of many weak attributes does not pile up on every walker as it does in a sum.
         excess = np.clip(stacked - 1.0, 0.0, None)
         return top + excess.sum(0) - excess.max(0)
+
+    def _weighted_excess(self, stacked: np.ndarray) -> np.ndarray:
+        """(groups, N) float64: each group's score (``stacked``, :meth:`_group_scores`) above its training baseline,
+        times its weight (``fusion="sum_excess"``); 0 at or below the baseline."""
+        baseline = self.fusion__baseline.cpu().numpy()[:, None]
+        weight = self.fusion__weight.cpu().numpy()[:, None]
+        return weight * np.clip(stacked - baseline, 0.0, None)
 
     def excess_counts(self, parts: Mapping[str, np.ndarray]) -> Optional[tuple[int, np.ndarray]]:
         """The scene check (``fusion="sum_excess"`` only, else None): (objects, over (G,) int64), the number of
@@ -740,13 +744,9 @@ class AttributeScorer(ObjectScorer):
         (``fusion_track_quantile``) along each track; with ``fusion_track_level="group"`` each group's excess is
         smoothed so before the excesses are summed."""
         if self.fusion_track_window > 1 and self.fusion_track_level == "group":
-            baseline = self.fusion__baseline.cpu().numpy()[:, None]
-            weight = self.fusion__weight.cpu().numpy()[:, None]
-            excess = (weight * np.clip(self._group_scores(parts) - baseline, 0.0, None)).astype(np.float32)
-            smoothed = [smooth_along_tracks(objects, row, self.fusion_track_window, self.fusion_track_quantile)
-                        for row in excess]
-            return np.sum(smoothed, axis=0, dtype=np.float64).astype(np.float32) if len(smoothed) else \
-                np.zeros(len(objects), np.float32)
+            excess = self._weighted_excess(self._group_scores(parts)).astype(np.float32)
+            return np.sum([smooth_along_tracks(objects, row, self.fusion_track_window, self.fusion_track_quantile)
+                           for row in excess], axis=0, dtype=np.float64).astype(np.float32)
         fused = self._fuse(parts).astype(np.float32)
         if self.fusion_track_window <= 1:
             return fused

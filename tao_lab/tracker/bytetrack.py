@@ -87,6 +87,8 @@ def _gated_bytetracker(args, max_size_change, buffer):
     class GatedBYTETracker(BYTETracker):
         def update(self, results, img=None, feats=None, **kwargs):
             out = super().update(results, img, feats, **kwargs)
+            if max_size_change is None:  # only the width gate reads the tracks' last widths
+                return out
             widths = results.xywh[:, 2]
             for t in self.tracked_stracks:  # the tracks matched or born in this frame keep their detection's width
                 if t.frame_id == self.frame_id and t.idx is not None and 0 <= int(t.idx) < len(widths):
