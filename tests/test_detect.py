@@ -217,3 +217,79 @@ def test_detector_configs_instantiate(tmp_path):
         instantiate(cfg)
     cfg.weights = "yolov8n.yaml"
     assert isinstance(instantiate(cfg), YoloDetector)
+
+
+def test_dilate_height_joins_the_pieces_of_a_near_body_and_nothing_else():
+    """dilate_height: the dilation is that fraction of the expected height tall where the plane says people are tall,
+    ``dilate`` elsewhere and across. Near the camera (expected about 65 px) a torso and legs 8 px apart become one box
+    from their undilated pixels; far away (about 17 px) two blobs 8 px apart stay two, and near two walkers 8 px apart
+    side by side stay two, as with ``dilate`` alone."""
+    mask = np.zeros((160, 200), bool)
+    mask[100:125, 50:62] = True  # near torso
+    mask[133:150, 50:62] = True  # near legs, 8 rows below
+    mask[100:150, 90:102] = True  # near walker ...
+    mask[100:150, 110:122] = True  # ... and another 8 px to its right
+    mask[10:18, 150:160] = True  # far blob
+    mask[26:34, 150:160] = True  # far blob 8 rows below
+    expected = lambda foot_x, foot_y: 5.0 + 0.4 * foot_y  # noqa: E731  (far rows small, near rows large)
+    kwargs = dict(dilate=5, split_aspect=0, split_motion=0)
+    plain, _ = BackgroundSubtractionDetector(**kwargs).boxes_from_mask(mask)
+    assert len(plain) == 6
+    det = BackgroundSubtractionDetector(dilate_height=0.25, **kwargs)
+    dilation = det.dilation_map(expected, mask.shape)
+    # a pixel in the torso-legs gap (row 129): h0 = 5 + 0.4 x 130 (its 4-px grid cell's centre) = 57, read again
+    # 28.5 rows below: 5 + 0.4 x 158.5 = 68.4; a quarter of it is 17.1 -> 17 px tall (odd)
+    assert dilation.heights[129, 55] == 17 and dilation.width == 5
+    assert dilation.heights[20, 155] == 5  # far: 0.25 x 17.4 = 4.3 -> at least dilate
+    joined, _ = det.boxes_from_mask(mask, dilation=dilation)
+    np.testing.assert_array_equal(sorted(map(tuple, joined.astype(int))),
+                                  [(50, 100, 62, 150), (90, 100, 102, 150), (110, 100, 122, 150),
+                                   (150, 10, 160, 18), (150, 26, 160, 34)])
+    assert det.dilation_map(None, mask.shape) is None  # no plane: dilate everywhere
+    assert BackgroundSubtractionDetector(**kwargs).dilation_map(expected, mask.shape) is None  # option off
+    with pytest.raises(ValueError, match="dilate_height"):
+        BackgroundSubtractionDetector(dilate_height=0)
+
+
+def test_dilation_map_equals_a_pixel_by_pixel_dilation():
+    """DilationMap.apply against an independent per-pixel computation: a pixel is set when a foreground pixel lies
+    within the ellipse of its own height band (OpenCV's ellipse element, centred on the pixel)."""
+    import cv2
+
+    from tao_lab.detector.subtraction import DilationMap
+
+    rng = np.random.default_rng(0)
+    mask = (rng.random((40, 50)) < 0.03).astype(np.uint8)
+    heights = np.where(np.arange(40)[:, None] < 20, 3, 11) * np.ones((1, 50), int)
+    heights[:, 30:] = np.where(np.arange(40)[:, None] < 10, 7, heights[:, 30:])
+    out = DilationMap(heights, 5).apply(mask)
+    expected = np.zeros_like(mask)
+    padded = np.pad(mask, 10)
+    for y in range(40):
+        for x in range(50):
+            h = int(heights[y, x])
+            element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, h))
+            window = padded[y + 10 - h // 2:y + 10 - h // 2 + h, x + 10 - 2:x + 10 + 3]
+            expected[y, x] = int((window * element).any())
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="applied to a mask"):
+        DilationMap(heights, 5).apply(mask[:10])
+
+
+def test_dilate_height_online_equals_offline():
+    """Online, dilate_height's plane is fitted on the warm-up frames against the stream's background, as offline on
+    the clip: warmed up on the clip itself, the stream's boxes equal the offline ones on every frame."""
+    from tao_lab.streaming import StreamContext
+
+    clip = MovingSquareClip(num_frames=40, width=160, squares=((10, 20, 2, 0, 14, 230), (10, 40, 2, 0, 14, 230),
+                                                               (100, 60, -1, 0, 20, 230)))
+    det = BackgroundSubtractionDetector(background={"scope": "clip"}, dilate_height=0.5, split_motion=0,
+                                        split_rows_fit_frames=25)
+    offline = det.detect(clip)
+    plain = BackgroundSubtractionDetector(background={"scope": "clip"}, split_motion=0).detect(clip)
+    assert len(offline) < len(plain)  # the two stacked squares 6 px apart are joined on some frames
+    ctx = StreamContext(clip.height, clip.width, clip.fps)
+    stream = det.stream(ctx)
+    ctx.fit(clip)
+    for i, frame in enumerate(clip.frames()):
+        np.testing.assert_array_equal(stream.step(frame).xyxy, offline.xyxy[offline.frame == i])
