@@ -150,3 +150,35 @@ def test_hull_ground_truth_is_one_polygon_around_the_whole_object():
     prompts_h, masks_h = bench.plant_prompts(clip, min_area=20, gt="hull")
     assert np.array_equal(prompts_p.xyxy, prompts_h.xyxy) and sorted(masks_h) == [1, 2]
     assert np.array_equal(masks_h[1], hull) and np.array_equal(masks_p[1], pasted)
+
+
+def test_occlusion_hides_the_plant_behind_nearer_objects_only():
+    """occlusion: a planted object is pasted behind the base clip's objects whose lowest row is below its own (nearer
+    the camera) and over the ones above it (farther). Base: a flat ground (90) and two still people-boxes (30) shown
+    on frames 2-4 only, so the clip's median background is the ground: a near one (rows 20-39, lowest row 39) and a
+    far one (rows 2-11, lowest row 11). The planted 20x20 block (rows 8-27, columns 15-34) overlaps both: the near
+    one hides it (where its mask, grown by 1 px, lies), it covers the far one, and its ground truth is what stays
+    visible. Without occlusion (every caller before session 60) it covers both. The two clips have different
+    sources (cache keys)."""
+    frames = np.full((8, H, W, 3), 90, np.uint8)
+    frames[2:5, 20:40, 20:30] = 30  # near object
+    frames[2:5, 2:12, 24:34] = 30  # far object
+    base = ArrayClip(frames, "base")
+    sprite = np.full((20, 20, 3), 200, np.uint8)
+    alpha = np.ones((20, 20), np.float32)
+    top_left = np.tile([[15.0, 8.0]], (8, 1))
+    behind = PlantedClip(base, sprite, alpha, top_left, "block", occlusion=True)
+    over = PlantedClip(base, sprite, alpha, top_left, "block")
+    assert behind.source != over.source and behind.occlusion and not over.occlusion
+    block = np.zeros((H, W), bool)
+    block[8:28, 15:35] = True
+    near = np.zeros((H, W), bool)
+    near[19:40, 19:31] = True  # the near object's mask grown by 1 px
+    np.testing.assert_array_equal(behind.object_mask(3), block & ~near)
+    frame = behind.frame(3)[..., 0]
+    assert (frame[block & ~near] == 200).all()  # pasted where visible, over the far object too
+    assert (frame[20:28, 20:30] == 30).all()  # the near object in front
+    assert (frame[19, 19:31] == 90).all()  # its grown rim: the ground, not the plant
+    np.testing.assert_array_equal(behind.object_mask(0), block)  # no people on frame 0: nothing hides it
+    np.testing.assert_array_equal(over.object_mask(3), block)
+    assert (over.frame(3)[..., 0][block] == 200).all()

@@ -347,7 +347,7 @@ def test_cross_scene_protocol_prints_one_scene_by_set_table(compose_cfg):
     from tao_lab.validation.cross_scene import build_scenes
 
     scene = build_scenes(cfg, ["synthetic_persp"], ["fast", "loiter"], None, 3, 70, show_progress=False,
-                         animate=True)[0]  # cross_scene_validate plants animated walkers by default
+                         animate=True, occlusion=True)[0]  # cross_scene_validate's defaults: animated, behind
     pipe = Pipeline(cfg)
     pipe.set_camera_clips(cameras=[scene.train])  # the scene is its own camera (the default detector's background)
 
@@ -563,14 +563,15 @@ def test_cross_scene_plants_off_path_walkers_off_the_walkable_ground(compose_cfg
     def spy(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        seen.append(bound.arguments["off_path_ground"])
+        seen.append((bound.arguments["off_path_ground"], bound.arguments["occlusion"]))
         raise Stop
 
     monkeypatch.setattr(cross_scene, "build_scenes", spy)
-    for extra in ([], ["--off-path-anywhere"]):
+    for extra in ([], ["--off-path-anywhere"], ["--paste-over"]):
         with pytest.raises(Stop):
             main(["--scenes", "synthetic", "--sets", "off_path", "--clips", "2", "--frames", "60", *extra])
-    assert seen == [True, False]
+    # objects planted behind nearer ones by default (session 60); --paste-over restores the earlier rounds' paste
+    assert seen == [(True, True), (False, True), (True, False)]
 
 
 def test_validation_cli_averages_seeds(tmp_path):

@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rigid-walkers", action="store_true",
                         help="cross-scene: planted walkers are one cut-out translated rigidly (rounds 1-22) instead "
                              "of an animated cut-out whose limbs move (the default from round 23)")
+    parser.add_argument("--paste-over", action="store_true",
+                        help="cross-scene: planted objects are pasted over everything (every round before session "
+                             "60) instead of behind the clip's nearer objects (people whose feet are lower in the "
+                             "image, who stand nearer the camera)")
     parser.add_argument("--negatives", choices=("clean", "planted"), default="clean",
                         help="cross-scene: the negatives of each held-out clip: its own frames without the plant "
                              "(clean, the default from session 41) or the planted copy's unlabelled frames (planted, "
@@ -204,7 +208,8 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
                                      show_progress=bool(cfg.get("progress", True)), metric=args.metric,
                                      fit_clips=args.fit_clips, animate=not args.rigid_walkers,
                                      off_path_ground=not args.off_path_anywhere, negatives=args.negatives,
-                                     withhold=args.withhold_place, fragments=args.fragments, crowd=args.crowd)
+                                     withhold=args.withhold_place, fragments=args.fragments, crowd=args.crowd,
+                                     occlusion=not args.paste_over)
                 for sd in seeds]
     result = average_results(per_seed)
     fitted_on = "all other clips" if args.fit_clips is None else f"{args.fit_clips} other clip(s)"
@@ -217,7 +222,8 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
         withheld += ", the scored clips crowded (the people of a spare clip of the camera pasted over them)"
     print(f"\ncross-scene leave-one-clip-out frame AUC ({args.metric}) on planted behaviours, {args.clips} training "
           f"clips x {args.frames} frames per scene, each fold fitted on {fitted_on}, "
-          f"{'rigid' if args.rigid_walkers else 'animated'} walkers, off-path walkers "
+          f"{'rigid' if args.rigid_walkers else 'animated'} walkers "
+          f"{'pasted over everything' if args.paste_over else 'behind nearer objects'}, off-path walkers "
           f"{'anywhere unvisited' if args.off_path_anywhere else 'off the walkable ground'}, negatives "
           f"{'the held-out clip without the plant' if args.negatives == 'clean' else 'the planted copy unlabelled'}"
           f"{withheld} ({planted_with}; test clips not read), "
@@ -242,7 +248,7 @@ def _cross_scene(args, parser, base: list[str], variants: dict[str, list[str]]) 
                   "fit_clips": args.fit_clips, "variants": variants, "animated_walkers": not args.rigid_walkers,
                   "off_path_ground": not args.off_path_anywhere, "negatives": args.negatives,
                   "withhold_place": args.withhold_place, "fragments": args.fragments, "crowd": args.crowd,
-                  "base_overrides": base,
+                  "occlusion": not args.paste_over, "base_overrides": base,
                   "auc": result.auc, "mean": {v: result.mean(v) for v in result.auc}, "positives": result.positives}
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

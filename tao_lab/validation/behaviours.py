@@ -372,14 +372,14 @@ def _off_path(stats: SceneStats, rng, depth: int, n_max: int, aspect: float, rel
 
 def plant_behaviour(base: Clip, kind: str, stats: SceneStats, donor: Optional[tuple[Clip, ObjectTable]],
                     rng: np.random.Generator, depth: int, tries: int = 30, candidates: int = 6,
-                    animate: bool = False) -> PlantedClip:
+                    animate: bool = False, occlusion: bool = False) -> PlantedClip:
     """``base`` with one planted object of set ``kind`` (see the module docstring) at depth band ``depth``.
 
     stats: statistics of the scene's OTHER training clips; donor: (clip, its objects) to cut a walker from (every
     set but ``cart``); animate: a walker is cut from several consecutive frames of its donor track and moves its
     limbs (:func:`tao_lab.validation.planted.cut_walker_sequence`; its gait advances with the distance it walks,
     :func:`~tao_lab.validation.planted.gait_index`); without it, or when the donor has no such run, one cut-out is
-    translated rigidly."""
+    translated rigidly. occlusion: the object is pasted behind the base clip's nearer objects (PlantedClip)."""
     if kind not in BEHAVIOURS:
         raise ValueError(f"unknown planted set {kind!r}: expected one of {BEHAVIOURS}")
     T = base.num_frames
@@ -427,6 +427,6 @@ def plant_behaviour(base: Clip, kind: str, stats: SceneStats, donor: Optional[tu
         digest = hashlib.sha1(sprite.tobytes() + alpha.tobytes() + np.nan_to_num(top_left, nan=-1).tobytes()
                               + scale.tobytes() + index.tobytes()).hexdigest()
         return PlantedClip(base, sprite, alpha, top_left, f"{kind}:d{depth}:{digest[:10]}", scale=scale,
-                           labels=lab, sprite_index=index)
+                           labels=lab, sprite_index=index, occlusion=occlusion)
     raise ValueError(f"could not place a {kind!r} object at depth {depth} in {base.clip_id} "
                      f"({base.width}x{base.height}, {T} frames)")

@@ -218,11 +218,13 @@ def _check_names(kind: str, names: Sequence[str], allowed: Sequence[str]) -> lis
 
 
 def plant_scene(name: str, train: Sequence[Clip], pipeline: Pipeline, sets: Sequence[str], seed: int = 0,
-                show_progress: bool = True, animate: bool = False, off_path_ground: bool = False) -> SceneClips:
+                show_progress: bool = True, animate: bool = False, off_path_ground: bool = False,
+                occlusion: bool = False) -> SceneClips:
     """Planted copies of each training clip of a scene, one per set (leave-one-clip-out statistics; walkers cut
     from the next training clip; animated with ``animate``: see plant_behaviour). off_path_ground: the off_path
     set plants off the scene's walkable ground (scenes.walkable_ground; False: wherever no training object stood,
-    as before off-path round 1 and in the benchmarks that reuse these plants)."""
+    as before off-path round 1 and in the benchmarks that reuse these plants). occlusion: each object is pasted
+    behind the clip's nearer objects (tao_lab.validation.planted.PlantedClip)."""
     if len(train) < 2:
         raise ValueError(f"scene {name}: leave-one-clip-out validation needs >= 2 training clips, got {len(train)}")
     tracks = [pipeline.tracks(c) for c in progress(train, f"tracks ({name})", show_progress)]
@@ -237,7 +239,7 @@ def plant_scene(name: str, train: Sequence[Clip], pipeline: Pipeline, sets: Sequ
             rng = np.random.default_rng(_seed(seed, name, kind, v))
             try:
                 clips.append(plant_behaviour(clip, kind, stats[v], (train[d], tracks[d]), rng,
-                                             depth=(v + k) % NUM_DEPTHS, animate=animate))
+                                             depth=(v + k) % NUM_DEPTHS, animate=animate, occlusion=occlusion))
             except ValueError as err:
                 log.warning("scene %s, set %s, clip %s: not planted (%s)", name, kind, clip.clip_id, err)
                 clips.append(None)
@@ -248,11 +250,12 @@ def plant_scene(name: str, train: Sequence[Clip], pipeline: Pipeline, sets: Sequ
 def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str], ped2_dir: Optional[str],
                  num_clips: Optional[int], num_frames: Optional[int], seed: int = 0,
                  show_progress: bool = True, animate: bool = False,
-                 off_path_ground: bool = False) -> list[SceneClips]:
+                 off_path_ground: bool = False, occlusion: bool = False) -> list[SceneClips]:
     """Every selected scene with its planted sets (Ped2 plants are made once and warped for the cameras); walkers
-    animated with ``animate`` and off-path walkers off the walkable ground with ``off_path_ground``
-    (cross_scene_validate's defaults; the benchmarks that reuse these plants keep the rigid walkers, planted off
-    the path wherever no training object stood, that their documented numbers were measured with)."""
+    animated with ``animate``, off-path walkers off the walkable ground with ``off_path_ground`` and objects pasted
+    behind nearer ones with ``occlusion`` (cross_scene_validate's defaults; the benchmarks that reuse these plants keep
+    the rigid walkers, planted off the path wherever no training object stood and pasted over everything, that their
+    documented numbers were measured with)."""
     scenes = _check_names("scene", scenes, SCENES)
     sets = _check_names("planted set", sets, BEHAVIOURS)
     planter = planting_pipeline(base_cfg)  # the plants do not depend on the detector's background scope
@@ -264,7 +267,7 @@ def build_scenes(base_cfg: DictConfig, scenes: Sequence[str], sets: Sequence[str
         ped2 = ped2_train_clips(ped2_dir, num_clips, num_frames)
     for name in scenes:
         train = synthetic_scene(name, num_clips, num_frames) if name in SYNTHETIC_SCENES else camera_view(name, ped2)
-        out.append(plant_scene(name, train, planter, sets, seed, show_progress, animate, off_path_ground))
+        out.append(plant_scene(name, train, planter, sets, seed, show_progress, animate, off_path_ground, occlusion))
     return out
 
 
@@ -276,7 +279,7 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
                          fit_clips: Optional[int] = None, animate: bool = True,
                          off_path_ground: bool = True, negatives: str = "clean",
                          withhold: Optional[float] = None, fragments: Optional[float] = None,
-                         crowd: bool = False) -> CrossSceneResult:
+                         crowd: bool = False, occlusion: bool = True) -> CrossSceneResult:
     """Leave-one-clip-out frame AUC of each variant on each (scene, planted set); see the module docstring.
 
     variants: {name: composed config}; scorers must fit without a Lightning Trainer. The stage cache is used as
@@ -291,7 +294,8 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     (:func:`withhold_place`; None: the fit keeps every object). fragments: each track of a scored clip is cut to its
     upper part for a stretch with this probability, features computed again (:func:`fragment_objects`; the same cuts
     for every variant; None: off). crowd: every scored clip gets a crowd from a spare clip of its camera
-    (:func:`crowd_scene`; the fit does not)."""
+    (:func:`crowd_scene`; the fit does not). occlusion: each planted object is pasted behind the scored clip's nearer
+    objects (tao_lab.validation.planted.PlantedClip; False: over everything, every round before session 60)."""
     if negatives not in NEGATIVES:
         raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
     if metric not in ("micro", "macro"):
@@ -313,7 +317,7 @@ def cross_scene_validate(base_cfg: DictConfig, variants: Mapping[str, DictConfig
     # the crowd's donors first: a camera without enough spare clips is refused before any planting
     donors = spare_clips(list(dict.fromkeys(scenes)), num_clips, num_frames, ped2_dir) if crowd else None
     built = build_scenes(base_cfg, scenes, sets, ped2_dir, num_clips, num_frames, seed, show_progress, animate,
-                         off_path_ground)
+                         off_path_ground, occlusion)
     if donors is not None:
         built = [crowd_scene(sc, donors[sc.name]) for sc in built]
     sets = list(dict.fromkeys(sets))

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from tao_lab.types import Clip, ObjectTable
+from tao_lab.validation.crowd import Crowd
 
 
 #: Units of :attr:`PlantSpec.speed`.
@@ -88,13 +89,22 @@ class PlantedClip(Clip):
     normally, then stands) pass their own, a subset of the frames holding it.
 
     An animated object (a walker whose limbs move) passes a sequence of K sprites, (K,h,w,3) and alphas (K,h,w),
-    and ``sprite_index`` (T,) int: the sprite pasted on frame i (default 0)."""
+    and ``sprite_index`` (T,) int: the sprite pasted on frame i (default 0).
+
+    ``occlusion``: the object is pasted behind the base clip's nearer objects (:func:`nearer_objects`: the moving
+    objects of frame i whose lowest row lies below the planted object's, i.e. that stand nearer a camera looking down
+    at the ground), as a real object farther away is hidden by them; its ground truth is then what stays visible.
+    False (every caller before session 60, and the in-run validation): pasted over everything, so a cart planted
+    farther away covers the upper body of a walker in front of it and leaves that walker's legs below the cart."""
 
     def __init__(self, base: Clip, sprite: np.ndarray, alpha: np.ndarray, top_left: np.ndarray, tag: str,
                  scale: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None,
-                 sprite_index: Optional[np.ndarray] = None):
+                 sprite_index: Optional[np.ndarray] = None, occlusion: bool = False):
+        # the occluded copy is another clip (its own features in the stage cache); the pasted-over one keeps the
+        # source every earlier round's cache entries were made under
         super().__init__(f"{base.clip_id}+{tag}", base.num_frames, base.height, base.width, base.fps, gt=None,
-                         source=f"{base.source}+plant:{tag}")
+                         source=f"{base.source}+plant:{tag}" + (":behind" if occlusion else ""))
+        self.occlusion = bool(occlusion)
         sprites = np.asarray(sprite, np.float32)
         alphas = np.asarray(alpha, np.float32)
         self.sprites = sprites if sprites.ndim == 4 else sprites[None]
@@ -121,12 +131,19 @@ class PlantedClip(Clip):
         return cv2.warpAffine(image, m, (self.width, self.height), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT)
 
+    def _alpha(self, frame: np.ndarray, i: int) -> np.ndarray:
+        """(H, W) float32: the object's opacity on base frame i (``frame``), zero behind nearer objects with
+        ``occlusion``."""
+        alpha = self._warp(self.alphas[self.sprite_index[i]], i)
+        if self.occlusion:
+            alpha = alpha * ~nearer_objects(self.base, frame, alpha >= 0.5)
+        return alpha
+
     def _paste(self, frame: np.ndarray, i: int) -> np.ndarray:
         if not self.present[i]:
             return frame
-        k = self.sprite_index[i]
-        a = self._warp(self.alphas[k], i)[..., None]
-        out = frame.astype(np.float32) * (1 - a) + self._warp(self.sprites[k], i) * a
+        a = self._alpha(frame, i)[..., None]
+        out = frame.astype(np.float32) * (1 - a) + self._warp(self.sprites[self.sprite_index[i]], i) * a
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
     def object_mask(self, i: int, shape: str = "pasted") -> np.ndarray:
@@ -139,7 +156,10 @@ class PlantedClip(Clip):
             raise ValueError(f"planted ground-truth shape must be one of {GT_SHAPES}, got {shape!r}")
         if not self.present[i]:
             return np.zeros((self.height, self.width), bool)
-        mask = self._warp(self.alphas[self.sprite_index[i]], i) >= 0.5
+        if self.occlusion:
+            mask = self._alpha(self.base.frame(i), i) >= 0.5
+        else:
+            mask = self._warp(self.alphas[self.sprite_index[i]], i) >= 0.5
         return convex_hull_mask(mask) if shape == "hull" else mask
 
     def _read(self, i: int) -> np.ndarray:
@@ -148,6 +168,37 @@ class PlantedClip(Clip):
     def _sequential(self, start: int, stop: int) -> Iterator[np.ndarray]:
         for i, frame in enumerate(self.base.frames(start, stop), start):
             yield self._paste(frame, i)
+
+
+#: base clip source -> its moving objects (tao_lab.validation.crowd.Crowd: its background is computed once for all the
+#: clips planted on it); bounded, the oldest dropped first
+_MOVING: dict[str, Crowd] = {}
+_MOVING_MAX = 64
+
+
+def nearer_objects(base: Clip, frame: np.ndarray, planted: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the pixels of ``frame`` (frame i of ``base``) that hide an object planted at ``planted`` (H, W)
+    bool. The frame's moving objects are the pixels that differ from the base clip's median background
+    (:class:`tao_lab.validation.crowd.Crowd`'s mask: holes closed, specks opened away, grown by 1 px); each connected
+    part whose lowest row lies below the planted object's lowest row stands nearer the camera (on a ground plane seen
+    from above, nearer is lower in the image) and hides it. A part that merges people at several depths counts as
+    near as its lowest one. All False when nothing is planted on the frame."""
+    rows = np.flatnonzero(planted.any(axis=1))
+    if len(rows) == 0:
+        return np.zeros(planted.shape, bool)
+    moving = _MOVING.get(base.source)
+    if moving is None:
+        if len(_MOVING) >= _MOVING_MAX:
+            _MOVING.pop(next(iter(_MOVING)))
+        moving = _MOVING[base.source] = Crowd(base)
+    mask = moving.mask(frame)
+    if not mask.any():
+        return mask
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    lowest = stats[:, cv2.CC_STAT_TOP] + stats[:, cv2.CC_STAT_HEIGHT] - 1
+    nearer = lowest > rows[-1]
+    nearer[0] = False  # the background label
+    return nearer[labels]
 
 
 def _median_background(clip: Clip, samples: int = 40) -> np.ndarray:
