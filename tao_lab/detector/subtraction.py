@@ -226,7 +226,7 @@ class BackgroundSubtractionDetector(Detector):
                      "on its warm-up frames")
         background = ctx.background(self.background_kwargs)
         previous: list[Optional[np.ndarray]] = [None]
-        plane: list[Optional[Callable[[float, float], float]]] = [None]
+        plane: list[Optional[HeightMap]] = [None]
         dilation: list[Optional[DilationMap]] = [None]
 
         def fit_plane(warmup: Clip) -> None:
@@ -253,8 +253,7 @@ class BackgroundSubtractionDetector(Detector):
 
     def boxes_from_mask(self, mask: np.ndarray, diff: Optional[np.ndarray] = None,
                         motion: Optional[Callable[..., np.ndarray]] = None,
-                        height: Optional[Callable[[float, float], float]] = None,
-                        area_height: Optional[Callable[[float, float], float]] = None,
+                        height: Optional[HeightMap] = None, area_height: Optional[HeightMap] = None,
                         dilation: Optional[DilationMap] = None) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (K,4) xyxy float32 and scores (K,) of one frame's foreground mask (H,W) bool; ``motion`` (y1, y2,
         x1, x2) -> (y2-y1, x2-x1, 2) px/frame flow of the frame's pixels there, called only for a piece that may be
@@ -288,8 +287,7 @@ class BackgroundSubtractionDetector(Detector):
                     scores.append(min(1.0, float(d.mean()) / self.score_scale))
         return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32)
 
-    def dilation_map(self, plane: Optional[Callable[[float, float], float]], shape: tuple[int, int]
-                     ) -> Optional["DilationMap"]:
+    def dilation_map(self, plane: Optional[HeightMap], shape: tuple[int, int]) -> Optional[DilationMap]:
         """``dilate_height``'s dilation (odd px tall, ``dilate`` px wide) at every pixel of a (H, W) frame (None: the
         option is off or there is no plane). A pixel is taken as the middle of a body: the plane is read at the
         footprint half an expected height below it (one fixed-point step: h0 at the pixel's own row, then h at the row
@@ -309,7 +307,7 @@ class BackgroundSubtractionDetector(Detector):
         return DilationMap(full, self.dilate)
 
     def _min_area_at(self, foot_x: float, foot_y: float,
-                     area_height: Optional[Callable[[float, float], float]]) -> float:
+                     area_height: Optional[HeightMap]) -> float:
         """The smallest blob kept with its footprint at (foot_x, foot_y): ``min_area``, or with ``area_height``
         ``min_area_height`` x the expected height there squared, between ``min_area_floor`` and ``min_area``."""
         if area_height is None:
@@ -318,7 +316,7 @@ class BackgroundSubtractionDetector(Detector):
         return float(np.clip(self.min_area_height * expected * expected, self.min_area_floor, self.min_area))
 
     def _pieces(self, comp: np.ndarray, origin: tuple[int, int], motion: Optional[Callable[..., np.ndarray]],
-                height: Optional[Callable[[float, float], float]] = None) -> list[tuple[int, int, int, int]]:
+                height: Optional[HeightMap] = None) -> list[tuple[int, int, int, int]]:
         """The profile pieces of a component (:meth:`_split`), each cut again where its sides move apart (with
         ``motion``)."""
         pieces = self._split(comp, origin, height)
@@ -356,7 +354,7 @@ class BackgroundSubtractionDetector(Detector):
         return [(x1 + a, y1, x1 + b, y2) for a, b in cuts]
 
     def _split(self, comp: np.ndarray, origin: tuple[int, int] = (0, 0),
-               height: Optional[Callable[[float, float], float]] = None) -> list[tuple[int, int, int, int]]:
+               height: Optional[HeightMap] = None) -> list[tuple[int, int, int, int]]:
         """Sub-boxes (x1,y1,x2,y2 relative to the component box at ``origin`` in the frame) of one component; the
         whole box if unsplit: its column-profile pieces, each taller than ``split_rows_height`` times ``height`` at
         its footprint cut again at the valleys of its row profile."""
@@ -425,8 +423,7 @@ class DilationMap:
         return out
 
 
-def _height_plane(feet: list[np.ndarray], heights: list[np.ndarray], quantile: float = 0.5
-                  ) -> Optional[Callable[[float, float], float]]:
+def _height_plane(feet: list[np.ndarray], heights: list[np.ndarray], quantile: float = 0.5) -> Optional[HeightMap]:
     """(foot_x, foot_y) px -> the expected blob height (px) there: the scorer's robust plane of height over footprint
     (:func:`tao_lab.scorer.scene.fit_expected_height`, at ``quantile``) fitted on the blobs' feet (K, 2) and heights
     (K,) of some frames; None with fewer than 20 blobs."""
