@@ -115,9 +115,11 @@ def _auc(positives: list, negatives: list) -> float:
 
 
 def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None, num_clips: int = 4,
-                num_frames: int = 120, top: int = 2, min_iou: float = 0.2, crowd: bool = False):
+                num_frames: int = 120, top: int = 2, min_iou: float = 0.2, crowd: bool = False,
+                occlusion: bool = True):
     """Yields printable lines, then returns {scene: {set: AUC}} (the cross-scene validation's cells for ``seed``;
-    with ``crowd`` those of its ``--crowd`` guard: held-out and planted clips crowded by a spare clip)."""
+    with ``crowd`` those of its ``--crowd`` guard: held-out and planted clips crowded by a spare clip; planted objects
+    behind nearer people as the validation's, or over everything without ``occlusion``, its ``--paste-over``)."""
     from tao_lab.pipeline import dataset_pipeline, instantiate
     from tao_lab.types import Dataset
     from tao_lab.validation.crowd import CrowdedClip
@@ -127,7 +129,7 @@ def look_scenes(cfg, scenes, sets, seed: int = 0, ped2_dir: Optional[str] = None
 
     donors = spare_clips(list(dict.fromkeys(scenes)), num_clips, num_frames, ped2_dir) if crowd else None
     built = build_scenes(cfg, scenes, sets, ped2_dir, num_clips, num_frames, seed, False, animate=True,
-                         off_path_ground=True)
+                         off_path_ground=True, occlusion=occlusion)
     if donors is not None:
         built = [crowd_scene(sc, donors[sc.name]) for sc in built]
     aucs: dict[str, dict[str, float]] = {}
@@ -232,6 +234,9 @@ def main(argv=None) -> int:
     parser.add_argument("--iou", type=float, default=0.2, help="IoU a detection needs to count as the planted object")
     parser.add_argument("--crowd", action="store_true",
                         help="the validation's --crowd guard: held-out and planted clips crowded by a spare clip")
+    parser.add_argument("--paste-over", action="store_true",
+                        help="the validation's --paste-over: planted objects over everything (rounds before session "
+                             "60) instead of behind the clip's nearer people")
     args, overrides = parser.parse_known_args(argv)
     from tao_lab.config import compose_config
     from tao_lab.validation.behaviours import BEHAVIOURS
@@ -249,7 +254,7 @@ def main(argv=None) -> int:
             print(f"note: each set is planted at the depth band its position in --sets gives it; these cells equal a "
                   f"validation run with --sets {','.join(sets)}, not the full table's (sets {','.join(BEHAVIOURS)})")
         lines = look_scenes(cfg, args.scenes.split(","), sets, args.seed, args.ped2_dir, args.clips, args.frames,
-                            args.top, args.iou, args.crowd)
+                            args.top, args.iou, args.crowd, occlusion=not args.paste_over)
     for line in lines:
         print(line, flush=True)
     return 0

@@ -116,7 +116,8 @@ def test_cross_scene_crowd_scores_crowded_held_out_and_planted_clips(compose_cfg
     cfg = compose_cfg("eval", [])
     run = cross_scene_validate(cfg, {"default": cfg}, scenes=["synthetic_persp"], sets=["loiter"], num_clips=3,
                                num_frames=70, show_progress=False, crowd=True)
-    scene = build_scenes(cfg, ["synthetic_persp"], ["loiter"], None, 3, 70, show_progress=False, animate=True)[0]
+    scene = build_scenes(cfg, ["synthetic_persp"], ["loiter"], None, 3, 70, show_progress=False, animate=True,
+                         occlusion=True)[0]  # the validation's plants: animated, behind nearer people
     donors = spare_clips(["synthetic_persp"], 3, 70)["synthetic_persp"]
     crowded = crowd_scene(scene, donors)
     assert crowded.train == scene.train  # the fit is not crowded
