@@ -237,10 +237,10 @@ def test_dilate_height_joins_the_pieces_of_a_near_body_and_nothing_else():
     assert len(plain) == 6
     det = BackgroundSubtractionDetector(dilate_height=0.25, **kwargs)
     dilation = det.dilation_map(expected, mask.shape)
-    # a pixel in the torso-legs gap (row 129): h0 = 5 + 0.4 x 130 (its 4-px grid cell's centre) = 57, read again
-    # 28.5 rows below: 5 + 0.4 x 158.5 = 68.4; a quarter of it is 17.1 -> 17 px tall (odd)
+    # a pixel in the torso-legs gap (row 129): h0 = 5 + 0.4 x 129 = 56.6, read again 28.3 rows below:
+    # 5 + 0.4 x 157.3 = 67.9; a quarter of it is 16.98 -> 17 px tall (odd)
     assert dilation.heights[129, 55] == 17 and dilation.width == 5
-    assert dilation.heights[20, 155] == 5  # far: 0.25 x 17.4 = 4.3 -> at least dilate
+    assert dilation.heights[20, 155] == 5  # far: h0 = 13, 0.25 x (5 + 0.4 x 26.5) = 3.9 -> at least dilate
     joined, _ = det.boxes_from_mask(mask, dilation=dilation)
     np.testing.assert_array_equal(sorted(map(tuple, joined.astype(int))),
                                   [(50, 100, 62, 150), (90, 100, 102, 150), (110, 100, 122, 150),
@@ -249,6 +249,24 @@ def test_dilate_height_joins_the_pieces_of_a_near_body_and_nothing_else():
     assert BackgroundSubtractionDetector(**kwargs).dilation_map(expected, mask.shape) is None  # option off
     with pytest.raises(ValueError, match="dilate_height"):
         BackgroundSubtractionDetector(dilate_height=0)
+
+
+def test_height_plane_reads_arrays_of_footprints_as_it_reads_one():
+    """The detector's expected-height plane gives a float for one footprint and, elementwise, the same values for
+    arrays of them (dilation_map reads it at every pixel at once)."""
+    from tao_lab.detector.subtraction import _height_plane
+
+    rng = np.random.default_rng(1)
+    feet = rng.uniform([0, 20], [200, 120], (60, 2))
+    plane = _height_plane([feet], [10 + 0.3 * feet[:, 1] + rng.normal(0, 1, 60)])
+    one = plane(50.0, 80.0)
+    assert isinstance(one, float) and one == pytest.approx(34.0, abs=2.0)  # 10 + 0.3 x 80, fitted on noisy heights
+    xs, ys = np.meshgrid(np.arange(0, 200, 37.0), np.arange(20, 120, 23.0))
+    grid = plane(xs, ys)
+    assert grid.shape == xs.shape
+    np.testing.assert_allclose(grid, [[plane(x, y) for x, y in zip(rx, ry)] for rx, ry in zip(xs, ys)], rtol=0,
+                               atol=1e-12)
+    assert _height_plane([feet[:19]], [np.ones(19)]) is None  # fewer than 20 blobs: no plane
 
 
 def test_dilation_map_equals_a_pixel_by_pixel_dilation():

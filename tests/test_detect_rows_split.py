@@ -50,7 +50,7 @@ def test_a_stack_taller_than_the_expected_height_is_cut_at_its_bridge():
     assert det._split(comp, (0, 0), lambda x, y: 40.0) == [(0, 0, 12, 50)]
     assert det._split(comp, (0, 0), None) == [(0, 0, 12, 50)]
     # off by default
-    assert BackgroundSubtractionDetector(min_width=6).expected_height(MovingSquareClip(), None) == (None, None)
+    assert BackgroundSubtractionDetector(min_width=6).height_planes(MovingSquareClip(), None) == (None, None)
 
 
 def test_the_height_model_is_read_at_the_blobs_footprint_in_the_frame():

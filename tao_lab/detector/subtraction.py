@@ -17,7 +17,7 @@ from tao_lab.features.flow_memo import SHARED_FLOWS, clip_key
 from tao_lab.types import Clip, ObjectTable
 
 log = logging.getLogger(__name__)
-#: (foot_x, foot_y) px -> an expected blob height (px) there
+#: (foot_x, foot_y) px -> an expected blob height (px) there; elementwise on arrays of footprints
 HeightMap = Callable[[float, float], float]
 
 
@@ -45,7 +45,7 @@ class BackgroundSubtractionDetector(Detector):
         min_area_height: None (off) or a fraction: the smallest blob kept at a place is at most this x the square of
             the clip's expected blob height there (and at least ``min_area_floor``), so a camera's far people, a few
             pixels wide, stay objects while near ones still need ``min_area``. The expected height is the row cut's
-            robust plane of blob height over footprint (:meth:`expected_height`; a clip with too few blobs to fit it
+            robust plane of blob height over footprint (:meth:`height_planes`; a clip with too few blobs to fit it
             keeps ``min_area`` everywhere).
             Online the plane is fitted the same way on the warm-up frames, against the stream's background.
         min_area_floor: with ``min_area_height``, the smallest blob kept anywhere (foreground pixels; at most
@@ -58,7 +58,7 @@ class BackgroundSubtractionDetector(Detector):
             dark ground between a white top and the shoes) are bridged near the camera as they are far from it,
             where ``dilate`` alone is a hand's width. Only up and down: the pieces of one standing body lie
             above one another, while people side by side stay as far apart as with ``dilate``. The expected height
-            is the upper-quartile plane of :meth:`expected_height` (fitted with ``dilate``), read for a pixel at the
+            is the upper-quartile plane of :meth:`height_planes` (fitted with ``dilate``), read for a pixel at the
             footprint of a body whose middle it is (:meth:`dilation_map`); a clip with too few blobs to fit it keeps
             ``dilate`` everywhere. Online, the same plane fitted on the warm-up frames.
         split_aspect: blobs with width > split_aspect * height are candidates for splitting (0 = never split).
@@ -174,7 +174,7 @@ class BackgroundSubtractionDetector(Detector):
 
     def detect(self, clip: Clip) -> ObjectTable:
         model = self.background_model(clip)
-        plane, upper = self.expected_height(clip, model)
+        plane, upper = self.height_planes(clip, model)
         height = plane if self.split_rows_valley > 0 else None  # the row cut's
         area_height = plane if self.min_area_height is not None else None  # min_area_height's
         dilation = self.dilation_map(upper, (clip.height, clip.width))
@@ -195,7 +195,7 @@ class BackgroundSubtractionDetector(Detector):
         frame = np.concatenate(rows_f)
         return ObjectTable.build(frame, np.concatenate(rows_b).reshape(-1, 4), np.concatenate(rows_s))
 
-    def expected_height(self, clip: Clip, model: BackgroundModel,
+    def height_planes(self, clip: Clip, model: BackgroundModel,
                         foreground: Optional[Callable[[np.ndarray, int], np.ndarray]] = None
                         ) -> tuple[Optional[HeightMap], Optional[HeightMap]]:
         """Two maps (foot_x, foot_y) px -> the clip's expected blob height (px) there, fitted on the blobs of
@@ -233,8 +233,8 @@ class BackgroundSubtractionDetector(Detector):
             """min_area_height and dilate_height online: the planes fitted on the warm-up frames against the stream's
             background, as offline on the clip's frames against the clip's (the masks are not kept under the model: a
             stream's frame indices are not the warm-up clip's)."""
-            plane[0], upper = self.expected_height(warmup, background.model,
-                                                   lambda frame, i: background.foreground(frame)[1])
+            plane[0], upper = self.height_planes(warmup, background.model,
+                                                 lambda frame, i: background.foreground(frame)[1])
             dilation[0] = self.dilation_map(upper, (warmup.height, warmup.width))
 
         if self.min_area_height is not None or self.dilate_height is not None:
@@ -258,7 +258,7 @@ class BackgroundSubtractionDetector(Detector):
         """Boxes (K,4) xyxy float32 and scores (K,) of one frame's foreground mask (H,W) bool; ``motion`` (y1, y2,
         x1, x2) -> (y2-y1, x2-x1, 2) px/frame flow of the frame's pixels there, called only for a piece that may be
         cut by motion (None = no motion split); ``height`` (foot_x, foot_y) -> expected blob height px there
-        (:meth:`expected_height`; None = no row cut); ``area_height`` the same for ``min_area_height`` (None: every
+        (:meth:`height_planes`; None = no row cut); ``area_height`` the same for ``min_area_height`` (None: every
         blob needs ``min_area``); ``dilation`` ``dilate_height``'s map (:meth:`dilation_map`; None: ``dilate``
         everywhere)."""
         fg = mask.astype(np.uint8)
@@ -291,20 +291,14 @@ class BackgroundSubtractionDetector(Detector):
         """``dilate_height``'s dilation (odd px tall, ``dilate`` px wide) at every pixel of a (H, W) frame (None: the
         option is off or there is no plane). A pixel is taken as the middle of a body: the plane is read at the
         footprint half an expected height below it (one fixed-point step: h0 at the pixel's own row, then h at the row
-        h0 / 2 below), on a grid of :data:`DILATION_GRID` px (the plane is smooth)."""
+        h0 / 2 below)."""
         if self.dilate_height is None or plane is None:
             return None
-        h, w = shape[:2]
-        ys, xs = np.arange(0, h, DILATION_GRID) + DILATION_GRID / 2, np.arange(0, w, DILATION_GRID) + DILATION_GRID / 2
-        grid = np.empty((len(ys), len(xs)), np.float64)
-        for r, y in enumerate(ys):
-            for c, x in enumerate(xs):
-                h0 = max(plane(x, y), 0.0)  # a plane extrapolated past the horizon goes below 0
-                grid[r, c] = max(plane(x, y + h0 / 2), 0.0)
-        sizes = np.maximum(self.dilate, 2 * np.floor(self.dilate_height * grid / 2) + 1)
-        sizes = np.minimum(sizes, MAX_DILATION).astype(np.int32)
-        full = np.repeat(np.repeat(sizes, DILATION_GRID, axis=0), DILATION_GRID, axis=1)[:h, :w]
-        return DilationMap(full, self.dilate)
+        ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+        h0 = np.maximum(plane(xs, ys), 0.0)  # a plane extrapolated past the horizon goes below 0
+        expected = np.maximum(plane(xs, ys + h0 / 2), 0.0)
+        sizes = np.maximum(self.dilate, 2 * np.floor(self.dilate_height * expected / 2) + 1)
+        return DilationMap(np.minimum(sizes, MAX_DILATION).astype(np.int32), self.dilate)
 
     def _min_area_at(self, foot_x: float, foot_y: float,
                      area_height: Optional[HeightMap]) -> float:
@@ -383,8 +377,7 @@ class BackgroundSubtractionDetector(Detector):
         return pieces
 
 
-#: dilate_height: the grid (px) on which the expected height is read, and the largest dilation (px)
-DILATION_GRID = 4
+#: dilate_height: the largest dilation (px)
 MAX_DILATION = 63
 #: dilate_height reads the upper-quartile plane of blob height, not the median: on real colour video most blobs are
 #: pieces of people (a head, a bag, the legs), and the median plane follows them (the partial Avenue copy's video 17
@@ -424,16 +417,23 @@ class DilationMap:
 
 
 def _height_plane(feet: list[np.ndarray], heights: list[np.ndarray], quantile: float = 0.5) -> Optional[HeightMap]:
-    """(foot_x, foot_y) px -> the expected blob height (px) there: the scorer's robust plane of height over footprint
-    (:func:`tao_lab.scorer.scene.fit_expected_height`, at ``quantile``) fitted on the blobs' feet (K, 2) and heights
-    (K,) of some frames; None with fewer than 20 blobs."""
+    """(foot_x, foot_y) px -> the expected blob height (px) there (a float, or an array of them for arrays of
+    footprints): the scorer's robust plane of height over footprint (:func:`tao_lab.scorer.scene.fit_expected_height`,
+    at ``quantile``) fitted on the blobs' feet (K, 2) and heights (K,) of some frames; None with fewer than 20
+    blobs."""
     from tao_lab.scorer import scene
 
     heights_all = np.concatenate(heights) if heights else np.zeros(0)
     if len(heights_all) < 20:
         return None
     plane = scene.fit_expected_height(np.concatenate(feet), heights_all, quantile=quantile)  # px (a linear plane)
-    return lambda x, y: float(scene.expected_height(plane, np.array([[x, y]]))[0])
+
+    def height_at(x, y):
+        if np.ndim(x) == 0:
+            return float(scene.expected_height(plane, np.array([[x, y]]))[0])
+        return scene.expected_height(plane, np.column_stack([np.ravel(x), np.ravel(y)])).reshape(np.shape(x))
+
+    return height_at
 
 
 def valley_cuts(profile: np.ndarray, min_length: int, valley: float, min_share: float = 0.0
